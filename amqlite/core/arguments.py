@@ -1,0 +1,223 @@
+"""Validation of the ``x-`` arguments of queues and exchanges.
+
+Arguments are checked once, at declare time, and turned into typed settings,
+so the hot path never looks at a raw argument table again. Unknown arguments
+are kept and ignored, as RabbitMQ does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import attrs
+
+from .errors import PreconditionFailed
+
+DROP_HEAD = "drop-head"
+REJECT_PUBLISH = "reject-publish"
+REJECT_PUBLISH_DLX = "reject-publish-dlx"
+OVERFLOW_MODES = (DROP_HEAD, REJECT_PUBLISH, REJECT_PUBLISH_DLX)
+
+#: LavinMQ's default once broker-side retry is switched on.
+DEFAULT_RETRY_DELIVERY_LIMIT = 20
+
+# The arguments RabbitMQ compares when a queue is redeclared.
+EQUIVALENCE_KEYS = (
+    "x-message-ttl",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-overflow",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-priority",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+    "x-delayed-retry-min",
+    "x-delayed-retry-max",
+    "x-delayed-retry-multiplier",
+    "x-queue-type",
+)
+
+
+@attrs.frozen(slots=True)
+class RetryPolicy:
+    """Broker-side retry with backoff (LavinMQ's ``x-delayed-retry-*``).
+
+    Times are in seconds. ``multiplier`` None means linear growth.
+    """
+
+    min_delay: float
+    max_delay: float | None
+    multiplier: float | None
+
+    def delay(self, attempt: int) -> float:
+        """Delay before redelivery after the ``attempt``-th failure (1-based)."""
+        if self.multiplier is None:
+            delay = self.min_delay * attempt
+        else:
+            delay = self.min_delay * self.multiplier ** (attempt - 1)
+        if self.max_delay is not None:
+            delay = min(delay, self.max_delay)
+        return delay
+
+
+@attrs.frozen(slots=True)
+class QueueSettings:
+    message_ttl: float | None = None
+    expires: float | None = None
+    max_length: int | None = None
+    max_length_bytes: int | None = None
+    overflow: str = DROP_HEAD
+    dead_letter_exchange: str | None = None
+    dead_letter_routing_key: str | None = None
+    max_priority: int | None = None
+    single_active_consumer: bool = False
+    delivery_limit: int | None = None
+    retry: RetryPolicy | None = None
+
+
+def _fail(key: str, what: str, name: str, vhost: str, value: Any) -> PreconditionFailed:
+    return PreconditionFailed(
+        f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}': {what} ({value!r})"
+    )
+
+
+def _int(args: Mapping[str, Any], key: str, name: str, vhost: str, minimum: int) -> int | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(key, "not an integer", name, vhost, value)
+    if value < minimum:
+        raise _fail(key, f"must be at least {minimum}", name, vhost, value)
+    return value
+
+
+def _str(args: Mapping[str, Any], key: str, name: str, vhost: str) -> str | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        raise _fail(key, "not a string", name, vhost, value)
+    return value
+
+
+def queue_settings(args: Mapping[str, Any] | None, name: str, vhost: str) -> QueueSettings:
+    args = args or {}
+    ttl = _int(args, "x-message-ttl", name, vhost, 0)
+    expires = _int(args, "x-expires", name, vhost, 1)
+    overflow = _str(args, "x-overflow", name, vhost) or DROP_HEAD
+    if overflow not in OVERFLOW_MODES:
+        raise _fail("x-overflow", f"must be one of {', '.join(OVERFLOW_MODES)}", name, vhost, overflow)
+    dlx = _str(args, "x-dead-letter-exchange", name, vhost)
+    dlrk = _str(args, "x-dead-letter-routing-key", name, vhost)
+    if dlrk is not None and dlx is None:
+        raise PreconditionFailed(
+            f"invalid arg 'x-dead-letter-routing-key' for queue '{name}' in vhost '{vhost}': "
+            "x-dead-letter-exchange is not set"
+        )
+    max_priority = _int(args, "x-max-priority", name, vhost, 1)
+    if max_priority is not None and max_priority > 255:
+        raise _fail("x-max-priority", "must be at most 255", name, vhost, max_priority)
+    sac = args.get("x-single-active-consumer", False)
+    if not isinstance(sac, bool):
+        raise _fail("x-single-active-consumer", "not a boolean", name, vhost, sac)
+    queue_type = _str(args, "x-queue-type", name, vhost)
+    if queue_type not in (None, "classic", "quorum"):
+        raise _fail("x-queue-type", "only classic and quorum queues are supported", name, vhost, queue_type)
+    retry = _retry(args, name, vhost)
+    limit = _int(args, "x-delivery-limit", name, vhost, 0)
+    if limit is None and retry is not None:
+        limit = DEFAULT_RETRY_DELIVERY_LIMIT
+    return QueueSettings(
+        message_ttl=None if ttl is None else ttl / 1000,
+        expires=None if expires is None else expires / 1000,
+        max_length=_int(args, "x-max-length", name, vhost, 0),
+        max_length_bytes=_int(args, "x-max-length-bytes", name, vhost, 0),
+        overflow=overflow,
+        dead_letter_exchange=dlx,
+        dead_letter_routing_key=dlrk,
+        max_priority=max_priority,
+        single_active_consumer=sac,
+        delivery_limit=limit,
+        retry=retry,
+    )
+
+
+def _retry(args: Mapping[str, Any], name: str, vhost: str) -> RetryPolicy | None:
+    min_ms = _int(args, "x-delayed-retry-min", name, vhost, 1)
+    max_ms = _int(args, "x-delayed-retry-max", name, vhost, 1)
+    multiplier = args.get("x-delayed-retry-multiplier")
+    if min_ms is None:
+        if max_ms is not None or multiplier is not None:
+            raise _fail("x-delayed-retry-min", "required by the other x-delayed-retry arguments", name, vhost, None)
+        return None
+    if multiplier is not None and (
+        isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or multiplier < 1
+    ):
+        raise _fail("x-delayed-retry-multiplier", "must be a number of at least 1", name, vhost, multiplier)
+    if max_ms is not None and max_ms < min_ms:
+        raise _fail("x-delayed-retry-max", "must not be less than x-delayed-retry-min", name, vhost, max_ms)
+    return RetryPolicy(
+        min_delay=min_ms / 1000,
+        max_delay=None if max_ms is None else max_ms / 1000,
+        multiplier=None if multiplier is None else float(multiplier),
+    )
+
+
+def message_ttl(expiration: str | None) -> float | None:
+    """The per-message ``expiration`` property in seconds, or None if unusable.
+
+    RabbitMQ rejects a malformed expiration at publish time; the caller does
+    that with the error this raises.
+    """
+    if expiration is None:
+        return None
+    try:
+        ms = int(expiration)
+    except ValueError:
+        raise PreconditionFailed(f"invalid expiration '{expiration}': not an integer") from None
+    if ms < 0:
+        raise PreconditionFailed(f"invalid expiration '{expiration}': negative")
+    return ms / 1000
+
+
+def _amqp_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "signedint" if -(2**31) <= value < 2**31 else "long"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, str):
+        return "longstr"
+    return type(value).__name__
+
+
+def describe_arg(value: Any) -> str:
+    """RabbitMQ's wording, which people search for when a redeclare fails."""
+    if value is None:
+        return "none"
+    return f"the value '{value}' of type '{_amqp_type(value)}'"
+
+
+def check_equivalent(
+    kind: str, name: str, vhost: str, current: Mapping[str, Any], received: Mapping[str, Any], keys: tuple[str, ...]
+) -> None:
+    for key in keys:
+        mine, theirs = current.get(key), received.get(key)
+        if key == "x-queue-type":
+            mine, theirs = mine or "classic", theirs or "classic"
+        if mine != theirs or (type(mine) is not type(theirs) and not _same_number(mine, theirs)):
+            raise PreconditionFailed(
+                f"inequivalent arg '{key}' for {kind} '{name}' in vhost '{vhost}': "
+                f"received {describe_arg(theirs)} but current is {describe_arg(mine)}"
+            )
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    # Clients encode the same integer with different widths; that is still equal.
+    return isinstance(a, int) and isinstance(b, int) and not isinstance(a, bool) and not isinstance(b, bool) and a == b

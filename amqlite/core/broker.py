@@ -1,0 +1,75 @@
+"""The broker: virtual hosts, connections and the one deadline index.
+
+This is the pure model. It reads no clock: every call that depends on time
+takes ``now`` (seconds), and :meth:`Broker.next_deadline` tells the driver
+when to call :meth:`Broker.tick` next.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from typing import Callable, Container
+
+from .connection import Connection
+from .errors import NotAllowed
+from .message import Message
+from .timers import Timers
+from .vhost import VirtualHost
+
+#: RabbitMQ 4's default max message size.
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+DropHook = Callable[[str, Message, str], None]
+
+
+class Broker:
+    def __init__(self, *, name_prefix: str = "", max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        #: Makes generated names unique across broker runs; the driver
+        #: passes something random, since the core has no randomness.
+        self.name_prefix = name_prefix
+        self.max_message_size = max_message_size
+        self.timers = Timers()
+        self.vhosts: dict[str, VirtualHost] = {}
+        self.connections: set[Connection] = set()
+        #: Messages dropped, by reason (unroutable, expired, maxlen, ...).
+        self.drops: Counter[str] = Counter()
+        #: Called for every dropped message: (queue or exchange, message, reason).
+        self.on_drop: DropHook | None = None
+        self._names = itertools.count(1)
+        self.add_vhost("/")
+
+    def add_vhost(self, name: str) -> VirtualHost:
+        vhost = self.vhosts.get(name)
+        if vhost is None:
+            vhost = self.vhosts[name] = VirtualHost(self, name)
+        return vhost
+
+    def connect(self, vhost: str = "/", *, user: str = "guest", name: str = "") -> Connection:
+        target = self.vhosts.get(vhost)
+        if target is None:
+            raise NotAllowed(f"vhost {vhost} not found")
+        connection = Connection(self, target, user=user, name=name)
+        self.connections.add(connection)
+        return connection
+
+    def new_name(self, prefix: str, taken: Container[str]) -> str:
+        while True:
+            name = f"{prefix}{self.name_prefix}{next(self._names)}"
+            if name not in taken:
+                return name
+
+    def dropped(self, where: str, message: Message, reason: str) -> None:
+        self.drops[reason] += 1
+        if self.on_drop is not None:
+            self.on_drop(where, message, reason)
+
+    # -- time -----------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        return self.timers.next_deadline()
+
+    def tick(self, now: float) -> None:
+        """Run everything due at ``now``: expiries, delays, retries."""
+        for target in self.timers.pop_due(now):
+            target.on_timer(now)

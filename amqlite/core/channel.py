@@ -1,0 +1,343 @@
+"""A channel: the unit of work of a client.
+
+It owns delivery tags, unacknowledged deliveries, prefetch, publisher
+confirm numbering and transactions. Each method maps onto one AMQP method,
+so the protocol layer and the embedded API share one model.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import TYPE_CHECKING, Any, Callable
+
+from .consumer import Consumer
+from .errors import NotAllowed, NotImplemented_, NotFound, PreconditionFailed
+from .events import ConsumerCancelled, Deliver, GetResult, PublishOutcome
+from .exchange import Exchange
+from .message import EMPTY_PROPERTIES, UNACKED, Entry, Message, Properties
+from .queue import Queue
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+#: Deliveries handed to a channel but not yet taken by its driver. This bounds
+#: what a slow reader (or a no-ack consumer) can make the broker buffer.
+DEFAULT_BUFFER_LIMIT = 1000
+
+Unacked = tuple[Entry, Queue, "Consumer | None"]
+
+
+class Channel:
+    def __init__(self, connection: Connection, number: int) -> None:
+        self.connection = connection
+        self.number = number
+        self.vhost = connection.vhost
+        self.broker = connection.broker
+        self.consumers: dict[str, Consumer] = {}
+        self.unacked: OrderedDict[int, Unacked] = OrderedDict()
+        self._next_tag = 0
+        #: basic.qos prefetch_count for consumers started from now on.
+        self.prefetch = 0
+        #: basic.qos with global=true: a limit on the channel's unacked total.
+        self.global_prefetch = 0
+        self.buffered = 0
+        self.buffer_limit = DEFAULT_BUFFER_LIMIT
+        self.outbox: deque[Deliver | ConsumerCancelled] = deque()
+        #: Called when the outbox becomes non-empty; a driver's wake-up.
+        self.notify: Callable[[], None] | None = None
+        self.confirm = False
+        #: Sequence number of the last publish in confirm mode.
+        self.publish_seq = 0
+        self.transactional = False
+        self._tx_publishes: list[tuple[str, Message, bool]] = []
+        self._tx_settles: list[tuple[int, Unacked, str, bool]] = []
+        self.closed = False
+
+    # -- exchanges and queues -------------------------------------------
+
+    def declare_exchange(self, name: str, type: str = "direct", **options: Any) -> Exchange:
+        return self.vhost.declare_exchange(name, type, **options)
+
+    def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
+        self.vhost.delete_exchange(name, if_unused=if_unused)
+
+    def bind_exchange(self, destination: str, source: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
+        self.vhost.bind_exchange(destination, source, routing_key, arguments)
+
+    def unbind_exchange(self, destination: str, source: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
+        self.vhost.unbind_exchange(destination, source, routing_key, arguments)
+
+    def declare_queue(self, name: str = "", *, now: float, **options: Any) -> Queue:
+        return self.vhost.declare_queue(name, owner=self.connection, now=now, **options)
+
+    def bind_queue(self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
+        self.vhost.bind_queue(queue, exchange, routing_key, arguments, self.connection)
+
+    def unbind_queue(self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
+        self.vhost.unbind_queue(queue, exchange, routing_key, arguments, self.connection)
+
+    def purge_queue(self, name: str) -> int:
+        return self.vhost.get_queue(name, self.connection).purge()
+
+    def delete_queue(self, name: str, *, now: float, if_unused: bool = False, if_empty: bool = False) -> int:
+        if name not in self.vhost.queues:
+            return 0  # idempotent, as in RabbitMQ
+        queue = self.vhost.get_queue(name, self.connection)
+        return self.vhost.delete_queue(queue, now, if_unused=if_unused, if_empty=if_empty)
+
+    # -- consumers ------------------------------------------------------
+
+    def qos(self, prefetch_count: int, *, global_: bool = False, prefetch_size: int = 0, now: float) -> None:
+        if prefetch_size:
+            raise NotImplemented_(f"prefetch_size!=0 ({prefetch_size})")
+        if global_:
+            self.global_prefetch = prefetch_count
+            self._redispatch(now)
+        else:
+            self.prefetch = prefetch_count
+
+    def consume(
+        self,
+        queue: str,
+        *,
+        now: float,
+        consumer_tag: str = "",
+        no_ack: bool = False,
+        exclusive: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> str:
+        target = self.vhost.get_queue(queue, self.connection)
+        if not consumer_tag:
+            consumer_tag = self.broker.new_name("amq.ctag-", self.consumers)
+        elif consumer_tag in self.consumers:
+            raise NotAllowed(f"attempt to reuse consumer tag '{consumer_tag}'")
+        arguments = dict(arguments or {})
+        priority = arguments.get("x-priority", 0)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise PreconditionFailed(f"invalid arg 'x-priority' for consumer '{consumer_tag}': not an integer")
+        consumer = Consumer(
+            tag=consumer_tag,
+            channel=self,
+            queue=target,
+            no_ack=no_ack,
+            exclusive=exclusive,
+            priority=priority,
+            prefetch=self.prefetch,
+            arguments=arguments,
+        )
+        self.consumers[consumer_tag] = consumer
+        try:
+            target.add_consumer(consumer, now)
+        except Exception:
+            del self.consumers[consumer_tag]  # refused: queue in exclusive use
+            raise
+        return consumer_tag
+
+    def cancel(self, consumer_tag: str, *, now: float) -> bool:
+        consumer = self.consumers.pop(consumer_tag, None)
+        if consumer is None:
+            return False  # unknown tags are ignored, as in RabbitMQ
+        consumer.queue.remove_consumer(consumer, now)
+        return True
+
+    def server_cancel(self, consumer: Consumer) -> None:
+        """The queue went away under the consumer: tell the client."""
+        if self.consumers.pop(consumer.tag, None) is not None:
+            self._emit(ConsumerCancelled(consumer.tag))
+
+    # -- publishing -----------------------------------------------------
+
+    def publish(
+        self,
+        body: bytes,
+        *,
+        now: float,
+        exchange: str = "",
+        routing_key: str = "",
+        properties: Properties = EMPTY_PROPERTIES,
+        mandatory: bool = False,
+    ) -> PublishOutcome | None:
+        message = Message(exchange, routing_key, properties, body)
+        return self.publish_message(message, mandatory=mandatory, now=now)
+
+    def publish_message(self, message: Message, *, mandatory: bool, now: float) -> PublishOutcome | None:
+        """Route one message. In a transaction it is held until commit
+        (and None is returned); otherwise the outcome says where it went."""
+        limit = self.broker.max_message_size
+        if len(message.body) > limit:
+            raise PreconditionFailed(f"message size {len(message.body)} is larger than configured max size {limit}")
+        if self.confirm:
+            self.publish_seq += 1
+        if self.transactional:
+            if message.exchange not in self.vhost.exchanges:
+                raise NotFound(f"no exchange '{message.exchange}' in vhost '{self.vhost.name}'")
+            self._tx_publishes.append((message.exchange, message, mandatory))
+            return None
+        return self.vhost.publish(message.exchange, message, mandatory, now)
+
+    # -- deliveries -----------------------------------------------------
+
+    def deliver(self, consumer: Consumer, queue: Queue, entry: Entry) -> None:
+        """Called by a queue that chose ``consumer`` for ``entry``."""
+        self._next_tag += 1
+        tag = self._next_tag
+        if consumer.no_ack:
+            queue.settle(entry)
+        else:
+            entry.state = UNACKED
+            queue.unacked += 1
+            consumer.unacked += 1
+            self.unacked[tag] = (entry, queue, consumer)
+        self.buffered += 1
+        self._emit(Deliver(consumer.tag, tag, entry.redelivered, entry.message, entry.delivery_count))
+
+    def _emit(self, event: Deliver | ConsumerCancelled) -> None:
+        self.outbox.append(event)
+        if len(self.outbox) == 1 and self.notify is not None:
+            self.notify()
+
+    def delivered(self, count: int, *, now: float) -> None:
+        """The driver handed ``count`` deliveries on; room for more."""
+        was_full = self.buffered >= self.buffer_limit
+        self.buffered -= count
+        if was_full and self.buffered < self.buffer_limit:
+            self._redispatch(now)
+
+    def get(self, queue: str, *, now: float, no_ack: bool = False) -> GetResult | None:
+        target = self.vhost.get_queue(queue, self.connection)
+        entry = target.take(now)
+        if entry is None:
+            return None
+        self._next_tag += 1
+        tag = self._next_tag
+        if no_ack:
+            target.settle(entry)
+        else:
+            entry.state = UNACKED
+            target.unacked += 1
+            self.unacked[tag] = (entry, target, None)
+        return GetResult(tag, entry.redelivered, entry.message, target.message_count, entry.delivery_count)
+
+    def _redispatch(self, now: float) -> None:
+        consumers = self.consumers
+        if len(consumers) == 1:
+            next(iter(consumers.values())).queue.dispatch(now)
+        elif consumers:
+            for queue in {c.queue: None for c in consumers.values()}:
+                queue.dispatch(now)
+
+    # -- acknowledgements -----------------------------------------------
+
+    def _take(self, delivery_tag: int, multiple: bool) -> list[tuple[int, Unacked]]:
+        unacked = self.unacked
+        if not multiple:
+            record = unacked.pop(delivery_tag, None)
+            if record is None:
+                raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
+            return [(delivery_tag, record)]
+        taken = []
+        while unacked:
+            tag = next(iter(unacked))
+            if delivery_tag and tag > delivery_tag:
+                break
+            taken.append(unacked.popitem(last=False))
+        if delivery_tag and not taken:
+            raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
+        return taken
+
+    def ack(self, delivery_tag: int, *, now: float, multiple: bool = False) -> None:
+        self._settle(self._take(delivery_tag, multiple), "ack", False, now)
+
+    def nack(self, delivery_tag: int, *, now: float, multiple: bool = False, requeue: bool = True) -> None:
+        self._settle(self._take(delivery_tag, multiple), "nack", requeue, now)
+
+    def reject(self, delivery_tag: int, *, now: float, requeue: bool = True) -> None:
+        self._settle(self._take(delivery_tag, False), "nack", requeue, now)
+
+    def recover(self, *, now: float, requeue: bool = True) -> None:
+        if not requeue:
+            raise NotImplemented_("requeue=false")
+        self._settle(self._take(0, True), "nack", True, now)
+
+    def _settle(self, records: list[tuple[int, Unacked]], how: str, requeue: bool, now: float) -> None:
+        if self.transactional:
+            self._tx_settles.extend((tag, record, how, requeue) for tag, record in records)
+            return
+        self._apply(records, how, requeue, now)
+        if self.consumers:
+            self._redispatch(now)
+
+    def _apply(self, records: list[tuple[int, Unacked]], how: str, requeue: bool, now: float) -> None:
+        for _, (entry, queue, consumer) in records:
+            if consumer is not None:
+                consumer.unacked -= 1
+            if how == "ack":
+                queue.settle(entry)
+            else:
+                queue.give_back(entry, requeue, now)
+
+    # -- confirms and transactions --------------------------------------
+
+    def confirm_select(self) -> None:
+        if self.transactional:
+            raise PreconditionFailed("cannot switch from tx to confirm mode")
+        self.confirm = True
+
+    def tx_select(self) -> None:
+        if self.confirm:
+            raise PreconditionFailed("cannot switch from confirm to tx mode")
+        self.transactional = True
+
+    def _require_tx(self) -> None:
+        if not self.transactional:
+            raise PreconditionFailed("channel is not transactional")
+
+    def tx_commit(self, *, now: float) -> list[tuple[Message, PublishOutcome]]:
+        """Apply the held publishes and settlements, in order. Returns each
+        publish's outcome so the caller can send basic.return for mandatory
+        messages that reached no queue."""
+        self._require_tx()
+        publishes, self._tx_publishes = self._tx_publishes, []
+        settles, self._tx_settles = self._tx_settles, []
+        outcomes = [
+            (message, self.vhost.publish(exchange, message, mandatory, now))
+            for exchange, message, mandatory in publishes
+        ]
+        for tag, record, how, requeue in settles:
+            self._apply([(tag, record)], how, requeue, now)
+        if self.consumers:
+            self._redispatch(now)
+        return outcomes
+
+    def tx_rollback(self) -> None:
+        """Forget held publishes; settlements are undone, so those
+        deliveries are unacked again (as in RabbitMQ)."""
+        self._require_tx()
+        self._tx_publishes.clear()
+        for tag, record, _, _ in self._tx_settles:
+            self.unacked[tag] = record
+        self._tx_settles.clear()
+        self.unacked = OrderedDict(sorted(self.unacked.items()))
+
+    # -- closing --------------------------------------------------------
+
+    def close(self, *, now: float) -> None:
+        """Requeue what is unacked and cancel every consumer."""
+        if self.closed:
+            return
+        self.closed = True
+        # No credit from here on, so nothing requeued comes straight back here.
+        self.buffer_limit = 0
+        self.transactional = False
+        self._tx_settles.clear()
+        self._tx_publishes.clear()
+        unacked, self.unacked = self.unacked, OrderedDict()
+        for entry, queue, consumer in unacked.values():
+            if consumer is not None:
+                consumer.unacked -= 1
+            queue.give_back(entry, True, now)
+        consumers, self.consumers = self.consumers, {}
+        for consumer in consumers.values():
+            consumer.queue.remove_consumer(consumer, now)
+        self.outbox.clear()
+        self.connection.channels.pop(self.number, None)

@@ -1,0 +1,54 @@
+"""What the core pushes to a channel on its own initiative.
+
+Synchronous results (a declare's counts, a publish's outcome) are return
+values; these events are the asynchronous pushes a driver must carry to the
+client: deliveries, and consumers cancelled by the server.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .message import Message
+
+
+@attrs.frozen(slots=True)
+class Deliver:
+    consumer_tag: str
+    delivery_tag: int
+    redelivered: bool
+    message: Message
+    #: Carried for the embedded API and x-delivery-count; 0 on first delivery.
+    delivery_count: int
+
+
+@attrs.frozen(slots=True)
+class ConsumerCancelled:
+    """The server cancelled a consumer, e.g. because its queue was deleted."""
+
+    consumer_tag: str
+
+
+@attrs.frozen(slots=True)
+class PublishOutcome:
+    """What happened to one publish.
+
+    ``routed`` counts the queues that took the message. ``returned`` is set
+    for a mandatory message that reached no queue (the client gets
+    basic.return 312). ``rejected`` is set when a queue refused it
+    (x-overflow reject-publish): a publisher in confirm mode gets a nack.
+    """
+
+    routed: int
+    returned: bool = False
+    rejected: bool = False
+    delayed: bool = False
+
+
+@attrs.frozen(slots=True)
+class GetResult:
+    delivery_tag: int
+    redelivered: bool
+    message: Message
+    message_count: int
+    delivery_count: int

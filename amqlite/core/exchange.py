@@ -1,0 +1,217 @@
+"""Exchanges and their routing tables.
+
+A binding is (source, destination, routing key, arguments); the destination
+is a queue or, for exchange-to-exchange bindings, another exchange. Each
+exchange type keeps the index that makes its routing cheap: a dict for
+direct, a set for fanout, a trie for topic, a list for headers.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import TYPE_CHECKING, Any, Hashable, Iterable
+
+from .headers import headers_match, validate_x_match
+from .message import Message
+from .topic import TopicMatcher
+
+if TYPE_CHECKING:
+    from .vhost import VirtualHost
+
+DIRECT = "direct"
+FANOUT = "fanout"
+TOPIC = "topic"
+HEADERS = "headers"
+DELAYED = "x-delayed-message"
+ROUTING_TYPES = (DIRECT, FANOUT, TOPIC, HEADERS)
+
+
+def freeze(value: Any) -> Hashable:
+    """A hashable, order-insensitive key for binding arguments."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    # Python says True == 1; AMQP does not, so keep the type in the key.
+    return (type(value).__name__, value)
+
+
+class Router:
+    """The routing index of one exchange type."""
+
+    def add(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def remove(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def route(self, routing_key: str, headers: dict[str, Any] | None) -> Iterable[Any]:
+        raise NotImplementedError
+
+
+class DirectRouter(Router):
+    def __init__(self) -> None:
+        self._table: dict[str, dict[Any, None]] = {}
+
+    def add(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
+        self._table.setdefault(routing_key, {})[destination] = None
+
+    def remove(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
+        dests = self._table.get(routing_key)
+        if dests is not None:
+            dests.pop(destination, None)
+            if not dests:
+                del self._table[routing_key]
+
+    def route(self, routing_key: str, headers: dict[str, Any] | None) -> Iterable[Any]:
+        return self._table.get(routing_key, ())
+
+
+class FanoutRouter(Router):
+    def __init__(self) -> None:
+        # A destination bound with several keys still gets one copy; count them.
+        self._dests: dict[Any, int] = {}
+
+    def add(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
+        self._dests[destination] = self._dests.get(destination, 0) + 1
+
+    def remove(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
+        left = self._dests.get(destination, 0) - 1
+        if left > 0:
+            self._dests[destination] = left
+        else:
+            self._dests.pop(destination, None)
+
+    def route(self, routing_key: str, headers: dict[str, Any] | None) -> Iterable[Any]:
+        return self._dests
+
+
+class TopicRouter(Router):
+    def __init__(self) -> None:
+        self._matcher = TopicMatcher()
+
+    def add(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
+        self._matcher.bind(routing_key, destination)
+
+    def remove(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
+        self._matcher.unbind(routing_key, destination)
+
+    def route(self, routing_key: str, headers: dict[str, Any] | None) -> Iterable[Any]:
+        return self._matcher.match(routing_key)
+
+
+class HeadersRouter(Router):
+    def __init__(self) -> None:
+        self._bindings: dict[tuple[Any, Hashable], dict[str, Any]] = {}
+
+    def add(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
+        validate_x_match(arguments)
+        self._bindings[(destination, freeze(arguments))] = arguments
+
+    def remove(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
+        self._bindings.pop((destination, freeze(arguments)), None)
+
+    def route(self, routing_key: str, headers: dict[str, Any] | None) -> Iterable[Any]:
+        return {dest for (dest, _), args in self._bindings.items() if headers_match(args, headers)}
+
+
+ROUTERS: dict[str, type[Router]] = {
+    DIRECT: DirectRouter,
+    FANOUT: FanoutRouter,
+    TOPIC: TopicRouter,
+    HEADERS: HeadersRouter,
+}
+
+
+class Exchange:
+    def __init__(
+        self,
+        vhost: VirtualHost,
+        name: str,
+        type: str,
+        *,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        self.vhost = vhost
+        self.name = name
+        self.type = type
+        self.durable = durable
+        self.auto_delete = auto_delete
+        self.internal = internal
+        self.arguments = dict(arguments or {})
+        alternate = self.arguments.get("alternate-exchange")
+        self.alternate: str | None = alternate if isinstance(alternate, str) else None
+        self.routing_type = self.arguments.get("x-delayed-type", type) if type == DELAYED else type
+        self.router = ROUTERS[self.routing_type]()
+        #: Outgoing bindings: (destination, routing key, args key) -> arguments.
+        self.bindings: dict[tuple[Any, str, Hashable], dict[str, Any]] = {}
+        #: Bindings that lead here (this exchange as a destination).
+        self.incoming: set[tuple[Exchange, str, Hashable]] = set()
+        self.deleted = False
+        # Delayed-message exchanges hold messages here until due.
+        self.timer_at: float | None = None
+        self._pending: list[tuple[float, int, Message]] = []
+        self._order = itertools.count()
+
+    @property
+    def delayed(self) -> bool:
+        return self.type == DELAYED
+
+    def bind(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> bool:
+        key = (destination, routing_key, freeze(arguments))
+        if key in self.bindings:
+            return False
+        self.router.add(destination, routing_key, arguments)
+        self.bindings[key] = arguments
+        destination.incoming.add((self, routing_key, key[2]))
+        return True
+
+    def unbind(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> bool:
+        key = (destination, routing_key, freeze(arguments))
+        if self.bindings.pop(key, None) is None:
+            return False
+        self.router.remove(destination, routing_key, arguments)
+        destination.incoming.discard((self, routing_key, key[2]))
+        return True
+
+    def route(self, routing_key: str, headers: dict[str, Any] | None) -> Iterable[Any]:
+        return self.router.route(routing_key, headers)
+
+    # -- delayed delivery -----------------------------------------------
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def hold(self, message: Message, due: float) -> None:
+        heapq.heappush(self._pending, (due, next(self._order), message))
+        self.vhost.broker.timers.schedule(self, due)
+
+    def on_timer(self, now: float) -> None:
+        pending = self._pending
+        while pending and pending[0][0] <= now:
+            _, _, message = heapq.heappop(pending)
+            self.vhost.release_delayed(self, message, now)
+        if pending:
+            self.vhost.broker.timers.schedule(self, pending[0][0])
+
+    def drop_pending(self) -> list[Message]:
+        dropped = [message for _, _, message in self._pending]
+        self._pending.clear()
+        self.timer_at = None
+        return dropped
+
+
+def delay_of(message: Message) -> float:
+    """The x-delay header in seconds; zero or negative means route now."""
+    headers = message.properties.headers
+    if not headers:
+        return 0.0
+    delay = headers.get("x-delay")
+    if isinstance(delay, bool) or not isinstance(delay, int | float):
+        return 0.0
+    return delay / 1000

@@ -1,0 +1,82 @@
+"""Messages as the broker sees them: immutable content shared by every queue
+it is routed to, and the per-queue entry that carries its mutable state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen(slots=True)
+class Properties:
+    """The AMQP ``basic`` content properties. Absent means ``None``."""
+
+    content_type: str | None = None
+    content_encoding: str | None = None
+    headers: dict[str, Any] | None = None
+    delivery_mode: int | None = None
+    priority: int | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    expiration: str | None = None
+    message_id: str | None = None
+    timestamp: Any = None
+    type: str | None = None
+    user_id: str | None = None
+    app_id: str | None = None
+    cluster_id: str | None = None
+
+
+#: Shared by every message published without properties, so they cost nothing.
+EMPTY_PROPERTIES = Properties()
+
+PERSISTENT = 2
+
+
+@attrs.define(slots=True, eq=False)
+class Message:
+    """What was published. Never mutated once routed: a copy routed to many
+    queues is one object, and dead-lettering makes a new one."""
+
+    exchange: str
+    routing_key: str
+    properties: Properties
+    body: bytes
+    #: Opaque cache for the protocol layer (the encoded content header), so a
+    #: message delivered many times is encoded once. The core never reads it.
+    wire_header: bytes | None = None
+
+    @property
+    def persistent(self) -> bool:
+        return self.properties.delivery_mode == PERSISTENT
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return self.properties.headers or {}
+
+
+# Entry states. An entry is in exactly one of them.
+READY = 0  # in its queue's ready list, deliverable
+UNACKED = 1  # delivered, awaiting ack/nack/reject
+DELAYED = 2  # requeued for a later retry (x-delayed-retry-*)
+GONE = 3  # acked, dead-lettered or dropped; a tombstone if still indexed
+
+
+@attrs.define(slots=True, eq=False)
+class Entry:
+    """One message in one queue."""
+
+    message: Message
+    #: Publication order within the queue; requeued entries go back by it.
+    seq: int
+    priority: int = 0
+    expires_at: float | None = None
+    #: How often the message came back unsettled (RabbitMQ's x-delivery-count).
+    delivery_count: int = 0
+    redelivered: bool = False
+    state: int = READY
+
+    @property
+    def size(self) -> int:
+        return len(self.message.body)

@@ -1,0 +1,336 @@
+"""A queue: ready messages, consumers and credit, TTL, limits, retries.
+
+Every message a queue accepts ends in exactly one way: acked, dead-lettered
+(which may still drop it, when no dead-letter exchange takes it), or dropped
+by purge or delete. Drops go through :meth:`Queue._drop`, so they are counted
+and observable, never silent.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import TYPE_CHECKING, Any
+
+from . import deadletter
+from .arguments import DROP_HEAD, REJECT_PUBLISH_DLX, QueueSettings
+from .consumer import Consumer
+from .errors import AccessRefused
+from .message import DELAYED, GONE, READY, UNACKED, Entry, Message
+from .ready import ReadyList
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .vhost import VirtualHost
+
+# Rebuild an index heap once stale items outnumber live ones by this much.
+_COMPACT_SLACK = 1024
+
+
+class Queue:
+    def __init__(
+        self,
+        vhost: VirtualHost,
+        name: str,
+        settings: QueueSettings,
+        *,
+        durable: bool = False,
+        exclusive_owner: Connection | None = None,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+        now: float = 0.0,
+    ) -> None:
+        self.vhost = vhost
+        self.name = name
+        self.settings = settings
+        self.durable = durable
+        self.exclusive_owner = exclusive_owner
+        self.auto_delete = auto_delete
+        self.arguments = dict(arguments or {})
+        self.ready = ReadyList()
+        self.unacked = 0
+        self.consumers: list[Consumer] = []
+        self.deleted = False
+        #: Bindings that lead here: (source exchange, routing key, args key).
+        self.incoming: set[tuple[Any, str, Any]] = set()
+        self.timer_at: float | None = None
+        self._seq = 0
+        self._dispatching = False
+        self._had_consumer = False
+        self._last_used = now
+        # (expires_at, seq, entry) for ready entries that can expire.
+        self._expiry: list[tuple[float, int, Entry]] = []
+        self._expiring = 0
+        # (due, seq, entry) for entries waiting out a retry delay.
+        self._retry: list[tuple[float, int, Entry]] = []
+        self._schedule_expires(now)
+
+    # -- counts ---------------------------------------------------------
+
+    @property
+    def message_count(self) -> int:
+        """Ready messages, as reported by queue.declare-ok and basic.get-ok."""
+        return self.ready.count
+
+    @property
+    def consumer_count(self) -> int:
+        return len(self.consumers)
+
+    @property
+    def delayed_count(self) -> int:
+        return len(self._retry)
+
+    # -- publishing -----------------------------------------------------
+
+    def enqueue(self, message: Message, message_ttl: float | None, now: float) -> bool:
+        """Accept a routed message. False if x-overflow refused it."""
+        settings = self.settings
+        if settings.max_length is not None or settings.max_length_bytes is not None:
+            if settings.overflow != DROP_HEAD and self._full(len(message.body)):
+                if settings.overflow == REJECT_PUBLISH_DLX:
+                    self._dead_letter(message, deadletter.MAXLEN, now)
+                self.vhost.broker.dropped(self.name, message, "rejected-publish")
+                return False
+        self._seq += 1
+        entry = Entry(message, self._seq)
+        if settings.max_priority is not None:
+            priority = message.properties.priority or 0
+            entry.priority = min(priority, settings.max_priority)
+        ttl = settings.message_ttl
+        if message_ttl is not None and (ttl is None or message_ttl < ttl):
+            ttl = message_ttl
+        if ttl is not None:
+            self._index_expiry(entry, now + ttl)
+        self.ready.append(entry)
+        if self.consumers:
+            self.dispatch(now)
+        if settings.max_length is not None or settings.max_length_bytes is not None:
+            self._drop_head_over_limit(now)
+        return True
+
+    def _full(self, incoming: int) -> bool:
+        settings, ready = self.settings, self.ready
+        if settings.max_length is not None and ready.count + 1 > settings.max_length:
+            return True
+        return settings.max_length_bytes is not None and ready.bytes + incoming > settings.max_length_bytes
+
+    def _drop_head_over_limit(self, now: float) -> None:
+        settings, ready = self.settings, self.ready
+        while ready.count and (
+            (settings.max_length is not None and ready.count > settings.max_length)
+            or (settings.max_length_bytes is not None and ready.bytes > settings.max_length_bytes)
+        ):
+            entry = self._pop_ready()
+            assert entry is not None
+            entry.state = GONE
+            self._dead_letter(entry.message, deadletter.MAXLEN, now)
+
+    # -- delivery -------------------------------------------------------
+
+    def _pop_ready(self) -> Entry | None:
+        entry = self.ready.pop()
+        if entry is not None and entry.expires_at is not None:
+            self._expiring -= 1
+        return entry
+
+    def dispatch(self, now: float) -> None:
+        """Push ready messages to consumers while any has credit."""
+        if self._dispatching or self.deleted:
+            return
+        ready = self.ready
+        self._dispatching = True
+        try:
+            while ready.count and self.consumers:
+                consumer = self._pick_consumer()
+                if consumer is None:
+                    break
+                entry = self._pop_ready()
+                assert entry is not None
+                if entry.expires_at is not None and entry.expires_at < now:
+                    entry.state = GONE
+                    self._dead_letter(entry.message, deadletter.EXPIRED, now)
+                    continue
+                consumer.channel.deliver(consumer, self, entry)
+        finally:
+            self._dispatching = False
+
+    def _pick_consumer(self) -> Consumer | None:
+        consumers = self.consumers
+        if self.settings.single_active_consumer:
+            active = consumers[0]
+            return active if active.has_credit() else None
+        best = None
+        for consumer in consumers:
+            if (best is None or consumer.priority > best.priority) and consumer.has_credit():
+                best = consumer
+        if best is not None and len(consumers) > 1:
+            # Round-robin: the one just served goes to the back.
+            consumers.remove(best)
+            consumers.append(best)
+        return best
+
+    def take(self, now: float) -> Entry | None:
+        """The next ready message for basic.get, skipping expired ones."""
+        self._last_used = now
+        self._schedule_expires(now)
+        while (entry := self._pop_ready()) is not None:
+            if entry.expires_at is not None and entry.expires_at < now:
+                entry.state = GONE
+                self._dead_letter(entry.message, deadletter.EXPIRED, now)
+                continue
+            return entry
+        return None
+
+    # -- settlement -----------------------------------------------------
+
+    def settle(self, entry: Entry) -> None:
+        """The message was acked (or delivered with no_ack)."""
+        if entry.state == UNACKED:
+            self.unacked -= 1
+        entry.state = GONE
+
+    def give_back(self, entry: Entry, requeue: bool, now: float) -> None:
+        """An unacked message came back: nack, reject, recover or close."""
+        if entry.state != UNACKED:
+            return
+        self.unacked -= 1
+        if self.deleted:
+            entry.state = GONE
+            return
+        if not requeue:
+            entry.state = GONE
+            self._dead_letter(entry.message, deadletter.REJECTED, now)
+            return
+        entry.delivery_count += 1
+        entry.redelivered = True
+        settings = self.settings
+        if settings.delivery_limit is not None and entry.delivery_count > settings.delivery_limit:
+            entry.state = GONE
+            self._dead_letter(entry.message, deadletter.DELIVERY_LIMIT, now)
+            return
+        if settings.retry is not None:
+            entry.state = DELAYED
+            due = now + settings.retry.delay(entry.delivery_count)
+            heapq.heappush(self._retry, (due, entry.seq, entry))
+            self.vhost.broker.timers.schedule(self, due)
+            return
+        self._make_ready(entry, now)
+
+    def _make_ready(self, entry: Entry, now: float) -> None:
+        if entry.expires_at is not None:
+            if entry.expires_at <= now:
+                entry.state = GONE
+                self._dead_letter(entry.message, deadletter.EXPIRED, now)
+                return
+            self._index_expiry(entry, entry.expires_at)
+        entry.state = READY
+        self.ready.requeue(entry)
+
+    # -- time -----------------------------------------------------------
+
+    def _index_expiry(self, entry: Entry, expires_at: float) -> None:
+        entry.expires_at = expires_at
+        self._expiring += 1
+        heapq.heappush(self._expiry, (expires_at, entry.seq, entry))
+        if len(self._expiry) > 2 * self._expiring + _COMPACT_SLACK:
+            self._expiry = [item for item in self._expiry if item[2].state == READY]
+            heapq.heapify(self._expiry)
+        self.vhost.broker.timers.schedule(self, expires_at)
+
+    def _schedule_expires(self, now: float) -> None:
+        if self.settings.expires is not None and not self.consumers:
+            self.vhost.broker.timers.schedule(self, self._last_used + self.settings.expires)
+
+    def on_timer(self, now: float) -> None:
+        """Expire messages wherever they sit, release retries, expire the queue."""
+        if self.deleted:
+            return
+        expiry = self._expiry
+        while expiry and expiry[0][0] <= now:
+            _, _, entry = heapq.heappop(expiry)
+            if entry.state == READY and entry.expires_at is not None and entry.expires_at <= now:
+                entry.state = GONE
+                self._expiring -= 1
+                self.ready.discard(entry)
+                self._dead_letter(entry.message, deadletter.EXPIRED, now)
+        retry = self._retry
+        released = False
+        while retry and retry[0][0] <= now:
+            _, _, entry = heapq.heappop(retry)
+            if entry.state == DELAYED:
+                self._make_ready(entry, now)
+                released = True
+        expires = self.settings.expires
+        if expires is not None and not self.consumers and self._last_used + expires <= now:
+            self.vhost.delete_queue(self, now)
+            return
+        if released:
+            self.dispatch(now)
+        timers = self.vhost.broker.timers
+        while expiry and expiry[0][2].state != READY:
+            heapq.heappop(expiry)
+        if expiry:
+            timers.schedule(self, expiry[0][0])
+        if retry:
+            timers.schedule(self, retry[0][0])
+        self._schedule_expires(now)
+
+    # -- dead-lettering and drops ---------------------------------------
+
+    def _dead_letter(self, message: Message, reason: str, now: float) -> None:
+        settings = self.settings
+        if settings.dead_letter_exchange is None:
+            self.vhost.broker.dropped(self.name, message, reason)
+            return
+        self.vhost.dead_letter(self, message, reason, now)
+
+    # -- consumers ------------------------------------------------------
+
+    def add_consumer(self, consumer: Consumer, now: float) -> None:
+        if any(c.exclusive for c in self.consumers) or (consumer.exclusive and self.consumers):
+            raise AccessRefused(f"queue '{self.name}' in vhost '{self.vhost.name}' in exclusive use")
+        self.consumers.append(consumer)
+        self._had_consumer = True
+        self._last_used = now
+        self.dispatch(now)
+
+    def remove_consumer(self, consumer: Consumer, now: float) -> None:
+        if consumer not in self.consumers:
+            return
+        self.consumers.remove(consumer)
+        self._last_used = now
+        if not self.consumers:
+            if self.auto_delete and self._had_consumer:
+                self.vhost.delete_queue(self, now)
+                return
+            self._schedule_expires(now)
+        elif self.settings.single_active_consumer:
+            self.dispatch(now)
+
+    def touch(self, now: float) -> None:
+        """A redeclare renews the x-expires lease."""
+        self._last_used = now
+        self._schedule_expires(now)
+
+    # -- purge and delete -----------------------------------------------
+
+    def purge(self) -> int:
+        """Drop every ready and retry-delayed message; unacked ones stay."""
+        dropped = self.ready.drain()
+        for _, _, entry in self._retry:
+            if entry.state == DELAYED:
+                dropped.append(entry)
+        self._retry.clear()
+        self._expiry.clear()
+        self._expiring = 0
+        for entry in dropped:
+            entry.state = GONE
+            self.vhost.broker.dropped(self.name, entry.message, "purged")
+        return len(dropped)
+
+    def close(self) -> int:
+        """Mark deleted and drop every message it holds; return how many were ready."""
+        count = self.ready.count
+        self.purge()
+        self.deleted = True
+        self.timer_at = None
+        return count

@@ -1,0 +1,330 @@
+"""A virtual host: its exchanges, queues and bindings, and message routing."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import deadletter
+from .arguments import EQUIVALENCE_KEYS, check_equivalent, message_ttl, queue_settings
+from .errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
+from .events import PublishOutcome
+from .exchange import DELAYED, ROUTING_TYPES, Exchange, delay_of
+from .message import Message
+from .queue import Queue
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .connection import Connection
+
+#: Exchanges every vhost has, as in RabbitMQ: (name, type).
+PREDECLARED = (
+    ("", "direct"),
+    ("amq.direct", "direct"),
+    ("amq.fanout", "fanout"),
+    ("amq.topic", "topic"),
+    ("amq.headers", "headers"),
+    ("amq.match", "headers"),
+)
+
+def _reserved(kind: str, name: str) -> AccessRefused:
+    return AccessRefused(f"{kind} name '{name}' contains reserved prefix 'amq.*'")
+
+
+class VirtualHost:
+    def __init__(self, broker: Broker, name: str) -> None:
+        self.broker = broker
+        self.name = name
+        self.exchanges: dict[str, Exchange] = {}
+        self.queues: dict[str, Queue] = {}
+        for ex_name, ex_type in PREDECLARED:
+            self.exchanges[ex_name] = Exchange(self, ex_name, ex_type, durable=True)
+
+    def _where(self, kind: str, name: str) -> str:
+        return f"{kind} '{name}' in vhost '{self.name}'"
+
+    # -- exchanges ------------------------------------------------------
+
+    def get_exchange(self, name: str) -> Exchange:
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            raise NotFound(f"no {self._where('exchange', name)}")
+        return exchange
+
+    def declare_exchange(
+        self,
+        name: str,
+        type: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> Exchange:
+        if passive:
+            return self.get_exchange(name)
+        if name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        arguments = dict(arguments or {})
+        if type != DELAYED and type not in ROUTING_TYPES:
+            raise CommandInvalid(f"unknown exchange type '{type}'")
+        if type == DELAYED and arguments.get("x-delayed-type") not in ROUTING_TYPES:
+            raise PreconditionFailed("Invalid argument, 'x-delayed-type' must be an existing exchange type")
+        existing = self.exchanges.get(name)
+        if existing is None:
+            if name.startswith("amq."):
+                raise _reserved("exchange", name)
+            exchange = Exchange(
+                self, name, type, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
+            )
+            self.exchanges[name] = exchange
+            return exchange
+        where = self._where("exchange", name)
+        for field, mine, theirs in (
+            ("type", existing.type, type),
+            ("durable", existing.durable, durable),
+            ("auto_delete", existing.auto_delete, auto_delete),
+            ("internal", existing.internal, internal),
+        ):
+            if mine != theirs:
+                raise PreconditionFailed(
+                    f"inequivalent arg '{field}' for {where}: received '{str(theirs).lower()}' "
+                    f"but current is '{str(mine).lower()}'"
+                )
+        check_equivalent("exchange", name, self.name, existing.arguments, arguments, ("alternate-exchange",))
+        return existing
+
+    def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
+        if name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            return  # idempotent, as in RabbitMQ
+        if name.startswith("amq."):
+            raise AccessRefused(f"cannot delete predeclared {self._where('exchange', name)}")
+        if if_unused and exchange.bindings:
+            raise PreconditionFailed(f"{self._where('exchange', name)} in use")
+        self._remove_exchange(exchange)
+
+    def _remove_exchange(self, exchange: Exchange) -> None:
+        del self.exchanges[exchange.name]
+        exchange.deleted = True
+        for message in exchange.drop_pending():
+            self.broker.dropped(exchange.name, message, "exchange-deleted")
+        for (destination, routing_key, _), arguments in list(exchange.bindings.items()):
+            exchange.unbind(destination, routing_key, arguments)
+        for source, routing_key, args_key in list(exchange.incoming):
+            self._unbind_key(source, exchange, routing_key, args_key)
+
+    def _unbind_key(self, source: Exchange, destination: Any, routing_key: str, args_key: Any) -> None:
+        arguments = source.bindings[(destination, routing_key, args_key)]
+        source.unbind(destination, routing_key, arguments)
+        self._maybe_auto_delete(source)
+
+    def _maybe_auto_delete(self, exchange: Exchange) -> None:
+        if exchange.auto_delete and not exchange.bindings and not exchange.deleted:
+            self._remove_exchange(exchange)
+
+    def bind_exchange(self, destination: str, source: str, routing_key: str, arguments: dict[str, Any] | None) -> None:
+        dest, src = self._bindable(destination, source)
+        src.bind(dest, routing_key, dict(arguments or {}))
+
+    def unbind_exchange(self, destination: str, source: str, routing_key: str, arguments: dict[str, Any] | None) -> None:
+        dest, src = self._bindable(destination, source)
+        if src.unbind(dest, routing_key, dict(arguments or {})):
+            self._maybe_auto_delete(src)
+
+    def _bindable(self, destination: str, source: str) -> tuple[Exchange, Exchange]:
+        if "" in (destination, source):
+            raise AccessRefused("operation not permitted on the default exchange")
+        return self.get_exchange(destination), self.get_exchange(source)
+
+    # -- queues ---------------------------------------------------------
+
+    def get_queue(self, name: str, owner: Connection | None = None) -> Queue:
+        queue = self.queues.get(name)
+        if queue is None:
+            raise NotFound(f"no {self._where('queue', name)}")
+        if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
+            raise ResourceLocked(
+                f"cannot obtain exclusive access to locked {self._where('queue', name)}. It could be "
+                "originally declared on another connection or the exclusive property value does not "
+                "match that of the original declaration."
+            )
+        return queue
+
+    def declare_queue(
+        self,
+        name: str,
+        *,
+        owner: Connection | None,
+        now: float,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> Queue:
+        if passive:
+            queue = self.get_queue(name, owner)
+            queue.touch(now)
+            return queue
+        if name == "":
+            name = self.broker.new_name("amq.gen-", self.queues)
+        elif name.startswith("amq."):
+            if name not in self.queues:
+                raise _reserved("queue", name)
+        existing = self.queues.get(name)
+        arguments = dict(arguments or {})
+        if existing is not None:
+            self.get_queue(name, owner)  # exclusivity check
+            where = self._where("queue", name)
+            for field, mine, theirs in (
+                ("durable", existing.durable, durable),
+                ("exclusive", existing.exclusive_owner is not None, exclusive),
+                ("auto_delete", existing.auto_delete, auto_delete),
+            ):
+                if mine != theirs:
+                    raise PreconditionFailed(
+                        f"inequivalent arg '{field}' for {where}: received '{str(theirs).lower()}' "
+                        f"but current is '{str(mine).lower()}'"
+                    )
+            check_equivalent("queue", name, self.name, existing.arguments, arguments, EQUIVALENCE_KEYS)
+            existing.touch(now)
+            return existing
+        settings = queue_settings(arguments, name, self.name)
+        queue = Queue(
+            self,
+            name,
+            settings,
+            durable=durable,
+            exclusive_owner=owner if exclusive else None,
+            auto_delete=auto_delete,
+            arguments=arguments,
+            now=now,
+        )
+        self.queues[name] = queue
+        if exclusive and owner is not None:
+            owner.exclusive_queues.add(queue)
+        # Every queue is bound to the default exchange by its name.
+        self.exchanges[""].router.add(queue, name, {})
+        return queue
+
+    def delete_queue(self, queue: Queue, now: float, *, if_unused: bool = False, if_empty: bool = False) -> int:
+        where = self._where("queue", queue.name)
+        if if_unused and queue.consumers:
+            raise PreconditionFailed(f"{where} in use")
+        if if_empty and queue.message_count:
+            raise PreconditionFailed(f"{where} not empty")
+        if self.queues.get(queue.name) is not queue:
+            return 0
+        del self.queues[queue.name]
+        self.exchanges[""].router.remove(queue, queue.name, {})
+        for source, routing_key, args_key in list(queue.incoming):
+            self._unbind_key(source, queue, routing_key, args_key)
+        for consumer in list(queue.consumers):
+            consumer.channel.server_cancel(consumer)
+        queue.consumers.clear()
+        if queue.exclusive_owner is not None:
+            queue.exclusive_owner.exclusive_queues.discard(queue)
+        return queue.close()
+
+    def bind_queue(self, queue: str, exchange: str, routing_key: str, arguments: dict[str, Any] | None, owner: Connection | None) -> None:
+        if exchange == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        target = self.get_queue(queue, owner)
+        self.get_exchange(exchange).bind(target, routing_key, dict(arguments or {}))
+
+    def unbind_queue(self, queue: str, exchange: str, routing_key: str, arguments: dict[str, Any] | None, owner: Connection | None) -> None:
+        if exchange == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        target = self.get_queue(queue, owner)
+        source = self.exchanges.get(exchange)
+        if source is not None and source.unbind(target, routing_key, dict(arguments or {})):
+            self._maybe_auto_delete(source)
+
+    # -- routing --------------------------------------------------------
+
+    def publish(self, exchange_name: str, message: Message, mandatory: bool, now: float) -> PublishOutcome:
+        exchange = self.exchanges.get(exchange_name)
+        if exchange is None:
+            raise NotFound(f"no {self._where('exchange', exchange_name)}")
+        if exchange.internal:
+            raise AccessRefused(f"cannot publish to internal {self._where('exchange', exchange_name)}")
+        ttl = message_ttl(message.properties.expiration)
+        if exchange.delayed:
+            delay = delay_of(message)
+            if delay > 0:
+                exchange.hold(message, now + delay)
+                return PublishOutcome(routed=0, delayed=True)
+        queues = self.route(exchange, message, None)
+        return self._enqueue(queues, message, ttl, mandatory, now, exchange_name)
+
+    def release_delayed(self, exchange: Exchange, message: Message, now: float) -> None:
+        ttl = message_ttl(message.properties.expiration)
+        self._enqueue(self.route(exchange, message, None), message, ttl, False, now, exchange.name)
+
+    def _enqueue(
+        self, queues: list[Queue], message: Message, ttl: float | None, mandatory: bool, now: float, exchange: str
+    ) -> PublishOutcome:
+        if not queues:
+            self.broker.dropped(exchange, message, "unroutable")
+            return PublishOutcome(routed=0, returned=mandatory)
+        if len(queues) == 1:
+            accepted = queues[0].enqueue(message, ttl, now)
+            return PublishOutcome(routed=1) if accepted else PublishOutcome(routed=0, rejected=True)
+        routed = 0
+        for queue in queues:
+            routed += queue.enqueue(message, ttl, now)
+        return PublishOutcome(routed=routed, rejected=routed < len(queues))
+
+    def route(self, exchange: Exchange, message: Message, keys: list[str] | None) -> list[Queue]:
+        """Every queue the message reaches, each once, following
+        exchange-to-exchange bindings and alternate exchanges."""
+        headers = message.properties.headers
+        if keys is None:
+            keys = deadletter.routing_keys(message) if headers and ("CC" in headers or "BCC" in headers) else None
+        queues: dict[Queue, None] = {}
+        seen = {exchange}
+        pending = [exchange]
+        while pending:
+            source = pending.pop()
+            if keys is None:
+                destinations = source.route(message.routing_key, headers)
+            else:
+                destinations = {d for key in keys for d in source.route(key, headers)}
+            if not destinations and source.alternate is not None:
+                alternate = self.exchanges.get(source.alternate)
+                if alternate is not None and alternate not in seen:
+                    seen.add(alternate)
+                    pending.append(alternate)
+                continue
+            for dest in destinations:
+                if isinstance(dest, Queue):
+                    queues[dest] = None
+                elif dest not in seen:
+                    seen.add(dest)
+                    pending.append(dest)
+        return list(queues)
+
+    def dead_letter(self, queue: Queue, message: Message, reason: str, now: float) -> None:
+        settings = queue.settings
+        dlx_name = settings.dead_letter_exchange
+        assert dlx_name is not None
+        dlx = self.exchanges.get(dlx_name)
+        if dlx is None:
+            self.broker.dropped(queue.name, message, f"{reason}:no-dead-letter-exchange")
+            return
+        routing_key = settings.dead_letter_routing_key
+        keys = [routing_key] if routing_key is not None else deadletter.routing_keys(message)
+        letter = deadletter.dead_letter(message, queue.name, reason, now, dlx_name, routing_key)
+        targets = self.route(dlx, letter, keys)
+        if reason != deadletter.REJECTED:
+            targets = [q for q in targets if not deadletter.is_cycle(letter, q.name)]
+        if not targets:
+            self.broker.dropped(queue.name, letter, f"{reason}:dead-letter-unroutable")
+            return
+        ttl = message_ttl(letter.properties.expiration)
+        for target in targets:
+            if not target.enqueue(letter, ttl, now):
+                self.broker.dropped(target.name, letter, "rejected-publish")
