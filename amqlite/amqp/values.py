@@ -1,0 +1,376 @@
+"""AMQP 0-9-1 field values, field tables and field arrays with RabbitMQ's type letters.
+
+RabbitMQ follows the errata table, not the 0-9-1 spec text (``s`` is int16,
+``l`` is int64, ``x`` is a byte array); clients (pika, Java, aiormq) follow
+RabbitMQ, so we do too. The letter-to-type mapping is in ``_READERS``.
+
+Decoding works on ``(buffer, offset)`` pairs so the method and header codecs
+can read tables in place, without slicing them out of a frame first. Readers
+whose name starts with ``_`` may overrun the buffer or raise IndexError or
+struct.error on malformed input; the public ``decode_*`` functions turn all of
+that into :class:`FrameError` (501), which is what RabbitMQ answers for method
+arguments it cannot decode.
+
+Text: ``S`` (longstr) values and table keys decode to ``str`` with
+``errors="surrogateescape"``. RabbitMQ treats both as opaque bytes, so a client
+may put non-UTF-8 data there; surrogateescape keeps such a header a ``str`` and
+re-encodes it to the identical bytes under the same ``S`` letter, where falling
+back to ``bytes`` would change it to ``x`` on the way out. Method-level
+shortstrs (queue names, routing keys) are strict UTF-8, as RabbitMQ asserts.
+"""
+
+from __future__ import annotations
+
+import struct
+from calendar import timegm
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from amqlite.core.errors import FrameError, SyntaxError_
+
+FieldTable = dict[str, Any]
+FieldArray = list[Any]
+
+#: Errors a raw reader may raise on malformed input; public decoders map them to FrameError.
+DECODE_ERRORS = (IndexError, struct.error, ValueError, OverflowError, RecursionError)
+
+_UINT32 = struct.Struct(">I")
+_UINT8 = struct.Struct(">B")
+_INT32 = struct.Struct(">i")
+_INT64 = struct.Struct(">q")
+_UINT64 = struct.Struct(">Q")
+_DECIMAL = struct.Struct(">Bi")
+_LONGSTR_S = struct.Struct(">cI")  # type letter + length, for S, x, A and F
+
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_UINT32_MAX = 2**32 - 1
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _fixed(fmt: str) -> Callable[[bytes, int], tuple[Any, int]]:
+    """A reader for a fixed-size numeric value; one closure per type letter."""
+    s = struct.Struct(fmt)
+    unpack_from, size = s.unpack_from, s.size
+
+    def read(buf: bytes, off: int) -> tuple[Any, int]:
+        return unpack_from(buf, off)[0], off + size
+
+    return read
+
+
+def _read_bool(buf: bytes, off: int) -> tuple[bool, int]:
+    return buf[off] != 0, off + 1
+
+
+def _read_longstr_text(buf: bytes, off: int) -> tuple[str, int]:
+    n = _UINT32.unpack_from(buf, off)[0]
+    off += 4
+    return buf[off : off + n].decode("utf-8", "surrogateescape"), off + n
+
+
+def _read_bytes(buf: bytes, off: int) -> tuple[bytes, int]:
+    n = _UINT32.unpack_from(buf, off)[0]
+    off += 4
+    return buf[off : off + n], off + n
+
+
+def _read_decimal(buf: bytes, off: int) -> tuple[Decimal, int]:
+    scale, value = _DECIMAL.unpack_from(buf, off)
+    return Decimal(value).scaleb(-scale), off + 5
+
+
+def _read_timestamp(buf: bytes, off: int) -> tuple[datetime | int, int]:
+    seconds = _UINT64.unpack_from(buf, off)[0]
+    try:
+        return datetime.fromtimestamp(seconds, timezone.utc), off + 8
+    except (OverflowError, OSError, ValueError):
+        # RabbitMQ accepts any uint64 (senders put milliseconds here); closing the
+        # connection over an unrepresentable date would be worse than an int.
+        return seconds, off + 8
+
+
+def _read_void(buf: bytes, off: int) -> tuple[None, int]:
+    return None, off
+
+
+def _read_table_field(buf: bytes, off: int) -> tuple[FieldTable, int]:
+    n = _UINT32.unpack_from(buf, off)[0]
+    off += 4
+    return _read_entries(buf, off, off + n), off + n
+
+
+def _read_array_field(buf: bytes, off: int) -> tuple[FieldArray, int]:
+    n = _UINT32.unpack_from(buf, off)[0]
+    off += 4
+    end = off + n
+    items: FieldArray = []
+    append = items.append
+    while off < end:
+        value, off = _read_value(buf, off)
+        append(value)
+    if off != end:
+        raise FrameError("field array overruns its length")
+    return items, off
+
+
+_READERS: dict[int, Callable[[bytes, int], tuple[Any, int]]] = {
+    ord("t"): _read_bool,
+    ord("b"): _fixed(">b"),
+    ord("B"): _fixed(">B"),
+    ord("s"): _fixed(">h"),
+    ord("u"): _fixed(">H"),
+    ord("I"): _fixed(">i"),
+    ord("i"): _fixed(">I"),
+    ord("l"): _fixed(">q"),
+    ord("L"): _fixed(">q"),  # RabbitMQ reads L as signed 64 too (rabbit_binary_parser)
+    ord("f"): _fixed(">f"),
+    ord("d"): _fixed(">d"),
+    ord("D"): _read_decimal,
+    ord("S"): _read_longstr_text,
+    ord("x"): _read_bytes,
+    ord("A"): _read_array_field,
+    ord("T"): _read_timestamp,
+    ord("F"): _read_table_field,
+    ord("V"): _read_void,
+}
+
+
+def _read_value(buf: bytes, off: int) -> tuple[Any, int]:
+    reader = _READERS.get(buf[off])
+    if reader is None:
+        raise FrameError(f"unknown field value type {bytes(buf[off : off + 1])!r}")
+    return reader(buf, off + 1)
+
+
+def _read_entries(buf: bytes, off: int, end: int) -> FieldTable:
+    """Table entries between ``off`` and ``end`` (no length prefix)."""
+    table: FieldTable = {}
+    while off < end:
+        n = buf[off]
+        off += 1
+        key = buf[off : off + n].decode("utf-8", "surrogateescape")
+        table[key], off = _read_value(buf, off + n)
+    if off != end:
+        raise FrameError("field table overruns its length")
+    return table
+
+
+def read_table(buf: bytes, off: int) -> tuple[FieldTable, int]:
+    """Raw reader for a length-prefixed table; the caller checks the final offset."""
+    return _read_table_field(buf, off)
+
+
+def _checked(reader: Callable[[bytes, int], tuple[Any, int]], data: bytes | memoryview, offset: int) -> tuple[Any, int]:
+    buf = bytes(data) if type(data) is not bytes else data
+    try:
+        value, end = reader(buf, offset)
+    except DECODE_ERRORS as exc:
+        raise FrameError(f"malformed field data: {exc}") from exc
+    if end > len(buf):
+        raise FrameError("field data truncated")
+    return value, end
+
+
+def decode_table(data: bytes | memoryview, offset: int = 0) -> tuple[FieldTable, int]:
+    """Decode a length-prefixed field table; returns it and the offset after it."""
+    return _checked(_read_table_field, data, offset)
+
+
+def decode_table_entries(data: bytes | memoryview) -> FieldTable:
+    """Decode table entries that fill ``data`` without a length prefix.
+
+    This is how AMQPLAIN carries LOGIN and PASSWORD in ``connection.start-ok``'s
+    response longstr.
+    """
+    buf = bytes(data) if type(data) is not bytes else data
+    try:
+        return _read_entries(buf, 0, len(buf))
+    except DECODE_ERRORS as exc:
+        raise FrameError(f"malformed field table: {exc}") from exc
+
+
+def decode_array(data: bytes | memoryview, offset: int = 0) -> tuple[FieldArray, int]:
+    """Decode a length-prefixed field array; returns it and the offset after it."""
+    return _checked(_read_array_field, data, offset)
+
+
+def decode_value(data: bytes | memoryview, offset: int = 0) -> tuple[Any, int]:
+    """Decode one type letter and its value; returns it and the offset after it."""
+    return _checked(_read_value, data, offset)
+
+
+def _read_shortstr(buf: bytes, off: int) -> tuple[str, int]:
+    n = buf[off]
+    off += 1
+    return buf[off : off + n].decode(), off + n
+
+
+def decode_shortstr(data: bytes | memoryview, offset: int = 0) -> tuple[str, int]:
+    """Decode a strict UTF-8 shortstr (RabbitMQ: 501 "Malformed UTF-8 in shortstr")."""
+    try:
+        return _checked(_read_shortstr, data, offset)
+    except FrameError as exc:
+        if isinstance(exc.__cause__, UnicodeDecodeError):
+            raise FrameError("Malformed UTF-8 in shortstr") from exc.__cause__
+        raise
+
+
+def decode_longstr(data: bytes | memoryview, offset: int = 0) -> tuple[bytes, int]:
+    """Decode a longstr as bytes; RabbitMQ gives longstr arguments no encoding."""
+    return _checked(_read_bytes, data, offset)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode_shortstr(value: str) -> bytes:
+    """Length octet + UTF-8; SyntaxError_ past 255 bytes."""
+    try:
+        raw = value.encode()
+    except UnicodeEncodeError as exc:
+        raise SyntaxError_(f"shortstr is not encodable as UTF-8: {value!r}") from exc
+    if len(raw) > 255:
+        raise SyntaxError_(f"shortstr longer than 255 bytes: {value[:40]!r}...")
+    return _UINT8.pack(len(raw)) + raw
+
+
+def encode_longstr(value: bytes | str) -> bytes:
+    """Length long + bytes; a str is encoded as UTF-8 for convenience."""
+    raw = value.encode() if isinstance(value, str) else bytes(value)
+    if len(raw) > _UINT32_MAX:
+        raise SyntaxError_("longstr longer than 4 GiB")
+    return _UINT32.pack(len(raw)) + raw
+
+
+def _write_sized(letter: bytes, raw: bytes, out: list[bytes]) -> None:
+    if len(raw) > _UINT32_MAX:
+        raise SyntaxError_("field value longer than 4 GiB")
+    out.append(_LONGSTR_S.pack(letter, len(raw)))
+    out.append(raw)
+
+
+def _write_value(value: Any, out: list[bytes]) -> None:
+    # bool before int: bool is an int subclass but has its own letter.
+    if isinstance(value, str):
+        _write_sized(b"S", value.encode("utf-8", "surrogateescape"), out)
+    elif isinstance(value, bool):
+        out.append(b"t\x01" if value else b"t\x00")
+    elif isinstance(value, int):
+        if _INT32_MIN <= value <= _INT32_MAX:
+            out.append(b"I" + _INT32.pack(value))
+        elif _INT64_MIN <= value <= _INT64_MAX:
+            out.append(b"l" + _INT64.pack(value))
+        else:
+            raise SyntaxError_(f"integer does not fit in 64 bits: {value}")
+    elif isinstance(value, Mapping):
+        _write_sized(b"F", _encode_entries(value), out)
+    elif value is None:
+        out.append(b"V")
+    elif isinstance(value, float):
+        out.append(b"d" + struct.pack(">d", value))
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        _write_sized(b"x", bytes(value), out)
+    elif isinstance(value, (list, tuple)):
+        _write_sized(b"A", _encode_items(value), out)
+    elif isinstance(value, datetime):
+        out.append(b"T" + _UINT64_or_error(_epoch_seconds(value)))
+    elif isinstance(value, Decimal):
+        out.append(b"D" + _encode_decimal(value))
+    else:
+        raise SyntaxError_(f"no AMQP field type for {type(value).__name__}")
+
+
+def _epoch_seconds(value: datetime) -> int:
+    # A naive datetime is taken as UTC, as pika and pamqp do.
+    if value.tzinfo is None:
+        return timegm(value.timetuple())
+    return timegm(value.astimezone(timezone.utc).timetuple())
+
+
+def _UINT64_or_error(seconds: int) -> bytes:
+    if seconds < 0:
+        raise SyntaxError_("timestamp before 1970 has no AMQP encoding")
+    return _UINT64.pack(seconds)
+
+
+def _encode_decimal(value: Decimal) -> bytes:
+    try:
+        sign, digits, exponent = value.as_tuple()
+        if not isinstance(exponent, int):
+            raise SyntaxError_(f"decimal is not finite: {value}")
+        scale = max(0, -exponent)
+        mantissa = int(value.scaleb(scale))
+        return _DECIMAL.pack(scale, mantissa)
+    except (struct.error, InvalidOperation) as exc:
+        raise SyntaxError_(f"decimal does not fit AMQP's scale octet + int32: {value}") from exc
+
+
+def _encode_entries(table: Mapping[str, Any]) -> bytes:
+    out: list[bytes] = []
+    for key, value in table.items():
+        raw = key.encode("utf-8", "surrogateescape")
+        if len(raw) > 255:
+            raise SyntaxError_(f"field table key longer than 255 bytes: {key[:40]!r}...")
+        out.append(_UINT8.pack(len(raw)))
+        out.append(raw)
+        _write_value(value, out)
+    return b"".join(out)
+
+
+def _encode_items(items: list[Any] | tuple[Any, ...]) -> bytes:
+    out: list[bytes] = []
+    for value in items:
+        _write_value(value, out)
+    return b"".join(out)
+
+
+def _with_length(raw: bytes) -> bytes:
+    if len(raw) > _UINT32_MAX:
+        raise SyntaxError_("field table longer than 4 GiB")
+    return _UINT32.pack(len(raw)) + raw
+
+
+def _encoding_errors(func: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """Map the ways a bad Python value fails to encode onto SyntaxError_ (502)."""
+
+    def encode(value: Any) -> bytes:
+        try:
+            return func(value)
+        except (UnicodeEncodeError, AttributeError, RecursionError) as exc:
+            raise SyntaxError_(f"value not encodable as an AMQP field: {exc}") from exc
+
+    encode.__name__ = func.__name__
+    encode.__doc__ = func.__doc__
+    return encode
+
+
+@_encoding_errors
+def encode_table(table: Mapping[str, Any]) -> bytes:
+    """Length-prefixed field table (what a ``table`` argument puts on the wire)."""
+    return _with_length(_encode_entries(table))
+
+
+@_encoding_errors
+def encode_table_entries(table: Mapping[str, Any]) -> bytes:
+    """Table entries without the length prefix (AMQPLAIN responses)."""
+    return _encode_entries(table)
+
+
+@_encoding_errors
+def encode_array(items: list[Any] | tuple[Any, ...]) -> bytes:
+    """Length-prefixed field array."""
+    return _with_length(_encode_items(items))
+
+
+@_encoding_errors
+def encode_value(value: Any) -> bytes:
+    """Type letter + value: bool t, int I or l, float d, str S, bytes x, Decimal D,
+    datetime T, mapping F, list/tuple A, None V."""
+    out: list[bytes] = []
+    _write_value(value, out)
+    return b"".join(out)

@@ -1,0 +1,475 @@
+"""The whole broker inside one trio program, with no network.
+
+``async with open_broker() as broker`` starts a broker whose channels offer
+the same operations as an AMQP channel: declare, bind, publish, consume,
+get, ack, nack, reject, confirm, tx. Consuming is an async iterator whose
+backpressure is the prefetch count. One background task drives deadlines
+(TTL, delays, retries, queue expiry) from trio's clock, so tests under
+pytest-trio's autojump clock run time-based behaviour instantly.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections import deque
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import attrs
+import trio
+
+from .core import errors
+from .core.broker import DEFAULT_MAX_MESSAGE_SIZE
+from .core.broker import Broker as CoreBroker
+from .core.channel import Channel as CoreChannel
+from .core.connection import Connection as CoreConnection
+from .core.events import ConsumerCancelled, Deliver, GetResult, PublishOutcome
+from .core.message import EMPTY_PROPERTIES, Properties
+from .log import get_logger
+
+log = get_logger(__name__)
+
+
+class ChannelClosed(Exception):
+    """The channel was closed, by the application or by an error on it.
+
+    ``cause`` is the :class:`~amqlite.core.errors.AMQPError` that closed it,
+    if any; like an AMQP client, the embedded channel is unusable after a
+    channel-level error and a new one must be opened.
+    """
+
+    def __init__(self, cause: errors.AMQPError | None = None) -> None:
+        self.cause = cause
+        super().__init__(cause.reply_text if cause else "channel closed")
+
+
+@attrs.frozen(slots=True)
+class DeclareOk:
+    queue: str
+    message_count: int
+    consumer_count: int
+
+
+@attrs.frozen(slots=True, eq=False)
+class Delivery:
+    """A message handed to the application, with its settlement methods."""
+
+    body: bytes
+    properties: Properties
+    exchange: str
+    routing_key: str
+    redelivered: bool
+    delivery_tag: int
+    consumer_tag: str | None
+    #: Times the message came back unsettled before this delivery.
+    delivery_count: int
+    _channel: Channel
+    #: Ready messages left in the queue; set for basic.get only.
+    message_count: int | None = None
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return self.properties.headers or {}
+
+    def ack(self, *, multiple: bool = False) -> None:
+        self._channel.ack(self.delivery_tag, multiple=multiple)
+
+    def nack(self, *, requeue: bool = True, multiple: bool = False) -> None:
+        self._channel.nack(self.delivery_tag, multiple=multiple, requeue=requeue)
+
+    def reject(self, *, requeue: bool = True) -> None:
+        self._channel.reject(self.delivery_tag, requeue=requeue)
+
+
+class Consumer:
+    """An async iterator of deliveries from one queue.
+
+    It ends when the consumer is cancelled, by :meth:`cancel`, by leaving
+    its ``async with`` block, or by the server (the queue was deleted).
+    """
+
+    def __init__(self, channel: Channel, tag: str) -> None:
+        self.tag = tag
+        self._channel = channel
+        self._buffer: deque[Deliver] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self.cancelled = False
+
+    def _push(self, event: Deliver) -> None:
+        self._buffer.append(event)
+        self._lot.unpark_all()
+
+    def _end(self) -> None:
+        self.cancelled = True
+        self._lot.unpark_all()
+
+    def __aiter__(self) -> Consumer:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        while not self._buffer:
+            if self.cancelled:
+                raise StopAsyncIteration
+            await self._lot.park()
+        await trio.lowlevel.checkpoint()
+        return self.receive_nowait()
+
+    def receive_nowait(self) -> Delivery:
+        """The next buffered delivery; raises trio.WouldBlock if none."""
+        if not self._buffer:
+            raise trio.WouldBlock
+        event = self._buffer.popleft()
+        channel = self._channel
+        channel._core.delivered(1, now=channel._broker.now())
+        return channel._delivery(event)
+
+    async def cancel(self) -> None:
+        await trio.lowlevel.checkpoint()
+        if not self.cancelled:
+            self._channel._run(self._channel._core.cancel, self.tag)
+            self._channel._consumers.pop(self.tag, None)
+            self._end()
+
+    async def __aenter__(self) -> Consumer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with trio.CancelScope(shield=True):
+            if not self._channel.closed:
+                await self.cancel()
+
+
+class Channel:
+    """An embedded channel. Methods mirror AMQP 0-9-1's channel methods."""
+
+    def __init__(self, broker: Broker, core: CoreChannel) -> None:
+        self._broker = broker
+        self._core = core
+        self._consumers: dict[str, Consumer] = {}
+        self.closed: ChannelClosed | None = None
+        core.notify = self._pump
+
+    @property
+    def number(self) -> int:
+        return self._core.number
+
+    def _pump(self) -> None:
+        outbox = self._core.outbox
+        consumers = self._consumers
+        while outbox:
+            event = outbox.popleft()
+            consumer = consumers.get(event.consumer_tag)
+            if consumer is None:
+                continue
+            if isinstance(event, Deliver):
+                consumer._push(event)
+            elif isinstance(event, ConsumerCancelled):
+                consumers.pop(event.consumer_tag, None)
+                consumer._end()
+
+    def _delivery(self, event: Deliver | GetResult, consumer_tag: str | None = None) -> Delivery:
+        message = event.message
+        return Delivery(
+            message.body,
+            message.properties,
+            message.exchange,
+            message.routing_key,
+            event.redelivered,
+            event.delivery_tag,
+            event.consumer_tag if isinstance(event, Deliver) else None,
+            event.delivery_count,
+            self,
+            event.message_count if isinstance(event, GetResult) else None,
+        )
+
+    def _run(self, operation: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a core operation; a channel-level error closes this channel,
+        a connection-level one the whole embedded connection, as in AMQP."""
+        if self.closed is not None:
+            raise self.closed
+        try:
+            return operation(*args, **kwargs)
+        except errors.AMQPError as error:
+            log.info("channel.error", channel=self.number, reply_code=error.reply_code, reply_text=error.reply_text)
+            self._close(error)
+            raise
+
+    def _close(self, cause: errors.AMQPError | None) -> None:
+        if self.closed is not None:
+            return
+        self.closed = ChannelClosed(cause)
+        self._core.close(now=self._broker.now())
+        for consumer in self._consumers.values():
+            consumer._end()
+        self._consumers.clear()
+
+    async def _op(self, operation: Any, *args: Any, **kwargs: Any) -> Any:
+        await trio.lowlevel.checkpoint()
+        return self._run(operation, *args, **kwargs)
+
+    # -- exchanges ------------------------------------------------------
+
+    async def exchange_declare(
+        self,
+        exchange: str,
+        type: str = "direct",
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
+        await self._op(
+            self._core.declare_exchange,
+            exchange,
+            type,
+            passive=passive,
+            durable=durable,
+            auto_delete=auto_delete,
+            internal=internal,
+            arguments=arguments,
+        )
+
+    async def exchange_delete(self, exchange: str, *, if_unused: bool = False) -> None:
+        await self._op(self._core.delete_exchange, exchange, if_unused=if_unused)
+
+    async def exchange_bind(self, destination: str, source: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
+        await self._op(self._core.bind_exchange, destination, source, routing_key, arguments)
+
+    async def exchange_unbind(self, destination: str, source: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
+        await self._op(self._core.unbind_exchange, destination, source, routing_key, arguments)
+
+    # -- queues ---------------------------------------------------------
+
+    async def queue_declare(
+        self,
+        queue: str = "",
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> DeclareOk:
+        declared = await self._op(
+            self._core.declare_queue,
+            queue,
+            now=self._broker.now(),
+            passive=passive,
+            durable=durable,
+            exclusive=exclusive,
+            auto_delete=auto_delete,
+            arguments=arguments,
+        )
+        return DeclareOk(declared.name, declared.message_count, declared.consumer_count)
+
+    async def queue_bind(self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
+        await self._op(self._core.bind_queue, queue, exchange, routing_key, arguments)
+
+    async def queue_unbind(self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
+        await self._op(self._core.unbind_queue, queue, exchange, routing_key, arguments)
+
+    async def queue_purge(self, queue: str) -> int:
+        return await self._op(self._core.purge_queue, queue)
+
+    async def queue_delete(self, queue: str, *, if_unused: bool = False, if_empty: bool = False) -> int:
+        return await self._op(
+            self._core.delete_queue, queue, now=self._broker.now(), if_unused=if_unused, if_empty=if_empty
+        )
+
+    # -- publishing -----------------------------------------------------
+
+    async def publish(
+        self,
+        body: bytes,
+        *,
+        exchange: str = "",
+        routing_key: str = "",
+        properties: Properties = EMPTY_PROPERTIES,
+        mandatory: bool = False,
+    ) -> PublishOutcome | None:
+        """Publish one message; the outcome says where it went.
+
+        ``returned`` is the embedded form of basic.return (mandatory and
+        unroutable); ``rejected`` is the form of a confirm nack (a queue's
+        x-overflow refused it). In a transaction the outcome is None until
+        :meth:`tx_commit`.
+        """
+        await trio.lowlevel.checkpoint()
+        return self.publish_nowait(
+            body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=mandatory
+        )
+
+    def publish_nowait(
+        self,
+        body: bytes,
+        *,
+        exchange: str = "",
+        routing_key: str = "",
+        properties: Properties = EMPTY_PROPERTIES,
+        mandatory: bool = False,
+    ) -> PublishOutcome | None:
+        """:meth:`publish` without the checkpoint, for tight producer loops."""
+        return self._run(
+            self._core.publish,
+            body,
+            now=self._broker.now(),
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=properties,
+            mandatory=mandatory,
+        )
+
+    async def confirm_select(self) -> None:
+        await self._op(self._core.confirm_select)
+
+    # -- consuming ------------------------------------------------------
+
+    async def basic_qos(self, prefetch_count: int, *, global_: bool = False) -> None:
+        await self._op(self._core.qos, prefetch_count, global_=global_, now=self._broker.now())
+
+    async def consume(
+        self,
+        queue: str,
+        *,
+        consumer_tag: str = "",
+        no_ack: bool = False,
+        exclusive: bool = False,
+        arguments: dict[str, Any] | None = None,
+        prefetch: int | None = None,
+    ) -> Consumer:
+        """Start a consumer. ``prefetch`` is a shortcut for basic_qos first."""
+        await trio.lowlevel.checkpoint()
+        if prefetch is not None:
+            self._run(self._core.qos, prefetch, now=self._broker.now())
+        # Register the iterator before the core starts pushing deliveries.
+        tag = consumer_tag or self._broker.core.new_name("amq.ctag-", self._core.consumers)
+        consumer = self._consumers[tag] = Consumer(self, tag)
+        try:
+            self._run(
+                self._core.consume,
+                queue,
+                now=self._broker.now(),
+                consumer_tag=tag,
+                no_ack=no_ack,
+                exclusive=exclusive,
+                arguments=arguments,
+            )
+        except errors.AMQPError:
+            self._consumers.pop(tag, None)
+            raise
+        return consumer
+
+    async def get(self, queue: str, *, no_ack: bool = False) -> Delivery | None:
+        result = await self._op(self._core.get, queue, now=self._broker.now(), no_ack=no_ack)
+        return None if result is None else self._delivery(result)
+
+    def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
+        self._run(self._core.ack, delivery_tag, now=self._broker.now(), multiple=multiple)
+
+    def nack(self, delivery_tag: int, *, multiple: bool = False, requeue: bool = True) -> None:
+        self._run(self._core.nack, delivery_tag, now=self._broker.now(), multiple=multiple, requeue=requeue)
+
+    def reject(self, delivery_tag: int, *, requeue: bool = True) -> None:
+        self._run(self._core.reject, delivery_tag, now=self._broker.now(), requeue=requeue)
+
+    async def recover(self, *, requeue: bool = True) -> None:
+        await self._op(self._core.recover, now=self._broker.now(), requeue=requeue)
+
+    # -- transactions ---------------------------------------------------
+
+    async def tx_select(self) -> None:
+        await self._op(self._core.tx_select)
+
+    async def tx_commit(self) -> list[PublishOutcome]:
+        outcomes = await self._op(self._core.tx_commit, now=self._broker.now())
+        return [outcome for _, outcome in outcomes]
+
+    async def tx_rollback(self) -> None:
+        await self._op(self._core.tx_rollback)
+
+    # -- closing --------------------------------------------------------
+
+    async def close(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self._close(None)
+
+    async def __aenter__(self) -> Channel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._close(None)
+
+
+class Connection:
+    """An embedded connection: owns exclusive queues, like an AMQP one."""
+
+    def __init__(self, broker: Broker, core: CoreConnection) -> None:
+        self._broker = broker
+        self._core = core
+
+    async def channel(self) -> Channel:
+        await trio.lowlevel.checkpoint()
+        return Channel(self._broker, self._core.open_channel())
+
+    async def close(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self._core.close(now=self._broker.now())
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._core.close(now=self._broker.now())
+
+
+class Broker:
+    """An embedded broker; create it with :func:`open_broker`."""
+
+    def __init__(self, core: CoreBroker) -> None:
+        self.core = core
+        # The core's clock is trio's, shifted to wall time so that x-death
+        # timestamps read as dates; deadlines move with trio's (autojump) clock.
+        self._offset = time.time() - trio.current_time()
+        self._wakeup = trio.lowlevel.ParkingLot()
+        core.timers.on_earlier = self._wakeup.unpark_all
+        self._default = Connection(self, core.connect())
+
+    def now(self) -> float:
+        return trio.current_time() + self._offset
+
+    async def channel(self) -> Channel:
+        """A channel on the broker's default connection."""
+        return await self._default.channel()
+
+    async def connection(self, vhost: str = "/") -> Connection:
+        """A separate connection, e.g. to own exclusive queues apart."""
+        await trio.lowlevel.checkpoint()
+        return Connection(self, self.core.connect(vhost))
+
+    async def _drive_deadlines(self) -> None:
+        core = self.core
+        while True:
+            deadline = core.next_deadline()
+            when = math.inf if deadline is None else deadline - self._offset
+            with trio.move_on_at(when):
+                await self._wakeup.park()
+            core.tick(self.now())
+
+
+@asynccontextmanager
+async def open_broker(*, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> AsyncIterator[Broker]:
+    """Run an in-process broker for the duration of the block."""
+    core = CoreBroker(name_prefix=secrets.token_hex(4) + "-", max_message_size=max_message_size)
+    broker = Broker(core)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(broker._drive_deadlines)
+        try:
+            yield broker
+        finally:
+            for connection in list(core.connections):
+                connection.close(now=broker.now())
+            nursery.cancel_scope.cancel()
