@@ -13,8 +13,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Until the AMQP server lands, the main job is the embedded demo.
 run: $(STAMP)
-	$(BIN)/amqlite demo
+	$(BIN)/python examples/task_queue.py
+	$(BIN)/python examples/event_bus.py
+	$(BIN)/python examples/embedded_router.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -128,7 +128,7 @@ class Consumer:
     async def cancel(self) -> None:
         await trio.lowlevel.checkpoint()
         if not self.cancelled:
-            self._channel._run(self._channel._core.cancel, self.tag)
+            self._channel._run(self._channel._core.cancel, self.tag, now=self._channel._broker.now())
             self._channel._consumers.pop(self.tag, None)
             self._end()
 
