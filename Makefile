@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench venv clean
+.PHONY: run test bench fuzz venv clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,3 +27,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# A long property-test campaign (the suite runs a short slice of it).
+fuzz: $(STAMP)
+	AMQLITE_FUZZ_EXAMPLES=5000 $(BIN)/python -m pytest -q tests/core/test_conservation.py
