@@ -257,7 +257,7 @@ class Channel:
     def recover(self, *, now: float, requeue: bool = True) -> None:
         if not requeue:
             raise NotImplemented_("requeue=false")
-        self._settle(self._take(0, True), "nack", True, now)
+        self._settle(self._take(0, True), "return", True, now)
 
     def _settle(self, records: list[tuple[int, Unacked]], how: str, requeue: bool, now: float) -> None:
         if self.transactional:
@@ -274,7 +274,7 @@ class Channel:
             if how == "ack":
                 queue.settle(entry)
             else:
-                queue.give_back(entry, requeue, now)
+                queue.give_back(entry, requeue, now, failed=how == "nack")
 
     # -- confirms and transactions --------------------------------------
 
@@ -335,7 +335,7 @@ class Channel:
         for entry, queue, consumer in unacked.values():
             if consumer is not None:
                 consumer.unacked -= 1
-            queue.give_back(entry, True, now)
+            queue.give_back(entry, True, now, failed=False)
         consumers, self.consumers = self.consumers, {}
         for consumer in consumers.values():
             consumer.queue.remove_consumer(consumer, now)

@@ -188,8 +188,13 @@ class Queue:
             self.unacked -= 1
         entry.state = GONE
 
-    def give_back(self, entry: Entry, requeue: bool, now: float) -> None:
-        """An unacked message came back: nack, reject, recover or close."""
+    def give_back(self, entry: Entry, requeue: bool, now: float, *, failed: bool = True) -> None:
+        """An unacked message came back: nack or reject by a consumer
+        (``failed``), or returned by recover or a closed channel.
+
+        Both count towards x-delivery-limit; only a consumer's failure waits
+        out the retry delay, as in LavinMQ.
+        """
         if entry.state != UNACKED:
             return
         self.unacked -= 1
@@ -207,7 +212,7 @@ class Queue:
             entry.state = GONE
             self._dead_letter(entry.message, deadletter.DELIVERY_LIMIT, now)
             return
-        if settings.retry is not None:
+        if settings.retry is not None and failed:
             entry.state = DELAYED
             due = now + settings.retry.delay(entry.delivery_count)
             heapq.heappush(self._retry, (due, entry.seq, entry))
@@ -215,7 +220,9 @@ class Queue:
             return
         self._make_ready(entry, now)
 
-    def _make_ready(self, entry: Entry, now: float) -> None:
+    def _make_ready(self, entry: Entry, now: float, *, to_tail: bool = False) -> None:
+        """Back into the ready list: at its original position after a
+        requeue, at the tail after a retry delay (as LavinMQ republishes)."""
         if entry.expires_at is not None:
             if entry.expires_at <= now:
                 entry.state = GONE
@@ -223,7 +230,12 @@ class Queue:
                 return
             self._index_expiry(entry, entry.expires_at)
         entry.state = READY
-        self.ready.requeue(entry)
+        if to_tail:
+            self._seq += 1
+            entry.seq = self._seq
+            self.ready.append(entry)
+        else:
+            self.ready.requeue(entry)
 
     # -- time -----------------------------------------------------------
 
@@ -257,7 +269,7 @@ class Queue:
         while retry and retry[0][0] <= now:
             _, _, entry = heapq.heappop(retry)
             if entry.state == DELAYED:
-                self._make_ready(entry, now)
+                self._make_ready(entry, now, to_tail=True)
                 released = True
         expires = self.settings.expires
         if expires is not None and not self.consumers and self._last_used + expires <= now:
