@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-import attrs
-
 from .message import Message
 
 REJECTED = "rejected"
@@ -71,7 +69,7 @@ def dead_letter(message: Message, queue: str, reason: str, now: float, exchange:
     return Message(
         exchange=exchange,
         routing_key=message.routing_key if routing_key is None else routing_key,
-        properties=attrs.evolve(props, headers=headers, expiration=None),
+        properties=props._replace(headers=headers, expiration=None),
         body=message.body,
     )
 
