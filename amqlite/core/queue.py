@@ -199,7 +199,9 @@ class Queue:
             return
         self.unacked -= 1
         if self.deleted:
+            # The queue took its messages with it; this one was out on loan.
             entry.state = GONE
+            self.vhost.broker.dropped(self.name, entry.message, "queue-deleted")
             return
         if not requeue:
             entry.state = GONE
