@@ -10,9 +10,7 @@ pytest-trio's autojump clock run time-based behaviour instantly.
 
 from __future__ import annotations
 
-import math
 import secrets
-import time
 from collections import deque
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -28,6 +26,7 @@ from .core.connection import Connection as CoreConnection
 from .core.events import ConsumerCancelled, Deliver, GetResult, PublishOutcome
 from .core.message import EMPTY_PROPERTIES, Properties
 from .log import get_logger
+from .runtime import Clock, drive_deadlines
 
 log = get_logger(__name__)
 
@@ -431,15 +430,9 @@ class Broker:
 
     def __init__(self, core: CoreBroker) -> None:
         self.core = core
-        # The core's clock is trio's, shifted to wall time so that x-death
-        # timestamps read as dates; deadlines move with trio's (autojump) clock.
-        self._offset = time.time() - trio.current_time()
-        self._wakeup = trio.lowlevel.ParkingLot()
-        core.timers.on_earlier = self._wakeup.unpark_all
+        self.clock = Clock()
+        self.now = self.clock.now
         self._default = Connection(self, core.connect())
-
-    def now(self) -> float:
-        return trio.current_time() + self._offset
 
     async def channel(self) -> Channel:
         """A channel on the broker's default connection."""
@@ -450,15 +443,6 @@ class Broker:
         await trio.lowlevel.checkpoint()
         return Connection(self, self.core.connect(vhost))
 
-    async def _drive_deadlines(self) -> None:
-        core = self.core
-        while True:
-            deadline = core.next_deadline()
-            when = math.inf if deadline is None else deadline - self._offset
-            with trio.move_on_at(when):
-                await self._wakeup.park()
-            core.tick(self.now())
-
 
 @asynccontextmanager
 async def open_broker(*, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> AsyncIterator[Broker]:
@@ -466,7 +450,7 @@ async def open_broker(*, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> As
     core = CoreBroker(name_prefix=secrets.token_hex(4) + "-", max_message_size=max_message_size)
     broker = Broker(core)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(broker._drive_deadlines)
+        nursery.start_soon(drive_deadlines, core, broker.clock)
         try:
             yield broker
         finally:

@@ -1,0 +1,797 @@
+"""The AMQP 0-9-1 server side of one connection, sans-IO.
+
+Bytes go in with :meth:`ServerConnection.receive_data`; bytes to write come
+out of :meth:`ServerConnection.data_to_send`. In between, frames are decoded,
+the connection and channel state machines advance, and methods become calls
+on the pure broker core. Nothing here touches a socket or a clock: ``now``
+comes in, and :meth:`next_deadline` says when :meth:`tick` is due (heartbeats).
+
+Errors follow RabbitMQ: a channel error closes that channel with its reply
+code and the connection carries on; a connection error sends
+connection.close and ignores everything but close-ok from then on.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import Any, Callable
+
+from ..auth import User, Users
+from ..core import errors
+from ..core.broker import Broker
+from ..core.channel import Channel as CoreChannel
+from ..core.connection import Connection as CoreConnection
+from ..core.events import ConsumerCancelled, Deliver
+from ..core.message import Message
+from ..log import get_logger
+from . import spec
+from .frames import (
+    FRAME_MIN_SIZE,
+    HEARTBEAT_FRAME,
+    PROTOCOL_HEADER,
+    BodyFrame,
+    FrameDecoder,
+    HeaderFrame,
+    MethodFrame,
+    encode_deliver,
+    encode_method_frame,
+    parse_protocol_header,
+)
+from .properties import BASIC_CLASS_ID, encode_content_header
+from .values import decode_table
+
+log = get_logger(__name__)
+
+PRODUCT = "amqlite"
+VERSION = "0.1.0"
+
+CAPABILITIES = {
+    "publisher_confirms": True,
+    "exchange_exchange_bindings": True,
+    "basic.nack": True,
+    "consumer_cancel_notify": True,
+    "connection.blocked": True,
+    "consumer_priorities": True,
+    "authentication_failure_close": True,
+    "per_consumer_qos": True,
+    "direct_reply_to": False,
+}
+
+_HEAD = struct.Struct(">BHI")
+_END = b"\xce"
+# Delivery bytes gathered per data_to_send call before the driver writes them.
+_DRAIN_BUDGET = 256 * 1024
+
+
+class State(enum.Enum):
+    AWAIT_HEADER = "awaiting protocol header"
+    AWAIT_START_OK = "awaiting connection.start-ok"
+    AWAIT_TUNE_OK = "awaiting connection.tune-ok"
+    AWAIT_OPEN = "awaiting connection.open"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class _Channel:
+    """Protocol-level state of one channel: content assembly, closing, confirms."""
+
+    __slots__ = ("number", "core", "closing", "publish", "header", "body", "remaining", "confirms")
+
+    def __init__(self, number: int, core: CoreChannel) -> None:
+        self.number = number
+        self.core = core
+        #: channel.close sent by us; only close-ok (or close) counts now.
+        self.closing = False
+        self.publish: spec.Basic.Publish | None = None
+        self.header: HeaderFrame | None = None
+        self.body: list[bytes] = []
+        self.remaining = 0
+        #: (sequence number, acked?) of publishes not yet confirmed on the wire.
+        self.confirms: list[tuple[int, bool]] = []
+
+
+def content_frames(channel: int, message: Message, frame_max: int, header_payload: bytes | None = None) -> list[bytes]:
+    """Content header and body frames for ``message``, reusing its encoded header."""
+    body = message.body
+    if header_payload is None:
+        header_payload = message.wire_header
+        if header_payload is None:
+            header_payload = message.wire_header = encode_content_header(BASIC_CLASS_ID, len(body), message.properties)
+    out = [_HEAD.pack(2, channel, len(header_payload)), header_payload, _END]
+    step = frame_max - 8
+    for start in range(0, len(body), step):
+        chunk = body[start : start + step]
+        out += (_HEAD.pack(3, channel, len(chunk)), chunk, _END)
+    return out
+
+
+class ServerConnection:
+    def __init__(
+        self,
+        broker: Broker,
+        users: Users,
+        *,
+        now: float,
+        peer_loopback: bool,
+        peer: str = "",
+        heartbeat: int = 60,
+        frame_max: int = 131072,
+        channel_max: int = 2047,
+    ) -> None:
+        self.broker = broker
+        self.users = users
+        self.peer = peer
+        self.peer_loopback = peer_loopback
+        self.state = State.AWAIT_HEADER
+        self.heartbeat = heartbeat
+        self.frame_max = frame_max
+        self.channel_max = channel_max
+        self._server_limits = (channel_max, frame_max, heartbeat)
+        self.user: User | None = None
+        self.vhost = ""
+        self.client_properties: dict[str, Any] = {}
+        self.core: CoreConnection | None = None
+        #: Why the connection closed, for the one log line about it.
+        self.close_reason: str | None = None
+        #: Called when there is new output; the driver's wake-up for its writer.
+        self.on_output: Callable[[], None] | None = None
+        self.last_received = now
+        self.last_sent = now
+        self._header = b""
+        self._decoder = FrameDecoder(FRAME_MIN_SIZE)
+        self._out: list[bytes] = []
+        self._channels: dict[int, _Channel] = {}
+        self._dirty: dict[int, None] = {}  # channels whose core outbox has events
+        self._confirming: dict[int, None] = {}  # channels with confirms to send
+        self._cancel_notify = False
+        self._handlers: dict[type, Callable[[_Channel, Any, float], Any]] = {
+            spec.Channel.Flow: self._channel_flow,
+            spec.Exchange.Declare: self._exchange_declare,
+            spec.Exchange.Delete: self._exchange_delete,
+            spec.Exchange.Bind: self._exchange_bind,
+            spec.Exchange.Unbind: self._exchange_unbind,
+            spec.Queue.Declare: self._queue_declare,
+            spec.Queue.Bind: self._queue_bind,
+            spec.Queue.Unbind: self._queue_unbind,
+            spec.Queue.Purge: self._queue_purge,
+            spec.Queue.Delete: self._queue_delete,
+            spec.Basic.Qos: self._basic_qos,
+            spec.Basic.Consume: self._basic_consume,
+            spec.Basic.Cancel: self._basic_cancel,
+            spec.Basic.Get: self._basic_get,
+            spec.Basic.Ack: self._basic_ack,
+            spec.Basic.Nack: self._basic_nack,
+            spec.Basic.Reject: self._basic_reject,
+            spec.Basic.Recover: self._basic_recover,
+            spec.Basic.RecoverAsync: self._basic_recover,
+            spec.Confirm.Select: self._confirm_select,
+            spec.Tx.Select: self._tx_select,
+            spec.Tx.Commit: self._tx_commit,
+            spec.Tx.Rollback: self._tx_rollback,
+        }
+
+    # -- output ---------------------------------------------------------
+
+    def _send(self, channel: int, method: spec.Method) -> None:
+        self._out.append(encode_method_frame(channel, method))
+
+    def wants_write(self) -> bool:
+        return bool(self._out or self._dirty)
+
+    @property
+    def buffered_output(self) -> int:
+        """Bytes of replies and confirms not yet taken by the driver."""
+        return sum(map(len, self._out))
+
+    def data_to_send(self, now: float) -> bytes:
+        """Everything ready to write: replies, confirms, then deliveries."""
+        if self._dirty:
+            self._drain_deliveries(now)
+        out = b"".join(self._out)
+        self._out.clear()
+        if out:
+            self.last_sent = now
+        return out
+
+    def _wake(self) -> None:
+        if self.on_output is not None:
+            self.on_output()
+
+    def _drain_deliveries(self, now: float) -> None:
+        budget = _DRAIN_BUDGET
+        for number in list(self._dirty):
+            ch = self._channels.get(number)
+            if ch is None:
+                del self._dirty[number]
+                continue
+            budget -= self._drain(ch, now, budget)
+            if budget <= 0:
+                return
+
+    def _drain(self, ch: _Channel, now: float, budget: int = 1 << 62) -> int:
+        """Encode the channel's pushed events, in order; returns bytes written."""
+        outbox = ch.core.outbox
+        out = self._out
+        frame_max = self.frame_max
+        number = ch.number
+        written = delivered = 0
+        while outbox and written < budget:
+            event = outbox.popleft()
+            if type(event) is Deliver:
+                message = event.message
+                header = message.wire_header
+                if event.delivery_count:
+                    header = self._header_with_count(message, event.delivery_count)
+                elif header is None:
+                    header = message.wire_header = encode_content_header(
+                        BASIC_CLASS_ID, len(message.body), message.properties
+                    )
+                data = encode_deliver(
+                    number,
+                    event.consumer_tag,
+                    event.delivery_tag,
+                    event.redelivered,
+                    message.exchange,
+                    message.routing_key,
+                    header,
+                    message.body,
+                    frame_max,
+                )
+                out.append(data)
+                written += len(data)
+                delivered += 1
+            elif type(event) is ConsumerCancelled and self._cancel_notify:
+                self._send(number, spec.Basic.Cancel(event.consumer_tag, True))
+        if not outbox:
+            self._dirty.pop(number, None)
+        if delivered:
+            ch.core.delivered(delivered, now=now)
+        return written
+
+    @staticmethod
+    def _header_with_count(message: Message, count: int) -> bytes:
+        # RabbitMQ's quorum queues tell consumers how often a message came back.
+        props = message.properties
+        headers = dict(props.headers or {})
+        headers["x-delivery-count"] = count
+        return encode_content_header(BASIC_CLASS_ID, len(message.body), props._replace(headers=headers))
+
+    # -- input ----------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Feed bytes from the client (any amount: partial frames are fine)."""
+        self.last_received = now
+        if self.state is State.CLOSED or not data:
+            return
+        if self.state is State.AWAIT_HEADER:
+            data = self._receive_header(data)
+            if not data:
+                return
+        self._decoder.feed(data)
+        frame = None
+        try:
+            while self.state is not State.CLOSED and (frame := self._decoder.next_frame()) is not None:
+                self._handle_frame(frame, now)
+        except errors.AMQPError as error:
+            # Framing errors leave the stream unreadable; the rest came from handlers.
+            method = frame.method if isinstance(frame, MethodFrame) else None
+            self._connection_error(error, method, now)
+        if self._confirming:
+            self._send_confirms()
+        if self._out or self._dirty:
+            self._wake()
+
+    def _receive_header(self, data: bytes) -> bytes:
+        self._header += data
+        verdict = parse_protocol_header(self._header)
+        if verdict == "need_more":
+            return b""
+        if verdict == "bad":
+            self._out.append(PROTOCOL_HEADER)
+            self._closed("bad protocol header")
+            self._wake()
+            return b""
+        rest = self._header[8:]
+        self._header = b""
+        self.state = State.AWAIT_START_OK
+        self._send(
+            0,
+            spec.Connection.Start(
+                0,
+                9,
+                {
+                    "capabilities": CAPABILITIES,
+                    "product": PRODUCT,
+                    "version": VERSION,
+                    "platform": "Python",
+                    "information": "https://github.com/amqlite",
+                    "copyright": "amqlite contributors",
+                    "cluster_name": "amqlite",
+                },
+                b"PLAIN AMQPLAIN",
+                b"en_US",
+            ),
+        )
+        self._wake()
+        return rest
+
+    def _handle_frame(self, frame: Any, now: float) -> None:
+        kind = type(frame)
+        if kind is MethodFrame:
+            if frame.channel == 0:
+                self._connection_method(frame.method, now)
+            else:
+                self._channel_method(frame.channel, frame.method, now)
+        elif kind is BodyFrame:
+            self._body(frame, now)
+        elif kind is HeaderFrame:
+            self._content_header(frame, now)
+        # Heartbeats only prove the peer is alive; last_received is updated.
+
+    # -- connection class -------------------------------------------------
+
+    def _connection_method(self, method: spec.Method, now: float) -> None:
+        kind = type(method)
+        state = self.state
+        if state is State.CLOSING:
+            if kind is spec.Connection.CloseOk:
+                self._closed(self.close_reason or "closed")
+            elif kind is spec.Connection.Close:
+                self._send(0, spec.Connection.CloseOk())
+                self._closed(self.close_reason or "closed")
+            return
+        if kind is spec.Connection.StartOk and state is State.AWAIT_START_OK:
+            self._start_ok(method)
+        elif kind is spec.Connection.TuneOk and state is State.AWAIT_TUNE_OK:
+            self._tune_ok(method)
+        elif kind is spec.Connection.Open and state is State.AWAIT_OPEN:
+            self._open(method)
+        elif kind is spec.Connection.Close:
+            self._send(0, spec.Connection.CloseOk())
+            self._release(now)
+            self._closed(f"client closed: {method.reply_code} {method.reply_text}")
+        elif kind is spec.Connection.UpdateSecret and state is State.OPEN:
+            self._send(0, spec.Connection.UpdateSecretOk())
+        elif kind is spec.Connection.CloseOk:
+            self._closed("close-ok")
+        elif method.class_id == 10:
+            raise errors.CommandInvalid(f"{method.name} not expected while {state.value}")
+        else:
+            raise errors.CommandInvalid(f"{method.name} is not allowed on channel 0")
+
+    def _start_ok(self, method: spec.Connection.StartOk) -> None:
+        self.client_properties = method.client_properties or {}
+        capabilities = self.client_properties.get("capabilities") or {}
+        self._cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
+        name, password = self._credentials(method.mechanism, method.response)
+        user = self.users.authenticate(name, password, loopback=self.peer_loopback)
+        if user is None:
+            raise errors.ConnectionError_(
+                f"Login was refused using authentication mechanism {method.mechanism}. "
+                "For details see the broker logfile.",
+                errors.ACCESS_REFUSED,
+            )
+        self.user = user
+        self.state = State.AWAIT_TUNE_OK
+        self._send(0, spec.Connection.Tune(*self._server_limits))
+
+    @staticmethod
+    def _credentials(mechanism: str, response: bytes) -> tuple[str, str]:
+        if mechanism == "PLAIN":
+            parts = response.split(b"\x00")
+            if len(parts) != 3:
+                return "", ""
+            return parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
+        if mechanism == "AMQPLAIN":
+            # A field table without its length prefix (py-amqp, the Java client).
+            try:
+                table, _ = decode_table(struct.pack(">I", len(response)) + response)
+            except errors.AMQPError:
+                return "", ""
+            login, password = table.get("LOGIN", ""), table.get("PASSWORD", "")
+            to_text = lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)  # noqa: E731
+            return to_text(login), to_text(password)
+        raise errors.ConnectionError_(f"unsupported authentication mechanism '{mechanism}'", errors.ACCESS_REFUSED)
+
+    def _tune_ok(self, method: spec.Connection.TuneOk) -> None:
+        channel_max, frame_max, heartbeat = self._server_limits
+        if method.frame_max and method.frame_max < FRAME_MIN_SIZE:
+            raise errors.NotAllowed(f"frame_max={method.frame_max} < {FRAME_MIN_SIZE} min_size")
+        if method.frame_max > frame_max or (frame_max and not method.frame_max):
+            raise errors.NotAllowed(f"frame_max={method.frame_max} > {frame_max} max_size")
+        self.frame_max = method.frame_max
+        self._decoder.frame_max = method.frame_max
+        self.channel_max = method.channel_max or channel_max
+        if channel_max and self.channel_max > channel_max:
+            raise errors.NotAllowed(f"channel_max={method.channel_max} > {channel_max} max")
+        self.heartbeat = method.heartbeat
+        self.state = State.AWAIT_OPEN
+
+    def _open(self, method: spec.Connection.Open) -> None:
+        assert self.user is not None
+        vhost = method.virtual_host
+        if vhost not in self.broker.vhosts:
+            raise errors.NotAllowed(f"vhost {vhost} not found")
+        if not self.user.may_open(vhost):
+            raise errors.NotAllowed(f"access to vhost '{vhost}' refused for user '{self.user.name}'")
+        self.vhost = vhost
+        self.core = self.broker.connect(vhost, user=self.user.name, name=self.peer)
+        self.state = State.OPEN
+        self._send(0, spec.Connection.OpenOk())
+        log.info("connection.open", peer=self.peer, user=self.user.name, vhost=vhost,
+                 client=self._client_name(), heartbeat=self.heartbeat, frame_max=self.frame_max)
+
+    def _client_name(self) -> str:
+        props = self.client_properties
+        product = props.get("product", "")
+        version = props.get("version", "")
+        name = props.get("connection_name", "")
+        text = f"{product} {version}".strip()
+        return f"{text} ({name})" if name else text
+
+    # -- channels ---------------------------------------------------------
+
+    def _channel_method(self, number: int, method: spec.Method, now: float) -> None:
+        if self.state is not State.OPEN:
+            if self.state is State.CLOSING:
+                return
+            raise errors.CommandInvalid(f"{method.name} not expected while {self.state.value}")
+        ch = self._channels.get(number)
+        kind = type(method)
+        if ch is None:
+            if kind is spec.Channel.Open:
+                self._channel_open(number)
+                return
+            if kind is spec.Channel.CloseOk:
+                return
+            raise errors.ChannelStateError(f"expected 'channel.open' on channel {number}, got '{method.name}'")
+        if ch.closing:
+            if kind is spec.Channel.CloseOk:
+                self._forget(ch)
+            elif kind is spec.Channel.Close:
+                self._send(number, spec.Channel.CloseOk())
+                self._forget(ch)
+            return
+        if ch.publish is not None:
+            raise errors.UnexpectedFrame(
+                f"expected content header for class 60, got non content header frame instead ({method.name})"
+            )
+        if kind is spec.Basic.Publish:
+            if method.immediate:
+                raise errors.NotImplemented_("immediate=true")
+            ch.publish = method
+            return
+        if kind is spec.Channel.Close:
+            self._drain(ch, now)
+            ch.core.close(now=now)
+            self._send(number, spec.Channel.CloseOk())
+            self._forget(ch)
+            return
+        if kind is spec.Channel.Open:
+            raise errors.ChannelStateError(f"second 'channel.open' seen on channel {number}")
+        handler = self._handlers.get(kind)
+        if handler is None:
+            raise errors.CommandInvalid(f"{method.name} is not allowed on channel {number}")
+        try:
+            reply = handler(ch, method, now)
+        except errors.ChannelError as error:
+            self._channel_error(ch, error, method, now)
+            return
+        if reply is not None:
+            self._drain(ch, now)  # deliveries caused before this reply go first
+            self._send(number, reply)
+
+    def _channel_open(self, number: int) -> None:
+        if number > self.channel_max:
+            raise errors.NotAllowed(
+                f"number of channels opened ({number}) has reached the negotiated channel_max ({self.channel_max})"
+            )
+        assert self.core is not None
+        core = self.core.open_channel(number)
+        self._channels[number] = _Channel(number, core)
+        core.notify = lambda: self._on_channel_output(number)
+        self._send(number, spec.Channel.OpenOk())
+
+    def _on_channel_output(self, number: int) -> None:
+        if number not in self._dirty:
+            self._dirty[number] = None
+            self._wake()
+
+    def _forget(self, ch: _Channel) -> None:
+        self._channels.pop(ch.number, None)
+        self._dirty.pop(ch.number, None)
+        self._confirming.pop(ch.number, None)
+
+    def _channel_error(self, ch: _Channel, error: errors.AMQPError, method: spec.Method | None, now: float) -> None:
+        log.info("channel.error", peer=self.peer, channel=ch.number, reply_code=error.reply_code,
+                 reply_text=error.reply_text, method=method.name if method else None)
+        self._drain(ch, now)
+        if ch.confirms:
+            self._send_channel_confirms(ch)
+        ch.core.close(now=now)
+        ch.closing = True
+        ch.publish = ch.header = None
+        ch.body = []
+        self._send(
+            ch.number,
+            spec.Channel.Close(
+                error.reply_code,
+                error.reply_text[:255],
+                method.class_id if method else 0,
+                method.method_id if method else 0,
+            ),
+        )
+
+    def _connection_error(self, error: errors.AMQPError, method: spec.Method | None, now: float) -> None:
+        if self.state in (State.CLOSING, State.CLOSED):
+            return
+        log.info("connection.error", peer=self.peer, reply_code=error.reply_code, reply_text=error.reply_text,
+                 method=method.name if method else None)
+        self._send(
+            0,
+            spec.Connection.Close(
+                error.reply_code,
+                error.reply_text[:255],
+                method.class_id if method else 0,
+                method.method_id if method else 0,
+            ),
+        )
+        self._release(now)
+        self.close_reason = error.reply_text
+        self.state = State.CLOSING
+
+    def _release(self, now: float) -> None:
+        """Give back what the client held: unacked messages, exclusive queues."""
+        if self.core is not None:
+            self.core.close(now=now)
+        self._channels.clear()
+        self._dirty.clear()
+        self._confirming.clear()
+
+    def _closed(self, reason: str) -> None:
+        self.state = State.CLOSED
+        self.close_reason = self.close_reason or reason
+
+    def connection_lost(self, now: float) -> None:
+        """The socket went away (or the driver gave up on it)."""
+        if self.state is not State.CLOSED:
+            self._closed(self.close_reason or "connection lost")
+        self._release(now)
+
+    # -- content ----------------------------------------------------------
+
+    def _content_header(self, frame: HeaderFrame, now: float) -> None:
+        ch = self._channels.get(frame.channel)
+        if ch is None or ch.closing:
+            if ch is None and self.state is State.OPEN:
+                raise errors.ChannelStateError(f"content header on channel {frame.channel}, which is not open")
+            return
+        if ch.publish is None or ch.header is not None:
+            raise errors.UnexpectedFrame(f"unexpected content header frame on channel {frame.channel}")
+        if frame.class_id != BASIC_CLASS_ID:
+            raise errors.UnexpectedFrame(f"content header for class {frame.class_id}, expected 60")
+        limit = self.broker.max_message_size
+        if frame.body_size > limit:
+            method = ch.publish
+            ch.publish = None
+            self._channel_error(
+                ch,
+                errors.PreconditionFailed(f"message size {frame.body_size} is larger than configured max size {limit}"),
+                method,
+                now,
+            )
+            # The body frames that follow belong to a closing channel and are ignored.
+            return
+        ch.header = frame
+        ch.remaining = frame.body_size
+        if not frame.body_size:
+            self._publish(ch, now)
+
+    def _body(self, frame: BodyFrame, now: float) -> None:
+        ch = self._channels.get(frame.channel)
+        if ch is None or ch.closing:
+            if ch is None and self.state is State.OPEN:
+                raise errors.ChannelStateError(f"content body on channel {frame.channel}, which is not open")
+            return
+        if ch.header is None:
+            raise errors.UnexpectedFrame(f"unexpected content body frame on channel {frame.channel}")
+        payload = frame.payload
+        ch.remaining -= len(payload)
+        if ch.remaining < 0:
+            raise errors.FrameError(f"content body on channel {frame.channel} is longer than its header said")
+        ch.body.append(payload)
+        if not ch.remaining:
+            self._publish(ch, now)
+
+    def _publish(self, ch: _Channel, now: float) -> None:
+        method, header = ch.publish, ch.header
+        assert method is not None and header is not None
+        body = ch.body[0] if len(ch.body) == 1 else b"".join(ch.body)
+        ch.publish = ch.header = None
+        ch.body = []
+        message = Message(method.exchange, method.routing_key, header.properties, body, header.payload)
+        core = ch.core
+        try:
+            outcome = core.publish_message(message, mandatory=method.mandatory, now=now)
+        except errors.ChannelError as error:
+            self._channel_error(ch, error, method, now)
+            return
+        if outcome is None:
+            return  # held by a transaction
+        if outcome.returned:
+            self._send_return(ch.number, message)
+        if core.confirm:
+            ch.confirms.append((core.publish_seq, not outcome.rejected))
+            self._confirming[ch.number] = None
+
+    def _send_return(self, number: int, message: Message) -> None:
+        self._send(number, spec.Basic.Return(errors.NO_ROUTE, "NO_ROUTE", message.exchange, message.routing_key))
+        self._out += content_frames(number, message, self.frame_max)
+
+    # -- confirms ---------------------------------------------------------
+
+    def _send_confirms(self) -> None:
+        for number in self._confirming:
+            ch = self._channels.get(number)
+            if ch is not None:
+                self._send_channel_confirms(ch)
+        self._confirming.clear()
+
+    def _send_channel_confirms(self, ch: _Channel) -> None:
+        """One basic.ack with multiple=true per run of acks, nacks one by one."""
+        confirms = ch.confirms
+        run_end = run_length = 0
+        for seq, acked in confirms:
+            if acked:
+                run_end = seq
+                run_length += 1
+                continue
+            if run_length:
+                self._send(ch.number, spec.Basic.Ack(run_end, run_length > 1))
+                run_length = 0
+            self._send(ch.number, spec.Basic.Nack(seq, False, False))
+        if run_length:
+            self._send(ch.number, spec.Basic.Ack(run_end, run_length > 1))
+        confirms.clear()
+
+    # -- heartbeats -------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        if not self.heartbeat or self.state is not State.OPEN:
+            return None
+        return min(self.last_sent + self.heartbeat / 2, self.last_received + 2 * self.heartbeat)
+
+    def tick(self, now: float) -> None:
+        """Send a heartbeat when due; give up on a peer silent for two intervals."""
+        if not self.heartbeat or self.state is not State.OPEN:
+            return
+        if now - self.last_received >= 2 * self.heartbeat:
+            self._release(now)
+            self._closed(f"missed heartbeats from client, timeout: {self.heartbeat}s")
+            return
+        if now - self.last_sent >= self.heartbeat / 2:
+            self._out.append(HEARTBEAT_FRAME)
+            self._wake()
+
+    # -- method handlers --------------------------------------------------
+    # Each returns the reply method, or None when there is none (nowait).
+
+    def _channel_flow(self, ch: _Channel, method: spec.Channel.Flow, now: float) -> Any:
+        if not method.active:
+            raise errors.NotImplemented_("active=false")
+        return spec.Channel.FlowOk(True)
+
+    def _exchange_declare(self, ch: _Channel, m: spec.Exchange.Declare, now: float) -> Any:
+        ch.core.declare_exchange(
+            m.exchange, m.type, passive=m.passive, durable=m.durable,
+            auto_delete=m.auto_delete, internal=m.internal, arguments=m.arguments,
+        )
+        return None if m.nowait else spec.Exchange.DeclareOk()
+
+    def _exchange_delete(self, ch: _Channel, m: spec.Exchange.Delete, now: float) -> Any:
+        ch.core.delete_exchange(m.exchange, if_unused=m.if_unused)
+        return None if m.nowait else spec.Exchange.DeleteOk()
+
+    def _exchange_bind(self, ch: _Channel, m: spec.Exchange.Bind, now: float) -> Any:
+        ch.core.bind_exchange(m.destination, m.source, m.routing_key, m.arguments)
+        return None if m.nowait else spec.Exchange.BindOk()
+
+    def _exchange_unbind(self, ch: _Channel, m: spec.Exchange.Unbind, now: float) -> Any:
+        ch.core.unbind_exchange(m.destination, m.source, m.routing_key, m.arguments)
+        return None if m.nowait else spec.Exchange.UnbindOk()
+
+    def _queue_declare(self, ch: _Channel, m: spec.Queue.Declare, now: float) -> Any:
+        queue = ch.core.declare_queue(
+            m.queue, now=now, passive=m.passive, durable=m.durable,
+            exclusive=m.exclusive, auto_delete=m.auto_delete, arguments=m.arguments,
+        )
+        return None if m.nowait else spec.Queue.DeclareOk(queue.name, queue.message_count, queue.consumer_count)
+
+    def _queue_bind(self, ch: _Channel, m: spec.Queue.Bind, now: float) -> Any:
+        ch.core.bind_queue(m.queue, m.exchange, m.routing_key, m.arguments)
+        return None if m.nowait else spec.Queue.BindOk()
+
+    def _queue_unbind(self, ch: _Channel, m: spec.Queue.Unbind, now: float) -> Any:
+        ch.core.unbind_queue(m.queue, m.exchange, m.routing_key, m.arguments)
+        return spec.Queue.UnbindOk()
+
+    def _queue_purge(self, ch: _Channel, m: spec.Queue.Purge, now: float) -> Any:
+        count = ch.core.purge_queue(m.queue)
+        return None if m.nowait else spec.Queue.PurgeOk(count)
+
+    def _queue_delete(self, ch: _Channel, m: spec.Queue.Delete, now: float) -> Any:
+        count = ch.core.delete_queue(m.queue, now=now, if_unused=m.if_unused, if_empty=m.if_empty)
+        return None if m.nowait else spec.Queue.DeleteOk(count)
+
+    def _basic_qos(self, ch: _Channel, m: spec.Basic.Qos, now: float) -> Any:
+        ch.core.qos(m.prefetch_count, global_=m.global_, prefetch_size=m.prefetch_size, now=now)
+        return spec.Basic.QosOk()
+
+    def _basic_consume(self, ch: _Channel, m: spec.Basic.Consume, now: float) -> Any:
+        # consume-ok must precede the first delivery: hold the outbox until it is queued.
+        notify, ch.core.notify = ch.core.notify, None
+        try:
+            tag = ch.core.consume(
+                m.queue, now=now, consumer_tag=m.consumer_tag, no_ack=m.no_ack,
+                exclusive=m.exclusive, arguments=m.arguments,
+            )
+        finally:
+            ch.core.notify = notify
+        if not m.nowait:
+            self._send(ch.number, spec.Basic.ConsumeOk(tag))
+        if ch.core.outbox:
+            self._on_channel_output(ch.number)
+        return None
+
+    def _basic_cancel(self, ch: _Channel, m: spec.Basic.Cancel, now: float) -> Any:
+        ch.core.cancel(m.consumer_tag, now=now)
+        return None if m.nowait else spec.Basic.CancelOk(m.consumer_tag)
+
+    def _basic_get(self, ch: _Channel, m: spec.Basic.Get, now: float) -> Any:
+        result = ch.core.get(m.queue, now=now, no_ack=m.no_ack)
+        if result is None:
+            return spec.Basic.GetEmpty()
+        self._drain(ch, now)
+        message = result.message
+        self._send(
+            ch.number,
+            spec.Basic.GetOk(result.delivery_tag, result.redelivered, message.exchange,
+                             message.routing_key, result.message_count),
+        )
+        header = self._header_with_count(message, result.delivery_count) if result.delivery_count else None
+        self._out += content_frames(ch.number, message, self.frame_max, header)
+        return None
+
+    def _basic_ack(self, ch: _Channel, m: spec.Basic.Ack, now: float) -> Any:
+        ch.core.ack(m.delivery_tag, multiple=m.multiple, now=now)
+
+    def _basic_nack(self, ch: _Channel, m: spec.Basic.Nack, now: float) -> Any:
+        ch.core.nack(m.delivery_tag, multiple=m.multiple, requeue=m.requeue, now=now)
+
+    def _basic_reject(self, ch: _Channel, m: spec.Basic.Reject, now: float) -> Any:
+        ch.core.reject(m.delivery_tag, requeue=m.requeue, now=now)
+
+    def _basic_recover(self, ch: _Channel, m: Any, now: float) -> Any:
+        ch.core.recover(requeue=m.requeue, now=now)
+        return spec.Basic.RecoverOk() if type(m) is spec.Basic.Recover else None
+
+    def _confirm_select(self, ch: _Channel, m: spec.Confirm.Select, now: float) -> Any:
+        ch.core.confirm_select()
+        return None if m.nowait else spec.Confirm.SelectOk()
+
+    def _tx_select(self, ch: _Channel, m: spec.Tx.Select, now: float) -> Any:
+        ch.core.tx_select()
+        return spec.Tx.SelectOk()
+
+    def _tx_commit(self, ch: _Channel, m: spec.Tx.Commit, now: float) -> Any:
+        for message, outcome in ch.core.tx_commit(now=now):
+            if outcome.returned:
+                self._send_return(ch.number, message)
+        return spec.Tx.CommitOk()
+
+    def _tx_rollback(self, ch: _Channel, m: spec.Tx.Rollback, now: float) -> Any:
+        ch.core.tx_rollback()
+        return spec.Tx.RollbackOk()
+
