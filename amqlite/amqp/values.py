@@ -165,20 +165,29 @@ def read_table(buf: bytes, off: int) -> tuple[FieldTable, int]:
     return _read_table_field(buf, off)
 
 
-def _checked(reader: Callable[[bytes, int], tuple[Any, int]], data: bytes | memoryview, offset: int) -> tuple[Any, int]:
-    buf = bytes(data) if type(data) is not bytes else data
+def decode_error(exc: Exception, what: str) -> FrameError:
+    """The FrameError (501) for a raw reader's failure, with RabbitMQ's wording."""
+    if isinstance(exc, UnicodeDecodeError):
+        return FrameError("Malformed UTF-8 in shortstr")
+    return FrameError(f"cannot decode {what}")
+
+
+def _checked(
+    reader: Callable[[bytes, int], tuple[Any, int]], data: bytes | memoryview, offset: int, what: str
+) -> tuple[Any, int]:
+    buf = data if type(data) is bytes else bytes(data)
     try:
         value, end = reader(buf, offset)
     except DECODE_ERRORS as exc:
-        raise FrameError(f"malformed field data: {exc}") from exc
+        raise decode_error(exc, what) from exc
     if end > len(buf):
-        raise FrameError("field data truncated")
+        raise FrameError(f"cannot decode {what}: truncated")
     return value, end
 
 
 def decode_table(data: bytes | memoryview, offset: int = 0) -> tuple[FieldTable, int]:
     """Decode a length-prefixed field table; returns it and the offset after it."""
-    return _checked(_read_table_field, data, offset)
+    return _checked(_read_table_field, data, offset, "field table")
 
 
 def decode_table_entries(data: bytes | memoryview) -> FieldTable:
@@ -187,24 +196,25 @@ def decode_table_entries(data: bytes | memoryview) -> FieldTable:
     This is how AMQPLAIN carries LOGIN and PASSWORD in ``connection.start-ok``'s
     response longstr.
     """
-    buf = bytes(data) if type(data) is not bytes else data
+    buf = data if type(data) is bytes else bytes(data)
     try:
         return _read_entries(buf, 0, len(buf))
     except DECODE_ERRORS as exc:
-        raise FrameError(f"malformed field table: {exc}") from exc
+        raise decode_error(exc, "field table") from exc
 
 
 def decode_array(data: bytes | memoryview, offset: int = 0) -> tuple[FieldArray, int]:
     """Decode a length-prefixed field array; returns it and the offset after it."""
-    return _checked(_read_array_field, data, offset)
+    return _checked(_read_array_field, data, offset, "field array")
 
 
 def decode_value(data: bytes | memoryview, offset: int = 0) -> tuple[Any, int]:
     """Decode one type letter and its value; returns it and the offset after it."""
-    return _checked(_read_value, data, offset)
+    return _checked(_read_value, data, offset, "field value")
 
 
-def _read_shortstr(buf: bytes, off: int) -> tuple[str, int]:
+def read_shortstr(buf: bytes, off: int) -> tuple[str, int]:
+    """Raw reader for a strict UTF-8 shortstr; the caller checks the final offset."""
     n = buf[off]
     off += 1
     return buf[off : off + n].decode(), off + n
@@ -212,26 +222,25 @@ def _read_shortstr(buf: bytes, off: int) -> tuple[str, int]:
 
 def decode_shortstr(data: bytes | memoryview, offset: int = 0) -> tuple[str, int]:
     """Decode a strict UTF-8 shortstr (RabbitMQ: 501 "Malformed UTF-8 in shortstr")."""
-    try:
-        return _checked(_read_shortstr, data, offset)
-    except FrameError as exc:
-        if isinstance(exc.__cause__, UnicodeDecodeError):
-            raise FrameError("Malformed UTF-8 in shortstr") from exc.__cause__
-        raise
+    return _checked(read_shortstr, data, offset, "shortstr")
 
 
 def decode_longstr(data: bytes | memoryview, offset: int = 0) -> tuple[bytes, int]:
     """Decode a longstr as bytes; RabbitMQ gives longstr arguments no encoding."""
-    return _checked(_read_bytes, data, offset)
+    return _checked(_read_bytes, data, offset, "longstr")
 
 
 # --------------------------------------------------------------------------- encoding
 
 
-def encode_shortstr(value: str) -> bytes:
-    """Length octet + UTF-8; SyntaxError_ past 255 bytes."""
+def encode_shortstr(value: str, errors: str = "strict") -> bytes:
+    """Length octet + UTF-8; SyntaxError_ past 255 bytes.
+
+    ``errors="surrogateescape"`` re-encodes text that was decoded that way
+    (content-header properties, which RabbitMQ does not check for UTF-8).
+    """
     try:
-        raw = value.encode()
+        raw = value.encode("utf-8", errors)
     except UnicodeEncodeError as exc:
         raise SyntaxError_(f"shortstr is not encodable as UTF-8: {value!r}") from exc
     if len(raw) > 255:
@@ -278,21 +287,17 @@ def _write_value(value: Any, out: list[bytes]) -> None:
     elif isinstance(value, (list, tuple)):
         _write_sized(b"A", _encode_items(value), out)
     elif isinstance(value, datetime):
-        out.append(b"T" + _UINT64_or_error(_epoch_seconds(value)))
+        out.append(b"T" + _pack_timestamp(value))
     elif isinstance(value, Decimal):
         out.append(b"D" + _encode_decimal(value))
     else:
         raise SyntaxError_(f"no AMQP field type for {type(value).__name__}")
 
 
-def _epoch_seconds(value: datetime) -> int:
+def _pack_timestamp(value: datetime) -> bytes:
     # A naive datetime is taken as UTC, as pika and pamqp do.
-    if value.tzinfo is None:
-        return timegm(value.timetuple())
-    return timegm(value.astimezone(timezone.utc).timetuple())
-
-
-def _UINT64_or_error(seconds: int) -> bytes:
+    utc = value if value.tzinfo is None else value.astimezone(timezone.utc)
+    seconds = timegm(utc.timetuple())
     if seconds < 0:
         raise SyntaxError_("timestamp before 1970 has no AMQP encoding")
     return _UINT64.pack(seconds)
@@ -313,6 +318,8 @@ def _encode_decimal(value: Decimal) -> bytes:
 def _encode_entries(table: Mapping[str, Any]) -> bytes:
     out: list[bytes] = []
     for key, value in table.items():
+        if not isinstance(key, str):
+            raise SyntaxError_(f"field table key is not a str: {key!r}")
         raw = key.encode("utf-8", "surrogateescape")
         if len(raw) > 255:
             raise SyntaxError_(f"field table key longer than 255 bytes: {key[:40]!r}...")
@@ -341,7 +348,7 @@ def _encoding_errors(func: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
     def encode(value: Any) -> bytes:
         try:
             return func(value)
-        except (UnicodeEncodeError, AttributeError, RecursionError) as exc:
+        except (UnicodeEncodeError, RecursionError) as exc:
             raise SyntaxError_(f"value not encodable as an AMQP field: {exc}") from exc
 
     encode.__name__ = func.__name__

@@ -1,0 +1,273 @@
+"""AMQP 0-9-1 frame layer, sans-IO: bytes in, frames out; frames in, bytes out.
+
+A frame is type (octet), channel (short), payload size (long), payload and the
+end octet 0xCE. :class:`FrameDecoder` takes whatever the socket gave
+(``feed``) and hands out complete frames (``next_frame``), returning None
+while a frame is still partial. Errors follow what RabbitMQ answers
+(checked against RabbitMQ 3.10 and rabbit_reader.erl):
+
+===========================================  ==============================
+input                                        error
+===========================================  ==============================
+payload size over frame_max                  FrameError 501 (from the frame
+                                             header, before the payload is
+                                             buffered)
+unknown frame type                           FrameError 501
+end octet other than 0xCE                    FrameError 501
+heartbeat with a payload                     FrameError 501
+method payload under 4 octets                FrameError 501
+method arguments that do not decode exactly  FrameError 501 "cannot decode"
+shortstr that is not UTF-8                   FrameError 501
+unknown class or method id                   NotImplemented_ 540 (RabbitMQ
+                                             drops the TCP connection)
+heartbeat on a channel other than 0          UnexpectedFrame 505
+content header or body on channel 0          UnexpectedFrame 505
+content header of a class other than basic,
+or with a non-zero weight                    UnexpectedFrame 505
+===========================================  ==============================
+
+Frame sequencing (a header must follow a content method, body sizes must
+add up, the 16 MiB message limit) belongs to the channel state machine:
+RabbitMQ's answers there are 505 and 501 respectively.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Literal, NamedTuple
+
+from amqlite.amqp.properties import BasicProperties, decode_content_header_at, encode_content_header
+from amqlite.amqp.spec import Method, decode_method_at, deliver_payload, encode_method
+from amqlite.core.errors import FrameError, SyntaxError_, UnexpectedFrame
+
+FRAME_METHOD = 1
+FRAME_HEADER = 2
+FRAME_BODY = 3
+FRAME_HEARTBEAT = 8
+FRAME_END = 0xCE
+#: Smallest frame_max a peer may negotiate, and RabbitMQ's limit until tune-ok.
+FRAME_MIN_SIZE = 4096
+#: Bytes a frame adds around its payload (7 header + 1 end).
+FRAME_OVERHEAD = 8
+
+PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+#: RabbitMQ treats the 0-9 header like 0-9-1; so do we.
+_ACCEPTED_HEADERS = (PROTOCOL_HEADER, b"AMQP\x01\x01\x00\x09")
+HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+
+_FRAME_HEAD = struct.Struct(">BHI")
+_unpack_head = _FRAME_HEAD.unpack_from
+_new = tuple.__new__
+_FRAME_TYPES = (FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT)
+_END_AND_HEAD = struct.Struct(">BBHI")  # end octet of one frame + header of the next
+_END = b"\xce"
+
+
+class MethodFrame(NamedTuple):
+    channel: int
+    method: Method
+
+
+class HeaderFrame(NamedTuple):
+    channel: int
+    class_id: int
+    body_size: int
+    properties: BasicProperties
+    #: The undecoded header payload, so a delivery can reuse it instead of re-encoding.
+    payload: bytes
+
+
+class BodyFrame(NamedTuple):
+    channel: int
+    payload: bytes
+
+
+class HeartbeatFrame(NamedTuple):
+    channel: int = 0
+
+
+Frame = MethodFrame | HeaderFrame | BodyFrame | HeartbeatFrame
+
+_HEARTBEAT = HeartbeatFrame(0)
+
+
+class FrameDecoder:
+    """Incremental frame decoder; one per connection.
+
+    ``frame_max`` is the negotiated maximum frame size (0: no limit). Set it
+    after tune-ok; until then RabbitMQ holds clients to FRAME_MIN_SIZE. Like
+    RabbitMQ we let the payload itself reach frame_max (8 octets more than the
+    spec allows), because clients commonly get the overhead wrong by 1 or 8.
+
+    Input is kept as one bytes object plus a list of later chunks that are
+    joined only once they complete a frame, so a large frame arriving in small
+    reads costs linear, not quadratic, copying.
+    """
+
+    __slots__ = ("_frame_max", "_limit", "_buf", "_pos", "_pending", "_pending_size")
+
+    def __init__(self, frame_max: int) -> None:
+        self.frame_max = frame_max
+        self._buf = b""
+        self._pos = 0
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+
+    @property
+    def frame_max(self) -> int:
+        return self._frame_max
+
+    @frame_max.setter
+    def frame_max(self, value: int) -> None:
+        self._frame_max = value
+        self._limit = value or 0xFFFFFFFF  # largest payload allowed; 0 means no limit
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if self._pos == len(self._buf) and not self._pending:
+            self._buf = data if type(data) is bytes else bytes(data)
+            self._pos = 0
+        else:
+            self._pending.append(bytes(data))
+            self._pending_size += len(data)
+
+    def next_frame(self) -> Frame | None:
+        """The next complete frame, or None until more bytes are fed."""
+        while True:
+            buf = self._buf
+            pos = self._pos
+            available = len(buf) - pos
+            if available >= 7:
+                frame_type, channel, size = _unpack_head(buf, pos)
+                if available > size + 7 and size <= self._limit:
+                    # The common case in one straight line: complete and small enough.
+                    start = pos + 7
+                    end = start + size
+                    if buf[end] != FRAME_END:
+                        raise FrameError(f"invalid frame end marker {buf[end]:#04x}")
+                    self._pos = end + 1
+                    if frame_type == FRAME_METHOD:
+                        return _new(MethodFrame, (channel, decode_method_at(buf, start, end)))
+                    if frame_type == FRAME_BODY and channel:
+                        return _new(BodyFrame, (channel, buf[start:end]))
+                    if frame_type == FRAME_HEADER and channel:
+                        class_id, body_size, properties = decode_content_header_at(buf, start, end)
+                        return _new(HeaderFrame, (channel, class_id, body_size, properties, buf[start:end]))
+                    return self._unusual_frame(frame_type, channel, size)
+                if size > self._limit:
+                    raise FrameError(
+                        f"frame of type {frame_type} on channel {channel} has a {size}-octet payload; "
+                        f"frame_max is {self.frame_max}"
+                    )
+                if frame_type not in _FRAME_TYPES:
+                    raise FrameError(f"unknown frame type {frame_type}")
+                needed = size + 8
+            else:
+                needed = 7
+            if available + self._pending_size < needed:
+                return None
+            self._buf = b"".join([buf[pos:], *self._pending])
+            self._pos = 0
+            self._pending.clear()
+            self._pending_size = 0
+
+    @staticmethod
+    def _unusual_frame(frame_type: int, channel: int, size: int) -> Frame:
+        if frame_type == FRAME_HEARTBEAT:
+            if size:
+                raise FrameError("heartbeat frame with a payload")
+            if channel:
+                raise UnexpectedFrame(f"heartbeat frame on channel {channel}")
+            return _HEARTBEAT
+        if frame_type in (FRAME_HEADER, FRAME_BODY):
+            raise UnexpectedFrame(f"content frame of type {frame_type} on channel 0")
+        raise FrameError(f"unknown frame type {frame_type}")
+
+
+def parse_protocol_header(data: bytes | bytearray | memoryview) -> Literal["ok", "need_more", "bad"]:
+    """Check the 8 octets a client sends first.
+
+    "bad" as soon as the bytes so far cannot start an accepted header, so an
+    HTTP or TLS client is refused without waiting for 8 octets. The server
+    answers "bad" with PROTOCOL_HEADER and closes; after "ok", bytes past the
+    first 8 are frames.
+    """
+    head = bytes(data[:8])
+    if len(head) == 8:
+        return "ok" if head in _ACCEPTED_HEADERS else "bad"
+    return "need_more" if any(h.startswith(head) for h in _ACCEPTED_HEADERS) else "bad"
+
+
+def encode_method_frame(channel: int, method: Method) -> bytes:
+    payload = encode_method(method)
+    return _FRAME_HEAD.pack(FRAME_METHOD, channel, len(payload)) + payload + _END
+
+
+def _append_body(out: list[bytes], channel: int, body: bytes, frame_max: int) -> None:
+    """Body frames of at most frame_max - 8 payload octets; none for an empty body."""
+    size = len(body)
+    step = frame_max - FRAME_OVERHEAD if frame_max else size
+    if step <= 0:
+        raise ValueError(f"frame_max {frame_max} leaves no room for a body")
+    view = memoryview(body) if size > step else body
+    for start in range(0, size, step):
+        chunk = view[start : start + step]
+        out.append(_FRAME_HEAD.pack(FRAME_BODY, channel, len(chunk)))
+        out.append(chunk)  # type: ignore[arg-type]  # join takes memoryviews
+        out.append(_END)
+
+
+def encode_content(
+    channel: int, class_id: int, properties: BasicProperties, body: bytes, frame_max: int
+) -> bytes:
+    """Content header frame + body frames for a message (return, get-ok, deliver)."""
+    header = encode_content_header(class_id, len(body), properties)
+    out = [_FRAME_HEAD.pack(FRAME_HEADER, channel, len(header)), header, _END]
+    _append_body(out, channel, body, frame_max)
+    return b"".join(out)
+
+
+def encode_deliver(
+    channel: int,
+    consumer_tag: str,
+    delivery_tag: int,
+    redelivered: bool,
+    exchange: str,
+    routing_key: str,
+    header_payload: bytes,
+    body: bytes,
+    frame_max: int,
+) -> bytes:
+    """basic.deliver + content header + body frames in one bytes object.
+
+    ``header_payload`` is an encoded content header (HeaderFrame.payload of the
+    publish, or encode_content_header) whose body size is ``len(body)``; it is
+    copied as is, so a delivery never re-encodes properties.
+    """
+    try:
+        method = deliver_payload(consumer_tag, delivery_tag, redelivered, exchange, routing_key)
+    except struct.error as exc:
+        raise SyntaxError_(f"cannot encode basic.deliver: {exc}") from exc
+    size = len(body)
+    if size and (size <= frame_max - FRAME_OVERHEAD or not frame_max):
+        return b"".join(
+            (
+                _FRAME_HEAD.pack(FRAME_METHOD, channel, len(method)),
+                method,
+                _END_AND_HEAD.pack(FRAME_END, FRAME_HEADER, channel, len(header_payload)),
+                header_payload,
+                _END_AND_HEAD.pack(FRAME_END, FRAME_BODY, channel, size),
+                body,
+                _END,
+            )
+        )
+    out = [
+        _FRAME_HEAD.pack(FRAME_METHOD, channel, len(method)),
+        method,
+        _END_AND_HEAD.pack(FRAME_END, FRAME_HEADER, channel, len(header_payload)),
+        header_payload,
+        _END,
+    ]
+    _append_body(out, channel, body, frame_max)
+    return b"".join(out)
