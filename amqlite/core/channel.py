@@ -235,14 +235,16 @@ class Channel:
             if record is None:
                 raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
             return [(delivery_tag, record)]
+        if delivery_tag and delivery_tag not in unacked:
+            # As RabbitMQ: the tag itself must be outstanding, and then
+            # nothing is settled, even if smaller tags are.
+            raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
         taken = []
         while unacked:
             tag = next(iter(unacked))
             if delivery_tag and tag > delivery_tag:
                 break
             taken.append(unacked.popitem(last=False))
-        if delivery_tag and not taken:
-            raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
         return taken
 
     def ack(self, delivery_tag: int, *, now: float, multiple: bool = False) -> None:
@@ -268,6 +270,7 @@ class Channel:
             self._redispatch(now)
 
     def _apply(self, records: list[tuple[int, Unacked]], how: str, requeue: bool, now: float) -> None:
+        returned: dict[Queue, None] = {}
         for _, (entry, queue, consumer) in records:
             if consumer is not None:
                 consumer.unacked -= 1
@@ -275,6 +278,10 @@ class Channel:
                 queue.settle(entry)
             else:
                 queue.give_back(entry, requeue, now, failed=how == "nack")
+                returned[queue] = None
+        # A requeued message may be for a consumer on another channel.
+        for queue in returned:
+            queue.dispatch(now)
 
     # -- confirms and transactions --------------------------------------
 
@@ -332,12 +339,17 @@ class Channel:
         self._tx_settles.clear()
         self._tx_publishes.clear()
         unacked, self.unacked = self.unacked, OrderedDict()
+        returned: dict[Queue, None] = {}
         for entry, queue, consumer in unacked.values():
             if consumer is not None:
                 consumer.unacked -= 1
             queue.give_back(entry, True, now, failed=False)
+            returned[queue] = None
         consumers, self.consumers = self.consumers, {}
         for consumer in consumers.values():
             consumer.queue.remove_consumer(consumer, now)
+        # What came back goes to consumers on other channels.
+        for queue in returned:
+            queue.dispatch(now)
         self.outbox.clear()
         self.connection.channels.pop(self.number, None)
