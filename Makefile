@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench fuzz venv clean
+.PHONY: run demo test bench fuzz venv clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,8 +13,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Until the AMQP server lands, the main job is the embedded demo.
+# The broker on RabbitMQ's port; `make run PORT=5673` where 5672 is taken.
+PORT ?= 5672
 run: $(STAMP)
+	$(BIN)/amqlite serve --port $(PORT)
+
+# The embedded examples, no network.
+demo: $(STAMP)
 	$(BIN)/python examples/task_queue.py
 	$(BIN)/python examples/event_bus.py
 	$(BIN)/python examples/embedded_router.py

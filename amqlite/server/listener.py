@@ -1,0 +1,196 @@
+"""The AMQP server's trio driver: a listener and one task pair per connection.
+
+Thin by design: a reader feeds bytes to the sans-IO engine, a writer sends
+what the engine has to say, and a timer task runs heartbeats. Everything
+that decides anything lives in ``amqlite.amqp.engine`` and ``amqlite.core``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import secrets
+from typing import Any
+
+import attrs
+import trio
+
+from ..amqp.engine import ServerConnection, State
+from ..auth import Users
+from ..config import Settings
+from ..core.broker import Broker
+from ..log import get_logger
+from ..runtime import Clock, drive_deadlines
+
+log = get_logger(__name__)
+
+_RECEIVE_SIZE = 256 * 1024
+# Stop reading from a client whose unread replies (confirms, returns) exceed
+# this, so a publisher that never reads cannot make us buffer without bound.
+_OUTPUT_HIGH_WATER = 4 * 1024 * 1024
+# How long a connection in CLOSING waits for close-ok before the socket goes.
+_CLOSE_TIMEOUT = 5.0
+
+
+def _is_loopback(address: Any) -> bool:
+    try:
+        return ipaddress.ip_address(address[0]).is_loopback
+    except (TypeError, ValueError, IndexError):
+        return False
+
+
+@attrs.define(eq=False)
+class Server:
+    """A running AMQP server: the core broker, its users and its settings."""
+
+    settings: Settings
+    core: Broker
+    users: Users
+    clock: Clock = attrs.field(factory=Clock)
+    connections: set[ServerConnection] = attrs.field(factory=set)
+    addresses: list[tuple[str, int]] = attrs.field(factory=list)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Server:
+        core = Broker(name_prefix=secrets.token_hex(4) + "-", max_message_size=settings.max_message_size)
+        for vhost in settings.vhosts:
+            core.add_vhost(vhost)
+        return cls(settings, core, Users.from_settings(settings.users))
+
+    async def serve(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen until cancelled. ``task_status.started`` gets this server
+        once the port is bound, with :attr:`addresses` filled in."""
+        settings = self.settings
+        listeners = await self._listen()
+        self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drive_deadlines, self.core, self.clock)
+            await nursery.start(trio.serve_listeners, self._handle, listeners)
+            task_status.started(self)
+
+    async def _listen(self) -> list[trio.SocketListener]:
+        host, port = self.settings.host, self.settings.port
+        if host not in ("", "0.0.0.0", "::"):
+            return await trio.open_tcp_listeners(port, host=host)
+        if port:
+            return await trio.open_tcp_listeners(port)
+        # An ephemeral port: the same one on IPv4 and, where possible, IPv6.
+        listeners = await trio.open_tcp_listeners(0, host="0.0.0.0")
+        try:
+            listeners += await trio.open_tcp_listeners(listeners[0].socket.getsockname()[1], host="::")
+        except OSError:
+            pass
+        return listeners
+
+    @property
+    def port(self) -> int:
+        return self.addresses[0][1]
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        settings = self.settings
+        try:
+            peer = stream.socket.getpeername()
+        except OSError:
+            return
+        peer_text = f"{peer[0]}:{peer[1]}"
+        if settings.max_connections and len(self.connections) >= settings.max_connections:
+            log.warning("connection.refused", peer=peer_text, reason="max_connections reached",
+                        max_connections=settings.max_connections)
+            await stream.aclose()
+            return
+        clock = self.clock
+        conn = ServerConnection(
+            self.core,
+            self.users,
+            now=clock.now(),
+            peer_loopback=_is_loopback(peer),
+            peer=peer_text,
+            heartbeat=settings.heartbeat,
+            frame_max=settings.frame_max,
+            channel_max=settings.channel_max,
+        )
+        self.connections.add(conn)
+        try:
+            await _ConnectionDriver(conn, stream, clock, settings.handshake_timeout).run()
+        finally:
+            conn.connection_lost(clock.now())
+            self.connections.discard(conn)
+            log.info("connection.closed", peer=peer_text, user=conn.user.name if conn.user else None,
+                     vhost=conn.vhost or None, reason=conn.close_reason)
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(stream)
+
+
+class _ConnectionDriver:
+    def __init__(self, conn: ServerConnection, stream: trio.SocketStream, clock: Clock, handshake_timeout: float) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.clock = clock
+        self.handshake_timeout = handshake_timeout
+        self.output = trio.lowlevel.ParkingLot()
+        self.drained = trio.lowlevel.ParkingLot()
+        conn.on_output = self.output.unpark_all
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer, nursery.cancel_scope)
+            nursery.start_soon(self._timers, nursery.cancel_scope)
+            await self._reader()
+            if self.conn.state is not State.CLOSED:
+                nursery.cancel_scope.cancel()  # the peer went away
+            # Otherwise the writer flushes the last words (close-ok) and ends it.
+
+    async def _reader(self) -> None:
+        conn, stream, clock = self.conn, self.stream, self.clock
+        while conn.state is not State.CLOSED:
+            while conn.buffered_output > _OUTPUT_HIGH_WATER:
+                await self.drained.park()
+            try:
+                data = await stream.receive_some(_RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+            conn.receive_data(data, clock.now())
+
+    async def _writer(self, scope: trio.CancelScope) -> None:
+        conn, stream, clock = self.conn, self.stream, self.clock
+        try:
+            while True:
+                while not conn.wants_write():
+                    if conn.state is State.CLOSED:
+                        scope.cancel()
+                        return
+                    await self.output.park()
+                data = conn.data_to_send(clock.now())
+                self.drained.unpark_all()
+                if data:
+                    await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            scope.cancel()
+
+    async def _timers(self, scope: trio.CancelScope) -> None:
+        conn, clock = self.conn, self.clock
+        opened_by = trio.current_time() + self.handshake_timeout
+        closing_since: float | None = None
+        while True:
+            deadline = conn.next_deadline()
+            wake = math.inf if deadline is None else clock.to_trio(deadline)
+            if conn.state not in (State.OPEN, State.CLOSING, State.CLOSED):
+                wake = min(wake, opened_by)
+            if conn.state in (State.CLOSING, State.CLOSED):
+                closing_since = closing_since or trio.current_time()
+                wake = min(wake, closing_since + _CLOSE_TIMEOUT)
+            # State changes (handshake done, close begun) are seen within a second.
+            await trio.sleep_until(min(wake, trio.current_time() + 1.0))
+            now = trio.current_time()
+            if conn.state not in (State.OPEN, State.CLOSING, State.CLOSED) and now >= opened_by:
+                conn.close_reason = "handshake timeout"
+                scope.cancel()
+                return
+            if closing_since is not None and now >= closing_since + _CLOSE_TIMEOUT:
+                scope.cancel()
+                return
+            conn.tick(clock.now())
+            if conn.state is State.CLOSED:
+                self.output.unpark_all()
