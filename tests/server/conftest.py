@@ -1,0 +1,127 @@
+"""Fixtures for tests that talk to a broker over the network.
+
+``broker`` is parametrised: every scenario runs against amqlite (started in
+a background thread on an ephemeral port) and, when it answers, against the
+reference RabbitMQ at 127.0.0.1:5672 (differential mode). A scenario where
+amqlite differs on purpose checks ``broker.kind`` and says why.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+from typing import Iterator
+
+import attrs
+import pytest
+import trio
+
+from amqlite.config import Settings
+from amqlite.server import Server
+
+RABBITMQ = ("127.0.0.1", 5672)
+
+
+def rabbitmq_available() -> bool:
+    try:
+        with socket.create_connection(RABBITMQ, timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class ServerThread:
+    """An amqlite server running ``trio.run`` in a thread of its own."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server: Server | None = None
+        self._ready = threading.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._cancel: trio.CancelScope | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as error:  # surfaced to the test thread
+            self._error = error
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        with trio.CancelScope() as self._cancel:
+            async with trio.open_nursery() as nursery:
+                self.server = Server.from_settings(self.settings)
+                await nursery.start(self.server.serve)
+                self._ready.set()
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def call(self, fn, *args):  # type: ignore[no-untyped-def]
+        """Run ``fn(*args)`` on the server's trio thread (the core is not thread-safe)."""
+        assert self._token is not None
+        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+
+    def stop(self) -> None:
+        if self._token is not None and self._cancel is not None:
+            try:
+                trio.from_thread.run_sync(self._cancel.cancel, trio_token=self._token)
+            except trio.RunFinishedError:
+                pass
+        self._thread.join(10)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+
+def start_amqlite(**overrides: object) -> ServerThread:
+    settings = Settings(**{"host": "127.0.0.1", "port": 0, **overrides})  # type: ignore[arg-type]
+    return ServerThread(settings).start()
+
+
+@pytest.fixture
+def amqlite_server() -> Iterator[ServerThread]:
+    server = start_amqlite()
+    yield server
+    server.stop()
+
+
+@attrs.frozen
+class BrokerUnderTest:
+    kind: str  # "amqlite" or "rabbitmq"
+    host: str
+    port: int
+    #: The amqlite server thread, for looking inside; None for RabbitMQ.
+    server: ServerThread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@{self.host}:{self.port}/"
+
+    def name(self, prefix: str = "t") -> str:
+        """A unique name, so scenarios never collide on the shared RabbitMQ."""
+        return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["amqlite", "rabbitmq"])
+def broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
+    if request.param == "rabbitmq":
+        if not rabbitmq_available():
+            pytest.skip("reference RabbitMQ is not running at 127.0.0.1:5672")
+        yield BrokerUnderTest("rabbitmq", *RABBITMQ)
+        return
+    server = start_amqlite()
+    try:
+        yield BrokerUnderTest("amqlite", "127.0.0.1", server.port, server)
+    finally:
+        server.stop()
