@@ -335,9 +335,11 @@ class Channel:
         self.closed = True
         # No credit from here on, so nothing requeued comes straight back here.
         self.buffer_limit = 0
-        self.transactional = False
-        self._tx_settles.clear()
-        self._tx_publishes.clear()
+        if self.transactional:
+            # Uncommitted work is forgotten; messages acked in it are unacked
+            # again, so they are requeued below rather than lost.
+            self.tx_rollback()
+            self.transactional = False
         unacked, self.unacked = self.unacked, OrderedDict()
         returned: dict[Queue, None] = {}
         for entry, queue, consumer in unacked.values():

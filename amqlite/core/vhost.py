@@ -270,6 +270,13 @@ class VirtualHost:
         if not queues:
             self.broker.dropped(exchange, message, "unroutable")
             return PublishOutcome(routed=0, returned=mandatory)
+        headers = message.properties.headers
+        if headers and "BCC" in headers:
+            # BCC routes but is never delivered, as in RabbitMQ.
+            headers = {k: v for k, v in headers.items() if k != "BCC"}
+            message = Message(
+                message.exchange, message.routing_key, message.properties._replace(headers=headers), message.body
+            )
         if len(queues) == 1:
             accepted = queues[0].enqueue(message, ttl, now)
             return PublishOutcome(routed=1) if accepted else PublishOutcome(routed=0, rejected=True)
