@@ -87,8 +87,10 @@ class Queue:
         if settings.max_length is not None or settings.max_length_bytes is not None:
             if settings.overflow != DROP_HEAD and self._full(len(message.body)):
                 if settings.overflow == REJECT_PUBLISH_DLX:
+                    # Dead-lettering accounts for it (and reports a drop if it fails).
                     self._dead_letter(message, deadletter.MAXLEN, now)
-                self.vhost.broker.dropped(self.name, message, "rejected-publish")
+                else:
+                    self.vhost.broker.dropped(self.name, message, "rejected-publish")
                 return False
         self._seq += 1
         entry = Entry(message, self._seq)
