@@ -333,5 +333,5 @@ class VirtualHost:
             return
         ttl = message_ttl(letter.properties.expiration)
         for target in targets:
-            if not target.enqueue(letter, ttl, now):
-                self.broker.dropped(target.name, letter, "rejected-publish")
+            # A target that refuses the letter reports the drop itself.
+            target.enqueue(letter, ttl, now)
