@@ -1,0 +1,89 @@
+"""`amqlite serve` as an operator runs it: a real process, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pika
+import pytest
+
+from amqlite.config import ConfigError, load
+
+AMQLITE = [sys.executable, "-m", "amqlite.cli"]
+
+
+def _start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*AMQLITE, "serve", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_serve_reports_bound_port_and_stops_cleanly_on_sigterm() -> None:
+    process = _start("--host", "127.0.0.1", "--port", "0")
+    try:
+        assert process.stderr is not None
+        first = json.loads(process.stderr.readline())
+        assert first["event"] == "broker.listening"
+        port = first["port"]
+        assert port > 0 and first["addresses"] == [f"127.0.0.1:{port}"]
+        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+        channel = connection.channel()
+        channel.queue_declare("cli-q")
+        channel.basic_publish("", "cli-q", b"hello")
+        assert channel.basic_get("cli-q", auto_ack=True)[2] == b"hello"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_port_in_use_exits_at_once_with_a_clear_message() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run(
+            [*AMQLITE, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            capture_output=True, text=True, timeout=20,
+        )
+    assert result.returncode == 1
+    assert f"port {port} is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_settings_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
+    config = tmp_path / "amqlite.toml"
+    config.write_text('port = 6000\nheartbeat = 30\nvhosts = ["/", "staging"]\n')
+    settings = load(config_file=str(config), environ={"AMQLITE_PORT": "6001", "AMQLITE_FRAME_MAX": "65536"},
+                    overrides={"port": None, "host": "127.0.0.1"})
+    assert (settings.port, settings.heartbeat, settings.frame_max) == (6001, 30, 65536)
+    assert settings.vhosts == ("/", "staging") and settings.host == "127.0.0.1"
+    assert load(environ={"AMQLITE_PORT": "6001"}, overrides={"port": 7000}).port == 7000
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("port = 'x'\n", "cannot use"), ("bogus = 1\n", "unknown setting"), ("port = \n", "not valid TOML")],
+)
+def test_bad_config_is_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load(config_file=str(config), environ={})
+
+
+def test_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("bogus = 1\n")
+    result = subprocess.run([*AMQLITE, "serve", "--config", str(config)], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 2 and "unknown setting" in result.stderr and "Traceback" not in result.stderr
