@@ -8,7 +8,7 @@ so the protocol layer and the embedded API share one model.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .consumer import Consumer
 from .errors import NotAllowed, NotImplemented_, NotFound, PreconditionFailed
@@ -218,13 +218,19 @@ class Channel:
             self.unacked[tag] = (entry, target, None)
         return GetResult(tag, entry.redelivered, entry.message, target.message_count, entry.delivery_count)
 
-    def _redispatch(self, now: float) -> None:
+    def _redispatch(self, now: float, requeued: Iterable[Queue] = ()) -> None:
+        """Let queues deliver again: those this channel consumes from (its
+        credit may have grown) and those it just requeued messages to, whose
+        other consumers may be waiting for them."""
         consumers = self.consumers
-        if len(consumers) == 1:
+        queues = dict.fromkeys(requeued)
+        if len(consumers) == 1 and not queues:
             next(iter(consumers.values())).queue.dispatch(now)
-        elif consumers:
-            for queue in {c.queue: None for c in consumers.values()}:
-                queue.dispatch(now)
+            return
+        for consumer in consumers.values():
+            queues[consumer.queue] = None
+        for queue in queues:
+            queue.dispatch(now)
 
     # -- acknowledgements -----------------------------------------------
 
@@ -266,8 +272,9 @@ class Channel:
             self._tx_settles.extend((tag, record, how, requeue) for tag, record in records)
             return
         self._apply(records, how, requeue, now)
-        if self.consumers:
-            self._redispatch(now)
+        requeued = [queue for _, (_, queue, _) in records] if how != "ack" and requeue else ()
+        if self.consumers or requeued:
+            self._redispatch(now, requeued)
 
     def _apply(self, records: list[tuple[int, Unacked]], how: str, requeue: bool, now: float) -> None:
         returned: dict[Queue, None] = {}
@@ -312,8 +319,9 @@ class Channel:
         ]
         for tag, record, how, requeue in settles:
             self._apply([(tag, record)], how, requeue, now)
-        if self.consumers:
-            self._redispatch(now)
+        requeued = [queue for _, (_, queue, _), how, requeue in settles if how != "ack" and requeue]
+        if self.consumers or requeued:
+            self._redispatch(now, requeued)
         return outcomes
 
     def tx_rollback(self) -> None:
@@ -350,6 +358,9 @@ class Channel:
         consumers, self.consumers = self.consumers, {}
         for consumer in consumers.values():
             consumer.queue.remove_consumer(consumer, now)
+        # Other consumers of those queues can have the requeued messages now.
+        for queue in {queue: None for _, queue, _ in unacked.values()}:
+            queue.dispatch(now)
         # What came back goes to consumers on other channels.
         for queue in returned:
             queue.dispatch(now)
