@@ -146,12 +146,15 @@ class VirtualHost:
         if queue is None:
             raise NotFound(f"no {self._where('queue', name)}")
         if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
-            raise ResourceLocked(
-                f"cannot obtain exclusive access to locked {self._where('queue', name)}. It could be "
-                "originally declared on another connection or the exclusive property value does not "
-                "match that of the original declaration."
-            )
+            raise self._locked(name)
         return queue
+
+    def _locked(self, name: str) -> ResourceLocked:
+        return ResourceLocked(
+            f"cannot obtain exclusive access to locked {self._where('queue', name)}. It could be "
+            "originally declared on another connection or the exclusive property value does not "
+            "match that of the original declaration."
+        )
 
     def declare_queue(
         self,
@@ -178,10 +181,11 @@ class VirtualHost:
         arguments = dict(arguments or {})
         if existing is not None:
             self.get_queue(name, owner)  # exclusivity check
+            if (existing.exclusive_owner is not None) != exclusive:
+                raise self._locked(name)  # RabbitMQ says 405 here, not 406
             where = self._where("queue", name)
             for field, mine, theirs in (
                 ("durable", existing.durable, durable),
-                ("exclusive", existing.exclusive_owner is not None, exclusive),
                 ("auto_delete", existing.auto_delete, auto_delete),
             ):
                 if mine != theirs:

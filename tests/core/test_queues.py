@@ -60,6 +60,15 @@ def test_exclusive_queue_is_locked_to_its_connection(broker, ch):
     ch.connection.open_channel().consume("mine", now=0)
 
 
+@pytest.mark.parametrize("first_exclusive", [True, False])
+def test_redeclare_with_other_exclusive_flag_is_405_on_same_connection(ch, first_exclusive):
+    ch.declare_queue("q", exclusive=first_exclusive, now=0)
+    with pytest.raises(ResourceLocked) as info:
+        ch.declare_queue("q", exclusive=not first_exclusive, now=0)
+    assert info.value.reply_code == 405
+    assert "exclusive property value does not match" in info.value.reply_text
+
+
 def test_exclusive_queue_deleted_when_connection_closes(broker, conn, ch):
     ch.declare_queue("mine", exclusive=True, now=0)
     ch.declare_queue("shared", now=0)
