@@ -130,7 +130,11 @@ class VirtualHost:
         src.bind(dest, routing_key, dict(arguments or {}))
 
     def unbind_exchange(self, destination: str, source: str, routing_key: str, arguments: dict[str, Any] | None) -> None:
-        dest, src = self._bindable(destination, source)
+        if "" in (destination, source):
+            raise AccessRefused("operation not permitted on the default exchange")
+        dest, src = self.exchanges.get(destination), self.exchanges.get(source)
+        if dest is None or src is None:
+            return  # idempotent, as in RabbitMQ
         if src.unbind(dest, routing_key, dict(arguments or {})):
             self._maybe_auto_delete(src)
 
@@ -242,6 +246,8 @@ class VirtualHost:
     def unbind_queue(self, queue: str, exchange: str, routing_key: str, arguments: dict[str, Any] | None, owner: Connection | None) -> None:
         if exchange == "":
             raise AccessRefused("operation not permitted on the default exchange")
+        if queue not in self.queues:
+            return  # idempotent, as in RabbitMQ
         target = self.get_queue(queue, owner)
         source = self.exchanges.get(exchange)
         if source is not None and source.unbind(target, routing_key, dict(arguments or {})):

@@ -383,3 +383,16 @@ def test_bind_to_missing_exchange_or_queue_is_404(ch):
         ch.bind_queue("missing", "e")
     with pytest.raises(NotFound):
         ch.bind_exchange("missing", "e")
+
+
+def test_unbind_is_idempotent_even_for_missing_queue_or_exchange(ch):
+    _queues(ch, "q")
+    ch.declare_exchange("e", "direct")
+    ch.unbind_queue("q", "e", "never-bound")
+    ch.unbind_queue("q", "missing-exchange", "k")
+    ch.unbind_queue("missing-queue", "e", "k")
+    ch.unbind_exchange("missing", "e", "k")
+    ch.unbind_exchange("e", "missing", "k")
+    with pytest.raises(AccessRefused):
+        ch.unbind_queue("q", "", "q")
+    assert ch.publish(b"x", routing_key="q", now=0).routed == 1
