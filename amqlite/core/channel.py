@@ -277,7 +277,6 @@ class Channel:
             self._redispatch(now, requeued)
 
     def _apply(self, records: list[tuple[int, Unacked]], how: str, requeue: bool, now: float) -> None:
-        returned: dict[Queue, None] = {}
         for _, (entry, queue, consumer) in records:
             if consumer is not None:
                 consumer.unacked -= 1
@@ -285,10 +284,6 @@ class Channel:
                 queue.settle(entry)
             else:
                 queue.give_back(entry, requeue, now, failed=how == "nack")
-                returned[queue] = None
-        # A requeued message may be for a consumer on another channel.
-        for queue in returned:
-            queue.dispatch(now)
 
     # -- confirms and transactions --------------------------------------
 
@@ -349,20 +344,15 @@ class Channel:
             self.tx_rollback()
             self.transactional = False
         unacked, self.unacked = self.unacked, OrderedDict()
-        returned: dict[Queue, None] = {}
         for entry, queue, consumer in unacked.values():
             if consumer is not None:
                 consumer.unacked -= 1
             queue.give_back(entry, True, now, failed=False)
-            returned[queue] = None
         consumers, self.consumers = self.consumers, {}
         for consumer in consumers.values():
             consumer.queue.remove_consumer(consumer, now)
         # Other consumers of those queues can have the requeued messages now.
         for queue in {queue: None for _, queue, _ in unacked.values()}:
-            queue.dispatch(now)
-        # What came back goes to consumers on other channels.
-        for queue in returned:
             queue.dispatch(now)
         self.outbox.clear()
         self.connection.channels.pop(self.number, None)
