@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from support import bodies, cancellations, deliveries
 
-from amqlite.core.errors import AccessRefused, NotFound, PreconditionFailed
+from amqlite.core.errors import AccessRefused, NotFound, NotImplemented_, PreconditionFailed
 
 
 def _fill(ch, n, queue="q"):
@@ -83,7 +83,7 @@ def test_no_ack_consumer_ignores_prefetch(ch):
 
 
 def test_prefetch_size_is_not_implemented(ch):
-    with pytest.raises(Exception) as info:
+    with pytest.raises(NotImplemented_) as info:
         ch.qos(1, prefetch_size=1000, now=0)
     assert info.value.reply_code == 540
 

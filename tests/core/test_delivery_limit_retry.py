@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
-from support import bodies, deliveries, drain_get, headers_of
+from support import deliveries, drain_get, headers_of
 
 import amqlite
 from amqlite.core.arguments import DEFAULT_RETRY_DELIVERY_LIMIT, RetryPolicy

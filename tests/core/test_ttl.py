@@ -171,3 +171,25 @@ def test_invalid_expiration_is_406(ch, expiration):
     assert info.value.reply_code == 406
     assert not info.value.connection_level
     assert ch.declare_queue("q", now=0).message_count == 0
+
+
+def test_expiry_in_any_priority_level(broker, ch):
+    ch.declare_queue("pq", arguments={"x-max-priority": 9}, now=0)
+    ch.publish(b"high-long", routing_key="pq", properties=props(priority=9, expiration="10000"), now=0)
+    ch.publish(b"mid-short", routing_key="pq", properties=props(priority=5, expiration="100"), now=0)
+    ch.publish(b"low-long", routing_key="pq", properties=props(priority=1, expiration="10000"), now=0)
+    broker.tick(0.1)
+    assert _count(ch, "pq") == 2
+    assert drain_get(ch, "pq", now=0.1) == [b"high-long", b"low-long"]
+
+
+def test_many_interleaved_expiries_keep_order_and_counts(broker, ch):
+    """Enough tombstones to make the ready list and expiry index compact."""
+    ch.declare_queue("q", now=0)
+    for i in range(3000):
+        ttl = "100" if i % 3 else "100000"
+        ch.publish(b"%d" % i, routing_key="q", properties=props(expiration=ttl), now=0)
+    broker.tick(0.1)
+    assert _count(ch, "q") == 1000
+    assert drain_get(ch, "q", now=0.1) == [b"%d" % i for i in range(0, 3000, 3)]
+    assert broker.next_deadline() is None or broker.next_deadline() > 0.1
