@@ -197,11 +197,16 @@ def _amqp_type(value: Any) -> str:
     return type(value).__name__
 
 
+def _erlang_text(value: Any) -> str:
+    # RabbitMQ formats values with Erlang's ~tp (booleans are atoms) or ~ts.
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def describe_arg(value: Any) -> str:
     """RabbitMQ's wording, which people search for when a redeclare fails."""
     if value is None:
         return "none"
-    return f"the value '{value}' of type '{_amqp_type(value)}'"
+    return f"the value '{_erlang_text(value)}' of type '{_amqp_type(value)}'"
 
 
 def check_equivalent(
@@ -209,13 +214,15 @@ def check_equivalent(
 ) -> None:
     for key in keys:
         mine, theirs = current.get(key), received.get(key)
-        if key == "x-queue-type":
-            mine, theirs = mine or "classic", theirs or "classic"
+        if key == "x-queue-type" and (mine or "classic") == (theirs or "classic"):
+            continue
         if mine != theirs or (type(mine) is not type(theirs) and not _same_number(mine, theirs)):
-            raise PreconditionFailed(
-                f"inequivalent arg '{key}' for {kind} '{name}' in vhost '{vhost}': "
-                f"received {describe_arg(theirs)} but current is {describe_arg(mine)}"
-            )
+            if mine is None or theirs is None:
+                # Only one side has it: RabbitMQ names the type of the value present.
+                detail = f"received {describe_arg(theirs)} but current is {describe_arg(mine)}"
+            else:
+                detail = f"received '{_erlang_text(theirs)}' but current is '{_erlang_text(mine)}'"
+            raise PreconditionFailed(f"inequivalent arg '{key}' for {kind} '{name}' in vhost '{vhost}': {detail}")
 
 
 def _same_number(a: Any, b: Any) -> bool:
