@@ -614,6 +614,7 @@ class ServerConnection:
         message = Message(method.exchange, method.routing_key, header.properties, body, header.payload)
         core = ch.core
         try:
+            self._check_user_id(header.properties.user_id)
             outcome = core.publish_message(message, mandatory=method.mandatory, now=now)
         except errors.ChannelError as error:
             self._channel_error(ch, error, method, now)
@@ -625,6 +626,14 @@ class ServerConnection:
         if core.confirm:
             ch.confirms.append((core.publish_seq, not outcome.rejected))
             self._confirming[ch.number] = None
+
+    def _check_user_id(self, user_id: str | None) -> None:
+        # RabbitMQ validates user_id against the authenticated user, so consumers can trust it.
+        assert self.user is not None
+        if user_id is not None and user_id != self.user.name:
+            raise errors.PreconditionFailed(
+                f"user_id property set to '{user_id}' but authenticated user was '{self.user.name}'"
+            )
 
     def _send_return(self, number: int, message: Message) -> None:
         self._send(number, spec.Basic.Return(errors.NO_ROUTE, "NO_ROUTE", message.exchange, message.routing_key))

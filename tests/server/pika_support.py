@@ -220,3 +220,12 @@ def connection_error(fn: Callable[[], Any], connection: pika.BlockingConnection)
         while time.monotonic() < deadline:
             connection.process_data_events(time_limit=0.05)
     return info.value
+
+
+def wait_count(channel: BlockingChannel, queue: str, count: int, timeout: float = 3.0) -> None:
+    """Wait until ``queue`` has ``count`` ready messages.
+
+    RabbitMQ applies acks and requeues in the queue's own process, after the
+    channel has moved on, so a count read straight after a nack may be stale.
+    """
+    wait_for(lambda: message_count(channel, queue) == count, timeout)
