@@ -437,7 +437,8 @@ class ServerConnection:
         if self.state is not State.OPEN:
             if self.state is State.CLOSING:
                 return
-            raise errors.CommandInvalid(f"{method.name} not expected while {self.state.value}")
+            # RabbitMQ: 505 for any channel frame before connection.open.
+            raise errors.UnexpectedFrame(f"{method.name} on channel {number} while {self.state.value}")
         ch = self._channels.get(number)
         kind = type(method)
         if ch is None:
@@ -525,7 +526,11 @@ class ServerConnection:
         )
 
     def _connection_error(self, error: errors.AMQPError, method: spec.Method | None, now: float) -> None:
-        if self.state in (State.CLOSING, State.CLOSED):
+        if self.state is State.CLOSING:
+            # Only a framing error gets here: the stream is unreadable, so no close-ok can follow.
+            self._closed(self.close_reason or error.reply_text)
+            return
+        if self.state is State.CLOSED:
             return
         log.info("connection.error", peer=self.peer, reply_code=error.reply_code, reply_text=error.reply_text,
                  method=method.name if method else None)
@@ -565,8 +570,9 @@ class ServerConnection:
     def _content_header(self, frame: HeaderFrame, now: float) -> None:
         ch = self._channels.get(frame.channel)
         if ch is None or ch.closing:
-            if ch is None and self.state is State.OPEN:
-                raise errors.ChannelStateError(f"content header on channel {frame.channel}, which is not open")
+            if ch is None and self.state is not State.CLOSING:
+                # RabbitMQ: "expected method frame, got non method frame instead".
+                raise errors.UnexpectedFrame(f"content header on channel {frame.channel}, which is not open")
             return
         if ch.publish is None or ch.header is not None:
             raise errors.UnexpectedFrame(f"unexpected content header frame on channel {frame.channel}")
@@ -592,8 +598,9 @@ class ServerConnection:
     def _body(self, frame: BodyFrame, now: float) -> None:
         ch = self._channels.get(frame.channel)
         if ch is None or ch.closing:
-            if ch is None and self.state is State.OPEN:
-                raise errors.ChannelStateError(f"content body on channel {frame.channel}, which is not open")
+            if ch is None and self.state is not State.CLOSING:
+                # RabbitMQ: "expected method frame, got non method frame instead".
+                raise errors.UnexpectedFrame(f"content body on channel {frame.channel}, which is not open")
             return
         if ch.header is None:
             raise errors.UnexpectedFrame(f"unexpected content body frame on channel {frame.channel}")

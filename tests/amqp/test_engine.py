@@ -1,0 +1,712 @@
+"""The sans-IO AMQP server engine, driven by scripted bytes (h11 style).
+
+Each test builds client frames with the codec's encoders, feeds them to a
+:class:`ServerConnection` over a fresh core :class:`Broker`, and decodes what
+the engine has to send back. No sockets, no clock: ``now`` is a number the
+test moves by hand.
+
+Where RabbitMQ 3.10 answers a protocol error differently from the obvious
+reading of the spec, the test says what RabbitMQ does (checked with a raw
+socket against the reference broker).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import Any
+
+import pytest
+
+from amqlite.amqp import spec
+from amqlite.amqp.engine import ServerConnection, State
+from amqlite.amqp.frames import (
+    PROTOCOL_HEADER,
+    BodyFrame,
+    FrameDecoder,
+    HeaderFrame,
+    HeartbeatFrame,
+    MethodFrame,
+    encode_method_frame,
+)
+from amqlite.amqp.properties import BASIC_CLASS_ID, BasicProperties, encode_content_header
+from amqlite.amqp.values import encode_table_entries
+from amqlite.auth import User, Users, hash_password
+from amqlite.core.broker import Broker
+
+_HEAD = struct.Struct(">BHI")
+HEARTBEAT = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+
+
+# -- client-side frame builders ----------------------------------------------
+
+
+def method(channel: int, m: spec.Method) -> bytes:
+    return encode_method_frame(channel, m)
+
+
+def frame(kind: int, channel: int, payload: bytes, end: bytes = b"\xce") -> bytes:
+    return _HEAD.pack(kind, channel, len(payload)) + payload + end
+
+
+def header(channel: int, body_size: int, properties: BasicProperties | None = None) -> bytes:
+    return frame(2, channel, encode_content_header(BASIC_CLASS_ID, body_size, properties or BasicProperties()))
+
+
+def body(channel: int, data: bytes) -> bytes:
+    return frame(3, channel, data)
+
+
+def publish(channel: int, routing_key: str, data: bytes, exchange: str = "", *, frame_max: int = 131072,
+            **options: Any) -> bytes:
+    out = [method(channel, spec.Basic.Publish(exchange, routing_key, **options)), header(channel, len(data))]
+    step = frame_max - 8
+    out += [body(channel, data[i : i + step]) for i in range(0, len(data), step)]
+    return b"".join(out)
+
+
+def plain(user: str = "guest", password: str = "guest") -> spec.Connection.StartOk:
+    return spec.Connection.StartOk({"product": "test"}, "PLAIN", f"\0{user}\0{password}".encode())
+
+
+def amqplain(user: str = "guest", password: str = "guest") -> spec.Connection.StartOk:
+    return spec.Connection.StartOk(
+        {"product": "test"}, "AMQPLAIN", encode_table_entries({"LOGIN": user, "PASSWORD": password})
+    )
+
+
+# -- the scripted peer ---------------------------------------------------------
+
+
+class Peer:
+    """One client connection to a ServerConnection, with a hand-moved clock."""
+
+    def __init__(self, broker: Broker | None = None, users: Users | None = None, *, loopback: bool = True,
+                 **limits: int) -> None:
+        self.broker = broker or Broker()
+        self.users = users or Users()
+        self.now = 0.0
+        self.conn = ServerConnection(self.broker, self.users, now=self.now, peer_loopback=loopback,
+                                     peer="test", **limits)
+        self._decoder = FrameDecoder(0)
+        self.raw = b""
+
+    @property
+    def state(self) -> State:
+        return self.conn.state
+
+    def send(self, data: bytes) -> None:
+        self.conn.receive_data(data, self.now)
+
+    def send_method(self, channel: int, m: spec.Method) -> None:
+        self.send(method(channel, m))
+
+    def frames(self) -> list[Any]:
+        """Every frame the engine has to send right now, decoded."""
+        data = self.conn.data_to_send(self.now)
+        self._decoder.feed(data)
+        out = []
+        while (f := self._decoder.next_frame()) is not None:
+            out.append(f)
+        return out
+
+    def methods(self) -> list[tuple[int, spec.Method]]:
+        return [(f.channel, f.method) for f in self.frames() if isinstance(f, MethodFrame)]
+
+    def one(self, kind: type[spec.Method], channel: int | None = None) -> Any:
+        got = self.methods()
+        assert len(got) == 1 and isinstance(got[0][1], kind), f"expected one {kind.name}, got {got}"
+        if channel is not None:
+            assert got[0][0] == channel
+        return got[0][1]
+
+    def connection_close(self) -> spec.Connection.Close:
+        close = self.one(spec.Connection.Close, 0)
+        assert self.state is State.CLOSING
+        return close
+
+    def handshake(self, *, start_ok: spec.Connection.StartOk | None = None, channel_max: int = 2047,
+                  frame_max: int = 131072, heartbeat: int = 0, vhost: str = "/") -> None:
+        self.send(PROTOCOL_HEADER)
+        self.one(spec.Connection.Start, 0)
+        self.send_method(0, start_ok or plain())
+        self.one(spec.Connection.Tune, 0)
+        self.send_method(0, spec.Connection.TuneOk(channel_max, frame_max, heartbeat))
+        self.send_method(0, spec.Connection.Open(vhost))
+        self.one(spec.Connection.OpenOk, 0)
+        assert self.state is State.OPEN
+
+    def open_channel(self, number: int = 1) -> None:
+        self.send_method(number, spec.Channel.Open())
+        self.one(spec.Channel.OpenOk, number)
+
+    def call(self, channel: int, m: spec.Method, reply: type[spec.Method]) -> Any:
+        self.send_method(channel, m)
+        return self.one(reply, channel)
+
+
+def opened(**kwargs: Any) -> Peer:
+    peer = Peer(**kwargs)
+    peer.handshake()
+    peer.open_channel(1)
+    return peer
+
+
+# -- handshake -----------------------------------------------------------------
+
+
+def test_protocol_header_is_answered_with_connection_start() -> None:
+    peer = Peer()
+    peer.send(PROTOCOL_HEADER)
+    start = peer.one(spec.Connection.Start, 0)
+    assert (start.version_major, start.version_minor) == (0, 9)
+    assert set(start.mechanisms.split()) >= {b"PLAIN", b"AMQPLAIN"}
+    assert b"en_US" in start.locales.split()
+    props = start.server_properties
+    capabilities = props["capabilities"]
+    for name in (
+        "publisher_confirms", "exchange_exchange_bindings", "basic.nack", "consumer_cancel_notify",
+        "connection.blocked", "consumer_priorities", "authentication_failure_close", "per_consumer_qos",
+    ):
+        assert capabilities[name] is True, name
+    assert props["product"]
+    # The Java client parses the version; it has to look like semver.
+    version = props["version"]
+    version = version.decode() if isinstance(version, bytes) else version
+    assert re.fullmatch(r"\d+\.\d+\.\d+([-+.].*)?", version)
+    assert peer.state is State.AWAIT_START_OK
+
+
+def test_protocol_header_byte_by_byte_and_with_frames_behind_it() -> None:
+    peer = Peer()
+    for byte in PROTOCOL_HEADER[:-1]:
+        peer.send(bytes([byte]))
+        assert peer.frames() == []
+    # The last header byte and start-ok arrive in the same read.
+    peer.send(PROTOCOL_HEADER[-1:] + method(0, plain()))
+    kinds = [type(m) for _, m in peer.methods()]
+    assert kinds == [spec.Connection.Start, spec.Connection.Tune]
+
+
+def test_amqp_0_9_header_is_treated_as_0_9_1() -> None:
+    peer = Peer()
+    peer.send(b"AMQP\x01\x01\x00\x09")
+    peer.one(spec.Connection.Start)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"AMQP\x00\x00\x08\x00",  # AMQP 0-8
+        b"AMQP\x00\x01\x00\x00",  # AMQP 1.0
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01",  # a TLS client hello
+        b"\x00",  # cannot start an accepted header: refused without waiting for 8 octets
+    ],
+)
+def test_wrong_protocol_header_is_answered_with_ours_then_closed(data: bytes) -> None:
+    peer = Peer()
+    peer.send(data)
+    assert peer.conn.data_to_send(peer.now) == b"AMQP\x00\x00\x09\x01"
+    assert peer.state is State.CLOSED
+    peer.send(PROTOCOL_HEADER)  # nothing more is read
+    assert peer.conn.data_to_send(peer.now) == b""
+
+
+@pytest.mark.parametrize("start_ok", [plain(), amqplain()], ids=["PLAIN", "AMQPLAIN"])
+def test_plain_and_amqplain_authenticate_and_tune_has_rabbitmq_defaults(start_ok: spec.Connection.StartOk) -> None:
+    peer = Peer()
+    peer.send(PROTOCOL_HEADER)
+    peer.frames()
+    peer.send_method(0, start_ok)
+    tune = peer.one(spec.Connection.Tune, 0)
+    assert (tune.channel_max, tune.frame_max, tune.heartbeat) == (2047, 131072, 60)
+    assert peer.state is State.AWAIT_TUNE_OK
+    peer.send_method(0, spec.Connection.TuneOk(2047, 131072, 60))
+    peer.send_method(0, spec.Connection.Open("/"))
+    peer.one(spec.Connection.OpenOk, 0)
+    assert peer.state is State.OPEN
+    assert peer.conn.user is not None and peer.conn.user.name == "guest"
+
+
+@pytest.mark.parametrize("start_ok", [plain("guest", "wrong"), amqplain("guest", "wrong"), plain("nobody", "guest"),
+                                      spec.Connection.StartOk({}, "PLAIN", b"garbage")],
+                         ids=["PLAIN", "AMQPLAIN", "unknown-user", "malformed"])
+def test_bad_credentials_get_connection_close_403(start_ok: spec.Connection.StartOk) -> None:
+    peer = Peer()
+    peer.send(PROTOCOL_HEADER)
+    peer.frames()
+    peer.send_method(0, start_ok)
+    close = peer.connection_close()
+    assert close.reply_code == 403
+    assert close.reply_text.startswith("ACCESS_REFUSED - Login was refused")
+    # Nothing but close-ok is heard now.
+    peer.send_method(0, spec.Connection.TuneOk(2047, 131072, 0))
+    peer.send_method(0, spec.Connection.Open("/"))
+    assert peer.methods() == [] and peer.state is State.CLOSING
+    peer.send_method(0, spec.Connection.CloseOk())
+    assert peer.state is State.CLOSED
+
+
+def test_unknown_mechanism_is_refused_403() -> None:
+    peer = Peer()
+    peer.send(PROTOCOL_HEADER)
+    peer.frames()
+    peer.send_method(0, spec.Connection.StartOk({}, "EXTERNAL", b""))
+    assert peer.connection_close().reply_code == 403
+
+
+def test_guest_is_refused_from_a_non_loopback_address_but_other_users_are_not() -> None:
+    users = Users()
+    users.add(User("alice", hash_password("secret")))
+    peer = Peer(users=users, loopback=False)
+    peer.send(PROTOCOL_HEADER)
+    peer.frames()
+    peer.send_method(0, plain("guest", "guest"))
+    assert peer.connection_close().reply_code == 403
+
+    remote = Peer(users=users, loopback=False)
+    remote.handshake(start_ok=plain("alice", "secret"))
+
+
+def test_unknown_vhost_is_refused_530() -> None:
+    peer = Peer()
+    peer.send(PROTOCOL_HEADER)
+    peer.send_method(0, plain())
+    peer.send_method(0, spec.Connection.TuneOk(2047, 131072, 0))
+    peer.frames()
+    peer.send_method(0, spec.Connection.Open("no-such-vhost"))
+    close = peer.connection_close()
+    assert close.reply_code == 530
+    assert (close.failing_class_id, close.failing_method_id) == (10, 40)
+
+
+def test_vhost_the_user_may_not_open_is_refused_530() -> None:
+    broker = Broker()
+    broker.add_vhost("private")
+    users = Users()
+    users.add(User("bob", hash_password("pw"), vhosts=("/",)))
+    peer = Peer(broker, users)
+    peer.send(PROTOCOL_HEADER)
+    peer.send_method(0, plain("bob", "pw"))
+    peer.send_method(0, spec.Connection.TuneOk(2047, 131072, 0))
+    peer.frames()
+    peer.send_method(0, spec.Connection.Open("private"))
+    assert peer.connection_close().reply_code == 530
+
+
+def test_client_may_lower_the_tune_values() -> None:
+    peer = Peer()
+    peer.handshake(channel_max=10, frame_max=8192, heartbeat=0)
+    assert (peer.conn.channel_max, peer.conn.frame_max, peer.conn.heartbeat) == (10, 8192, 0)
+    assert peer.conn.next_deadline() is None  # heartbeat 0: no timers at all
+    # Deliveries are split to the client's frame_max.
+    peer.open_channel(1)
+    peer.call(1, spec.Queue.Declare("q"), spec.Queue.DeclareOk)
+    peer.send(publish(1, "q", b"x" * 20000, frame_max=8192))
+    peer.send_method(1, spec.Basic.Get("q", no_ack=True))
+    frames = peer.frames()
+    bodies = [f for f in frames if isinstance(f, BodyFrame)]
+    assert b"".join(f.payload for f in bodies) == b"x" * 20000
+    assert all(len(f.payload) <= 8192 - 8 for f in bodies) and len(bodies) == 3
+
+
+@pytest.mark.parametrize("tune_ok", [spec.Connection.TuneOk(2047, 1 << 20, 0), spec.Connection.TuneOk(2047, 1000, 0),
+                                     spec.Connection.TuneOk(5000, 131072, 0)],
+                         ids=["frame_max-too-big", "frame_max-too-small", "channel_max-too-big"])
+def test_tune_ok_beyond_the_limits_is_refused_530(tune_ok: spec.Connection.TuneOk) -> None:
+    # RabbitMQ 3.10 drops the socket without a word here; we say why.
+    peer = Peer()
+    peer.send(PROTOCOL_HEADER)
+    peer.send_method(0, plain())
+    peer.frames()
+    peer.send_method(0, tune_ok)
+    assert peer.connection_close().reply_code == 530
+
+
+# -- framing errors --------------------------------------------------------------
+
+
+def test_frame_larger_than_frame_max_is_501() -> None:
+    peer = Peer()
+    peer.handshake(frame_max=4096)
+    peer.open_channel(1)
+    peer.send(method(1, spec.Basic.Publish("", "q")) + header(1, 10000) + body(1, b"x" * 5000))
+    close = peer.connection_close()
+    assert close.reply_code == 501 and close.reply_text.startswith("FRAME_ERROR")
+
+
+def test_frame_max_is_4096_until_tune_ok() -> None:
+    peer = Peer()
+    peer.send(PROTOCOL_HEADER)
+    peer.frames()
+    big = spec.Connection.StartOk({"padding": "x" * 5000}, "PLAIN", b"\0guest\0guest")
+    peer.send_method(0, big)
+    assert peer.connection_close().reply_code == 501
+
+
+def test_oversized_frame_is_refused_from_its_header_before_the_payload_arrives() -> None:
+    peer = opened()
+    peer.send(_HEAD.pack(3, 1, 10_000_000))  # claims 10 MB; nothing buffered
+    assert peer.connection_close().reply_code == 501
+
+
+def test_bad_frame_end_is_501() -> None:
+    peer = opened()
+    peer.send(frame(1, 1, spec.encode_method(spec.Basic.Qos(0, 1, False)), end=b"\x00"))
+    close = peer.connection_close()
+    assert close.reply_code == 501
+
+
+@pytest.mark.parametrize("data", [frame(9, 0, b"x"), frame(8, 0, b"x"), frame(1, 1, b"\x00")],
+                         ids=["frame-type-9", "heartbeat-with-payload", "short-method"])
+def test_malformed_frames_are_501(data: bytes) -> None:
+    peer = opened()
+    peer.send(data)
+    assert peer.connection_close().reply_code == 501
+
+
+def test_method_frame_where_a_content_header_was_expected_is_505() -> None:
+    peer = opened()
+    peer.send(method(1, spec.Basic.Publish("", "q")) + method(1, spec.Basic.Qos(0, 1, False)))
+    close = peer.connection_close()
+    assert close.reply_code == 505
+    # (RabbitMQ names the publish, 60/40, as the failing method; we name the frame that broke the sequence.)
+
+
+@pytest.mark.parametrize("data", [header(1, 3) + body(1, b"abc"), body(1, b"abc")], ids=["header", "body"])
+def test_content_without_a_publish_is_505(data: bytes) -> None:
+    peer = opened()
+    peer.send(data)
+    assert peer.connection_close().reply_code == 505
+
+
+@pytest.mark.parametrize("data", [header(0, 3), HEARTBEAT[:1] + b"\x00\x01" + HEARTBEAT[3:]],
+                         ids=["content-on-channel-0", "heartbeat-on-channel-1"])
+def test_frames_on_the_wrong_channel_are_505(data: bytes) -> None:
+    peer = opened()
+    peer.send(data)
+    assert peer.connection_close().reply_code == 505
+
+
+def test_body_longer_than_its_header_said_is_501() -> None:
+    peer = opened()
+    peer.send(method(1, spec.Basic.Publish("", "q")) + header(1, 2) + body(1, b"abc"))
+    assert peer.connection_close().reply_code == 501
+
+
+@pytest.mark.parametrize("ids", [(60, 999), (77, 10), (10, 99)])
+def test_unknown_class_or_method_is_540(ids: tuple[int, int]) -> None:
+    # RabbitMQ 3.10 drops the TCP connection without a close here.
+    peer = opened()
+    peer.send(frame(1, 0 if ids[0] == 10 else 1, struct.pack(">HH", *ids)))
+    close = peer.connection_close()
+    assert close.reply_code == 540
+
+
+def test_immediate_publish_is_540_with_rabbitmqs_text() -> None:
+    peer = opened()
+    peer.send(publish(1, "q", b"abc", immediate=True))
+    close = peer.connection_close()
+    assert (close.reply_code, close.reply_text) == (540, "NOT_IMPLEMENTED - immediate=true")
+    assert (close.failing_class_id, close.failing_method_id) == (60, 40)
+
+
+# -- connection and channel state ------------------------------------------------
+
+
+@pytest.mark.parametrize("frames", [method(1, spec.Channel.Open()), method(1, spec.Queue.Declare("q")), header(1, 3)],
+                         ids=["channel.open", "queue.declare", "content-header"])
+def test_channel_frames_before_connection_open_are_505_like_rabbitmq(frames: bytes) -> None:
+    # RabbitMQ 3.10 answers anything on a channel between tune-ok and
+    # connection.open with 505 UNEXPECTED_FRAME (class/method 0).
+    peer = Peer()
+    peer.send(PROTOCOL_HEADER)
+    peer.send_method(0, plain())
+    peer.send_method(0, spec.Connection.TuneOk(2047, 131072, 0))
+    peer.frames()
+    peer.send(frames)
+    assert peer.connection_close().reply_code == 505
+
+
+def test_channel_open_before_tune_ok_closes_the_connection() -> None:
+    # RabbitMQ 3.10 just drops the socket here; a close with 505 says more.
+    peer = Peer()
+    peer.send(PROTOCOL_HEADER)
+    peer.send_method(0, plain())
+    peer.frames()
+    peer.send_method(1, spec.Channel.Open())
+    assert peer.connection_close().reply_code == 505
+
+
+def test_method_on_an_unopened_channel_is_504() -> None:
+    peer = Peer()
+    peer.handshake()
+    peer.send_method(3, spec.Queue.Declare("q"))
+    close = peer.connection_close()
+    assert close.reply_code == 504
+    assert (close.failing_class_id, close.failing_method_id) == (50, 10)
+
+
+def test_second_channel_open_is_504() -> None:
+    peer = opened()
+    peer.send_method(1, spec.Channel.Open())
+    close = peer.connection_close()
+    assert close.reply_code == 504
+    assert "second 'channel.open'" in close.reply_text
+
+
+def test_channel_method_on_channel_0_closes_the_connection() -> None:
+    # RabbitMQ says 504 "unexpected method in connection state running".
+    peer = opened()
+    peer.send_method(0, spec.Basic.Qos(0, 1, False))
+    assert peer.connection_close().reply_code in (503, 504)
+
+
+def test_channel_number_above_channel_max_is_530() -> None:
+    peer = Peer()
+    peer.handshake(channel_max=10)
+    peer.open_channel(10)
+    peer.send_method(11, spec.Channel.Open())
+    assert peer.connection_close().reply_code == 530
+
+
+def test_channel_number_above_the_server_channel_max_is_530() -> None:
+    peer = Peer()
+    peer.handshake()
+    peer.open_channel(2047)
+    peer.send_method(2048, spec.Channel.Open())
+    assert peer.connection_close().reply_code == 530
+
+
+def test_channel_error_closes_only_that_channel() -> None:
+    peer = Peer()
+    peer.handshake()
+    peer.open_channel(1)
+    peer.open_channel(2)
+    peer.send_method(1, spec.Queue.Declare("missing", passive=True))
+    close = peer.one(spec.Channel.Close, 1)
+    assert close.reply_code == 404
+    assert close.reply_text == "NOT_FOUND - no queue 'missing' in vhost '/'"
+    assert (close.failing_class_id, close.failing_method_id) == (50, 10)
+    assert peer.state is State.OPEN
+    # Channel 1 is deaf until close-ok: methods, content, even a publish are ignored.
+    peer.send_method(1, spec.Queue.Declare("q1"))
+    peer.send(publish(1, "q1", b"lost"))
+    peer.send(header(1, 3) + body(1, b"abc"))
+    peer.send_method(1, spec.Basic.Qos(0, 1, False))
+    assert peer.methods() == []
+    assert "q1" not in peer.broker.vhosts["/"].queues
+    # Channel 2 carries on.
+    ok = peer.call(2, spec.Queue.Declare("q2"), spec.Queue.DeclareOk)
+    assert ok.queue == "q2"
+    # close-ok frees the number; it opens again.
+    peer.send_method(1, spec.Channel.CloseOk())
+    assert peer.methods() == []
+    peer.open_channel(1)
+    peer.call(1, spec.Queue.Declare("q2", passive=True), spec.Queue.DeclareOk)
+
+
+def test_client_channel_close_crossing_ours_gets_close_ok() -> None:
+    peer = opened()
+    peer.send_method(1, spec.Queue.Declare("missing", passive=True))
+    peer.one(spec.Channel.Close, 1)
+    peer.send_method(1, spec.Channel.Close(200, "bye"))
+    peer.one(spec.Channel.CloseOk, 1)
+    peer.open_channel(1)
+
+
+def test_channel_close_by_the_client() -> None:
+    peer = opened()
+    peer.call(1, spec.Channel.Close(200, "bye"), spec.Channel.CloseOk)
+    peer.send_method(1, spec.Channel.CloseOk())  # stray close-ok on a closed channel: ignored, like RabbitMQ
+    assert peer.methods() == [] and peer.state is State.OPEN
+    peer.open_channel(1)
+
+
+def test_message_over_max_size_closes_the_channel_406_and_the_connection_carries_on() -> None:
+    peer = Peer(Broker(max_message_size=1000))
+    peer.handshake()
+    peer.open_channel(1)
+    peer.open_channel(2)
+    peer.call(2, spec.Queue.Declare("q"), spec.Queue.DeclareOk)
+    peer.send(publish(1, "q", b"x" * 1001))
+    close = peer.one(spec.Channel.Close, 1)
+    assert close.reply_code == 406 and "1001" in close.reply_text
+    assert (close.failing_class_id, close.failing_method_id) == (60, 40)
+    assert peer.state is State.OPEN
+    peer.send(publish(2, "q", b"x" * 1000))  # at the limit is fine
+    ok = peer.call(2, spec.Queue.Declare("q", passive=True), spec.Queue.DeclareOk)
+    assert ok.message_count == 1
+
+
+def test_connection_close_from_the_client() -> None:
+    peer = opened()
+    peer.call(0, spec.Connection.Close(200, "bye"), spec.Connection.CloseOk)
+    assert peer.state is State.CLOSED
+
+
+def test_after_a_connection_error_only_close_ok_is_heard() -> None:
+    peer = opened()
+    peer.send_method(1, spec.Channel.Open())
+    peer.connection_close()
+    peer.send_method(1, spec.Queue.Declare("q"))
+    peer.send(publish(1, "q", b"abc"))
+    assert peer.methods() == [] and peer.state is State.CLOSING
+    peer.send_method(0, spec.Connection.CloseOk())
+    assert peer.state is State.CLOSED
+
+
+def test_garbage_after_our_connection_close_ends_the_connection_without_a_second_close() -> None:
+    # The stream cannot be read any more, so waiting for close-ok would be pointless.
+    peer = opened()
+    peer.send_method(1, spec.Channel.Open())
+    peer.connection_close()
+    peer.send(b"\xff" * 20)
+    assert peer.methods() == [] and peer.state is State.CLOSED
+
+
+def test_connection_close_crossing_ours_gets_close_ok() -> None:
+    peer = opened()
+    peer.send_method(1, spec.Channel.Open())
+    peer.connection_close()
+    peer.call(0, spec.Connection.Close(200, "bye"), spec.Connection.CloseOk)
+    assert peer.state is State.CLOSED
+
+
+# -- heartbeats --------------------------------------------------------------------
+
+
+def test_heartbeats_are_sent_when_idle_and_a_silent_client_is_dropped() -> None:
+    peer = Peer()
+    peer.handshake(heartbeat=1)
+    peer.open_channel(1)
+    peer.call(1, spec.Queue.Declare("q"), spec.Queue.DeclareOk)
+    peer.send(publish(1, "q", b"m"))
+    peer.send_method(1, spec.Basic.Consume("q", "c"))
+    assert [type(f) for f in peer.frames()] == [MethodFrame, MethodFrame, HeaderFrame, BodyFrame]
+    assert peer.conn.next_deadline() == pytest.approx(peer.now + 0.5)
+
+    heartbeats = 0
+    while peer.state is State.OPEN:
+        peer.now = peer.conn.next_deadline()
+        peer.conn.tick(peer.now)
+        heartbeats += sum(isinstance(f, HeartbeatFrame) for f in peer.frames())
+        assert peer.now <= 2.0 + 1e-9
+    assert peer.now == pytest.approx(2.0)  # two intervals of silence
+    assert heartbeats >= 3
+    assert peer.state is State.CLOSED and "heartbeat" in (peer.conn.close_reason or "")
+    queue = peer.broker.vhosts["/"].queues["q"]
+    assert queue.message_count == 1 and queue.consumer_count == 0
+    # The requeued message is flagged redelivered.
+    other = Peer(peer.broker)
+    other.handshake()
+    other.open_channel(1)
+    other.send_method(1, spec.Basic.Get("q", no_ack=True))
+    assert other.methods()[0][1].redelivered is True
+
+
+def test_a_client_that_sends_heartbeats_stays() -> None:
+    peer = Peer()
+    peer.handshake(heartbeat=1)
+    for _ in range(10):
+        peer.now += 0.9
+        peer.send(HEARTBEAT)
+        peer.conn.tick(peer.now)
+    assert peer.state is State.OPEN
+
+
+def test_no_heartbeat_before_the_connection_is_open() -> None:
+    peer = Peer()
+    peer.send(PROTOCOL_HEADER)
+    assert peer.conn.next_deadline() is None
+
+
+# -- lifecycle ---------------------------------------------------------------------
+
+
+def _consume(peer: Peer, queue: str, count: int, **options: Any) -> list[int]:
+    peer.send_method(1, spec.Basic.Consume(queue, "c", **options))
+    tags = [m.delivery_tag for _, m in peer.methods() if isinstance(m, spec.Basic.Deliver)]
+    assert len(tags) == count
+    return tags
+
+
+def test_connection_lost_requeues_unacked_messages_as_redelivered() -> None:
+    broker = Broker()
+    peer = opened(broker=broker)
+    peer.call(1, spec.Queue.Declare("q"), spec.Queue.DeclareOk)
+    for i in range(3):
+        peer.send(publish(1, "q", b"m%d" % i))
+    tags = _consume(peer, "q", 3)
+    peer.send_method(1, spec.Basic.Ack(tags[0]))
+    peer.conn.connection_lost(peer.now)
+    assert peer.state is State.CLOSED
+    queue = broker.vhosts["/"].queues["q"]
+    assert queue.message_count == 2 and queue.consumer_count == 0
+    other = opened(broker=broker)
+    other.send_method(1, spec.Basic.Consume("q", "c2"))
+    delivers = [m for _, m in other.methods() if isinstance(m, spec.Basic.Deliver)]
+    assert [m.redelivered for m in delivers] == [True, True]
+
+
+def test_connection_lost_deletes_exclusive_and_auto_delete_queues() -> None:
+    broker = Broker()
+    peer = opened(broker=broker)
+    peer.call(1, spec.Queue.Declare("excl", exclusive=True), spec.Queue.DeclareOk)
+    peer.call(1, spec.Queue.Declare("auto", auto_delete=True), spec.Queue.DeclareOk)
+    peer.call(1, spec.Basic.Consume("auto", "c"), spec.Basic.ConsumeOk)
+    queues = broker.vhosts["/"].queues
+    assert {"excl", "auto"} <= set(queues)
+    peer.conn.connection_lost(peer.now)
+    assert "excl" not in queues and "auto" not in queues
+
+
+def test_connection_lost_twice_and_after_close_is_harmless() -> None:
+    peer = opened()
+    peer.call(0, spec.Connection.Close(200, "bye"), spec.Connection.CloseOk)
+    peer.conn.connection_lost(peer.now)
+    peer.conn.connection_lost(peer.now)
+    assert peer.state is State.CLOSED
+
+
+# -- flow control --------------------------------------------------------------------
+
+
+def test_slow_reader_buffers_at_most_the_channel_limit() -> None:
+    broker = Broker()
+    consumer = opened(broker=broker)
+    consumer.call(1, spec.Queue.Declare("q"), spec.Queue.DeclareOk)
+    consumer.call(1, spec.Basic.Consume("q", "c", no_ack=True), spec.Basic.ConsumeOk)
+    publisher = opened(broker=broker)
+    for _ in range(5000):
+        publisher.send(publish(1, "q", b"x" * 100))
+    core = consumer.conn._channels[1].core
+    queue = broker.vhosts["/"].queues["q"]
+    # The consumer never reads: the channel holds at most its limit, the rest waits in the queue.
+    assert core.buffered <= core.buffer_limit
+    assert queue.message_count == 5000 - core.buffered
+    assert queue.message_count >= 4000
+    # Other connections keep working meanwhile.
+    publisher.call(1, spec.Queue.Declare("q", passive=True), spec.Queue.DeclareOk)
+    # Reading drains it all, a bounded chunk per data_to_send.
+    received = 0
+    for _ in range(1000):
+        chunk = consumer.conn.data_to_send(consumer.now)
+        if not chunk:
+            break
+        assert len(chunk) <= 512 * 1024
+        received += chunk.count(b"\x00\x3c\x00\x3c")  # basic.deliver class/method ids
+        assert core.buffered <= core.buffer_limit
+    assert received == 5000 and queue.message_count == 0
+
+
+def test_confirms_are_coalesced_and_buffered_output_is_reported() -> None:
+    peer = opened()
+    peer.call(1, spec.Queue.Declare("q"), spec.Queue.DeclareOk)
+    peer.call(1, spec.Confirm.Select(), spec.Confirm.SelectOk)
+    peer.send(b"".join(publish(1, "q", b"m") for _ in range(100)))
+    assert peer.conn.buffered_output > 0
+    acks = peer.methods()
+    assert [(type(m), m.delivery_tag, m.multiple) for _, m in acks] == [(spec.Basic.Ack, 100, True)]
+    assert peer.conn.buffered_output == 0
