@@ -77,7 +77,7 @@ class State(enum.Enum):
 class _Channel:
     """Protocol-level state of one channel: content assembly, closing, confirms."""
 
-    __slots__ = ("number", "core", "closing", "publish", "header", "body", "remaining", "confirms")
+    __slots__ = ("number", "core", "closing", "publish", "header", "body", "remaining", "confirms", "last_queue")
 
     def __init__(self, number: int, core: CoreChannel) -> None:
         self.number = number
@@ -90,6 +90,15 @@ class _Channel:
         self.remaining = 0
         #: (sequence number, acked?) of publishes not yet confirmed on the wire.
         self.confirms: list[tuple[int, bool]] = []
+        #: The queue last declared here: an empty queue name means it (AMQP 0-9-1, as RabbitMQ).
+        self.last_queue = ""
+
+    def queue_name(self, name: str) -> str:
+        if name:
+            return name
+        if not self.last_queue:
+            raise errors.NotFound("no previously declared queue")
+        return self.last_queue
 
 
 def content_frames(channel: int, message: Message, frame_max: int, header_payload: bytes | None = None) -> list[bytes]:
@@ -723,22 +732,26 @@ class ServerConnection:
             m.queue, now=now, passive=m.passive, durable=m.durable,
             exclusive=m.exclusive, auto_delete=m.auto_delete, arguments=m.arguments,
         )
+        ch.last_queue = queue.name
         return None if m.nowait else spec.Queue.DeclareOk(queue.name, queue.message_count, queue.consumer_count)
 
     def _queue_bind(self, ch: _Channel, m: spec.Queue.Bind, now: float) -> Any:
-        ch.core.bind_queue(m.queue, m.exchange, m.routing_key, m.arguments)
+        # An empty queue name and routing key both mean the last declared queue.
+        key = m.routing_key or ("" if m.queue else ch.queue_name(""))
+        ch.core.bind_queue(ch.queue_name(m.queue), m.exchange, key, m.arguments)
         return None if m.nowait else spec.Queue.BindOk()
 
     def _queue_unbind(self, ch: _Channel, m: spec.Queue.Unbind, now: float) -> Any:
-        ch.core.unbind_queue(m.queue, m.exchange, m.routing_key, m.arguments)
+        key = m.routing_key or ("" if m.queue else ch.queue_name(""))
+        ch.core.unbind_queue(ch.queue_name(m.queue), m.exchange, key, m.arguments)
         return spec.Queue.UnbindOk()
 
     def _queue_purge(self, ch: _Channel, m: spec.Queue.Purge, now: float) -> Any:
-        count = ch.core.purge_queue(m.queue)
+        count = ch.core.purge_queue(ch.queue_name(m.queue))
         return None if m.nowait else spec.Queue.PurgeOk(count)
 
     def _queue_delete(self, ch: _Channel, m: spec.Queue.Delete, now: float) -> Any:
-        count = ch.core.delete_queue(m.queue, now=now, if_unused=m.if_unused, if_empty=m.if_empty)
+        count = ch.core.delete_queue(ch.queue_name(m.queue), now=now, if_unused=m.if_unused, if_empty=m.if_empty)
         return None if m.nowait else spec.Queue.DeleteOk(count)
 
     def _basic_qos(self, ch: _Channel, m: spec.Basic.Qos, now: float) -> Any:
@@ -750,7 +763,7 @@ class ServerConnection:
         notify, ch.core.notify = ch.core.notify, None
         try:
             tag = ch.core.consume(
-                m.queue, now=now, consumer_tag=m.consumer_tag, no_ack=m.no_ack,
+                ch.queue_name(m.queue), now=now, consumer_tag=m.consumer_tag, no_ack=m.no_ack,
                 exclusive=m.exclusive, arguments=m.arguments,
             )
         finally:
@@ -766,7 +779,7 @@ class ServerConnection:
         return None if m.nowait else spec.Basic.CancelOk(m.consumer_tag)
 
     def _basic_get(self, ch: _Channel, m: spec.Basic.Get, now: float) -> Any:
-        result = ch.core.get(m.queue, now=now, no_ack=m.no_ack)
+        result = ch.core.get(ch.queue_name(m.queue), now=now, no_ack=m.no_ack)
         if result is None:
             return spec.Basic.GetEmpty()
         self._drain(ch, now)

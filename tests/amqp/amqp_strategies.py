@@ -78,4 +78,6 @@ def typed(value: Any) -> Any:
         return ("dict", {k: typed(v) for k, v in value.items()})
     if isinstance(value, (list, tuple)):
         return (type(value).__name__, [typed(v) for v in value])
+    if isinstance(value, int) and not isinstance(value, bool):
+        return ("int", int(value))  # pika decodes to an int subclass
     return (type(value).__name__, value)

@@ -1,0 +1,124 @@
+"""Content-header payloads: flag word, every property, every combination."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from amqp_strategies import properties, typed
+from hypothesis import given
+from hypothesis import strategies as st
+
+from amqlite.amqp import properties as P
+from amqlite.core.errors import FrameError, SyntaxError_, UnexpectedFrame
+
+ALL_SET = P.BasicProperties(
+    content_type="application/json",
+    content_encoding="gzip",
+    headers={"x-death": [{"count": 1}], "n": 1},
+    delivery_mode=2,
+    priority=9,
+    correlation_id="corr",
+    reply_to="amq.rabbitmq.reply-to",
+    expiration="60000",
+    message_id="m-1",
+    timestamp=1700000000,
+    type="t",
+    user_id="guest",
+    app_id="app",
+    cluster_id="c",
+)
+
+
+def test_field_order_is_the_wire_order() -> None:
+    assert P.BasicProperties._fields == (
+        "content_type",
+        "content_encoding",
+        "headers",
+        "delivery_mode",
+        "priority",
+        "correlation_id",
+        "reply_to",
+        "expiration",
+        "message_id",
+        "timestamp",
+        "type",
+        "user_id",
+        "app_id",
+        "cluster_id",
+    )
+
+
+@given(properties, st.integers(0, 2**64 - 1))
+def test_round_trip_any_combination(props: P.BasicProperties, body_size: int) -> None:
+    payload = P.encode_content_header(60, body_size, props)
+    class_id, size, decoded = P.decode_content_header(payload)
+    assert (class_id, size) == (60, body_size)
+    assert typed(tuple(decoded)) == typed(tuple(props))
+    assert P.decode_content_header(payload) == (60, body_size, decoded)  # the cached path agrees
+
+
+@pytest.mark.parametrize("index", range(14), ids=P.BasicProperties._fields)
+def test_each_property_sets_its_own_flag_bit(index: int) -> None:
+    name = P.BasicProperties._fields[index]
+    props = P.BasicProperties(**{name: getattr(ALL_SET, name)})
+    encoded = P.encode_properties(props)
+    assert struct.unpack(">H", encoded[:2])[0] == 1 << (15 - index)
+    assert P.decode_content_header(P.encode_content_header(60, 0, props))[2] == props
+
+
+def test_empty_properties_fast_path() -> None:
+    assert P.encode_properties(P.EMPTY_PROPERTIES) == b"\x00\x00"
+    payload = P.encode_content_header(60, 5, P.BasicProperties())
+    assert payload == b"\x00\x3c\x00\x00" + struct.pack(">Q", 5) + b"\x00\x00"
+    assert P.decode_content_header(payload)[2] is P.EMPTY_PROPERTIES
+
+
+def test_continuation_and_reserved_flag_bits_are_ignored_like_rabbitmq() -> None:
+    payload = b"\x00\x3c\x00\x00" + struct.pack(">Q", 0) + b"\x10\x03\x02"
+    assert P.decode_content_header(payload)[2] == P.BasicProperties(delivery_mode=2)
+
+
+def test_non_utf8_property_survives_re_encoding() -> None:
+    payload = b"\x00\x3c\x00\x00" + struct.pack(">Q", 0) + b"\x04\x00\x02\xff\xfe"
+    decoded = P.decode_content_header(payload)[2]
+    assert isinstance(decoded.correlation_id, str)
+    assert P.encode_content_header(60, 0, decoded) == payload
+
+
+def test_memoryview_input() -> None:
+    payload = P.encode_content_header(60, 1, ALL_SET)
+    assert P.decode_content_header(memoryview(payload)) == (60, 1, ALL_SET)
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (b"\x00\x3c\x00\x00" + b"\x00" * 8, FrameError),  # no flag word
+        (b"\x00\x3c\x00\x00" + b"\x00" * 8 + b"\x00\x00\x00", FrameError),  # trailing octet
+        (b"\x00\x3c\x00\x00" + b"\x00" * 8 + b"\x80\x00\x05ab", FrameError),  # shortstr overruns
+        (b"\x00\x3c\x00\x00" + b"\x00" * 8 + b"\x20\x00\x00\x00\x00\x09", FrameError),  # table overruns
+        (b"\x00\x3c\x00\x00" + b"\x00" * 8 + b"\x00\x40\x00", FrameError),  # timestamp truncated
+        (b"\x00\x32\x00\x00" + b"\x00" * 8 + b"\x00\x00", UnexpectedFrame),  # class 50
+        (b"\x00\x3c\x00\x01" + b"\x00" * 8 + b"\x00\x00", UnexpectedFrame),  # weight 1
+    ],
+)
+def test_malformed_headers(payload: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        P.decode_content_header(payload)
+
+
+@pytest.mark.parametrize(
+    "props",
+    [
+        P.BasicProperties(delivery_mode=256),
+        P.BasicProperties(priority=-1),
+        P.BasicProperties(timestamp=-1),
+        P.BasicProperties(content_type="x" * 256),
+        P.BasicProperties(headers={"k": object()}),
+    ],
+    ids=repr,
+)
+def test_unencodable_properties(props: P.BasicProperties) -> None:
+    with pytest.raises(SyntaxError_):
+        P.encode_properties(props)
