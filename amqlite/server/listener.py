@@ -138,7 +138,9 @@ class _ConnectionDriver:
             await self._reader()
             if self.conn.state is not State.CLOSED:
                 nursery.cancel_scope.cancel()  # the peer went away
-            # Otherwise the writer flushes the last words (close-ok) and ends it.
+            # Otherwise the writer flushes the last words (close-ok) and ends it;
+            # wake it, since closing (on the client's close-ok) may have nothing to send.
+            self.output.unpark_all()
 
     async def _reader(self) -> None:
         conn, stream, clock = self.conn, self.stream, self.clock
