@@ -105,6 +105,10 @@ class Queue:
         self.ready.append(entry)
         if self.consumers:
             self.dispatch(now)
+        if ttl == 0 and entry.state == READY:
+            # TTL 0: only a consumer that takes it at once gets it (RabbitMQ);
+            # not even a basic.get arriving at the same instant.
+            self._expire(entry, now)
         if settings.max_length is not None or settings.max_length_bytes is not None:
             self._drop_head_over_limit(now)
         return True
@@ -264,10 +268,7 @@ class Queue:
         while expiry and expiry[0][0] <= now:
             _, _, entry = heapq.heappop(expiry)
             if entry.state == READY and entry.expires_at is not None and entry.expires_at <= now:
-                entry.state = GONE
-                self._expiring -= 1
-                self.ready.discard(entry)
-                self._dead_letter(entry.message, deadletter.EXPIRED, now)
+                self._expire(entry, now)
         retry = self._retry
         released = False
         while retry and retry[0][0] <= now:
@@ -289,6 +290,13 @@ class Queue:
         if retry:
             timers.schedule(self, retry[0][0])
         self._schedule_expires(now)
+
+    def _expire(self, entry: Entry, now: float) -> None:
+        """A ready entry past its deadline leaves from wherever it sits."""
+        entry.state = GONE
+        self._expiring -= 1
+        self.ready.discard(entry)
+        self._dead_letter(entry.message, deadletter.EXPIRED, now)
 
     # -- dead-lettering and drops ---------------------------------------
 
