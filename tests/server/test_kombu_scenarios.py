@@ -458,6 +458,18 @@ def test_wrong_password_refused_403(broker: BrokerUnderTest) -> None:
         kombu.Connection(broker.url.replace("guest:guest@", "guest:nope@"), connect_timeout=5).connect()
 
 
+def test_wrong_password_without_authentication_failure_close(broker: BrokerUnderTest) -> None:
+    connection = raw_connection(broker, password="wrong")
+    connection.negotiate_capabilities = {**connection.negotiate_capabilities, "authentication_failure_close": False}
+    if broker.kind == "amqlite":
+        # Documented difference (docs/concepts.md, Errors): amqlite always says why.
+        with pytest.raises(amqp.exceptions.AccessRefused):
+            connection.connect()
+    else:
+        with pytest.raises(OSError):  # RabbitMQ drops the socket after 3 s
+            connection.connect()
+
+
 def test_kombu_channel_error_keeps_connection_usable(broker: BrokerUnderTest) -> None:
     with connect(broker) as connection:
         channel = connection.channel()
