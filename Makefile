@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test bench fuzz venv clean
+.PHONY: run demo test bench bench-amqp fuzz venv clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
+
+# amqlite against the RabbitMQ at 127.0.0.1:5672, same raw-socket load generator.
+bench-amqp: $(STAMP)
+	$(BIN)/python benchmarks/bench_amqp.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,282 @@
+"""AMQP throughput and latency, amqlite against RabbitMQ, in one run.
+
+The load generator must not be the bottleneck (aio-pika manages ~5k msgs/s
+here), so it works like RabbitMQ's PerfTest: frames are encoded once up
+front and written in large batches over a raw socket, and only what must be
+parsed on the way back (acks, delivery tags) is parsed.
+
+Workload, 100-byte messages, one connection each:
+  1. publish N messages with publisher confirms, window of W unconfirmed;
+  2. consume them with manual ack (one ack per message) at prefetch 200;
+  3. latency: publish at a steady 1,000 msgs/s while a consumer acks,
+     p50/p99 of publish-to-deliver time.
+
+Usage: python benchmarks/bench_amqp.py [--messages N] [--runs R] [--quick]
+       [--amqlite-only] [--durable]
+amqlite is started as a subprocess (`amqlite serve --port 0`), so it does not
+share a GIL with the generator. RabbitMQ is expected at 127.0.0.1:5672.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import select
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from amqlite.amqp import spec  # noqa: E402
+from amqlite.amqp.frames import PROTOCOL_HEADER, encode_content, encode_method_frame  # noqa: E402
+from amqlite.core.message import Properties  # noqa: E402
+
+HEAD = struct.Struct(">BHI")
+BODY = b"x" * 100
+
+
+class Client:
+    """A minimal AMQP client over a raw socket: handshake, then bytes."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = bytearray()
+        self.sock.sendall(PROTOCOL_HEADER)
+        self.expect(spec.Connection.Start)
+        self.send(0, spec.Connection.StartOk({"product": "bench"}, "PLAIN", b"\x00guest\x00guest", "en_US"))
+        tune = self.expect(spec.Connection.Tune)
+        self.send(0, spec.Connection.TuneOk(tune.channel_max, tune.frame_max, 0))
+        self.send(0, spec.Connection.Open("/"))
+        self.expect(spec.Connection.OpenOk)
+        self.send(1, spec.Channel.Open())
+        self.expect(spec.Channel.OpenOk)
+
+    def send(self, channel: int, method: spec.Method) -> None:
+        self.sock.sendall(encode_method_frame(channel, method))
+
+    def frames(self, block: bool = True):  # type: ignore[no-untyped-def]
+        """Read what is available and yield (type, channel, payload) frames."""
+        if block or select.select([self.sock], [], [], 0)[0]:
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("server closed the connection")
+            self.buf += data
+        buf = self.buf
+        pos = 0
+        while len(buf) - pos >= 7:
+            kind, channel, size = HEAD.unpack_from(buf, pos)
+            if len(buf) - pos < size + 8:
+                break
+            yield kind, channel, bytes(buf[pos + 7 : pos + 7 + size])
+            pos += size + 8
+        del buf[:pos]
+
+    def expect(self, cls: type[spec.Method]) -> spec.Method:
+        while True:
+            for kind, _, payload in self.frames():
+                if kind == 1:
+                    method = spec.decode_method(payload)
+                    if isinstance(method, spec.Connection.Close | spec.Channel.Close):
+                        raise RuntimeError(f"broker closed: {method}")
+                    if isinstance(method, cls):
+                        return method
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def publish_confirmed(host: str, port: int, queue: str, count: int, window: int, durable: bool) -> float:
+    client = Client(host, port)
+    client.send(1, spec.Queue.Declare(queue=queue, durable=durable))
+    client.expect(spec.Queue.DeclareOk)
+    client.send(1, spec.Confirm.Select())
+    client.expect(spec.Confirm.SelectOk)
+    props = Properties(delivery_mode=2 if durable else 1)
+    one = encode_method_frame(1, spec.Basic.Publish("", queue)) + encode_content(1, 60, props, BODY, 131072)
+    batch = 100
+    chunk = one * batch
+    sent = confirmed = 0
+    started = time.perf_counter()
+    while confirmed < count:
+        while sent < count and sent - confirmed < window:
+            n = min(batch, count - sent)
+            client.sock.sendall(chunk if n == batch else one * n)
+            sent += n
+        for kind, _, payload in client.frames():
+            if kind == 1 and payload[:4] == b"\x00\x3c\x00\x50":  # basic.ack
+                tag, multiple = struct.unpack_from(">QB", payload, 4)
+                confirmed = tag if multiple else max(confirmed, tag)
+            elif kind == 1 and payload[:4] == b"\x00\x3c\x00\x78":  # basic.nack
+                raise RuntimeError("publish nacked")
+    elapsed = time.perf_counter() - started
+    client.close()
+    return count / elapsed
+
+
+def consume_acked(host: str, port: int, queue: str, count: int, prefetch: int) -> float:
+    client = Client(host, port)
+    client.send(1, spec.Basic.Qos(0, prefetch, False))
+    client.expect(spec.Basic.QosOk)
+    started = time.perf_counter()
+    client.send(1, spec.Basic.Consume(queue=queue, consumer_tag="bench"))
+    received = 0
+    ack = struct.Struct(">BHI4sQBB")
+    while received < count:
+        acks = []
+        for kind, _, payload in client.frames():
+            if kind == 1 and payload[:4] == b"\x00\x3c\x00\x3c":  # basic.deliver
+                n = payload[4]
+                tag = struct.unpack_from(">Q", payload, 5 + n)[0]
+                acks.append(ack.pack(1, 1, 13, b"\x00\x3c\x00\x50", tag, 0, 0xCE))
+                received += 1
+        if acks:
+            client.sock.sendall(b"".join(acks))
+    elapsed = time.perf_counter() - started
+    client.close()
+    return count / elapsed
+
+
+def latency(host: str, port: int, queue: str, rate: int, seconds: float) -> tuple[float, float]:
+    consumer = Client(host, port)
+    consumer.send(1, spec.Queue.Declare(queue=queue, auto_delete=True))
+    consumer.expect(spec.Queue.DeclareOk)
+    consumer.send(1, spec.Basic.Qos(0, 200, False))
+    consumer.expect(spec.Basic.QosOk)
+    consumer.send(1, spec.Basic.Consume(queue=queue, consumer_tag="lat"))
+    consumer.expect(spec.Basic.ConsumeOk)
+    publisher = Client(host, port)
+    head = encode_method_frame(1, spec.Basic.Publish("", queue))
+    samples: list[float] = []
+    total = int(rate * seconds)
+    interval = 1 / rate
+    start = time.perf_counter()
+    sent = 0
+    pending_body = False
+    while len(samples) < total:
+        now = time.perf_counter()
+        if sent < total and now >= start + sent * interval:
+            body = struct.pack(">d", now) + BODY[8:]
+            publisher.sock.sendall(head + encode_content(1, 60, Properties(), body, 131072))
+            sent += 1
+        acks = []
+        for kind, _, payload in consumer.frames(block=False):
+            if kind == 1 and payload[:4] == b"\x00\x3c\x00\x3c":
+                n = payload[4]
+                tag = struct.unpack_from(">Q", payload, 5 + n)[0]
+                acks.append(encode_method_frame(1, spec.Basic.Ack(tag, False)))
+                pending_body = True
+            elif kind == 3 and pending_body:
+                samples.append(time.perf_counter() - struct.unpack_from(">d", payload)[0])
+                pending_body = False
+        if acks:
+            consumer.sock.sendall(b"".join(acks))
+        wait = start + sent * interval - time.perf_counter()
+        select.select([consumer.sock], [], [], max(0.0, min(wait, 0.001)))
+    consumer.close()
+    publisher.close()
+    samples.sort()
+    return samples[len(samples) // 2] * 1000, samples[int(len(samples) * 0.99)] * 1000
+
+
+def start_amqlite() -> tuple[subprocess.Popen[bytes], int]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "AMQLITE_LOG_LEVEL": "warning"},
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process, port
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("amqlite did not start")
+
+
+def rabbitmq_up() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def run(label: str, host: str, port: int, args: argparse.Namespace) -> dict[str, object]:
+    pubs, cons = [], []
+    for _ in range(args.runs):
+        queue = f"bench-{uuid.uuid4().hex[:8]}"
+        pubs.append(publish_confirmed(host, port, queue, args.messages, args.window, args.durable))
+        cons.append(consume_acked(host, port, queue, args.messages, 200))
+        cleanup = Client(host, port)
+        cleanup.send(1, spec.Queue.Delete(queue=queue))
+        cleanup.expect(spec.Queue.DeleteOk)
+        cleanup.close()
+    p50, p99 = latency(host, port, f"lat-{uuid.uuid4().hex[:8]}", 1000, args.latency_seconds)
+    return {"broker": label, "publish": pubs, "consume": cons, "p50": p50, "p99": p99}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--window", type=int, default=2000, help="unconfirmed publishes in flight")
+    parser.add_argument("--latency-seconds", type=float, default=5.0)
+    parser.add_argument("--durable", action="store_true", help="durable queue, persistent messages")
+    parser.add_argument("--amqlite-only", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.messages, args.runs, args.latency_seconds = 2000, 1, 0.5
+    print(f"machine: {machine()}")
+    print(f"workload: {args.messages} x 100 B, {args.runs} runs, confirm window {args.window}, prefetch 200,"
+          f" {'durable/persistent' if args.durable else 'transient'}")
+    results = []
+    process, port = start_amqlite()
+    try:
+        results.append(run("amqlite", "127.0.0.1", port, args))
+    finally:
+        process.terminate()
+        process.wait()
+    if not args.amqlite_only and rabbitmq_up():
+        results.append(run("RabbitMQ", "127.0.0.1", 5672, args))
+    print()
+    print(f"{'broker':10} {'publish+confirm msgs/s':>24} {'consume+ack msgs/s':>20} {'p50 ms':>8} {'p99 ms':>8}")
+    for r in results:
+        pub, con = r["publish"], r["consume"]
+        print(f"{r['broker']:10} {statistics.median(pub):>14,.0f} ({min(pub):,.0f}-{max(pub):,.0f})"
+              f" {statistics.median(con):>10,.0f} ({min(con):,.0f}-{max(con):,.0f})"
+              f" {r['p50']:>8.2f} {r['p99']:>8.2f}")
+    if len(results) == 2:
+        a, b = results
+        print(f"ratio amqlite/RabbitMQ: publish {statistics.median(a['publish']) / statistics.median(b['publish']):.2f},"
+              f" consume {statistics.median(a['consume']) / statistics.median(b['consume']):.2f}")
+
+
+if __name__ == "__main__":
+    main()
