@@ -184,8 +184,10 @@ class Channel:
         )
 
     def _run(self, operation: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run a core operation; a channel-level error closes this channel,
-        a connection-level one the whole embedded connection, as in AMQP."""
+        """Run a core operation; an error closes this channel, as a channel
+        error does over AMQP. A connection-level error (530, 540, ...) also
+        closes only this channel: in process there is no socket to tear down,
+        and the application's other channels have done nothing wrong."""
         if self.closed is not None:
             raise self.closed
         try:
