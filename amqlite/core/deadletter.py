@@ -14,7 +14,8 @@ DELIVERY_LIMIT = "delivery_limit"
 
 
 def routing_keys(message: Message) -> list[str]:
-    """The routing key plus sender-selected CC and BCC keys."""
+    """The routing key plus sender-selected CC and BCC keys (also those
+    already taken out of the headers)."""
     keys = [message.routing_key]
     headers = message.properties.headers
     if headers:
@@ -22,6 +23,7 @@ def routing_keys(message: Message) -> list[str]:
             extra = headers.get(name)
             if isinstance(extra, list):
                 keys.extend(k for k in extra if isinstance(k, str))
+    keys.extend(message.bcc)
     return keys
 
 
@@ -31,7 +33,9 @@ def dead_letter(message: Message, queue: str, reason: str, now: float, exchange:
     One ``x-death`` entry per (queue, reason), newest first; a repeat death
     increments its entry's count and moves it to the front. The per-message
     ``expiration`` is removed (kept as ``original-expiration``) so the copy
-    does not expire again in the dead-letter queue.
+    does not expire again in the dead-letter queue. As in RabbitMQ, the copy
+    keeps routing by the original keys, CC and BCC included, unless
+    ``routing_key`` overrides them: then the ``CC`` header is removed too.
     """
     props = message.properties
     headers = dict(props.headers or {})
@@ -66,11 +70,14 @@ def dead_letter(message: Message, queue: str, reason: str, now: float, exchange:
     headers["x-last-death-queue"] = queue
     headers["x-last-death-reason"] = reason
     headers["x-last-death-exchange"] = message.exchange
+    if routing_key is not None:
+        headers.pop("CC", None)
     return Message(
         exchange=exchange,
         routing_key=message.routing_key if routing_key is None else routing_key,
         properties=props._replace(headers=headers, expiration=None),
         body=message.body,
+        bcc=message.bcc if routing_key is None else (),
     )
 
 

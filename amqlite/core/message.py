@@ -50,6 +50,9 @@ class Message:
     #: Opaque cache for the protocol layer (the encoded content header), so a
     #: message delivered many times is encoded once. The core never reads it.
     wire_header: bytes | None = None
+    #: BCC keys taken out of the headers before delivery. RabbitMQ keeps them
+    #: among the message's routing keys, so dead-lettering still routes by them.
+    bcc: tuple[str, ...] = ()
 
     @property
     def persistent(self) -> bool:

@@ -283,9 +283,11 @@ class VirtualHost:
         headers = message.properties.headers
         if headers and "BCC" in headers:
             # BCC routes but is never delivered, as in RabbitMQ.
+            bcc = headers["BCC"]
             headers = {k: v for k, v in headers.items() if k != "BCC"}
             message = Message(
-                message.exchange, message.routing_key, message.properties._replace(headers=headers), message.body
+                message.exchange, message.routing_key, message.properties._replace(headers=headers), message.body,
+                bcc=tuple(k for k in bcc if isinstance(k, str)) if isinstance(bcc, list) else (),
             )
         if len(queues) == 1:
             accepted = queues[0].enqueue(message, ttl, now)
