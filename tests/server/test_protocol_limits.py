@@ -1,0 +1,273 @@
+"""Limits a live amqlite server enforces: channel_max, max_connections, the
+handshake timeout, heartbeats, and bounded memory for clients that do not read.
+
+RabbitMQ 3.10 differs on channel_max: it counts open channels against it, so
+channel number 2048 opens fine while fewer than 2047 are open; amqlite (like
+the spec) refuses any channel number above the negotiated channel_max.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any, Iterator
+
+import pika
+import pytest
+
+from amqlite.amqp import spec
+from amqlite.amqp.frames import BodyFrame, HeartbeatFrame, MethodFrame
+from amqlite.server import listener
+
+from .conftest import ServerThread, start_amqlite
+from .rawamqp import HEARTBEAT, Closed, RawClient, publish
+
+
+@pytest.fixture
+def server() -> Iterator[ServerThread]:
+    server = start_amqlite()
+    yield server
+    server.stop()
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def pika_roundtrip(port: int) -> None:
+    """A separate, well-behaved client still gets its work done."""
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+    try:
+        channel = connection.channel()
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        channel.basic_publish("", queue, b"ping")
+        _, _, body = channel.basic_get(queue, auto_ack=True)
+        assert body == b"ping"
+    finally:
+        connection.close()
+
+
+# -- channel_max ---------------------------------------------------------------
+
+
+def test_channel_number_above_channel_max_is_530(server: ServerThread) -> None:
+    with RawClient("127.0.0.1", server.port) as client:
+        client.handshake(channel_max=10)
+        client.open_channel(10)
+        client.send_method(11, spec.Channel.Open())
+        close = client.expect_connection_close()
+        assert close.reply_code == 530
+        assert client.wait_closed()
+
+
+def test_channel_number_above_the_server_default_2047_is_530(server: ServerThread) -> None:
+    with RawClient("127.0.0.1", server.port) as client:
+        client.handshake()
+        client.open_channel(2047)
+        client.send_method(2048, spec.Channel.Open())
+        assert client.expect_connection_close().reply_code == 530
+
+
+# -- max_connections -------------------------------------------------------------
+
+
+def test_max_connections_refuses_the_third() -> None:
+    server = start_amqlite(max_connections=2)
+    try:
+        first, second = RawClient("127.0.0.1", server.port), RawClient("127.0.0.1", server.port)
+        first.handshake()
+        second.handshake()
+        with RawClient("127.0.0.1", server.port) as third:
+            try:
+                third.send(b"AMQP\x00\x00\x09\x01")
+            except OSError:
+                pass
+            assert third.wait_closed(2)
+            assert not third.decoder.next_frame()  # not even connection.start
+        # The first two are unaffected; once one leaves, there is room again.
+        first.open_channel(1)
+        second.close()
+        wait_for(lambda: server.call(lambda: len(server.server.connections)) == 1)
+        with RawClient("127.0.0.1", server.port) as fourth:
+            fourth.handshake()
+        first.close()
+    finally:
+        server.stop()
+
+
+# -- handshake timeout ---------------------------------------------------------------
+
+
+def test_silent_socket_is_closed_after_the_handshake_timeout() -> None:
+    server = start_amqlite(handshake_timeout=0.5)
+    try:
+        silent = RawClient("127.0.0.1", server.port)
+        stalled = RawClient("127.0.0.1", server.port)
+        stalled.start()  # header sent, start-ok never comes
+        opened = RawClient("127.0.0.1", server.port)
+        opened.handshake()
+        began = time.monotonic()
+        assert silent.wait_closed(3) and stalled.wait_closed(3)
+        assert 0.3 < time.monotonic() - began < 2.0
+        # A connection that finished its handshake in time stays.
+        opened.open_channel(1)
+        assert server.call(lambda: len(server.server.connections)) == 1
+        for client in (silent, stalled, opened):
+            client.close()
+    finally:
+        server.stop()
+
+
+# -- heartbeats ----------------------------------------------------------------------
+
+
+def test_heartbeats_when_idle_and_a_silent_client_is_dropped_with_its_messages_requeued(server: ServerThread) -> None:
+    with RawClient("127.0.0.1", server.port) as setup:
+        setup.handshake()
+        setup.open_channel(1)
+        setup.call(1, spec.Queue.Declare("hb"), spec.Queue.DeclareOk)
+        setup.send(publish(1, "hb", b"held"))
+        setup.call(1, spec.Queue.Declare("hb", passive=True), spec.Queue.DeclareOk)
+
+        client = RawClient("127.0.0.1", server.port)
+        client.handshake(heartbeat=1)
+        client.open_channel(1)
+        client.call(1, spec.Basic.Consume("hb", "c"), spec.Basic.ConsumeOk)
+        assert client.read_method().method.delivery_tag == 1
+        began = time.monotonic()
+        heartbeats = 0
+        with pytest.raises(Closed):
+            while True:
+                f = client.read_frame(5)
+                if isinstance(f, HeartbeatFrame):
+                    heartbeats += 1
+        elapsed = time.monotonic() - began
+        client.close()
+        assert heartbeats >= 2  # every half interval while idle
+        assert 1.5 < elapsed < 3.5  # about two intervals of silence
+        # The unacked delivery went back to the queue, flagged redelivered.
+        setup.send_method(1, spec.Basic.Get("hb", no_ack=True))
+        get_ok = setup.expect(spec.Basic.GetOk, 1)
+        assert get_ok.redelivered is True
+
+
+def test_a_client_sending_heartbeats_stays(server: ServerThread) -> None:
+    with RawClient("127.0.0.1", server.port) as client:
+        client.handshake(heartbeat=1)
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            client.send(HEARTBEAT)
+            time.sleep(0.3)
+        client.open_channel(1)
+
+
+# -- clients that do not read ----------------------------------------------------------
+
+
+def test_slow_reader_memory_stays_bounded_and_others_carry_on(server: ServerThread) -> None:
+    total, size = 20_000, 1000
+    consumer = RawClient("127.0.0.1", server.port, rcvbuf=4096)
+    consumer.handshake()
+    consumer.open_channel(1)
+    consumer.call(1, spec.Queue.Declare("slow"), spec.Queue.DeclareOk)
+    consumer.call(1, spec.Basic.Consume("slow", "c"), spec.Basic.ConsumeOk)
+    # From here on the consumer reads nothing.
+    with RawClient("127.0.0.1", server.port) as publisher:
+        publisher.handshake()
+        publisher.open_channel(1)
+        batch = publish(1, "slow", b"x" * size) * 1000
+        for _ in range(total // 1000):
+            publisher.send(batch)
+        publisher.call(1, spec.Queue.Declare("slow", passive=True), spec.Queue.DeclareOk)
+
+        def inspect() -> tuple[int, int, int, int, int]:
+            conn = next(c for c in server.server.connections if 1 in c._channels and c._channels[1].core.consumers)
+            core = conn._channels[1].core
+            queue = core.vhost.queues["slow"]
+            return core.buffered, core.buffer_limit, queue.message_count, len(core.unacked), conn.buffered_output
+
+        time.sleep(0.3)
+        buffered, limit, ready, unacked, output = server.call(inspect)
+        assert buffered <= limit
+        assert ready + unacked == total
+        assert ready >= total // 2  # the rest waits in the queue, ready
+        assert output < 64 * 1024  # no replies pile up either
+        # Other connections are not held up.
+        pika_roundtrip(server.port)
+        ok = publisher.call(1, spec.Queue.Declare("slow", passive=True), spec.Queue.DeclareOk)
+        assert ok.message_count == ready
+    # Once it reads, everything arrives, in order.
+    tags = bodies = 0
+    while bodies < total:
+        f = consumer.read_frame()
+        if isinstance(f, MethodFrame):
+            assert isinstance(f.method, spec.Basic.Deliver)
+            tags += 1
+            assert f.method.delivery_tag == tags
+        elif isinstance(f, BodyFrame):
+            bodies += 1
+    consumer.send_method(1, spec.Basic.Ack(total, multiple=True))
+    assert consumer.call(1, spec.Queue.Declare("slow", passive=True), spec.Queue.DeclareOk).message_count == 0
+    consumer.close()
+
+
+def test_publisher_that_never_reads_is_throttled_at_the_output_high_water_mark(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    high_water = 256 * 1024
+    monkeypatch.setattr(listener, "_OUTPUT_HIGH_WATER", high_water)  # the server thread reads it live
+    size = 4000
+    with RawClient("127.0.0.1", server.port, rcvbuf=4096) as publisher:
+        publisher.handshake()
+        publisher.open_channel(1)
+        publisher.call(1, spec.Confirm.Select(), spec.Confirm.SelectOk)
+        # Mandatory and unroutable: each publish earns a basic.return (with the body) and an ack.
+        message = publish(1, "nowhere", b"x" * size, mandatory=True)
+        batch = message * 64
+        publisher.sock.setblocking(False)
+        sent, stalled_since = 0, None
+        view = memoryview(b"")
+        limit = 256 * 1024 * 1024
+        while sent < limit:
+            if not view:
+                view = memoryview(batch)
+            try:
+                n = publisher.sock.send(view)
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > 1.0:
+                    break
+                time.sleep(0.01)
+                continue
+            stalled_since = None
+            sent += n
+            view = view[n:]
+        assert sent < limit, "the server never stopped reading"
+
+        def output() -> int:
+            conn = next(c for c in server.server.connections if 1 in c._channels and c._channels[1].core.confirm)
+            return conn.buffered_output
+
+        # The reader stopped past the mark, by at most what one read's worth of input produced.
+        buffered = server.call(output)
+        assert high_water < buffered <= high_water + 2 * listener._RECEIVE_SIZE
+        pika_roundtrip(server.port)
+
+        # Reading again lets it all through: a return and an ack for every complete publish.
+        publisher.sock.setblocking(True)
+        complete = sent // len(message)
+        returns = last_ack = 0
+        while last_ack < complete:
+            f = publisher.read_frame()
+            if isinstance(f, MethodFrame):
+                if isinstance(f.method, spec.Basic.Return):
+                    returns += 1
+                    assert f.method.reply_code == 312
+                elif isinstance(f.method, spec.Basic.Ack):
+                    last_ack = f.method.delivery_tag
+                else:
+                    raise AssertionError(f.method)
+        assert last_ack == complete and returns == complete
