@@ -37,7 +37,7 @@ import struct
 from typing import Literal, NamedTuple
 
 from amqlite.amqp.properties import BasicProperties, decode_content_header_at, encode_content_header
-from amqlite.amqp.spec import Method, decode_method_at, deliver_payload, encode_method
+from amqlite.amqp.spec import Basic, Method, decode_method_at, encode_method
 from amqlite.core.errors import FrameError, SyntaxError_, UnexpectedFrame
 
 FRAME_METHOD = 1
@@ -60,6 +60,9 @@ _unpack_head = _FRAME_HEAD.unpack_from
 _new = tuple.__new__
 _FRAME_TYPES = (FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT)
 _END_AND_HEAD = struct.Struct(">BBHI")  # end octet of one frame + header of the next
+_DELIVER_HEAD = struct.Struct(">BHIHHB")  # frame header, class and method ids, consumer-tag length
+_DELIVER_MID = struct.Struct(">QBB")  # delivery tag, redelivered, exchange length
+_UINT8 = struct.Struct(">B")
 _END = b"\xce"
 
 
@@ -207,6 +210,8 @@ def encode_method_frame(channel: int, method: Method) -> bytes:
 def _append_body(out: list[bytes], channel: int, body: bytes, frame_max: int) -> None:
     """Body frames of at most frame_max - 8 payload octets; none for an empty body."""
     size = len(body)
+    if not size:
+        return
     step = frame_max - FRAME_OVERHEAD if frame_max else size
     if step <= 0:
         raise ValueError(f"frame_max {frame_max} leaves no room for a body")
@@ -243,29 +248,40 @@ def encode_deliver(
 
     ``header_payload`` is an encoded content header (HeaderFrame.payload of the
     publish, or encode_content_header) whose body size is ``len(body)``; it is
-    copied as is, so a delivery never re-encodes properties.
+    copied as is, so a delivery never re-encodes properties. When the body
+    fits one frame (the common case) the method is packed here rather than
+    through encode_method, saving an object, a call and a join per delivered
+    message; the tests hold both encodings equal.
     """
-    try:
-        method = deliver_payload(consumer_tag, delivery_tag, redelivered, exchange, routing_key)
-    except struct.error as exc:
-        raise SyntaxError_(f"cannot encode basic.deliver: {exc}") from exc
     size = len(body)
-    if size and (size <= frame_max - FRAME_OVERHEAD or not frame_max):
-        return b"".join(
-            (
-                _FRAME_HEAD.pack(FRAME_METHOD, channel, len(method)),
-                method,
-                _END_AND_HEAD.pack(FRAME_END, FRAME_HEADER, channel, len(header_payload)),
-                header_payload,
-                _END_AND_HEAD.pack(FRAME_END, FRAME_BODY, channel, size),
-                body,
-                _END,
+    if size and (size <= frame_max - 8 or not frame_max):
+        # One body frame: everything in one join, with literal frame types
+        # because this runs once per delivered message.
+        try:
+            tag = consumer_tag.encode()
+            ex = exchange.encode()
+            rk = routing_key.encode()
+            return b"".join(
+                (
+                    _DELIVER_HEAD.pack(1, channel, 16 + len(tag) + len(ex) + len(rk), 60, 60, len(tag)),
+                    tag,
+                    _DELIVER_MID.pack(delivery_tag, redelivered, len(ex)),
+                    ex,
+                    _UINT8.pack(len(rk)),
+                    rk,
+                    _END_AND_HEAD.pack(0xCE, 2, channel, len(header_payload)),
+                    header_payload,
+                    _END_AND_HEAD.pack(0xCE, 3, channel, size),
+                    body,
+                    b"\xce",
+                )
             )
-        )
+        except (struct.error, UnicodeEncodeError) as exc:
+            raise SyntaxError_(f"cannot encode basic.deliver: {exc}") from exc
+    deliver = Basic.Deliver(consumer_tag, delivery_tag, redelivered, exchange, routing_key)
     out = [
-        _FRAME_HEAD.pack(FRAME_METHOD, channel, len(method)),
-        method,
-        _END_AND_HEAD.pack(FRAME_END, FRAME_HEADER, channel, len(header_payload)),
+        encode_method_frame(channel, deliver),
+        _FRAME_HEAD.pack(FRAME_HEADER, channel, len(header_payload)),
         header_payload,
         _END,
     ]

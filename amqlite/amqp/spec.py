@@ -35,6 +35,7 @@ from typing import Any, ClassVar, TypeVar
 from amqlite.amqp.values import (
     DECODE_ERRORS,
     decode_error,
+    encode_longstr,
     encode_shortstr,
     encode_table,
     read_table,
@@ -83,11 +84,14 @@ Step = tuple[int, Any, tuple[str, ...]]
 Decoder = Callable[[bytes, int, int], Method]
 Encoder = Callable[[Any], bytes]
 
-_CLASSES: dict[int, type[Method]] = {}  # (class_id << 16) | method_id -> class
+#: Every method class by (class_id, method_id).
+METHODS: dict[tuple[int, int], type[Method]] = {}
 _BY_NAME: dict[str, type[Method]] = {}
+#: The table-driven codecs of every method, kept so the tests can hold the
+#: hand-written hot paths to them.
 GENERIC_DECODERS: dict[type[Method], Decoder] = {}
 GENERIC_ENCODERS: dict[type[Method], Encoder] = {}
-_DECODERS: dict[int, Decoder] = {}  # keyed like _CLASSES; hot methods overridden below
+_DECODERS: dict[int, Decoder] = {}  # by class_id << 16 | method_id; hot methods overridden below
 _ENCODERS: dict[type[Method], Encoder] = {}
 
 
@@ -164,10 +168,7 @@ def _generic_encoder(cls: type[Method], steps: list[Step]) -> Encoder:
             elif kind == _TABLE:
                 out.append(encode_table(getattr(method, names[0])))
             elif kind == _LONGSTR:
-                value = getattr(method, names[0])
-                raw = value.encode() if isinstance(value, str) else value
-                out.append(_UINT32.pack(len(raw)))
-                out.append(raw)
+                out.append(encode_longstr(getattr(method, names[0])))
             else:  # _TICKET
                 out.append(b"\x00\x00")
         return b"".join(out)
@@ -193,7 +194,7 @@ def _method(
         fields = [(f.name, f.type) for f in dataclasses.fields(made)]
         steps = _compile(fields, ticket)
         key = class_id << 16 | method_id
-        _CLASSES[key] = _BY_NAME[name] = made
+        METHODS[class_id, method_id] = _BY_NAME[name] = made
         GENERIC_DECODERS[made] = _DECODERS[key] = _generic_decoder(made, steps)
         GENERIC_ENCODERS[made] = _ENCODERS[made] = _generic_encoder(made, steps)
         return made  # type: ignore[no-any-return]
@@ -585,9 +586,6 @@ for _cls in _BY_NAME.values():
         _cls.replies = (_BY_NAME[_cls.name + "-ok"],)
 Basic.Get.replies = (Basic.GetOk, Basic.GetEmpty)
 
-#: Every method class by (class_id, method_id).
-METHODS: dict[tuple[int, int], type[Method]] = {(c.class_id, c.method_id): c for c in _CLASSES.values()}
-
 
 # --------------------------------------------------------------------------- hot paths
 
@@ -633,31 +631,20 @@ def _decode_reject(buf: bytes, off: int, end: int) -> Method:
     return Basic.Reject(tag, flags & 1 == 1)
 
 
-def deliver_payload(
-    consumer_tag: str, delivery_tag: int, redelivered: bool, exchange: str, routing_key: str
-) -> bytes:
-    """The basic.deliver method payload, without building a method object.
-
-    Raises struct.error for a name over 255 bytes; encode_method and
-    frames.encode_deliver turn that into SyntaxError_.
-    """
-    tag = consumer_tag.encode()
-    ex = exchange.encode()
-    rk = routing_key.encode()
+def _encode_deliver(m: Basic.Deliver) -> bytes:
+    tag = m.consumer_tag.encode()
+    ex = m.exchange.encode()
+    rk = m.routing_key.encode()
     return b"".join(
         (
             _DELIVER_HEAD.pack(60, 60, len(tag)),
             tag,
-            _DELIVER_MID.pack(delivery_tag, redelivered, len(ex)),
+            _DELIVER_MID.pack(m.delivery_tag, m.redelivered, len(ex)),
             ex,
             _UINT8.pack(len(rk)),
             rk,
         )
     )
-
-
-def _encode_deliver(m: Basic.Deliver) -> bytes:
-    return deliver_payload(m.consumer_tag, m.delivery_tag, m.redelivered, m.exchange, m.routing_key)
 
 
 def _encode_ack(m: Basic.Ack) -> bytes:
@@ -697,7 +684,7 @@ def decode_method_at(buf: bytes, off: int, end: int) -> Method:
     try:
         return decoder(buf, off + 4, end)
     except DECODE_ERRORS as exc:
-        raise decode_error(exc, _CLASSES[key].name) from exc
+        raise decode_error(exc, METHODS[key >> 16, key & 0xFFFF].name) from exc
 
 
 def decode_method(payload: bytes | memoryview) -> Method:

@@ -2,7 +2,7 @@
 
 RabbitMQ follows the errata table, not the 0-9-1 spec text (``s`` is int16,
 ``l`` is int64, ``x`` is a byte array); clients (pika, Java, aiormq) follow
-RabbitMQ, so we do too. The letter-to-type mapping is in ``_READERS``.
+RabbitMQ, so we do too. The letter-to-type mapping is ``_READERS_BY_LETTER``.
 
 Decoding works on ``(buffer, offset)`` pairs so the method and header codecs
 can read tables in place, without slicing them out of a frame first. Readers
@@ -118,43 +118,47 @@ def _read_array_field(buf: bytes, off: int) -> tuple[FieldArray, int]:
     return items, off
 
 
-_READERS: dict[int, Callable[[bytes, int], tuple[Any, int]]] = {
-    ord("t"): _read_bool,
-    ord("b"): _fixed(">b"),
-    ord("B"): _fixed(">B"),
-    ord("s"): _fixed(">h"),
-    ord("u"): _fixed(">H"),
-    ord("I"): _fixed(">i"),
-    ord("i"): _fixed(">I"),
-    ord("l"): _fixed(">q"),
-    ord("L"): _fixed(">q"),  # RabbitMQ reads L as signed 64 too (rabbit_binary_parser)
-    ord("f"): _fixed(">f"),
-    ord("d"): _fixed(">d"),
-    ord("D"): _read_decimal,
-    ord("S"): _read_longstr_text,
-    ord("x"): _read_bytes,
-    ord("A"): _read_array_field,
-    ord("T"): _read_timestamp,
-    ord("F"): _read_table_field,
-    ord("V"): _read_void,
+def _read_unknown(buf: bytes, off: int) -> tuple[Any, int]:
+    raise FrameError(f"unknown field value type {buf[off - 1 : off]!r}")
+
+
+_READERS_BY_LETTER: dict[str, Callable[[bytes, int], tuple[Any, int]]] = {
+    "t": _read_bool,
+    "b": _fixed(">b"),
+    "B": _fixed(">B"),
+    "s": _fixed(">h"),
+    "u": _fixed(">H"),
+    "I": _fixed(">i"),
+    "i": _fixed(">I"),
+    "l": _fixed(">q"),
+    "L": _fixed(">q"),  # RabbitMQ reads L as signed 64 too (rabbit_binary_parser)
+    "f": _fixed(">f"),
+    "d": _fixed(">d"),
+    "D": _read_decimal,
+    "S": _read_longstr_text,
+    "x": _read_bytes,
+    "A": _read_array_field,
+    "T": _read_timestamp,
+    "F": _read_table_field,
+    "V": _read_void,
 }
+# Indexed by the type octet itself: one list lookup per value, no miss branch.
+_READERS = [_READERS_BY_LETTER.get(chr(octet), _read_unknown) for octet in range(256)]
 
 
 def _read_value(buf: bytes, off: int) -> tuple[Any, int]:
-    reader = _READERS.get(buf[off])
-    if reader is None:
-        raise FrameError(f"unknown field value type {bytes(buf[off : off + 1])!r}")
-    return reader(buf, off + 1)
+    return _READERS[buf[off]](buf, off + 1)
 
 
 def _read_entries(buf: bytes, off: int, end: int) -> FieldTable:
     """Table entries between ``off`` and ``end`` (no length prefix)."""
     table: FieldTable = {}
+    readers = _READERS
     while off < end:
         n = buf[off]
-        off += 1
-        key = buf[off : off + n].decode("utf-8", "surrogateescape")
-        table[key], off = _read_value(buf, off + n)
+        off += 1 + n
+        key = buf[off - n : off].decode("utf-8", "surrogateescape")
+        table[key], off = readers[buf[off]](buf, off + 1)
     if off != end:
         raise FrameError("field table overruns its length")
     return table
@@ -213,8 +217,7 @@ def decode_value(data: bytes | memoryview, offset: int = 0) -> tuple[Any, int]:
     return _checked(_read_value, data, offset, "field value")
 
 
-def read_shortstr(buf: bytes, off: int) -> tuple[str, int]:
-    """Raw reader for a strict UTF-8 shortstr; the caller checks the final offset."""
+def _read_shortstr(buf: bytes, off: int) -> tuple[str, int]:
     n = buf[off]
     off += 1
     return buf[off : off + n].decode(), off + n
@@ -222,7 +225,7 @@ def read_shortstr(buf: bytes, off: int) -> tuple[str, int]:
 
 def decode_shortstr(data: bytes | memoryview, offset: int = 0) -> tuple[str, int]:
     """Decode a strict UTF-8 shortstr (RabbitMQ: 501 "Malformed UTF-8 in shortstr")."""
-    return _checked(read_shortstr, data, offset, "shortstr")
+    return _checked(_read_shortstr, data, offset, "shortstr")
 
 
 def decode_longstr(data: bytes | memoryview, offset: int = 0) -> tuple[bytes, int]:
@@ -305,8 +308,8 @@ def _pack_timestamp(value: datetime) -> bytes:
 
 def _encode_decimal(value: Decimal) -> bytes:
     try:
-        sign, digits, exponent = value.as_tuple()
-        if not isinstance(exponent, int):
+        exponent = value.as_tuple().exponent
+        if not isinstance(exponent, int):  # "n", "N" or "F": NaN or infinity
             raise SyntaxError_(f"decimal is not finite: {value}")
         scale = max(0, -exponent)
         mantissa = int(value.scaleb(scale))

@@ -178,13 +178,13 @@ def test_malformed_frames(data: bytes, error: type[Exception], code: int) -> Non
 # --------------------------------------------------------------------------- encoding
 
 
-@pytest.mark.parametrize("frame_max", [4096, 131072])
+@pytest.mark.parametrize("frame_max", [4096, 131072, 0])
 @pytest.mark.parametrize("extra", [-1, 0, 1])
 @pytest.mark.parametrize("chunks", [0, 1, 2, 3])
 def test_body_split_at_frame_max_boundaries(frame_max: int, extra: int, chunks: int) -> None:
-    size = max(0, chunks * (frame_max - 8) + extra)
+    size = max(0, chunks * ((frame_max or 4096) - 8) + extra)
     body = bytes(i % 251 for i in range(size))
-    expected_frames = -(-size // (frame_max - 8))
+    expected_frames = -(-size // (frame_max - 8)) if frame_max else int(size > 0)
     for encoded in (
         frames.encode_content(5, 60, PROPS, body, frame_max),
         frames.encode_deliver(5, "ctag", 1, True, "ex", "rk", encode_content_header(60, size, PROPS), body, frame_max),
@@ -192,11 +192,33 @@ def test_body_split_at_frame_max_boundaries(frame_max: int, extra: int, chunks: 
         out = _drain_all(encoded, frame_max)
         bodies = [f for f in out if isinstance(f, BodyFrame)]
         assert len(bodies) == expected_frames
-        assert all(len(f.payload) <= frame_max - 8 for f in bodies)
+        assert all(len(f.payload) <= (frame_max or size + 8) - 8 for f in bodies)
         assert all(len(f.payload) == frame_max - 8 for f in bodies[:-1])
         assert b"".join(f.payload for f in bodies) == body
         header = next(f for f in out if isinstance(f, HeaderFrame))
         assert (header.channel, header.body_size, header.properties) == (5, size, PROPS)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 2**16 - 1),
+    st.text(max_size=60),
+    st.integers(0, 2**64 - 1),
+    st.booleans(),
+    st.text(max_size=60),
+    st.text(max_size=60),
+    st.integers(0, 9000),
+    st.sampled_from([0, 4096, 8192]),
+)
+def test_encode_deliver_equals_the_generic_encoding(
+    channel: int, tag: str, delivery_tag: int, redelivered: bool, exchange: str, routing_key: str, size: int, frame_max: int
+) -> None:
+    body = b"b" * size
+    header = encode_content_header(60, size, PROPS)
+    expected = frames.encode_method_frame(
+        channel, spec.Basic.Deliver(tag, delivery_tag, redelivered, exchange, routing_key)
+    ) + frames.encode_content(channel, 60, PROPS, body, frame_max)
+    assert frames.encode_deliver(channel, tag, delivery_tag, redelivered, exchange, routing_key, header, body, frame_max) == expected
 
 
 def test_encode_deliver_matches_method_plus_content() -> None:
