@@ -92,9 +92,15 @@ class Channel:
             raise NotImplemented_(f"prefetch_size!=0 ({prefetch_size})")
         if global_:
             self.global_prefetch = prefetch_count
-            self._redispatch(now)
         else:
+            # Differs from RabbitMQ, which applies it only to consumers started
+            # afterwards: Celery raises the prefetch of its running consumer
+            # while it holds countdown tasks, and stalls otherwise (as LavinMQ
+            # does; rabbitmq-server #11948).
             self.prefetch = prefetch_count
+            for consumer in self.consumers.values():
+                consumer.prefetch = prefetch_count
+        self._redispatch(now)
 
     def consume(
         self,

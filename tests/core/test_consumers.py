@@ -30,14 +30,20 @@ def test_prefetch_is_per_consumer(ch):
     assert _tags(more) == [events[0].consumer_tag]
 
 
-def test_prefetch_applies_to_consumers_started_after_qos(ch):
+def test_prefetch_applies_to_running_and_later_consumers(ch):
+    """Differs from RabbitMQ on purpose (docs/concepts.md): a new per-consumer
+    prefetch also binds the channel's running consumers, so Celery's raise of
+    its worker's prefetch during countdowns takes effect."""
     ch.declare_queue("q", now=0)
-    ch.consume("q", consumer_tag="unlimited", now=0)
+    ch.qos(5, now=0)
+    ch.consume("q", consumer_tag="running", now=0)
     ch.qos(1, now=0)
-    ch.consume("q", consumer_tag="one", now=0)
+    ch.consume("q", consumer_tag="later", now=0)
     _fill(ch, 6)
     tags = _tags(deliveries(ch))
-    assert tags.count("one") == 1 and tags.count("unlimited") == 5
+    assert tags.count("running") == 1 and tags.count("later") == 1
+    ch.qos(3, now=0)
+    assert len(deliveries(ch)) == 4  # both consumers may now hold 3
 
 
 def test_global_prefetch_limits_the_whole_channel(ch):
