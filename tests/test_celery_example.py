@@ -177,6 +177,10 @@ def test_celery_example(celery: CeleryRun) -> None:
     assert (retried["value"], retried["attempts"]) == (42, 3)
     assert 1.9 <= retried["seconds"] < 10  # two countdowns of a second each
     assert result["rpc"] == {"sums": [0, 2, 4, 6, 8], "error": "no luck", "state": "FAILURE"}
+    # The quick task overtakes the one waiting out its countdown (basic.qos
+    # reaches the running consumer: docs/concepts.md, Consumers and credit).
+    assert result["countdown"]["quick"] == 2 and result["countdown"]["later"] == 21
+    assert result["countdown"]["quick_seconds"] < 2
     text = log.read_text()
     assert text.count("celery_app.flaky[") >= 6  # received 3 times, retried twice, succeeded
     assert "Retry in 1s: RuntimeError('attempt 2 failed')" in text

@@ -55,6 +55,19 @@ def retry() -> dict[str, Any]:
     return {**result, "seconds": round(time.monotonic() - started, 2)}
 
 
+def countdown() -> dict[str, Any]:
+    """A task due in 3 s must not hold up the task queued behind it.
+
+    While the worker holds the countdown task it raises its prefetch with
+    basic.qos; the quick task then runs at once.
+    """
+    later = add.apply_async((20, 1), countdown=3)
+    started = time.monotonic()
+    now_value = add.delay(1, 1).get(timeout=TIMEOUT)
+    quick_seconds = round(time.monotonic() - started, 2)
+    return {"quick": now_value, "quick_seconds": quick_seconds, "later": later.get(timeout=TIMEOUT)}
+
+
 def rpc() -> dict[str, Any]:
     """Results, several in flight at once and an exception, over rpc://."""
     pending = [add.delay(i, i) for i in range(5)]
@@ -77,7 +90,7 @@ def crash(timeout: float = 120.0) -> dict[str, Any]:
 def main(argv: list[str]) -> dict[str, Any]:
     if argv[1:] == ["crash"]:
         return {"crash": crash()}
-    return {"late_acks": late_acks(), "retry": retry(), "rpc": rpc()}
+    return {"late_acks": late_acks(), "retry": retry(), "countdown": countdown(), "rpc": rpc()}
 
 
 if __name__ == "__main__":
