@@ -227,8 +227,13 @@ def encode_content(
     channel: int, class_id: int, properties: BasicProperties, body: bytes, frame_max: int
 ) -> bytes:
     """Content header frame + body frames for a message (return, get-ok, deliver)."""
-    header = encode_content_header(class_id, len(body), properties)
-    out = [_FRAME_HEAD.pack(FRAME_HEADER, channel, len(header)), header, _END]
+    return encode_content_frames(channel, encode_content_header(class_id, len(body), properties), body, frame_max)
+
+
+def encode_content_frames(channel: int, header_payload: bytes, body: bytes, frame_max: int) -> bytes:
+    """encode_content from an already encoded header payload (a Message's wire_header),
+    so a message returned or fetched again is not re-encoded."""
+    out = [_FRAME_HEAD.pack(FRAME_HEADER, channel, len(header_payload)), header_payload, _END]
     _append_body(out, channel, body, frame_max)
     return b"".join(out)
 
@@ -279,11 +284,4 @@ def encode_deliver(
         except (struct.error, UnicodeEncodeError) as exc:
             raise SyntaxError_(f"cannot encode basic.deliver: {exc}") from exc
     deliver = Basic.Deliver(consumer_tag, delivery_tag, redelivered, exchange, routing_key)
-    out = [
-        encode_method_frame(channel, deliver),
-        _FRAME_HEAD.pack(FRAME_HEADER, channel, len(header_payload)),
-        header_payload,
-        _END,
-    ]
-    _append_body(out, channel, body, frame_max)
-    return b"".join(out)
+    return encode_method_frame(channel, deliver) + encode_content_frames(channel, header_payload, body, frame_max)

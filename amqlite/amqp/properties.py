@@ -118,7 +118,8 @@ def decode_content_header_at(buf: bytes, off: int, end: int) -> tuple[int, int, 
     class_id, weight, body_size, flags = _HEADER.unpack_from(buf, off)
     if class_id != BASIC_CLASS_ID or weight != 0:
         raise UnexpectedFrame(
-            f"content header for class {class_id} with weight {weight}; only class 60 with weight 0 carries content"
+            f"content header for class {class_id} with weight {weight}; "
+            "only class 60 with weight 0 carries content"
         )
     if not flags and end - off == 14:
         return class_id, body_size, EMPTY_PROPERTIES

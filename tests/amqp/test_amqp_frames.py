@@ -14,6 +14,7 @@ from amqlite.amqp.properties import BasicProperties, encode_content_header
 from amqlite.core.errors import FrameError, NotImplemented_, SyntaxError_, UnexpectedFrame
 
 PROPS = BasicProperties(content_type="text/plain", delivery_mode=2, headers={"k": [1, "v"]})
+EMPTY_HEADER = encode_content_header(60, 0, BasicProperties())
 
 
 def _stream() -> bytes:
@@ -148,11 +149,11 @@ def test_frame_max_can_be_raised_after_tune_and_zero_means_unlimited() -> None:
         (b"\x08\x00\x01\x00\x00\x00\x00\xce", UnexpectedFrame, 505),
         (b"\x08\x00\x00\x00\x00\x00\x01x\xce", FrameError, 501),
         (b"\x03\x00\x00\x00\x00\x00\x01x\xce", UnexpectedFrame, 505),
-        (b"\x02\x00\x00\x00\x00\x00\x0e" + encode_content_header(60, 0, BasicProperties()) + b"\xce", UnexpectedFrame, 505),
+        (b"\x02\x00\x00\x00\x00\x00\x0e" + EMPTY_HEADER + b"\xce", UnexpectedFrame, 505),
         (b"\x01\x00\x01\x00\x00\x00\x03\x00\x3c\x00\xce", FrameError, 501),
         (b"\x01\x00\x01\x00\x00\x00\x04\x00\x3c\x03\xe7\xce", NotImplemented_, 540),
         (b"\x01\x00\x01\x00\x00\x00\x0a\x00\x3c\x00\x50" + b"\x00" * 6 + b"\xce", FrameError, 501),
-        (b"\x02\x00\x01\x00\x00\x00\x0e" + encode_content_header(50, 0, BasicProperties()) + b"\xce", UnexpectedFrame, 505),
+        (b"\x02\x00\x01\x00\x00\x00\x0e\x00\x32" + EMPTY_HEADER[2:] + b"\xce", UnexpectedFrame, 505),
     ],
     ids=[
         "bad frame end",
@@ -187,7 +188,9 @@ def test_body_split_at_frame_max_boundaries(frame_max: int, extra: int, chunks: 
     expected_frames = -(-size // (frame_max - 8)) if frame_max else int(size > 0)
     for encoded in (
         frames.encode_content(5, 60, PROPS, body, frame_max),
-        frames.encode_deliver(5, "ctag", 1, True, "ex", "rk", encode_content_header(60, size, PROPS), body, frame_max),
+        frames.encode_deliver(
+            5, "ctag", 1, True, "ex", "rk", encode_content_header(60, size, PROPS), body, frame_max
+        ),
     ):
         out = _drain_all(encoded, frame_max)
         bodies = [f for f in out if isinstance(f, BodyFrame)]
@@ -211,14 +214,28 @@ def test_body_split_at_frame_max_boundaries(frame_max: int, extra: int, chunks: 
     st.sampled_from([0, 4096, 8192]),
 )
 def test_encode_deliver_equals_the_generic_encoding(
-    channel: int, tag: str, delivery_tag: int, redelivered: bool, exchange: str, routing_key: str, size: int, frame_max: int
+    channel: int,
+    tag: str,
+    delivery_tag: int,
+    redelivered: bool,
+    exchange: str,
+    routing_key: str,
+    size: int,
+    frame_max: int,
 ) -> None:
     body = b"b" * size
     header = encode_content_header(60, size, PROPS)
     expected = frames.encode_method_frame(
         channel, spec.Basic.Deliver(tag, delivery_tag, redelivered, exchange, routing_key)
     ) + frames.encode_content(channel, 60, PROPS, body, frame_max)
-    assert frames.encode_deliver(channel, tag, delivery_tag, redelivered, exchange, routing_key, header, body, frame_max) == expected
+    args = (tag, delivery_tag, redelivered, exchange, routing_key, header, body, frame_max)
+    assert frames.encode_deliver(channel, *args) == expected
+
+
+def test_encode_content_frames_reuses_a_header_payload() -> None:
+    header = encode_content_header(60, 5000, PROPS)
+    expected = frames.encode_content(1, 60, PROPS, b"x" * 5000, 4096)
+    assert frames.encode_content_frames(1, header, b"x" * 5000, 4096) == expected
 
 
 def test_encode_deliver_matches_method_plus_content() -> None:
@@ -246,7 +263,8 @@ def test_encode_deliver_rejects_long_names() -> None:
 
 
 def test_method_frame_and_heartbeat_bytes() -> None:
-    assert frames.encode_method_frame(0, spec.Connection.CloseOk()) == b"\x01\x00\x00\x00\x00\x00\x04\x00\x0a\x00\x33\xce"
+    close_ok = b"\x01\x00\x00\x00\x00\x00\x04\x00\x0a\x00\x33\xce"
+    assert frames.encode_method_frame(0, spec.Connection.CloseOk()) == close_ok
     assert frames.HEARTBEAT_FRAME == b"\x08\x00\x00\x00\x00\x00\x00\xce"
 
 

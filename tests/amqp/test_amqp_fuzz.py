@@ -18,7 +18,7 @@ from amqlite.core.errors import AMQPError
 DECODE_CODES = {501, 505, 540}  # frame error, unexpected frame, not implemented
 # `make fuzz` style: AMQLITE_FUZZ_EXAMPLES=5000 for a longer campaign.
 FUZZ = settings(
-    max_examples=int(os.environ.get("AMQLITE_FUZZ_EXAMPLES", "300")),
+    max_examples=int(os.environ.get("AMQLITE_FUZZ_EXAMPLES", "200")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -127,7 +127,8 @@ def test_mutated_content_headers(payload: bytes) -> None:
 @FUZZ
 @given(st.binary(max_size=300))
 def test_random_tables(data: bytes) -> None:
-    for decode in (values.decode_table, values.decode_table_entries, values.decode_value, values.decode_array):
+    decoders = (values.decode_table, values.decode_table_entries, values.decode_value, values.decode_array)
+    for decode in decoders:
         try:
             decode(data)
         except AMQPError as exc:

@@ -34,7 +34,9 @@ pika_leaves = st.one_of(
 )
 pika_tables = st.dictionaries(
     keys,
-    st.recursive(pika_leaves, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3), max_leaves=8),
+    st.recursive(
+        pika_leaves, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3), max_leaves=8
+    ),
     max_size=5,
 )
 FIELDS: dict[str, st.SearchStrategy[Any]] = {
@@ -60,7 +62,8 @@ def _pika_class(cls: type[spec.Method]) -> Any:
 
 
 def _to_pika(method: spec.Method) -> Any:
-    kwargs = {PIKA_NAMES.get(f.name, f.name): getattr(method, f.name) for f in dataclasses.fields(method)}  # type: ignore[arg-type]
+    fields = dataclasses.fields(method)  # type: ignore[arg-type]
+    kwargs = {PIKA_NAMES.get(f.name, f.name): getattr(method, f.name) for f in fields}
     return _pika_class(type(method))(**kwargs)
 
 
@@ -111,7 +114,11 @@ def test_start_ok_with_amqplain_response_and_capabilities() -> None:
     client_properties = {
         "product": "py-amqp",
         "version": "5.2.0",
-        "capabilities": {"consumer_cancel_notify": True, "connection.blocked": True, "authentication_failure_close": True},
+        "capabilities": {
+            "consumer_cancel_notify": True,
+            "connection.blocked": True,
+            "authentication_failure_close": True,
+        },
     }
     start_ok = pika_spec.Connection.StartOk(client_properties, "AMQPLAIN", response, "en_US")
     decoder = FrameDecoder(frames.FRAME_MIN_SIZE)
@@ -180,20 +187,16 @@ def test_pika_publish_header_body_decode(props: Any, body: bytes, frame_max: int
 @given(pika_properties, st.binary(max_size=10_000))
 def test_our_deliver_decodes_in_pika(props: Any, body: bytes) -> None:
     ours = _as_ours(props)
-    data = frames.encode_deliver(2, "ctag", 99, True, "ex", "rk", encode_content_header(60, len(body), ours), body, 4096)
+    header = encode_content_header(60, len(body), ours)
+    data = frames.encode_deliver(2, "ctag", 99, True, "ex", "rk", header, body, 4096)
     decoded = []
     while data:
         consumed, frame = pika.frame.decode_frame(data)
         decoded.append(frame)
         data = data[consumed:]
     deliver = decoded[0].method
-    assert (deliver.consumer_tag, deliver.delivery_tag, deliver.redelivered, deliver.exchange, deliver.routing_key) == (
-        "ctag",
-        99,
-        True,
-        "ex",
-        "rk",
-    )
+    fields = (deliver.consumer_tag, deliver.delivery_tag, deliver.redelivered, deliver.exchange, deliver.routing_key)
+    assert fields == ("ctag", 99, True, "ex", "rk")
     assert decoded[1].body_size == len(body)
     assert typed(tuple(_as_ours(decoded[1].properties))) == typed(tuple(ours))
     assert b"".join(f.fragment for f in decoded[2:]) == body

@@ -57,7 +57,9 @@ EVERY_TYPE = [
 ]
 
 
-@pytest.mark.parametrize(("letter", "payload", "expected"), EVERY_TYPE, ids=[f"{t[0]!r}-{i}" for i, t in enumerate(EVERY_TYPE)])
+@pytest.mark.parametrize(
+    ("letter", "payload", "expected"), EVERY_TYPE, ids=[f"{t[0].decode()}-{i}" for i, t in enumerate(EVERY_TYPE)]
+)
 def test_decode_every_type_letter(letter: bytes, payload: bytes, expected: object) -> None:
     entries = _entry(b"key", letter, payload)
     table, end = values.decode_table(struct.pack(">I", len(entries)) + entries)
@@ -66,7 +68,7 @@ def test_decode_every_type_letter(letter: bytes, payload: bytes, expected: objec
 
 
 def test_all_types_in_one_nested_table() -> None:
-    entries = b"".join(_entry(f"k{i}".encode(), letter, payload) for i, (letter, payload, _) in enumerate(EVERY_TYPE))
+    entries = b"".join(_entry(f"k{i}".encode(), t, payload) for i, (t, payload, _) in enumerate(EVERY_TYPE))
     expected = {f"k{i}": value for i, (_, _, value) in enumerate(EVERY_TYPE)}
     nested = _entry(b"inner", b"F", struct.pack(">I", len(entries)) + entries)
     array = b"F" + struct.pack(">I", len(entries)) + entries
