@@ -16,11 +16,15 @@ Text: ``S`` (longstr) values and table keys decode to ``str`` with
 may put non-UTF-8 data there; surrogateescape keeps such a header a ``str`` and
 re-encodes it to the identical bytes under the same ``S`` letter, where falling
 back to ``bytes`` would change it to ``x`` on the way out. Method-level
-shortstrs (queue names, routing keys) are strict UTF-8, as RabbitMQ asserts.
+shortstrs (queue names, routing keys) are strict UTF-8: RabbitMQ asserts that
+for every method argument except the exchange and routing key of publish,
+return, deliver and get-ok, and we apply it to those as well, so the core only
+ever sees valid text in names.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 from calendar import timegm
 from collections.abc import Callable, Mapping
@@ -348,14 +352,13 @@ def _with_length(raw: bytes) -> bytes:
 def _encoding_errors(func: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
     """Map the ways a bad Python value fails to encode onto SyntaxError_ (502)."""
 
+    @functools.wraps(func)
     def encode(value: Any) -> bytes:
         try:
             return func(value)
         except (UnicodeEncodeError, RecursionError) as exc:
             raise SyntaxError_(f"value not encodable as an AMQP field: {exc}") from exc
 
-    encode.__name__ = func.__name__
-    encode.__doc__ = func.__doc__
     return encode
 
 
