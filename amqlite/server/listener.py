@@ -112,8 +112,16 @@ class Server:
         self.connections.add(conn)
         try:
             await _ConnectionDriver(conn, stream, clock, settings.handshake_timeout).run()
+        except Exception:
+            # A bug met while serving one client must not take the listener, and so
+            # every other client, down with it: drop this connection and say why.
+            log.exception("connection.crashed", peer=peer_text)
+            conn.close_reason = conn.close_reason or "internal error"
         finally:
-            conn.connection_lost(clock.now())
+            try:
+                conn.connection_lost(clock.now())
+            except Exception:
+                log.exception("connection.crashed", peer=peer_text, during="release")
             self.connections.discard(conn)
             log.info("connection.closed", peer=peer_text, user=conn.user.name if conn.user else None,
                      vhost=conn.vhost or None, reason=conn.close_reason)

@@ -495,3 +495,162 @@ def test_channel_error_keeps_connection_usable(broker: BrokerUnderTest) -> None:
             assert not connection.is_closed
 
     run(scenario)
+
+
+def test_delivery_limit_dead_letters(broker: BrokerUnderTest) -> None:
+    async def scenario() -> None:
+        async with await aio_pika.connect(broker.url) as connection:
+            channel = await connection.channel()
+            dead = await channel.declare_queue(broker.name("limit-dead"), exclusive=True)
+            # x-delivery-limit is a quorum-queue feature in RabbitMQ: durable, not exclusive.
+            name = broker.name("limit")
+            queue = await channel.declare_queue(name, durable=True, arguments={
+                "x-queue-type": "quorum", "x-delivery-limit": 1,
+                "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead.name,
+            })
+            try:
+                await channel.default_exchange.publish(Message(b"poison", headers={"a": 1}), name)
+                first = await queue.get()
+                if broker.kind == "rabbitmq":
+                    assert first.headers == {"a": 1, "x-delivery-count": 0}
+                else:
+                    # Documented (docs/concepts.md, Delivery limit): absent on the first delivery,
+                    # as RabbitMQ 4.x; 3.10 sends 0.
+                    assert first.headers == {"a": 1}
+                assert first.redelivered is False
+                await first.nack(requeue=True)
+                second = await queue.get()
+                assert second.redelivered is True
+                assert second.headers["x-delivery-count"] == 1
+                await second.nack(requeue=True)  # over the limit: dead-lettered, not requeued
+                died = await get_eventually(dead)
+                assert died.body == b"poison"
+                (death,) = died.headers["x-death"]
+                assert death["reason"] == "delivery_limit" and death["count"] == 1
+                assert death["queue"] == name and isinstance(death["time"], datetime.datetime)
+                assert await queue.get(fail=False) is None
+            finally:
+                # aio-pika's Queue.delete sends if_unused, which quorum queues refuse (540).
+                await channel.queue_delete(name)
+
+    run(scenario)
+
+
+def test_exclusive_consumer_and_consumer_priority(broker: BrokerUnderTest) -> None:
+    async def scenario() -> None:
+        async with await aio_pika.connect(broker.url) as connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(broker.name("exclusive-consumer"), exclusive=True)
+            await queue.consume(ignore, exclusive=True)
+            with pytest.raises(aiormq.exceptions.ChannelAccessRefused) as caught:
+                await queue.consume(ignore)
+            assert f"queue '{queue.name}' in vhost '/' in exclusive use" in str(caught.value)
+
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=1)
+            queue = await channel.declare_queue(broker.name("priorities"), exclusive=True)
+            low: list[AbstractIncomingMessage] = []
+            high: list[AbstractIncomingMessage] = []
+
+            async def to_low(message: AbstractIncomingMessage) -> None:
+                low.append(message)
+
+            async def to_high(message: AbstractIncomingMessage) -> None:
+                high.append(message)
+
+            await queue.consume(to_low, arguments={"x-priority": 1})
+            await queue.consume(to_high, arguments={"x-priority": 10})
+            for i in range(3):
+                await channel.default_exchange.publish(Message(b"%d" % i), queue.name)
+            while len(low) + len(high) < 2:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            # The high-priority consumer gets the first; the low one only while it is full.
+            assert [m.body for m in high] == [b"0"] and [m.body for m in low] == [b"1"]
+            await high[0].ack()
+            while len(high) < 2:
+                await asyncio.sleep(0.01)
+            assert high[1].body == b"2"
+
+    run(scenario)
+
+
+def test_publish_to_missing_exchange_closes_channel_only(broker: BrokerUnderTest) -> None:
+    async def scenario() -> None:
+        async with await aio_pika.connect(broker.url) as connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(broker.name("absent"), ensure=False)
+            with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity) as caught:
+                await exchange.publish(Message(b"x"), "k")
+            assert f"NOT_FOUND - no exchange '{exchange.name}' in vhost '/'" in str(caught.value)
+            assert channel.is_closed and not connection.is_closed
+            channel = await connection.channel(publisher_confirms=True)
+            queue = await channel.declare_queue(broker.name("after"), exclusive=True)
+            assert isinstance(await channel.default_exchange.publish(Message(b"y"), queue.name), aiormq.spec.Basic.Ack)
+
+    run(scenario)
+
+
+def test_large_message_and_unacked_requeued_on_connection_close(broker: BrokerUnderTest) -> None:
+    async def scenario() -> None:
+        body = bytes(range(256)) * 4096  # 1 MiB: many frames at frame_max 131072
+        async with await aio_pika.connect(broker.url) as keeper:
+            keeper_channel = await keeper.channel()
+            queue = await keeper_channel.declare_queue(broker.name("large"), exclusive=True)
+            other = await aio_pika.connect(broker.url)
+            try:
+                other_channel = await other.channel(publisher_confirms=True)
+                await other_channel.default_exchange.publish(Message(body, message_id="big"), queue.name)
+                await other_channel.default_exchange.publish(Message(b"small"), queue.name)
+            finally:
+                await other.close()
+            taker = await aio_pika.connect(broker.url)
+            try:
+                taker_channel = await taker.channel()
+                # The exclusive queue belongs to the keeper; take the messages there and
+                # let a second channel of the keeper's connection hold them unacked.
+                holder = await keeper.channel()
+                held = await (await holder.get_queue(queue.name, ensure=False)).get()
+                assert held.body == body and held.message_id == "big" and held.body_size == len(body)
+                await holder.close()  # unacked: requeued, redelivered, at its original position
+                assert not taker_channel.is_closed
+            finally:
+                await taker.close()
+            again = await queue.get()
+            assert (again.body == body, again.redelivered) == (True, True)
+            assert (await queue.get(no_ack=True)).body == b"small"
+
+    run(scenario)
+
+
+def test_internal_error_drops_one_connection_not_the_broker(broker: BrokerUnderTest) -> None:
+    if broker.kind == "rabbitmq":
+        pytest.skip("needs a fault injected inside the broker")
+    server = broker.server
+    assert server is not None
+    vhost = server.call(lambda: server.server.core.vhosts["/"])
+    declare_queue = vhost.declare_queue
+
+    def faulty(name: str, **options: Any) -> Any:
+        if name == "boom":
+            raise RuntimeError("injected fault")
+        return declare_queue(name, **options)
+
+    server.call(setattr, vhost, "declare_queue", faulty)
+
+    async def scenario() -> None:
+        async with await aio_pika.connect(broker.url) as bystander:
+            bystander_channel = await bystander.channel()
+            victim = await aio_pika.connect(broker.url)
+            victim_channel = await victim.channel()
+            with pytest.raises(aiormq.exceptions.AMQPConnectionError):
+                await victim_channel.declare_queue("boom")
+            await victim.close()
+            # The other client and the listener carry on.
+            queue = await bystander_channel.declare_queue(broker.name("still"), exclusive=True)
+            await bystander_channel.default_exchange.publish(Message(b"alive"), queue.name)
+            assert await get_all(queue) == [b"alive"]
+            async with await aio_pika.connect(broker.url) as newcomer:
+                assert not (await newcomer.channel()).is_closed
+
+    run(scenario)
