@@ -281,12 +281,20 @@ class ServerConnection:
         self._decoder.feed(data)
         frame = None
         try:
-            while self.state is not State.CLOSED and (frame := self._decoder.next_frame()) is not None:
+            while self.state is not State.CLOSED:
+                frame = None  # a frame that fails to decode names no method
+                if (frame := self._decoder.next_frame()) is None:
+                    break
                 self._handle_frame(frame, now)
         except errors.AMQPError as error:
             # Framing errors leave the stream unreadable; the rest came from handlers.
             method = frame.method if isinstance(frame, MethodFrame) else None
             self._connection_error(error, method, now)
+        except Exception:
+            # A bug: close this connection only, with 541 as RabbitMQ does when a channel crashes.
+            method = frame.method if isinstance(frame, MethodFrame) else None
+            log.exception("connection.internal_error", peer=self.peer, method=method.name if method else None)
+            self._connection_error(errors.ConnectionError_("internal error", errors.INTERNAL_ERROR), method, now)
         if self._confirming:
             self._send_confirms()
         if self._out or self._dirty:

@@ -358,6 +358,38 @@ def test_bad_frame_end_is_501() -> None:
     assert close.reply_code == 501
 
 
+def test_a_frame_error_names_no_method_even_after_a_good_frame_in_the_same_read() -> None:
+    # RabbitMQ reports class/method 0 for framing errors.
+    peer = opened()
+    good = method(1, spec.Basic.Qos(0, 1, False))
+    peer.send(good + frame(1, 1, spec.encode_method(spec.Basic.Qos(0, 1, False)), end=b"\x00"))
+    got = peer.methods()
+    assert isinstance(got[0][1], spec.Basic.QosOk)
+    close = got[1][1]
+    assert close.reply_code == 501 and (close.failing_class_id, close.failing_method_id) == (0, 0)
+
+
+def test_an_unexpected_exception_closes_the_connection_541(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(self: object, *args: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(ServerConnection, "_queue_purge", boom)
+    broker = Broker()
+    peer = opened(broker=broker)
+    peer.call(1, spec.Queue.Declare("q"), spec.Queue.DeclareOk)
+    peer.send(publish(1, "q", b"m"))
+    peer.send_method(1, spec.Basic.Consume("q", "c"))
+    assert [type(m) for _, m in peer.methods()] == [spec.Basic.ConsumeOk, spec.Basic.Deliver]
+    peer.send_method(1, spec.Queue.Purge("q"))
+    got = peer.methods()
+    close = got[-1][1]
+    assert isinstance(close, spec.Connection.Close) and peer.state is State.CLOSING
+    assert (close.reply_code, close.reply_text) == (541, "INTERNAL_ERROR - internal error")
+    assert (close.failing_class_id, close.failing_method_id) == (50, 30)
+    # What the connection held is given back.
+    assert broker.vhosts["/"].queues["q"].message_count == 1
+
+
 @pytest.mark.parametrize("data", [frame(9, 0, b"x"), frame(8, 0, b"x"), frame(1, 1, b"\x00")],
                          ids=["frame-type-9", "heartbeat-with-payload", "short-method"])
 def test_malformed_frames_are_501(data: bytes) -> None:

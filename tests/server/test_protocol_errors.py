@@ -25,6 +25,7 @@ import struct
 import pytest
 
 from amqlite.amqp import spec
+from amqlite.amqp.engine import ServerConnection
 
 from .conftest import BrokerUnderTest, start_amqlite
 from .rawamqp import RawClient, body, frame, header, method, plain, publish
@@ -191,5 +192,30 @@ def test_message_over_max_size_closes_the_channel_406_and_the_connection_carries
             assert client.read_frame().payload == b"y" * 1000
             client.send_method(1, spec.Channel.CloseOk())
             client.open_channel(1)
+    finally:
+        server.stop()
+
+
+def test_an_internal_error_closes_only_that_connection_541(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in one connection's handling must not take the server down with it."""
+
+    def boom(self: object, *args: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(ServerConnection, "_queue_purge", boom)
+    server = start_amqlite()
+    try:
+        with RawClient("127.0.0.1", server.port) as bystander, RawClient("127.0.0.1", server.port) as victim:
+            bystander.handshake()
+            bystander.open_channel(1)
+            victim.handshake()
+            victim.open_channel(1)
+            victim.send_method(1, spec.Queue.Purge("q"))
+            close = victim.expect_connection_close()
+            assert close.reply_code == 541 and close.reply_text.startswith("INTERNAL_ERROR")
+            assert victim.wait_closed()
+            bystander.call(1, spec.Queue.Declare("still-here"), spec.Queue.DeclareOk)
+            with RawClient("127.0.0.1", server.port) as newcomer:
+                newcomer.handshake()
     finally:
         server.stop()
