@@ -229,3 +229,14 @@ def wait_count(channel: BlockingChannel, queue: str, count: int, timeout: float 
     channel has moved on, so a count read straight after a nack may be stale.
     """
     wait_for(lambda: message_count(channel, queue) == count, timeout)
+
+
+def pump_until(connection: pika.BlockingConnection, predicate: Callable[[], T], timeout: float = 3.0) -> T:
+    """Process events until ``predicate`` holds (process_data_events returns
+    as soon as it has dispatched anything, so one call is not enough)."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        connection.process_data_events(time_limit=0.02)
+    return value

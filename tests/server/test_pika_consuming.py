@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import pika
 
-from .pika_support import Client, Collector, channel_error, client, consumer_count, exists, get, get_bodies  # noqa: F401
+from .pika_support import (  # noqa: F401
+    Client,
+    Collector,
+    channel_error,
+    client,
+    consumer_count,
+    exists,
+    get,
+    get_bodies,
+    pump_until,
+)
 
 
 def test_round_robin_between_consumers(client: Client) -> None:
@@ -208,11 +218,7 @@ def test_server_cancels_consumer_when_queue_is_deleted(client: Client) -> None:
     c = Collector(ch)
     tag = c.consume(q)
     client.channel().queue_delete(q)
-    c.pump(0.1)
-    deadline_pumps = 0
-    while not cancelled and deadline_pumps < 30:
-        c.pump(0.05)
-        deadline_pumps += 1
+    pump_until(ch.connection, lambda: cancelled)
     assert cancelled == [tag]
     # The channel is still open and usable.
     q2 = client.queue(ch, exclusive=True)

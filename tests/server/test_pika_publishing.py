@@ -10,7 +10,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from .pika_support import Client, Collector, channel_error, client, get, get_bodies, wait_count  # noqa: F401
+from .pika_support import Client, Collector, channel_error, client, get, get_bodies, pump_until  # noqa: F401
 
 
 def test_properties_and_headers_round_trip(client: Client) -> None:
@@ -108,8 +108,7 @@ def test_confirm_select_is_idempotent_and_numbers_from_one(client: Client) -> No
     ch.connection.process_data_events(time_limit=0.05)
     for i in range(3):
         ch.basic_publish("", q, b"%d" % i)
-    while sum(1 for _ in acks) == 0 or max(a[1] for a in acks) < 3:
-        ch.connection.process_data_events(time_limit=0.02)
+    pump_until(ch.connection, lambda: acks and max(a[1] for a in acks) >= 3)
     assert all(name == "Ack" for name, _, _ in acks)
     # Tags are 1, 2, 3; a multiple ack may cover several.
     covered: set[int] = set()
@@ -128,12 +127,9 @@ def test_mandatory_return_without_confirms(client: Client) -> None:
     ch.basic_publish(x, "a.b", b"routed", mandatory=True)
     ch.basic_publish(x, "b.a", b"lost", pika.BasicProperties(message_id="m1", headers={"h": 1}), mandatory=True)
     ch.basic_publish(x, "b.a", b"dropped silently", mandatory=False)
-    deadline = 40
-    while not returned and deadline:
-        ch.connection.process_data_events(time_limit=0.02)
-        deadline -= 1
-    ch.connection.process_data_events(time_limit=0.05)
-    assert len(returned) == 1
+    ch.basic_publish(x, "b.a", b"sentinel", mandatory=True)
+    pump_until(ch.connection, lambda: len(returned) >= 2)
+    assert [r[2] for r in returned] == [b"lost", b"sentinel"]
     method, props, body = returned[0]
     assert (method.reply_code, method.reply_text, method.exchange, method.routing_key) == (312, "NO_ROUTE", x, "b.a")
     assert body == b"lost" and props.message_id == "m1" and props.headers == {"h": 1}
@@ -208,10 +204,7 @@ def test_tx_mandatory_return_at_commit(client: Client) -> None:
     ch.tx_select()
     ch.basic_publish("", client.broker.name("nobody"), b"lost", mandatory=True)
     ch.tx_commit()
-    deadline = 40
-    while not returned and deadline:
-        ch.connection.process_data_events(time_limit=0.02)
-        deadline -= 1
+    pump_until(ch.connection, lambda: returned)
     assert returned == [b"lost"]
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from .pika_support import (  # noqa: F401
     Client,
-    Collector,
     channel_error,
     client,
     consumer_count,

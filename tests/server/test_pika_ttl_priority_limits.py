@@ -20,7 +20,6 @@ from .pika_support import (  # noqa: F401
     get_bodies,
     message_count,
     wait_count,
-    wait_for,
     wait_get,
 )
 
