@@ -33,6 +33,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from amqlite.core.errors import FrameError, SyntaxError_
+from amqlite.core.fieldtypes import Long
 
 FieldTable = dict[str, Any]
 FieldArray = list[Any]
@@ -277,7 +278,7 @@ def _write_value(value: Any, out: list[bytes]) -> None:
     elif isinstance(value, bool):
         out.append(b"t\x01" if value else b"t\x00")
     elif isinstance(value, int):
-        if _INT32_MIN <= value <= _INT32_MAX:
+        if _INT32_MIN <= value <= _INT32_MAX and type(value) is not Long:
             out.append(b"I" + _INT32.pack(value))
         elif _INT64_MIN <= value <= _INT64_MAX:
             out.append(b"l" + _INT64.pack(value))

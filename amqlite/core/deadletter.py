@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from .fieldtypes import Long
 from .message import Message
 
 REJECTED = "rejected"
@@ -44,10 +45,10 @@ def dead_letter(message: Message, queue: str, reason: str, now: float, exchange:
     if isinstance(cc, list):
         keys.extend(k for k in cc if isinstance(k, str))
     headers.pop("BCC", None)
-    deaths: list[dict[str, Any]] = [d for d in headers.get("x-death") or [] if isinstance(d, dict)]
+    deaths: list[dict[str, Any]] = [_long_count(d) for d in headers.get("x-death") or [] if isinstance(d, dict)]
     previous = next((d for d in deaths if d.get("queue") == queue and d.get("reason") == reason), None)
     entry: dict[str, Any] = {
-        "count": 1,
+        "count": Long(1),
         "reason": reason,
         "queue": queue,
         "time": datetime.datetime.fromtimestamp(int(now), tz=datetime.timezone.utc),
@@ -59,7 +60,7 @@ def dead_letter(message: Message, queue: str, reason: str, now: float, exchange:
     if previous is not None:
         # RabbitMQ keeps the time of the first such death and bumps the count.
         deaths.remove(previous)
-        entry["count"] = int(previous.get("count", 1)) + 1
+        entry["count"] = Long(int(previous.get("count", 1)) + 1)
         entry["time"] = previous.get("time", entry["time"])
     deaths.insert(0, entry)
     headers["x-death"] = deaths
@@ -79,6 +80,12 @@ def dead_letter(message: Message, queue: str, reason: str, now: float, exchange:
         body=message.body,
         bcc=message.bcc if routing_key is None else (),
     )
+
+
+def _long_count(death: dict[str, Any]) -> dict[str, Any]:
+    # Counts travel as 64-bit longs, as RabbitMQ writes them; decoding gave plain ints.
+    count = death.get("count")
+    return {**death, "count": Long(count)} if type(count) is int else death
 
 
 def is_cycle(message: Message, target_queue: str) -> bool:

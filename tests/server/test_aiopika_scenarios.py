@@ -593,32 +593,26 @@ def test_publish_to_missing_exchange_closes_channel_only(broker: BrokerUnderTest
 
 def test_large_message_and_unacked_requeued_on_connection_close(broker: BrokerUnderTest) -> None:
     async def scenario() -> None:
-        body = bytes(range(256)) * 4096  # 1 MiB: many frames at frame_max 131072
-        async with await aio_pika.connect(broker.url) as keeper:
-            keeper_channel = await keeper.channel()
-            queue = await keeper_channel.declare_queue(broker.name("large"), exclusive=True)
-            other = await aio_pika.connect(broker.url)
+        body = bytes(range(256)) * 4096  # 1 MiB: many body frames at frame_max 131072
+        async with await aio_pika.connect(broker.url) as connection:
+            channel = await connection.channel(publisher_confirms=True)
+            queue = await channel.declare_queue(broker.name("large"))
             try:
-                other_channel = await other.channel(publisher_confirms=True)
-                await other_channel.default_exchange.publish(Message(body, message_id="big"), queue.name)
-                await other_channel.default_exchange.publish(Message(b"small"), queue.name)
+                await channel.default_exchange.publish(Message(body, message_id="big"), queue.name)
+                await channel.default_exchange.publish(Message(b"small"), queue.name)
+                taker = await aio_pika.connect(broker.url)
+                try:
+                    taker_queue = await (await taker.channel()).declare_queue(queue.name, passive=True)
+                    held = await taker_queue.get()  # unacked when its connection goes
+                    assert held.body == body and held.message_id == "big" and held.body_size == len(body)
+                finally:
+                    await taker.close()
+                again = await queue.get()
+                assert (again.body == body, again.redelivered) == (True, True)  # at its original position
+                assert (await queue.get(no_ack=True)).body == b"small"
+                await again.ack()
             finally:
-                await other.close()
-            taker = await aio_pika.connect(broker.url)
-            try:
-                taker_channel = await taker.channel()
-                # The exclusive queue belongs to the keeper; take the messages there and
-                # let a second channel of the keeper's connection hold them unacked.
-                holder = await keeper.channel()
-                held = await (await holder.get_queue(queue.name, ensure=False)).get()
-                assert held.body == body and held.message_id == "big" and held.body_size == len(body)
-                await holder.close()  # unacked: requeued, redelivered, at its original position
-                assert not taker_channel.is_closed
-            finally:
-                await taker.close()
-            again = await queue.get()
-            assert (again.body == body, again.redelivered) == (True, True)
-            assert (await queue.get(no_ack=True)).body == b"small"
+                await channel.queue_delete(queue.name)
 
     run(scenario)
 

@@ -69,6 +69,23 @@ def get_all(queue: Queue) -> list[bytes]:
     return bodies
 
 
+def record_content_headers(connection: kombu.Connection) -> list[bytes]:
+    """Payloads of the content-header frames py-amqp reads from now on (the raw
+    field tables, where wire types are still visible)."""
+    transport = connection.connection.transport
+    read_frame = transport.read_frame
+    headers: list[bytes] = []
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        frame = read_frame(*args, **kwargs)
+        if frame[0] == 2:
+            headers.append(bytes(frame[2]))
+        return frame
+
+    transport.read_frame = recording
+    return headers
+
+
 def test_raw_py_amqp_handshake_amqplain_and_capabilities(broker: BrokerUnderTest) -> None:
     connection = raw_connection(broker)
     connection.connect()
@@ -263,6 +280,7 @@ def test_kombu_dead_letter_x_death_types(broker: BrokerUnderTest) -> None:
         message = work.get()
         message.reject()
 
+        content_headers = record_content_headers(connection)
         died = get_eventually(dead)
         assert died.body == b"job"
         assert died.delivery_info["routing_key"] == work.name
@@ -285,6 +303,9 @@ def test_kombu_dead_letter_x_death_types(broker: BrokerUnderTest) -> None:
         assert death["original-expiration"] == "30000"
         assert headers["x-first-death-reason"] == "rejected"
         assert headers["x-first-death-queue"] == work.name
+        # On the wire: count is a 64-bit long (Java's (Long), Go's .(int64)), time a timestamp.
+        assert b"\x05countl" + (1).to_bytes(8, "big") in content_headers[-1]
+        assert b"\x04timeT" in content_headers[-1]
 
         # Back to the work queue and dead again: the same (queue, reason) entry counts up.
         producer.publish(died.body, headers=died.headers, routing_key=work.name)
@@ -292,6 +313,7 @@ def test_kombu_dead_letter_x_death_types(broker: BrokerUnderTest) -> None:
         twice = get_eventually(dead)
         (death,) = twice.headers["x-death"]
         assert death["count"] == 2 and isinstance(death["count"], int)
+        assert b"\x05countl" + (2).to_bytes(8, "big") in content_headers[-1]
         assert isinstance(death["time"], datetime.datetime)
 
 
