@@ -15,7 +15,7 @@ from amqlite.amqp import spec
 from amqlite.amqp.frames import PROTOCOL_HEADER
 
 from .conftest import BrokerUnderTest, start_amqlite
-from .rawamqp import RawClient, amqplain, plain
+from .rawamqp import RawClient, amqplain, method, plain
 
 
 def test_protocol_header_gets_connection_start_with_capabilities(broker: BrokerUnderTest) -> None:
@@ -116,8 +116,6 @@ def test_guest_is_refused_from_a_non_loopback_address() -> None:
 def test_header_and_first_frames_in_one_write() -> None:
     server = start_amqlite()
     try:
-        from .rawamqp import method
-
         with RawClient("127.0.0.1", server.port) as client:
             client.send(PROTOCOL_HEADER + method(0, plain()))
             client.expect(spec.Connection.Start)

@@ -8,7 +8,6 @@ the spec) refuses any channel number above the negotiated channel_max.
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any, Iterator
 
@@ -119,6 +118,20 @@ def test_silent_socket_is_closed_after_the_handshake_timeout() -> None:
             client.close()
     finally:
         server.stop()
+
+
+def test_a_client_that_never_sends_close_ok_is_dropped_after_the_close_timeout(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listener, "_CLOSE_TIMEOUT", 0.5)  # 5 s by default; read live by the server thread
+    with RawClient("127.0.0.1", server.port) as client:
+        client.handshake()
+        client.send_method(3, spec.Queue.Declare("q"))  # 504: channel 3 is not open
+        assert client.expect(spec.Connection.Close).reply_code == 504
+        began = time.monotonic()
+        client.send_method(0, spec.Connection.Open("/"))  # anything but close-ok is ignored now
+        assert client.wait_closed(3)
+        assert 0.3 < time.monotonic() - began < 2.0
 
 
 # -- heartbeats ----------------------------------------------------------------------
