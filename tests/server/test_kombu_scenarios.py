@@ -537,3 +537,63 @@ def test_kombu_simple_queue_round_trip(broker: BrokerUnderTest) -> None:
                 simple.get(block=True, timeout=0.2)
         finally:
             simple.close()
+            # SimpleQueue declares a durable direct exchange of the queue's name; don't leave it behind.
+            connection.channel().exchange_delete(name)
+
+
+def test_py_amqp_transactions_and_recover(broker: BrokerUnderTest) -> None:
+    with connect(broker) as connection:
+        channel = connection.channel()
+        queue = Queue(broker.name("tx"), exclusive=True, channel=channel)
+        queue.declare()
+        channel.tx_select()
+        channel.basic_publish(amqp.Message(b"rolled-back"), routing_key=queue.name)
+        assert queue.queue_declare(passive=True).message_count == 0  # held until commit
+        channel.tx_rollback()
+        channel.basic_publish(amqp.Message(b"committed"), routing_key=queue.name)
+        channel.tx_commit()
+        assert queue.queue_declare(passive=True).message_count == 1
+        with pytest.raises(amqp.exceptions.PreconditionFailed) as caught:
+            channel.confirm_select()
+        assert caught.value.reply_text == "PRECONDITION_FAILED - cannot switch from tx to confirm mode"
+
+        channel = connection.channel()
+        queue = queue.bind(channel)
+        Producer(channel, routing_key=queue.name).publish(b"second")
+        first, second = queue.get(), queue.get()
+        assert (first.body, second.body) == (b"committed", b"second")
+        channel.basic_recover(requeue=True)  # both unacked ones come back, redelivered, in order
+        again = [queue.get(no_ack=True) for _ in range(2)]
+        assert [(m.body, m.delivery_info["redelivered"]) for m in again] == [(b"committed", True), (b"second", True)]
+        assert again[0].delivery_tag == 3  # tags go on counting on the channel
+
+
+def test_kombu_queue_expires_and_global_qos(broker: BrokerUnderTest) -> None:
+    with connect(broker) as connection:
+        channel = connection.channel()
+        # kombu turns expires (s) into x-expires (ms).
+        expiring = Queue(broker.name("expires"), expires=0.15, channel=channel)
+        expiring.declare()
+        assert expiring.queue_declare(passive=True).queue == expiring.name
+        time.sleep(0.4)
+        with pytest.raises(amqp.exceptions.NotFound):
+            expiring.queue_declare(passive=True)
+
+        channel = connection.channel()
+        queue = Queue(broker.name("global-qos"), exclusive=True, channel=channel)
+        queue.declare()
+        producer = Producer(channel, routing_key=queue.name)
+        for i in range(4):
+            producer.publish(b"%d" % i)
+        channel.basic_qos(0, 1, True)  # global: one unacked for the whole channel
+        received: list[kombu.Message] = []
+        with Consumer(channel, [queue], callbacks=[lambda body, message: received.append(message)]), \
+                Consumer(channel, [queue], callbacks=[lambda body, message: received.append(message)]):
+            drain(connection, lambda: len(received) == 1)
+            drain_quietly(connection, 0.2)
+            assert len(received) == 1
+            received[0].ack()
+            drain(connection, lambda: len(received) == 2)
+            drain_quietly(connection, 0.1)
+            assert [m.body for m in received] == [b"0", b"1"]
+            received[1].ack()
