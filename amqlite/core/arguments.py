@@ -185,7 +185,8 @@ def message_ttl(expiration: str | None) -> float | None:
     return ms / 1000
 
 
-def _amqp_type(value: Any) -> str:
+def amqp_type(value: Any) -> str:
+    """The AMQP field type RabbitMQ names in its error texts."""
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
@@ -206,7 +207,7 @@ def describe_arg(value: Any) -> str:
     """RabbitMQ's wording, which people search for when a redeclare fails."""
     if value is None:
         return "none"
-    return f"the value '{_erlang_text(value)}' of type '{_amqp_type(value)}'"
+    return f"the value '{_erlang_text(value)}' of type '{amqp_type(value)}'"
 
 
 def check_equivalent(

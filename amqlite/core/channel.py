@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from .arguments import amqp_type
 from .consumer import Consumer
 from .errors import NotAllowed, NotImplemented_, NotFound, PreconditionFailed
 from .events import ConsumerCancelled, Deliver, GetResult, PublishOutcome
@@ -120,7 +121,10 @@ class Channel:
         arguments = dict(arguments or {})
         priority = arguments.get("x-priority", 0)
         if isinstance(priority, bool) or not isinstance(priority, int):
-            raise PreconditionFailed(f"invalid arg 'x-priority' for consumer '{consumer_tag}': not an integer")
+            raise PreconditionFailed(  # RabbitMQ's wording
+                f"invalid arg 'x-priority' for queue '{target.name}' in vhost '{self.vhost.name}': "
+                f'"expected integer, got {amqp_type(priority)}"'
+            )
         consumer = Consumer(
             tag=consumer_tag,
             channel=self,

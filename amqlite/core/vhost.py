@@ -179,8 +179,9 @@ class VirtualHost:
         if name == "":
             name = self.broker.new_name("amq.gen-", self.queues)
         elif name.startswith("amq."):
-            if name not in self.queues:
-                raise _reserved("queue", name)
+            # Even an existing (server-named) queue: RabbitMQ checks the name before
+            # looking it up, so only a passive declare reaches an amq.* queue.
+            raise _reserved("queue", name)
         existing = self.queues.get(name)
         arguments = dict(arguments or {})
         if existing is not None:

@@ -3,7 +3,17 @@ requeue to the original position, basic.recover, tags per channel."""
 
 from __future__ import annotations
 
-from .pika_support import Client, Collector, channel_error, client, get, get_bodies, message_count, wait_count  # noqa: F401
+from .pika_support import (  # noqa: F401
+    Client,
+    Collector,
+    channel_error,
+    client,
+    get,
+    get_bodies,
+    message_count,
+    wait_count,
+    wait_get,
+)
 
 
 def _deliver(client: Client, count: int, prefetch: int = 0):  # type: ignore[no-untyped-def]
@@ -100,6 +110,26 @@ def test_basic_recover_requeues_unacked(client: Client) -> None:
     assert [(d[3], d[1].redelivered) for d in redelivered] == [(b"0", True), (b"2", True)]
     assert [d[1].delivery_tag for d in redelivered] == [4, 5]  # new tags on the same channel
     ch.basic_ack(5, multiple=True)
+
+
+def test_basic_recover_covers_basic_get_deliveries(client: Client) -> None:
+    ch = client.channel()
+    q = client.queue(ch, exclusive=True)
+    ch.basic_publish("", q, b"m")
+    get(ch, q, auto_ack=False)
+    ch.basic_recover(requeue=True)
+    method, _, body = wait_get(ch, q)
+    assert body == b"m" and method.redelivered
+
+
+def test_settling_deliveries_of_a_deleted_queue_is_fine(client: Client) -> None:
+    ch, q, c = _deliver(client, 3)
+    client.channel().queue_delete(q)
+    ch.basic_ack(1)
+    ch.basic_nack(2, requeue=True)
+    ch.basic_reject(3, requeue=False)
+    ch.basic_qos(prefetch_count=0)  # a round trip: no channel error came back
+    assert ch.is_open
 
 
 def test_delivery_tags_are_per_channel(client: Client) -> None:

@@ -5,6 +5,7 @@ the server when the queue goes away), basic.get."""
 from __future__ import annotations
 
 import pika
+import pika.spec
 
 from .pika_support import (  # noqa: F401
     Client,
@@ -163,6 +164,34 @@ def test_exclusive_consumer(client: Client) -> None:
     third = client.channel()
     error = channel_error(lambda: third.basic_consume(q2, lambda *a: None, exclusive=True))
     assert error.reply_code == 403
+
+
+def test_consumer_priority_must_be_an_integer(client: Client) -> None:
+    ch = client.channel()
+    q = client.queue(ch, exclusive=True)
+    error = channel_error(lambda: ch.basic_consume(q, lambda *a: None, arguments={"x-priority": "high"}))
+    assert (error.reply_code, error.reply_text) == (
+        406, f"PRECONDITION_FAILED - invalid arg 'x-priority' for queue '{q}' in vhost '/': "
+             '"expected integer, got longstr"')
+
+
+def test_no_ack_consumer_ignores_prefetch(client: Client) -> None:
+    ch = client.channel()
+    q = client.queue(ch, exclusive=True)
+    ch.basic_qos(prefetch_count=1)
+    for i in range(5):
+        ch.basic_publish("", q, b"%d" % i)
+    c = Collector(ch)
+    c.consume(q, auto_ack=True)
+    c.wait(5)
+
+
+def test_cancel_of_unknown_consumer_tag_is_fine(client: Client) -> None:
+    ch = client.channel()
+    # pika would not send it; the broker answers cancel-ok, no error.
+    ch._impl._send_method(pika.spec.Basic.Cancel(consumer_tag="never-used"))
+    ch.basic_qos(prefetch_count=0)
+    assert ch.is_open
 
 
 def test_cancel_stops_deliveries(client: Client) -> None:

@@ -86,6 +86,11 @@ def test_server_named_queue(client: Client) -> None:
     assert (first.message_count, first.consumer_count) == (0, 0)
     ch.basic_publish("", first.queue, b"to the generated name")
     assert get_bodies(ch, first.queue) == [b"to the generated name"]
+    ch.queue_declare(first.queue, passive=True)
+    # Only a passive declare may name it: amq.* is reserved even for an existing queue.
+    error = channel_error(lambda: ch.queue_declare(first.queue, exclusive=True))
+    assert (error.reply_code, error.reply_text) == (
+        403, f"ACCESS_REFUSED - queue name '{first.queue}' contains reserved prefix 'amq.*'")
 
 
 def test_empty_queue_name_means_the_last_declared_on_the_channel(client: Client) -> None:
@@ -244,7 +249,8 @@ def test_exchange_redeclare_and_passive(client: Client) -> None:
         406, f"PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{x}' in vhost '/': "
              "received 'fanout' but current is 'direct'")
     for change, arg in (({"durable": True}, "durable"), ({"auto_delete": True}, "auto_delete"),
-                        ({"internal": True}, "internal")):
+                        ({"internal": True}, "internal"),
+                        ({"arguments": {"alternate-exchange": "ae"}}, "alternate-exchange")):
         other = client.channel()
         error = channel_error(lambda: other.exchange_declare(x, "direct", **change))
         assert error.reply_code == 406
@@ -253,6 +259,40 @@ def test_exchange_redeclare_and_passive(client: Client) -> None:
     other = client.channel()
     error = channel_error(lambda: other.exchange_declare(missing, "direct", passive=True))
     assert (error.reply_code, error.reply_text) == (404, f"NOT_FOUND - no exchange '{missing}' in vhost '/'")
+
+
+def test_exchange_redeclare_alternate_exchange(client: Client) -> None:
+    ch = client.channel()
+    x = client.exchange(ch, "direct", arguments={"alternate-exchange": "a1"})
+    ch.exchange_declare(x, "direct", arguments={"alternate-exchange": "a1", "x-other": 1})
+    error = channel_error(lambda: ch.exchange_declare(x, "direct", arguments={"alternate-exchange": "a2"}))
+    assert (error.reply_code, error.reply_text) == (
+        406, f"PRECONDITION_FAILED - inequivalent arg 'alternate-exchange' for exchange '{x}' in vhost '/': "
+             "received 'a2' but current is 'a1'")
+    ch = client.channel()
+    error = channel_error(lambda: ch.exchange_declare(x, "direct"))
+    assert (error.reply_code, error.reply_text) == (
+        406, f"PRECONDITION_FAILED - inequivalent arg 'alternate-exchange' for exchange '{x}' in vhost '/': "
+             "received none but current is the value 'a1' of type 'longstr'")
+
+
+def test_redeclare_without_single_active_consumer(client: Client) -> None:
+    ch = client.channel()
+    q = client.queue(ch, arguments={"x-single-active-consumer": True})
+    error = channel_error(lambda: ch.queue_declare(q))
+    assert (error.reply_code, error.reply_text) == (
+        406, f"PRECONDITION_FAILED - inequivalent arg 'x-single-active-consumer' for queue '{q}' in vhost '/': "
+             "received none but current is the value 'true' of type 'bool'")
+
+
+def test_publishing_does_not_keep_an_x_expires_queue_alive(client: Client) -> None:
+    ch = client.channel()
+    q = client.queue(ch, arguments={"x-expires": 200})
+    for _ in range(6):
+        ch.basic_publish("", q, b"x")
+        time.sleep(0.05)
+    time.sleep(0.15)
+    assert not exists(client, "queue", q)
 
 
 def test_exchange_delete(client: Client) -> None:

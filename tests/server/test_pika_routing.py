@@ -236,6 +236,19 @@ def test_alternate_exchange_that_routes_nowhere_returns_mandatory(client: Client
     assert returned == [(312, b"nowhere"), (312, b"missing-ae")]
 
 
+def test_alternate_exchange_of_an_exchange_bound_to_another(client: Client) -> None:
+    # The alternate exchange applies wherever in the graph an exchange routes nowhere.
+    ch = client.channel()
+    ae = client.exchange(ch, "fanout")
+    inner = client.exchange(ch, "direct", arguments={"alternate-exchange": ae})
+    top = client.exchange(ch, "fanout")
+    ch.exchange_bind(inner, top)
+    q = client.queue(ch, exclusive=True)
+    ch.queue_bind(q, ae)
+    ch.basic_publish(top, "k", b"m")
+    assert get_bodies(ch, q) == [b"m"]
+
+
 def test_sender_selected_distribution(client: Client) -> None:
     ch = client.channel()
     x = client.exchange(ch, "direct")

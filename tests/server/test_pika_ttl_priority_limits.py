@@ -193,6 +193,16 @@ def test_max_length_drop_head(client: Client) -> None:
     assert get_bodies(ch, q) == [b"2", b"3", b"4"]
 
 
+def test_max_length_drop_head_in_a_priority_queue(client: Client) -> None:
+    # drop-head drops the message that would be delivered next: the highest priority.
+    ch = client.channel()
+    q = client.queue(ch, exclusive=True, arguments={"x-max-priority": 10, "x-max-length": 2})
+    for body, priority in ((b"a", 1), (b"b", 9), (b"c", 5)):
+        ch.basic_publish("", q, body, _props(priority=priority))
+    wait_count(ch, q, 2)
+    assert get_bodies(ch, q) == [b"c", b"a"]
+
+
 def test_max_length_bytes_drop_head(client: Client) -> None:
     ch = client.channel()
     q = client.queue(ch, exclusive=True, arguments={"x-max-length-bytes": 10})
@@ -226,6 +236,15 @@ def test_reject_publish_nacks_confirms(client: Client) -> None:
     assert get(ch, q)[2] == b"0"
     ch.basic_publish("", q, b"3")  # room again
     assert get_bodies(ch, q) == [b"1", b"3"]
+
+
+def test_reject_publish_is_nacked_not_returned(client: Client) -> None:
+    ch = client.channel()
+    q = client.queue(ch, exclusive=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+    ch.confirm_delivery()
+    with pytest.raises(pika.exceptions.NackError) as info:
+        ch.basic_publish("", q, b"refused", mandatory=True)
+    assert info.value.messages == []  # it was routed: no basic.return came before the nack
 
 
 def test_reject_publish_without_confirms_drops_silently(client: Client) -> None:
