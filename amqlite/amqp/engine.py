@@ -787,7 +787,8 @@ class ServerConnection:
         return None if m.nowait else spec.Basic.CancelOk(m.consumer_tag)
 
     def _basic_get(self, ch: _Channel, m: spec.Basic.Get, now: float) -> Any:
-        result = ch.core.get(ch.queue_name(m.queue), now=now, no_ack=m.no_ack)
+        name = ch.queue_name(m.queue)
+        result = ch.core.get(name, now=now, no_ack=m.no_ack)
         if result is None:
             return spec.Basic.GetEmpty()
         self._drain(ch, now)
@@ -797,7 +798,11 @@ class ServerConnection:
             spec.Basic.GetOk(result.delivery_tag, result.redelivered, message.exchange,
                              message.routing_key, result.message_count),
         )
-        header = self._header_with_count(message, result.delivery_count) if result.delivery_count else None
+        # RabbitMQ's quorum queues put x-delivery-count on every basic.get, 0 the first time.
+        queue = ch.core.vhost.queues.get(name)
+        quorum = queue is not None and queue.arguments.get("x-queue-type") == "quorum"
+        count = result.delivery_count
+        header = self._header_with_count(message, count) if count or quorum else None
         self._out += content_frames(ch.number, message, self.frame_max, header)
         return None
 

@@ -310,6 +310,23 @@ def test_delivery_limit_quorum_queue(client: Client, broker: BrokerUnderTest) ->
     assert (death["reason"], death["queue"], death["count"]) == ("delivery_limit", q, 1)
 
 
+def test_quorum_queue_delivery_count(client: Client) -> None:
+    ch = client.channel()
+    q = client.queue(ch, durable=True, arguments={"x-queue-type": "quorum"})
+    ch.basic_publish("", q, b"m")
+    other = client.channel()
+    method, props, _ = wait_get(other, q, auto_ack=False)
+    # basic.get from a quorum queue counts from 0 (a consumer's first delivery has no header).
+    assert not method.redelivered and props.headers == {"x-delivery-count": 0}
+    other.close()  # a message returned by a closed channel counts too
+    method, props, _ = wait_get(ch, q, auto_ack=False)
+    assert method.redelivered and props.headers == {"x-delivery-count": 1}
+    ch.basic_recover(requeue=True)
+    method, props, _ = wait_get(ch, q, auto_ack=False)
+    assert method.redelivered and props.headers == {"x-delivery-count": 2}
+    ch.basic_ack(method.delivery_tag)
+
+
 def test_delivery_limit_classic_queue(client: Client, broker: BrokerUnderTest) -> None:
     ch = client.channel()
     dlx = client.exchange(ch, "fanout", prefix="dlx")
