@@ -106,6 +106,20 @@ def test_global_prefetch_limits_the_channel(client: Client) -> None:
     c.wait(6)
 
 
+def test_consumer_and_channel_prefetch_together(client: Client) -> None:
+    ch = client.channel()
+    q = client.queue(ch, exclusive=True)
+    for i in range(4):
+        ch.basic_publish("", q, b"%d" % i)
+    ch.basic_qos(prefetch_count=3)
+    ch.basic_qos(prefetch_count=2, global_qos=True)  # the smaller limit wins
+    c = Collector(ch)
+    c.consume(q)
+    c.wait(2)
+    c.pump(0.15)
+    assert len(c.deliveries) == 2
+
+
 def test_prefetch_zero_means_unlimited(client: Client) -> None:
     ch = client.channel()
     q = client.queue(ch, exclusive=True)

@@ -10,7 +10,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from .pika_support import Client, Collector, channel_error, client, get, get_bodies, pump_until  # noqa: F401
+from .pika_support import Client, Collector, channel_error, client, get, get_bodies, pump_until, wait_get  # noqa: F401
 
 
 def test_properties_and_headers_round_trip(client: Client) -> None:
@@ -195,6 +195,19 @@ def test_tx_acks_apply_on_commit_and_rollback_keeps_them_unacked(client: Client)
     ch.tx_commit()
     ch.close()
     assert get(observer, q) is None
+
+
+def test_tx_requeue_happens_at_commit(client: Client) -> None:
+    ch = client.channel()
+    q = client.queue(ch, exclusive=True)
+    ch.basic_publish("", q, b"m")
+    ch.tx_select()
+    method, _, _ = get(ch, q, auto_ack=False)
+    ch.basic_reject(method.delivery_tag, requeue=True)
+    assert get(client.channel(), q) is None
+    ch.tx_commit()
+    method, _, body = wait_get(ch, q)
+    assert body == b"m" and method.redelivered
 
 
 def test_tx_mandatory_return_at_commit(client: Client) -> None:

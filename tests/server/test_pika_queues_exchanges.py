@@ -327,3 +327,34 @@ def test_unbind_missing_binding_is_fine(client: Client) -> None:
     q = client.queue(ch, exclusive=True)
     ch.queue_unbind(q, x, "never-bound")
     ch.exchange_unbind(client.exchange(ch, "direct"), x, "never-bound")
+    # Even when the exchange or queue named does not exist (RabbitMQ 3.10).
+    missing = client.broker.name("missing")
+    ch.queue_unbind(q, missing, "k")
+    ch.queue_unbind(missing, x, "k")
+    ch.exchange_unbind(x, missing, "k")
+    ch.exchange_unbind(missing, x, "k")
+    assert ch.is_open
+
+
+def test_auto_delete_exchange_and_exchange_bindings(client: Client) -> None:
+    ch = client.channel()
+    source = client.exchange(ch, "fanout", auto_delete=True)
+    dest = client.exchange(ch, "fanout")
+    ch.exchange_bind(dest, source)
+    ch.exchange_delete(dest)  # the source loses its last binding
+    assert not exists(client, "exchange", source)
+    source = client.exchange(ch, "fanout", auto_delete=True)
+    dest = client.exchange(ch, "fanout", auto_delete=True)
+    ch.exchange_bind(dest, source)
+    ch.exchange_unbind(dest, source)
+    # Only bindings where it is the source count: the destination stays.
+    assert not exists(client, "exchange", source)
+    assert exists(client, "exchange", dest)
+
+
+def test_exclusive_auto_delete_queue_goes_with_its_consumer(client: Client) -> None:
+    ch = client.channel()
+    q = client.queue(ch, exclusive=True, auto_delete=True)
+    tag = ch.basic_consume(q, lambda *a: None)
+    ch.basic_cancel(tag)
+    assert not exists(client, "queue", q)

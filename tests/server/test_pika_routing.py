@@ -121,6 +121,12 @@ HEADERS_CASES = [
     ({"x-match": "all-with-x", "x-tag": "t"}, {"x-tag": "u"}, False),
     ({"x-match": "any-with-x", "x-tag": "t", "a": 1}, {"x-tag": "t"}, True),
     ({"x-match": "any-with-x", "x-tag": "t"}, {"a": 1}, False),
+    ({"a": {"b": 1}}, {"a": {"b": 1}}, True),  # tables and arrays compare by value
+    ({"a": [1, "x"]}, {"a": [1, "x"]}, True),
+    ({"a": [1, "x"]}, {"a": [1, "y"]}, False),
+    ({"a": 1 << 40}, {"a": 1 << 40}, True),
+    ({"x-match": "any", "a": 5, "b": None}, {"b": None}, True),
+    ({"x-match": "any", "a": 5, "b": None}, {"b": "s"}, True),
 ]
 
 

@@ -67,6 +67,19 @@ def test_effective_ttl_is_the_smaller(client: Client, queue_ttl: int, expiration
     assert get(ch, q) is None
 
 
+def test_each_queue_applies_its_own_ttl(client: Client) -> None:
+    ch = client.channel()
+    x = client.exchange(ch, "fanout")
+    short = client.queue(ch, exclusive=True, arguments={"x-message-ttl": 50})
+    long = client.queue(ch, exclusive=True, arguments={"x-message-ttl": 5000})
+    ch.queue_bind(short, x)
+    ch.queue_bind(long, x)
+    ch.basic_publish(x, "", b"m", _props(expiration="1000"))
+    time.sleep(0.2)
+    assert get_bodies(ch, short) == []
+    assert get_bodies(ch, long) == [b"m"]
+
+
 def test_expiry_behind_a_message_without_ttl(client: Client, broker: BrokerUnderTest) -> None:
     ch = client.channel()
     q = client.queue(ch, exclusive=True)
