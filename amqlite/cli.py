@@ -20,6 +20,7 @@ from .config import ConfigError, Settings, load
 from .log import get_logger
 from .logconfig import configure
 from .server import Server
+from .store.journal import StoreLocked
 
 log = get_logger("amqlite")
 
@@ -45,9 +46,10 @@ async def _serve(settings: Settings) -> int:
             await nursery.start(server.serve)
         except OSError as error:
             return _bind_failed(settings, error)
-        port = server.port
-        log.info("broker.listening", addresses=[f"{h}:{p}" for h, p in server.addresses], port=port,
-                 data_dir=server.settings.data_dir, version=__version__)
+        except StoreLocked as error:
+            log.error("broker.data_dir_locked", data_dir=settings.data_dir)
+            print(f"amqlite: {error}", file=sys.stderr)
+            return 1
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 log.info("broker.stopping", signal=signal.Signals(signum).name,

@@ -28,6 +28,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -187,12 +188,13 @@ def latency(host: str, port: int, queue: str, rate: int, seconds: float) -> tupl
     return samples[len(samples) // 2] * 1000, samples[int(len(samples) * 0.99)] * 1000
 
 
-def start_amqlite() -> tuple[subprocess.Popen[bytes], int]:
+def start_amqlite(data_dir: str) -> tuple[subprocess.Popen[bytes], int]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--data-dir", data_dir],
         stderr=subprocess.DEVNULL,
         env={**os.environ, "AMQLITE_LOG_LEVEL": "warning"},
     )
@@ -257,12 +259,13 @@ def main() -> None:
     print(f"workload: {args.messages} x 100 B, {args.runs} runs, confirm window {args.window}, prefetch 200,"
           f" {'durable/persistent' if args.durable else 'transient'}")
     results = []
-    process, port = start_amqlite()
-    try:
-        results.append(run("amqlite", "127.0.0.1", port, args))
-    finally:
-        process.terminate()
-        process.wait()
+    with tempfile.TemporaryDirectory(prefix="amqlite-bench-") as data_dir:
+        process, port = start_amqlite(data_dir)
+        try:
+            results.append(run("amqlite", "127.0.0.1", port, args))
+        finally:
+            process.terminate()
+            process.wait()
     if not args.amqlite_only and rabbitmq_up():
         results.append(run("RabbitMQ", "127.0.0.1", 5672, args))
     print()

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pika
@@ -20,7 +21,7 @@ AMQLITE = [sys.executable, "-m", "amqlite.cli"]
 
 def _start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*AMQLITE, "serve", *args],
+        [*AMQLITE, "serve", "--data-dir", tempfile.mkdtemp(prefix="amqlite-cli-"), *args],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},

@@ -17,6 +17,7 @@ import enum
 import struct
 from typing import Any, Callable
 
+from .. import __version__
 from ..auth import User, Users
 from ..core import errors
 from ..core.broker import Broker
@@ -34,17 +35,17 @@ from .frames import (
     FrameDecoder,
     HeaderFrame,
     MethodFrame,
+    encode_content_frames,
     encode_deliver,
     encode_method_frame,
     parse_protocol_header,
 )
 from .properties import BASIC_CLASS_ID, encode_content_header
-from .values import decode_table
+from .values import decode_table_entries
 
 log = get_logger(__name__)
 
 PRODUCT = "amqlite"
-VERSION = "0.1.0"
 
 CAPABILITIES = {
     "publisher_confirms": True,
@@ -88,8 +89,9 @@ class _Channel:
         self.header: HeaderFrame | None = None
         self.body: list[bytes] = []
         self.remaining = 0
-        #: (sequence number, acked?) of publishes not yet confirmed on the wire.
-        self.confirms: list[tuple[int, bool]] = []
+        #: (sequence number, acked?, journal position it waits for) of
+        #: publishes not yet confirmed on the wire, in order.
+        self.confirms: list[tuple[int, bool, int]] = []
         #: The queue last declared here: an empty queue name means it (AMQP 0-9-1, as RabbitMQ).
         self.last_queue = ""
 
@@ -99,21 +101,6 @@ class _Channel:
         if not self.last_queue:
             raise errors.NotFound("no previously declared queue")
         return self.last_queue
-
-
-def content_frames(channel: int, message: Message, frame_max: int, header_payload: bytes | None = None) -> list[bytes]:
-    """Content header and body frames for ``message``, reusing its encoded header."""
-    body = message.body
-    if header_payload is None:
-        header_payload = message.wire_header
-        if header_payload is None:
-            header_payload = message.wire_header = encode_content_header(BASIC_CLASS_ID, len(body), message.properties)
-    out = [_HEAD.pack(2, channel, len(header_payload)), header_payload, _END]
-    step = frame_max - 8
-    for start in range(0, len(body), step):
-        chunk = body[start : start + step]
-        out += (_HEAD.pack(3, channel, len(chunk)), chunk, _END)
-    return out
 
 
 class ServerConnection:
@@ -230,13 +217,10 @@ class ServerConnection:
             event = outbox.popleft()
             if type(event) is Deliver:
                 message = event.message
-                header = message.wire_header
                 if event.delivery_count:
                     header = self._header_with_count(message, event.delivery_count)
-                elif header is None:
-                    header = message.wire_header = encode_content_header(
-                        BASIC_CLASS_ID, len(message.body), message.properties
-                    )
+                else:
+                    header = message.wire_header or self._encoded_header(message)
                 data = encode_deliver(
                     number,
                     event.consumer_tag,
@@ -258,6 +242,14 @@ class ServerConnection:
         if delivered:
             ch.core.delivered(delivered, now=now)
         return written
+
+    @staticmethod
+    def _encoded_header(message: Message) -> bytes:
+        """The message's encoded content header, encoded once and cached."""
+        header = message.wire_header
+        if header is None:
+            header = message.wire_header = encode_content_header(BASIC_CLASS_ID, len(message.body), message.properties)
+        return header
 
     @staticmethod
     def _header_with_count(message: Message, count: int) -> bytes:
@@ -321,7 +313,7 @@ class ServerConnection:
                 {
                     "capabilities": CAPABILITIES,
                     "product": PRODUCT,
-                    "version": VERSION,
+                    "version": __version__,
                     "platform": "Python",
                     "information": "https://github.com/amqlite",
                     "copyright": "amqlite contributors",
@@ -404,7 +396,7 @@ class ServerConnection:
         if mechanism == "AMQPLAIN":
             # A field table without its length prefix (py-amqp, the Java client).
             try:
-                table, _ = decode_table(struct.pack(">I", len(response)) + response)
+                table = decode_table_entries(response)
             except errors.AMQPError:
                 return "", ""
             login, password = table.get("LOGIN", ""), table.get("PASSWORD", "")
@@ -648,7 +640,10 @@ class ServerConnection:
         if outcome.returned:
             self._send_return(ch.number, message)
         if core.confirm:
-            ch.confirms.append((core.publish_seq, not outcome.rejected))
+            # A persistent message is confirmed once its record is on disk.
+            journal = self.broker.journal
+            required = journal.position if journal is not None and message.persistent and outcome.routed else 0
+            ch.confirms.append((core.publish_seq, not outcome.rejected, required))
             self._confirming[ch.number] = None
 
     def _check_user_id(self, user_id: str | None) -> None:
@@ -661,22 +656,28 @@ class ServerConnection:
 
     def _send_return(self, number: int, message: Message) -> None:
         self._send(number, spec.Basic.Return(errors.NO_ROUTE, "NO_ROUTE", message.exchange, message.routing_key))
-        self._out += content_frames(number, message, self.frame_max)
+        self._out.append(encode_content_frames(number, self._encoded_header(message), message.body, self.frame_max))
 
     # -- confirms ---------------------------------------------------------
 
     def _send_confirms(self) -> None:
-        for number in self._confirming:
+        for number in list(self._confirming):
             ch = self._channels.get(number)
-            if ch is not None:
-                self._send_channel_confirms(ch)
-        self._confirming.clear()
+            if ch is None or self._send_channel_confirms(ch):
+                del self._confirming[number]
 
-    def _send_channel_confirms(self, ch: _Channel) -> None:
-        """One basic.ack with multiple=true per run of acks, nacks one by one."""
+    def _send_channel_confirms(self, ch: _Channel) -> bool:
+        """Confirm, in order, what may be confirmed: one basic.ack with
+        multiple=true per run of acks, nacks one by one, stopping at the
+        first publish whose record is not yet synced. True when none is left."""
+        journal = self.broker.journal
+        synced = journal.synced if journal is not None else 0
         confirms = ch.confirms
-        run_end = run_length = 0
-        for seq, acked in confirms:
+        run_end = run_length = done = 0
+        for seq, acked, required in confirms:
+            if required > synced:
+                break
+            done += 1
             if acked:
                 run_end = seq
                 run_length += 1
@@ -687,7 +688,23 @@ class ServerConnection:
             self._send(ch.number, spec.Basic.Nack(seq, False, False))
         if run_length:
             self._send(ch.number, spec.Basic.Ack(run_end, run_length > 1))
-        confirms.clear()
+        del confirms[:done]
+        return not confirms
+
+    def store_synced(self) -> None:
+        """The journal synced more records: confirms waiting on them may go."""
+        if self._confirming:
+            self._send_confirms()
+            if self._out:
+                self._wake()
+
+    def set_blocked(self, reason: str | None) -> None:
+        """Tell a client that announced connection.blocked that publishing
+        is refused (``reason``) or accepted again (None)."""
+        capabilities = self.client_properties.get("capabilities") or {}
+        if self.state is State.OPEN and capabilities.get("connection.blocked"):
+            self._send(0, spec.Connection.Blocked(reason) if reason else spec.Connection.Unblocked())
+            self._wake()
 
     # -- heartbeats -------------------------------------------------------
 
@@ -803,7 +820,8 @@ class ServerConnection:
         quorum = queue is not None and queue.arguments.get("x-queue-type") == "quorum"
         count = result.delivery_count
         header = self._header_with_count(message, count) if count or quorum else None
-        self._out += content_frames(ch.number, message, self.frame_max, header)
+        header = header or self._encoded_header(message)
+        self._out.append(encode_content_frames(ch.number, header, message.body, self.frame_max))
         return None
 
     def _basic_ack(self, ch: _Channel, m: spec.Basic.Ack, now: float) -> Any:

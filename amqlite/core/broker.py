@@ -12,6 +12,7 @@ from collections import Counter
 from typing import Callable, Container
 
 from .connection import Connection
+from .journal import Journal
 from .errors import NotAllowed
 from .message import Message
 from .timers import Timers
@@ -36,6 +37,8 @@ class Broker:
         self.drops: Counter[str] = Counter()
         #: Called for every dropped message: (queue or exchange, message, reason).
         self.on_drop: DropHook | None = None
+        #: Durable storage, when the driver has one (see core/journal.py).
+        self.journal: Journal | None = None
         self._names = itertools.count(1)
         self.add_vhost("/")
 

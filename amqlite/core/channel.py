@@ -15,7 +15,7 @@ from .consumer import Consumer
 from .errors import NotAllowed, NotImplemented_, NotFound, PreconditionFailed
 from .events import ConsumerCancelled, Deliver, GetResult, PublishOutcome
 from .exchange import Exchange
-from .message import EMPTY_PROPERTIES, UNACKED, Entry, Message, Properties
+from .message import EMPTY_PROPERTIES, Entry, Message, Properties
 from .queue import Queue
 
 if TYPE_CHECKING:
@@ -194,8 +194,7 @@ class Channel:
         if consumer.no_ack:
             queue.settle(entry)
         else:
-            entry.state = UNACKED
-            queue.unacked += 1
+            queue.lend(entry)
             consumer.unacked += 1
             self.unacked[tag] = (entry, queue, consumer)
         self.buffered += 1
@@ -223,8 +222,7 @@ class Channel:
         if no_ack:
             target.settle(entry)
         else:
-            entry.state = UNACKED
-            target.unacked += 1
+            target.lend(entry)
             self.unacked[tag] = (entry, target, None)
         return GetResult(tag, entry.redelivered, entry.message, target.message_count, entry.delivery_count)
 

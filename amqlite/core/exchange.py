@@ -17,6 +17,7 @@ from .message import Message
 from .topic import TopicMatcher
 
 if TYPE_CHECKING:
+    from .journal import Journal
     from .vhost import VirtualHost
 
 DIRECT = "direct"
@@ -168,6 +169,9 @@ class Exchange:
         self.router.add(destination, routing_key, arguments)
         self.bindings[key] = arguments
         destination.incoming.add((self, routing_key, key[2]))
+        journal = self._journal_for(destination)
+        if journal is not None:
+            journal.bound(self, destination, routing_key, arguments)
         return True
 
     def unbind(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> bool:
@@ -176,7 +180,19 @@ class Exchange:
             return False
         self.router.remove(destination, routing_key, arguments)
         destination.incoming.discard((self, routing_key, key[2]))
+        journal = self._journal_for(destination)
+        if journal is not None:
+            journal.unbound(self, destination, routing_key, arguments)
         return True
+
+    def _journal_for(self, destination: Any) -> Journal | None:
+        """The journal, if this binding is durable: both ends durable, as in RabbitMQ."""
+        journal = self.vhost.broker.journal
+        if journal is None or not self.durable or not self.name:
+            return None
+        if isinstance(destination, Exchange):
+            return journal if destination.durable else None
+        return destination.journal
 
     def route(self, routing_key: str, headers: dict[str, Any] | None) -> Iterable[Any]:
         return self.router.route(routing_key, headers)
@@ -188,13 +204,19 @@ class Exchange:
         return len(self._pending)
 
     def hold(self, message: Message, due: float) -> None:
+        journal = self.vhost.broker.journal
+        if journal is not None and self.durable and message.persistent:
+            journal.held(self, message, due)
         heapq.heappush(self._pending, (due, next(self._order), message))
         self.vhost.broker.timers.schedule(self, due)
 
     def on_timer(self, now: float) -> None:
         pending = self._pending
+        journal = self.vhost.broker.journal
         while pending and pending[0][0] <= now:
             _, _, message = heapq.heappop(pending)
+            if journal is not None and message.store_id is not None:
+                journal.released(self, message)
             self.vhost.release_delayed(self, message, now)
         if pending:
             self.vhost.broker.timers.schedule(self, pending[0][0])

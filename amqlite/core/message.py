@@ -53,6 +53,11 @@ class Message:
     #: BCC keys taken out of the headers before delivery. RabbitMQ keeps them
     #: among the message's routing keys, so dead-lettering still routes by them.
     bcc: tuple[str, ...] = ()
+    # Opaque to the core, like wire_header: where durable storage keeps the
+    # message (its id, its segment) and how many durable queues hold it.
+    store_id: int | None = None
+    store_segment: int = 0
+    store_refs: int = 0
 
     @property
     def persistent(self) -> bool:
@@ -83,6 +88,8 @@ class Entry:
     delivery_count: int = 0
     redelivered: bool = False
     state: int = READY
+    #: Segment of durable storage holding this entry's record; 0 if not durable.
+    store_segment: int = 0
 
     @property
     def size(self) -> int:

@@ -20,6 +20,7 @@ from .ready import ReadyList
 
 if TYPE_CHECKING:
     from .connection import Connection
+    from .journal import Journal
     from .vhost import VirtualHost
 
 # Rebuild an index heap once stale items outnumber live ones by this much.
@@ -53,6 +54,10 @@ class Queue:
         #: Bindings that lead here: (source exchange, routing key, args key).
         self.incoming: set[tuple[Any, str, Any]] = set()
         self.timer_at: float | None = None
+        #: Durable storage's id for this queue; the journal assigns it.
+        self.store_id: int | None = None
+        #: Where persistent messages are recorded; None for transient queues.
+        self.journal: Journal | None = vhost.broker.journal if durable and exclusive_owner is None else None
         self._seq = 0
         self._dispatching = False
         self._had_consumer = False
@@ -92,6 +97,10 @@ class Queue:
                 else:
                     self.vhost.broker.dropped(self.name, message, "rejected-publish")
                 return False
+        journal = self.journal if message.persistent else None
+        if journal is not None and not journal.accepting:
+            self.vhost.broker.dropped(self.name, message, "store-unavailable")
+            return False  # the publisher gets a nack: it cannot be made durable now
         self._seq += 1
         entry = Entry(message, self._seq)
         if settings.max_priority is not None:
@@ -102,6 +111,8 @@ class Queue:
             ttl = message_ttl
         if ttl is not None:
             self._index_expiry(entry, now + ttl)
+        if journal is not None:
+            journal.enqueued(self, entry)
         self.ready.append(entry)
         if self.consumers:
             self.dispatch(now)
@@ -127,10 +138,17 @@ class Queue:
         ):
             entry = self._pop_ready()
             assert entry is not None
-            entry.state = GONE
+            self._leave(entry)
             self._dead_letter(entry.message, deadletter.MAXLEN, now)
 
     # -- delivery -------------------------------------------------------
+
+    def _leave(self, entry: Entry) -> None:
+        """The entry is done here: acked, dead-lettered, expired or dropped."""
+        entry.state = GONE
+        if entry.store_segment and self.journal is not None:
+            self.journal.removed(self, entry)
+            entry.store_segment = 0
 
     def _pop_ready(self) -> Entry | None:
         entry = self.ready.pop()
@@ -152,7 +170,7 @@ class Queue:
                 entry = self._pop_ready()
                 assert entry is not None
                 if entry.expires_at is not None and entry.expires_at < now:
-                    entry.state = GONE
+                    self._leave(entry)
                     self._dead_letter(entry.message, deadletter.EXPIRED, now)
                     continue
                 consumer.channel.deliver(consumer, self, entry)
@@ -180,7 +198,7 @@ class Queue:
         self._schedule_expires(now)
         while (entry := self._pop_ready()) is not None:
             if entry.expires_at is not None and entry.expires_at < now:
-                entry.state = GONE
+                self._leave(entry)
                 self._dead_letter(entry.message, deadletter.EXPIRED, now)
                 continue
             return entry
@@ -188,11 +206,18 @@ class Queue:
 
     # -- settlement -----------------------------------------------------
 
+    def lend(self, entry: Entry) -> None:
+        """The entry goes out to a consumer (or basic.get) until settled."""
+        entry.state = UNACKED
+        self.unacked += 1
+        if entry.store_segment and self.journal is not None:
+            self.journal.delivered(self, entry)
+
     def settle(self, entry: Entry) -> None:
         """The message was acked (or delivered with no_ack)."""
         if entry.state == UNACKED:
             self.unacked -= 1
-        entry.state = GONE
+        self._leave(entry)
 
     def give_back(self, entry: Entry, requeue: bool, now: float, *, failed: bool = True) -> None:
         """An unacked message came back: nack or reject by a consumer
@@ -206,23 +231,27 @@ class Queue:
         self.unacked -= 1
         if self.deleted:
             # The queue took its messages with it; this one was out on loan.
-            entry.state = GONE
+            self._leave(entry)
             self.vhost.broker.dropped(self.name, entry.message, "queue-deleted")
             return
         if not requeue:
-            entry.state = GONE
+            self._leave(entry)
             self._dead_letter(entry.message, deadletter.REJECTED, now)
             return
         entry.delivery_count += 1
         entry.redelivered = True
+        if entry.store_segment and self.journal is not None:
+            self.journal.counted(self, entry)
         settings = self.settings
         if settings.delivery_limit is not None and entry.delivery_count > settings.delivery_limit:
-            entry.state = GONE
+            self._leave(entry)
             self._dead_letter(entry.message, deadletter.DELIVERY_LIMIT, now)
             return
         if settings.retry is not None and failed:
             entry.state = DELAYED
             due = now + settings.retry.delay(entry.delivery_count)
+            if entry.store_segment and self.journal is not None:
+                self.journal.retrying(self, entry, due)
             heapq.heappush(self._retry, (due, entry.seq, entry))
             self.vhost.broker.timers.schedule(self, due)
             return
@@ -233,14 +262,17 @@ class Queue:
         requeue, at the tail after a retry delay (as LavinMQ republishes)."""
         if entry.expires_at is not None:
             if entry.expires_at <= now:
-                entry.state = GONE
+                self._leave(entry)
                 self._dead_letter(entry.message, deadletter.EXPIRED, now)
                 return
             self._index_expiry(entry, entry.expires_at)
         entry.state = READY
         if to_tail:
+            old_seq = entry.seq
             self._seq += 1
             entry.seq = self._seq
+            if entry.store_segment and self.journal is not None:
+                self.journal.moved(self, entry, old_seq)
             self.ready.append(entry)
         else:
             self.ready.requeue(entry)
@@ -293,7 +325,7 @@ class Queue:
 
     def _expire(self, entry: Entry, now: float) -> None:
         """A ready entry past its deadline leaves from wherever it sits."""
-        entry.state = GONE
+        self._leave(entry)
         self._expiring -= 1
         self.ready.discard(entry)
         self._dead_letter(entry.message, deadletter.EXPIRED, now)
@@ -335,6 +367,33 @@ class Queue:
         self._last_used = now
         self._schedule_expires(now)
 
+    def restore(
+        self,
+        message: Message,
+        seq: int,
+        *,
+        expires_at: float | None,
+        delivery_count: int,
+        redelivered: bool,
+        retry_due: float | None,
+        now: float,
+    ) -> Entry:
+        """Put back a message recovered from durable storage, in seq order."""
+        entry = Entry(message, seq, delivery_count=delivery_count, redelivered=redelivered)
+        if self.settings.max_priority is not None:
+            entry.priority = min(message.properties.priority or 0, self.settings.max_priority)
+        self._seq = max(self._seq, seq)
+        entry.expires_at = expires_at
+        if retry_due is not None:
+            entry.state = DELAYED
+            heapq.heappush(self._retry, (retry_due, seq, entry))
+            self.vhost.broker.timers.schedule(self, retry_due)
+        else:
+            if expires_at is not None:
+                self._index_expiry(entry, expires_at)
+            self.ready.append(entry)
+        return entry
+
     # -- purge and delete -----------------------------------------------
 
     def purge(self) -> int:
@@ -347,7 +406,7 @@ class Queue:
         self._expiry.clear()
         self._expiring = 0
         for entry in dropped:
-            entry.state = GONE
+            self._leave(entry)
             self.vhost.broker.dropped(self.name, entry.message, "purged")
         return len(dropped)
 

@@ -78,6 +78,8 @@ class VirtualHost:
                 self, name, type, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments
             )
             self.exchanges[name] = exchange
+            if durable and self.broker.journal is not None:
+                self.broker.journal.exchange_declared(exchange)
             return exchange
         where = self._where("exchange", name)
         for field, mine, theirs in (
@@ -108,6 +110,8 @@ class VirtualHost:
 
     def _remove_exchange(self, exchange: Exchange) -> None:
         del self.exchanges[exchange.name]
+        if exchange.durable and self.broker.journal is not None:
+            self.broker.journal.exchange_deleted(exchange)
         exchange.deleted = True
         for message in exchange.drop_pending():
             self.broker.dropped(exchange.name, message, "exchange-deleted")
@@ -213,6 +217,8 @@ class VirtualHost:
             now=now,
         )
         self.queues[name] = queue
+        if queue.journal is not None:
+            queue.journal.queue_declared(queue)
         if exclusive and owner is not None:
             owner.exclusive_queues.add(queue)
         # Every queue is bound to the default exchange by its name.
@@ -228,6 +234,8 @@ class VirtualHost:
         if self.queues.get(queue.name) is not queue:
             return 0
         del self.queues[queue.name]
+        if queue.journal is not None:
+            queue.journal.queue_deleted(queue)
         self.exchanges[""].router.remove(queue, queue.name, {})
         for source, routing_key, args_key in list(queue.incoming):
             self._unbind_key(source, queue, routing_key, args_key)

@@ -10,17 +10,21 @@ from __future__ import annotations
 import ipaddress
 import math
 import secrets
+from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
+from .. import __version__
 from ..amqp.engine import ServerConnection, State
 from ..auth import Users
 from ..config import Settings
 from ..core.broker import Broker
 from ..log import get_logger
 from ..runtime import Clock, drive_deadlines
+from ..store.journal import DiskJournal
+from .storage import StoreDriver
 
 log = get_logger(__name__)
 
@@ -49,6 +53,7 @@ class Server:
     clock: Clock = attrs.field(factory=Clock)
     connections: set[ServerConnection] = attrs.field(factory=set)
     addresses: list[tuple[str, int]] = attrs.field(factory=list)
+    journal: DiskJournal | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Server:
@@ -60,13 +65,32 @@ class Server:
     async def serve(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen until cancelled. ``task_status.started`` gets this server
         once the port is bound, with :attr:`addresses` filled in."""
-        settings = self.settings
+        # Bind first, so a taken port fails at once, before any recovery work.
         listeners = await self._listen()
         self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(drive_deadlines, self.core, self.clock)
-            await nursery.start(trio.serve_listeners, self._handle, listeners)
-            task_status.started(self)
+        log.info("broker.listening", addresses=[f"{h}:{p}" for h, p in self.addresses], port=self.port,
+                 data_dir=self.settings.data_dir, version=__version__)
+        try:
+            async with trio.open_nursery() as nursery:
+                if self.settings.data_dir:
+                    self.journal = DiskJournal(Path(self.settings.data_dir))
+                    self.journal.recover(self.core, self.clock.now())
+                    driver = StoreDriver(self.journal, on_synced=self._synced, on_blocked=self._blocked)
+                    nursery.start_soon(driver.run)
+                nursery.start_soon(drive_deadlines, self.core, self.clock)
+                await nursery.start(trio.serve_listeners, self._handle, listeners)
+                task_status.started(self)
+        finally:
+            if self.journal is not None:
+                self.journal.close()  # writes what is still pending (acks, mostly)
+
+    def _synced(self) -> None:
+        for conn in self.connections:
+            conn.store_synced()
+
+    def _blocked(self, reason: str | None) -> None:
+        for conn in self.connections:
+            conn.set_blocked(reason)
 
     async def _listen(self) -> list[trio.SocketListener]:
         host, port = self.settings.host, self.settings.port

@@ -8,7 +8,9 @@ amqlite differs on purpose checks ``broker.kind`` and says why.
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 import threading
 import uuid
 from typing import Iterator
@@ -42,6 +44,8 @@ class ServerThread:
         self._cancel: trio.CancelScope | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
+        #: A data directory made for this server alone, removed when it stops.
+        self.owned_dir: str | None = None
 
     def _run(self) -> None:
         try:
@@ -77,6 +81,8 @@ class ServerThread:
             except trio.RunFinishedError:
                 pass
         self._thread.join(10)
+        if self.owned_dir is not None:
+            shutil.rmtree(self.owned_dir, ignore_errors=True)
 
     @property
     def port(self) -> int:
@@ -85,8 +91,15 @@ class ServerThread:
 
 
 def start_amqlite(**overrides: object) -> ServerThread:
+    """An amqlite server on an ephemeral port, with a fresh data directory
+    unless ``data_dir`` is given (pass the same one again to restart)."""
+    owned = None
+    if "data_dir" not in overrides:
+        owned = overrides["data_dir"] = tempfile.mkdtemp(prefix="amqlite-test-")
     settings = Settings(**{"host": "127.0.0.1", "port": 0, **overrides})  # type: ignore[arg-type]
-    return ServerThread(settings).start()
+    server = ServerThread(settings)
+    server.owned_dir = owned
+    return server.start()
 
 
 @pytest.fixture

@@ -1,0 +1,224 @@
+"""Append-only segment files of CRC-checked records.
+
+A record on disk is ``length (u32) | crc32 (u32) | type (u8) | payload``,
+where ``length`` counts type and payload and the CRC covers them. Segments
+are numbered files that roll over at a size limit; a segment whose records
+are all obsolete is deleted whole.
+
+Writing happens in two steps so that the event loop never blocks:
+:meth:`SegmentLog.append` only encodes into memory (trio thread), and
+:meth:`SegmentLog.write_and_sync` writes and fsyncs what was appended
+(worker thread). Appends that arrive during a sync are carried by the next
+one: group commit.
+
+Every file operation goes through :class:`FileSystem`, so tests can inject a
+short write, a failed fsync or a full disk.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import zlib
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+from ..log import get_logger
+
+log = get_logger(__name__)
+
+_HEAD = struct.Struct(">IIB")  # length, crc32, type
+HEAD_SIZE = _HEAD.size
+SEGMENT_SIZE = 64 * 1024 * 1024
+_SUFFIX = ".seg"
+
+
+class FileSystem:
+    """The file operations the log performs; a seam for fault injection."""
+
+    def open_append(self, path: Path) -> BinaryIO:
+        return open(path, "ab")
+
+    def write(self, file: BinaryIO, data: bytes) -> None:
+        file.write(data)
+        file.flush()
+
+    def fsync(self, file: BinaryIO) -> None:
+        os.fsync(file.fileno())
+
+    def fsync_dir(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def truncate(self, path: Path, size: int) -> None:
+        with open(path, "r+b") as file:
+            file.truncate(size)
+            os.fsync(file.fileno())
+
+    def remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+
+def encode_record(kind: int, payload: bytes) -> bytes:
+    body = bytes((kind,)) + payload
+    return _HEAD.pack(len(body), zlib.crc32(body), kind) + payload
+
+
+class Record:
+    __slots__ = ("segment", "offset", "kind", "payload")
+
+    def __init__(self, segment: int, offset: int, kind: int, payload: bytes) -> None:
+        self.segment = segment
+        self.offset = offset
+        self.kind = kind
+        self.payload = payload
+
+
+class SegmentLog:
+    def __init__(self, directory: Path, *, segment_size: int = SEGMENT_SIZE, fs: FileSystem | None = None) -> None:
+        self.directory = directory
+        self.segment_size = segment_size
+        self.fs = fs or FileSystem()
+        directory.mkdir(parents=True, exist_ok=True)
+        self.segments: list[int] = sorted(int(p.stem) for p in directory.glob(f"*{_SUFFIX}"))
+        if not self.segments:
+            self.segments.append(1)
+        #: Segment the next append goes to, and its size once written.
+        self.current = self.segments[-1]
+        path = self._path(self.current)
+        self._size = path.stat().st_size if path.exists() else 0
+        #: Bytes of each segment known to be on disk, so a failed write can
+        #: be cut back to them.
+        self._written: dict[int, int] = {self.current: self._size}
+        self._pending: list[tuple[int, bytes]] = []  # (segment, bytes) not yet written
+        self._pending_size = 0
+        self._file: BinaryIO | None = None
+        self._file_segment = 0
+        #: Positions: every appended byte gets one; ``synced`` trails ``appended``.
+        self.appended = 0
+        self.synced = 0
+        #: Called when records start waiting for a write: the writer's wake-up.
+        self.on_pending: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+
+    def _path(self, segment: int) -> Path:
+        return self.directory / f"{segment:010d}{_SUFFIX}"
+
+    # -- reading (start-up) ---------------------------------------------
+
+    def replay(self) -> Iterator[Record]:
+        """Every intact record, oldest first. A torn or corrupt tail is
+        truncated (and logged); it is what a crash mid-write leaves."""
+        for index, segment in enumerate(self.segments):
+            path = self._path(segment)
+            if not path.exists():
+                continue
+            data = path.read_bytes()
+            offset = 0
+            while offset < len(data):
+                if len(data) - offset < HEAD_SIZE:
+                    break
+                length, crc, kind = _HEAD.unpack_from(data, offset)
+                end = offset + 8 + length
+                if length == 0 or end > len(data) or zlib.crc32(data[offset + 8 : end]) != crc:
+                    break
+                yield Record(segment, offset, kind, data[offset + HEAD_SIZE : end])
+                offset = end
+            if offset < len(data):
+                last = index == len(self.segments) - 1
+                log.warning(
+                    "store.corrupt_tail" if last else "store.corrupt_segment",
+                    segment=path.name,
+                    offset=offset,
+                    dropped_bytes=len(data) - offset,
+                )
+                self.fs.truncate(path, offset)
+                if segment == self.current:
+                    self._size = self._written[segment] = offset
+
+    # -- writing --------------------------------------------------------
+
+    def append(self, kind: int, payload: bytes) -> tuple[int, int]:
+        """Queue a record for the next write; returns (segment, position)."""
+        data = encode_record(kind, payload)
+        if self._size and self._size + len(data) > self.segment_size:
+            self.current += 1
+            self.segments.append(self.current)
+            self._size = 0
+        if not self._pending and self.on_pending is not None:
+            self.on_pending()
+        self._pending.append((self.current, data))
+        self._pending_size += len(data)
+        self._size += len(data)
+        self.appended += len(data)
+        return self.current, self.appended
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._pending)
+
+    def take_pending(self) -> tuple[list[tuple[int, bytes]], int]:
+        """Hand the appended records to a writer (trio thread)."""
+        pending, self._pending = self._pending, []
+        self._pending_size = 0
+        return pending, self.appended
+
+    def put_back(self, pending: list[tuple[int, bytes]]) -> None:
+        """Records whose write failed go first in line again (trio thread)."""
+        self._pending[:0] = pending
+        self._pending_size += sum(len(data) for _, data in pending)
+
+    def write_and_sync(self, pending: list[tuple[int, bytes]]) -> None:
+        """Write and fsync records (worker thread). On error nothing is
+        considered written; the caller keeps the records for a retry."""
+        with self._lock:
+            new_segment = False
+            for segment, data in pending:
+                if self._file is None or self._file_segment != segment:
+                    if self._file is not None:
+                        self.fs.fsync(self._file)
+                        self._file.close()
+                    self._file = self.fs.open_append(self._path(segment))
+                    self._file_segment = segment
+                    new_segment = True
+                self.fs.write(self._file, data)
+            if self._file is not None:
+                self.fs.fsync(self._file)
+            if new_segment:
+                self.fs.fsync_dir(self.directory)
+            for segment, data in pending:
+                self._written[segment] = self._written.get(segment, 0) + len(data)
+
+    def recover_after_failure(self, pending: list[tuple[int, bytes]]) -> None:
+        """After a failed write: cut off whatever part of ``pending`` reached
+        the files (a short write), so a retry appends cleanly (worker thread).
+        A file whose fsync failed is not trusted again: it is reopened."""
+        with self._lock:
+            if self._file is not None:
+                try:
+                    self._file.close()
+                except OSError:
+                    pass
+                self._file = None
+            for segment in {segment for segment, _ in pending}:
+                path = self._path(segment)
+                if path.exists() and path.stat().st_size > self._written.get(segment, 0):
+                    self.fs.truncate(path, self._written.get(segment, 0))
+
+    def delete(self, segment: int) -> None:
+        """Remove a segment none of whose records is needed any more."""
+        if segment == self.current:
+            return
+        self.fs.remove(self._path(segment))
+        self.segments.remove(segment)
+        self._written.pop(segment, None)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
