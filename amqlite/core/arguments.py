@@ -7,6 +7,7 @@ are kept and ignored, as RabbitMQ does.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 import attrs
@@ -20,6 +21,9 @@ OVERFLOW_MODES = (DROP_HEAD, REJECT_PUBLISH, REJECT_PUBLISH_DLX)
 
 #: LavinMQ's default once broker-side retry is switched on.
 DEFAULT_RETRY_DELIVERY_LIMIT = 20
+#: RabbitMQ's longest TTL, expiration or x-expires: ten years in milliseconds.
+MAX_EXPIRY_MS = 315_360_000_000
+_LEADING_INTEGER = re.compile(r"([+-]?[0-9]+)(.*)", re.DOTALL)
 
 # The arguments RabbitMQ compares when a queue is redeclared.
 EQUIVALENCE_KEYS = (
@@ -83,14 +87,21 @@ def _fail(key: str, what: str, name: str, vhost: str, value: Any) -> Preconditio
     )
 
 
+def _invalid(key: str, reason: str, name: str, vhost: str) -> PreconditionFailed:
+    # RabbitMQ prints the reason as an Erlang term, e.g. {value_negative,-1}.
+    return PreconditionFailed(f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}': {reason}")
+
+
 def _int(args: Mapping[str, Any], key: str, name: str, vhost: str, minimum: int) -> int | None:
     value = args.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(key, "not an integer", name, vhost, value)
+        raise _invalid(key, f'"expected integer, got {amqp_type(value)}"', name, vhost)
+    if value < 0:
+        raise _invalid(key, f"{{value_negative,{value}}}", name, vhost)
     if value < minimum:
-        raise _fail(key, f"must be at least {minimum}", name, vhost, value)
+        raise _invalid(key, f"{{value_zero,{value}}}", name, vhost)
     return value
 
 
@@ -101,7 +112,7 @@ def _str(args: Mapping[str, Any], key: str, name: str, vhost: str) -> str | None
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if not isinstance(value, str):
-        raise _fail(key, "not a string", name, vhost, value)
+        raise _invalid(key, f"{{unacceptable_type,{amqp_type(value)}}}", name, vhost)
     return value
 
 
@@ -109,25 +120,33 @@ def queue_settings(args: Mapping[str, Any] | None, name: str, vhost: str) -> Que
     args = args or {}
     ttl = _int(args, "x-message-ttl", name, vhost, 0)
     expires = _int(args, "x-expires", name, vhost, 1)
+    for key, value in (("x-message-ttl", ttl), ("x-expires", expires)):
+        if value is not None and value > MAX_EXPIRY_MS:
+            raise _invalid(key, f"{{value_too_large,{value}}}", name, vhost)
     overflow = _str(args, "x-overflow", name, vhost) or DROP_HEAD
     if overflow not in OVERFLOW_MODES:
-        raise _fail("x-overflow", f"must be one of {', '.join(OVERFLOW_MODES)}", name, vhost, overflow)
+        raise _invalid("x-overflow", "invalid_overflow", name, vhost)
+    dlx = args.get("x-dead-letter-exchange")
+    if dlx is not None and not isinstance(dlx, (str, bytes)):
+        raise PreconditionFailed(
+            f"invalid type '{amqp_type(dlx)}' for arg 'x-dead-letter-exchange' in queue '{name}' in vhost '{vhost}'"
+        )
     dlx = _str(args, "x-dead-letter-exchange", name, vhost)
     dlrk = _str(args, "x-dead-letter-routing-key", name, vhost)
     if dlrk is not None and dlx is None:
-        raise PreconditionFailed(
-            f"invalid arg 'x-dead-letter-routing-key' for queue '{name}' in vhost '{vhost}': "
-            "x-dead-letter-exchange is not set"
-        )
-    max_priority = _int(args, "x-max-priority", name, vhost, 1)
+        raise _invalid("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined", name, vhost)
+    # 0 is accepted, as by RabbitMQ: every message then has the one priority there is.
+    max_priority = _int(args, "x-max-priority", name, vhost, 0)
     if max_priority is not None and max_priority > 255:
-        raise _fail("x-max-priority", "must be at most 255", name, vhost, max_priority)
+        raise _invalid("x-max-priority", f"{{max_value_exceeded,{max_priority}}}", name, vhost)
     sac = args.get("x-single-active-consumer", False)
     if not isinstance(sac, bool):
-        raise _fail("x-single-active-consumer", "not a boolean", name, vhost, sac)
+        raise _invalid("x-single-active-consumer", f"{{unacceptable_type,{amqp_type(sac)}}}", name, vhost)
     queue_type = _str(args, "x-queue-type", name, vhost)
-    if queue_type not in (None, "classic", "quorum"):
+    if queue_type == "stream":
         raise _fail("x-queue-type", "only classic and quorum queues are supported", name, vhost, queue_type)
+    if queue_type not in (None, "classic", "quorum"):
+        raise _invalid("x-queue-type", f'"unsupported queue type \'{queue_type}\'"', name, vhost)
     retry = _retry(args, name, vhost)
     limit = _int(args, "x-delivery-limit", name, vhost, 0)
     if limit is None and retry is not None:
@@ -176,12 +195,20 @@ def message_ttl(expiration: str | None) -> float | None:
     """
     if expiration is None:
         return None
-    try:
+    if expiration.isascii() and expiration.isdigit():
         ms = int(expiration)
-    except ValueError:
-        raise PreconditionFailed(f"invalid expiration '{expiration}': not an integer") from None
+    else:
+        # Erlang's string:to_integer, as RabbitMQ parses it: a sign, digits, nothing after.
+        match = _LEADING_INTEGER.match(expiration)
+        if match is None:
+            raise PreconditionFailed(f"invalid expiration '{expiration}': no_integer")
+        if match.group(2):
+            raise PreconditionFailed(f"invalid expiration '{expiration}': {{leftover_string,\"{match.group(2)}\"}}")
+        ms = int(match.group(1))
     if ms < 0:
-        raise PreconditionFailed(f"invalid expiration '{expiration}': negative")
+        raise PreconditionFailed(f"invalid expiration '{expiration}': {{value_negative,{ms}}}")
+    if ms > MAX_EXPIRY_MS:
+        raise PreconditionFailed(f"invalid expiration '{expiration}': {{value_too_large,{ms}}}")
     return ms / 1000
 
 

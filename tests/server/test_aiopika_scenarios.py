@@ -648,3 +648,87 @@ def test_internal_error_drops_one_connection_not_the_broker(broker: BrokerUnderT
                 assert not (await newcomer.channel()).is_closed
 
     run(scenario)
+
+
+# Invalid queue arguments: RabbitMQ prints the reason as an Erlang term, and that
+# text is what people search for. The type names of integers are left out: the
+# broker sees the width the client chose (pamqp sends 5 as a byte).
+INVALID_QUEUE_ARGUMENTS = [
+    ({"x-message-ttl": -1}, "{value_negative,-1}"),
+    ({"x-message-ttl": "10"}, '"expected integer, got longstr"'),
+    ({"x-message-ttl": True}, '"expected integer, got bool"'),
+    ({"x-message-ttl": 315360000001}, "{value_too_large,315360000001}"),
+    ({"x-expires": 0}, "{value_zero,0}"),
+    ({"x-expires": -5}, "{value_negative,-5}"),
+    ({"x-max-length": -1}, "{value_negative,-1}"),
+    ({"x-max-length-bytes": -1}, "{value_negative,-1}"),
+    ({"x-max-priority": 300}, "{max_value_exceeded,300}"),
+    ({"x-max-priority": "5"}, '"expected integer, got longstr"'),
+    ({"x-overflow": "nope"}, "invalid_overflow"),
+    ({"x-overflow": 5}, "{unacceptable_type,"),
+    ({"x-dead-letter-routing-key": "k"}, "routing_key_but_no_dlx_defined"),
+    ({"x-single-active-consumer": "yes"}, "{unacceptable_type,longstr}"),
+    ({"x-queue-type": "bogus"}, "\"unsupported queue type 'bogus'\""),
+]
+
+
+def test_invalid_queue_arguments_in_rabbitmq_wording(broker: BrokerUnderTest) -> None:
+    async def scenario() -> None:
+        async with await aio_pika.connect(broker.url) as connection:
+            name = broker.name("invalid")
+            for arguments, reason in INVALID_QUEUE_ARGUMENTS:
+                channel = await connection.channel()
+                with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed) as caught:
+                    await channel.declare_queue(name, exclusive=True, arguments=arguments)
+                text = caught.value.args[-1]
+                prefix = f"PRECONDITION_FAILED - invalid arg '{next(iter(arguments))}' for queue '{name}' in vhost '/': "
+                assert text.startswith(prefix + reason), (arguments, text)
+            channel = await connection.channel()
+            with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed) as caught:
+                await channel.declare_queue(name, exclusive=True, arguments={"x-dead-letter-exchange": 5})
+            assert caught.value.args[-1].startswith(
+                "PRECONDITION_FAILED - invalid type '"
+            ) and caught.value.args[-1].endswith(f"' for arg 'x-dead-letter-exchange' in queue '{name}' in vhost '/'")
+            # x-max-priority 0 is accepted: one priority level, FIFO.
+            channel = await connection.channel()
+            queue = await channel.declare_queue(name, exclusive=True, arguments={"x-max-priority": 0})
+            for body, priority in ((b"a", 0), (b"b", 9)):
+                await channel.default_exchange.publish(Message(body, priority=priority), queue.name)
+            assert await get_all(queue) == [b"a", b"b"]
+
+    run(scenario)
+
+
+INVALID_EXPIRATIONS = [
+    ("-1", "{value_negative,-1}"),
+    ("1.5", '{leftover_string,".5"}'),
+    ("5abc", '{leftover_string,"abc"}'),
+    (" 5", "no_integer"),
+    ("soon", "no_integer"),
+    ("315360000001", "{value_too_large,315360000001}"),
+]
+
+
+def test_invalid_expiration_fails_the_publish(broker: BrokerUnderTest) -> None:
+    async def scenario() -> None:
+        async with await aio_pika.connect(broker.url) as connection:
+            queue_name = broker.name("expiration")
+            keeper = await connection.channel()
+            queue = await keeper.declare_queue(queue_name, exclusive=True)
+            for expiration, reason in INVALID_EXPIRATIONS:
+                channel = await connection.channel(publisher_confirms=True)
+                underlay = await channel.get_underlay_channel()
+                with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed) as caught:
+                    await underlay.basic_publish(
+                        b"x", routing_key=queue_name, properties=aiormq.spec.Basic.Properties(expiration=expiration)
+                    )
+                assert caught.value.args[-1] == f"PRECONDITION_FAILED - invalid expiration '{expiration}': {reason}"
+            channel = await connection.channel(publisher_confirms=True)
+            underlay = await channel.get_underlay_channel()
+            for expiration in ("+60000", "00060000", "315360000000"):  # accepted as RabbitMQ does
+                await underlay.basic_publish(
+                    b"ok", routing_key=queue_name, properties=aiormq.spec.Basic.Properties(expiration=expiration)
+                )
+            assert await get_all(queue) == [b"ok"] * 3
+
+    run(scenario)
