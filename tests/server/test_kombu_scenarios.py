@@ -448,6 +448,30 @@ def test_consumer_cancel_notify_when_queue_deleted(broker: BrokerUnderTest) -> N
         connection.close()
 
 
+def test_no_cancel_notify_without_the_capability(broker: BrokerUnderTest) -> None:
+    # A client that does not announce consumer_cancel_notify is not sent basic.cancel.
+    connection = raw_connection(broker)
+    connection.negotiate_capabilities = {**connection.negotiate_capabilities, "consumer_cancel_notify": False}
+    connection.connect()
+    try:
+        assert connection.client_properties["capabilities"]["consumer_cancel_notify"] is False
+        channel = connection.channel()
+        name = broker.name("quiet")
+        channel.queue_declare(name)
+        channel.basic_consume(name, callback=lambda message: None)  # no on_cancel: a cancel would raise
+        connection.channel().queue_delete(name)
+        deadline = time.monotonic() + 0.3
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                connection.drain_events(timeout=remaining)
+            except socket.timeout:
+                break
+        assert channel.is_open
+        assert channel.queue_declare("", exclusive=True).queue.startswith("amq.gen-")
+    finally:
+        connection.close()
+
+
 def test_kombu_heartbeat_negotiated_idle_connection_survives(broker: BrokerUnderTest) -> None:
     with connect(broker, heartbeat=2) as connection:
         connection.connect()
