@@ -41,6 +41,9 @@ class Channel:
         self.prefetch = 0
         #: basic.qos with global=true: a limit on the channel's unacked total.
         self.global_prefetch = 0
+        #: Unacked deliveries to consumers; what global prefetch counts
+        #: (basic.get is not subject to prefetch, as in RabbitMQ).
+        self.consumer_unacked = 0
         self.buffered = 0
         self.buffer_limit = DEFAULT_BUFFER_LIMIT
         self.outbox: deque[Deliver | ConsumerCancelled] = deque()
@@ -196,6 +199,7 @@ class Channel:
         else:
             queue.lend(entry)
             consumer.unacked += 1
+            self.consumer_unacked += 1
             self.unacked[tag] = (entry, queue, consumer)
         self.buffered += 1
         self._emit(Deliver(consumer.tag, tag, entry.redelivered, entry.message, entry.delivery_count))
@@ -288,6 +292,7 @@ class Channel:
         for _, (entry, queue, consumer) in records:
             if consumer is not None:
                 consumer.unacked -= 1
+                self.consumer_unacked -= 1
             if how == "ack":
                 queue.settle(entry)
             else:
@@ -355,6 +360,7 @@ class Channel:
         for entry, queue, consumer in unacked.values():
             if consumer is not None:
                 consumer.unacked -= 1
+                self.consumer_unacked -= 1
             queue.give_back(entry, True, now, failed=False)
         consumers, self.consumers = self.consumers, {}
         for consumer in consumers.values():

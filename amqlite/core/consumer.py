@@ -34,4 +34,4 @@ class Consumer:
         if self.prefetch and self.unacked >= self.prefetch:
             return False
         limit = channel.global_prefetch
-        return not limit or len(channel.unacked) < limit
+        return not limit or channel.consumer_unacked < limit

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from . import deadletter
 from .arguments import EQUIVALENCE_KEYS, check_equivalent, message_ttl, queue_settings
 from .errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
@@ -276,7 +278,18 @@ class VirtualHost:
             if delay > 0:
                 exchange.hold(message, now + delay)
                 return PublishOutcome(routed=0, delayed=True)
-        queues = self.route(exchange, message, None)
+        delayers: list[Exchange] = []
+        queues = self.route(exchange, message, None, delayers)
+        if delayers:
+            # Reached through exchange-to-exchange bindings, a delayed
+            # exchange still delays (as the plugin does). Each holds a copy,
+            # since storage tracks a held message apart from queued ones.
+            due = now + delay_of(message)
+            for delayer in delayers:
+                delayer.hold(attrs.evolve(message, store_id=None, store_segment=0, store_refs=0), due)
+            if not queues:
+                return PublishOutcome(routed=0, delayed=True)
+            return attrs.evolve(self._enqueue(queues, message, ttl, False, now, exchange_name), delayed=True)
         return self._enqueue(queues, message, ttl, mandatory, now, exchange_name)
 
     def release_delayed(self, exchange: Exchange, message: Message, now: float) -> None:
@@ -306,9 +319,13 @@ class VirtualHost:
             routed += queue.enqueue(message, ttl, now)
         return PublishOutcome(routed=routed, rejected=routed < len(queues))
 
-    def route(self, exchange: Exchange, message: Message, keys: list[str] | None) -> list[Queue]:
+    def route(
+        self, exchange: Exchange, message: Message, keys: list[str] | None, delayers: list[Exchange] | None = None
+    ) -> list[Queue]:
         """Every queue the message reaches, each once, following
-        exchange-to-exchange bindings and alternate exchanges."""
+        exchange-to-exchange bindings and alternate exchanges. Delayed
+        exchanges met on the way go into ``delayers`` instead, when given
+        and the message asks for a delay."""
         headers = message.properties.headers
         if keys is None:
             keys = deadletter.routing_keys(message) if headers and ("CC" in headers or "BCC" in headers) else None
@@ -332,7 +349,10 @@ class VirtualHost:
                     queues[dest] = None
                 elif dest not in seen:
                     seen.add(dest)
-                    pending.append(dest)
+                    if delayers is not None and dest.delayed and delay_of(message) > 0:
+                        delayers.append(dest)
+                    else:
+                        pending.append(dest)
         return list(queues)
 
     def dead_letter(self, queue: Queue, message: Message, reason: str, now: float) -> None:

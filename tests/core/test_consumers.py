@@ -258,3 +258,19 @@ def test_channel_buffer_limit_bounds_undrained_deliveries(ch):
     assert len(ch.outbox) == 3
     deliveries(ch)  # the driver takes them and reports it
     assert len(ch.outbox) == 3
+
+
+def test_global_prefetch_does_not_count_basic_get():
+    """basic.get is not subject to prefetch (RabbitMQ): a message taken by get
+    and not yet acked leaves the channel's consumers their full allowance."""
+    from amqlite.core.broker import Broker
+
+    broker = Broker()
+    ch = broker.connect().open_channel()
+    ch.declare_queue("q", now=0)
+    for i in range(5):
+        ch.publish(b"%d" % i, routing_key="q", now=0)
+    assert ch.get("q", now=0) is not None
+    ch.qos(2, global_=True, now=0)
+    ch.consume("q", now=0)
+    assert len(ch.outbox) == 2

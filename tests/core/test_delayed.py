@@ -141,3 +141,28 @@ async def test_delay_through_embedded_api(autojump_clock):
         delivery = await consumer.__anext__()
         assert delivery.body == b"x"
         assert trio.current_time() - started == pytest.approx(2.5, abs=1e-3)
+
+
+def test_a_delayed_exchange_reached_through_an_exchange_binding_still_delays():
+    """As in the plugin: the delay applies wherever the message meets the exchange."""
+    from amqlite.core.broker import Broker
+    from amqlite.core.message import Properties
+
+    broker = Broker()
+    ch = broker.connect().open_channel()
+    ch.declare_exchange("front", "fanout")
+    ch.declare_exchange("later", "x-delayed-message", arguments={"x-delayed-type": "fanout"})
+    ch.bind_exchange("later", "front")
+    ch.declare_queue("now", now=0)
+    ch.declare_queue("delayed", now=0)
+    ch.bind_queue("now", "front")
+    ch.bind_queue("delayed", "later")
+    outcome = ch.publish(b"m", exchange="front", properties=Properties(headers={"x-delay": 5000}), now=0)
+    assert outcome.routed == 1 and outcome.delayed
+    queues = broker.vhosts["/"].queues
+    assert (queues["now"].message_count, queues["delayed"].message_count) == (1, 0)
+    broker.tick(4.9)
+    assert queues["delayed"].message_count == 0
+    broker.tick(5.0)
+    assert queues["delayed"].message_count == 1
+
