@@ -101,11 +101,11 @@ class VirtualHost:
     def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
         if name == "":
             raise AccessRefused("operation not permitted on the default exchange")
+        if name.startswith("amq."):  # checked first, as RabbitMQ: existing or not
+            raise AccessRefused(f"deletion of system {self._where('exchange', name)} not allowed")
         exchange = self.exchanges.get(name)
         if exchange is None:
             return  # idempotent, as in RabbitMQ
-        if name.startswith("amq."):
-            raise AccessRefused(f"cannot delete predeclared {self._where('exchange', name)}")
         if if_unused and exchange.bindings:
             raise PreconditionFailed(f"{self._where('exchange', name)} in use")
         self._remove_exchange(exchange)

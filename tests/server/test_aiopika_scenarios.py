@@ -488,6 +488,13 @@ def test_channel_error_keeps_connection_usable(broker: BrokerUnderTest) -> None:
             channel = await connection.channel()
             with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed):
                 await channel.declare_exchange("amq.direct", ExchangeType.FANOUT)
+            for system in ("amq.direct", "amq.missing"):  # refused whether it exists or not
+                channel = await connection.channel()
+                with pytest.raises(aiormq.exceptions.ChannelAccessRefused) as caught:
+                    await channel.exchange_delete(system)
+                assert caught.value.args[-1] == (
+                    f"ACCESS_REFUSED - deletion of system exchange '{system}' in vhost '/' not allowed"
+                )
             channel = await connection.channel()
             queue = await channel.declare_queue(broker.name("ok"), exclusive=True)
             await channel.default_exchange.publish(Message(b"fine"), queue.name)
