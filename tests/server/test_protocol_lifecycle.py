@@ -36,15 +36,15 @@ def connect(broker: BrokerUnderTest) -> RawClient:
 
 
 def queue_exists(client: RawClient, name: str) -> tuple[bool, int]:
-    """(exists, message count) by a passive declare on a throwaway channel."""
+    """(exists, message count) by a passive declare on a throwaway channel (count 0 if locked)."""
     client.send_method(9, spec.Channel.Open())
     client.expect(spec.Channel.OpenOk, 9)
     client.send_method(9, spec.Queue.Declare(name, passive=True))
     f = client.read_method()
     if isinstance(f.method, spec.Channel.Close):
-        assert f.method.reply_code == 404
+        assert f.method.reply_code in (404, 405)  # 405: another connection's exclusive queue
         client.send_method(9, spec.Channel.CloseOk())
-        return False, 0
+        return f.method.reply_code == 405, 0
     assert isinstance(f.method, spec.Queue.DeclareOk)
     client.call(9, spec.Channel.Close(200, ""), spec.Channel.CloseOk)
     return True, f.method.message_count
