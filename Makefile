@@ -39,4 +39,4 @@ clean:
 
 # A long property-test campaign (the suite runs a short slice of it).
 fuzz: $(STAMP)
-	AMQLITE_FUZZ_EXAMPLES=5000 $(BIN)/python -m pytest -q tests/core/test_conservation.py
+	AMQLITE_FUZZ_EXAMPLES=5000 $(BIN)/python -m pytest -q tests/core/test_conservation.py tests/server/test_fuzz.py
