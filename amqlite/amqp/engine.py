@@ -366,9 +366,10 @@ class ServerConnection:
         elif kind is spec.Connection.CloseOk:
             self._closed("close-ok")
         elif method.class_id == 10:
-            raise errors.CommandInvalid(f"{method.name} not expected while {state.value}")
+            # RabbitMQ: 504 "unexpected method in connection state ...".
+            raise errors.ChannelStateError(f"{method.name} not expected while {state.value}")
         else:
-            raise errors.CommandInvalid(f"{method.name} is not allowed on channel 0")
+            raise errors.ChannelStateError(f"{method.name} is not allowed on channel 0")
 
     def _start_ok(self, method: spec.Connection.StartOk) -> None:
         self.client_properties = method.client_properties or {}

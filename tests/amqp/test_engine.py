@@ -488,11 +488,15 @@ def test_second_channel_open_is_504() -> None:
     assert "second 'channel.open'" in close.reply_text
 
 
-def test_channel_method_on_channel_0_closes_the_connection() -> None:
-    # RabbitMQ says 504 "unexpected method in connection state running".
+@pytest.mark.parametrize("m", [spec.Basic.Qos(0, 1, False), spec.Connection.TuneOk(2047, 131072, 0), plain()],
+                         ids=["basic.qos", "tune-ok-again", "start-ok-again"])
+def test_out_of_place_method_on_channel_0_is_504(m: spec.Method) -> None:
+    # RabbitMQ: 504 "unexpected method in connection state running".
     peer = opened()
-    peer.send_method(0, spec.Basic.Qos(0, 1, False))
-    assert peer.connection_close().reply_code in (503, 504)
+    peer.send_method(0, m)
+    close = peer.connection_close()
+    assert close.reply_code == 504
+    assert (close.failing_class_id, close.failing_method_id) == (m.class_id, m.method_id)
 
 
 def test_channel_number_above_channel_max_is_530() -> None:

@@ -130,6 +130,16 @@ def test_method_on_an_unopened_channel_is_504(broker: BrokerUnderTest) -> None:
         assert (close.failing_class_id, close.failing_method_id) == (50, 10)
 
 
+@pytest.mark.parametrize("m", [spec.Basic.Qos(0, 1, False), spec.Connection.TuneOk(2047, 131072, 0)],
+                         ids=["basic.qos", "tune-ok-again"])
+def test_out_of_place_method_on_channel_0_is_504(broker: BrokerUnderTest, m: spec.Method) -> None:
+    with RawClient(broker.host, broker.port) as client:
+        client.handshake()
+        client.send_method(0, m)
+        close = assert_connection_closed(client, 504, broker)
+        assert (close.failing_class_id, close.failing_method_id) == (m.class_id, m.method_id)
+
+
 def test_second_channel_open_is_504(broker: BrokerUnderTest) -> None:
     with opened(broker) as client:
         client.send_method(1, spec.Channel.Open())
