@@ -98,7 +98,8 @@ class Consumer:
 
     def _push(self, event: Deliver) -> None:
         self._buffer.append(event)
-        self._lot.unpark_all()
+        if self._lot:  # usually nobody waits: the consumer is busy with earlier ones
+            self._lot.unpark_all()
 
     def _end(self) -> None:
         self.cancelled = True
@@ -193,9 +194,12 @@ class Channel:
         try:
             return operation(*args, **kwargs)
         except errors.AMQPError as error:
-            log.info("channel.error", channel=self.number, reply_code=error.reply_code, reply_text=error.reply_text)
-            self._close(error)
+            self._fail(error)
             raise
+
+    def _fail(self, error: errors.AMQPError) -> None:
+        log.info("channel.error", channel=self.number, reply_code=error.reply_code, reply_text=error.reply_text)
+        self._close(error)
 
     def _close(self, cause: errors.AMQPError | None) -> None:
         if self.closed is not None:
@@ -314,15 +318,17 @@ class Channel:
         mandatory: bool = False,
     ) -> PublishOutcome | None:
         """:meth:`publish` without the checkpoint, for tight producer loops."""
-        return self._run(
-            self._core.publish,
-            body,
-            now=self._broker.now(),
-            exchange=exchange,
-            routing_key=routing_key,
-            properties=properties,
-            mandatory=mandatory,
-        )
+        # Publish and ack skip _run's generic call: they are the hot path.
+        if self.closed is not None:
+            raise self.closed
+        try:
+            return self._core.publish(
+                body, now=self._broker.now(), exchange=exchange, routing_key=routing_key,
+                properties=properties, mandatory=mandatory,
+            )
+        except errors.AMQPError as error:
+            self._fail(error)
+            raise
 
     async def confirm_select(self) -> None:
         await self._op(self._core.confirm_select)
@@ -369,7 +375,13 @@ class Channel:
         return None if result is None else self._delivery(result)
 
     def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
-        self._run(self._core.ack, delivery_tag, now=self._broker.now(), multiple=multiple)
+        if self.closed is not None:
+            raise self.closed
+        try:
+            self._core.ack(delivery_tag, now=self._broker.now(), multiple=multiple)
+        except errors.AMQPError as error:
+            self._fail(error)
+            raise
 
     def nack(self, delivery_tag: int, *, multiple: bool = False, requeue: bool = True) -> None:
         self._run(self._core.nack, delivery_tag, now=self._broker.now(), multiple=multiple, requeue=requeue)

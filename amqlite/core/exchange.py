@@ -152,6 +152,9 @@ class Exchange:
         self.bindings: dict[tuple[Any, str, Hashable], dict[str, Any]] = {}
         #: Bindings that lead here (this exchange as a destination).
         self.incoming: set[tuple[Exchange, str, Hashable]] = set()
+        #: How many outgoing bindings lead to exchanges; routing takes a
+        #: shortcut when there are none.
+        self.exchange_destinations = 0
         self.deleted = False
         # Delayed-message exchanges hold messages here until due.
         self.timer_at: float | None = None
@@ -169,6 +172,8 @@ class Exchange:
         self.router.add(destination, routing_key, arguments)
         self.bindings[key] = arguments
         destination.incoming.add((self, routing_key, key[2]))
+        if isinstance(destination, Exchange):
+            self.exchange_destinations += 1
         journal = self._journal_for(destination)
         if journal is not None:
             journal.bound(self, destination, routing_key, arguments)
@@ -180,6 +185,8 @@ class Exchange:
             return False
         self.router.remove(destination, routing_key, arguments)
         destination.incoming.discard((self, routing_key, key[2]))
+        if isinstance(destination, Exchange):
+            self.exchange_destinations -= 1
         journal = self._journal_for(destination)
         if journal is not None:
             journal.unbound(self, destination, routing_key, arguments)

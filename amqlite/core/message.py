@@ -38,7 +38,7 @@ EMPTY_PROPERTIES = Properties()
 PERSISTENT = 2
 
 
-@attrs.define(slots=True, eq=False)
+@attrs.define(slots=True, eq=False, weakref_slot=False)
 class Message:
     """What was published. Never mutated once routed: a copy routed to many
     queues is one object, and dead-lettering makes a new one."""
@@ -75,7 +75,7 @@ DELAYED = 2  # requeued for a later retry (x-delayed-retry-*)
 GONE = 3  # acked, dead-lettered or dropped; a tombstone if still indexed
 
 
-@attrs.define(slots=True, eq=False)
+@attrs.define(slots=True, eq=False, weakref_slot=False)
 class Entry:
     """One message in one queue."""
 

@@ -158,9 +158,9 @@ class Queue:
 
     def dispatch(self, now: float) -> None:
         """Push ready messages to consumers while any has credit."""
-        if self._dispatching or self.deleted:
-            return
         ready = self.ready
+        if not ready.count or self._dispatching or self.deleted:
+            return
         self._dispatching = True
         try:
             while ready.count and self.consumers:

@@ -28,6 +28,13 @@ PREDECLARED = (
     ("amq.match", "headers"),
 )
 
+# Outcomes are immutable: share the common ones instead of building each.
+ROUTED_TO_ONE = PublishOutcome(routed=1)
+REJECTED = PublishOutcome(routed=0, rejected=True)
+UNROUTED = PublishOutcome(routed=0)
+RETURNED = PublishOutcome(routed=0, returned=True)
+
+
 def _reserved(kind: str, name: str) -> AccessRefused:
     return AccessRefused(f"{kind} name '{name}' contains reserved prefix 'amq.*'")
 
@@ -301,7 +308,7 @@ class VirtualHost:
     ) -> PublishOutcome:
         if not queues:
             self.broker.dropped(exchange, message, "unroutable")
-            return PublishOutcome(routed=0, returned=mandatory)
+            return RETURNED if mandatory else UNROUTED
         headers = message.properties.headers
         if headers and "BCC" in headers:
             # BCC routes but is never delivered, as in RabbitMQ.
@@ -312,8 +319,7 @@ class VirtualHost:
                 bcc=tuple(k for k in bcc if isinstance(k, str)) if isinstance(bcc, list) else (),
             )
         if len(queues) == 1:
-            accepted = queues[0].enqueue(message, ttl, now)
-            return PublishOutcome(routed=1) if accepted else PublishOutcome(routed=0, rejected=True)
+            return ROUTED_TO_ONE if queues[0].enqueue(message, ttl, now) else REJECTED
         routed = 0
         for queue in queues:
             routed += queue.enqueue(message, ttl, now)
@@ -328,7 +334,11 @@ class VirtualHost:
         and the message asks for a delay."""
         headers = message.properties.headers
         if keys is None:
-            keys = deadletter.routing_keys(message) if headers and ("CC" in headers or "BCC" in headers) else None
+            if headers and ("CC" in headers or "BCC" in headers):
+                keys = deadletter.routing_keys(message)
+            elif not exchange.exchange_destinations and exchange.alternate is None:
+                # The common case: one key, straight to queues.
+                return list(exchange.route(message.routing_key, headers))
         queues: dict[Queue, None] = {}
         seen = {exchange}
         pending = [exchange]
