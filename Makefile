@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test bench bench-amqp fuzz venv clean
+.PHONY: run demo test bench bench-amqp bench-durable fuzz venv clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: $(STAMP)
 # amqlite against the RabbitMQ at 127.0.0.1:5672, same raw-socket load generator.
 bench-amqp: $(STAMP)
 	$(BIN)/python benchmarks/bench_amqp.py
+
+# The same with a durable queue and persistent messages (confirms wait for fsync).
+bench-durable: $(STAMP)
+	$(BIN)/python benchmarks/bench_amqp.py --durable
 
 clean:
 	rm -rf $(VENV) build *.egg-info

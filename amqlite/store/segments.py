@@ -68,6 +68,18 @@ def encode_record(kind: int, payload: bytes) -> bytes:
     return _HEAD.pack(len(body), zlib.crc32(body), kind) + payload
 
 
+def _by_segment(pending: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """Consecutive records of one segment joined, so a batch is one write
+    per segment rather than one system call per record."""
+    runs: list[tuple[int, list[bytes]]] = []
+    for segment, data in pending:
+        if runs and runs[-1][0] == segment:
+            runs[-1][1].append(data)
+        else:
+            runs.append((segment, [data]))
+    return [(segment, b"".join(chunks)) for segment, chunks in runs]
+
+
 class Record:
     __slots__ = ("segment", "offset", "kind", "payload")
 
@@ -177,7 +189,7 @@ class SegmentLog:
         considered written; the caller keeps the records for a retry."""
         with self._lock:
             new_segment = False
-            for segment, data in pending:
+            for segment, data in _by_segment(pending):
                 if self._file is None or self._file_segment != segment:
                     if self._file is not None:
                         self.fs.fsync(self._file)
