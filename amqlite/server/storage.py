@@ -43,17 +43,28 @@ class StoreDriver:
         while True:
             while not log_.dirty:
                 await self._wakeup.park()
+            # What may be deleted once this batch is on disk is decided now,
+            # while the journal's state is exactly what the batch records:
+            # records appended during the write (an ack making an old segment
+            # obsolete, say) are not on disk when compaction runs.
+            obsolete = journal.obsolete_segments()
+            snapshot = journal.snapshot_payload() if obsolete and journal.needs_snapshot(obsolete) else None
             pending, position = log_.take_pending()
-            try:
-                await trio.to_thread.run_sync(log_.write_and_sync, pending)
-            except OSError as error:
-                await trio.to_thread.run_sync(log_.recover_after_failure, pending)
-                log_.put_back(pending)
+            # Records taken from the log are written or put back, even when
+            # the server is stopping: journal.close() writes what is left.
+            with trio.CancelScope(shield=True):
+                try:
+                    await trio.to_thread.run_sync(log_.write_and_sync, pending)
+                    failure = None
+                except OSError as error:
+                    failure = error
+                    log_.put_back(pending)
+            if failure is not None:
                 if journal.accepting:
                     journal.accepting = False
-                    log.error("store.write_failed", error=str(error), errno=error.errno,
+                    log.error("store.write_failed", error=str(failure), errno=failure.errno,
                               action="persistent publishes refused until the disk accepts writes")
-                    self.on_blocked(f"disk write failed: {error.strerror or error}")
+                    self.on_blocked(f"disk write failed: {failure.strerror or failure}")
                 await trio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
@@ -64,17 +75,21 @@ class StoreDriver:
                 log.info("store.recovered_writes", action="persistent publishes accepted again")
                 self.on_blocked(None)
             self.on_synced()
-            await self._compact()
+            if obsolete:
+                await self._compact(obsolete, snapshot)
 
-    async def _compact(self) -> None:
+    async def _compact(self, obsolete: list[int], snapshot: tuple[bytes, int] | None) -> None:
+        """Delete segments made obsolete by records now on disk. A failure
+        (say, no room for the snapshot) is logged and retried later."""
         journal = self.journal
-        obsolete = journal.obsolete_segments()
-        if not obsolete:
+        try:
+            if snapshot is not None:
+                payload, segment = snapshot
+                await trio.to_thread.run_sync(journal.write_snapshot, payload)
+                journal.snapshot_written(segment)
+            deleted = await trio.to_thread.run_sync(journal.delete_segments, obsolete)
+        except OSError as error:
+            log.warning("store.compaction_failed", error=str(error), errno=error.errno)
             return
-        if journal.needs_snapshot(obsolete):
-            payload, segment = journal.snapshot_payload()
-            await trio.to_thread.run_sync(journal.write_snapshot, payload)
-            journal.snapshot_written(segment)
-        await trio.to_thread.run_sync(journal.delete_segments, obsolete)
-        journal.forget(obsolete)
-        log.info("store.compacted", deleted_segments=len(obsolete), segments=len(journal.log.segments))
+        journal.forget(deleted)
+        log.info("store.compacted", deleted_segments=len(deleted), segments=len(journal.log.segments))

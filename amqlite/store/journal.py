@@ -90,6 +90,15 @@ def _read_content(payload: bytes, offset: int) -> tuple[str, str, bytes, Any, by
     return exchange, routing_key, header, properties, payload[offset + size :]
 
 
+def _canonical(value: Any) -> Any:
+    """Tables with their keys sorted, all the way down."""
+    if isinstance(value, dict):
+        return {key: _canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    return value
+
+
 class StoreLocked(Exception):
     """Another broker holds the data directory."""
 
@@ -176,14 +185,21 @@ class DiskJournal:
 
     def exchange_deleted(self, exchange: Exchange) -> None:
         self._define(("exchange", exchange.vhost.name, exchange.name), None)
+        # Its held messages go with it; without a RELEASE they would come back
+        # in a durable delayed exchange redeclared under the same name.
+        for _, _, message in exchange._pending:
+            if message.store_id is not None:
+                self.released(exchange, message)
 
     @staticmethod
     def _binding_key(source: Exchange, destination: Any, routing_key: str, arguments: dict[str, Any]) -> tuple[str, ...]:
         from ..core.queue import Queue
 
         kind = "queue" if isinstance(destination, Queue) else "exchange"
+        # Arguments in a canonical order: unbind may list them in another
+        # order than bind did (the core matches them regardless of order).
         return ("binding", source.vhost.name, source.name, kind, destination.name, routing_key,
-                encode_table(arguments).hex())
+                encode_table(_canonical(arguments)).hex())
 
     def bound(self, source: Exchange, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
         key = self._binding_key(source, destination, routing_key, arguments)
@@ -310,8 +326,7 @@ class DiskJournal:
         path = self.directory / SNAPSHOT
         temp = path.with_suffix(".tmp")
         with open(temp, "wb") as file:
-            file.write(payload)
-            file.flush()
+            self.fs.write(file, payload)
             self.fs.fsync(file)
         os.replace(temp, path)
         self.fs.fsync_dir(self.directory)
@@ -322,10 +337,19 @@ class DiskJournal:
         self._snapshot_segment = segment
         self._definition_segments = {s for s in self._definition_segments if s >= segment}
 
-    def delete_segments(self, segments: list[int]) -> None:
-        """Delete obsolete segment files (worker thread); then :meth:`forget`."""
+    def delete_segments(self, segments: list[int]) -> list[int]:
+        """Delete obsolete segment files, oldest first (worker thread); then
+        :meth:`forget` those deleted. Stops at the first that fails, so a
+        removal never outlives what it removes."""
+        deleted = []
         for segment in segments:
-            self.log.delete(segment)
+            try:
+                self.log.delete(segment)
+            except OSError as error:
+                log.warning("store.delete_failed", segment=segment, error=str(error))
+                break
+            deleted.append(segment)
+        return deleted
 
     def forget(self, segments: list[int]) -> None:
         for segment in segments:
@@ -395,8 +419,8 @@ class DiskJournal:
                     else:
                         definitions.pop(key, None)
                     self._definition_segments.add(segment)
-            else:
-                self._replay_entry_record(kind, payload, segment, entries, messages)
+            elif kind in (REMOVE, DELIVERED, COUNT, RETRY, MOVE):
+                self._replay_entry_record(kind, payload, segment, entries)
 
         queues = self._restore_definitions(broker, definitions, now)
         restored = 0
@@ -428,20 +452,23 @@ class DiskJournal:
                  segments=report.segments, seconds=round(report.seconds, 3))
         return report
 
-    @staticmethod
-    def _replay_entry_record(kind: int, payload: bytes, segment: int,
-                             entries: dict[tuple[int, int], _RecoveredEntry], messages: dict[int, Message]) -> None:
+    def _replay_entry_record(self, kind: int, payload: bytes, segment: int,
+                             entries: dict[tuple[int, int], _RecoveredEntry]) -> None:
+        # Each record that finds its entry points into the entry's segment, as
+        # when it was appended: a removal must not be deleted before what it removes.
         if kind == MOVE:
             queue_id, old_seq, new_seq = _MOVE.unpack_from(payload)
             item = entries.pop((queue_id, old_seq), None)
             if item is not None:
                 item.seq, item.retry_due = new_seq, None
                 entries[(queue_id, new_seq)] = item
+                self._ref(segment, item.segment)
             return
         queue_id, seq = _ENTRY.unpack_from(payload)
         item = entries.get((queue_id, seq))
         if item is None:
             return
+        self._ref(segment, item.segment)
         if kind == REMOVE:
             del entries[(queue_id, seq)]
         elif kind == DELIVERED:

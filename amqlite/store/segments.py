@@ -110,6 +110,8 @@ class SegmentLog:
         self._pending_size = 0
         self._file: BinaryIO | None = None
         self._file_segment = 0
+        #: Segments a failed write may have left bytes in beyond ``_written``.
+        self._damaged: set[int] = set()
         #: Positions: every appended byte gets one; ``synced`` trails ``appended``.
         self.appended = 0
         self.synced = 0
@@ -186,51 +188,69 @@ class SegmentLog:
 
     def write_and_sync(self, pending: list[tuple[int, bytes]]) -> None:
         """Write and fsync records (worker thread). On error nothing is
-        considered written; the caller keeps the records for a retry."""
+        considered written: the caller puts the records back for a retry,
+        and whatever part of them reached the files (a short write, or data
+        whose fsync failed) is cut off before anything else is written."""
         with self._lock:
-            new_segment = False
-            for segment, data in _by_segment(pending):
-                if self._file is None or self._file_segment != segment:
-                    if self._file is not None:
-                        self.fs.fsync(self._file)
-                        self._file.close()
-                    self._file = self.fs.open_append(self._path(segment))
-                    self._file_segment = segment
-                    new_segment = True
-                self.fs.write(self._file, data)
-            if self._file is not None:
-                self.fs.fsync(self._file)
-            if new_segment:
-                self.fs.fsync_dir(self.directory)
+            if self._damaged:
+                self._repair()
+            try:
+                self._write(pending)
+            except OSError:
+                self._damaged.update(segment for segment, _ in pending)
+                self._close_file()  # a file whose write or fsync failed is not trusted again
+                try:
+                    self._repair()
+                except OSError:
+                    pass  # still damaged: the next write repairs first, or fails
+                raise
             for segment, data in pending:
                 self._written[segment] = self._written.get(segment, 0) + len(data)
 
-    def recover_after_failure(self, pending: list[tuple[int, bytes]]) -> None:
-        """After a failed write: cut off whatever part of ``pending`` reached
-        the files (a short write), so a retry appends cleanly (worker thread).
-        A file whose fsync failed is not trusted again: it is reopened."""
-        with self._lock:
-            if self._file is not None:
-                try:
-                    self._file.close()
-                except OSError:
-                    pass
-                self._file = None
-            for segment in {segment for segment, _ in pending}:
-                path = self._path(segment)
-                if path.exists() and path.stat().st_size > self._written.get(segment, 0):
-                    self.fs.truncate(path, self._written.get(segment, 0))
+    def _write(self, pending: list[tuple[int, bytes]]) -> None:
+        new_segment = False
+        for segment, data in _by_segment(pending):
+            if self._file is None or self._file_segment != segment:
+                if self._file is not None:
+                    self.fs.fsync(self._file)
+                    self._close_file()
+                self._file = self.fs.open_append(self._path(segment))
+                self._file_segment = segment
+                new_segment = True
+            self.fs.write(self._file, data)
+        if self._file is not None:
+            self.fs.fsync(self._file)
+        if new_segment:
+            self.fs.fsync_dir(self.directory)
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+
+    def _repair(self) -> None:
+        """Cut damaged segments back to what is known to be on disk."""
+        for segment in sorted(self._damaged):
+            path = self._path(segment)
+            written = self._written.get(segment, 0)
+            if path.exists() and path.stat().st_size > written:
+                self.fs.truncate(path, written)
+            self._damaged.discard(segment)
 
     def delete(self, segment: int) -> None:
-        """Remove a segment none of whose records is needed any more."""
+        """Remove a segment none of whose records is needed any more
+        (worker thread). The directory is synced after each removal, so
+        segments disappear oldest first even across a power loss."""
         if segment == self.current:
             return
         self.fs.remove(self._path(segment))
+        self.fs.fsync_dir(self.directory)
         self.segments.remove(segment)
         self._written.pop(segment, None)
 
     def close(self) -> None:
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            self._close_file()

@@ -1,0 +1,156 @@
+"""Helpers for the store tests: a journal on a temporary directory driven
+by hand (write, compact, crash, recover) and a file system that fails."""
+
+from __future__ import annotations
+
+import errno
+import threading
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from amqlite.core.broker import Broker
+from amqlite.core.channel import Channel
+from amqlite.core.message import Properties
+from amqlite.store.journal import DiskJournal
+from amqlite.store.segments import FileSystem, SegmentLog
+
+PERSISTENT = Properties(delivery_mode=2)
+#: A segment per record: every record rolls over to a new segment.
+TINY = 1
+
+
+class FaultyFS(FileSystem):
+    """A file system that fails on demand.
+
+    ``full``: writes raise ENOSPC (after writing half the bytes when
+    ``short``); ``fsync_fails``: fsync raises EIO. ``gate``, when set, makes
+    writes wait until it is set (``entered`` says one is waiting); a write
+    that began before the disk filled up still succeeds.
+    """
+
+    def __init__(self) -> None:
+        self.full = False
+        self.short = True
+        self.fsync_fails = False
+        self.remove_fails = False
+        self.writes = 0
+        self.failures = 0
+        self.gate: threading.Event | None = None
+        self.entered = threading.Event()
+
+    def write(self, file: BinaryIO, data: bytes) -> None:
+        full, gate = self.full, self.gate  # as the write starts
+        if gate is not None:
+            self.entered.set()
+            gate.wait(10)
+        if full:
+            self.failures += 1
+            if self.short:
+                file.write(data[: len(data) // 2])
+                file.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.writes += 1
+        super().write(file, data)
+
+    def fsync(self, file: BinaryIO) -> None:
+        if self.fsync_fails:
+            self.failures += 1
+            raise OSError(errno.EIO, "Input/output error")
+        super().fsync(file)
+
+    def remove(self, path: Path) -> None:
+        if self.remove_fails:
+            raise OSError(errno.EACCES, "Permission denied")
+        super().remove(path)
+
+
+class Store:
+    """A broker core with a disk journal, written and compacted by hand the
+    way :class:`amqlite.server.storage.StoreDriver` does it."""
+
+    def __init__(self, directory: Path, *, segment_size: int | None = None, fs: FileSystem | None = None,
+                 now: float = 1000.0) -> None:
+        self.directory = directory
+        self.segment_size = segment_size
+        self.journal = DiskJournal(directory, segment_size=segment_size, fs=fs)
+        self.broker = Broker()
+        self.report = self.journal.recover(self.broker, now)
+        self.vhost = self.broker.vhosts["/"]
+        self.ch: Channel = self.broker.connect().open_channel()
+
+    def queue(self, name: str) -> Any:
+        return self.vhost.queues[name]
+
+    def sync(self, *, compact: bool = True) -> list[int]:
+        """Write and fsync what is pending; then delete what that made
+        obsolete (the driver's order). Returns the deleted segments."""
+        journal = self.journal
+        obsolete = journal.obsolete_segments() if compact else []
+        snapshot = journal.snapshot_payload() if obsolete and journal.needs_snapshot(obsolete) else None
+        pending, position = journal.log.take_pending()
+        journal.log.write_and_sync(pending)
+        journal.log.synced = position
+        if snapshot is not None:
+            journal.write_snapshot(snapshot[0])
+            journal.snapshot_written(snapshot[1])
+        deleted = journal.delete_segments(obsolete) if obsolete else []
+        journal.forget(deleted)
+        return deleted
+
+    def crash(self) -> None:
+        """Stop as kill -9 would: nothing pending is written."""
+        journal = self.journal
+        journal.log._pending.clear()
+        journal.log.close()
+        journal._lock_file.close()
+
+    def close(self) -> None:
+        self.journal.close()
+
+    def restart(self, *, now: float = 1000.0, crash: bool = False, fs: FileSystem | None = None) -> Store:
+        if crash:
+            self.crash()
+        else:
+            self.close()
+        return Store(self.directory, segment_size=self.segment_size, fs=fs, now=now)
+
+    def segments(self) -> list[int]:
+        return sorted(int(p.stem) for p in (self.directory / "log").glob("*.seg"))
+
+
+def records(directory: Path) -> list[tuple[int, int]]:
+    """(segment, kind) of every intact record on disk."""
+    return [(r.segment, r.kind) for r in SegmentLog(directory / "log").replay()]
+
+
+def drain(ch: Channel, queue: str, now: float = 1000.0) -> list[tuple[bytes, bool]]:
+    """basic.get with no-ack until empty: (body, redelivered) in order."""
+    out = []
+    while (got := ch.get(queue, now=now, no_ack=True)) is not None:
+        out.append((got.message.body, got.redelivered))
+    return out
+
+
+def scan(log_dir: Path) -> tuple[int, list[str]]:
+    """Read every segment in ``log_dir`` without changing it: (intact
+    records, problems). A data directory keeps its log in ``log/``."""
+    import struct
+    import zlib
+
+    head = struct.Struct(">IIB")
+    count, problems = 0, []
+    for path in sorted(log_dir.glob("*.seg")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            if len(data) - offset < head.size:
+                problems.append(f"{path.name}@{offset}: short header")
+                break
+            length, crc, _ = head.unpack_from(data, offset)
+            end = offset + 8 + length
+            if length == 0 or end > len(data) or zlib.crc32(data[offset + 8 : end]) != crc:
+                problems.append(f"{path.name}@{offset}: bad record")
+                break
+            count += 1
+            offset = end
+    return count, problems

@@ -1,0 +1,495 @@
+"""The disk journal over a temporary directory: what the core records comes
+back after a restart (clean or not), and segments are deleted only when
+nothing in them can matter again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from amqlite.core.message import Properties
+from amqlite.store import journal as records_
+from amqlite.store.journal import SNAPSHOT
+
+from .support import PERSISTENT, TINY, Store, drain, records
+
+NOW = 1000.0
+
+
+def publish(store: Store, body: bytes, *, exchange: str = "", key: str = "q", now: float = NOW,
+            properties: Properties = PERSISTENT) -> None:
+    store.ch.publish(body, exchange=exchange, routing_key=key, properties=properties, now=now)
+
+
+def test_definitions_round_trip(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    ch = store.ch
+    ch.declare_exchange("ex.direct", "direct", durable=True)
+    ch.declare_exchange("ex.topic", "topic", durable=True, auto_delete=True)
+    ch.declare_exchange("ex.fanout", "fanout", durable=True, internal=True)
+    ch.declare_exchange("ex.headers", "headers", durable=True, arguments={"alternate-exchange": "ex.fanout"})
+    ch.declare_exchange("ex.delayed", "x-delayed-message", durable=True, arguments={"x-delayed-type": "topic"})
+    ch.declare_exchange("transient", "direct")
+    ch.declare_queue("q1", durable=True, now=NOW, arguments={
+        "x-max-priority": 5, "x-message-ttl": 60000, "x-dead-letter-exchange": "ex.direct",
+        "x-dead-letter-routing-key": "dead", "x-delivery-limit": 3})
+    ch.declare_queue("q2", durable=True, now=NOW)
+    ch.declare_queue("tq", now=NOW)
+    ch.bind_queue("q1", "ex.direct", "k1")
+    ch.bind_queue("q1", "ex.topic", "a.*.c")
+    ch.bind_queue("q2", "ex.headers", "", {"x-match": "any", "a": 1, "b": "two"})
+    ch.bind_queue("q2", "ex.headers", "", {"x-match": "all", "a": 1})
+    ch.bind_queue("q2", "amq.direct", "from-amq")
+    ch.bind_queue("tq", "ex.direct", "k1")  # to a transient queue: not durable
+    ch.bind_exchange("ex.fanout", "ex.topic", "#")  # e2e
+    ch.bind_exchange("ex.topic", "ex.delayed", "later.#")
+    ch.bind_exchange("transient", "ex.direct", "k2")  # to a transient exchange: not durable
+    store = store.restart()
+
+    vhost = store.vhost
+    assert set(vhost.exchanges) - {"", "amq.direct", "amq.fanout", "amq.topic", "amq.headers", "amq.match"} == {
+        "ex.direct", "ex.topic", "ex.fanout", "ex.headers", "ex.delayed"}
+    topic, fanout = vhost.exchanges["ex.topic"], vhost.exchanges["ex.fanout"]
+    assert topic.type == "topic" and topic.auto_delete and topic.durable
+    assert fanout.internal
+    assert vhost.exchanges["ex.headers"].alternate == "ex.fanout"
+    delayed = vhost.exchanges["ex.delayed"]
+    assert delayed.delayed and delayed.routing_type == "topic"
+    assert set(vhost.queues) == {"q1", "q2"}
+    q1 = vhost.queues["q1"]
+    assert q1.settings.max_priority == 5 and q1.settings.message_ttl == 60
+    assert q1.settings.dead_letter_exchange == "ex.direct" and q1.settings.delivery_limit == 3
+
+    def bindings(name: str) -> set[tuple[str, str, tuple]]:
+        return {(d.name, key, tuple(sorted(args.items()))) for (d, key, _), args in vhost.exchanges[name].bindings.items()}
+
+    assert bindings("ex.direct") == {("q1", "k1", ())}
+    assert bindings("ex.topic") == {("q1", "a.*.c", ()), ("ex.fanout", "#", ())}
+    assert bindings("ex.headers") == {("q2", "", (("a", 1), ("b", "two"), ("x-match", "any"))),
+                                      ("q2", "", (("a", 1), ("x-match", "all")))}
+    assert bindings("amq.direct") == {("q2", "from-amq", ())}
+    assert bindings("ex.delayed") == {("ex.topic", "later.#", ())}
+    # And they route: headers with arguments, e2e.
+    publish(store, b"h", exchange="ex.headers", key="", properties=Properties(delivery_mode=2, headers={"b": "two"}))
+    publish(store, b"e2e", exchange="ex.delayed", key="later.x.c")  # no x-delay: routes now
+    assert drain(store.ch, "q2") == [(b"h", False)]
+    store.close()
+
+
+def test_unbind_and_delete_survive(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    ch = store.ch
+    ch.declare_exchange("ex", "headers", durable=True)
+    ch.declare_exchange("gone", "fanout", durable=True)
+    ch.declare_queue("q", durable=True, now=NOW)
+    ch.declare_queue("dropped", durable=True, now=NOW)
+    ch.bind_queue("q", "ex", "", {"x-match": "all", "a": 1, "b": 2})
+    ch.bind_queue("q", "ex", "", {"x-match": "any", "c": 3})
+    ch.bind_queue("dropped", "ex", "", {"x-match": "any", "c": 3})
+    # Unbind naming the arguments in another order: the same binding.
+    ch.unbind_queue("q", "ex", "", {"b": 2, "a": 1, "x-match": "all"})
+    ch.delete_exchange("gone")
+    ch.delete_queue("dropped", now=NOW)
+    store = store.restart()
+    vhost = store.vhost
+    assert "gone" not in vhost.exchanges and "dropped" not in vhost.queues
+    assert [args for _, args in vhost.exchanges["ex"].bindings.items()] == [{"x-match": "any", "c": 3}]
+    store.close()
+
+
+def test_persistent_messages_round_trip(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.ch.declare_queue("q", durable=True, now=NOW)
+    store.ch.declare_queue("tq", now=NOW)
+    props = Properties(delivery_mode=2, content_type="text/plain", headers={"h": [1, "x", {"n": True}]},
+                       priority=3, correlation_id="c", message_id="m", timestamp=12345, app_id="app")
+    publish(store, b"one", properties=props)
+    publish(store, b"transient", properties=Properties(delivery_mode=1))
+    publish(store, b"", properties=PERSISTENT)
+    publish(store, b"x" * 100_000)
+    publish(store, b"to transient queue", key="tq")
+    store = store.restart()
+    assert "tq" not in store.vhost.queues
+    got = store.ch.get("q", now=NOW, no_ack=True)
+    assert got is not None and got.message.body == b"one" and got.message.properties == props
+    assert drain(store.ch, "q") == [(b"", False), (b"x" * 100_000, False)]
+    store.close()
+
+
+def test_ack_delivery_and_requeue_state(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.ch.declare_queue("q", durable=True, now=NOW)
+    for i in range(5):
+        publish(store, b"%d" % i)
+    first = store.ch.get("q", now=NOW)
+    second = store.ch.get("q", now=NOW)
+    third = store.ch.get("q", now=NOW)
+    assert first and second and third
+    store.ch.ack(first.delivery_tag, now=NOW)
+    store.ch.nack(third.delivery_tag, now=NOW, requeue=True)  # back, counted
+    # "second" stays delivered and unacked: after a crash it is redelivered.
+    store = _restart_keeping_unacked(store)
+    assert drain(store.ch, "q") == [(b"1", True), (b"2", True), (b"3", False), (b"4", False)]
+    store.close()
+
+
+def _restart_keeping_unacked(store: Store) -> Store:
+    """A restart after everything was synced, but without closing channels
+    (as after kill -9): unacked messages stay as they were on disk."""
+    store.sync()
+    return store.restart(crash=True)
+
+
+def test_crash_loses_only_what_was_not_synced(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.ch.declare_queue("q", durable=True, now=NOW)
+    publish(store, b"synced")
+    store.sync()
+    publish(store, b"pending")  # its confirm would still be waiting
+    store = store.restart(crash=True)
+    assert drain(store.ch, "q") == [(b"synced", False)]
+    store.close()
+
+
+def test_acked_and_synced_never_comes_back(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.ch.declare_queue("q", durable=True, now=NOW)
+    publish(store, b"a")
+    publish(store, b"b")
+    store.sync()
+    got = store.ch.get("q", now=NOW)
+    assert got is not None
+    store.ch.ack(got.delivery_tag, now=NOW)
+    store.sync()
+    store = store.restart(crash=True)
+    assert drain(store.ch, "q") == [(b"b", False)]
+    store.close()
+
+
+def test_message_in_several_queues(tmp_path: Path) -> None:
+    store = Store(tmp_path, segment_size=TINY)
+    ch = store.ch
+    ch.declare_exchange("fan", "fanout", durable=True)
+    for name in ("a", "b", "c"):
+        ch.declare_queue(name, durable=True, now=NOW)
+        ch.bind_queue(name, "fan", "")
+    ch.declare_queue("t", now=NOW)
+    ch.bind_queue("t", "fan", "")
+    publish(store, b"m", exchange="fan", key="")
+    store.sync()
+    drain(ch, "a")
+    drain(ch, "b")
+    store.sync()
+    store.sync()  # the body stays while c holds it
+    store = store.restart(crash=True)
+    assert [drain(store.ch, name) for name in ("a", "b", "c")] == [[], [], [(b"m", False)]]
+    store.sync()
+    store.sync()
+    store = store.restart(crash=True)
+    assert drain(store.ch, "c") == []
+    store.close()
+
+
+def test_queue_delete_then_redeclare_does_not_resurrect(tmp_path: Path) -> None:
+    store = Store(tmp_path, segment_size=TINY)
+    ch = store.ch
+    ch.declare_queue("q", durable=True, now=NOW)
+    publish(store, b"old 1")
+    publish(store, b"old 2")
+    got = ch.get("q", now=NOW)  # unacked when the queue goes
+    store.sync()
+    ch.delete_queue("q", now=NOW)
+    ch.declare_queue("q", durable=True, now=NOW)
+    publish(store, b"new")
+    assert got is not None
+    ch.ack(got.delivery_tag, now=NOW)  # acking into the deleted queue is harmless
+    store.sync()
+    store = store.restart(crash=True)
+    assert drain(store.ch, "q") == [(b"new", False)]
+    store.sync()
+    store = store.restart()
+    assert drain(store.ch, "q") == []
+    store.close()
+
+
+# -- segment deletion ------------------------------------------------------------
+
+
+def test_segment_with_live_messages_is_kept(tmp_path: Path) -> None:
+    store = Store(tmp_path, segment_size=200)
+    store.ch.declare_queue("q", durable=True, now=NOW)
+    for i in range(20):
+        publish(store, b"message %02d" % i)
+    store.sync()
+    segments = store.segments()
+    assert len(segments) > 3
+    drain(store.ch, "q", now=NOW)
+    store = store.restart(crash=True)  # the REMOVEs were not synced
+    assert len(drain(store.ch, "q")) == 20
+    store.sync()
+    store.sync()
+    # All acked and synced: every segment but the current one goes.
+    assert len(store.segments()) == 1
+    store = store.restart(crash=True)
+    assert drain(store.ch, "q") == []
+    store.close()
+
+
+def test_live_segment_kept_while_later_ones_go(tmp_path: Path) -> None:
+    store = Store(tmp_path, segment_size=TINY)
+    store.ch.declare_queue("q", durable=True, now=NOW)  # segment 1
+    publish(store, b"keep")  # segment 2
+    publish(store, b"ack")  # segment 3
+    store.ch.get("q", now=NOW, no_ack=True)  # "keep" leaves: DELIVERED 4, REMOVE 5
+    store.sync()
+    store.ch.declare_queue("other", durable=True, now=NOW)  # segment 6, so 5 is not current
+    store.sync()
+    store.sync()
+    assert 3 in store.segments()  # "ack" is live
+    assert 2 not in store.segments()
+    store = store.restart(crash=True)
+    assert drain(store.ch, "q") == [(b"ack", False)]
+    store.close()
+
+
+def roll(store: Store) -> int:
+    """End the current segment with a filler record of a segment's size
+    (a kind recovery ignores); returns the filler's segment."""
+    log = store.journal.log
+    log.append(99, bytes(log.segment_size))
+    return log.current
+
+
+def test_removal_kept_while_what_it_removes_is_on_disk(tmp_path: Path) -> None:
+    # One segment holds two messages; one is acked (REMOVE in a later segment).
+    # That segment holds nothing live, but deleting it would bring the acked
+    # message back: it stays while the messages' segment does.
+    store = Store(tmp_path, segment_size=1000)
+    store.ch.declare_queue("q", durable=True, now=NOW)
+    roll(store)
+    publish(store, b"acked")
+    publish(store, b"kept")
+    messages = store.journal.log.current
+    got = store.ch.get("q", now=NOW)
+    roll(store)
+    assert got is not None
+    store.ch.ack(got.delivery_tag, now=NOW)
+    removal = store.journal.log.current
+    assert removal > messages
+    roll(store)
+    store.sync()
+    store.sync()
+    assert {messages, removal} <= set(store.segments())
+    for restart in range(3):  # and the rule holds after restarts too
+        store = store.restart(crash=True)
+        assert store.queue("q").message_count == 1, restart
+        roll(store)
+        roll(store)
+        store.sync()
+        store.sync()
+        assert messages in store.segments()
+        assert removal in store.segments(), "the REMOVE's segment went before the segment it points into"
+    assert drain(store.ch, "q") == [(b"kept", False)]
+    store.sync()
+    roll(store)
+    store.sync()
+    assert messages not in store.segments() and removal not in store.segments()
+    store.close()
+
+
+def test_snapshot_written_before_definition_segments_go(tmp_path: Path) -> None:
+    store = Store(tmp_path, segment_size=TINY)
+    ch = store.ch
+    ch.declare_exchange("ex", "topic", durable=True)
+    ch.declare_exchange("later-deleted", "direct", durable=True)
+    ch.declare_queue("q", durable=True, now=NOW, arguments={"x-max-priority": 2})
+    ch.bind_queue("q", "ex", "a.#")
+    ch.bind_queue("q", "ex", "b.#")
+    ch.unbind_queue("q", "ex", "b.#")
+    ch.delete_exchange("later-deleted")
+    publish(store, b"m")
+    assert not (tmp_path / SNAPSHOT).exists()
+    deleted = store.sync()  # segments 1-7 hold only definitions; 8 the message
+    assert deleted == list(range(1, 8)) and (tmp_path / SNAPSHOT).exists()
+    # Every definition record is gone from the log; only the snapshot has them.
+    assert all(kind != records_.DEFINITION for _, kind in records(tmp_path))
+    ch.declare_queue("q2", durable=True, now=NOW)  # after the snapshot: replayed on top
+    ch.bind_queue("q2", "ex", "c")
+    store.sync()
+    store = store.restart(crash=True)
+    vhost = store.vhost
+    assert "later-deleted" not in vhost.exchanges
+    assert {(d.name, key) for (d, key, _) in vhost.exchanges["ex"].bindings} == {("q", "a.#"), ("q2", "c")}
+    assert vhost.queues["q"].settings.max_priority == 2
+    assert drain(store.ch, "q") == [(b"m", False)]
+    # New ids keep growing past the snapshot's.
+    store.ch.declare_queue("q3", durable=True, now=NOW)
+    ids = {q.store_id for q in vhost.queues.values()}
+    assert len(ids) == 3
+    # Another round of compaction rewrites the snapshot; still all there.
+    store.ch.delete_queue("q2", now=NOW)
+    store.sync()
+    store.sync()
+    store = store.restart(crash=True)
+    assert set(store.vhost.queues) == {"q", "q3"}
+    assert {(d.name, key) for (d, key, _) in store.vhost.exchanges["ex"].bindings} == {("q", "a.#")}
+    store.close()
+
+
+def test_snapshot_is_replaced_atomically(tmp_path: Path) -> None:
+    store = Store(tmp_path, segment_size=TINY)
+    store.ch.declare_queue("q", durable=True, now=NOW)
+    store.sync()
+    store.ch.declare_queue("q2", durable=True, now=NOW)
+    store.sync()
+    store.sync()
+    assert (tmp_path / SNAPSHOT).exists()
+    assert not list(tmp_path.glob("*.tmp"))
+    # A temp file left by a crash mid-write is ignored.
+    (tmp_path / "definitions.tmp").write_bytes(b"garbage")
+    store = store.restart(crash=True)
+    assert set(store.vhost.queues) == {"q", "q2"}
+    store.close()
+
+
+# -- delays, retries, counts, deadlines ---------------------------------------------
+
+
+def test_delayed_messages_recover_with_their_due_time(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    ch = store.ch
+    ch.declare_exchange("delay", "x-delayed-message", durable=True, arguments={"x-delayed-type": "direct"})
+    ch.declare_queue("q", durable=True, now=NOW)
+    ch.bind_queue("q", "delay", "k")
+    for delay in (5000, 1000, 3000):
+        publish(store, b"after %d" % delay, exchange="delay", key="k",
+                properties=Properties(delivery_mode=2, headers={"x-delay": delay}))
+    publish(store, b"transient", exchange="delay", key="k", properties=Properties(headers={"x-delay": 1000}))
+    store = store.restart(now=NOW + 0.5)
+    exchange = store.vhost.exchanges["delay"]
+    assert exchange.pending_count == 3 and store.report.held == 3
+    assert store.broker.next_deadline() == pytest.approx(NOW + 1)
+    store.broker.tick(NOW + 0.9)
+    assert drain(store.ch, "q") == []
+    store.broker.tick(NOW + 1.0)
+    assert store.queue("q").message_count == 1
+    store.sync()
+    store = store.restart(now=NOW + 2, crash=True)  # released, and the release synced
+    assert store.vhost.exchanges["delay"].pending_count == 2
+    assert drain(store.ch, "q") == [(b"after 1000", False)]
+    store.sync()
+    store = store.restart(now=NOW + 10)  # both overdue: released at the first tick
+    store.broker.tick(NOW + 10)
+    assert drain(store.ch, "q") == [(b"after 3000", False), (b"after 5000", False)]
+    store.sync()
+    store = store.restart()
+    assert store.vhost.exchanges["delay"].pending_count == 0 and drain(store.ch, "q") == []
+    store.close()
+
+
+def test_deleted_delayed_exchange_takes_its_held_messages(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    args = {"x-delayed-type": "fanout"}
+    store.ch.declare_exchange("delay", "x-delayed-message", durable=True, arguments=args)
+    publish(store, b"held", exchange="delay", key="", properties=Properties(delivery_mode=2, headers={"x-delay": 10}))
+    store.ch.delete_exchange("delay")
+    store.ch.declare_exchange("delay", "x-delayed-message", durable=True, arguments=args)
+    store = store.restart()
+    assert store.vhost.exchanges["delay"].pending_count == 0
+    store.close()
+
+
+def test_retry_schedule_recovers(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    ch = store.ch
+    ch.declare_queue("q", durable=True, now=NOW, arguments={
+        "x-delayed-retry-min": 2000, "x-delayed-retry-multiplier": 2, "x-delivery-limit": 5})
+    publish(store, b"a")
+    publish(store, b"b")
+    got = ch.get("q", now=NOW)
+    assert got is not None
+    ch.nack(got.delivery_tag, now=NOW, requeue=True)  # "a" waits until NOW + 2
+    store = store.restart(now=NOW + 1)
+    queue = store.queue("q")
+    assert queue.delayed_count == 1 and queue.message_count == 1
+    assert store.broker.next_deadline() == pytest.approx(NOW + 2)
+    assert drain(store.ch, "q", now=NOW + 1) == [(b"b", False)]
+    store.broker.tick(NOW + 2)
+    got = store.ch.get("q", now=NOW + 2)
+    assert got is not None and got.message.body == b"a" and got.redelivered and got.delivery_count == 1
+    store.ch.nack(got.delivery_tag, now=NOW + 2, requeue=True)  # second failure: 4 s
+    store = store.restart(now=NOW + 3)
+    assert store.broker.next_deadline() == pytest.approx(NOW + 6)
+    store.broker.tick(NOW + 6)
+    # Back from its retry at the tail (MOVE): still there after a crash.
+    store.sync()
+    store = store.restart(now=NOW + 7, crash=True)
+    got = store.ch.get("q", now=NOW + 7, no_ack=True)
+    assert got is not None and got.delivery_count == 2 and store.queue("q").delayed_count == 0
+    store.close()
+
+
+def test_delivery_counts_recover_and_the_limit_keeps_counting(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.ch.declare_exchange("dlx", "fanout", durable=True)
+    store.ch.declare_queue("dead", durable=True, now=NOW)
+    store.ch.bind_queue("dead", "dlx", "")
+    store.ch.declare_queue("q", durable=True, now=NOW,
+                           arguments={"x-delivery-limit": 2, "x-dead-letter-exchange": "dlx"})
+    publish(store, b"poison")
+    for attempt in range(1, 4):
+        got = store.ch.get("q", now=NOW)
+        assert got is not None and got.delivery_count == attempt - 1, attempt
+        store.ch.nack(got.delivery_tag, now=NOW, requeue=True)  # counts attempt
+        store = store.restart()
+    # Third failure is over the limit of 2: dead-lettered, and that survived too.
+    assert drain(store.ch, "q") == []
+    letters = drain(store.ch, "dead")
+    assert [body for body, _ in letters] == [b"poison"]
+    store.close()
+
+
+def test_message_deadlines_keep_counting(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.ch.declare_queue("q", durable=True, now=NOW, arguments={"x-message-ttl": 10_000})
+    publish(store, b"queue ttl")
+    publish(store, b"message ttl", properties=Properties(delivery_mode=2, expiration="4000"))
+    store = store.restart(now=NOW + 3)
+    assert store.broker.next_deadline() == pytest.approx(NOW + 4)
+    store.broker.tick(NOW + 4)
+    assert store.queue("q").message_count == 1
+    store.sync()
+    store = store.restart(now=NOW + 11)  # past the queue TTL while down
+    store.broker.tick(NOW + 11)
+    assert store.queue("q").message_count == 0
+    store.close()
+
+
+def test_torn_last_record_of_the_journal(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.ch.declare_queue("q", durable=True, now=NOW)
+    publish(store, b"a")
+    publish(store, b"b")
+    store.sync()
+    store.ch.get("q", now=NOW, no_ack=True)  # DELIVERED + REMOVE of "a"
+    store.sync()
+    store.close()
+    segment = tmp_path / "log" / "0000000001.seg"
+    with open(segment, "r+b") as file:
+        file.truncate(segment.stat().st_size - 3)  # the REMOVE is torn
+    with capture_logs() as logs:
+        store = Store(tmp_path)
+    assert any(e["event"] == "store.corrupt_tail" and e["log_level"] == "warning" for e in logs)
+    # The ack did not make it: "a" is back.
+    assert drain(store.ch, "q") == [(b"a", False), (b"b", False)]
+    store.close()
+
+
+def test_data_directory_is_locked(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    with pytest.raises(records_.StoreLocked):
+        Store(tmp_path)
+    store.close()
+    Store(tmp_path).close()
