@@ -20,6 +20,9 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 5672
     data_dir: str = "./amqlite-data"
+    #: Size at which the durable log starts a new segment file, bytes. Only
+    #: whole segments are ever deleted; small ones compact sooner (tests use it).
+    segment_size: int = 64 * 1024 * 1024
     heartbeat: int = 60
     frame_max: int = 131072
     channel_max: int = 2047

@@ -26,6 +26,9 @@ TOPIC = "topic"
 HEADERS = "headers"
 DELAYED = "x-delayed-message"
 ROUTING_TYPES = (DIRECT, FANOUT, TOPIC, HEADERS)
+#: Seconds before a due durable delayed message is tried again while the
+#: journal refuses writes (see :meth:`Exchange.on_timer`).
+HOLD_WHILE_STORE_FAILS = 1.0
 
 
 def freeze(value: Any) -> Hashable:
@@ -221,6 +224,11 @@ class Exchange:
         pending = self._pending
         journal = self.vhost.broker.journal
         while pending and pending[0][0] <= now:
+            if journal is not None and not journal.accepting and pending[0][2].store_id is not None:
+                # Its durable queues would refuse it while the disk fails, and it
+                # would be lost: it stays held (on disk) until writes work again.
+                self.vhost.broker.timers.schedule(self, now + HOLD_WHILE_STORE_FAILS)
+                return
             _, _, message = heapq.heappop(pending)
             if journal is not None and message.store_id is not None:
                 journal.released(self, message)

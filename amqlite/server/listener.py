@@ -73,7 +73,8 @@ class Server:
         try:
             async with trio.open_nursery() as nursery:
                 if self.settings.data_dir:
-                    self.journal = DiskJournal(Path(self.settings.data_dir))
+                    self.journal = DiskJournal(Path(self.settings.data_dir),
+                                               segment_size=self.settings.segment_size)
                     self.journal.recover(self.core, self.clock.now())
                     driver = StoreDriver(self.journal, on_synced=self._synced, on_blocked=self._blocked)
                     nursery.start_soon(driver.run)

@@ -493,3 +493,20 @@ def test_data_directory_is_locked(tmp_path: Path) -> None:
         Store(tmp_path)
     store.close()
     Store(tmp_path).close()
+
+
+def test_due_delayed_message_stays_held_while_the_disk_fails(tmp_path: Path) -> None:
+    # Released now, its durable queue would refuse it (and it would be lost).
+    store = Store(tmp_path)
+    store.ch.declare_exchange("delay", "x-delayed-message", durable=True, arguments={"x-delayed-type": "fanout"})
+    store.ch.declare_queue("q", durable=True, now=NOW)
+    store.ch.bind_queue("q", "delay", "")
+    publish(store, b"held", exchange="delay", key="", properties=Properties(delivery_mode=2, headers={"x-delay": 500}))
+    store.journal.accepting = False
+    store.broker.tick(NOW + 1)
+    assert store.vhost.exchanges["delay"].pending_count == 1 and store.queue("q").message_count == 0
+    assert store.broker.drops["store-unavailable"] == 0
+    store.journal.accepting = True
+    store.broker.tick(store.broker.next_deadline())
+    assert drain(store.ch, "q") == [(b"held", False)]
+    store.close()

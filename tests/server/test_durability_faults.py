@@ -1,0 +1,115 @@
+"""A full or failing disk, as pika clients see it: persistent publishes are
+nacked, connection.blocked goes to clients that announced the capability
+(connection.unblocked when writes work again), transient traffic goes on,
+data written before is intact, and what was waiting during the outage is
+written once the disk recovers, by itself."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pika
+import pika.exceptions
+import pytest
+from structlog.testing import capture_logs
+
+from amqlite.server import storage
+
+from store.support import scan  # tests/store (tests/ is on sys.path, as for this package)
+from .durability_support import Durable, bodies, durable, persistent  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "RETRY_MAX", 0.2)
+
+
+def pump_until(connection: pika.BlockingConnection, predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        connection.process_data_events(time_limit=0.02)
+
+
+def test_full_disk_nacks_blocks_and_recovers(durable: Durable) -> None:
+    events: list[str] = []
+    connection = durable.connect()
+    connection.add_on_connection_blocked_callback(lambda c, frame: events.append(f"blocked: {frame.method.reason}"))
+    connection.add_on_connection_unblocked_callback(lambda c, frame: events.append("unblocked"))
+    ch = connection.channel()
+    ch.confirm_delivery()
+    ch.queue_declare("q", durable=True)
+    for i in range(5):
+        ch.basic_publish("", "q", b"before %d" % i, persistent())
+    other = durable.channel()  # no confirms: its publishes do not wait
+
+    with capture_logs() as logs:
+        durable.fs.full = True
+        # The first persistent publish meets the full disk: accepted (nobody
+        # knew yet), its record waits in memory and is written later.
+        other.basic_publish("", "q", b"in flight", persistent())
+        pump_until(connection, lambda: events)
+        assert events == ["blocked: disk write failed: No space left on device"]
+        with pytest.raises(pika.exceptions.NackError):
+            ch.basic_publish("", "q", b"refused", persistent())
+        ch.basic_publish("", "q", b"transient")  # no disk needed: confirmed
+        method, _, body = ch.basic_get("q")
+        assert body == b"before 0"
+        ch.basic_ack(method.delivery_tag)  # waits in memory too
+        ch.queue_declare("declared during", durable=True)
+        time.sleep(0.5)  # a few failed retries
+        durable.fs.full = False
+        pump_until(connection, lambda: len(events) == 2)
+        assert events[1] == "unblocked"
+        ch.basic_publish("", "q", b"after", persistent())  # acked again
+    logged = [(e["event"], e["log_level"]) for e in logs]
+    assert ("store.write_failed", "error") in logged and ("store.recovered_writes", "info") in logged
+    assert scan(durable.data_dir / "log")[1] == []  # no torn record was left behind
+
+    durable.crash_and_restart()
+    ch = durable.channel()
+    assert bodies(ch, "q") == [b"before 1", b"before 2", b"before 3", b"before 4", b"in flight", b"after"]
+    ch.queue_declare("declared during", passive=True)
+
+
+def test_delayed_persistent_message_is_confirmed_once_on_disk(durable: Durable) -> None:
+    ch = durable.channel(confirm=True)
+    ch.exchange_declare("delay", "x-delayed-message", durable=True, arguments={"x-delayed-type": "fanout"})
+    ch.queue_declare("q", durable=True)
+    ch.queue_bind("q", "delay")
+    durable.fs.full = True
+    ch.queue_declare("trigger", durable=True)  # the disk fails under this definition
+    time.sleep(0.1)
+    confirmed = threading.Event()
+    result: list[Any] = []
+
+    def publish() -> None:
+        publisher = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", durable.port))
+        pch = publisher.channel()
+        pch.confirm_delivery()
+        try:
+            pch.basic_publish("delay", "", b"held", persistent(headers={"x-delay": 500}))
+            result.append("ack")
+        except pika.exceptions.NackError:
+            result.append("nack")
+        confirmed.set()
+        publisher.close()
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    # While the disk refuses writes the confirm must not come as an ack: the
+    # message is not on disk (it is either held back or refused).
+    confirmed.wait(0.5)
+    assert result != ["ack"], "confirmed before its record was on disk"
+    durable.fs.full = False
+    assert confirmed.wait(5)
+    thread.join()
+    if result == ["ack"]:
+        durable.crash_and_restart()
+        ch = durable.channel()
+        deadline = time.monotonic() + 3
+        while not (got := bodies(ch, "q")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert got == [b"held"]
