@@ -41,15 +41,15 @@ class StoreDriver:
         journal, log_ = self.journal, self.journal.log
         delay = RETRY_MIN
         while True:
-            while not log_.dirty:
+            while not journal.dirty:
                 await self._wakeup.park()
+            pending, position = journal.take_batch()
             # What may be deleted once this batch is on disk is decided now,
             # while the journal's state is exactly what the batch records:
             # records appended during the write (an ack making an old segment
             # obsolete, say) are not on disk when compaction runs.
             obsolete = journal.obsolete_segments()
             snapshot = journal.snapshot_payload() if obsolete and journal.needs_snapshot(obsolete) else None
-            pending, position = log_.take_pending()
             # Records taken from the log are written or put back, even when
             # the server is stopping: journal.close() writes what is left.
             with trio.CancelScope(shield=True):

@@ -151,12 +151,29 @@ class DiskJournal:
         self._snapshot_segment = 0
         #: Segments holding definition records newer than the snapshot.
         self._definition_segments: set[int] = set()
+        #: RELEASE records not yet appended, (msg id, HOLD segment), and the
+        #: message being released (see _append_releases).
+        self._releases: list[tuple[int, int]] = []
+        self._releasing: Message | None = None
 
     # -- helpers ------------------------------------------------------------
 
-    def _append(self, kind: int, payload: bytes) -> int:
+    def _append(self, kind: int, payload: bytes, about: Message | None = None) -> int:
+        if self._releases and about is not self._releasing:
+            self._append_releases()
         segment, _ = self.log.append(kind, payload)
         return segment
+
+    def _append_releases(self) -> None:
+        """RELEASE records wait until the released message's new records
+        (PUBLISH, ENQUEUE as it is routed) are appended: a batch cut short by
+        a crash then leaves the message held, or held and queued (delivered
+        twice), never neither."""
+        releases, self._releases, self._releasing = self._releases, [], None
+        for msg_id, hold_segment in releases:
+            segment, _ = self.log.append(RELEASE, _ID.pack(msg_id))
+            self._ref(segment, hold_segment)
+            self._live[hold_segment] -= 1
 
     def _ref(self, segment: int, target: int) -> None:
         if target != segment:
@@ -231,11 +248,12 @@ class DiskJournal:
             message.store_id = self._next_msg
             self._next_msg += 1
             head = _PUBLISH.pack(message.store_id, queue.store_id, entry.seq, expires)
-            segment = self._append(PUBLISH, head + _content(message))
+            segment = self._append(PUBLISH, head + _content(message), message)
             message.store_segment = segment
             self._live[segment] += 1  # the body
         else:
-            segment = self._append(ENQUEUE, _ENQUEUE.pack(message.store_id, queue.store_id, entry.seq, expires))
+            segment = self._append(ENQUEUE, _ENQUEUE.pack(message.store_id, queue.store_id, entry.seq, expires),
+                                   message)
             self._ref(segment, message.store_segment)
         message.store_refs += 1
         entry.store_segment = segment
@@ -278,13 +296,29 @@ class DiskJournal:
         self._live[segment] += 1
 
     def released(self, exchange: Exchange, message: Message) -> None:
-        segment = self._append(RELEASE, _ID.pack(message.store_id))
-        self._ref(segment, message.store_segment)
-        self._live[message.store_segment] -= 1
+        # Appended after the records of its routing (see _append_releases).
+        if self._releases:
+            self._append_releases()
+        self._releases.append((message.store_id, message.store_segment))
+        self._releasing = message
+        if not self.log.dirty and self.log.on_pending is not None:
+            self.log.on_pending()  # routed nowhere durable, it still needs writing
         # Routed on, it is a new publication to whatever queues it reaches.
         message.store_id = None
 
     # -- the driver's side --------------------------------------------------
+
+    @property
+    def dirty(self) -> bool:
+        """Records wait to be written."""
+        return self.log.dirty or bool(self._releases)
+
+    def take_batch(self) -> tuple[list[tuple[int, bytes]], int]:
+        """Everything appended so far, for a writer, and the position it
+        reaches (trio thread)."""
+        if self._releases:
+            self._append_releases()
+        return self.log.take_pending()
 
     @property
     def position(self) -> int:
@@ -507,7 +541,7 @@ class DiskJournal:
 
     def close(self) -> None:
         """Write what is still pending and release the data directory."""
-        pending, position = self.log.take_pending()
+        pending, position = self.take_batch()
         if pending:
             try:
                 self.log.write_and_sync(pending)

@@ -85,9 +85,9 @@ class Store:
         """Write and fsync what is pending; then delete what that made
         obsolete (the driver's order). Returns the deleted segments."""
         journal = self.journal
+        pending, position = journal.take_batch()
         obsolete = journal.obsolete_segments() if compact else []
         snapshot = journal.snapshot_payload() if obsolete and journal.needs_snapshot(obsolete) else None
-        pending, position = journal.log.take_pending()
         journal.log.write_and_sync(pending)
         journal.log.synced = position
         if snapshot is not None:
@@ -100,7 +100,7 @@ class Store:
     def crash(self) -> None:
         """Stop as kill -9 would: nothing pending is written."""
         journal = self.journal
-        journal.log._pending.clear()
+        journal.take_batch()
         journal.log.close()
         journal._lock_file.close()
 

@@ -60,7 +60,7 @@ class Driven:
     async def settle(self) -> None:
         """Wait until everything appended is on disk."""
         journal = self.store.journal
-        while journal.log.dirty or journal.synced < journal.position:
+        while journal.dirty or journal.synced < journal.position:
             await trio.sleep(0.01)
 
 
