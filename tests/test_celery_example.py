@@ -13,7 +13,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,19 +20,11 @@ import uuid
 from typing import Iterator
 
 import pytest
+from reference import rabbitmq_available
 
 pytest.importorskip("celery")
 
 APP = pathlib.Path(__file__).resolve().parent.parent / "examples" / "celery_app"
-RABBITMQ = ("127.0.0.1", 5672)
-
-
-def rabbitmq_available() -> bool:
-    try:
-        with socket.create_connection(RABBITMQ, timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def wait_for(predicate, timeout: float, what: str, log: pathlib.Path):  # type: ignore[no-untyped-def]

@@ -27,53 +27,10 @@ from amqlite.amqp.frames import (
     HeaderFrame,
     HeartbeatFrame,
     MethodFrame,
-    encode_method_frame,
 )
-from amqlite.amqp.properties import BASIC_CLASS_ID, BasicProperties, encode_content_header
-from amqlite.amqp.values import encode_table_entries
 from amqlite.auth import User, Users, hash_password
 from amqlite.core.broker import Broker
-
-_HEAD = struct.Struct(">BHI")
-HEARTBEAT = b"\x08\x00\x00\x00\x00\x00\x00\xce"
-
-
-# -- client-side frame builders ----------------------------------------------
-
-
-def method(channel: int, m: spec.Method) -> bytes:
-    return encode_method_frame(channel, m)
-
-
-def frame(kind: int, channel: int, payload: bytes, end: bytes = b"\xce") -> bytes:
-    return _HEAD.pack(kind, channel, len(payload)) + payload + end
-
-
-def header(channel: int, body_size: int, properties: BasicProperties | None = None) -> bytes:
-    return frame(2, channel, encode_content_header(BASIC_CLASS_ID, body_size, properties or BasicProperties()))
-
-
-def body(channel: int, data: bytes) -> bytes:
-    return frame(3, channel, data)
-
-
-def publish(channel: int, routing_key: str, data: bytes, exchange: str = "", *, frame_max: int = 131072,
-            **options: Any) -> bytes:
-    out = [method(channel, spec.Basic.Publish(exchange, routing_key, **options)), header(channel, len(data))]
-    step = frame_max - 8
-    out += [body(channel, data[i : i + step]) for i in range(0, len(data), step)]
-    return b"".join(out)
-
-
-def plain(user: str = "guest", password: str = "guest") -> spec.Connection.StartOk:
-    return spec.Connection.StartOk({"product": "test"}, "PLAIN", f"\0{user}\0{password}".encode())
-
-
-def amqplain(user: str = "guest", password: str = "guest") -> spec.Connection.StartOk:
-    return spec.Connection.StartOk(
-        {"product": "test"}, "AMQPLAIN", encode_table_entries({"LOGIN": user, "PASSWORD": password})
-    )
-
+from wire import HEARTBEAT, amqplain, body, frame, header, method, plain, publish
 
 # -- the scripted peer ---------------------------------------------------------
 
@@ -347,7 +304,7 @@ def test_frame_max_is_4096_until_tune_ok() -> None:
 
 def test_oversized_frame_is_refused_from_its_header_before_the_payload_arrives() -> None:
     peer = opened()
-    peer.send(_HEAD.pack(3, 1, 10_000_000))  # claims 10 MB; nothing buffered
+    peer.send(struct.pack(">BHI", 3, 1, 10_000_000))  # claims 10 MB; nothing buffered
     assert peer.connection_close().reply_code == 501
 
 

@@ -9,7 +9,6 @@ amqlite differs on purpose checks ``broker.kind`` and says why.
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import threading
 import uuid
@@ -21,16 +20,8 @@ import trio
 
 from amqlite.config import Settings
 from amqlite.server import Server
+from reference import RABBITMQ, rabbitmq_available
 
-RABBITMQ = ("127.0.0.1", 5672)
-
-
-def rabbitmq_available() -> bool:
-    try:
-        with socket.create_connection(RABBITMQ, timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 class ServerThread:

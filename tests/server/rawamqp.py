@@ -8,7 +8,6 @@ library would: oversized frames, bad frame ends, methods out of order.
 from __future__ import annotations
 
 import socket
-import struct
 import time
 from typing import Any
 
@@ -18,46 +17,10 @@ from amqlite.amqp.frames import (
     FrameDecoder,
     HeartbeatFrame,
     MethodFrame,
-    encode_method_frame,
 )
-from amqlite.amqp.properties import BASIC_CLASS_ID, BasicProperties, encode_content_header
-from amqlite.amqp.values import encode_table_entries
+from wire import HEARTBEAT, amqplain, body, frame, header, method, plain, publish
 
-_HEAD = struct.Struct(">BHI")
-
-
-def method(channel: int, m: spec.Method) -> bytes:
-    return encode_method_frame(channel, m)
-
-
-def frame(kind: int, channel: int, payload: bytes, end: bytes = b"\xce") -> bytes:
-    return _HEAD.pack(kind, channel, len(payload)) + payload + end
-
-
-def header(channel: int, body_size: int, properties: BasicProperties | None = None) -> bytes:
-    return frame(2, channel, encode_content_header(BASIC_CLASS_ID, body_size, properties or BasicProperties()))
-
-
-def body(channel: int, data: bytes) -> bytes:
-    return frame(3, channel, data)
-
-
-def publish(channel: int, routing_key: str, data: bytes, exchange: str = "", **options: Any) -> bytes:
-    """basic.publish + header + one body frame (none for an empty body)."""
-    out = method(channel, spec.Basic.Publish(exchange, routing_key, **options)) + header(channel, len(data))
-    return out + body(channel, data) if data else out
-
-
-HEARTBEAT = b"\x08\x00\x00\x00\x00\x00\x00\xce"
-
-
-def plain(user: str = "guest", password: str = "guest") -> spec.Connection.StartOk:
-    return spec.Connection.StartOk({"product": "rawamqp"}, "PLAIN", f"\0{user}\0{password}".encode())
-
-
-def amqplain(user: str = "guest", password: str = "guest") -> spec.Connection.StartOk:
-    response = encode_table_entries({"LOGIN": user, "PASSWORD": password})
-    return spec.Connection.StartOk({"product": "rawamqp"}, "AMQPLAIN", response)
+__all__ = ["HEARTBEAT", "Closed", "RawClient", "amqplain", "body", "frame", "header", "method", "plain", "publish"]
 
 
 class Closed(Exception):
