@@ -6,13 +6,18 @@ publisher processes (pika, publisher confirms, persistent messages with
 unique ids, each confirmed id appended to a file as its confirm arrives) and
 a consumer process (acks most deliveries at once and holds some back for a
 while, each acked id appended to a file once the ack was handed to the
-socket), then sends SIGKILL to the server at a random moment: under load,
+socket; ``d*`` publishers go through a durable delayed exchange) and an
+admin process that keeps declaring and deleting durable exchanges, queues
+and bindings, then sends SIGKILL to the server at a random moment: under load,
 just after a compaction, or shortly after a restart (during recovery).
 After every restart it browses the queue and checks:
 
 - no confirmed message is lost: each is in the queue or was acked;
 - no message is in the queue twice;
-- each publisher's messages are in the queue in publication order.
+- each publisher's messages are in the queue in publication order (not
+  checked for delayed ones: they are released by due time);
+- definitions made in the first round, and never touched since, are there
+  and route, while the definitions around them churn.
 
 Acks are at-least-once: an ack not yet synced when the server dies brings
 its message back. Those are counted (``acked_returned``), not failures.
@@ -42,9 +47,20 @@ from typing import Any
 import attrs
 
 QUEUE = "crash"
+#: Delayed publishers go through a durable x-delayed-message exchange to this
+#: queue; release order follows due times, so only loss and duplicates count.
+DELAYED_QUEUE = "crash-delayed"
+DELAYED_EXCHANGE = "crash.delay"
+MAX_DELAY_MS = 300
+#: Definitions made once and never touched: they must survive every crash,
+#: while other definitions churn around them (so snapshots get rewritten).
+PROBE_QUEUE = "crash-probe"
+FIXED = (("crash.fixed.topic", "topic", "probe.#", None),
+         ("crash.fixed.headers", "headers", "", {"x-match": "all", "probe": "yes", "n": 7}))
 #: Small segments: segments fill, roll over and get deleted within a round.
 SEGMENT_SIZE = 16 * 1024
-PUBLISHERS = 2
+#: Publisher names: "p*" publish straight to QUEUE (order checked), "d*" through the delayed exchange.
+PUBLISHERS = ("p0", "p1", "d0")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -58,15 +74,27 @@ def _connect(port: int) -> Any:
         "127.0.0.1", port, heartbeat=0, blocked_connection_timeout=None, connection_attempts=1))
 
 
+def declare(ch: Any) -> None:
+    ch.queue_declare(QUEUE, durable=True)
+    ch.queue_declare(DELAYED_QUEUE, durable=True)
+    ch.exchange_declare(DELAYED_EXCHANGE, "x-delayed-message", durable=True,
+                        arguments={"x-delayed-type": "direct"})
+    ch.queue_bind(DELAYED_QUEUE, DELAYED_EXCHANGE, "d")
+
+
 def publisher(port: int, name: str, first: int, confirmed_file: str, body_size: int) -> None:
     """Publish persistent messages ``name:first``, ``name:first+1``, ...
-    until the connection dies; record each confirmed id."""
+    until the connection dies; record each confirmed id. Publishers named
+    ``d*`` publish through the delayed exchange, with delays up to
+    MAX_DELAY_MS."""
     import pika
     import pika.exceptions
 
+    delayed = name.startswith("d")
+    rng = random.Random(first)
     try:
         ch = _connect(port).channel()
-        ch.queue_declare(QUEUE, durable=True)
+        declare(ch)
         ch.confirm_delivery()
     except Exception:
         return
@@ -76,8 +104,12 @@ def publisher(port: int, name: str, first: int, confirmed_file: str, body_size: 
         while True:
             ident = f"{name}:{n}"
             try:
-                ch.basic_publish("", QUEUE, ident.encode() + b" " + padding,
-                                 pika.BasicProperties(delivery_mode=2, message_id=ident))
+                if delayed:
+                    ch.basic_publish(DELAYED_EXCHANGE, "d", ident.encode() + b" " + padding, pika.BasicProperties(
+                        delivery_mode=2, message_id=ident, headers={"x-delay": rng.randint(0, MAX_DELAY_MS)}))
+                else:
+                    ch.basic_publish("", QUEUE, ident.encode() + b" " + padding,
+                                     pika.BasicProperties(delivery_mode=2, message_id=ident))
             except pika.exceptions.NackError:
                 pass  # refused: not confirmed, may not be anywhere
             except Exception:
@@ -95,7 +127,7 @@ def consumer(port: int, acked_file: str, seed: int) -> None:
     try:
         connection = _connect(port)
         ch = connection.channel()
-        ch.queue_declare(QUEUE, durable=True)
+        declare(ch)
         ch.basic_qos(prefetch_count=40)
     except Exception:
         return
@@ -118,6 +150,7 @@ def consumer(port: int, acked_file: str, seed: int) -> None:
 
     try:
         ch.basic_consume(QUEUE, on_message)
+        ch.basic_consume(DELAYED_QUEUE, on_message)
         while True:
             connection.process_data_events(time_limit=0.05)
             if rng.random() < 0.02:
@@ -126,6 +159,30 @@ def consumer(port: int, acked_file: str, seed: int) -> None:
         return
     finally:
         out.close()
+
+
+def admin(port: int, seed: int) -> None:
+    """Declare, bind, unbind and delete durable exchanges and queues at
+    random until the connection dies: definition records in every segment."""
+    rng = random.Random(seed)
+    try:
+        ch = _connect(port).channel()
+        while True:
+            i = rng.randrange(20)
+            action = rng.random()
+            if action < 0.4:
+                ch.exchange_declare(f"churn.x{i}", rng.choice(["direct", "fanout", "topic"]), durable=True)
+                ch.queue_declare(f"churn.q{i % 5}", durable=True, arguments={"x-max-priority": 3})
+                ch.queue_bind(f"churn.q{i % 5}", f"churn.x{i}", f"k{rng.randrange(3)}")
+            elif action < 0.6:
+                ch.exchange_delete(f"churn.x{i}")
+            elif action < 0.7:
+                ch.queue_delete(f"churn.q{i % 5}")
+            else:
+                ch.queue_unbind(f"churn.q{i % 5}", f"churn.x{i}", f"k{rng.randrange(3)}")
+            time.sleep(rng.random() * 0.01)
+    except Exception:
+        return
 
 
 # -- the harness ---------------------------------------------------------------------
@@ -182,7 +239,7 @@ class Harness:
         self.server_log: Path | None = None
         self.port = 0
         self.starts = 0
-        self.confirmed_files = [workdir / f"confirmed-{k}.txt" for k in range(PUBLISHERS)]
+        self.confirmed_files = [workdir / f"confirmed-{name}.txt" for name in PUBLISHERS]
         self.acked_file = workdir / "acked.txt"
         self.returned: set[str] = set()  # acked ids seen back, counted once
         #: How long the last recovery took: kills meant to land in one aim within it.
@@ -258,19 +315,47 @@ class Harness:
     # -- the checks ------------------------------------------------------------
 
     def browse(self) -> list[tuple[str, bool]]:
-        """Every message in the queue, in order: (id, redelivered). They are
+        """Every message in the queues, in order: (id, redelivered). They are
         taken unacked and requeued (to their places) when the channel closes."""
         connection = _connect(self.port)
         ch = connection.channel()
-        ch.queue_declare(QUEUE, durable=True)
+        declare(ch)
         found = []
-        while True:
-            method, properties, _ = ch.basic_get(QUEUE)
-            if method is None:
-                break
-            found.append((properties.message_id, method.redelivered))
+        for queue in (QUEUE, DELAYED_QUEUE):
+            while True:
+                method, properties, _ = ch.basic_get(queue)
+                if method is None:
+                    break
+                found.append((properties.message_id, method.redelivered))
         connection.close()
         return found
+
+    def declare_fixed(self) -> None:
+        connection = _connect(self.port)
+        ch = connection.channel()
+        ch.queue_declare(PROBE_QUEUE, durable=True)
+        for name, kind, key, arguments in FIXED:
+            ch.exchange_declare(name, kind, durable=True)
+            ch.queue_bind(PROBE_QUEUE, name, key, arguments)
+        connection.close()
+
+    def check_fixed(self, label: str) -> None:
+        """The untouched definitions are there, and route."""
+        import pika
+
+        connection = _connect(self.port)
+        ch = connection.channel()
+        ch.confirm_delivery()
+        ch.queue_declare(PROBE_QUEUE, passive=True)
+        for name, kind, key, arguments in FIXED:
+            ch.exchange_declare(name, kind, passive=True)
+            ch.basic_publish(name, key.replace("#", "x"), name.encode(), pika.BasicProperties(headers=arguments))
+        got = []
+        while (item := ch.basic_get(PROBE_QUEUE, auto_ack=True))[0] is not None:
+            got.append(item[2].decode())
+        connection.close()
+        if got != [name for name, *_ in FIXED]:
+            self.results.problems.append(f"{label}: fixed definitions route to {got}")
 
     @staticmethod
     def _ids(path: Path) -> list[str]:
@@ -280,6 +365,10 @@ class Harness:
         return [line for line in path.read_text().split("\n")[:-1] if line]
 
     def check(self, label: str) -> None:
+        # Held messages overdue at the restart are released at once; ones
+        # published just before the kill fall due within MAX_DELAY_MS.
+        time.sleep(MAX_DELAY_MS / 1000 + 0.05)
+        self.check_fixed(label)
         found = self.browse()
         confirmed: set[str] = set()
         for path in self.confirmed_files:
@@ -300,7 +389,7 @@ class Harness:
         last: dict[str, int] = {}
         for ident in ids:
             name, n = ident.split(":")
-            if int(n) < last.get(name, -1):
+            if name.startswith("p") and int(n) < last.get(name, -1):
                 results.order_violations += 1
                 results.problems.append(f"{label}: {ident} after {name}:{last[name]}")
             last[name] = int(n)
@@ -317,25 +406,29 @@ class Harness:
         script = str(Path(__file__).resolve())
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         procs = []
-        for k in range(PUBLISHERS):
+        for name, confirmed_file in zip(PUBLISHERS, self.confirmed_files):
             first = round_no * 10_000_000
             procs.append(subprocess.Popen(
-                [sys.executable, script, "publisher", str(self.port), f"p{k}", str(first),
-                 str(self.confirmed_files[k]), str(self.body_size)], env=env, cwd=ROOT))
+                [sys.executable, script, "publisher", str(self.port), name, str(first),
+                 str(confirmed_file), str(self.body_size)], env=env, cwd=ROOT))
         procs.append(subprocess.Popen(
             [sys.executable, script, "consumer", str(self.port), str(self.acked_file), str(self.seed + round_no)],
             env=env, cwd=ROOT))
+        procs.append(subprocess.Popen(
+            [sys.executable, script, "admin", str(self.port), str(self.seed + round_no)], env=env, cwd=ROOT))
         return procs
 
     def round(self, round_no: int, mode: str) -> None:
         self.spawn()
         self.wait_listening()
+        if round_no == 0:
+            self.declare_fixed()
         self.check(f"round {round_no} start")
         procs = self.clients(round_no)
         started = time.monotonic()
         if mode == "compaction":
             # Kill as soon as a compaction is logged: the next one is often under way.
-            target = self.rng.randint(1, 3)
+            target = self.compactions_so_far() + self.rng.randint(1, 3)
             while self.compactions_so_far() < target and time.monotonic() - started < 5:
                 time.sleep(0.005)
             time.sleep(self.rng.random() * 0.02)
@@ -372,13 +465,14 @@ class Harness:
         self.check("final")
         connection = _connect(self.port)
         ch = connection.channel()
-        while True:
-            method, properties, _ = ch.basic_get(QUEUE)
-            if method is None:
-                break
-            ch.basic_ack(method.delivery_tag)
-            with open(self.acked_file, "a") as out:
-                out.write(properties.message_id + "\n")
+        for queue in (QUEUE, DELAYED_QUEUE):
+            while True:
+                method, properties, _ = ch.basic_get(queue)
+                if method is None:
+                    break
+                ch.basic_ack(method.delivery_tag)
+                with open(self.acked_file, "a") as out:
+                    out.write(properties.message_id + "\n")
         connection.close()
         assert self.server is not None
         self.server.send_signal(signal.SIGTERM)
@@ -431,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "publisher":
         port, name, first, confirmed_file, body_size = argv[1:6]
         publisher(int(port), name, int(first), confirmed_file, int(body_size))
+        return 0
+    if argv and argv[0] == "admin":
+        admin(int(argv[1]), int(argv[2]))
         return 0
     if argv and argv[0] == "consumer":
         port, acked_file, seed = argv[1:4]
