@@ -280,6 +280,14 @@ class Channel:
     async def queue_purge(self, queue: str) -> int:
         return await self._op(self._core.purge_queue, queue)
 
+    async def queue_redrive(self, queue: str, *, to: str | None = None, limit: int | None = None) -> int:
+        """Move dead-lettered messages from ``queue`` back to the queue each
+        died in (or to ``to``), in order, exactly once. Returns how many.
+
+        An amqlite extension: RabbitMQ needs a shovel or a script for this.
+        """
+        return await self._op(self._core.redrive_queue, queue, now=self._broker.now(), to=to, limit=limit)
+
     async def queue_delete(self, queue: str, *, if_unused: bool = False, if_empty: bool = False) -> int:
         return await self._op(
             self._core.delete_queue, queue, now=self._broker.now(), if_unused=if_unused, if_empty=if_empty

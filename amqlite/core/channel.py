@@ -17,6 +17,7 @@ from .events import ConsumerCancelled, Deliver, GetResult, PublishOutcome
 from .exchange import Exchange
 from .message import EMPTY_PROPERTIES, Entry, Message, Properties
 from .queue import Queue
+from .redrive import redrive
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -82,6 +83,12 @@ class Channel:
 
     def purge_queue(self, name: str) -> int:
         return self.vhost.get_queue(name, self.connection).purge()
+
+    def redrive_queue(self, name: str, *, now: float, to: str | None = None, limit: int | None = None) -> int:
+        """Move dead-lettered messages back where they died (see core/redrive.py)."""
+        if to is not None:
+            self.vhost.get_queue(to, self.connection)  # exists, and ours to use
+        return redrive(self.vhost, self.vhost.get_queue(name, self.connection), now, to=to, limit=limit)
 
     def delete_queue(self, name: str, *, now: float, if_unused: bool = False, if_empty: bool = False) -> int:
         if name not in self.vhost.queues:

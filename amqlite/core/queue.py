@@ -204,6 +204,10 @@ class Queue:
             return entry
         return None
 
+    def put_back(self, entry: Entry, now: float) -> None:
+        """Return an entry :meth:`take` gave out, to its original position."""
+        self._make_ready(entry, now)
+
     # -- settlement -----------------------------------------------------
 
     def lend(self, entry: Entry) -> None:
