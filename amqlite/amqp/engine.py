@@ -430,6 +430,9 @@ class ServerConnection:
         self.core = self.broker.connect(vhost, user=self.user.name, name=self.peer)
         self.state = State.OPEN
         self._send(0, spec.Connection.OpenOk())
+        journal = self.broker.journal
+        if journal is not None and not journal.accepting:
+            self.set_blocked("disk write failed")  # it connected during the outage
         log.info("connection.open", peer=self.peer, user=self.user.name, vhost=vhost,
                  client=self._client_name(), heartbeat=self.heartbeat, frame_max=self.frame_max)
 

@@ -15,10 +15,12 @@ import pika.exceptions
 import pytest
 from structlog.testing import capture_logs
 
+from amqlite.amqp import spec
 from amqlite.server import storage
 
 from store.support import scan  # tests/store (tests/ is on sys.path, as for this package)
 from .durability_support import Durable, bodies, durable, persistent  # noqa: F401
+from .rawamqp import RawClient
 
 
 @pytest.fixture(autouse=True)
@@ -59,10 +61,18 @@ def test_full_disk_nacks_blocks_and_recovers(durable: Durable) -> None:
         assert body == b"before 0"
         ch.basic_ack(method.delivery_tag)  # waits in memory too
         ch.queue_declare("declared during", durable=True)
+        # A client connecting during the outage is told right after open-ok
+        # (raw, since pika registers its callbacks only once connected).
+        late = RawClient("127.0.0.1", durable.port)
+        late.handshake(start_ok=spec.Connection.StartOk(
+            {"product": "late", "capabilities": {"connection.blocked": True}}, "PLAIN", b"\0guest\0guest"))
+        assert late.expect(spec.Connection.Blocked, 0).reason == "disk write failed"
         time.sleep(0.5)  # a few failed retries
         durable.fs.full = False
         pump_until(connection, lambda: len(events) == 2)
         assert events[1] == "unblocked"
+        late.expect(spec.Connection.Unblocked, 0)
+        late.close()
         ch.basic_publish("", "q", b"after", persistent())  # acked again
     logged = [(e["event"], e["log_level"]) for e in logs]
     assert ("store.write_failed", "error") in logged and ("store.recovered_writes", "info") in logged
