@@ -23,6 +23,9 @@ class Settings:
     #: Size at which the durable log starts a new segment file, bytes. Only
     #: whole segments are ever deleted; small ones compact sooner (tests use it).
     segment_size: int = 64 * 1024 * 1024
+    #: Ready messages a durable queue keeps in memory; persistent ones
+    #: beyond it wait on disk only and are read back as consumers drain.
+    queue_memory_budget: int = 20_000
     heartbeat: int = 60
     frame_max: int = 131072
     channel_max: int = 2047

@@ -88,8 +88,10 @@ class Entry:
     delivery_count: int = 0
     redelivered: bool = False
     state: int = READY
-    #: Segment of durable storage holding this entry's record; 0 if not durable.
+    #: Segment and offset of durable storage holding this entry's record;
+    #: segment 0 if not durable.
     store_segment: int = 0
+    store_offset: int = -1
 
     @property
     def size(self) -> int:

@@ -16,7 +16,7 @@ from .arguments import DROP_HEAD, REJECT_PUBLISH_DLX, QueueSettings
 from .consumer import Consumer
 from .errors import AccessRefused
 from .message import DELAYED, GONE, READY, UNACKED, Entry, Message
-from .ready import ReadyList
+from .ready import PagedRef, ReadyList
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -114,6 +114,8 @@ class Queue:
         if journal is not None:
             journal.enqueued(self, entry)
         self.ready.append(entry)
+        if self.journal is not None and self.ready.in_memory > self.journal.queue_budget:
+            self.journal.over_budget(self)
         if self.consumers:
             self.dispatch(now)
         if ttl == 0 and entry.state == READY:
@@ -137,7 +139,8 @@ class Queue:
             or (settings.max_length_bytes is not None and ready.bytes > settings.max_length_bytes)
         ):
             entry = self._pop_ready()
-            assert entry is not None
+            if entry is None:
+                break  # the head is paged out; the limit holds once it is back
             self._leave(entry)
             self._dead_letter(entry.message, deadletter.MAXLEN, now)
 
@@ -168,7 +171,8 @@ class Queue:
                 if consumer is None:
                     break
                 entry = self._pop_ready()
-                assert entry is not None
+                if entry is None:
+                    break  # the rest is on disk, on its way back
                 if entry.expires_at is not None and entry.expires_at < now:
                     self._leave(entry)
                     self._dead_letter(entry.message, deadletter.EXPIRED, now)
@@ -176,6 +180,8 @@ class Queue:
                 consumer.channel.deliver(consumer, self, entry)
         finally:
             self._dispatching = False
+        if ready.paged:
+            self._want_page_in()
 
     def _pick_consumer(self) -> Consumer | None:
         consumers = self.consumers
@@ -202,6 +208,8 @@ class Queue:
                 self._dead_letter(entry.message, deadletter.EXPIRED, now)
                 continue
             return entry
+        if self.ready.paged:
+            self._want_page_in()
         return None
 
     def put_back(self, entry: Entry, now: float) -> None:
@@ -398,6 +406,22 @@ class Queue:
             self.ready.append(entry)
         return entry
 
+    def note_seq(self, seq: int) -> None:
+        """Storage has used ``seq``: new messages get higher ones."""
+        self._seq = max(self._seq, seq)
+
+    def restore_paged(self, priority: int, segment: int, offset: int, seq: int, size: int) -> bool:
+        """Put back a recovered message as paged (on disk only), in seq order.
+        False if it has to come back in memory instead."""
+        if self.settings.max_priority is not None:
+            priority = min(priority, self.settings.max_priority)
+        else:
+            priority = 0
+        if not self.ready.restore_paged(priority, (segment, offset, seq, size)):
+            return False
+        self._seq = max(self._seq, seq)
+        return True
+
     # -- purge and delete -----------------------------------------------
 
     def purge(self) -> int:
@@ -412,7 +436,56 @@ class Queue:
         for entry in dropped:
             self._leave(entry)
             self.vhost.broker.dropped(self.name, entry.message, "purged")
-        return len(dropped)
+        paged = self.ready.drop_paged()
+        if paged:
+            assert self.journal is not None
+            for segment, _, seq, _ in paged:
+                self.journal.removed_paged(self, seq, segment)
+            self.vhost.broker.drops["purged"] += len(paged)
+        return len(dropped) + len(paged)
+
+    # -- paging -------------------------------------------------------------
+
+    def _want_page_in(self) -> None:
+        if self.journal is not None and not self.deleted:
+            self.journal.wants_page_in(self)
+
+    def _pageable(self, entry: Entry) -> bool:
+        """Can this ready entry live on disk only? Its record must hold it
+        whole (a PUBLISH this queue owns, already written) and nothing about
+        it may live only in memory (a TTL to enforce, a delivery count)."""
+        message = entry.message
+        return (
+            entry.state == READY
+            and entry.expires_at is None
+            and not entry.delivery_count
+            and not entry.redelivered
+            and entry.store_offset >= 0
+            and message.store_refs == 1
+            and entry.store_segment == message.store_segment
+            and self.journal is not None
+            and self.journal.is_written(entry)
+        )
+
+    def page_out(self) -> int:
+        """Move ready messages beyond the memory budget to disk only."""
+        if self.journal is None or self.deleted:
+            return 0
+        return len(self.ready.page_out(self.journal.queue_budget, self._pageable))
+
+    def page_in_requests(self, low_water: int, batch: int) -> list[tuple[int, list[PagedRef]]]:
+        return [] if self.deleted else self.ready.page_in_requests(low_water, batch)
+
+    def paged_in(self, priority: int, refs: list[PagedRef], messages: list[Message], now: float) -> None:
+        """Messages read back from disk for ``refs`` (page_in_requests)."""
+        if self.deleted:
+            return
+        entries = [
+            Entry(message, seq, priority=priority, store_segment=segment, store_offset=offset)
+            for (segment, offset, seq, _), message in zip(refs, messages)
+        ]
+        if self.ready.paged_in(priority, refs, entries):
+            self.dispatch(now)
 
     def close(self) -> int:
         """Mark deleted and drop every message it holds; return how many were ready."""

@@ -74,9 +74,11 @@ class Server:
             async with trio.open_nursery() as nursery:
                 if self.settings.data_dir:
                     self.journal = DiskJournal(Path(self.settings.data_dir),
-                                               segment_size=self.settings.segment_size)
+                                               segment_size=self.settings.segment_size,
+                                               queue_budget=self.settings.queue_memory_budget)
                     self.journal.recover(self.core, self.clock.now())
-                    driver = StoreDriver(self.journal, on_synced=self._synced, on_blocked=self._blocked)
+                    driver = StoreDriver(self.journal, on_synced=self._synced, on_blocked=self._blocked,
+                                         now=self.clock.now)
                     nursery.start_soon(driver.run)
                 nursery.start_soon(drive_deadlines, self.core, self.clock)
                 await nursery.start(trio.serve_listeners, self._handle, listeners)

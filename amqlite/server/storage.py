@@ -30,14 +30,40 @@ class StoreDriver:
         *,
         on_synced: Callable[[], None],
         on_blocked: Callable[[str | None], None],
+        now: Callable[[], float],
     ) -> None:
         self.journal = journal
         self.on_synced = on_synced
         self.on_blocked = on_blocked
+        self.now = now
         self._wakeup = trio.lowlevel.ParkingLot()
         journal.log.on_pending = self._wakeup.unpark_all
+        self._page_requests = trio.lowlevel.ParkingLot()
+        journal.on_page_request = self._page_requests.unpark_all
 
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_loop)
+            nursery.start_soon(self._page_in_loop)
+
+    async def _page_in_loop(self) -> None:
+        """Read paged messages back for queues running low, in a worker
+        thread; the queue takes them on the trio thread."""
+        journal = self.journal
+        while True:
+            work = journal.page_in_work()
+            if not work:
+                await self._page_requests.park()
+                continue
+            for queue, priority, refs in work:
+                try:
+                    messages = await trio.to_thread.run_sync(journal.read_paged, refs)
+                except (OSError, ValueError) as error:
+                    log.error("store.page_in_failed", queue=queue.name, error=str(error), messages=len(refs))
+                    continue
+                queue.paged_in(priority, refs, messages, self.now())
+
+    async def _write_loop(self) -> None:
         journal, log_ = self.journal, self.journal.log
         delay = RETRY_MIN
         while True:
@@ -75,6 +101,7 @@ class StoreDriver:
                 log.info("store.recovered_writes", action="persistent publishes accepted again")
                 self.on_blocked(None)
             self.on_synced()
+            journal.page_out()  # what is now on disk may leave memory
             if obsolete:
                 await self._compact(obsolete, snapshot)
 

@@ -1,21 +1,7 @@
 """The disk journal: durable definitions and persistent messages in a
 segment log, plus a definitions snapshot.
 
-Records (payload layouts, big-endian):
-
-==========  ===================================================================
-DEFINITION  an AMQP field table: {"op": ..., ...} for exchanges, queues, bindings
-PUBLISH     msg id, queue id, seq, expires (NaN: none), exchange, routing key,
-            content header, body; the first durable queue a message reaches
-ENQUEUE     msg id, queue id, seq, expires; every further durable queue
-REMOVE      queue id, seq: acked, dead-lettered, expired, dropped or purged
-DELIVERED   queue id, seq: it was handed to a consumer (redelivered after a crash)
-COUNT       queue id, seq, delivery count
-RETRY       queue id, seq, due: waiting out a retry delay
-MOVE        queue id, old seq, new seq: back from a retry delay, at the tail
-HOLD        msg id, due, vhost, exchange, routing key, content header, body
-RELEASE     msg id: a held delayed message was routed
-==========  ===================================================================
+Record layouts are in :mod:`amqlite.store.records`.
 
 A segment is deleted when nothing in it is live (no message body, queue
 entry or held message still needed) and every older segment its records
@@ -29,65 +15,50 @@ from __future__ import annotations
 import fcntl
 import math
 import os
-import struct
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-import attrs
-
-from ..amqp.properties import BASIC_CLASS_ID, decode_content_header, encode_content_header
-from ..amqp.values import decode_shortstr as read_shortstr
-from ..amqp.values import decode_table, encode_shortstr, encode_table
+from ..amqp.values import encode_shortstr, encode_table
 from ..log import get_logger
+from .recovery import RecoveryReport, recover
+from .records import (
+    COUNT,
+    COUNT_RECORD,
+    DEFINITION,
+    DELIVERED,
+    ENQUEUE,
+    ENQUEUE_HEAD,
+    ENTRY,
+    HOLD,
+    HOLD_HEAD,
+    ID,
+    MOVE,
+    MOVE_RECORD,
+    PUBLISH,
+    PUBLISH_HEAD,
+    RELEASE,
+    REMOVE,
+    RETRY,
+    RETRY_RECORD,
+    SNAPSHOT,
+    content,
+    read_message,
+)
 from .segments import FileSystem, SegmentLog
 
 if TYPE_CHECKING:
     from ..core.broker import Broker
+    from ..core.ready import PagedRef
     from ..core.exchange import Exchange
     from ..core.message import Entry, Message
     from ..core.queue import Queue
 
 log = get_logger(__name__)
 
-DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE = range(1, 11)
-
-_PUBLISH = struct.Struct(">QQQd")
-_ENQUEUE = _PUBLISH
-_ENTRY = struct.Struct(">QQ")
-_COUNT = struct.Struct(">QQI")
-_RETRY = struct.Struct(">QQd")
-_MOVE = struct.Struct(">QQQ")
-_HOLD = struct.Struct(">Qd")
-_ID = struct.Struct(">Q")
-_LEN = struct.Struct(">I")
 _NONE = math.nan
-SNAPSHOT = "definitions.snapshot"
-
-
-def _header(message: Message) -> bytes:
-    header = message.wire_header
-    if header is None:
-        header = encode_content_header(BASIC_CLASS_ID, len(message.body), message.properties)
-    return header
-
-
-def _content(message: Message) -> bytes:
-    header = _header(message)
-    return b"".join((
-        encode_shortstr(message.exchange), encode_shortstr(message.routing_key),
-        _LEN.pack(len(header)), header, message.body,
-    ))
-
-
-def _read_content(payload: bytes, offset: int) -> tuple[str, str, bytes, Any, bytes]:
-    exchange, offset = read_shortstr(payload, offset)
-    routing_key, offset = read_shortstr(payload, offset)
-    (size,) = _LEN.unpack_from(payload, offset)
-    offset += 4
-    header = payload[offset : offset + size]
-    _, _, properties = decode_content_header(header)
-    return exchange, routing_key, header, properties, payload[offset + size :]
+#: Ready messages a durable queue keeps in memory before paging to disk.
+DEFAULT_QUEUE_BUDGET = 20_000
 
 
 def _canonical(value: Any) -> Any:
@@ -103,30 +74,17 @@ class StoreLocked(Exception):
     """Another broker holds the data directory."""
 
 
-@attrs.define
-class _RecoveredEntry:
-    msg_id: int
-    seq: int
-    expires: float | None
-    segment: int
-    delivered: bool = False
-    count: int = 0
-    retry_due: float | None = None
-
-
-@attrs.frozen
-class RecoveryReport:
-    queues: int
-    messages: int
-    held: int
-    segments: int
-    seconds: float
-
-
 class DiskJournal:
     """Implements :class:`amqlite.core.journal.Journal` on a segment log."""
 
-    def __init__(self, directory: Path, *, fs: FileSystem | None = None, segment_size: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        fs: FileSystem | None = None,
+        segment_size: int | None = None,
+        queue_budget: int = DEFAULT_QUEUE_BUDGET,
+    ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.directory / "LOCK", "a")
@@ -139,6 +97,13 @@ class DiskJournal:
         kwargs = {} if segment_size is None else {"segment_size": segment_size}
         self.log = SegmentLog(self.directory / "log", fs=self.fs, **kwargs)
         self.accepting = True
+        self.queue_budget = queue_budget
+        #: Queues to page out after the next write, and queues asking for
+        #: their paged messages back; the driver serves both.
+        self._over_budget: dict[Queue, None] = {}
+        self._page_requests: dict[Queue, None] = {}
+        #: Wakes the driver's page-in task.
+        self.on_page_request: Callable[[], None] | None = None
         self._recovering = False
         self._next_msg = 1
         self._next_queue = 1
@@ -158,11 +123,10 @@ class DiskJournal:
 
     # -- helpers ------------------------------------------------------------
 
-    def _append(self, kind: int, payload: bytes, about: Message | None = None) -> int:
+    def _append(self, kind: int, payload: bytes, about: Message | None = None) -> tuple[int, int]:
         if self._releases and about is not self._releasing:
             self._append_releases()
-        segment, _ = self.log.append(kind, payload)
-        return segment
+        return self.log.append(kind, payload)
 
     def _append_releases(self) -> None:
         """RELEASE records wait until the released message's new records
@@ -171,7 +135,7 @@ class DiskJournal:
         twice), never neither."""
         releases, self._releases, self._releasing = self._releases, [], None
         for msg_id, hold_segment in releases:
-            segment, _ = self.log.append(RELEASE, _ID.pack(msg_id))
+            segment, _ = self.log.append(RELEASE, ID.pack(msg_id))
             self._ref(segment, hold_segment)
             self._live[hold_segment] -= 1
 
@@ -188,7 +152,7 @@ class DiskJournal:
         else:
             self._definitions[key] = table
             op = {"op": "set", "key": list(key), "value": table}
-        segment = self._append(DEFINITION, encode_table(op))
+        segment, _ = self._append(DEFINITION, encode_table(op))
         self._definition_segments.add(segment)
 
     # -- definitions (core hooks) -------------------------------------------
@@ -247,12 +211,13 @@ class DiskJournal:
         if message.store_id is None:
             message.store_id = self._next_msg
             self._next_msg += 1
-            head = _PUBLISH.pack(message.store_id, queue.store_id, entry.seq, expires)
-            segment = self._append(PUBLISH, head + _content(message), message)
+            head = PUBLISH_HEAD.pack(message.store_id, queue.store_id, entry.seq, expires,
+                                     min(message.properties.priority or 0, 255), len(message.body))
+            segment, entry.store_offset = self._append(PUBLISH, head + content(message), message)
             message.store_segment = segment
             self._live[segment] += 1  # the body
         else:
-            segment = self._append(ENQUEUE, _ENQUEUE.pack(message.store_id, queue.store_id, entry.seq, expires),
+            segment, _ = self._append(ENQUEUE, ENQUEUE_HEAD.pack(message.store_id, queue.store_id, entry.seq, expires),
                                    message)
             self._ref(segment, message.store_segment)
         message.store_refs += 1
@@ -260,7 +225,7 @@ class DiskJournal:
         self._live[segment] += 1  # the entry
 
     def removed(self, queue: Queue, entry: Entry) -> None:
-        segment = self._append(REMOVE, _ENTRY.pack(queue.store_id, entry.seq))
+        segment, _ = self._append(REMOVE, ENTRY.pack(queue.store_id, entry.seq))
         self._ref(segment, entry.store_segment)
         self._live[entry.store_segment] -= 1
         message = entry.message
@@ -269,19 +234,19 @@ class DiskJournal:
             self._live[message.store_segment] -= 1
 
     def delivered(self, queue: Queue, entry: Entry) -> None:
-        segment = self._append(DELIVERED, _ENTRY.pack(queue.store_id, entry.seq))
+        segment, _ = self._append(DELIVERED, ENTRY.pack(queue.store_id, entry.seq))
         self._ref(segment, entry.store_segment)
 
     def counted(self, queue: Queue, entry: Entry) -> None:
-        segment = self._append(COUNT, _COUNT.pack(queue.store_id, entry.seq, entry.delivery_count))
+        segment, _ = self._append(COUNT, COUNT_RECORD.pack(queue.store_id, entry.seq, entry.delivery_count))
         self._ref(segment, entry.store_segment)
 
     def retrying(self, queue: Queue, entry: Entry, due: float) -> None:
-        segment = self._append(RETRY, _RETRY.pack(queue.store_id, entry.seq, due))
+        segment, _ = self._append(RETRY, RETRY_RECORD.pack(queue.store_id, entry.seq, due))
         self._ref(segment, entry.store_segment)
 
     def moved(self, queue: Queue, entry: Entry, old_seq: int) -> None:
-        segment = self._append(MOVE, _MOVE.pack(queue.store_id, old_seq, entry.seq))
+        segment, _ = self._append(MOVE, MOVE_RECORD.pack(queue.store_id, old_seq, entry.seq))
         self._ref(segment, entry.store_segment)
 
     def held(self, exchange: Exchange, message: Message, due: float) -> None:
@@ -289,9 +254,9 @@ class DiskJournal:
             return
         message.store_id = self._next_msg
         self._next_msg += 1
-        payload = _HOLD.pack(message.store_id, due) + encode_shortstr(exchange.vhost.name) + encode_shortstr(
-            exchange.name) + _content(message)
-        segment = self._append(HOLD, payload)
+        payload = HOLD_HEAD.pack(message.store_id, due) + encode_shortstr(exchange.vhost.name) + encode_shortstr(
+            exchange.name) + content(message)
+        segment, _ = self._append(HOLD, payload)
         message.store_segment = segment
         self._live[segment] += 1
 
@@ -305,6 +270,52 @@ class DiskJournal:
             self.log.on_pending()  # routed nowhere durable, it still needs writing
         # Routed on, it is a new publication to whatever queues it reaches.
         message.store_id = None
+
+    # -- paging (core hooks) -------------------------------------------------
+
+    def is_written(self, entry: Entry) -> bool:
+        return self.log.is_written(entry.store_segment, entry.store_offset)
+
+    def over_budget(self, queue: Queue) -> None:
+        self._over_budget[queue] = None
+
+    def wants_page_in(self, queue: Queue) -> None:
+        if queue not in self._page_requests:
+            self._page_requests[queue] = None
+            if self.on_page_request is not None:
+                self.on_page_request()
+
+    def removed_paged(self, queue: Queue, seq: int, segment: int) -> None:
+        removal, _ = self._append(REMOVE, ENTRY.pack(queue.store_id, seq))
+        self._ref(removal, segment)
+        self._live[segment] -= 2  # the entry and its body, one PUBLISH record
+
+    # -- paging (driver side) ---------------------------------------------------
+
+    def page_out(self) -> int:
+        """Page out queues over budget, now that their records are written
+        (trio thread, after a sync). Returns how many messages went."""
+        queues, self._over_budget = self._over_budget, {}
+        return sum(queue.page_out() for queue in queues)
+
+    def page_in_work(self) -> list[tuple[Queue, int, list[PagedRef]]]:
+        """Batches to read back: (queue, priority, refs) (trio thread)."""
+        requests, self._page_requests = self._page_requests, {}
+        low_water, batch = max(1, self.queue_budget // 4), max(1, self.queue_budget // 2)
+        return [
+            (queue, priority, refs)
+            for queue in requests
+            for priority, refs in queue.page_in_requests(low_water, batch)
+        ]
+
+    def read_paged(self, refs: list[PagedRef]) -> list[Message]:
+        """The messages of paged refs, read from disk (worker thread)."""
+        messages = []
+        for segment, offset, _, _ in refs:
+            message = self.read_message(segment, offset)
+            message.store_refs = 1
+            messages.append(message)
+        return messages
 
     # -- the driver's side --------------------------------------------------
 
@@ -394,124 +405,23 @@ class DiskJournal:
 
     def recover(self, broker: Broker, now: float) -> RecoveryReport:
         """Rebuild ``broker``'s durable state from disk, then journal into it."""
-        import time
-
-        from ..core.message import Message
-
-        started = time.perf_counter()
         self._recovering = True
         broker.journal = self
-        definitions: dict[tuple[str, ...], dict[str, Any]] = {}
-        snapshot_segment = 0
-        path = self.directory / SNAPSHOT
-        if path.exists():
-            snapshot, _ = decode_table(path.read_bytes())
-            snapshot_segment = int(snapshot["segment"])
-            self._next_msg = int(snapshot["next_msg"])
-            self._next_queue = int(snapshot["next_queue"])
-            for item in snapshot["definitions"]:
-                definitions[tuple(item["key"])] = item["value"]
-        self._snapshot_segment = snapshot_segment
+        try:
+            return recover(self, broker, now)
+        finally:
+            self._recovering = False
 
-        messages: dict[int, Message] = {}
-        entries: dict[tuple[int, int], _RecoveredEntry] = {}
-        holds: dict[int, tuple[str, str, float, Message]] = {}
-        for record in self.log.replay():
-            kind, payload, segment = record.kind, record.payload, record.segment
-            if kind == PUBLISH or kind == ENQUEUE:
-                msg_id, queue_id, seq, expires = _PUBLISH.unpack_from(payload)
-                if kind == PUBLISH:
-                    exchange, routing_key, header, properties, body = _read_content(payload, _PUBLISH.size)
-                    message = Message(exchange, routing_key, properties, body, header)
-                    message.store_id, message.store_segment = msg_id, segment
-                    messages[msg_id] = message
-                elif msg_id in messages:
-                    self._ref(segment, messages[msg_id].store_segment)
-                entries[(queue_id, seq)] = _RecoveredEntry(
-                    msg_id, seq, None if math.isnan(expires) else expires, segment)
-                self._next_msg = max(self._next_msg, msg_id + 1)
-            elif kind == HOLD:
-                msg_id, due = _HOLD.unpack_from(payload)
-                vhost, offset = read_shortstr(payload, _HOLD.size)
-                exchange_name, offset = read_shortstr(payload, offset)
-                exchange, routing_key, header, properties, body = _read_content(payload, offset)
-                message = Message(exchange, routing_key, properties, body, header)
-                message.store_id, message.store_segment = msg_id, segment
-                holds[msg_id] = (vhost, exchange_name, due, message)
-                self._next_msg = max(self._next_msg, msg_id + 1)
-            elif kind == RELEASE:
-                (msg_id,) = _ID.unpack_from(payload)
-                held = holds.pop(msg_id, None)
-                if held is not None:
-                    self._ref(segment, held[3].store_segment)
-            elif kind == DEFINITION:
-                if segment >= snapshot_segment:
-                    op, _ = decode_table(payload)
-                    key = tuple(op["key"])
-                    if op["op"] == "set":
-                        definitions[key] = op["value"]
-                    else:
-                        definitions.pop(key, None)
-                    self._definition_segments.add(segment)
-            elif kind in (REMOVE, DELIVERED, COUNT, RETRY, MOVE):
-                self._replay_entry_record(kind, payload, segment, entries)
-
-        queues = self._restore_definitions(broker, definitions, now)
-        restored = 0
-        for (queue_id, seq), item in sorted(entries.items()):
-            queue = queues.get(queue_id)
-            message = messages.get(item.msg_id)
-            if queue is None or message is None:
-                continue  # its queue was deleted
-            entry = queue.restore(
-                message, seq, expires_at=item.expires, delivery_count=item.count,
-                redelivered=item.delivered, retry_due=item.retry_due, now=now,
-            )
-            entry.store_segment = item.segment
-            message.store_refs += 1
-            self._live[item.segment] += 1
-            restored += 1
-        for message in messages.values():
-            if message.store_refs:
-                self._live[message.store_segment] += 1
-        for vhost_name, exchange_name, due, message in holds.values():
-            exchange = broker.vhosts.get(vhost_name, None) and broker.vhosts[vhost_name].exchanges.get(exchange_name)
-            if exchange is not None and exchange.delayed:
-                exchange.hold(message, due)
-                self._live[message.store_segment] += 1
-        self._recovering = False
-        report = RecoveryReport(len(queues), restored, len(holds), len(self.log.segments),
-                                time.perf_counter() - started)
-        log.info("store.recovered", queues=report.queues, messages=report.messages, held=report.held,
-                 segments=report.segments, seconds=round(report.seconds, 3))
-        return report
-
-    def _replay_entry_record(self, kind: int, payload: bytes, segment: int,
-                             entries: dict[tuple[int, int], _RecoveredEntry]) -> None:
-        # Each record that finds its entry points into the entry's segment, as
-        # when it was appended: a removal must not be deleted before what it removes.
-        if kind == MOVE:
-            queue_id, old_seq, new_seq = _MOVE.unpack_from(payload)
-            item = entries.pop((queue_id, old_seq), None)
-            if item is not None:
-                item.seq, item.retry_due = new_seq, None
-                entries[(queue_id, new_seq)] = item
-                self._ref(segment, item.segment)
-            return
-        queue_id, seq = _ENTRY.unpack_from(payload)
-        item = entries.get((queue_id, seq))
-        if item is None:
-            return
-        self._ref(segment, item.segment)
-        if kind == REMOVE:
-            del entries[(queue_id, seq)]
-        elif kind == DELIVERED:
-            item.delivered = True
-        elif kind == COUNT:
-            item.count = _COUNT.unpack_from(payload)[2]
-            item.delivered = True
-        elif kind == RETRY:
-            item.retry_due = _RETRY.unpack_from(payload)[2]
+    def read_message(self, segment: int, offset: int) -> Message:
+        """The message of the PUBLISH record at ``offset`` of ``segment``,
+        as its owner queue holds it (store fields set)."""
+        kind, payload = self.log.read(segment, offset)
+        if kind != PUBLISH:
+            raise ValueError(f"record at {segment}:{offset} is not a publish")
+        message = read_message(payload, PUBLISH_HEAD.size)
+        message.store_id = PUBLISH_HEAD.unpack_from(payload)[0]
+        message.store_segment = segment
+        return message
 
     def _restore_definitions(self, broker: Broker, definitions: dict[tuple[str, ...], dict[str, Any]],
                              now: float) -> dict[int, Queue]:

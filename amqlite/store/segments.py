@@ -157,7 +157,7 @@ class SegmentLog:
     # -- writing --------------------------------------------------------
 
     def append(self, kind: int, payload: bytes) -> tuple[int, int]:
-        """Queue a record for the next write; returns (segment, position)."""
+        """Queue a record for the next write; returns (segment, offset)."""
         data = encode_record(kind, payload)
         if self._size and self._size + len(data) > self.segment_size:
             self.current += 1
@@ -167,9 +167,27 @@ class SegmentLog:
             self.on_pending()
         self._pending.append((self.current, data))
         self._pending_size += len(data)
+        offset = self._size
         self._size += len(data)
         self.appended += len(data)
-        return self.current, self.appended
+        return self.current, offset
+
+    def is_written(self, segment: int, offset: int) -> bool:
+        """Whether the record at ``offset`` of ``segment`` is on disk (synced)."""
+        return offset < self._written.get(segment, 0)
+
+    def read(self, segment: int, offset: int) -> tuple[int, bytes]:
+        """The record at ``offset`` of ``segment``: (kind, payload). For a
+        worker thread; the record must be written. Raises ValueError if it
+        does not check."""
+        with open(self._path(segment), "rb") as file:
+            file.seek(offset)
+            head = file.read(HEAD_SIZE)
+            length, crc, kind = _HEAD.unpack(head)
+            body = bytes((kind,)) + file.read(length - 1)
+        if len(body) != length or zlib.crc32(body) != crc:
+            raise ValueError(f"bad record at {segment}:{offset}")
+        return kind, body[1:]
 
     @property
     def dirty(self) -> bool:

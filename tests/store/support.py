@@ -69,10 +69,11 @@ class Store:
     way :class:`amqlite.server.storage.StoreDriver` does it."""
 
     def __init__(self, directory: Path, *, segment_size: int | None = None, fs: FileSystem | None = None,
-                 now: float = 1000.0) -> None:
+                 now: float = 1000.0, queue_budget: int = 20_000) -> None:
         self.directory = directory
         self.segment_size = segment_size
-        self.journal = DiskJournal(directory, segment_size=segment_size, fs=fs)
+        self.queue_budget = queue_budget
+        self.journal = DiskJournal(directory, segment_size=segment_size, fs=fs, queue_budget=queue_budget)
         self.broker = Broker()
         self.report = self.journal.recover(self.broker, now)
         self.vhost = self.broker.vhosts["/"]
@@ -90,12 +91,21 @@ class Store:
         snapshot = journal.snapshot_payload() if obsolete and journal.needs_snapshot(obsolete) else None
         journal.log.write_and_sync(pending)
         journal.log.synced = position
+        journal.page_out()
         if snapshot is not None:
             journal.write_snapshot(snapshot[0])
             journal.snapshot_written(snapshot[1])
         deleted = journal.delete_segments(obsolete) if obsolete else []
         journal.forget(deleted)
         return deleted
+
+    def page_in(self, now: float = 1000.0) -> int:
+        """Serve page-in requests as the driver's page-in task does."""
+        served = 0
+        for queue, priority, refs in self.journal.page_in_work():
+            queue.paged_in(priority, refs, self.journal.read_paged(refs), now)
+            served += len(refs)
+        return served
 
     def crash(self) -> None:
         """Stop as kill -9 would: nothing pending is written."""
@@ -112,7 +122,7 @@ class Store:
             self.crash()
         else:
             self.close()
-        return Store(self.directory, segment_size=self.segment_size, fs=fs, now=now)
+        return Store(self.directory, segment_size=self.segment_size, fs=fs, now=now, queue_budget=self.queue_budget)
 
     def segments(self) -> list[int]:
         return sorted(int(p.stem) for p in (self.directory / "log").glob("*.seg"))

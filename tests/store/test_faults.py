@@ -8,6 +8,7 @@ and compaction never deletes what records not yet on disk depend on."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ class Driven:
         self.store = store
         self.blocked: list[str | None] = []
         self.syncs = 0
-        self.driver = StoreDriver(store.journal, on_synced=self._synced, on_blocked=self.blocked.append)
+        self.driver = StoreDriver(store.journal, on_synced=self._synced, on_blocked=self.blocked.append, now=time.time)
 
     def _synced(self) -> None:
         self.syncs += 1

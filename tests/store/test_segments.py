@@ -39,11 +39,15 @@ def test_round_trip(tmp_path: Path) -> None:
     assert payloads(tmp_path) == written + [(3, b"later")]
 
 
-def test_positions_grow_with_every_append(tmp_path: Path) -> None:
+def test_appends_return_record_offsets_and_positions_grow(tmp_path: Path) -> None:
     log = SegmentLog(tmp_path)
     _, first = log.append(1, b"a")
     _, second = log.append(1, b"bb")
-    assert first == HEAD_SIZE + 1 and second == first + HEAD_SIZE + 2 == log.appended
+    assert first == 0 and second == HEAD_SIZE + 1
+    assert log.appended == 2 * HEAD_SIZE + 3
+    write_all(log)
+    assert log.read(1, second) == (1, b"bb")  # an offset finds its record
+    assert log.is_written(1, second) and not log.is_written(1, second + HEAD_SIZE + 2)
 
 
 def test_appends_continue_an_existing_log(tmp_path: Path) -> None:

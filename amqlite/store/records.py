@@ -1,0 +1,62 @@
+"""The journal's record types and their layouts (big-endian).
+
+==========  ===================================================================
+DEFINITION  an AMQP field table: {"op": ..., ...} for exchanges, queues, bindings
+PUBLISH     msg id, queue id, seq, expires (NaN: none), priority, body size,
+            then the content (below); the first durable queue a message reaches
+ENQUEUE     msg id, queue id, seq, expires; every further durable queue
+REMOVE      queue id, seq: acked, dead-lettered, expired, dropped or purged
+DELIVERED   queue id, seq: it was handed to a consumer (redelivered after a crash)
+COUNT       queue id, seq, delivery count
+RETRY       queue id, seq, due: waiting out a retry delay
+MOVE        queue id, old seq, new seq: back from a retry delay, at the tail
+HOLD        msg id, due, vhost, exchange, then the content
+RELEASE     msg id: a held delayed message was routed
+==========  ===================================================================
+
+Content is exchange and routing key (shortstr), the AMQP content header
+(u32 length, then the bytes clients send) and the body: the message as it
+arrived, so a publish is stored without re-encoding.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ..amqp.properties import BASIC_CLASS_ID, decode_content_header, encode_content_header
+from ..amqp.values import decode_shortstr, encode_shortstr
+from ..core.message import Message
+
+DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE = range(1, 11)
+
+PUBLISH_HEAD = struct.Struct(">QQQdBI")
+ENQUEUE_HEAD = struct.Struct(">QQQd")
+ENTRY = struct.Struct(">QQ")
+COUNT_RECORD = struct.Struct(">QQI")
+RETRY_RECORD = struct.Struct(">QQd")
+MOVE_RECORD = struct.Struct(">QQQ")
+HOLD_HEAD = struct.Struct(">Qd")
+ID = struct.Struct(">Q")
+_LEN = struct.Struct(">I")
+SNAPSHOT = "definitions.snapshot"
+
+
+def content(message: Message) -> bytes:
+    header = message.wire_header
+    if header is None:
+        header = encode_content_header(BASIC_CLASS_ID, len(message.body), message.properties)
+    return b"".join((
+        encode_shortstr(message.exchange), encode_shortstr(message.routing_key),
+        _LEN.pack(len(header)), header, message.body,
+    ))
+
+
+def read_message(payload: bytes, offset: int) -> Message:
+    """The message whose content starts at ``offset`` of a record payload."""
+    exchange, offset = decode_shortstr(payload, offset)
+    routing_key, offset = decode_shortstr(payload, offset)
+    (size,) = _LEN.unpack_from(payload, offset)
+    offset += 4
+    header = payload[offset : offset + size]
+    _, _, properties = decode_content_header(header)
+    return Message(exchange, routing_key, properties, payload[offset + size :], header)

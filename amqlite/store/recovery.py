@@ -1,0 +1,249 @@
+"""Start-up: rebuild the broker's durable state from the journal without
+holding the whole backlog in memory.
+
+One pass over the log keeps, per queue, a compact index of its messages
+(about 40 bytes each, in arrays, in publication order) and marks what later
+records say about them (removed, delivered, counted, retrying, moved). Then
+each queue gets its first messages back in memory, read from disk one by
+one, and the rest as paged references, exactly as if they had been paged
+out while the broker ran.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from array import array
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ..amqp.values import decode_shortstr as read_shortstr
+from ..amqp.values import decode_table
+from ..log import get_logger
+from . import records
+
+if TYPE_CHECKING:
+    from ..core.broker import Broker
+    from ..core.message import Message
+    from .journal import DiskJournal
+
+log = get_logger(__name__)
+
+_REMOVED, _DELIVERED = 1, 2
+#: How many recent PUBLISH locations to remember for the ENQUEUE records that
+#: follow them (a message routed to several durable queues).
+_RECENT = 4096
+
+
+@attrs.frozen
+class RecoveryReport:
+    queues: int
+    messages: int
+    paged: int
+    held: int
+    segments: int
+    seconds: float
+
+
+class _QueueIndex:
+    """The messages of one queue found in the log, in publication order."""
+
+    __slots__ = ("seqs", "msg_ids", "segments", "offsets", "expires", "priorities", "sizes", "flags")
+
+    def __init__(self) -> None:
+        self.seqs = array("Q")
+        self.msg_ids = array("Q")
+        self.segments = array("I")
+        self.offsets = array("Q")
+        self.expires = array("d")
+        self.priorities = array("B")
+        self.sizes = array("I")
+        self.flags = array("B")
+
+    def add(self, seq: int, msg_id: int, segment: int, offset: int, expires: float, priority: int, size: int) -> None:
+        self.seqs.append(seq)
+        self.msg_ids.append(msg_id)
+        self.segments.append(segment)
+        self.offsets.append(offset)
+        self.expires.append(expires)
+        self.priorities.append(priority)
+        self.sizes.append(size)
+        self.flags.append(0)
+
+    def find(self, seq: int) -> int:
+        """The live entry with ``seq``, or -1."""
+        i = bisect.bisect_left(self.seqs, seq)
+        while i < len(self.seqs) and self.seqs[i] == seq:
+            if not self.flags[i] & _REMOVED:
+                return i
+            i += 1
+        return -1
+
+
+class _Replay:
+    def __init__(self, journal: DiskJournal) -> None:
+        self.journal = journal
+        self.queues: dict[int, _QueueIndex] = {}
+        self.definitions: dict[tuple[str, ...], dict[str, Any]] = {}
+        self.snapshot_segment = 0
+        #: (queue id, seq) -> what only a few entries have.
+        self.counts: dict[tuple[int, int], int] = {}
+        self.retries: dict[tuple[int, int], float] = {}
+        self.moved: dict[tuple[int, int], int] = {}  # original key -> current seq
+        self.aliases: dict[tuple[int, int], tuple[int, int]] = {}  # current key -> original key
+        #: Entries made by ENQUEUE: original key -> (body segment, body offset).
+        self.enqueued: dict[tuple[int, int], tuple[int, int]] = {}
+        self.recent: dict[int, tuple[int, int]] = {}
+        self.holds: dict[int, tuple[str, str, float, Message, int]] = {}
+
+    def _locate(self, queue_id: int, seq: int) -> tuple[_QueueIndex, int, tuple[int, int]] | None:
+        key = self.aliases.get((queue_id, seq), (queue_id, seq))
+        index = self.queues.get(key[0])
+        if index is None:
+            return None
+        i = index.find(key[1])
+        return None if i < 0 else (index, i, key)
+
+    def run(self) -> None:
+        journal = self.journal
+        for record in journal.log.replay():
+            kind, payload, segment, offset = record.kind, record.payload, record.segment, record.offset
+            if kind == records.PUBLISH:
+                msg_id, queue_id, seq, expires, priority, size = records.PUBLISH_HEAD.unpack_from(payload)
+                self.queues.setdefault(queue_id, _QueueIndex()).add(seq, msg_id, segment, offset, expires, priority, size)
+                self.recent[msg_id] = (segment, offset)
+                if len(self.recent) > _RECENT:
+                    del self.recent[next(iter(self.recent))]
+                journal._next_msg = max(journal._next_msg, msg_id + 1)
+            elif kind == records.ENQUEUE:
+                msg_id, queue_id, seq, expires = records.ENQUEUE_HEAD.unpack_from(payload)
+                body = self.recent.get(msg_id)
+                if body is None:
+                    log.warning("store.enqueue_without_publish", msg_id=msg_id, queue=queue_id, seq=seq)
+                    continue
+                journal._ref(segment, body[0])
+                self.queues.setdefault(queue_id, _QueueIndex()).add(seq, msg_id, segment, offset, expires, 0, 0)
+                self.enqueued[(queue_id, seq)] = body
+            elif kind == records.HOLD:
+                self._hold(payload, segment)
+            elif kind == records.RELEASE:
+                (msg_id,) = records.ID.unpack_from(payload)
+                held = self.holds.pop(msg_id, None)
+                if held is not None:
+                    journal._ref(segment, held[4])
+            elif kind == records.DEFINITION:
+                if segment >= self.snapshot_segment:
+                    op, _ = decode_table(payload)
+                    key = tuple(op["key"])
+                    if op["op"] == "set":
+                        self.definitions[key] = op["value"]
+                    else:
+                        self.definitions.pop(key, None)
+                    journal._definition_segments.add(segment)
+            elif kind == records.MOVE:
+                queue_id, old_seq, new_seq = records.MOVE_RECORD.unpack_from(payload)
+                found = self._locate(queue_id, old_seq)
+                if found is not None:
+                    index, i, key = found
+                    journal._ref(segment, index.segments[i])
+                    self.aliases.pop((queue_id, old_seq), None)
+                    self.aliases[(queue_id, new_seq)] = key
+                    self.moved[key] = new_seq
+                    self.retries.pop(key, None)
+            elif kind in (records.REMOVE, records.DELIVERED, records.COUNT, records.RETRY):
+                queue_id, seq = records.ENTRY.unpack_from(payload)
+                found = self._locate(queue_id, seq)
+                if found is None:
+                    continue
+                index, i, key = found
+                journal._ref(segment, index.segments[i])
+                if kind == records.REMOVE:
+                    index.flags[i] |= _REMOVED
+                elif kind == records.DELIVERED:
+                    index.flags[i] |= _DELIVERED
+                elif kind == records.COUNT:
+                    self.counts[key] = records.COUNT_RECORD.unpack_from(payload)[2]
+                    index.flags[i] |= _DELIVERED
+                else:
+                    self.retries[key] = records.RETRY_RECORD.unpack_from(payload)[2]
+
+    def _hold(self, payload: bytes, segment: int) -> None:
+        msg_id, due = records.HOLD_HEAD.unpack_from(payload)
+        vhost, offset = read_shortstr(payload, records.HOLD_HEAD.size)
+        exchange_name, offset = read_shortstr(payload, offset)
+        message = records.read_message(payload, offset)
+        message.store_id, message.store_segment = msg_id, segment
+        self.holds[msg_id] = (vhost, exchange_name, due, message, segment)
+        self.journal._next_msg = max(self.journal._next_msg, msg_id + 1)
+
+
+def recover(journal: DiskJournal, broker: Broker, now: float) -> RecoveryReport:
+    started = time.perf_counter()
+    replay = _Replay(journal)
+    path = journal.directory / records.SNAPSHOT
+    if path.exists():
+        snapshot, _ = decode_table(path.read_bytes())
+        replay.snapshot_segment = int(snapshot["segment"])
+        journal._next_msg = int(snapshot["next_msg"])
+        journal._next_queue = int(snapshot["next_queue"])
+        for item in snapshot["definitions"]:
+            replay.definitions[tuple(item["key"])] = item["value"]
+    journal._snapshot_segment = replay.snapshot_segment
+    replay.run()
+
+    queues = journal._restore_definitions(broker, replay.definitions, now)
+    restored = paged = 0
+    messages: dict[int, Message] = {}  # those that several durable queues hold
+    for queue_id, index in replay.queues.items():
+        queue = queues.get(queue_id)
+        if queue is None:
+            continue  # deleted
+        # Never hand out a seq the log still holds, even for removed messages.
+        queue.note_seq(max(index.seqs, default=0))
+        for i in range(len(index.seqs)):
+            flags = index.flags[i]
+            if flags & _REMOVED:
+                continue
+            key = (queue_id, index.seqs[i])
+            segment, offset, expires = index.segments[i], index.offsets[i], index.expires[i]
+            body = replay.enqueued.get(key)
+            simple = body is None and math.isnan(expires) and not flags and key not in replay.moved
+            if simple and queue.ready.in_memory >= journal.queue_budget and queue.restore_paged(
+                index.priorities[i], segment, offset, index.seqs[i], index.sizes[i]
+            ):
+                journal._live[segment] += 2  # the entry and its body, one record
+                paged += 1
+                continue
+            body_segment, body_offset = body if body is not None else (segment, offset)
+            message = messages.get(index.msg_ids[i]) if body is not None else None
+            if message is None:
+                message = journal.read_message(body_segment, body_offset)
+                if body is not None:
+                    messages[index.msg_ids[i]] = message
+            entry = queue.restore(
+                message, replay.moved.get(key, index.seqs[i]),
+                expires_at=None if math.isnan(expires) else expires,
+                delivery_count=replay.counts.get(key, 0), redelivered=bool(flags & _DELIVERED),
+                retry_due=replay.retries.get(key), now=now,
+            )
+            entry.store_segment = segment
+            if body is None and key not in replay.moved:
+                entry.store_offset = offset
+            message.store_refs += 1
+            journal._live[segment] += 1
+            if message.store_refs == 1:
+                journal._live[body_segment] += 1
+            restored += 1
+    for vhost_name, exchange_name, due, message, segment in replay.holds.values():
+        vhost = broker.vhosts.get(vhost_name)
+        exchange = vhost.exchanges.get(exchange_name) if vhost is not None else None
+        if exchange is not None and exchange.delayed:
+            exchange.hold(message, due)
+            journal._live[segment] += 1
+    report = RecoveryReport(len(queues), restored + paged, paged, len(replay.holds), len(journal.log.segments),
+                            time.perf_counter() - started)
+    log.info("store.recovered", queues=report.queues, messages=report.messages, paged=report.paged,
+             held=report.held, segments=report.segments, seconds=round(report.seconds, 3))
+    return report
