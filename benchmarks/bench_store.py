@@ -1,11 +1,14 @@
-"""Durable store figures: bytes on disk per message, start-up (recovery) time
-and memory for a backlog of N persistent 100-byte messages.
+"""Durable store figures for a backlog of N persistent 100-byte messages on
+one durable queue: bytes on disk per message, memory (RSS) of the broker
+holding the backlog, start-up (recovery) time and memory after start-up.
 
 The backlog is written through the pure core and the disk journal directly
-(no network), then a fresh process recovers it, so the recovery figures are
-what `amqlite serve` pays at start-up.
+(no network), paging out beyond the queue's memory budget after each write
+as the server's store driver does; then a fresh process recovers it, so the
+recovery figures are what `amqlite serve` pays at start-up. Each phase runs
+in a child process of its own, so RSS figures are not mixed up.
 
-Usage: python benchmarks/bench_store.py [--messages N]
+Usage: python benchmarks/bench_store.py [--messages N] [--budget B]
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def fill(directory: Path, count: int) -> dict[str, float]:
+def fill(directory: Path, count: int, budget: int) -> dict[str, float]:
+    before = rss_bytes()
     broker = Broker()
-    journal = DiskJournal(directory)
+    journal = DiskJournal(directory, queue_budget=budget)
     journal.recover(broker, now=time.time())
     channel = broker.connect().open_channel()
     channel.declare_queue("backlog", durable=True, now=time.time())
@@ -46,50 +50,65 @@ def fill(directory: Path, count: int) -> dict[str, float]:
         now = time.time()
         for i in range(start, min(count, start + batch)):
             channel.publish(b"%099d" % i + b"\n", routing_key="backlog", properties=PERSISTENT, now=now)
-        pending, position = journal.log.take_pending()
+        pending, position = journal.take_batch()
         journal.log.write_and_sync(pending)
         journal.log.synced = position
+        journal.page_out()
     elapsed = time.perf_counter() - started
+    queue = broker.vhosts["/"].queues["backlog"]
+    rss = rss_bytes() - before
+    in_memory, paged = queue.ready.in_memory, queue.ready.paged
     journal.close()
     size = sum(p.stat().st_size for p in (directory / "log").iterdir())
-    return {"write_rate": count / elapsed, "bytes_on_disk": size}
+    return {"write_rate": count / elapsed, "bytes_on_disk": size, "rss_delta": rss,
+            "in_memory": in_memory, "paged": paged}
 
 
-def recover(directory: Path) -> dict[str, float]:
+def recover(directory: Path, budget: int) -> dict[str, float]:
     before = rss_bytes()
     broker = Broker()
-    journal = DiskJournal(directory)
+    journal = DiskJournal(directory, queue_budget=budget)
     started = time.perf_counter()
     report = journal.recover(broker, now=time.time())
     elapsed = time.perf_counter() - started
-    return {"messages": report.messages, "seconds": elapsed, "rss_delta": rss_bytes() - before}
+    return {"messages": report.messages, "paged": report.paged, "seconds": elapsed,
+            "rss_delta": rss_bytes() - before}
+
+
+def child(*args: str) -> dict[str, float]:
+    result = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=True,
+        env={**os.environ, "AMQLITE_LOG_LEVEL": "warning"},
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=1_000_000)
-    parser.add_argument("--recover-only", help=argparse.SUPPRESS)
+    parser.add_argument("--budget", type=int, default=20_000, help="the queue's memory budget, messages")
+    parser.add_argument("--phase", nargs=2, metavar=("PHASE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.recover_only:
-        print(json.dumps(recover(Path(args.recover_only))))
+    if args.phase:
+        phase, directory = args.phase
+        run = fill(Path(directory), args.messages, args.budget) if phase == "fill" else recover(
+            Path(directory), args.budget)
+        print(json.dumps(run))
         return
-    with tempfile.TemporaryDirectory(prefix="amqlite-store-bench-") as tmp:
-        directory = Path(tmp)
-        written = fill(directory, args.messages)
-        # A fresh process, as at start-up: nothing of the backlog in memory yet.
-        result = subprocess.run(
-            [sys.executable, __file__, "--recover-only", str(directory)],
-            capture_output=True, text=True, check=True,
-            env={**os.environ, "AMQLITE_LOG_LEVEL": "warning"},
-        )
-        recovered = json.loads(result.stdout.strip().splitlines()[-1])
     n = args.messages
-    print(f"persistent 100-byte messages: {n:,}")
+    with tempfile.TemporaryDirectory(prefix="amqlite-store-bench-") as tmp:
+        common = ["--messages", str(n), "--budget", str(args.budget)]
+        written = child(*common, "--phase", "fill", tmp)
+        recovered = child(*common, "--phase", "recover", tmp)
+    print(f"persistent 100-byte messages on one durable queue: {n:,}; memory budget {args.budget:,}")
     print(f"written through core + journal: {written['write_rate']:,.0f} msgs/s (fsync every 10,000)")
     print(f"bytes on disk per message: {written['bytes_on_disk'] / n:.0f} B")
-    print(f"recovery (start-up) time: {recovered['seconds']:.2f} s for {recovered['messages']:,} messages")
-    print(f"RSS after recovery: {recovered['rss_delta'] / n:.0f} B per message "
-          f"({recovered['rss_delta'] / 2**20:.0f} MiB in all)")
+    print(f"broker RSS holding the backlog: {written['rss_delta'] / 2**20:,.0f} MiB "
+          f"({written['rss_delta'] / n:.0f} B per message; {written['in_memory']:,} in memory,"
+          f" {written['paged']:,} on disk only)")
+    print(f"recovery (start-up) time: {recovered['seconds']:.2f} s for {recovered['messages']:,} messages"
+          f" ({recovered['paged']:,} left on disk)")
+    print(f"RSS after recovery: {recovered['rss_delta'] / 2**20:,.0f} MiB ({recovered['rss_delta'] / n:.0f} B per message)")
 
 
 if __name__ == "__main__":
