@@ -51,3 +51,4 @@ fuzz: $(STAMP)
 # no confirmed message lost or duplicated, order kept. AMQLITE_CRASH_ROUNDS sets the rounds.
 crash: $(STAMP)
 	AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/crash_harness.py
+	AMQLITE_QUEUE_MEMORY_BUDGET=30 AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/crash_harness.py

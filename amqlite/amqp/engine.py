@@ -142,6 +142,9 @@ class ServerConnection:
         self._dirty: dict[int, None] = {}  # channels whose core outbox has events
         self._confirming: dict[int, None] = {}  # channels with confirms to send
         self._cancel_notify = False
+        #: A basic.get whose answer is on its way back from disk (a paged
+        #: queue); later frames wait, so replies keep their order.
+        self._waiting_get: tuple[_Channel, spec.Basic.Get] | None = None
         self._handlers: dict[type, Callable[[_Channel, Any, float], Any]] = {
             spec.Channel.Flow: self._channel_flow,
             spec.Exchange.Declare: self._exchange_declare,
@@ -271,9 +274,13 @@ class ServerConnection:
             if not data:
                 return
         self._decoder.feed(data)
+        self._process(now)
+
+    def _process(self, now: float) -> None:
+        """Handle the frames fed so far, unless a basic.get waits for disk."""
         frame = None
         try:
-            while self.state is not State.CLOSED:
+            while self.state is not State.CLOSED and self._waiting_get is None:
                 frame = None  # a frame that fails to decode names no method
                 if (frame := self._decoder.next_frame()) is None:
                     break
@@ -703,6 +710,28 @@ class ServerConnection:
             if self._out:
                 self._wake()
 
+    def resume(self, now: float) -> None:
+        """Messages came back from disk: answer a waiting basic.get, then
+        carry on with the frames that waited behind it."""
+        if self._waiting_get is None:
+            return
+        ch, method = self._waiting_get
+        self._waiting_get = None
+        if self._channels.get(ch.number) is ch and not ch.closing and self.state is State.OPEN:
+            try:
+                reply = self._basic_get(ch, method, now)
+            except errors.ChannelError as error:
+                self._channel_error(ch, error, method, now)
+                reply = None
+            if reply is not None:
+                self._send(ch.number, reply)
+        if self._waiting_get is None:
+            self._process(now)
+            if self._confirming:
+                self._send_confirms()
+        if self._out or self._dirty:
+            self._wake()
+
     def set_blocked(self, reason: str | None) -> None:
         """Tell a client that announced connection.blocked that publishing
         is refused (``reason``) or accepted again (None)."""
@@ -812,6 +841,11 @@ class ServerConnection:
         name = ch.queue_name(m.queue)
         result = ch.core.get(name, now=now, no_ack=m.no_ack)
         if result is None:
+            if ch.core.vhost.queues[name].ready.paged:
+                # Not empty: the next messages are being read back from disk.
+                # RabbitMQ would answer once it has them; so do we.
+                self._waiting_get = (ch, m)
+                return None
             return spec.Basic.GetEmpty()
         self._drain(ch, now)
         message = result.message

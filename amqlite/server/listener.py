@@ -78,7 +78,7 @@ class Server:
                                                queue_budget=self.settings.queue_memory_budget)
                     self.journal.recover(self.core, self.clock.now())
                     driver = StoreDriver(self.journal, on_synced=self._synced, on_blocked=self._blocked,
-                                         now=self.clock.now)
+                                         now=self.clock.now, on_paged_in=self._resume)
                     nursery.start_soon(driver.run)
                 nursery.start_soon(drive_deadlines, self.core, self.clock)
                 await nursery.start(trio.serve_listeners, self._handle, listeners)
@@ -90,6 +90,12 @@ class Server:
     def _synced(self) -> None:
         for conn in self.connections:
             conn.store_synced()
+        self._resume()  # a queue waited on may have been purged or deleted meanwhile
+
+    def _resume(self) -> None:
+        now = self.clock.now()
+        for conn in self.connections:
+            conn.resume(now)
 
     def _blocked(self, reason: str | None) -> None:
         for conn in self.connections:

@@ -31,11 +31,13 @@ class StoreDriver:
         on_synced: Callable[[], None],
         on_blocked: Callable[[str | None], None],
         now: Callable[[], float],
+        on_paged_in: Callable[[], None] = lambda: None,
     ) -> None:
         self.journal = journal
         self.on_synced = on_synced
         self.on_blocked = on_blocked
         self.now = now
+        self.on_paged_in = on_paged_in
         self._wakeup = trio.lowlevel.ParkingLot()
         journal.log.on_pending = self._wakeup.unpark_all
         self._page_requests = trio.lowlevel.ParkingLot()
@@ -62,6 +64,7 @@ class StoreDriver:
                     log.error("store.page_in_failed", queue=queue.name, error=str(error), messages=len(refs))
                     continue
                 queue.paged_in(priority, refs, messages, self.now())
+            self.on_paged_in()
 
     async def _write_loop(self) -> None:
         journal, log_ = self.journal, self.journal.log

@@ -37,3 +37,24 @@ def test_a_paged_backlog_is_delivered_whole_and_in_order() -> None:
         connection.close()
     finally:
         server.stop()
+
+
+def test_basic_get_waits_for_paged_messages_instead_of_answering_empty() -> None:
+    """A drain-by-get loop (common in scripts) must see every message, even
+    when the next ones are still being read back from disk."""
+    server = start_amqlite(queue_memory_budget=10)
+    try:
+        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", server.port))
+        ch = connection.channel()
+        ch.queue_declare("drain", durable=True)
+        ch.confirm_delivery()
+        for i in range(300):
+            ch.basic_publish("", "drain", b"%04d" % i, pika.BasicProperties(delivery_mode=2))
+        connection.process_data_events(time_limit=0.2)
+        bodies = []
+        while (got := ch.basic_get("drain", auto_ack=True))[0] is not None:
+            bodies.append(got[2])
+        assert bodies == [b"%04d" % i for i in range(300)]
+        connection.close()
+    finally:
+        server.stop()
