@@ -145,6 +145,9 @@ class ServerConnection:
         #: A basic.get whose answer is on its way back from disk (a paged
         #: queue); later frames wait, so replies keep their order.
         self._waiting_get: tuple[_Channel, spec.Basic.Get] | None = None
+        #: A tx.commit whose persistent messages are not yet on disk:
+        #: (channel, journal position they need).
+        self._waiting_commit: tuple[_Channel, int] | None = None
         self._handlers: dict[type, Callable[[_Channel, Any, float], Any]] = {
             spec.Channel.Flow: self._channel_flow,
             spec.Exchange.Declare: self._exchange_declare,
@@ -280,7 +283,7 @@ class ServerConnection:
         """Handle the frames fed so far, unless a basic.get waits for disk."""
         frame = None
         try:
-            while self.state is not State.CLOSED and self._waiting_get is None:
+            while self.state is not State.CLOSED and self._waiting_get is None and self._waiting_commit is None:
                 frame = None  # a frame that fails to decode names no method
                 if (frame := self._decoder.next_frame()) is None:
                     break
@@ -711,21 +714,31 @@ class ServerConnection:
                 self._wake()
 
     def resume(self, now: float) -> None:
-        """Messages came back from disk: answer a waiting basic.get, then
-        carry on with the frames that waited behind it."""
-        if self._waiting_get is None:
+        """Storage moved on: answer a basic.get whose message came back from
+        disk, or a tx.commit whose messages are now synced; then carry on
+        with the frames that waited behind it."""
+        if self._waiting_commit is not None:
+            ch, required = self._waiting_commit
+            journal = self.broker.journal
+            if journal is not None and journal.synced < required:
+                return
+            self._waiting_commit = None
+            if self._channels.get(ch.number) is ch and not ch.closing:
+                self._send(ch.number, spec.Tx.CommitOk())
+        elif self._waiting_get is not None:
+            ch, method = self._waiting_get
+            self._waiting_get = None
+            if self._channels.get(ch.number) is ch and not ch.closing and self.state is State.OPEN:
+                try:
+                    reply = self._basic_get(ch, method, now)
+                except errors.ChannelError as error:
+                    self._channel_error(ch, error, method, now)
+                    reply = None
+                if reply is not None:
+                    self._send(ch.number, reply)
+        else:
             return
-        ch, method = self._waiting_get
-        self._waiting_get = None
-        if self._channels.get(ch.number) is ch and not ch.closing and self.state is State.OPEN:
-            try:
-                reply = self._basic_get(ch, method, now)
-            except errors.ChannelError as error:
-                self._channel_error(ch, error, method, now)
-                reply = None
-            if reply is not None:
-                self._send(ch.number, reply)
-        if self._waiting_get is None:
+        if self._waiting_get is None and self._waiting_commit is None:
             self._process(now)
             if self._confirming:
                 self._send_confirms()
@@ -885,9 +898,18 @@ class ServerConnection:
         return spec.Tx.SelectOk()
 
     def _tx_commit(self, ch: _Channel, m: spec.Tx.Commit, now: float) -> Any:
+        journal = self.broker.journal
+        before = journal.position if journal is not None else 0
+        persistent = False
         for message, outcome in ch.core.tx_commit(now=now):
+            persistent = persistent or (message.persistent and outcome.routed > 0)
             if outcome.returned:
                 self._send_return(ch.number, message)
+        if journal is not None and persistent and journal.position > before:
+            # As in RabbitMQ, commit-ok means the persistent messages are on
+            # disk; frames behind it wait, so replies keep their order.
+            self._waiting_commit = (ch, journal.position)
+            return None
         return spec.Tx.CommitOk()
 
     def _tx_rollback(self, ch: _Channel, m: spec.Tx.Rollback, now: float) -> Any:

@@ -703,3 +703,29 @@ def test_confirms_are_coalesced_and_buffered_output_is_reported() -> None:
     acks = peer.methods()
     assert [(type(m), m.delivery_tag, m.multiple) for _, m in acks] == [(spec.Basic.Ack, 100, True)]
     assert peer.conn.buffered_output == 0
+
+
+def test_commit_ok_and_later_frames_wait_until_persistent_messages_are_on_disk(tmp_path: Any) -> None:
+    """As in RabbitMQ: tx.commit-ok means the committed persistent messages
+    are durable. Frames behind the commit wait, so replies keep their order."""
+    from amqlite.core.message import Properties
+    from amqlite.store.journal import DiskJournal
+
+    broker = Broker()
+    journal = DiskJournal(tmp_path)
+    journal.recover(broker, now=0.0)
+    peer = opened(broker=broker)
+    peer.call(1, spec.Queue.Declare("dq", durable=True), spec.Queue.DeclareOk)
+    peer.call(1, spec.Tx.Select(), spec.Tx.SelectOk)
+    persistent = Properties(delivery_mode=2)
+    peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, persistent) + body(1, b"x"))
+    peer.send_method(1, spec.Tx.Commit())
+    peer.send_method(1, spec.Queue.Declare("dq", passive=True))
+    assert peer.methods() == []  # nothing until the disk has the message
+    pending, position = journal.take_batch()
+    journal.log.write_and_sync(pending)
+    journal.log.synced = position
+    peer.conn.resume(peer.now)
+    replies = [type(m) for _, m in peer.methods()]
+    assert replies == [spec.Tx.CommitOk, spec.Queue.DeclareOk]
+    journal.close()
