@@ -482,7 +482,7 @@ class Queue:
             return
         entries = [
             Entry(message, seq, priority=priority, store_segment=segment, store_offset=offset)
-            for (segment, offset, seq, _), message in zip(refs, messages)
+            for (segment, offset, seq, _), message in zip(refs, messages, strict=True)
         ]
         if self.ready.paged_in(priority, refs, entries):
             self.dispatch(now)

@@ -60,7 +60,7 @@ class PagedRun:
 
     def take(self, count: int) -> list[PagedRef]:
         start, end = self.head, min(self.head + count, len(self.seqs))
-        refs = list(zip(self.segments[start:end], self.offsets[start:end], self.seqs[start:end], self.sizes[start:end]))
+        refs = list(zip(self.segments[start:end], self.offsets[start:end], self.seqs[start:end], self.sizes[start:end], strict=True))
         self.head = end
         self.bytes -= sum(ref[3] for ref in refs)
         if self.head > 4096 and self.head * 2 > len(self.seqs):
