@@ -118,6 +118,7 @@ class SegmentLog:
         #: Called when records start waiting for a write: the writer's wake-up.
         self.on_pending: Callable[[], None] | None = None
         self._lock = threading.Lock()
+        self._readers: dict[int, int] = {}  # segment -> fd open for reading
 
     def _path(self, segment: int) -> Path:
         return self.directory / f"{segment:010d}{_SUFFIX}"
@@ -178,16 +179,26 @@ class SegmentLog:
 
     def read(self, segment: int, offset: int) -> tuple[int, bytes]:
         """The record at ``offset`` of ``segment``: (kind, payload). For a
-        worker thread; the record must be written. Raises ValueError if it
-        does not check."""
-        with open(self._path(segment), "rb") as file:
-            file.seek(offset)
-            head = file.read(HEAD_SIZE)
-            length, crc, kind = _HEAD.unpack(head)
-            body = bytes((kind,)) + file.read(length - 1)
+        worker thread (or start-up); the record must be written. Raises
+        ValueError if it does not check. Segment files stay open for
+        reading until deleted, so reading a batch back opens each once."""
+        with self._lock:
+            fd = self._readers.get(segment)
+            if fd is None:
+                fd = self._readers[segment] = os.open(self._path(segment), os.O_RDONLY)
+        head = os.pread(fd, HEAD_SIZE, offset)
+        if len(head) != HEAD_SIZE:
+            raise ValueError(f"no record at {segment}:{offset}")
+        length, crc, kind = _HEAD.unpack(head)
+        body = bytes((kind,)) + os.pread(fd, length - 1, offset + HEAD_SIZE)
         if len(body) != length or zlib.crc32(body) != crc:
             raise ValueError(f"bad record at {segment}:{offset}")
         return kind, body[1:]
+
+    def _close_reader(self, segment: int) -> None:
+        fd = self._readers.pop(segment, None)
+        if fd is not None:
+            os.close(fd)
 
     @property
     def dirty(self) -> bool:
@@ -264,6 +275,8 @@ class SegmentLog:
         segments disappear oldest first even across a power loss."""
         if segment == self.current:
             return
+        with self._lock:
+            self._close_reader(segment)
         self.fs.remove(self._path(segment))
         self.fs.fsync_dir(self.directory)
         self.segments.remove(segment)
@@ -272,3 +285,5 @@ class SegmentLog:
     def close(self) -> None:
         with self._lock:
             self._close_file()
+            for segment in list(self._readers):
+                self._close_reader(segment)
