@@ -31,7 +31,10 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-_REMOVED, _DELIVERED = 1, 2
+#: Entry flags: removed; delivered at some point (redelivered after a
+#: restart); out with a consumer when the broker stopped (it comes back as a
+#: returned delivery, so its delivery count goes up, as for a closed channel).
+_REMOVED, _DELIVERED, _OUT = 1, 2, 4
 #: How many recent PUBLISH locations to remember for the ENQUEUE records that
 #: follow them (a message routed to several durable queues).
 _RECENT = 4096
@@ -162,10 +165,10 @@ class _Replay:
                 if kind == records.REMOVE:
                     index.flags[i] |= _REMOVED
                 elif kind == records.DELIVERED:
-                    index.flags[i] |= _DELIVERED
+                    index.flags[i] |= _DELIVERED | _OUT
                 elif kind == records.COUNT:
                     self.counts[key] = records.COUNT_RECORD.unpack_from(payload)[2]
-                    index.flags[i] |= _DELIVERED
+                    index.flags[i] = (index.flags[i] | _DELIVERED) & ~_OUT
                 else:
                     self.retries[key] = records.RETRY_RECORD.unpack_from(payload)[2]
 
@@ -225,7 +228,7 @@ def recover(journal: DiskJournal, broker: Broker, now: float) -> RecoveryReport:
             entry = queue.restore(
                 message, replay.moved.get(key, index.seqs[i]),
                 expires_at=None if math.isnan(expires) else expires,
-                delivery_count=replay.counts.get(key, 0), redelivered=bool(flags & _DELIVERED),
+                delivery_count=replay.counts.get(key, 0) + bool(flags & _OUT), redelivered=bool(flags & _DELIVERED),
                 retry_due=replay.retries.get(key), now=now,
             )
             entry.store_segment = segment

@@ -595,3 +595,23 @@ def test_a_crash_at_any_step_of_compaction(tmp_path: Path) -> None:
         if steps > 0 and done == len(obsolete):
             break
         steps += 1
+
+
+def test_a_delivery_cut_short_by_a_crash_counts_as_returned(tmp_path: Path) -> None:
+    """Out with a consumer when the broker died, a message comes back as if
+    its channel had closed: redelivered, and its delivery count up by one, so
+    x-delivery-limit still ends a message that brings the broker down."""
+    store = Store(tmp_path)
+    store.ch.declare_queue("q", durable=True, now=NOW, arguments={"x-delivery-limit": 5})
+    publish(store, b"out")
+    publish(store, b"requeued")
+    publish(store, b"waiting")
+    assert store.ch.get("q", now=NOW) is not None
+    second = store.ch.get("q", now=NOW)
+    store.ch.nack(second.delivery_tag, requeue=True, now=NOW)  # back in the queue: not out at the crash
+    store.sync()
+    store = store.restart(crash=True)
+    got = {g.message.body: (g.redelivered, g.delivery_count)
+           for g in (store.ch.get("q", now=NOW, no_ack=True) for _ in range(3))}
+    assert got == {b"out": (True, 1), b"requeued": (True, 1), b"waiting": (False, 0)}
+    store.close()
