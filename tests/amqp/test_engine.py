@@ -148,7 +148,8 @@ def test_protocol_header_byte_by_byte_and_with_frames_behind_it() -> None:
 def test_amqp_0_9_header_is_treated_as_0_9_1() -> None:
     peer = Peer()
     peer.send(b"AMQP\x01\x01\x00\x09")
-    peer.one(spec.Connection.Start)
+    start = peer.one(spec.Connection.Start)
+    assert (start.version_major, start.version_minor) == (0, 9)
 
 
 @pytest.mark.parametrize(
@@ -503,10 +504,11 @@ def test_channel_error_closes_only_that_channel() -> None:
 def test_client_channel_close_crossing_ours_gets_close_ok() -> None:
     peer = opened()
     peer.send_method(1, spec.Queue.Declare("missing", passive=True))
-    peer.one(spec.Channel.Close, 1)
+    assert peer.one(spec.Channel.Close, 1).reply_code == 404
     peer.send_method(1, spec.Channel.Close(200, "bye"))
-    peer.one(spec.Channel.CloseOk, 1)
-    peer.open_channel(1)
+    assert isinstance(peer.one(spec.Channel.CloseOk, 1), spec.Channel.CloseOk)
+    peer.open_channel(1)  # the number is free again
+    assert peer.state is State.OPEN
 
 
 def test_channel_close_by_the_client() -> None:
