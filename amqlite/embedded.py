@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
+from pathlib import Path
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -27,6 +28,8 @@ from .core.events import ConsumerCancelled, Deliver, GetResult, PublishOutcome
 from .core.message import EMPTY_PROPERTIES, Properties
 from .log import get_logger
 from .runtime import Clock, drive_deadlines
+from .storage import StoreDriver
+from .store.journal import DEFAULT_QUEUE_BUDGET, DiskJournal
 
 log = get_logger(__name__)
 
@@ -312,9 +315,15 @@ class Channel:
         :meth:`tx_commit`.
         """
         await trio.lowlevel.checkpoint()
-        return self.publish_nowait(
+        outcome = self.publish_nowait(
             body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=mandatory
         )
+        journal = self._broker.core.journal
+        if self._core.confirm and journal is not None and properties.delivery_mode == 2 and outcome:
+            # In confirm mode, as over AMQP: a persistent message is
+            # confirmed once it is on disk.
+            await self._broker._synced_to(journal.position)
+        return outcome
 
     def publish_nowait(
         self,
@@ -380,7 +389,15 @@ class Channel:
 
     async def get(self, queue: str, *, no_ack: bool = False) -> Delivery | None:
         result = await self._op(self._core.get, queue, now=self._broker.now(), no_ack=no_ack)
+        while result is None and self._waits_for_disk(queue):
+            # The next messages are paged out and on their way back.
+            await self._broker._storage_moved.park()
+            result = self._run(self._core.get, queue, now=self._broker.now(), no_ack=no_ack)
         return None if result is None else self._delivery(result)
+
+    def _waits_for_disk(self, queue: str) -> bool:
+        found = self._core.vhost.queues.get(queue)
+        return found is not None and found.ready.paged > 0
 
     def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
         if self.closed is not None:
@@ -455,6 +472,13 @@ class Broker:
         self.clock = Clock()
         self.now = self.clock.now
         self._default = Connection(self, core.connect())
+        #: Woken when storage syncs or reads paged messages back.
+        self._storage_moved = trio.lowlevel.ParkingLot()
+
+    async def _synced_to(self, position: int) -> None:
+        journal = self.core.journal
+        while journal is not None and journal.synced < position and journal.accepting:
+            await self._storage_moved.park()
 
     async def channel(self) -> Channel:
         """A channel on the broker's default connection."""
@@ -467,15 +491,38 @@ class Broker:
 
 
 @asynccontextmanager
-async def open_broker(*, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> AsyncIterator[Broker]:
-    """Run an in-process broker for the duration of the block."""
+async def open_broker(
+    *,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    data_dir: str | Path | None = None,
+    queue_memory_budget: int = DEFAULT_QUEUE_BUDGET,
+) -> AsyncIterator[Broker]:
+    """Run an in-process broker for the duration of the block.
+
+    With ``data_dir``, durable queues and persistent messages are kept there
+    and come back the next time, exactly as with ``amqlite serve``; beyond
+    ``queue_memory_budget`` ready messages a durable queue pages to disk.
+    """
     core = CoreBroker(name_prefix=secrets.token_hex(4) + "-", max_message_size=max_message_size)
     broker = Broker(core)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(drive_deadlines, core, broker.clock)
-        try:
-            yield broker
-        finally:
-            for connection in list(core.connections):
-                connection.close(now=broker.now())
-            nursery.cancel_scope.cancel()
+    journal = None
+    if data_dir is not None:
+        journal = DiskJournal(Path(data_dir), queue_budget=queue_memory_budget)
+        journal.recover(core, broker.now())
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drive_deadlines, core, broker.clock)
+            if journal is not None:
+                moved = broker._storage_moved.unpark_all
+                driver = StoreDriver(journal, on_synced=moved, on_blocked=lambda reason: moved(),
+                                     now=broker.now, on_paged_in=moved)
+                nursery.start_soon(driver.run)
+            try:
+                yield broker
+            finally:
+                for connection in list(core.connections):
+                    connection.close(now=broker.now())
+                nursery.cancel_scope.cancel()
+    finally:
+        if journal is not None:
+            journal.close()  # writes what is still pending

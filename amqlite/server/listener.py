@@ -24,7 +24,7 @@ from ..core.broker import Broker
 from ..log import get_logger
 from ..runtime import Clock, drive_deadlines
 from ..store.journal import DiskJournal
-from .storage import StoreDriver
+from ..storage import StoreDriver
 
 log = get_logger(__name__)
 

@@ -16,7 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from amqlite.amqp import spec
-from amqlite.server import storage
+from amqlite import storage
 
 from store.support import scan  # tests/store (tests/ is on sys.path, as for this package)
 from .durability_support import Durable, bodies, durable, persistent  # noqa: F401

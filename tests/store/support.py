@@ -66,7 +66,7 @@ class FaultyFS(FileSystem):
 
 class Store:
     """A broker core with a disk journal, written and compacted by hand the
-    way :class:`amqlite.server.storage.StoreDriver` does it."""
+    way :class:`amqlite.storage.StoreDriver` does it."""
 
     def __init__(self, directory: Path, *, segment_size: int | None = None, fs: FileSystem | None = None,
                  now: float = 1000.0, queue_budget: int = 20_000) -> None:

@@ -16,8 +16,8 @@ import trio
 from structlog.testing import capture_logs
 
 from amqlite.core.message import Properties
-from amqlite.server import storage
-from amqlite.server.storage import StoreDriver
+from amqlite import storage
+from amqlite.storage import StoreDriver
 
 from .support import PERSISTENT, TINY, FaultyFS, Store, drain, scan
 

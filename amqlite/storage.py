@@ -13,8 +13,8 @@ from typing import Callable
 
 import trio
 
-from ..log import get_logger
-from ..store.journal import DiskJournal
+from .log import get_logger
+from .store.journal import DiskJournal
 
 log = get_logger(__name__)
 
