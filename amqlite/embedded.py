@@ -476,8 +476,10 @@ class Broker:
         self._storage_moved = trio.lowlevel.ParkingLot()
 
     async def _synced_to(self, position: int) -> None:
+        # During a disk outage this waits for the retry that succeeds, as an
+        # AMQP publisher waits for its confirm.
         journal = self.core.journal
-        while journal is not None and journal.synced < position and journal.accepting:
+        while journal is not None and journal.synced < position:
             await self._storage_moved.park()
 
     async def channel(self) -> Channel:
@@ -514,7 +516,7 @@ async def open_broker(
             nursery.start_soon(drive_deadlines, core, broker.clock)
             if journal is not None:
                 moved = broker._storage_moved.unpark_all
-                driver = StoreDriver(journal, on_synced=moved, on_blocked=lambda reason: moved(),
+                driver = StoreDriver(journal, on_synced=moved, on_blocked=lambda reason: None,
                                      now=broker.now, on_paged_in=moved)
                 nursery.start_soon(driver.run)
             try:
