@@ -3,8 +3,11 @@
 One task writes and fsyncs whatever the journal has gathered, in a worker
 thread, while the broker keeps running; publishes that arrive meanwhile
 ride the next sync. After each sync, connections release the confirms that
-were waiting for it. A failing disk blocks publishers (nack, and
-connection.blocked) until a write succeeds again.
+were waiting for it, and queues over their memory budget page out what
+is now on disk. A second task reads paged messages back, in a worker
+thread, for queues running low. A failing disk blocks publishers (nack,
+and connection.blocked) until a write succeeds again. Both the server and
+the embedded broker run it.
 """
 
 from __future__ import annotations
