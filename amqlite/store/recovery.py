@@ -101,6 +101,12 @@ class _Replay:
         self.recent: dict[int, tuple[int, int]] = {}
         self.holds: dict[int, tuple[str, str, float, Message, int]] = {}
 
+    def _index(self, queue_id: int) -> _QueueIndex:
+        index = self.queues.get(queue_id)
+        if index is None:
+            index = self.queues[queue_id] = _QueueIndex()
+        return index
+
     def _locate(self, queue_id: int, seq: int) -> tuple[_QueueIndex, int, tuple[int, int]] | None:
         key = self.aliases.get((queue_id, seq), (queue_id, seq))
         index = self.queues.get(key[0])
@@ -115,7 +121,7 @@ class _Replay:
             kind, payload, segment, offset = record.kind, record.payload, record.segment, record.offset
             if kind == records.PUBLISH:
                 msg_id, queue_id, seq, expires, priority, size = records.PUBLISH_HEAD.unpack_from(payload)
-                self.queues.setdefault(queue_id, _QueueIndex()).add(seq, msg_id, segment, offset, expires, priority, size)
+                self._index(queue_id).add(seq, msg_id, segment, offset, expires, priority, size)
                 self.recent[msg_id] = (segment, offset)
                 if len(self.recent) > _RECENT:
                     del self.recent[next(iter(self.recent))]
@@ -127,7 +133,7 @@ class _Replay:
                     log.warning("store.enqueue_without_publish", msg_id=msg_id, queue=queue_id, seq=seq)
                     continue
                 journal._ref(segment, body[0])
-                self.queues.setdefault(queue_id, _QueueIndex()).add(seq, msg_id, segment, offset, expires, 0, 0)
+                self._index(queue_id).add(seq, msg_id, segment, offset, expires, 0, 0)
                 self.enqueued[(queue_id, seq)] = body
             elif kind == records.HOLD:
                 self._hold(payload, segment)
