@@ -37,6 +37,7 @@ from amqlite.amqp.frames import PROTOCOL_HEADER, FrameDecoder, MethodFrame
 from amqlite.amqp.properties import BasicProperties
 from amqlite.auth import Users
 from amqlite.core.broker import Broker
+from amqlite.core import errors
 from amqlite.core.errors import AMQPError
 
 from .conftest import ServerThread, start_amqlite
@@ -277,10 +278,8 @@ def run_engine(data: bytes, cuts: list[int], broker: Broker | None = None) -> tu
     broker.tick(now + 3600)
     output.append(conn.data_to_send(now))
     frames = check_output(b"".join(output))
-    codes = [f.method.reply_code for f in frames if isinstance(f, MethodFrame)
-             and isinstance(f.method, (spec.Connection.Close, spec.Channel.Close))]
     if currently_in_test_context():
-        event(f"ended {conn.state.name}; closes {sorted(set(codes))}")
+        event(f"ended {conn.state.name}; closes {sorted(set(close_codes(frames)))}")
     closes = [f.method for f in frames if isinstance(f, MethodFrame) and f.method.class_id == 10
               and isinstance(f.method, (spec.Connection.Close, spec.Connection.CloseOk))]
     if conn.state is State.CLOSING:
@@ -311,7 +310,8 @@ def assert_broker_healthy(broker: Broker) -> None:
 @fuzz_settings(300)
 @given(data=random_input, cuts=st.lists(st.integers(0, 1000), max_size=5))
 def test_engine_survives_random_bytes(data: bytes, cuts: list[int]) -> None:
-    run_engine(data, cuts)
+    _, frames = run_engine(data, cuts)
+    assert errors.INTERNAL_ERROR not in close_codes(frames)
 
 
 @fuzz_settings(300)
@@ -391,7 +391,14 @@ def fire(port: int, data: bytes, cuts: list[int]) -> bytes:
     return b"".join(received)
 
 
-def check_live(live: tuple[ServerThread, pika.BlockingConnection], data: bytes, cuts: list[int]) -> None:
+def close_codes(frames: list[Any]) -> list[int]:
+    """Reply codes of every connection.close and channel.close among ``frames``."""
+    return [f.method.reply_code for f in frames if isinstance(f, MethodFrame)
+            and isinstance(f.method, (spec.Connection.Close, spec.Channel.Close))]
+
+
+def check_live(live: tuple[ServerThread, pika.BlockingConnection], data: bytes, cuts: list[int]) -> list[int]:
+    """Fire ``data`` at the live server; returns the close codes it answered with."""
     server, healthy = live
     output = fire(server.port, data, cuts)
     # A frame may be cut where we stopped listening; whole frames before it must be well-formed.
@@ -402,9 +409,10 @@ def check_live(live: tuple[ServerThread, pika.BlockingConnection], data: bytes, 
             pass
         complete = len(output) - (len(decoder._buf) - decoder._pos) - decoder._pending_size
         output = output[:complete]
-    check_output(output)
+    frames = check_output(output)
     assert server._thread.is_alive() and server._error is None
     healthy.process_data_events(0)
+    return close_codes(frames)
 
 
 @fuzz_settings(30)
@@ -412,7 +420,7 @@ def check_live(live: tuple[ServerThread, pika.BlockingConnection], data: bytes, 
 def test_live_server_survives_random_and_mutated_input(
     live: tuple[ServerThread, pika.BlockingConnection], data: bytes, cuts: list[int]
 ) -> None:
-    check_live(live, data, cuts)
+    assert errors.INTERNAL_ERROR not in check_live(live, data, cuts)
 
 
 @fuzz_settings(30)
@@ -420,4 +428,4 @@ def test_live_server_survives_random_and_mutated_input(
 def test_live_server_survives_hostile_method_sequences(
     live: tuple[ServerThread, pika.BlockingConnection], data: bytes, cuts: list[int]
 ) -> None:
-    check_live(live, data, cuts)
+    assert errors.INTERNAL_ERROR not in check_live(live, data, cuts)

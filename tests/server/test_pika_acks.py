@@ -81,6 +81,7 @@ def test_nack_multiple_zero_requeues_everything(client: Client) -> None:
     ch.basic_cancel(c.deliveries[0][0])
     ch.basic_nack(0, multiple=True, requeue=True)
     wait_count(ch, q, 3)
+    assert message_count(ch, q) == 3
 
 
 def test_requeued_message_is_redelivered_to_a_consumer(client: Client) -> None:

@@ -168,6 +168,7 @@ def test_channel_error_closes_only_that_channel(broker: BrokerUnderTest) -> None
         client.send_method(2, spec.Channel.CloseOk())
         client.send_method(1, spec.Channel.CloseOk())
         client.open_channel(1)
+        assert client.call(1, spec.Queue.Declare(broker.name("again"), exclusive=True), spec.Queue.DeclareOk)
         client.open_channel(2)
         assert client.call(1, spec.Queue.Declare(ok.queue, passive=True), spec.Queue.DeclareOk).queue == ok.queue
 
@@ -175,8 +176,8 @@ def test_channel_error_closes_only_that_channel(broker: BrokerUnderTest) -> None
 def test_client_channel_close_crossing_ours_gets_close_ok(broker: BrokerUnderTest) -> None:
     with opened(broker) as client:
         client.send_method(1, spec.Queue.Declare(broker.name("missing"), passive=True))
-        client.expect(spec.Channel.Close, 1)
-        client.call(1, spec.Channel.Close(200, "bye"), spec.Channel.CloseOk)
+        assert client.expect(spec.Channel.Close, 1).reply_code == 404
+        assert isinstance(client.call(1, spec.Channel.Close(200, "bye"), spec.Channel.CloseOk), spec.Channel.CloseOk)
         # RabbitMQ still wants the close-ok for its own close before the number is free again.
         client.send_method(1, spec.Channel.CloseOk())
         client.open_channel(1)

@@ -118,7 +118,7 @@ def test_header_and_first_frames_in_one_write() -> None:
     try:
         with RawClient("127.0.0.1", server.port) as client:
             client.send(PROTOCOL_HEADER + method(0, plain()))
-            client.expect(spec.Connection.Start)
-            client.expect(spec.Connection.Tune)
+            assert client.expect(spec.Connection.Start).version_minor == 9
+            assert client.expect(spec.Connection.Tune).frame_max == 131072
     finally:
         server.stop()
