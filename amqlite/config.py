@@ -14,25 +14,27 @@ from typing import Any, Mapping
 
 import attrs
 
+from . import defaults
+
 
 @attrs.frozen
 class Settings:
     host: str = "0.0.0.0"
-    port: int = 5672
+    port: int = defaults.PORT
     data_dir: str = "./amqlite-data"
     #: Size at which the durable log starts a new segment file, bytes. Only
     #: whole segments are ever deleted; small ones compact sooner (tests use it).
-    segment_size: int = 64 * 1024 * 1024
+    segment_size: int = defaults.SEGMENT_SIZE
     #: Ready messages a durable queue keeps in memory; persistent ones
     #: beyond it wait on disk only and are read back as consumers drain.
-    queue_memory_budget: int = 20_000
-    heartbeat: int = 60
-    frame_max: int = 131072
-    channel_max: int = 2047
-    max_message_size: int = 16 * 1024 * 1024
+    queue_memory_budget: int = defaults.QUEUE_MEMORY_BUDGET
+    heartbeat: int = defaults.HEARTBEAT
+    frame_max: int = defaults.FRAME_MAX
+    channel_max: int = defaults.CHANNEL_MAX
+    max_message_size: int = defaults.MAX_MESSAGE_SIZE
     #: 0 means no limit.
     max_connections: int = 0
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT
     #: "auto" (console on a TTY, JSON otherwise), "console" or "json".
     log_format: str = "auto"
     log_level: str = "info"
@@ -96,7 +98,7 @@ def load(
     settings = Settings(**values)
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"port {settings.port} is out of range")
-    if settings.frame_max < 4096:
+    if settings.frame_max < defaults.FRAME_MIN_SIZE:
         raise ConfigError("frame_max must be at least 4096 (AMQP's minimum)")
     if settings.log_format not in ("auto", "console", "json"):
         raise ConfigError("log_format must be auto, console or json")

@@ -19,8 +19,8 @@ from typing import Any, AsyncIterator
 import attrs
 import trio
 
+from . import defaults
 from .core import errors
-from .core.broker import DEFAULT_MAX_MESSAGE_SIZE
 from .core.broker import Broker as CoreBroker
 from .core.channel import Channel as CoreChannel
 from .core.connection import Connection as CoreConnection
@@ -29,7 +29,7 @@ from .core.message import EMPTY_PROPERTIES, Properties
 from .log import get_logger
 from .runtime import Clock, drive_deadlines
 from .storage import StoreDriver
-from .store.journal import DEFAULT_QUEUE_BUDGET, DiskJournal
+from .store.journal import DiskJournal
 
 log = get_logger(__name__)
 
@@ -495,9 +495,9 @@ class Broker:
 @asynccontextmanager
 async def open_broker(
     *,
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_message_size: int = defaults.MAX_MESSAGE_SIZE,
     data_dir: str | Path | None = None,
-    queue_memory_budget: int = DEFAULT_QUEUE_BUDGET,
+    queue_memory_budget: int = defaults.QUEUE_MEMORY_BUDGET,
 ) -> AsyncIterator[Broker]:
     """Run an in-process broker for the duration of the block.
 

@@ -17,7 +17,7 @@ import enum
 import struct
 from typing import Any, Callable
 
-from .. import __version__
+from .. import __version__, defaults
 from ..auth import User, Users
 from ..core import errors
 from ..core.broker import Broker
@@ -112,9 +112,9 @@ class ServerConnection:
         now: float,
         peer_loopback: bool,
         peer: str = "",
-        heartbeat: int = 60,
-        frame_max: int = 131072,
-        channel_max: int = 2047,
+        heartbeat: int = defaults.HEARTBEAT,
+        frame_max: int = defaults.FRAME_MAX,
+        channel_max: int = defaults.CHANNEL_MAX,
     ) -> None:
         self.broker = broker
         self.users = users

@@ -36,6 +36,7 @@ from __future__ import annotations
 import struct
 from typing import Literal, NamedTuple
 
+from amqlite.defaults import FRAME_MIN_SIZE
 from amqlite.amqp.properties import BasicProperties, decode_content_header_at, encode_content_header
 from amqlite.amqp.spec import Basic, Method, decode_method_at, encode_method
 from amqlite.core.errors import FrameError, SyntaxError_, UnexpectedFrame
@@ -46,7 +47,6 @@ FRAME_BODY = 3
 FRAME_HEARTBEAT = 8
 FRAME_END = 0xCE
 #: Smallest frame_max a peer may negotiate, and RabbitMQ's limit until tune-ok.
-FRAME_MIN_SIZE = 4096
 #: Bytes a frame adds around its payload (7 header + 1 end).
 FRAME_OVERHEAD = 8
 

@@ -12,20 +12,18 @@ from collections import Counter
 from typing import Callable, Container
 
 from .connection import Connection
+from .. import defaults
 from .journal import Journal
 from .errors import NotAllowed
 from .message import Message
 from .timers import Timers
 from .vhost import VirtualHost
 
-#: RabbitMQ 4's default max message size.
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
-
 DropHook = Callable[[str, Message, str], None]
 
 
 class Broker:
-    def __init__(self, *, name_prefix: str = "", max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, *, name_prefix: str = "", max_message_size: int = defaults.MAX_MESSAGE_SIZE) -> None:
         #: Makes generated names unique across broker runs; the driver
         #: passes something random, since the core has no randomness.
         self.name_prefix = name_prefix

@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from .. import defaults
 from ..amqp.values import encode_shortstr, encode_table
 from ..log import get_logger
 from .recovery import RecoveryReport, recover
@@ -57,8 +58,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 _NONE = math.nan
-#: Ready messages a durable queue keeps in memory before paging to disk.
-DEFAULT_QUEUE_BUDGET = 20_000
 
 
 def _canonical(value: Any) -> Any:
@@ -83,7 +82,7 @@ class DiskJournal:
         *,
         fs: FileSystem | None = None,
         segment_size: int | None = None,
-        queue_budget: int = DEFAULT_QUEUE_BUDGET,
+        queue_budget: int = defaults.QUEUE_MEMORY_BUDGET,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)

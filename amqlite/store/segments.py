@@ -24,13 +24,13 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+from .. import defaults
 from ..log import get_logger
 
 log = get_logger(__name__)
 
 _HEAD = struct.Struct(">IIB")  # length, crc32, type
 HEAD_SIZE = _HEAD.size
-SEGMENT_SIZE = 64 * 1024 * 1024
 _SUFFIX = ".seg"
 
 
@@ -91,7 +91,7 @@ class Record:
 
 
 class SegmentLog:
-    def __init__(self, directory: Path, *, segment_size: int = SEGMENT_SIZE, fs: FileSystem | None = None) -> None:
+    def __init__(self, directory: Path, *, segment_size: int = defaults.SEGMENT_SIZE, fs: FileSystem | None = None) -> None:
         self.directory = directory
         self.segment_size = segment_size
         self.fs = fs or FileSystem()

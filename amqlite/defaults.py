@@ -1,0 +1,28 @@
+"""Every default the broker has, defined once.
+
+``config.Settings`` takes its defaults from here, and so does every
+constructor that has a default of its own (the core broker, the AMQP
+engine, the disk journal), so a value cannot drift between them. Most
+match RabbitMQ, so client configuration carries over unchanged.
+"""
+
+from __future__ import annotations
+
+#: RabbitMQ's AMQP port.
+PORT = 5672
+#: RabbitMQ's default frame_max (rabbit.frame_max).
+FRAME_MAX = 131072
+#: AMQP 0-9-1's minimum frame size; also what clients are held to before tune-ok.
+FRAME_MIN_SIZE = 4096
+#: RabbitMQ's default channel_max: the number of open channels per connection.
+CHANNEL_MAX = 2047
+#: Seconds; RabbitMQ's default heartbeat.
+HEARTBEAT = 60
+#: RabbitMQ 4.x's max message size (3.x had 128 MiB).
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: Ready messages a durable queue keeps in memory before paging to disk.
+QUEUE_MEMORY_BUDGET = 20_000
+#: Size at which the durable log starts a new segment file, bytes.
+SEGMENT_SIZE = 64 * 1024 * 1024
+#: Seconds a client has to finish the AMQP handshake (RabbitMQ: 10 s).
+HANDSHAKE_TIMEOUT = 10.0
