@@ -31,6 +31,15 @@ def check_password(password_hash: str, password: str) -> bool:
     return hmac.compare_digest(digest, hashlib.sha256(salt + password.encode()).digest())
 
 
+class LoginRefused(Exception):
+    """A login that failed; ``reason`` is for the log line, never for the
+    client (which, as in RabbitMQ, hears only that the login was refused)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @attrs.frozen
 class User:
     name: str
@@ -52,12 +61,15 @@ class Users:
     def add(self, user: User) -> None:
         self._users[user.name] = user
 
-    def authenticate(self, name: str, password: str, *, loopback: bool) -> User | None:
+    def authenticate(self, name: str, password: str, *, loopback: bool) -> User:
+        """The user, or LoginRefused saying why."""
         user = self._users.get(name)
-        if user is None or not check_password(user.password_hash, password):
-            return None
+        if user is None:
+            raise LoginRefused("unknown user")
+        if not check_password(user.password_hash, password):
+            raise LoginRefused("bad password")
         if user.loopback_only and not loopback:
-            return None
+            raise LoginRefused("user may connect from loopback only")
         return user
 
     @classmethod

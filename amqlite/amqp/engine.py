@@ -18,7 +18,7 @@ import struct
 from typing import Any, Callable
 
 from .. import __version__, defaults
-from ..auth import User, Users
+from ..auth import LoginRefused, User, Users
 from ..core import errors
 from ..core.broker import Broker
 from ..core.channel import Channel as CoreChannel
@@ -386,13 +386,16 @@ class ServerConnection:
         capabilities = self.client_properties.get("capabilities") or {}
         self._cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
         name, password = self._credentials(method.mechanism, method.response)
-        user = self.users.authenticate(name, password, loopback=self.peer_loopback)
-        if user is None:
+        try:
+            user = self.users.authenticate(name, password, loopback=self.peer_loopback)
+        except LoginRefused as refused:
+            log.warning("connection.login_refused", peer=self.peer, user=name, mechanism=method.mechanism,
+                        reason=refused.reason)
             raise errors.ConnectionError_(
                 f"Login was refused using authentication mechanism {method.mechanism}. "
                 "For details see the broker logfile.",
                 errors.ACCESS_REFUSED,
-            )
+            ) from None
         self.user = user
         self.state = State.AWAIT_TUNE_OK
         self._send(0, spec.Connection.Tune(*self._server_limits))
