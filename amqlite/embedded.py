@@ -90,11 +90,19 @@ class Consumer:
 
     It ends when the consumer is cancelled, by :meth:`cancel`, by leaving
     its ``async with`` block, or by the server (the queue was deleted).
+    Deliveries still buffered then, which the application never received,
+    go back to the queue at their original position, and do not count as
+    a delivery attempt.
+
+    A ``no_ack`` consumer's message is settled when the application
+    receives it, not when the core buffers it: in process, the buffer is
+    ours, so nothing in it is lost when the consumer stops.
     """
 
-    def __init__(self, channel: Channel, tag: str) -> None:
+    def __init__(self, channel: Channel, tag: str, *, auto_ack: bool) -> None:
         self.tag = tag
         self._channel = channel
+        self._auto_ack = auto_ack
         self._buffer: deque[Deliver] = deque()
         self._lot = trio.lowlevel.ParkingLot()
         self.cancelled = False
@@ -125,30 +133,42 @@ class Consumer:
             raise trio.WouldBlock
         event = self._buffer.popleft()
         channel = self._channel
-        channel._core.delivered(1, now=channel._broker.now())
+        core = channel._core
+        now = channel._broker.now()
+        core.delivered(1, now=now)
+        if self._auto_ack and event.delivery_tag in core.unacked:
+            core.ack(event.delivery_tag, now=now)
         return channel._delivery(event)
 
     async def cancel(self) -> None:
         await trio.lowlevel.checkpoint()
-        if not self.cancelled:
-            self._channel._run(self._channel._core.cancel, self.tag, now=self._channel._broker.now())
-            self._channel._consumers.pop(self.tag, None)
-            self._end()
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.cancelled:
+            return
+        channel = self._channel
+        undelivered = [event.delivery_tag for event in self._buffer]
+        self._buffer.clear()
+        channel._consumers.pop(self.tag, None)
+        self._end()
+        channel._run(channel._core.cancel, self.tag, now=channel._broker.now(), undelivered=undelivered)
 
     async def __aenter__(self) -> Consumer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        with trio.CancelScope(shield=True):
-            if not self._channel.closed:
-                await self.cancel()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        if self._channel.closed is None:
+            self._stop()
 
 
 class Channel:
     """An embedded channel. Methods mirror AMQP 0-9-1's channel methods."""
 
-    def __init__(self, broker: Broker, core: CoreChannel) -> None:
-        self._broker = broker
+    def __init__(self, connection: Connection, core: CoreChannel) -> None:
+        self._connection = connection
+        self._broker = connection._broker
         self._core = core
         self._consumers: dict[str, Consumer] = {}
         self.closed: ChannelClosed | None = None
@@ -207,8 +227,15 @@ class Channel:
     def _close(self, cause: errors.AMQPError | None) -> None:
         if self.closed is not None:
             return
+        core = self._core
+        if not core.closed:
+            # What the application never received goes back uncounted;
+            # then closing requeues what it received but did not settle.
+            for consumer in list(self._consumers.values()):
+                consumer._stop()
         self.closed = ChannelClosed(cause)
-        self._core.close(now=self._broker.now())
+        self._connection._channels.pop(self.number, None)
+        core.close(now=self._broker.now())
         for consumer in self._consumers.values():
             consumer._end()
         self._consumers.clear()
@@ -371,14 +398,14 @@ class Channel:
             self._run(self._core.qos, prefetch, now=self._broker.now())
         # Register the iterator before the core starts pushing deliveries.
         tag = consumer_tag or self._broker.core.new_name("amq.ctag-", self._core.consumers)
-        consumer = self._consumers[tag] = Consumer(self, tag)
+        consumer = self._consumers[tag] = Consumer(self, tag, auto_ack=no_ack)
         try:
             self._run(
                 self._core.consume,
                 queue,
                 now=self._broker.now(),
                 consumer_tag=tag,
-                no_ack=no_ack,
+                no_ack=False,  # settled on receipt instead; see Consumer
                 exclusive=exclusive,
                 arguments=arguments,
             )
@@ -448,20 +475,30 @@ class Connection:
     def __init__(self, broker: Broker, core: CoreConnection) -> None:
         self._broker = broker
         self._core = core
+        self._channels: dict[int, Channel] = {}
+        broker._connections.add(self)
 
     async def channel(self) -> Channel:
         await trio.lowlevel.checkpoint()
-        return Channel(self._broker, self._core.open_channel())
+        channel = Channel(self, self._core.open_channel())
+        self._channels[channel.number] = channel
+        return channel
 
     async def close(self) -> None:
         await trio.lowlevel.checkpoint()
+        self._close()
+
+    def _close(self) -> None:
+        for channel in list(self._channels.values()):
+            channel._close(None)
         self._core.close(now=self._broker.now())
+        self._broker._connections.discard(self)
 
     async def __aenter__(self) -> Connection:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._core.close(now=self._broker.now())
+        self._close()
 
 
 class Broker:
@@ -471,6 +508,7 @@ class Broker:
         self.core = core
         self.clock = Clock()
         self.now = self.clock.now
+        self._connections: set[Connection] = set()
         self._default = Connection(self, core.connect())
         #: Woken when storage syncs or reads paged messages back.
         self._storage_moved = trio.lowlevel.ParkingLot()
@@ -522,8 +560,8 @@ async def open_broker(
             try:
                 yield broker
             finally:
-                for connection in list(core.connections):
-                    connection.close(now=broker.now())
+                for connection in list(broker._connections):
+                    connection._close()
                 nursery.cancel_scope.cancel()
     finally:
         if journal is not None:

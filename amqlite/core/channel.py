@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .arguments import amqp_type
 from .consumer import Consumer
-from .errors import NotAllowed, NotImplemented_, NotFound, PreconditionFailed
+from .errors import ChannelStateError, NotAllowed, NotImplemented_, NotFound, PreconditionFailed
 from .events import ConsumerCancelled, Deliver, GetResult, PublishOutcome
 from .exchange import Exchange
 from .message import EMPTY_PROPERTIES, Entry, Message, Properties
@@ -58,39 +58,55 @@ class Channel:
         self._tx_settles: list[tuple[int, Unacked, str, bool]] = []
         self.closed = False
 
+    def _require_open(self) -> None:
+        # A closed channel must not declare, publish or register a consumer
+        # that nobody will ever serve (a zombie on an exclusive queue).
+        if self.closed:
+            raise ChannelStateError(f"channel {self.number} is closed")
+
     # -- exchanges and queues -------------------------------------------
 
     def declare_exchange(self, name: str, type: str = "direct", **options: Any) -> Exchange:
+        self._require_open()
         return self.vhost.declare_exchange(name, type, **options)
 
     def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
+        self._require_open()
         self.vhost.delete_exchange(name, if_unused=if_unused)
 
     def bind_exchange(self, destination: str, source: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
+        self._require_open()
         self.vhost.bind_exchange(destination, source, routing_key, arguments)
 
     def unbind_exchange(self, destination: str, source: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
+        self._require_open()
         self.vhost.unbind_exchange(destination, source, routing_key, arguments)
 
     def declare_queue(self, name: str = "", *, now: float, **options: Any) -> Queue:
+        self._require_open()
         return self.vhost.declare_queue(name, owner=self.connection, now=now, **options)
 
     def bind_queue(self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
+        self._require_open()
         self.vhost.bind_queue(queue, exchange, routing_key, arguments, self.connection)
 
     def unbind_queue(self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
+        self._require_open()
         self.vhost.unbind_queue(queue, exchange, routing_key, arguments, self.connection)
 
     def purge_queue(self, name: str) -> int:
+        self._require_open()
         return self.vhost.get_queue(name, self.connection).purge()
 
     def redrive_queue(self, name: str, *, now: float, to: str | None = None, limit: int | None = None) -> int:
         """Move dead-lettered messages back where they died (see core/redrive.py)."""
+        self._require_open()
         if to is not None:
             self.vhost.get_queue(to, self.connection)  # exists, and ours to use
         return redrive(self.vhost, self.vhost.get_queue(name, self.connection), now, to=to, limit=limit)
 
     def delete_queue(self, name: str, *, now: float, if_unused: bool = False, if_empty: bool = False) -> int:
+        self._require_open()
         if name not in self.vhost.queues:
             return 0  # idempotent, as in RabbitMQ
         queue = self.vhost.get_queue(name, self.connection)
@@ -99,6 +115,7 @@ class Channel:
     # -- consumers ------------------------------------------------------
 
     def qos(self, prefetch_count: int, *, global_: bool = False, prefetch_size: int = 0, now: float) -> None:
+        self._require_open()
         if prefetch_size:
             raise NotImplemented_(f"prefetch_size!=0 ({prefetch_size})")
         if global_:
@@ -123,6 +140,7 @@ class Channel:
         exclusive: bool = False,
         arguments: dict[str, Any] | None = None,
     ) -> str:
+        self._require_open()
         target = self.vhost.get_queue(queue, self.connection)
         if not consumer_tag:
             consumer_tag = self.broker.new_name("amq.ctag-", self.consumers)
@@ -153,11 +171,29 @@ class Channel:
             raise
         return consumer_tag
 
-    def cancel(self, consumer_tag: str, *, now: float) -> bool:
+    def cancel(self, consumer_tag: str, *, now: float, undelivered: Iterable[int] = ()) -> bool:
+        """Stop a consumer. ``undelivered`` names deliveries the driver
+        still holds and will never hand on (an embedded consumer's buffer):
+        they go back to their queue at their original position and, since
+        nobody saw them, do not count as a delivery attempt."""
+        self._require_open()
         consumer = self.consumers.pop(consumer_tag, None)
         if consumer is None:
             return False  # unknown tags are ignored, as in RabbitMQ
-        consumer.queue.remove_consumer(consumer, now)
+        queue = consumer.queue
+        queue.remove_consumer(consumer, now)
+        returned = 0
+        for tag in undelivered:
+            returned += 1
+            record = self.unacked.pop(tag, None)
+            if record is None:
+                continue  # settled meanwhile, e.g. by an ack with multiple
+            consumer.unacked -= 1
+            self.consumer_unacked -= 1
+            queue.unlend(record[0], now)
+        if returned:
+            self.delivered(returned, now=now)
+            queue.dispatch(now)  # other consumers may take them now
         return True
 
     def server_cancel(self, consumer: Consumer) -> None:
@@ -183,6 +219,7 @@ class Channel:
     def publish_message(self, message: Message, *, mandatory: bool, now: float) -> PublishOutcome | None:
         """Route one message. In a transaction it is held until commit
         (and None is returned); otherwise the outcome says where it went."""
+        self._require_open()
         limit = self.broker.max_message_size
         if len(message.body) > limit:
             raise PreconditionFailed(f"message size {len(message.body)} is larger than configured max size {limit}")
@@ -224,6 +261,7 @@ class Channel:
             self._redispatch(now)
 
     def get(self, queue: str, *, now: float, no_ack: bool = False) -> GetResult | None:
+        self._require_open()
         target = self.vhost.get_queue(queue, self.connection)
         entry = target.take(now)
         if entry is None:
@@ -254,6 +292,7 @@ class Channel:
     # -- acknowledgements -----------------------------------------------
 
     def _take(self, delivery_tag: int, multiple: bool) -> list[tuple[int, Unacked]]:
+        self._require_open()
         unacked = self.unacked
         if not multiple:
             record = unacked.pop(delivery_tag, None)
@@ -308,16 +347,19 @@ class Channel:
     # -- confirms and transactions --------------------------------------
 
     def confirm_select(self) -> None:
+        self._require_open()
         if self.transactional:
             raise PreconditionFailed("cannot switch from tx to confirm mode")
         self.confirm = True
 
     def tx_select(self) -> None:
+        self._require_open()
         if self.confirm:
             raise PreconditionFailed("cannot switch from confirm to tx mode")
         self.transactional = True
 
     def _require_tx(self) -> None:
+        self._require_open()
         if not self.transactional:
             raise PreconditionFailed("channel is not transactional")
 
@@ -343,6 +385,9 @@ class Channel:
         """Forget held publishes; settlements are undone, so those
         deliveries are unacked again (as in RabbitMQ)."""
         self._require_tx()
+        self._rollback()
+
+    def _rollback(self) -> None:
         self._tx_publishes.clear()
         for tag, record, _, _ in self._tx_settles:
             self.unacked[tag] = record
@@ -361,7 +406,7 @@ class Channel:
         if self.transactional:
             # Uncommitted work is forgotten; messages acked in it are unacked
             # again, so they are requeued below rather than lost.
-            self.tx_rollback()
+            self._rollback()
             self.transactional = False
         unacked, self.unacked = self.unacked, OrderedDict()
         for entry, queue, consumer in unacked.values():

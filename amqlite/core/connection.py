@@ -24,6 +24,8 @@ class Connection:
         self.closed = False
 
     def open_channel(self, number: int | None = None) -> Channel:
+        if self.closed:
+            raise ChannelStateError(f"connection '{self.name}' is closed")
         if number is None:
             number = max(self.channels, default=0) + 1
         if number in self.channels:

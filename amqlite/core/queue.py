@@ -218,6 +218,18 @@ class Queue:
 
     # -- settlement -----------------------------------------------------
 
+    def unlend(self, entry: Entry, now: float) -> None:
+        """A lent entry that never reached the application comes back to
+        its original position; unlike :meth:`give_back`, not an attempt."""
+        if entry.state != UNACKED:
+            return
+        self.unacked -= 1
+        if self.deleted:
+            self._leave(entry)
+            self.vhost.broker.dropped(self.name, entry.message, "queue-deleted")
+            return
+        self._make_ready(entry, now)
+
     def lend(self, entry: Entry) -> None:
         """The entry goes out to a consumer (or basic.get) until settled."""
         entry.state = UNACKED
