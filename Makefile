@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test bench bench-amqp bench-durable fuzz venv clean crash
+.PHONY: run demo test bench bench-amqp bench-durable fuzz venv clean crash interop-pika
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -52,3 +52,7 @@ fuzz: $(STAMP)
 crash: $(STAMP)
 	AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/crash_harness.py
 	AMQLITE_QUEUE_MEMORY_BUDGET=30 AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/crash_harness.py
+
+# pika's own acceptance suite against amqlite (local: needs PIKA_SRC, a pika checkout).
+interop-pika: $(STAMP)
+	bash tests/interop/pika_acceptance.sh

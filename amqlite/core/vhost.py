@@ -8,7 +8,7 @@ import attrs
 
 from . import deadletter
 from .arguments import EQUIVALENCE_KEYS, check_equivalent, message_ttl, queue_settings
-from .errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed, ResourceLocked
+from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .events import PublishOutcome
 from .exchange import DELAYED, ROUTING_TYPES, Exchange, delay_of
 from .message import Message
@@ -76,7 +76,9 @@ class VirtualHost:
             raise AccessRefused("operation not permitted on the default exchange")
         arguments = dict(arguments or {})
         if type != DELAYED and type not in ROUTING_TYPES:
-            raise CommandInvalid(f"unknown exchange type '{type}'")
+            # A channel error, as since RabbitMQ 3.12 (rabbitmq-server #11214):
+            # one typo must not close every other channel of the connection.
+            raise PreconditionFailed(f"unknown exchange type '{type}'")
         if type == DELAYED and arguments.get("x-delayed-type") not in ROUTING_TYPES:
             raise PreconditionFailed("Invalid argument, 'x-delayed-type' must be an existing exchange type")
         existing = self.exchanges.get(name)

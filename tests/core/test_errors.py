@@ -86,7 +86,7 @@ CASES = {
     "delayed without type": (lambda b, ch: ch.declare_exchange("d", "x-delayed-message"), 406, False),
     "consumer tag reuse": (lambda b, ch: ch.consume("q", consumer_tag="taken", now=0), 530, True),
     "unknown vhost": (lambda b, ch: b.connect("nope"), 530, True),
-    "unknown exchange type": (lambda b, ch: ch.declare_exchange("e", "nonsense"), 503, True),
+    "unknown exchange type": (lambda b, ch: ch.declare_exchange("e", "nonsense"), 406, False),
     "recover requeue false": (lambda b, ch: ch.recover(requeue=False, now=0), 540, True),
     "prefetch size": (lambda b, ch: ch.qos(0, prefetch_size=4096, now=0), 540, True),
     "channel opened twice": (lambda b, ch: ch.connection.open_channel(ch.number), 504, True),
@@ -114,9 +114,9 @@ def test_consumer_tag_reuse_text_matches_rabbitmq(ch):
 
 
 def test_unknown_exchange_type_text_matches_rabbitmq(ch):
-    with pytest.raises(errors.CommandInvalid) as info:
+    with pytest.raises(errors.PreconditionFailed) as info:
         ch.declare_exchange("e", "nonsense")
-    assert info.value.reply_text == "COMMAND_INVALID - unknown exchange type 'nonsense'"
+    assert info.value.reply_text == "PRECONDITION_FAILED - unknown exchange type 'nonsense'"
 
 
 def test_failed_operation_leaves_no_partial_state(broker, ch):
