@@ -5,18 +5,26 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run demo test bench bench-amqp bench-durable fuzz venv clean crash interop-pika
 
-$(STAMP): pyproject.toml
+RUNTIME := $(VENV)/.runtime
+
+# `make run` needs only the runtime dependencies; the test and benchmark
+# tools come with the first target that uses them.
+$(RUNTIME): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
 	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-# The broker on RabbitMQ's port; `make run PORT=5673` where 5672 is taken.
-PORT ?= 5672
-run: $(STAMP)
-	$(BIN)/amqlite serve --port $(PORT)
+# The broker on RabbitMQ's port, or AMQLITE_PORT's; `make run PORT=5673`
+# where 5672 is taken. Other settings come from AMQLITE_* variables.
+run: $(RUNTIME)
+	$(BIN)/amqlite serve $(if $(PORT),--port $(PORT))
 
 # The embedded examples, no network.
 demo: $(STAMP)

@@ -12,9 +12,12 @@ import base64
 import hashlib
 import hmac
 import os
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Iterable
 
 import attrs
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -46,17 +49,20 @@ class User:
     password_hash: str
     #: vhosts this user may open; "*" means all.
     vhosts: tuple[str, ...] = ("*",)
-    #: RabbitMQ lets guest connect from loopback only; so do we.
-    loopback_only: bool = False
+    #: RabbitMQ's user tags (administrator, monitoring, ...).
+    tags: tuple[str, ...] = ()
 
     def may_open(self, vhost: str) -> bool:
         return "*" in self.vhosts or vhost in self.vhosts
 
 
 class Users:
-    def __init__(self) -> None:
+    def __init__(self, *, loopback_users: Iterable[str] = ("guest",)) -> None:
         self._users: dict[str, User] = {}
-        self.add(User("guest", hash_password("guest"), loopback_only=True))
+        #: Who may connect from loopback only, whatever their password: a
+        #: setting apart from the user, as RabbitMQ's loopback_users, so
+        #: that changing guest's password does not open guest to the network.
+        self.loopback_users = frozenset(loopback_users)
 
     def add(self, user: User) -> None:
         self._users[user.name] = user
@@ -68,21 +74,18 @@ class Users:
             raise LoginRefused("unknown user")
         if not check_password(user.password_hash, password):
             raise LoginRefused("bad password")
-        if user.loopback_only and not loopback:
+        if name in self.loopback_users and not loopback:
             raise LoginRefused("user may connect from loopback only")
         return user
 
     @classmethod
-    def from_settings(cls, users: Mapping[str, Mapping[str, Any]]) -> Users:
-        registry = cls()
-        for name, spec in users.items():
-            password_hash = spec.get("password_hash")
-            if password_hash is None and "password" in spec:
-                password_hash = hash_password(str(spec["password"]))
-            if not isinstance(password_hash, str):
-                raise ValueError(f"user {name!r} needs password_hash (or password)")
-            vhosts = spec.get("vhosts", ["*"])
-            registry.add(
-                User(name, password_hash, tuple(vhosts), bool(spec.get("loopback_only", False)))
-            )
+    def from_settings(cls, settings: Settings) -> Users:
+        """The default user (if any), then the configured ones, which may
+        redefine it. Settings have validated every table already."""
+        registry = cls(loopback_users=settings.loopback_users)
+        if settings.default_user:
+            registry.add(User(settings.default_user, hash_password(settings.default_pass), tags=("administrator",)))
+        for name, spec in settings.users.items():
+            password_hash = spec.get("password_hash") or hash_password(spec["password"])
+            registry.add(User(name, password_hash, tuple(spec.get("vhosts", ["*"])), tuple(spec.get("tags", []))))
         return registry

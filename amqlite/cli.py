@@ -1,92 +1,125 @@
-"""The ``amqlite`` command line.
+"""The ``amqlite`` command line (also ``python -m amqlite``).
 
 ``amqlite serve`` runs the AMQP 0-9-1 broker. Settings come from defaults,
 then ``--config FILE`` (TOML), then ``AMQLITE_*`` environment variables,
-then flags.
+then flags. Every start-up failure is one line on stderr, no traceback:
+exit status 2 for settings that cannot be used, 1 for everything else.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
+import getpass
 import signal
 import sys
 
+import attrs
 import trio
 
 from . import __version__
 from .auth import hash_password
-from .config import ConfigError, Settings, load
+from .config import FIELDS, LOG_FORMATS, LOG_LEVELS, TABLES, ConfigError, Settings, env_name, load
 from .log import get_logger
 from .logconfig import configure
-from .server import Server
-from .store.journal import StoreLocked
+from .server import Server, StartupError
 
 log = get_logger("amqlite")
+
+#: Settings with a flag of their own; every setting has its variable.
+_FLAGS = ("host", "port", "data_dir", "log_level", "log_format")
+
+
+def _settings_help() -> str:
+    lines = ["settings (flag > AMQLITE_* variable > --config file > default):"]
+    for name, field in FIELDS.items():
+        source = "config file only" if name in TABLES else env_name(name)
+        default = "" if isinstance(field.default, attrs.Factory) else f" (default {field.default!r})"  # type: ignore[arg-type]
+        lines.append(f"  {name:<22}{source}{default}")
+        lines.append(f"  {'':<22}{field.metadata['help']}")
+    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amqlite", description="A RabbitMQ-style message broker.")
     parser.add_argument("--version", action="version", version=f"amqlite {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the AMQP 0-9-1 broker")
-    serve.add_argument("--host", help="interface to bind (default: all)")
-    serve.add_argument("--port", type=int, help="port (default 5672; 0 picks a free one)")
-    serve.add_argument("--data-dir", help="where durable state lives (default ./amqlite-data)")
+    serve = commands.add_parser("serve", help="run the AMQP 0-9-1 broker", epilog=_settings_help(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--config", help="a TOML settings file")
-    hashing = commands.add_parser("hash-password", help="print a password hash for a config file")
-    hashing.add_argument("password")
+    serve.add_argument("--host", help=FIELDS["host"].metadata["help"])
+    serve.add_argument("--port", help=FIELDS["port"].metadata["help"])
+    serve.add_argument("--data-dir", help=FIELDS["data_dir"].metadata["help"])
+    serve.add_argument("--log-level", choices=LOG_LEVELS, help=FIELDS["log_level"].metadata["help"])
+    serve.add_argument("--log-format", choices=LOG_FORMATS, help=FIELDS["log_format"].metadata["help"])
+    hashing = commands.add_parser(
+        "hash-password", help="print a password hash for a config file",
+        description="Prints the hash of PASSWORD, or of a password read from a prompt (on a terminal) "
+                    "or from the first line of stdin. Prefer those: an argument shows in ps and shell history.",
+    )
+    hashing.add_argument("password", nargs="?")
     return parser
 
 
 async def _serve(settings: Settings) -> int:
     server = Server.from_settings(settings)
-    async with trio.open_nursery() as nursery:
-        try:
-            await nursery.start(server.serve)
-        except OSError as error:
-            return _bind_failed(settings, error)
-        except StoreLocked as error:
-            log.error("broker.data_dir_locked", data_dir=settings.data_dir)
-            print(f"amqlite: {error}", file=sys.stderr)
-            return 1
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                log.info("broker.stopping", signal=signal.Signals(signum).name,
-                         connections=len(server.connections))
-                break
-        nursery.cancel_scope.cancel()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                async for signum in signals:
+                    log.info("broker.stopping", signal=signal.Signals(signum).name,
+                             during="serving" if server.addresses else "recovery",
+                             connections=len(server.connections))
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            try:
+                await nursery.start(server.serve)
+            except StartupError as error:
+                log.error("broker.start_failed", reason=str(error))
+                print(f"amqlite: {error}", file=sys.stderr)
+                nursery.cancel_scope.cancel()
+                return 1
     log.info("broker.stopped")
     return 0
 
 
-def _bind_failed(settings: Settings, error: OSError) -> int:
-    if error.errno == errno.EADDRINUSE:
-        reason = f"port {settings.port} is already in use (another broker, such as RabbitMQ?); choose one with --port or AMQLITE_PORT"
-    elif error.errno == errno.EACCES:
-        reason = f"not allowed to bind port {settings.port}"
-    else:
-        reason = f"cannot listen on {settings.host}:{settings.port}: {error.strerror}"
-    log.error("broker.listen_failed", host=settings.host, port=settings.port, reason=reason)
-    print(f"amqlite: {reason}", file=sys.stderr)
-    return 1
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise SystemExit("amqlite: the passwords differ")
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "hash-password":
-        print(hash_password(args.password))
+        password = args.password if args.password is not None else _read_password()
+        if not password:
+            print("amqlite: empty password", file=sys.stderr)
+            return 2
+        print(hash_password(password))
         return 0
     try:
-        settings = load(
-            config_file=args.config,
-            overrides={"host": args.host, "port": args.port, "data_dir": args.data_dir},
-        )
+        settings = load(config_file=args.config, overrides={name: _flag(args, name) for name in _FLAGS})
     except ConfigError as error:
         print(f"amqlite: {error}", file=sys.stderr)
         return 2
     configure(settings.log_format, settings.log_level)
     return trio.run(_serve, settings)
+
+
+def _flag(args: argparse.Namespace, name: str) -> object:
+    value = getattr(args, name)
+    if name == "port" and value is not None:
+        try:
+            return int(value)
+        except ValueError:
+            return value  # the validator says what was expected
+    return value
 
 
 if __name__ == "__main__":

@@ -4,67 +4,203 @@ variables, then command-line flags; later sources win.
 Defaults match RabbitMQ: port 5672 on all interfaces, guest/guest allowed
 from loopback only, frame_max 131072, channel_max 2047, heartbeat 60 s,
 16 MiB maximum message size.
+
+Every field is validated (type, range, allowed values) by its attrs
+validator, so ``Settings(...)`` built in code and settings loaded from a
+file or the environment obey the same rules. :func:`load` checks every
+value before giving up and reports all problems at once, each prefixed by
+where the value came from (``AMQLITE_HEARTBEAT=70000: heartbeat must be
+0-65535 seconds``).
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 
 from . import defaults
 
+LOG_FORMATS = ("auto", "console", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: Keys a ``[users.NAME]`` table may hold.
+USER_KEYS = frozenset({"password", "password_hash", "vhosts", "tags"})
+#: Keys a ``[vhosts.NAME]`` table may hold.
+VHOST_KEYS = frozenset({"description"})
+
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+def _integer(low: int, high: int, unit: str = "") -> Validator:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{attribute.name} must be an integer, not {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"{attribute.name} must be {low}-{high}{unit}")
+
+    return check
+
+
+def _seconds(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+        raise ValueError(f"{attribute.name} must be a number of seconds, more than 0 and at most 3600")
+
+
+def _one_of(choices: tuple[str, ...]) -> Validator:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in choices:
+            raise ValueError(f"{attribute.name} must be one of {', '.join(choices)}, not {value!r}")
+
+    return check
+
+
+def _text(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str):
+        raise ValueError(f"{attribute.name} must be a string, not {value!r}")
+
+
+def _names(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, tuple) or not all(isinstance(item, str) and item for item in value):
+        raise ValueError(f"{attribute.name} must be a list of non-empty names")
+
+
+def _string_list(where: str, value: Any) -> list[str]:
+    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+        return [f"{where} must be a list of strings"]
+    return []
+
+
+def _vhost_tables(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    problems = []
+    for name, table in value.items():
+        if not isinstance(name, str) or not name:
+            problems.append(f"vhost names must be non-empty strings, not {name!r}")
+            continue
+        if not isinstance(table, Mapping):
+            problems.append(f"vhosts.{name} must be a table")
+            continue
+        unknown = sorted(set(table) - VHOST_KEYS)
+        problems += [f"vhosts.{name}.{key}: unknown key (known: {', '.join(sorted(VHOST_KEYS))})" for key in unknown]
+        if not isinstance(table.get("description", ""), str):
+            problems.append(f"vhosts.{name}.description must be a string")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _user_tables(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    problems = []
+    for name, table in value.items():
+        if not isinstance(table, Mapping):
+            problems.append(f"users.{name} must be a table")
+            continue
+        unknown = sorted(set(table) - USER_KEYS)
+        problems += [f"users.{name}.{key}: unknown key (known: {', '.join(sorted(USER_KEYS))})" for key in unknown]
+        secrets = [key for key in ("password", "password_hash") if key in table]
+        if len(secrets) != 1:
+            problems.append(f"users.{name} needs exactly one of password and password_hash")
+        problems += [f"users.{name}.{key} must be a string" for key in secrets if not isinstance(table[key], str)]
+        for key in ("vhosts", "tags"):
+            if key in table:
+                problems += _string_list(f"users.{name}.{key}", table[key])
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+def _path_text(value: Any) -> Any:
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def _vhosts(value: Any) -> Mapping[str, Mapping[str, Any]]:
+    """A list of names, or a table of names to vhost tables."""
+    if isinstance(value, str) or not isinstance(value, Mapping | list | tuple):
+        raise TypeError(f"vhosts must be a list of names or a table of vhost tables, not {value!r}")
+    if isinstance(value, Mapping):
+        return {name: dict(table) if isinstance(table, Mapping) else table for name, table in value.items()}
+    return {name: {} for name in value}
+
+
+def _setting(default: Any, validator: Validator, help: str, **options: Any) -> Any:
+    """A settings field; ``help`` feeds ``amqlite serve --help``."""
+    if callable(default) and not isinstance(default, str):
+        return attrs.field(factory=default, validator=validator, metadata={"help": help}, **options)
+    return attrs.field(default=default, validator=validator, metadata={"help": help}, **options)
+
 
 @attrs.frozen
 class Settings:
-    host: str = "0.0.0.0"
-    port: int = defaults.PORT
-    data_dir: str = "./amqlite-data"
-    #: Size at which the durable log starts a new segment file, bytes. Only
-    #: whole segments are ever deleted; small ones compact sooner (tests use it).
-    segment_size: int = defaults.SEGMENT_SIZE
-    #: Ready messages a durable queue keeps in memory; persistent ones
-    #: beyond it wait on disk only and are read back as consumers drain.
-    queue_memory_budget: int = defaults.QUEUE_MEMORY_BUDGET
-    heartbeat: int = defaults.HEARTBEAT
-    frame_max: int = defaults.FRAME_MAX
-    channel_max: int = defaults.CHANNEL_MAX
-    max_message_size: int = defaults.MAX_MESSAGE_SIZE
-    #: 0 means no limit.
-    max_connections: int = 0
-    handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT
-    #: "auto" (console on a TTY, JSON otherwise), "console" or "json".
-    log_format: str = "auto"
-    log_level: str = "info"
-    #: Extra users, name -> {"password_hash": ..., "vhosts": [...]} (see
-    #: docs/operations.md); the guest user always exists, loopback only.
-    users: Mapping[str, Any] = attrs.field(factory=dict)
-    vhosts: tuple[str, ...] = ("/",)
+    host: str = _setting("0.0.0.0", _text, "interface to bind; 0.0.0.0 or :: means all, IPv4 and IPv6")
+    port: int = _setting(defaults.PORT, _integer(0, 65535), "AMQP port; 0 picks a free one")
+    data_dir: str = _setting("./amqlite-data", _text,
+                             "durable definitions and persistent messages; one broker per directory",
+                             converter=_path_text)
+    segment_size: int = _setting(defaults.SEGMENT_SIZE, _integer(1024, 2**31 - 1, " bytes"),
+                                 "bytes per log segment file; only whole segments are deleted")
+    queue_memory_budget: int = _setting(defaults.QUEUE_MEMORY_BUDGET, _integer(1, 2**31 - 1, " messages"),
+                                        "ready messages a durable queue keeps in memory; the rest wait on disk")
+    heartbeat: int = _setting(defaults.HEARTBEAT, _integer(0, 65535, " seconds"),
+                              "seconds proposed in connection.tune; 0 disables")
+    frame_max: int = _setting(defaults.FRAME_MAX, _integer(defaults.FRAME_MIN_SIZE, 2**32 - 1, " bytes"),
+                              "largest frame, bytes")
+    channel_max: int = _setting(defaults.CHANNEL_MAX, _integer(0, 65535),
+                                "open channels per connection; 0 means the protocol's 65535")
+    max_message_size: int = _setting(defaults.MAX_MESSAGE_SIZE, _integer(1, 512 * 1024 * 1024, " bytes"),
+                                     "largest message body, bytes (RabbitMQ allows at most 512 MiB)")
+    max_connections: int = _setting(0, _integer(0, 2**31 - 1), "0 means no limit")
+    handshake_timeout: float = _setting(defaults.HANDSHAKE_TIMEOUT, _seconds,
+                                        "seconds a client has to complete connection.open")
+    log_format: str = _setting("auto", _one_of(LOG_FORMATS), "auto: console on a terminal, json otherwise")
+    log_level: str = _setting("info", _one_of(LOG_LEVELS), "least severe level logged")
+    default_user: str = _setting("guest", _text, 'user created at every start, with every vhost; "" for none')
+    default_pass: str = _setting("guest", _text, "its password", repr=False)
+    loopback_users: tuple[str, ...] = _setting(
+        ("guest",), _names, "users who may connect from loopback only, whatever their password; [] for none",
+        converter=_as_tuple,
+    )
+    users: Mapping[str, Any] = _setting(dict, _user_tables,
+                                        "[users.NAME] tables: password or password_hash, vhosts, tags")
+    vhosts: Mapping[str, Mapping[str, Any]] = _setting(
+        lambda: {"/": {}}, _vhost_tables, "virtual hosts: a list of names, or [vhosts.NAME] tables (description)",
+        converter=_vhosts,
+    )
 
 
 class ConfigError(Exception):
-    """A setting that cannot be used; the message says which and why."""
+    """Settings that cannot be used; the message says which, where from and why."""
 
 
-_FIELDS = {f.name: f for f in attrs.fields(Settings)}
+FIELDS: dict[str, attrs.Attribute[Any]] = {field.name: field for field in attrs.fields(Settings)}
+#: Settings given as TOML tables, so not from the environment or a flag.
+TABLES = ("users",)
+#: Settings that are lists; comma-separated in the environment.
+LISTS = ("vhosts", "loopback_users")
 
 
-def _coerce(name: str, value: Any) -> Any:
-    default = _FIELDS[name].default
-    try:
-        if isinstance(default, bool):
-            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, tuple):
-            return tuple(value) if isinstance(value, list | tuple) else tuple(str(value).split(","))
-    except (TypeError, ValueError):
-        raise ConfigError(f"setting {name!r}: cannot use {value!r}") from None
-    return value
+def env_name(name: str) -> str:
+    return f"AMQLITE_{name.upper()}"
+
+
+def _parse(name: str, raw: str) -> Any:
+    """A setting from text (the environment, a flag), by its default's type."""
+    if name in LISTS:
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    default = FIELDS[name].default
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            return raw  # the validator says what was expected
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+    return raw
 
 
 def load(
@@ -73,33 +209,40 @@ def load(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    values: dict[str, Any] = {}
+    """Settings from every source, or ConfigError listing every problem."""
+    values: dict[str, tuple[Any, str]] = {}  # name -> (value, where it came from)
+    problems: list[str] = []
     if config_file:
         try:
             with open(config_file, "rb") as f:
                 data = tomllib.load(f)
         except OSError as error:
-            raise ConfigError(f"cannot read config file {config_file}: {error.strerror}") from None
+            raise ConfigError(f"{config_file}: cannot read: {error.strerror}") from None
         except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"config file {config_file} is not valid TOML: {error}") from None
+            raise ConfigError(f"{config_file}: not valid TOML: {error}") from None
         for key, value in data.items():
             name = key.replace("-", "_")
-            if name not in _FIELDS:
-                raise ConfigError(f"config file {config_file}: unknown setting {key!r}")
-            values[name] = value if name == "users" else _coerce(name, value)
+            if name not in FIELDS:
+                problems.append(f"{config_file}: {key}: unknown setting")
+            else:
+                values[name] = (value, f"{config_file}: {key} = {value!r}")
     environ = os.environ if environ is None else environ
-    for name in _FIELDS:
-        raw = environ.get(f"AMQLITE_{name.upper()}")
-        if raw is not None and name != "users":
-            values[name] = _coerce(name, raw)
+    for name in FIELDS:
+        raw = environ.get(env_name(name))
+        if raw is not None and name not in TABLES:
+            values[name] = (_parse(name, raw), f"{env_name(name)}={raw}")
     for name, value in (overrides or {}).items():
         if value is not None:
-            values[name] = _coerce(name, value)
-    settings = Settings(**values)
-    if not 0 <= settings.port <= 65535:
-        raise ConfigError(f"port {settings.port} is out of range")
-    if settings.frame_max < defaults.FRAME_MIN_SIZE:
-        raise ConfigError("frame_max must be at least 4096 (AMQP's minimum)")
-    if settings.log_format not in ("auto", "console", "json"):
-        raise ConfigError("log_format must be auto, console or json")
-    return settings
+            values[name] = (value, f"--{name.replace('_', '-')} {value}")
+    for name, (value, source) in values.items():
+        field = FIELDS[name]
+        try:
+            if field.converter is not None:
+                value = field.converter(value)  # type: ignore[call-arg]
+            assert field.validator is not None
+            field.validator(None, field, value)
+        except (ValueError, TypeError) as error:
+            problems.append(f"{source}: {error}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return Settings(**{name: value for name, (value, _) in values.items()})

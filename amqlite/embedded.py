@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator
 import attrs
 import trio
 
-from . import defaults
+from .config import Settings
 from .core import errors
 from .core.broker import Broker as CoreBroker
 from .core.channel import Channel as CoreChannel
@@ -531,23 +531,27 @@ class Broker:
 
 
 @asynccontextmanager
-async def open_broker(
-    *,
-    max_message_size: int = defaults.MAX_MESSAGE_SIZE,
-    data_dir: str | Path | None = None,
-    queue_memory_budget: int = defaults.QUEUE_MEMORY_BUDGET,
-) -> AsyncIterator[Broker]:
+async def open_broker(settings: Settings | None = None, **overrides: Any) -> AsyncIterator[Broker]:
     """Run an in-process broker for the duration of the block.
 
-    With ``data_dir``, durable queues and persistent messages are kept there
-    and come back the next time, exactly as with ``amqlite serve``; beyond
-    ``queue_memory_budget`` ready messages a durable queue pages to disk.
+    It takes the server's :class:`~amqlite.config.Settings` (those that
+    mean something in process: ``data_dir``, ``max_message_size``,
+    ``queue_memory_budget``, ``segment_size``, ``vhosts``), or keyword
+    overrides of them, validated alike: ``open_broker(data_dir=path)``.
+    Unlike ``amqlite serve`` it keeps nothing on disk unless given a
+    ``data_dir``; with one, durable queues and persistent messages are kept
+    there and come back the next time, and beyond ``queue_memory_budget``
+    ready messages a durable queue pages to disk.
     """
-    core = CoreBroker(name_prefix=secrets.token_hex(4) + "-", max_message_size=max_message_size)
+    settings = attrs.evolve(settings or Settings(data_dir=""), **overrides)
+    core = CoreBroker(name_prefix=secrets.token_hex(4) + "-", max_message_size=settings.max_message_size)
+    for vhost in settings.vhosts:
+        core.add_vhost(vhost)
     broker = Broker(core)
     journal = None
-    if data_dir is not None:
-        journal = DiskJournal(Path(data_dir), queue_budget=queue_memory_budget)
+    if settings.data_dir:
+        journal = DiskJournal(Path(settings.data_dir), segment_size=settings.segment_size,
+                              queue_budget=settings.queue_memory_budget)
         journal.recover(core, broker.now())
     try:
         async with trio.open_nursery() as nursery:

@@ -1,5 +1,5 @@
 """Logging set-up for the ``amqlite`` application (never for the library):
-console lines on a TTY, one JSON object per line otherwise."""
+console lines on a TTY, one JSON object per line otherwise, on stderr."""
 
 from __future__ import annotations
 
@@ -17,13 +17,17 @@ def configure(log_format: str = "auto", level: str = "info") -> None:
     )
     structlog.configure(
         processors=[
+            structlog.stdlib.filter_by_level,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

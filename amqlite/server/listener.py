@@ -7,6 +7,7 @@ that decides anything lives in ``amqlite.amqp.engine`` and ``amqlite.core``.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import math
 import secrets
@@ -23,7 +24,7 @@ from ..config import Settings
 from ..core.broker import Broker
 from ..log import get_logger
 from ..runtime import Clock, drive_deadlines
-from ..store.journal import DiskJournal
+from ..store.journal import DiskJournal, StoreLocked
 from ..storage import StoreDriver
 
 log = get_logger(__name__)
@@ -34,6 +35,26 @@ _RECEIVE_SIZE = 256 * 1024
 _OUTPUT_HIGH_WATER = 4 * 1024 * 1024
 # How long a connection in CLOSING waits for close-ok before the socket goes.
 _CLOSE_TIMEOUT = 5.0
+# accept() errors that mean "out of descriptors or memory": transient, so
+# the listener waits and retries (as trio's serve_listeners does, but with
+# one log line per interval instead of a traceback per attempt).
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_ACCEPT_RETRY = 0.1
+_ACCEPT_LOG_INTERVAL = 10.0
+_VIRTUAL_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+class StartupError(Exception):
+    """The broker cannot start; the message is one line for the operator."""
+
+
+def _bind_failure(host: str, port: int, error: OSError) -> str:
+    if error.errno == errno.EADDRINUSE:
+        return (f"port {port} is already in use (another broker, such as RabbitMQ?); "
+                "choose one with --port or AMQLITE_PORT")
+    if error.errno == errno.EACCES:
+        return f"not allowed to bind port {port}"
+    return f"cannot listen on {host}:{port}: {error.strerror or error}"
 
 
 def _is_loopback(address: Any) -> bool:
@@ -60,32 +81,54 @@ class Server:
         core = Broker(name_prefix=secrets.token_hex(4) + "-", max_message_size=settings.max_message_size)
         for vhost in settings.vhosts:
             core.add_vhost(vhost)
-        return cls(settings, core, Users.from_settings(settings.users))
+        return cls(settings, core, Users.from_settings(settings))
 
     async def serve(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen until cancelled. ``task_status.started`` gets this server
-        once the port is bound, with :attr:`addresses` filled in."""
-        # Bind first, so a taken port fails at once, before any recovery work.
-        listeners = await self._listen()
-        self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
-        log.info("broker.listening", addresses=[f"{h}:{p}" for h, p in self.addresses], port=self.port,
-                 data_dir=self.settings.data_dir, version=__version__)
+        """Recover, listen, serve until cancelled. ``task_status.started``
+        gets this server once the port is bound, with :attr:`addresses`
+        filled in. Start-up failures raise :class:`StartupError`.
+
+        The port opens only after recovery, as in RabbitMQ: a client that
+        connects is served at once instead of hanging in the handshake.
+        """
+        if self.settings.data_dir:
+            self.journal = self._open_store()
         try:
+            if self.journal is not None:
+                # In a thread, so that a signal can stop a long recovery; nothing
+                # else touches the core until it is done.
+                await trio.to_thread.run_sync(self.journal.recover, self.core, self.clock.now(),
+                                              abandon_on_cancel=True)
+            listeners = await self._listen()
+            self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
+            log.info("broker.listening", addresses=[f"{h}:{p}" for h, p in self.addresses], port=self.port,
+                     data_dir=self.settings.data_dir, version=__version__)
             async with trio.open_nursery() as nursery:
-                if self.settings.data_dir:
-                    self.journal = DiskJournal(Path(self.settings.data_dir),
-                                               segment_size=self.settings.segment_size,
-                                               queue_budget=self.settings.queue_memory_budget)
-                    self.journal.recover(self.core, self.clock.now())
+                if self.journal is not None:
                     driver = StoreDriver(self.journal, on_synced=self._synced, on_blocked=self._blocked,
                                          now=self.clock.now, on_paged_in=self._resume)
                     nursery.start_soon(driver.run)
                 nursery.start_soon(drive_deadlines, self.core, self.clock)
-                await nursery.start(trio.serve_listeners, self._handle, listeners)
+                for listener in listeners:
+                    nursery.start_soon(self._accept, listener, nursery)
                 task_status.started(self)
         finally:
             if self.journal is not None:
                 self.journal.close()  # writes what is still pending (acks, mostly)
+
+    def _open_store(self) -> DiskJournal:
+        settings = self.settings
+        path = Path(settings.data_dir).absolute()
+        if any(path.is_relative_to(virtual) for virtual in _VIRTUAL_FILESYSTEMS):
+            raise StartupError(f"data_dir {path} is on a virtual filesystem; choose a real directory")
+        try:
+            return DiskJournal(path, segment_size=settings.segment_size, queue_budget=settings.queue_memory_budget)
+        except StoreLocked as error:
+            raise StartupError(str(error)) from None
+        except (FileExistsError, NotADirectoryError):
+            raise StartupError(f"data_dir {path} is not a directory") from None
+        except OSError as error:
+            raise StartupError(f"data_dir {path} is not usable: {error.strerror}") from None
 
     def _synced(self) -> None:
         for conn in self.connections:
@@ -103,17 +146,43 @@ class Server:
 
     async def _listen(self) -> list[trio.SocketListener]:
         host, port = self.settings.host, self.settings.port
-        if host not in ("", "0.0.0.0", "::"):
-            return await trio.open_tcp_listeners(port, host=host)
-        if port:
-            return await trio.open_tcp_listeners(port)
-        # An ephemeral port: the same one on IPv4 and, where possible, IPv6.
-        listeners = await trio.open_tcp_listeners(0, host="0.0.0.0")
+        try:
+            if host not in ("", "0.0.0.0", "::"):
+                return await trio.open_tcp_listeners(port, host=host)
+            if port:
+                return await trio.open_tcp_listeners(port)
+            # An ephemeral port: the same one on IPv4 and, where possible, IPv6.
+            listeners = await trio.open_tcp_listeners(0, host="0.0.0.0")
+        except OSError as error:
+            raise StartupError(_bind_failure(host, port, error)) from None
         try:
             listeners += await trio.open_tcp_listeners(listeners[0].socket.getsockname()[1], host="::")
-        except OSError:
-            pass
+        except OSError as error:
+            log.warning("broker.ipv6_not_listening", port=listeners[0].socket.getsockname()[1],
+                        reason=error.strerror or str(error))
         return listeners
+
+    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        """Accept forever. Out of file descriptors (or memory), wait and
+        retry, with one log line per interval rather than one per attempt."""
+        last_logged = -math.inf
+        refused = 0
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as error:
+                    if error.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    refused += 1
+                    now = trio.current_time()
+                    if now - last_logged >= _ACCEPT_LOG_INTERVAL:
+                        log.error("broker.accept_failed", reason=error.strerror, attempts=refused,
+                                  hint="raise the open-files limit (ulimit -n) or max_connections")
+                        last_logged, refused = now, 0
+                    await trio.sleep(_ACCEPT_RETRY)
+                    continue
+                nursery.start_soon(self._handle, stream)
 
     @property
     def port(self) -> int:

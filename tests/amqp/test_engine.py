@@ -29,6 +29,7 @@ from amqlite.amqp.frames import (
     MethodFrame,
 )
 from amqlite.auth import User, Users, hash_password
+from amqlite.config import Settings
 from amqlite.core.broker import Broker
 from wire import HEARTBEAT, amqplain, body, frame, header, method, plain, publish
 
@@ -41,7 +42,7 @@ class Peer:
     def __init__(self, broker: Broker | None = None, users: Users | None = None, *, loopback: bool = True,
                  **limits: int) -> None:
         self.broker = broker or Broker()
-        self.users = users or Users()
+        self.users = users or Users.from_settings(Settings())
         self.now = 0.0
         self.conn = ServerConnection(self.broker, self.users, now=self.now, peer_loopback=loopback,
                                      peer="test", **limits)
@@ -215,7 +216,7 @@ def test_unknown_mechanism_is_refused_403() -> None:
 
 
 def test_guest_is_refused_from_a_non_loopback_address_but_other_users_are_not() -> None:
-    users = Users()
+    users = Users.from_settings(Settings())
     users.add(User("alice", hash_password("secret")))
     peer = Peer(users=users, loopback=False)
     peer.send(PROTOCOL_HEADER)
@@ -242,7 +243,7 @@ def test_unknown_vhost_is_refused_530() -> None:
 def test_vhost_the_user_may_not_open_is_refused_530() -> None:
     broker = Broker()
     broker.add_vhost("private")
-    users = Users()
+    users = Users.from_settings(Settings())
     users.add(User("bob", hash_password("pw"), vhosts=("/",)))
     peer = Peer(broker, users)
     peer.send(PROTOCOL_HEADER)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from support import drain_get, props
 
-from amqlite.core.errors import AccessRefused, CommandInvalid, NotFound, PreconditionFailed
+from amqlite.core.errors import AccessRefused, NotFound, PreconditionFailed
 
 
 def _queues(ch, *names):
@@ -315,10 +315,10 @@ def test_passive_declare_ignores_type(ch):
     assert ch.declare_exchange("e", "direct", passive=True).type == "fanout"
 
 
-def test_unknown_exchange_type_is_503(ch):
-    with pytest.raises(CommandInvalid) as info:
+def test_unknown_exchange_type_is_a_406_channel_error(ch):
+    with pytest.raises(PreconditionFailed) as info:
         ch.declare_exchange("e", "x-nonsense")
-    assert info.value.reply_code == 503
+    assert info.value.reply_code == 406 and not info.value.connection_level
 
 
 def test_exchange_delete_is_idempotent(ch, broker):

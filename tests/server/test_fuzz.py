@@ -36,6 +36,7 @@ from amqlite.amqp.engine import ServerConnection, State
 from amqlite.amqp.frames import PROTOCOL_HEADER, FrameDecoder, MethodFrame
 from amqlite.amqp.properties import BasicProperties
 from amqlite.auth import Users
+from amqlite.config import Settings
 from amqlite.core.broker import Broker
 from amqlite.core import errors
 from amqlite.core.errors import AMQPError
@@ -263,7 +264,7 @@ def check_output(output: bytes) -> list[Any]:
 
 def run_engine(data: bytes, cuts: list[int], broker: Broker | None = None) -> tuple[ServerConnection, list[Any]]:
     broker = broker or Broker(max_message_size=10_000)
-    conn = ServerConnection(broker, Users(), now=0.0, peer_loopback=True, peer="fuzz")
+    conn = ServerConnection(broker, Users.from_settings(Settings()), now=0.0, peer_loopback=True, peer="fuzz")
     output = []
     now = 0.0
     for i, chunk in enumerate(chunked(data, cuts)):

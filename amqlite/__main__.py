@@ -1,0 +1,7 @@
+"""``python -m amqlite``: the same as the ``amqlite`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
