@@ -3,6 +3,7 @@ long recovery ends the broker cleanly."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -81,3 +82,55 @@ async def test_sigterm_during_recovery_stops_cleanly_with_a_log_line(tmp_path: P
     stopping = [entry for entry in logs if entry["event"] == "broker.stopping"]
     assert stopping and stopping[0]["during"] == "recovery" and stopping[0]["signal"] == "SIGTERM"
     assert not any(entry["event"] == "broker.listening" for entry in logs)
+
+
+class _ExhaustedListener:
+    """accept() fails with EMFILE a number of times, then waits forever."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.attempts = 0
+
+    async def accept(self) -> Any:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise OSError(errno.EMFILE, "Too many open files")
+        await trio.sleep_forever()
+
+    async def __aenter__(self) -> _ExhaustedListener:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+
+async def test_running_out_of_descriptors_logs_a_line_per_interval_not_per_attempt(autojump_clock: Any) -> None:
+    server = Server.from_settings(Settings(data_dir=""))
+    listener = _ExhaustedListener(failures=1000)  # 100 s of retries
+    with structlog.testing.capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server._accept, listener, nursery)
+            await trio.sleep(200)
+            nursery.cancel_scope.cancel()
+    assert listener.attempts == 1001  # it kept retrying, and accepts again afterwards
+    lines = [entry for entry in logs if entry["event"] == "broker.accept_failed"]
+    assert 5 <= len(lines) <= 11
+    assert sum(line["attempts"] for line in lines) <= 1000 and lines[0]["reason"] == "Too many open files"
+
+
+async def test_an_ipv6_bind_failure_is_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = trio.open_tcp_listeners
+
+    async def no_ipv6(port: int, *, host: str | None = None, **kwargs: Any) -> Any:
+        if host == "::":
+            raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+        return await real(port, host=host, **kwargs)
+
+    monkeypatch.setattr(trio, "open_tcp_listeners", no_ipv6)
+    server = Server.from_settings(Settings(host="0.0.0.0", port=0, data_dir=""))
+    with structlog.testing.capture_logs() as logs:
+        listeners = await server._listen()
+    for listener in listeners:
+        await listener.aclose()
+    warning = [entry for entry in logs if entry["event"] == "broker.ipv6_not_listening"]
+    assert len(listeners) == 1 and warning and warning[0]["reason"] == "Cannot assign requested address"
