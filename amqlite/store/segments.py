@@ -18,6 +18,7 @@ short write, a failed fsync or a full disk.
 from __future__ import annotations
 
 import os
+import re
 import struct
 import threading
 import zlib
@@ -80,6 +81,51 @@ def _by_segment(pending: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
     return [(segment, b"".join(chunks)) for segment, chunks in runs]
 
 
+def _record_end(data: bytes, offset: int) -> int:
+    """Where the intact record at ``offset`` ends, or -1 if there is none."""
+    if len(data) - offset < HEAD_SIZE:
+        return -1
+    length, crc, _ = _HEAD.unpack_from(data, offset)
+    end = offset + 8 + length
+    if length == 0 or end > len(data) or zlib.crc32(memoryview(data)[offset + 8 : end]) != crc:
+        return -1
+    return end
+
+
+def _chains(data: bytes, offset: int) -> bool:
+    """An intact record starts at ``offset`` and is followed by another or
+    by the end of the data: two checksums in a row, so bytes inside a
+    message body that happen to look like a record are not taken for one."""
+    end = _record_end(data, offset)
+    return end == len(data) or (end > 0 and _record_end(data, end) > 0)
+
+
+_NONZERO = re.compile(rb"[^\x00]")
+
+
+def _resync(data: bytes, bad: int) -> tuple[int, int | None]:
+    """Where intact records start again after the bad record at ``bad``
+    (``len(data)`` if they never do), and how many records were skipped
+    (None when a damaged length field hides it)."""
+    if len(data) - bad >= HEAD_SIZE:
+        # Most damage spares the length field: the next record follows.
+        after = bad + 8 + _HEAD.unpack_from(data, bad)[0]
+        if after == len(data) or (bad < after < len(data) and _chains(data, after)):
+            return after, 1
+    candidate = bad + 1
+    while candidate <= len(data) - HEAD_SIZE:
+        # A record's length is not zero, so it starts at most 3 bytes before
+        # a nonzero byte: zero-filled stretches are skipped at C speed.
+        found = _NONZERO.search(data, candidate)
+        if found is None:
+            break
+        candidate = max(candidate, found.start() - 3)
+        if _chains(data, candidate):
+            return candidate, None
+        candidate += 1
+    return len(data), None
+
+
 class Record:
     __slots__ = ("segment", "offset", "kind", "payload")
 
@@ -126,31 +172,45 @@ class SegmentLog:
     # -- reading (start-up) ---------------------------------------------
 
     def replay(self) -> Iterator[Record]:
-        """Every intact record, oldest first. A torn or corrupt tail is
-        truncated (and logged); it is what a crash mid-write leaves."""
-        for index, segment in enumerate(self.segments):
+        """Every intact record, oldest first.
+
+        Damage is never cut where good records could lie. Bad bytes that run
+        to the end of the newest segment are what a crash mid-write leaves
+        (a torn record, a zero-filled tail): they are truncated, so appends
+        continue on a record boundary, and logged as ``store.corrupt_tail``.
+        Anywhere else replay skips to the next intact record and leaves the
+        file as it is; ``store.corrupt_segment`` names every range skipped.
+        """
+        existing = [segment for segment in self.segments if self._path(segment).exists()]
+        for segment in existing:
             path = self._path(segment)
-            if not path.exists():
-                continue
             data = path.read_bytes()
+            skipped: list[dict[str, int | None]] = []
             offset = 0
             while offset < len(data):
-                if len(data) - offset < HEAD_SIZE:
-                    break
-                length, crc, kind = _HEAD.unpack_from(data, offset)
-                end = offset + 8 + length
-                if length == 0 or end > len(data) or zlib.crc32(data[offset + 8 : end]) != crc:
-                    break
-                yield Record(segment, offset, kind, data[offset + HEAD_SIZE : end])
+                end = _record_end(data, offset)
+                if end < 0:
+                    resume, records = _resync(data, offset)
+                    if resume == len(data) and segment == existing[-1]:
+                        break  # a torn tail: cut below
+                    skipped.append({"start": offset, "end": resume, "bytes": resume - offset, "records": records})
+                    offset = resume
+                    continue
+                yield Record(segment, offset, data[offset + 8], data[offset + HEAD_SIZE : end])
                 offset = end
-            if offset < len(data):
-                last = index == len(self.segments) - 1
+            if skipped:
+                counts = [item["records"] for item in skipped]
                 log.warning(
-                    "store.corrupt_tail" if last else "store.corrupt_segment",
+                    "store.corrupt_segment",
                     segment=path.name,
-                    offset=offset,
-                    dropped_bytes=len(data) - offset,
+                    skipped=skipped,
+                    skipped_bytes=sum(int(item["bytes"] or 0) for item in skipped),
+                    # None: a damaged length field hides how many records the range held.
+                    skipped_records=None if None in counts else sum(int(c or 0) for c in counts),
+                    action="left on disk",
                 )
+            if offset < len(data):
+                log.warning("store.corrupt_tail", segment=path.name, offset=offset, dropped_bytes=len(data) - offset)
                 self.fs.truncate(path, offset)
                 if segment == self.current:
                     self._size = self._written[segment] = offset

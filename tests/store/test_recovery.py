@@ -1,0 +1,135 @@
+"""Recovery never destroys what it cannot read: damage in the middle of the
+log is skipped (and reported exactly), the file is left as it is, and every
+other confirmed message comes back. Only a torn tail of the newest segment
+is cut. Also: recovery is exact however far apart a message's records lie."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from amqlite.store import records as kinds
+from amqlite.store.segments import HEAD_SIZE, SegmentLog
+
+from .support import PERSISTENT, Store, drain
+
+NOW = 1000.0
+
+
+def fill(tmp_path: Path, count: int, **kwargs: object) -> Store:
+    store = Store(tmp_path, **kwargs)  # type: ignore[arg-type]
+    store.ch.declare_queue("q", durable=True, now=NOW)
+    for i in range(count):
+        store.ch.publish(b"m%05d" % i, routing_key="q", properties=PERSISTENT, now=NOW)
+    store.sync()  # every message confirmed
+    store.close()
+    return store
+
+
+def publishes(tmp_path: Path) -> list[tuple[Path, int, int]]:
+    """(segment file, offset, size) of every PUBLISH record, read without changing anything."""
+    log = SegmentLog(tmp_path / "log")
+    found = [(log._path(r.segment), r.offset, HEAD_SIZE + len(r.payload)) for r in log.replay()
+             if r.kind == kinds.PUBLISH]
+    log.close()
+    return found
+
+
+def flip(path: Path, index: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[index] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def bodies(store: Store) -> list[bytes]:
+    return [body for body, _ in drain(store.ch, "q")]
+
+
+@pytest.mark.parametrize("where", ["body", "length"])
+def test_flipped_byte_mid_newest_segment_loses_only_its_record(tmp_path: Path, where: str) -> None:
+    store = fill(tmp_path, 2000, queue_budget=100_000)
+    path, offset, size = publishes(tmp_path)[1000]
+    before = path.stat().st_size
+    flip(path, offset + size - 2 if where == "body" else offset + 1)
+    with capture_logs() as logs:
+        store = Store(tmp_path, queue_budget=100_000)
+    assert bodies(store) == [b"m%05d" % i for i in range(2000) if i != 1000]
+    assert path.stat().st_size == before  # nothing cut
+    [report] = [e for e in logs if e["log_level"] == "warning"]
+    assert report["event"] == "store.corrupt_segment" and report["segment"] == path.name
+    assert report["skipped"][0]["start"] == offset and report["skipped"][0]["end"] == offset + size
+    assert report["skipped_bytes"] == size
+    assert report["skipped_records"] == (1 if where == "body" else None)
+    # Appends after the damage land after the file's end; the damage stays reported, nothing else is lost.
+    store.ch.publish(b"later", routing_key="q", properties=PERSISTENT, now=NOW)
+    store.sync()
+    store = store.restart()
+    assert bodies(store) == [b"later"]
+    store.close()
+
+
+def test_flipped_byte_in_an_older_segment_keeps_the_rest_of_it(tmp_path: Path) -> None:
+    store = fill(tmp_path, 600, segment_size=8192, queue_budget=100_000)
+    found = publishes(tmp_path)
+    second = [item for item in found if item[0].name == "0000000002.seg"]
+    assert len(second) > 10 and found[-1][0].name != "0000000002.seg"
+    path, offset, size = second[len(second) // 2]
+    lost = found.index((path, offset, size))
+    before = path.stat().st_size
+    flip(path, offset + HEAD_SIZE + 20)
+    with capture_logs() as logs:
+        store = Store(tmp_path, segment_size=8192, queue_budget=100_000)
+    assert bodies(store) == [b"m%05d" % i for i in range(600) if i != lost]
+    assert path.stat().st_size == before
+    assert [(e["event"], e["skipped_bytes"]) for e in logs if e["log_level"] == "warning"] == [
+        ("store.corrupt_segment", size)]
+    store.close()
+
+
+def test_garbage_to_the_end_of_an_older_segment_is_left_on_disk(tmp_path: Path) -> None:
+    # No write can stop there (a segment is fsynced before the next begins):
+    # report it, never cut it.
+    store = fill(tmp_path, 300, segment_size=8192, queue_budget=100_000)
+    found = publishes(tmp_path)
+    path, offset, size = [item for item in found if item[0].name == "0000000001.seg"][-1]
+    flip(path, offset + size - 1)
+    before = path.read_bytes()
+    with capture_logs() as logs:
+        store = Store(tmp_path, segment_size=8192, queue_budget=100_000)
+    lost = found.index((path, offset, size))
+    assert bodies(store) == [b"m%05d" % i for i in range(300) if i != lost]
+    assert path.read_bytes() == before
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["store.corrupt_segment"]
+    store.close()
+
+
+def test_damage_mid_segment_and_a_torn_tail(tmp_path: Path) -> None:
+    store = fill(tmp_path, 100, queue_budget=100_000)
+    found = publishes(tmp_path)
+    path, offset, size = found[50]
+    flip(path, offset + size - 1)
+    _, last, _ = found[-1]
+    with open(path, "r+b") as file:
+        file.truncate(last + 5)  # the last record torn by a crash
+    with capture_logs() as logs:
+        store = Store(tmp_path, queue_budget=100_000)
+    assert bodies(store) == [b"m%05d" % i for i in range(99) if i != 50]
+    assert path.stat().st_size == last  # only the torn tail went
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["store.corrupt_segment", "store.corrupt_tail"]
+    store.close()
+
+
+def test_torn_tail_of_the_newest_segment_is_cut(tmp_path: Path) -> None:
+    store = fill(tmp_path, 100, queue_budget=100_000)
+    path, last, size = publishes(tmp_path)[-1]
+    with open(path, "ab") as file:
+        file.write(bytes(1000))  # and a zero-filled tail after it (power loss)
+    flip(path, last + size - 1)
+    with capture_logs() as logs:
+        store = Store(tmp_path, queue_budget=100_000)
+    assert bodies(store) == [b"m%05d" % i for i in range(99)]
+    assert path.stat().st_size == last
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["store.corrupt_tail"]
+    store.close()
