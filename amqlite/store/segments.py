@@ -171,6 +171,16 @@ class SegmentLog:
 
     # -- reading (start-up) ---------------------------------------------
 
+    def segment_sizes(self) -> dict[int, int]:
+        """Bytes in each segment file on disk (start-up, before replay)."""
+        sizes = {}
+        for segment in self.segments:
+            try:
+                sizes[segment] = self._path(segment).stat().st_size
+            except FileNotFoundError:
+                pass
+        return sizes
+
     def replay(self) -> Iterator[Record]:
         """Every intact record, oldest first.
 

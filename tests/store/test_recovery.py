@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from amqlite.core.broker import Broker
 from amqlite.store import records as kinds
+from amqlite.store.journal import DiskJournal
+from amqlite.store.recovery import Progress
 from amqlite.store.segments import HEAD_SIZE, SegmentLog
 
 from .support import PERSISTENT, Store, drain
@@ -133,3 +136,44 @@ def test_torn_tail_of_the_newest_segment_is_cut(tmp_path: Path) -> None:
     assert path.stat().st_size == last
     assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["store.corrupt_tail"]
     store.close()
+
+
+def test_a_second_queue_far_from_the_publish_recovers_its_copy(tmp_path: Path) -> None:
+    # A message enters a second durable queue (an ENQUEUE record) after
+    # thousands of other publishes: recovery must still find its body.
+    store = Store(tmp_path, queue_budget=100_000)
+    store.ch.declare_queue("q", durable=True, now=NOW)
+    store.ch.declare_queue("later", durable=True, now=NOW)
+    store.ch.publish(b"first", routing_key="q", properties=PERSISTENT, now=NOW)
+    got = store.ch.get("q", now=NOW, no_ack=False)  # unacked: it comes back to "q" too
+    assert got is not None
+    for i in range(5000):
+        store.ch.publish(b"m%05d" % i, routing_key="q", properties=PERSISTENT, now=NOW)
+    store.sync()
+    assert store.queue("later").enqueue(got.message, None, NOW)
+    store.sync()
+    with capture_logs() as logs:
+        store = store.restart(crash=True)
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == []
+    assert bodies_of(store, "later") == [b"first"]
+    assert store.queue("q").message_count == 5001
+    store.close()
+
+
+def bodies_of(store: Store, queue: str) -> list[bytes]:
+    return [body for body, _ in drain(store.ch, queue)]
+
+
+def test_progress_reports_segments_records_and_percent(tmp_path: Path) -> None:
+    fill(tmp_path, 300, segment_size=8192, queue_budget=100_000)
+    seen: list[Progress] = []
+    journal = DiskJournal(tmp_path, segment_size=8192)
+    report = journal.recover(Broker(), NOW, progress=seen.append)
+    journal.close()
+    total = len(list((tmp_path / "log").glob("*.seg")))
+    assert total >= 3 and report.messages == 300
+    assert [p.segments_done for p in seen] == list(range(1, total)) + [total]
+    assert all(p.segments_total == total for p in seen)
+    assert [p.percent for p in seen] == sorted(p.percent for p in seen) and seen[-1].percent == 100.0
+    assert 0 < seen[0].percent < 100
+    assert seen[-1].messages == 300 and seen[-1].records > 300  # definitions too
