@@ -55,6 +55,9 @@ class FileSystem:
         finally:
             os.close(fd)
 
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        return os.pread(fd, size, offset)
+
     def truncate(self, path: Path, size: int) -> None:
         with open(path, "r+b") as file:
             file.truncate(size)
@@ -165,6 +168,11 @@ class SegmentLog:
         self.on_pending: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._readers: dict[int, int] = {}  # segment -> fd open for reading
+        #: Reads in progress per reader fd, and fds of deleted segments that
+        #: their last reader closes: compaction never closes an fd in use
+        #: (its number could be reused under the reader's feet).
+        self._reading: dict[int, int] = {}
+        self._closing: set[int] = set()
 
     def _path(self, segment: int) -> Path:
         return self.directory / f"{segment:010d}{_SUFFIX}"
@@ -256,18 +264,33 @@ class SegmentLog:
             fd = self._readers.get(segment)
             if fd is None:
                 fd = self._readers[segment] = os.open(self._path(segment), os.O_RDONLY)
-        head = os.pread(fd, HEAD_SIZE, offset)
-        if len(head) != HEAD_SIZE:
-            raise ValueError(f"no record at {segment}:{offset}")
-        length, crc, kind = _HEAD.unpack(head)
-        body = bytes((kind,)) + os.pread(fd, length - 1, offset + HEAD_SIZE)
+            self._reading[fd] = self._reading.get(fd, 0) + 1
+        try:
+            head = self.fs.pread(fd, HEAD_SIZE, offset)
+            if len(head) != HEAD_SIZE:
+                raise ValueError(f"no record at {segment}:{offset}")
+            length, crc, kind = _HEAD.unpack(head)
+            body = bytes((kind,)) + self.fs.pread(fd, length - 1, offset + HEAD_SIZE)
+        finally:
+            with self._lock:
+                self._reading[fd] -= 1
+                if not self._reading[fd]:
+                    del self._reading[fd]
+                    if fd in self._closing:
+                        self._closing.discard(fd)
+                        os.close(fd)
         if len(body) != length or zlib.crc32(body) != crc:
             raise ValueError(f"bad record at {segment}:{offset}")
         return kind, body[1:]
 
     def _close_reader(self, segment: int) -> None:
+        """Close a segment's reader fd now, or when its last read ends (lock held)."""
         fd = self._readers.pop(segment, None)
-        if fd is not None:
+        if fd is None:
+            return
+        if fd in self._reading:
+            self._closing.add(fd)
+        else:
             os.close(fd)
 
     @property

@@ -1,15 +1,17 @@
-"""The segment log on its own: records round-trip, torn or corrupt tails are
-cut off (and logged), segments roll over, failed writes leave no trace."""
+"""The segment log on its own: records round-trip, a torn tail of the newest
+segment is cut off (and logged), segments roll over, failed writes leave no
+trace, and compaction never closes a file a read is using."""
 
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
-from amqlite.store.segments import HEAD_SIZE, SegmentLog
+from amqlite.store.segments import HEAD_SIZE, FileSystem, SegmentLog
 
 from .support import FaultyFS, scan
 
@@ -267,3 +269,42 @@ def test_repair_that_fails_is_done_before_the_next_write(tmp_path: Path) -> None
     write_all(log)
     log.close()
     assert payloads(tmp_path) == [(1, b"kept"), (1, b"torn")]
+
+
+# -- reads racing compaction ---------------------------------------------------------
+
+
+class DeleteDuringRead(FileSystem):
+    """Compaction (the delete) runs between a read taking its fd and reading
+    through it: the interleaving that the lock alone does not prevent."""
+
+    def __init__(self) -> None:
+        self.log: SegmentLog | None = None
+        self.fds: list[int] = []
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        if self.log is not None and not self.fds:
+            self.fds.append(fd)
+            self.log.delete(1)
+            # What a concurrent open would get if the delete had closed the fd:
+            # the same number, another file.
+            other = os.open(os.devnull, os.O_RDONLY)
+            self.fds.append(other)
+        return super().pread(fd, size, offset)
+
+
+def test_compaction_never_closes_an_fd_a_read_is_using(tmp_path: Path) -> None:
+    fs = DeleteDuringRead()
+    log = SegmentLog(tmp_path, segment_size=1, fs=fs)
+    log.append(1, b"in segment one")
+    log.append(1, b"in segment two")
+    write_all(log)
+    fs.log = log
+    assert log.read(1, 0) == (1, b"in segment one")
+    reader, other = fs.fds
+    assert reader != other  # the fd stayed open while the read used it
+    with pytest.raises(OSError):
+        os.fstat(reader)  # and the last reader closed it
+    os.close(other)
+    assert log.segments == [2] and not (tmp_path / "0000000001.seg").exists()
+    log.close()
