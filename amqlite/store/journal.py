@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import defaults
 from ..amqp.values import encode_shortstr, encode_table
 from ..log import get_logger
-from .recovery import Progress, Recovered, RecoveryReport, recover
+from .recovery import Progress, ProgressLog, Recovered, RecoveryReport, recover
 from .records import (
     COUNT,
     COUNT_RECORD,
@@ -404,12 +404,14 @@ class DiskJournal:
 
     def recover(self, broker: Broker, now: float,
                 progress: Callable[[Progress], None] | None = None) -> RecoveryReport:
-        """Rebuild ``broker``'s durable state from disk, then journal into it."""
+        """Rebuild ``broker``'s durable state from disk, then journal into it.
+        ``progress`` is called as the replay advances; by default a line is
+        logged every 2 s."""
         self._recovering = True
         broker.journal = self
         try:
             recovered = recover(self.log, self.directory, broker, now, queue_budget=self.queue_budget,
-                                progress=progress)
+                                progress=progress or ProgressLog())
         finally:
             self._recovering = False
         self.apply(recovered)

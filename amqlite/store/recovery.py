@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
+from .. import defaults
 from ..amqp.values import decode_shortstr as read_shortstr
 from ..amqp.values import decode_table
 from ..log import get_logger
@@ -65,6 +66,25 @@ class Progress:
     records: int
     messages: int
     percent: float
+
+
+class ProgressLog:
+    """The default progress callback: a ``store.recovering`` line whenever
+    ``interval`` seconds have passed since start-up or the last line, so a
+    long start-up says what it does and a short one stays quiet."""
+
+    def __init__(self, interval: float = defaults.RECOVERY_PROGRESS_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.last = clock()
+
+    def __call__(self, progress: Progress) -> None:
+        now = self.clock()
+        if now - self.last >= self.interval:
+            self.last = now
+            log.info("store.recovering", segments=f"{progress.segments_done}/{progress.segments_total}",
+                     records=progress.records, messages=progress.messages, percent=progress.percent)
 
 
 @attrs.define(eq=False)

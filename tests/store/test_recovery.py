@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from amqlite.core.broker import Broker
 from amqlite.store import records as kinds
 from amqlite.store.journal import DiskJournal
-from amqlite.store.recovery import Progress
+from amqlite.store.recovery import Progress, ProgressLog
 from amqlite.store.segments import HEAD_SIZE, SegmentLog
 
 from .support import PERSISTENT, Store, drain
@@ -177,3 +177,13 @@ def test_progress_reports_segments_records_and_percent(tmp_path: Path) -> None:
     assert [p.percent for p in seen] == sorted(p.percent for p in seen) and seen[-1].percent == 100.0
     assert 0 < seen[0].percent < 100
     assert seen[-1].messages == 300 and seen[-1].records > 300  # definitions too
+
+
+def test_progress_is_logged_every_interval_by_default() -> None:
+    ticks = iter([0.0, 0.5, 2.5, 3.0, 4.6])  # start, then one read per call
+    progress = ProgressLog(clock=lambda: next(ticks))
+    with capture_logs() as logs:
+        for done in range(1, 5):
+            progress(Progress(done, 4, done * 10, done * 5, done * 25.0))
+    assert [(e["event"], e["segments"], e["percent"]) for e in logs] == [
+        ("store.recovering", "2/4", 50.0), ("store.recovering", "4/4", 100.0)]
