@@ -39,9 +39,10 @@ log = get_logger(__name__)
 #: restart); out with a consumer when the broker stopped (it comes back as a
 #: returned delivery, so its delivery count goes up, as for a closed channel).
 _REMOVED, _DELIVERED, _OUT = 1, 2, 4
-#: How many recent PUBLISH locations to remember for the ENQUEUE records that
-#: follow them (a message routed to several durable queues). Only a cache:
-#: an ENQUEUE whose PUBLISH lies further back is resolved after the pass.
+#: How many recent PUBLISH locations (by msg id) to remember for the ENQUEUE
+#: records that follow them (a message routed to several durable queues).
+#: Only a cache: an ENQUEUE whose PUBLISH lies further back is resolved
+#: after the pass.
 _RECENT = 4096
 #: Records between two progress calls within a segment.
 _PROGRESS_RECORDS = 200_000
@@ -162,6 +163,7 @@ class _Replay:
         #: Entries made by ENQUEUE: original key -> (body segment, body offset).
         self.enqueued: dict[tuple[int, int], tuple[int, int]] = {}
         self.recent: dict[int, tuple[int, int]] = {}
+        self.recent_floor = 0  # ids up to here are forgotten
         #: ENQUEUE records whose PUBLISH was not recent: msg id -> [(key, ENQUEUE segment)].
         self.unresolved: dict[int, list[tuple[tuple[int, int], int]]] = {}
         self.holds: dict[int, tuple[str, str, float, Message, int]] = {}
@@ -220,8 +222,7 @@ class _Replay:
                 self._index(queue_id).add(seq, msg_id, segment, offset, expires, priority, size)
                 self.messages += 1
                 self.recent[msg_id] = (segment, offset)
-                if len(self.recent) > _RECENT:
-                    del self.recent[next(iter(self.recent))]
+                self._forget_before(msg_id - _RECENT)
                 self.next_msg = max(self.next_msg, msg_id + 1)
             elif kind == records.ENQUEUE:
                 msg_id, queue_id, seq, expires = records.ENQUEUE_HEAD.unpack_from(payload)
@@ -277,6 +278,17 @@ class _Replay:
                     self.retries[key] = records.RETRY_RECORD.unpack_from(payload)[2]
         self._report(len(sizes), len(sizes), total_bytes, total_bytes)
         self._resolve()
+
+    def _forget_before(self, floor: int) -> None:
+        """Drop recent PUBLISH locations with ids up to ``floor``. Msg ids
+        grow along the log, so the window is a range of ids: popping each id
+        once is cheaper than emptying a dict from its front."""
+        if floor - self.recent_floor > _RECENT:
+            self.recent = {msg_id: place for msg_id, place in self.recent.items() if msg_id > floor}
+        else:
+            for msg_id in range(self.recent_floor + 1, floor + 1):
+                self.recent.pop(msg_id, None)
+        self.recent_floor = max(self.recent_floor, floor)
 
     def _resolve(self) -> None:
         """Find the PUBLISH of each ENQUEUE that the recent window missed:
