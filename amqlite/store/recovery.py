@@ -37,8 +37,10 @@ log = get_logger(__name__)
 
 #: Entry flags: removed; delivered at some point (redelivered after a
 #: restart); out with a consumer when the broker stopped (it comes back as a
-#: returned delivery, so its delivery count goes up, as for a closed channel).
-_REMOVED, _DELIVERED, _OUT = 1, 2, 4
+#: returned delivery, so its delivery count goes up, as for a closed channel);
+#: a copy whose body another queue's PUBLISH holds (ENQUEUE); moved to a new
+#: seq; with an expiry. An entry with no flag can come back paged.
+_REMOVED, _DELIVERED, _OUT, _COPY, _MOVED, _EXPIRES = 1, 2, 4, 8, 16, 32
 #: How many recent PUBLISH locations (by msg id) to remember for the ENQUEUE
 #: records that follow them (a message routed to several durable queues).
 #: Only a cache: an ENQUEUE whose PUBLISH lies further back is resolved
@@ -121,7 +123,8 @@ class _QueueIndex:
         self.sizes = array("I")
         self.flags = array("B")
 
-    def add(self, seq: int, msg_id: int, segment: int, offset: int, expires: float, priority: int, size: int) -> None:
+    def add(self, seq: int, msg_id: int, segment: int, offset: int, expires: float, priority: int, size: int,
+            flags: int) -> None:
         self.seqs.append(seq)
         self.msg_ids.append(msg_id)
         self.segments.append(segment)
@@ -129,7 +132,7 @@ class _QueueIndex:
         self.expires.append(expires)
         self.priorities.append(priority)
         self.sizes.append(size)
-        self.flags.append(0)
+        self.flags.append(flags if expires != expires else flags | _EXPIRES)  # NaN: no expiry
 
     def find(self, seq: int) -> int:
         """The live entry with ``seq``, or -1."""
@@ -219,14 +222,20 @@ class _Replay:
                 self._report(done, len(sizes), done_bytes + offset, total_bytes)
             if kind == records.PUBLISH:
                 msg_id, queue_id, seq, expires, priority, size = records.PUBLISH_HEAD.unpack_from(payload)
-                self._index(queue_id).add(seq, msg_id, segment, offset, expires, priority, size)
+                index = self.queues.get(queue_id) or self._index(queue_id)
+                index.add(seq, msg_id, segment, offset, expires, priority, size, 0)
                 self.messages += 1
                 self.recent[msg_id] = (segment, offset)
-                self._forget_before(msg_id - _RECENT)
-                self.next_msg = max(self.next_msg, msg_id + 1)
+                if msg_id - _RECENT == self.recent_floor + 1:  # the usual case, inline
+                    self.recent.pop(self.recent_floor + 1, None)
+                    self.recent_floor += 1
+                else:
+                    self._forget_before(msg_id - _RECENT)
+                if msg_id >= self.next_msg:
+                    self.next_msg = msg_id + 1
             elif kind == records.ENQUEUE:
                 msg_id, queue_id, seq, expires = records.ENQUEUE_HEAD.unpack_from(payload)
-                self._index(queue_id).add(seq, msg_id, segment, offset, expires, 0, 0)
+                self._index(queue_id).add(seq, msg_id, segment, offset, expires, 0, 0, _COPY)
                 self.messages += 1
                 body = self.recent.get(msg_id)
                 if body is None:
@@ -259,6 +268,7 @@ class _Replay:
                     self.aliases.pop((queue_id, old_seq), None)
                     self.aliases[(queue_id, new_seq)] = key
                     self.moved[key] = new_seq
+                    index.flags[i] |= _MOVED
                     self.retries.pop(key, None)
             elif kind in (records.REMOVE, records.DELIVERED, records.COUNT, records.RETRY):
                 queue_id, seq = records.ENTRY.unpack_from(payload)
@@ -376,20 +386,21 @@ def recover(
             continue  # deleted
         # Never hand out a seq the log still holds, even for removed messages.
         queue.note_seq(max(index.seqs, default=0))
-        for i in range(len(index.seqs)):
-            flags = index.flags[i]
+        full = queue.ready.in_memory >= queue_budget  # only restore() below changes it
+        seqs, flags_, segments, offsets = index.seqs, index.flags, index.segments, index.offsets
+        for i in range(len(seqs)):
+            flags = flags_[i]
             if flags & _REMOVED:
                 continue
-            key = (queue_id, index.seqs[i])
-            segment, offset, expires = index.segments[i], index.offsets[i], index.expires[i]
-            body = replay.enqueued.get(key)
-            simple = body is None and math.isnan(expires) and not flags and key not in replay.moved
-            if simple and queue.ready.in_memory >= queue_budget and queue.restore_paged(
-                index.priorities[i], segment, offset, index.seqs[i], index.sizes[i]
-            ):
+            segment, offset = segments[i], offsets[i]
+            if not flags and full and queue.restore_paged(index.priorities[i], segment, offset, seqs[i],
+                                                          index.sizes[i]):
                 live[segment] += 2  # the entry and its body, one record
                 paged += 1
                 continue
+            key = (queue_id, seqs[i])
+            expires = index.expires[i]
+            body = replay.enqueued.get(key)
             body_segment, body_offset = body if body is not None else (segment, offset)
             message = messages.get(index.msg_ids[i]) if body is not None else None
             if message is None:
@@ -397,11 +408,12 @@ def recover(
                 if body is not None:
                     messages[index.msg_ids[i]] = message
             entry = queue.restore(
-                message, replay.moved.get(key, index.seqs[i]),
+                message, replay.moved.get(key, seqs[i]),
                 expires_at=None if math.isnan(expires) else expires,
                 delivery_count=replay.counts.get(key, 0) + bool(flags & _OUT), redelivered=bool(flags & _DELIVERED),
                 retry_due=replay.retries.get(key), now=now,
             )
+            full = queue.ready.in_memory >= queue_budget
             entry.store_segment = segment
             if body is None and key not in replay.moved:
                 entry.store_offset = offset

@@ -204,18 +204,20 @@ class SegmentLog:
             path = self._path(segment)
             data = path.read_bytes()
             skipped: list[dict[str, int | None]] = []
-            offset = 0
-            while offset < len(data):
-                end = _record_end(data, offset)
-                if end < 0:
-                    resume, records = _resync(data, offset)
-                    if resume == len(data) and segment == existing[-1]:
-                        break  # a torn tail: cut below
-                    skipped.append({"start": offset, "end": resume, "bytes": resume - offset, "records": records})
-                    offset = resume
-                    continue
-                yield Record(segment, offset, data[offset + 8], data[offset + HEAD_SIZE : end])
-                offset = end
+            offset, size, view, unpack, crc32 = 0, len(data), memoryview(data), _HEAD.unpack_from, zlib.crc32
+            while offset < size:
+                if size - offset >= HEAD_SIZE:  # _record_end inlined: this loop is start-up's hot path
+                    length, crc, kind = unpack(data, offset)
+                    end = offset + 8 + length
+                    if length and end <= size and crc32(view[offset + 8 : end]) == crc:
+                        yield Record(segment, offset, kind, data[offset + HEAD_SIZE : end])
+                        offset = end
+                        continue
+                resume, records = _resync(data, offset)
+                if resume == size and segment == existing[-1]:
+                    break  # a torn tail: cut below
+                skipped.append({"start": offset, "end": resume, "bytes": resume - offset, "records": records})
+                offset = resume
             if skipped:
                 counts = [item["records"] for item in skipped]
                 log.warning(
