@@ -205,11 +205,12 @@ class _Replay:
             self.progress(Progress(done, total, self.records, self.messages, round(percent, 1)))
 
     def run(self) -> None:
-        log = self.log
-        sizes = log.segment_sizes()
+        # Names bound to locals: this loop runs once per record of the log.
+        sizes = self.log.segment_sizes()
         total_bytes, done_bytes, done = sum(sizes.values()), 0, 0
         current, next_report = None, _PROGRESS_RECORDS
-        for record in log.replay():
+        queues, recent, unpack_publish, publish = self.queues, self.recent, records.PUBLISH_HEAD.unpack_from, records.PUBLISH
+        for record in self.log.replay():
             kind, payload, segment, offset = record.kind, record.payload, record.segment, record.offset
             if segment != current:
                 if current is not None:
@@ -220,17 +221,20 @@ class _Replay:
             if self.records >= next_report:
                 next_report += _PROGRESS_RECORDS
                 self._report(done, len(sizes), done_bytes + offset, total_bytes)
-            if kind == records.PUBLISH:
-                msg_id, queue_id, seq, expires, priority, size = records.PUBLISH_HEAD.unpack_from(payload)
-                index = self.queues.get(queue_id) or self._index(queue_id)
+            if kind == publish:
+                msg_id, queue_id, seq, expires, priority, size = unpack_publish(payload)
+                index = queues.get(queue_id)
+                if index is None:
+                    index = self._index(queue_id)
                 index.add(seq, msg_id, segment, offset, expires, priority, size, 0)
                 self.messages += 1
-                self.recent[msg_id] = (segment, offset)
-                if msg_id - _RECENT == self.recent_floor + 1:  # the usual case, inline
-                    self.recent.pop(self.recent_floor + 1, None)
-                    self.recent_floor += 1
+                recent[msg_id] = (segment, offset)
+                floor = msg_id - _RECENT
+                if floor == self.recent_floor + 1:  # the usual case, inline
+                    recent.pop(floor, None)
+                    self.recent_floor = floor
                 else:
-                    self._forget_before(msg_id - _RECENT)
+                    self._forget_before(floor)
                 if msg_id >= self.next_msg:
                     self.next_msg = msg_id + 1
             elif kind == records.ENQUEUE:
@@ -294,7 +298,8 @@ class _Replay:
         grow along the log, so the window is a range of ids: popping each id
         once is cheaper than emptying a dict from its front."""
         if floor - self.recent_floor > _RECENT:
-            self.recent = {msg_id: place for msg_id, place in self.recent.items() if msg_id > floor}
+            for msg_id in [msg_id for msg_id in self.recent if msg_id <= floor]:
+                del self.recent[msg_id]
         else:
             for msg_id in range(self.recent_floor + 1, floor + 1):
                 self.recent.pop(msg_id, None)
