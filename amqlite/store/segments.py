@@ -106,6 +106,15 @@ def _chains(data: bytes, offset: int) -> bool:
 _NONZERO = re.compile(rb"[^\x00]")
 
 
+def _starts(size: int) -> re.Pattern[bytes]:
+    """Where a record could start in ``size`` bytes: its big-endian length
+    is not zero and fits, so its first byte is at most ``size >> 24`` and its
+    first four bytes are not all zero. The regex engine skips the rest (zero
+    fill, random garbage) at C speed."""
+    top = re.escape(bytes([min(255, size >> 24)]))
+    return re.compile(b"(?=[\\x00-" + top + b"])(?!\\x00\\x00\\x00\\x00)", re.DOTALL)
+
+
 def _resync(data: bytes, bad: int) -> tuple[int, int | None]:
     """Where intact records start again after the bad record at ``bad``
     (``len(data)`` if they never do), and how many records were skipped
@@ -115,14 +124,16 @@ def _resync(data: bytes, bad: int) -> tuple[int, int | None]:
         after = bad + 8 + _HEAD.unpack_from(data, bad)[0]
         if after == len(data) or (bad < after < len(data) and _chains(data, after)):
             return after, 1
+    starts, last = _starts(len(data)), len(data) - HEAD_SIZE
     candidate = bad + 1
-    while candidate <= len(data) - HEAD_SIZE:
-        # A record's length is not zero, so it starts at most 3 bytes before
-        # a nonzero byte: zero-filled stretches are skipped at C speed.
-        found = _NONZERO.search(data, candidate)
+    while candidate <= last:
+        nonzero = _NONZERO.search(data, candidate)  # a zero-filled stretch is skipped fastest this way
+        if nonzero is None:
+            break
+        found = starts.search(data, max(candidate, nonzero.start() - 3), last + 1)
         if found is None:
             break
-        candidate = max(candidate, found.start() - 3)
+        candidate = found.start()
         if _chains(data, candidate):
             return candidate, None
         candidate += 1

@@ -5,6 +5,7 @@ trace, and compaction never closes a file a read is using."""
 from __future__ import annotations
 
 import errno
+import random
 import os
 from pathlib import Path
 
@@ -308,3 +309,27 @@ def test_compaction_never_closes_an_fd_a_read_is_using(tmp_path: Path) -> None:
     os.close(other)
     assert log.segments == [2] and not (tmp_path / "0000000001.seg").exists()
     log.close()
+
+
+@pytest.mark.parametrize("filler", ["random", "zeros"])
+def test_replay_resynchronises_after_a_damaged_stretch(tmp_path: Path, filler: str) -> None:
+    # A stretch of garbage (or a hole of zeros) overwrites records in the
+    # middle of an older segment; replay finds the next intact record.
+    log = SegmentLog(tmp_path, segment_size=1 << 20)
+    for i in range(400):
+        log.append(1, b"record %03d " % i + bytes(200))
+    log.append(2, b"x" * (1 << 20))  # seals the first segment
+    write_all(log)
+    log.close()
+    path = tmp_path / "0000000001.seg"
+    data = bytearray(path.read_bytes())
+    size = HEAD_SIZE + 211
+    start, end = 10 * size + 5, 390 * size + 17  # from inside record 10 to inside record 390
+    data[start:end] = random.Random(7).randbytes(end - start) if filler == "random" else bytes(end - start)
+    path.write_bytes(bytes(data))
+    with capture_logs() as logs:
+        kept = payloads(tmp_path, segment_size=1 << 20)
+    assert [p[:10] for _, p in kept[:-1]] == [b"record %03d" % i for i in (*range(10), *range(391, 400))]
+    assert path.read_bytes() == bytes(data)
+    [report] = logs
+    assert report["skipped"] == [{"start": 10 * size, "end": 391 * size, "bytes": 381 * size, "records": None}]
