@@ -7,6 +7,11 @@ records say about them (removed, delivered, counted, retrying, moved). Then
 each queue gets its first messages back in memory, read from disk one by
 one, and the rest as paged references, exactly as if they had been paged
 out while the broker ran.
+
+Recovery does not reach into the journal: it returns a :class:`Recovered`
+result (counters, definitions, what each segment holds live and refers to)
+that the journal takes over. Damaged records never reach it: the segment
+log skips or cuts them and says so (see :meth:`SegmentLog.replay`).
 """
 
 from __future__ import annotations
