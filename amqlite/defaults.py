@@ -24,5 +24,7 @@ MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 QUEUE_MEMORY_BUDGET = 20_000
 #: Size at which the durable log starts a new segment file, bytes.
 SEGMENT_SIZE = 64 * 1024 * 1024
+#: Seconds between two progress lines while start-up replays the log.
+RECOVERY_PROGRESS_INTERVAL = 2.0
 #: Seconds a client has to finish the AMQP handshake (RabbitMQ: 10 s).
 HANDSHAKE_TIMEOUT = 10.0

@@ -6,9 +6,11 @@ The backlog is written through the pure core and the disk journal directly
 (no network), paging out beyond the queue's memory budget after each write
 as the server's store driver does; then a fresh process recovers it, so the
 recovery figures are what `amqlite serve` pays at start-up. Each phase runs
-in a child process of its own, so RSS figures are not mixed up.
+in a child process of its own, so RSS figures are not mixed up. The writer
+ends with kill -9 (SIGKILL) after its last fsync, as a crashed broker does,
+unless --clean asks for a clean close.
 
-Usage: python benchmarks/bench_store.py [--messages N] [--budget B]
+Usage: python benchmarks/bench_store.py [--messages N] [--budget B] [--clean]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +40,7 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def fill(directory: Path, count: int, budget: int) -> dict[str, float]:
+def fill(directory: Path, count: int, budget: int, clean: bool) -> dict[str, float]:
     before = rss_bytes()
     broker = Broker()
     journal = DiskJournal(directory, queue_budget=budget)
@@ -58,7 +61,8 @@ def fill(directory: Path, count: int, budget: int) -> dict[str, float]:
     queue = broker.vhosts["/"].queues["backlog"]
     rss = rss_bytes() - before
     in_memory, paged = queue.ready.in_memory, queue.ready.paged
-    journal.close()
+    if clean:
+        journal.close()
     size = sum(p.stat().st_size for p in (directory / "log").iterdir())
     return {"write_rate": count / elapsed, "bytes_on_disk": size, "rss_delta": rss,
             "in_memory": in_memory, "paged": paged}
@@ -105,9 +109,11 @@ def drain(broker: Broker, journal: DiskJournal, count: int) -> float:
 
 def child(*args: str) -> dict[str, float]:
     result = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True, check=True,
+        [sys.executable, __file__, *args], capture_output=True, text=True,
         env={**os.environ, "AMQLITE_LOG_LEVEL": "warning"},
     )
+    if result.returncode not in (0, -signal.SIGKILL):
+        raise SystemExit(f"phase {args} failed ({result.returncode}):\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -115,17 +121,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--budget", type=int, default=20_000, help="the queue's memory budget, messages")
+    parser.add_argument("--clean", action="store_true", help="close the writer cleanly instead of kill -9")
     parser.add_argument("--phase", nargs=2, metavar=("PHASE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
         phase, directory = args.phase
-        run = fill(Path(directory), args.messages, args.budget) if phase == "fill" else recover(
-            Path(directory), args.budget)
-        print(json.dumps(run))
+        if phase == "fill":
+            print(json.dumps(fill(Path(directory), args.messages, args.budget, args.clean)), flush=True)
+            if not args.clean:
+                os.kill(os.getpid(), signal.SIGKILL)  # a crash right after the last fsync
+        else:
+            print(json.dumps(recover(Path(directory), args.budget)))
         return
     n = args.messages
     with tempfile.TemporaryDirectory(prefix="amqlite-store-bench-") as tmp:
-        common = ["--messages", str(n), "--budget", str(args.budget)]
+        common = ["--messages", str(n), "--budget", str(args.budget)] + (["--clean"] if args.clean else [])
         written = child(*common, "--phase", "fill", tmp)
         recovered = child(*common, "--phase", "recover", tmp)
     print(f"persistent 100-byte messages on one durable queue: {n:,}; memory budget {args.budget:,}")
@@ -134,7 +144,8 @@ def main() -> None:
     print(f"broker RSS holding the backlog: {written['rss_delta'] / 2**20:,.0f} MiB "
           f"({written['rss_delta'] / n:.0f} B per message; {written['in_memory']:,} in memory,"
           f" {written['paged']:,} on disk only)")
-    print(f"recovery (start-up) time: {recovered['seconds']:.2f} s for {recovered['messages']:,} messages"
+    stop = "a clean close" if args.clean else "kill -9"
+    print(f"recovery (start-up) time after {stop}: {recovered['seconds']:.2f} s for {recovered['messages']:,} messages"
           f" ({recovered['paged']:,} left on disk)")
     print(f"RSS after recovery: {recovered['rss_delta'] / 2**20:,.0f} MiB ({recovered['rss_delta'] / n:.0f} B per message)")
     print(f"draining the backlog (consume + ack, paging back in): {recovered['drain_rate']:,.0f} msgs/s")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import defaults
 from ..amqp.values import encode_shortstr, encode_table
 from ..log import get_logger
-from .recovery import RecoveryReport, recover
+from .recovery import Progress, ProgressLog, Recovered, RecoveryReport, recover
 from .records import (
     COUNT,
     COUNT_RECORD,
@@ -44,7 +44,7 @@ from .records import (
     RETRY_RECORD,
     SNAPSHOT,
     content,
-    read_message,
+    load_message,
 )
 from .segments import FileSystem, SegmentLog
 
@@ -402,51 +402,34 @@ class DiskJournal:
 
     # -- recovery -------------------------------------------------------------
 
-    def recover(self, broker: Broker, now: float) -> RecoveryReport:
-        """Rebuild ``broker``'s durable state from disk, then journal into it."""
+    def recover(self, broker: Broker, now: float,
+                progress: Callable[[Progress], None] | None = None) -> RecoveryReport:
+        """Rebuild ``broker``'s durable state from disk, then journal into it.
+        ``progress`` is called as the replay advances; by default a line is
+        logged every 2 s."""
         self._recovering = True
         broker.journal = self
         try:
-            return recover(self, broker, now)
+            recovered = recover(self.log, self.directory, broker, now, queue_budget=self.queue_budget,
+                                progress=progress or ProgressLog())
         finally:
             self._recovering = False
+        self.apply(recovered)
+        return recovered.report
+
+    def apply(self, recovered: Recovered) -> None:
+        """Carry on from what recovery found on disk."""
+        self._next_msg, self._next_queue = recovered.next_msg, recovered.next_queue
+        self._definitions = dict(recovered.definitions)
+        self._snapshot_segment = recovered.snapshot_segment
+        self._definition_segments = set(recovered.definition_segments)
+        self._live = recovered.live
+        self._refs = recovered.refs
 
     def read_message(self, segment: int, offset: int) -> Message:
         """The message of the PUBLISH record at ``offset`` of ``segment``,
         as its owner queue holds it (store fields set)."""
-        kind, payload = self.log.read(segment, offset)
-        if kind != PUBLISH:
-            raise ValueError(f"record at {segment}:{offset} is not a publish")
-        message = read_message(payload, PUBLISH_HEAD.size)
-        message.store_id = PUBLISH_HEAD.unpack_from(payload)[0]
-        message.store_segment = segment
-        return message
-
-    def _restore_definitions(self, broker: Broker, definitions: dict[tuple[str, ...], dict[str, Any]],
-                             now: float) -> dict[int, Queue]:
-        ordered = sorted(definitions.items(), key=lambda item: ("exchange", "queue", "binding").index(item[0][0]))
-        queues: dict[int, Queue] = {}
-        for key, value in ordered:
-            kind, vhost_name = key[0], key[1]
-            vhost = broker.add_vhost(vhost_name)
-            if kind == "exchange":
-                if key[2] not in vhost.exchanges:
-                    vhost.declare_exchange(key[2], value["type"], durable=True, auto_delete=value["auto_delete"],
-                                           internal=value["internal"], arguments=value["arguments"])
-            elif kind == "queue":
-                queue = vhost.declare_queue(key[2], owner=None, now=now, durable=True,
-                                            auto_delete=value["auto_delete"], arguments=value["arguments"])
-                queue.store_id = int(value["id"])
-                self._next_queue = max(self._next_queue, queue.store_id + 1)
-                queues[queue.store_id] = queue
-            else:
-                _, _, source, dest_kind, dest_name, routing_key, _ = key
-                exchange = vhost.exchanges.get(source)
-                target = (vhost.queues if dest_kind == "queue" else vhost.exchanges).get(dest_name)
-                if exchange is not None and target is not None:
-                    exchange.bind(target, routing_key, dict(value["arguments"]))
-        self._definitions = dict(definitions)
-        return queues
+        return load_message(self.log, segment, offset)
 
     def close(self) -> None:
         """Write what is still pending and release the data directory."""

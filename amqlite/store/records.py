@@ -22,10 +22,14 @@ arrived, so a publish is stored without re-encoding.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 from ..amqp.properties import BASIC_CLASS_ID, decode_content_header, encode_content_header
 from ..amqp.values import decode_shortstr, encode_shortstr
 from ..core.message import Message
+
+if TYPE_CHECKING:
+    from .segments import SegmentLog
 
 DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE = range(1, 11)
 
@@ -60,3 +64,15 @@ def read_message(payload: bytes, offset: int) -> Message:
     header = payload[offset : offset + size]
     _, _, properties = decode_content_header(header)
     return Message(exchange, routing_key, properties, payload[offset + size :], header)
+
+
+def load_message(log: SegmentLog, segment: int, offset: int) -> Message:
+    """The message of the PUBLISH record at ``offset`` of ``segment``, as
+    its owner queue holds it (store fields set)."""
+    kind, payload = log.read(segment, offset)
+    if kind != PUBLISH:
+        raise ValueError(f"record at {segment}:{offset} is not a publish")
+    message = read_message(payload, PUBLISH_HEAD.size)
+    message.store_id = PUBLISH_HEAD.unpack_from(payload)[0]
+    message.store_segment = segment
+    return message

@@ -7,6 +7,11 @@ records say about them (removed, delivered, counted, retrying, moved). Then
 each queue gets its first messages back in memory, read from disk one by
 one, and the rest as paged references, exactly as if they had been paged
 out while the broker ran.
+
+Recovery does not reach into the journal: it returns a :class:`Recovered`
+result (counters, definitions, what each segment holds live and refers to)
+that the journal takes over. Damaged records never reach it: the segment
+log skips or cuts them and says so (see :meth:`SegmentLog.replay`).
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ import bisect
 import math
 import time
 from array import array
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 
+from .. import defaults
 from ..amqp.values import decode_shortstr as read_shortstr
 from ..amqp.values import decode_table
 from ..log import get_logger
@@ -27,17 +35,24 @@ from . import records
 if TYPE_CHECKING:
     from ..core.broker import Broker
     from ..core.message import Message
-    from .journal import DiskJournal
+    from ..core.queue import Queue
+    from .segments import SegmentLog
 
 log = get_logger(__name__)
 
 #: Entry flags: removed; delivered at some point (redelivered after a
 #: restart); out with a consumer when the broker stopped (it comes back as a
-#: returned delivery, so its delivery count goes up, as for a closed channel).
-_REMOVED, _DELIVERED, _OUT = 1, 2, 4
-#: How many recent PUBLISH locations to remember for the ENQUEUE records that
-#: follow them (a message routed to several durable queues).
+#: returned delivery, so its delivery count goes up, as for a closed channel);
+#: a copy whose body another queue's PUBLISH holds (ENQUEUE); moved to a new
+#: seq; with an expiry. An entry with no flag can come back paged.
+_REMOVED, _DELIVERED, _OUT, _COPY, _MOVED, _EXPIRES = 1, 2, 4, 8, 16, 32
+#: How many recent PUBLISH locations (by msg id) to remember for the ENQUEUE
+#: records that follow them (a message routed to several durable queues).
+#: Only a cache: an ENQUEUE whose PUBLISH lies further back is resolved
+#: after the pass.
 _RECENT = 4096
+#: Records between two progress calls within a segment.
+_PROGRESS_RECORDS = 200_000
 
 
 @attrs.frozen
@@ -48,6 +63,54 @@ class RecoveryReport:
     held: int
     segments: int
     seconds: float
+
+
+@attrs.frozen
+class Progress:
+    """How far the replay of the log has got; ``percent`` counts bytes."""
+
+    segments_done: int
+    segments_total: int
+    records: int
+    messages: int
+    percent: float
+
+
+class ProgressLog:
+    """The default progress callback: a ``store.recovering`` line whenever
+    ``interval`` seconds have passed since start-up or the last line, so a
+    long start-up says what it does and a short one stays quiet."""
+
+    def __init__(self, interval: float = defaults.RECOVERY_PROGRESS_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.last = clock()
+
+    def __call__(self, progress: Progress) -> None:
+        now = self.clock()
+        if now - self.last >= self.interval:
+            self.last = now
+            log.info("store.recovering", segments=f"{progress.segments_done}/{progress.segments_total}",
+                     records=progress.records, messages=progress.messages, percent=progress.percent)
+
+
+@attrs.define(eq=False)
+class Recovered:
+    """What recovery found that the journal carries on with
+    (:meth:`amqlite.store.journal.DiskJournal.apply`)."""
+
+    report: RecoveryReport
+    next_msg: int
+    next_queue: int
+    #: The durable definitions (key -> record table) and the segment the
+    #: snapshot is current as of; segments with newer definition records.
+    definitions: dict[tuple[str, ...], dict[str, Any]]
+    snapshot_segment: int
+    definition_segments: set[int]
+    #: Live things per segment, and the older segments each one points into.
+    live: Counter[int]
+    refs: dict[int, set[int]]
 
 
 class _QueueIndex:
@@ -65,7 +128,8 @@ class _QueueIndex:
         self.sizes = array("I")
         self.flags = array("B")
 
-    def add(self, seq: int, msg_id: int, segment: int, offset: int, expires: float, priority: int, size: int) -> None:
+    def add(self, seq: int, msg_id: int, segment: int, offset: int, expires: float, priority: int, size: int,
+            flags: int) -> None:
         self.seqs.append(seq)
         self.msg_ids.append(msg_id)
         self.segments.append(segment)
@@ -73,7 +137,7 @@ class _QueueIndex:
         self.expires.append(expires)
         self.priorities.append(priority)
         self.sizes.append(size)
-        self.flags.append(0)
+        self.flags.append(flags if expires != expires else flags | _EXPIRES)  # NaN: no expiry
 
     def find(self, seq: int) -> int:
         """The live entry with ``seq``, or -1."""
@@ -86,11 +150,19 @@ class _QueueIndex:
 
 
 class _Replay:
-    def __init__(self, journal: DiskJournal) -> None:
-        self.journal = journal
+    def __init__(self, log: SegmentLog, progress: Callable[[Progress], None] | None) -> None:
+        self.log = log
+        self.progress = progress
         self.queues: dict[int, _QueueIndex] = {}
         self.definitions: dict[tuple[str, ...], dict[str, Any]] = {}
         self.snapshot_segment = 0
+        self.definition_segments: set[int] = set()
+        self.next_msg = 1
+        self.next_queue = 1
+        self.live: Counter[int] = Counter()
+        self.refs: dict[int, set[int]] = {}
+        self.records = 0
+        self.messages = 0
         #: (queue id, seq) -> what only a few entries have.
         self.counts: dict[tuple[int, int], int] = {}
         self.retries: dict[tuple[int, int], float] = {}
@@ -99,7 +171,14 @@ class _Replay:
         #: Entries made by ENQUEUE: original key -> (body segment, body offset).
         self.enqueued: dict[tuple[int, int], tuple[int, int]] = {}
         self.recent: dict[int, tuple[int, int]] = {}
+        self.recent_floor = 0  # ids up to here are forgotten
+        #: ENQUEUE records whose PUBLISH was not recent: msg id -> [(key, ENQUEUE segment)].
+        self.unresolved: dict[int, list[tuple[tuple[int, int], int]]] = {}
         self.holds: dict[int, tuple[str, str, float, Message, int]] = {}
+
+    def ref(self, segment: int, target: int) -> None:
+        if target != segment:
+            self.refs.setdefault(segment, set()).add(target)
 
     def _index(self, queue_id: int) -> _QueueIndex:
         index = self.queues.get(queue_id)
@@ -115,33 +194,71 @@ class _Replay:
         i = index.find(key[1])
         return None if i < 0 else (index, i, key)
 
+    def read_snapshot(self, directory: Path) -> None:
+        path = directory / records.SNAPSHOT
+        if path.exists():
+            snapshot, _ = decode_table(path.read_bytes())
+            self.snapshot_segment = int(snapshot["segment"])
+            self.next_msg = int(snapshot["next_msg"])
+            self.next_queue = int(snapshot["next_queue"])
+            for item in snapshot["definitions"]:
+                self.definitions[tuple(item["key"])] = item["value"]
+
+    def _report(self, done: int, total: int, bytes_done: int, bytes_total: int) -> None:
+        if self.progress is not None:
+            percent = 100.0 * bytes_done / bytes_total if bytes_total else 100.0
+            self.progress(Progress(done, total, self.records, self.messages, round(percent, 1)))
+
     def run(self) -> None:
-        journal = self.journal
-        for record in journal.log.replay():
+        # Names bound to locals: this loop runs once per record of the log.
+        sizes = self.log.segment_sizes()
+        total_bytes, done_bytes, done = sum(sizes.values()), 0, 0
+        current, next_report = None, _PROGRESS_RECORDS
+        queues, recent, unpack_publish, publish = self.queues, self.recent, records.PUBLISH_HEAD.unpack_from, records.PUBLISH
+        for record in self.log.replay():
             kind, payload, segment, offset = record.kind, record.payload, record.segment, record.offset
-            if kind == records.PUBLISH:
-                msg_id, queue_id, seq, expires, priority, size = records.PUBLISH_HEAD.unpack_from(payload)
-                self._index(queue_id).add(seq, msg_id, segment, offset, expires, priority, size)
-                self.recent[msg_id] = (segment, offset)
-                if len(self.recent) > _RECENT:
-                    del self.recent[next(iter(self.recent))]
-                journal._next_msg = max(journal._next_msg, msg_id + 1)
+            if segment != current:
+                if current is not None:
+                    done, done_bytes = done + 1, done_bytes + sizes.get(current, 0)
+                    self._report(done, len(sizes), done_bytes, total_bytes)
+                current = segment
+            self.records += 1
+            if self.records >= next_report:
+                next_report += _PROGRESS_RECORDS
+                self._report(done, len(sizes), done_bytes + offset, total_bytes)
+            if kind == publish:
+                msg_id, queue_id, seq, expires, priority, size = unpack_publish(payload)
+                index = queues.get(queue_id)
+                if index is None:
+                    index = self._index(queue_id)
+                index.add(seq, msg_id, segment, offset, expires, priority, size, 0)
+                self.messages += 1
+                recent[msg_id] = (segment, offset)
+                floor = msg_id - _RECENT
+                if floor == self.recent_floor + 1:  # the usual case, inline
+                    recent.pop(floor, None)
+                    self.recent_floor = floor
+                else:
+                    self._forget_before(floor)
+                if msg_id >= self.next_msg:
+                    self.next_msg = msg_id + 1
             elif kind == records.ENQUEUE:
                 msg_id, queue_id, seq, expires = records.ENQUEUE_HEAD.unpack_from(payload)
+                self._index(queue_id).add(seq, msg_id, segment, offset, expires, 0, 0, _COPY)
+                self.messages += 1
                 body = self.recent.get(msg_id)
                 if body is None:
-                    log.warning("store.enqueue_without_publish", msg_id=msg_id, queue=queue_id, seq=seq)
-                    continue
-                journal._ref(segment, body[0])
-                self._index(queue_id).add(seq, msg_id, segment, offset, expires, 0, 0)
-                self.enqueued[(queue_id, seq)] = body
+                    self.unresolved.setdefault(msg_id, []).append(((queue_id, seq), segment))
+                else:
+                    self.ref(segment, body[0])
+                    self.enqueued[(queue_id, seq)] = body
             elif kind == records.HOLD:
                 self._hold(payload, segment)
             elif kind == records.RELEASE:
                 (msg_id,) = records.ID.unpack_from(payload)
                 held = self.holds.pop(msg_id, None)
                 if held is not None:
-                    journal._ref(segment, held[4])
+                    self.ref(segment, held[4])
             elif kind == records.DEFINITION:
                 if segment >= self.snapshot_segment:
                     op, _ = decode_table(payload)
@@ -150,16 +267,17 @@ class _Replay:
                         self.definitions[key] = op["value"]
                     else:
                         self.definitions.pop(key, None)
-                    journal._definition_segments.add(segment)
+                    self.definition_segments.add(segment)
             elif kind == records.MOVE:
                 queue_id, old_seq, new_seq = records.MOVE_RECORD.unpack_from(payload)
                 found = self._locate(queue_id, old_seq)
                 if found is not None:
                     index, i, key = found
-                    journal._ref(segment, index.segments[i])
+                    self.ref(segment, index.segments[i])
                     self.aliases.pop((queue_id, old_seq), None)
                     self.aliases[(queue_id, new_seq)] = key
                     self.moved[key] = new_seq
+                    index.flags[i] |= _MOVED
                     self.retries.pop(key, None)
             elif kind in (records.REMOVE, records.DELIVERED, records.COUNT, records.RETRY):
                 queue_id, seq = records.ENTRY.unpack_from(payload)
@@ -167,7 +285,7 @@ class _Replay:
                 if found is None:
                     continue
                 index, i, key = found
-                journal._ref(segment, index.segments[i])
+                self.ref(segment, index.segments[i])
                 if kind == records.REMOVE:
                     index.flags[i] |= _REMOVED
                 elif kind == records.DELIVERED:
@@ -177,6 +295,44 @@ class _Replay:
                     index.flags[i] = (index.flags[i] | _DELIVERED) & ~_OUT
                 else:
                     self.retries[key] = records.RETRY_RECORD.unpack_from(payload)[2]
+        self._report(len(sizes), len(sizes), total_bytes, total_bytes)
+        self._resolve()
+
+    def _forget_before(self, floor: int) -> None:
+        """Drop recent PUBLISH locations with ids up to ``floor``. Msg ids
+        grow along the log, so the window is a range of ids: popping each id
+        once is cheaper than emptying a dict from its front."""
+        if floor - self.recent_floor > _RECENT:
+            for msg_id in [msg_id for msg_id in self.recent if msg_id <= floor]:
+                del self.recent[msg_id]
+        else:
+            for msg_id in range(self.recent_floor + 1, floor + 1):
+                self.recent.pop(msg_id, None)
+        self.recent_floor = max(self.recent_floor, floor)
+
+    def _resolve(self) -> None:
+        """Find the PUBLISH of each ENQUEUE that the recent window missed:
+        one pass over the indexes, only when there are any."""
+        if not self.unresolved:
+            return
+        copies = {key for pending in self.unresolved.values() for key, _ in pending}
+        found: dict[int, tuple[int, int]] = {}
+        for queue_id, index in self.queues.items():
+            for i, msg_id in enumerate(index.msg_ids):
+                if msg_id in self.unresolved and (queue_id, index.seqs[i]) not in copies:
+                    found[msg_id] = (index.segments[i], index.offsets[i])
+        for msg_id, pending in self.unresolved.items():
+            body = found.get(msg_id)
+            for key, segment in pending:
+                if body is not None:
+                    self.ref(segment, body[0])
+                    self.enqueued[key] = body
+                    continue
+                located = self._locate(*key)
+                if located is not None:  # live, yet its body is gone
+                    index, i, _ = located
+                    index.flags[i] |= _REMOVED
+                    log.warning("store.enqueue_without_publish", msg_id=msg_id, queue=key[0], seq=key[1])
 
     def _hold(self, payload: bytes, segment: int) -> None:
         msg_id, due = records.HOLD_HEAD.unpack_from(payload)
@@ -185,24 +341,53 @@ class _Replay:
         message = records.read_message(payload, offset)
         message.store_id, message.store_segment = msg_id, segment
         self.holds[msg_id] = (vhost, exchange_name, due, message, segment)
-        self.journal._next_msg = max(self.journal._next_msg, msg_id + 1)
+        self.next_msg = max(self.next_msg, msg_id + 1)
+
+    def restore_definitions(self, broker: Broker, now: float) -> dict[int, Queue]:
+        """Declare the durable exchanges, queues and bindings; the queues by store id."""
+        ordered = sorted(self.definitions.items(), key=lambda item: ("exchange", "queue", "binding").index(item[0][0]))
+        queues: dict[int, Queue] = {}
+        for key, value in ordered:
+            kind, vhost_name = key[0], key[1]
+            vhost = broker.add_vhost(vhost_name)
+            if kind == "exchange":
+                if key[2] not in vhost.exchanges:
+                    vhost.declare_exchange(key[2], value["type"], durable=True, auto_delete=value["auto_delete"],
+                                           internal=value["internal"], arguments=value["arguments"])
+            elif kind == "queue":
+                queue = vhost.declare_queue(key[2], owner=None, now=now, durable=True,
+                                            auto_delete=value["auto_delete"], arguments=value["arguments"])
+                queue.store_id = int(value["id"])
+                self.next_queue = max(self.next_queue, queue.store_id + 1)
+                queues[queue.store_id] = queue
+            else:
+                _, _, source, dest_kind, dest_name, routing_key, _ = key
+                exchange = vhost.exchanges.get(source)
+                target = (vhost.queues if dest_kind == "queue" else vhost.exchanges).get(dest_name)
+                if exchange is not None and target is not None:
+                    exchange.bind(target, routing_key, dict(value["arguments"]))
+        return queues
 
 
-def recover(journal: DiskJournal, broker: Broker, now: float) -> RecoveryReport:
+def recover(
+    segment_log: SegmentLog,
+    directory: Path,
+    broker: Broker,
+    now: float,
+    *,
+    queue_budget: int,
+    progress: Callable[[Progress], None] | None = None,
+) -> Recovered:
+    """Rebuild ``broker``'s durable state from the snapshot in ``directory``
+    and ``segment_log``. ``progress`` is called as the replay advances
+    (after each segment, and every few hundred thousand records)."""
     started = time.perf_counter()
-    replay = _Replay(journal)
-    path = journal.directory / records.SNAPSHOT
-    if path.exists():
-        snapshot, _ = decode_table(path.read_bytes())
-        replay.snapshot_segment = int(snapshot["segment"])
-        journal._next_msg = int(snapshot["next_msg"])
-        journal._next_queue = int(snapshot["next_queue"])
-        for item in snapshot["definitions"]:
-            replay.definitions[tuple(item["key"])] = item["value"]
-    journal._snapshot_segment = replay.snapshot_segment
+    replay = _Replay(segment_log, progress)
+    replay.read_snapshot(directory)
     replay.run()
 
-    queues = journal._restore_definitions(broker, replay.definitions, now)
+    queues = replay.restore_definitions(broker, now)
+    live = replay.live
     restored = paged = 0
     messages: dict[int, Message] = {}  # those that several durable queues hold
     for queue_id, index in replay.queues.items():
@@ -211,48 +396,51 @@ def recover(journal: DiskJournal, broker: Broker, now: float) -> RecoveryReport:
             continue  # deleted
         # Never hand out a seq the log still holds, even for removed messages.
         queue.note_seq(max(index.seqs, default=0))
-        for i in range(len(index.seqs)):
-            flags = index.flags[i]
+        full = queue.ready.in_memory >= queue_budget  # only restore() below changes it
+        seqs, flags_, segments, offsets = index.seqs, index.flags, index.segments, index.offsets
+        for i in range(len(seqs)):
+            flags = flags_[i]
             if flags & _REMOVED:
                 continue
-            key = (queue_id, index.seqs[i])
-            segment, offset, expires = index.segments[i], index.offsets[i], index.expires[i]
-            body = replay.enqueued.get(key)
-            simple = body is None and math.isnan(expires) and not flags and key not in replay.moved
-            if simple and queue.ready.in_memory >= journal.queue_budget and queue.restore_paged(
-                index.priorities[i], segment, offset, index.seqs[i], index.sizes[i]
-            ):
-                journal._live[segment] += 2  # the entry and its body, one record
+            segment, offset = segments[i], offsets[i]
+            if not flags and full and queue.restore_paged(index.priorities[i], segment, offset, seqs[i],
+                                                          index.sizes[i]):
+                live[segment] += 2  # the entry and its body, one record
                 paged += 1
                 continue
+            key = (queue_id, seqs[i])
+            expires = index.expires[i]
+            body = replay.enqueued.get(key)
             body_segment, body_offset = body if body is not None else (segment, offset)
             message = messages.get(index.msg_ids[i]) if body is not None else None
             if message is None:
-                message = journal.read_message(body_segment, body_offset)
+                message = records.load_message(segment_log, body_segment, body_offset)
                 if body is not None:
                     messages[index.msg_ids[i]] = message
             entry = queue.restore(
-                message, replay.moved.get(key, index.seqs[i]),
+                message, replay.moved.get(key, seqs[i]),
                 expires_at=None if math.isnan(expires) else expires,
                 delivery_count=replay.counts.get(key, 0) + bool(flags & _OUT), redelivered=bool(flags & _DELIVERED),
                 retry_due=replay.retries.get(key), now=now,
             )
+            full = queue.ready.in_memory >= queue_budget
             entry.store_segment = segment
             if body is None and key not in replay.moved:
                 entry.store_offset = offset
             message.store_refs += 1
-            journal._live[segment] += 1
+            live[segment] += 1
             if message.store_refs == 1:
-                journal._live[body_segment] += 1
+                live[body_segment] += 1
             restored += 1
     for vhost_name, exchange_name, due, message, segment in replay.holds.values():
         vhost = broker.vhosts.get(vhost_name)
         exchange = vhost.exchanges.get(exchange_name) if vhost is not None else None
         if exchange is not None and exchange.delayed:
             exchange.hold(message, due)
-            journal._live[segment] += 1
-    report = RecoveryReport(len(queues), restored + paged, paged, len(replay.holds), len(journal.log.segments),
+            live[segment] += 1
+    report = RecoveryReport(len(queues), restored + paged, paged, len(replay.holds), len(segment_log.segments),
                             time.perf_counter() - started)
     log.info("store.recovered", queues=report.queues, messages=report.messages, paged=report.paged,
              held=report.held, segments=report.segments, seconds=round(report.seconds, 3))
-    return report
+    return Recovered(report, replay.next_msg, replay.next_queue, replay.definitions, replay.snapshot_segment,
+                     replay.definition_segments, live, replay.refs)

@@ -18,6 +18,7 @@ short write, a failed fsync or a full disk.
 from __future__ import annotations
 
 import os
+import re
 import struct
 import threading
 import zlib
@@ -54,6 +55,9 @@ class FileSystem:
         finally:
             os.close(fd)
 
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        return os.pread(fd, size, offset)
+
     def truncate(self, path: Path, size: int) -> None:
         with open(path, "r+b") as file:
             file.truncate(size)
@@ -78,6 +82,62 @@ def _by_segment(pending: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
         else:
             runs.append((segment, [data]))
     return [(segment, b"".join(chunks)) for segment, chunks in runs]
+
+
+def _record_end(data: bytes, offset: int) -> int:
+    """Where the intact record at ``offset`` ends, or -1 if there is none."""
+    if len(data) - offset < HEAD_SIZE:
+        return -1
+    length, crc, _ = _HEAD.unpack_from(data, offset)
+    end = offset + 8 + length
+    if length == 0 or end > len(data) or zlib.crc32(memoryview(data)[offset + 8 : end]) != crc:
+        return -1
+    return end
+
+
+def _chains(data: bytes, offset: int) -> bool:
+    """An intact record starts at ``offset`` and is followed by another or
+    by the end of the data: two checksums in a row, so bytes inside a
+    message body that happen to look like a record are not taken for one."""
+    end = _record_end(data, offset)
+    return end == len(data) or (end > 0 and _record_end(data, end) > 0)
+
+
+_NONZERO = re.compile(rb"[^\x00]")
+
+
+def _starts(size: int) -> re.Pattern[bytes]:
+    """Where a record could start in ``size`` bytes: its big-endian length
+    is not zero and fits, so its first byte is at most ``size >> 24`` and its
+    first four bytes are not all zero. The regex engine skips the rest (zero
+    fill, random garbage) at C speed."""
+    top = re.escape(bytes([min(255, size >> 24)]))
+    return re.compile(b"(?=[\\x00-" + top + b"])(?!\\x00\\x00\\x00\\x00)", re.DOTALL)
+
+
+def _resync(data: bytes, bad: int) -> tuple[int, int | None]:
+    """Where intact records start again after the bad record at ``bad``
+    (``len(data)`` if they never do), and how many records were skipped
+    (None when a damaged length field hides it)."""
+    if len(data) - bad >= HEAD_SIZE:
+        # Most damage spares the length field: the next record follows.
+        after = bad + 8 + _HEAD.unpack_from(data, bad)[0]
+        if after == len(data) or (bad < after < len(data) and _chains(data, after)):
+            return after, 1
+    starts, last = _starts(len(data)), len(data) - HEAD_SIZE
+    candidate = bad + 1
+    while candidate <= last:
+        nonzero = _NONZERO.search(data, candidate)  # a zero-filled stretch is skipped fastest this way
+        if nonzero is None:
+            break
+        found = starts.search(data, max(candidate, nonzero.start() - 3), last + 1)
+        if found is None:
+            break
+        candidate = found.start()
+        if _chains(data, candidate):
+            return candidate, None
+        candidate += 1
+    return len(data), None
 
 
 class Record:
@@ -119,38 +179,69 @@ class SegmentLog:
         self.on_pending: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._readers: dict[int, int] = {}  # segment -> fd open for reading
+        #: Reads in progress per reader fd, and fds of deleted segments that
+        #: their last reader closes: compaction never closes an fd in use
+        #: (its number could be reused under the reader's feet).
+        self._reading: dict[int, int] = {}
+        self._closing: set[int] = set()
 
     def _path(self, segment: int) -> Path:
         return self.directory / f"{segment:010d}{_SUFFIX}"
 
     # -- reading (start-up) ---------------------------------------------
 
+    def segment_sizes(self) -> dict[int, int]:
+        """Bytes in each segment file on disk (start-up, before replay)."""
+        sizes = {}
+        for segment in self.segments:
+            try:
+                sizes[segment] = self._path(segment).stat().st_size
+            except FileNotFoundError:
+                pass
+        return sizes
+
     def replay(self) -> Iterator[Record]:
-        """Every intact record, oldest first. A torn or corrupt tail is
-        truncated (and logged); it is what a crash mid-write leaves."""
-        for index, segment in enumerate(self.segments):
+        """Every intact record, oldest first.
+
+        Damage is never cut where good records could lie. Bad bytes that run
+        to the end of the newest segment are what a crash mid-write leaves
+        (a torn record, a zero-filled tail): they are truncated, so appends
+        continue on a record boundary, and logged as ``store.corrupt_tail``.
+        Anywhere else replay skips to the next intact record and leaves the
+        file as it is; ``store.corrupt_segment`` names every range skipped.
+        """
+        existing = [segment for segment in self.segments if self._path(segment).exists()]
+        for segment in existing:
             path = self._path(segment)
-            if not path.exists():
-                continue
             data = path.read_bytes()
-            offset = 0
-            while offset < len(data):
-                if len(data) - offset < HEAD_SIZE:
-                    break
-                length, crc, kind = _HEAD.unpack_from(data, offset)
-                end = offset + 8 + length
-                if length == 0 or end > len(data) or zlib.crc32(data[offset + 8 : end]) != crc:
-                    break
-                yield Record(segment, offset, kind, data[offset + HEAD_SIZE : end])
-                offset = end
-            if offset < len(data):
-                last = index == len(self.segments) - 1
+            skipped: list[dict[str, int | None]] = []
+            offset, size, view, unpack, crc32 = 0, len(data), memoryview(data), _HEAD.unpack_from, zlib.crc32
+            while offset < size:
+                if size - offset >= HEAD_SIZE:  # _record_end inlined: this loop is start-up's hot path
+                    length, crc, kind = unpack(data, offset)
+                    end = offset + 8 + length
+                    if length and end <= size and crc32(view[offset + 8 : end]) == crc:
+                        yield Record(segment, offset, kind, data[offset + HEAD_SIZE : end])
+                        offset = end
+                        continue
+                resume, records = _resync(data, offset)
+                if resume == size and segment == existing[-1]:
+                    break  # a torn tail: cut below
+                skipped.append({"start": offset, "end": resume, "bytes": resume - offset, "records": records})
+                offset = resume
+            if skipped:
+                counts = [item["records"] for item in skipped]
                 log.warning(
-                    "store.corrupt_tail" if last else "store.corrupt_segment",
+                    "store.corrupt_segment",
                     segment=path.name,
-                    offset=offset,
-                    dropped_bytes=len(data) - offset,
+                    skipped=skipped,
+                    skipped_bytes=sum(int(item["bytes"] or 0) for item in skipped),
+                    # None: a damaged length field hides how many records the range held.
+                    skipped_records=None if None in counts else sum(int(c or 0) for c in counts),
+                    action="left on disk",
                 )
+            if offset < len(data):
+                log.warning("store.corrupt_tail", segment=path.name, offset=offset, dropped_bytes=len(data) - offset)
                 self.fs.truncate(path, offset)
                 if segment == self.current:
                     self._size = self._written[segment] = offset
@@ -186,18 +277,33 @@ class SegmentLog:
             fd = self._readers.get(segment)
             if fd is None:
                 fd = self._readers[segment] = os.open(self._path(segment), os.O_RDONLY)
-        head = os.pread(fd, HEAD_SIZE, offset)
-        if len(head) != HEAD_SIZE:
-            raise ValueError(f"no record at {segment}:{offset}")
-        length, crc, kind = _HEAD.unpack(head)
-        body = bytes((kind,)) + os.pread(fd, length - 1, offset + HEAD_SIZE)
+            self._reading[fd] = self._reading.get(fd, 0) + 1
+        try:
+            head = self.fs.pread(fd, HEAD_SIZE, offset)
+            if len(head) != HEAD_SIZE:
+                raise ValueError(f"no record at {segment}:{offset}")
+            length, crc, kind = _HEAD.unpack(head)
+            body = bytes((kind,)) + self.fs.pread(fd, length - 1, offset + HEAD_SIZE)
+        finally:
+            with self._lock:
+                self._reading[fd] -= 1
+                if not self._reading[fd]:
+                    del self._reading[fd]
+                    if fd in self._closing:
+                        self._closing.discard(fd)
+                        os.close(fd)
         if len(body) != length or zlib.crc32(body) != crc:
             raise ValueError(f"bad record at {segment}:{offset}")
         return kind, body[1:]
 
     def _close_reader(self, segment: int) -> None:
+        """Close a segment's reader fd now, or when its last read ends (lock held)."""
         fd = self._readers.pop(segment, None)
-        if fd is not None:
+        if fd is None:
+            return
+        if fd in self._reading:
+            self._closing.add(fd)
+        else:
             os.close(fd)
 
     @property

@@ -1,15 +1,18 @@
-"""The segment log on its own: records round-trip, torn or corrupt tails are
-cut off (and logged), segments roll over, failed writes leave no trace."""
+"""The segment log on its own: records round-trip, a torn tail of the newest
+segment is cut off (and logged), segments roll over, failed writes leave no
+trace, and compaction never closes a file a read is using."""
 
 from __future__ import annotations
 
 import errno
+import random
+import os
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
-from amqlite.store.segments import HEAD_SIZE, SegmentLog
+from amqlite.store.segments import HEAD_SIZE, FileSystem, SegmentLog
 
 from .support import FaultyFS, scan
 
@@ -267,3 +270,66 @@ def test_repair_that_fails_is_done_before_the_next_write(tmp_path: Path) -> None
     write_all(log)
     log.close()
     assert payloads(tmp_path) == [(1, b"kept"), (1, b"torn")]
+
+
+# -- reads racing compaction ---------------------------------------------------------
+
+
+class DeleteDuringRead(FileSystem):
+    """Compaction (the delete) runs between a read taking its fd and reading
+    through it: the interleaving that the lock alone does not prevent."""
+
+    def __init__(self) -> None:
+        self.log: SegmentLog | None = None
+        self.fds: list[int] = []
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        if self.log is not None and not self.fds:
+            self.fds.append(fd)
+            self.log.delete(1)
+            # What a concurrent open would get if the delete had closed the fd:
+            # the same number, another file.
+            other = os.open(os.devnull, os.O_RDONLY)
+            self.fds.append(other)
+        return super().pread(fd, size, offset)
+
+
+def test_compaction_never_closes_an_fd_a_read_is_using(tmp_path: Path) -> None:
+    fs = DeleteDuringRead()
+    log = SegmentLog(tmp_path, segment_size=1, fs=fs)
+    log.append(1, b"in segment one")
+    log.append(1, b"in segment two")
+    write_all(log)
+    fs.log = log
+    assert log.read(1, 0) == (1, b"in segment one")
+    reader, other = fs.fds
+    assert reader != other  # the fd stayed open while the read used it
+    with pytest.raises(OSError):
+        os.fstat(reader)  # and the last reader closed it
+    os.close(other)
+    assert log.segments == [2] and not (tmp_path / "0000000001.seg").exists()
+    log.close()
+
+
+@pytest.mark.parametrize("filler", ["random", "zeros"])
+def test_replay_resynchronises_after_a_damaged_stretch(tmp_path: Path, filler: str) -> None:
+    # A stretch of garbage (or a hole of zeros) overwrites records in the
+    # middle of an older segment; replay finds the next intact record.
+    log = SegmentLog(tmp_path, segment_size=1 << 20)
+    for i in range(400):
+        log.append(1, b"record %03d " % i + bytes(200))
+    log.append(2, b"x" * (1 << 20))  # seals the first segment
+    write_all(log)
+    log.close()
+    path = tmp_path / "0000000001.seg"
+    data = bytearray(path.read_bytes())
+    size = HEAD_SIZE + 211
+    start, end = 10 * size + 5, 390 * size + 17  # from inside record 10 to inside record 390
+    data[start:end] = random.Random(7).randbytes(end - start) if filler == "random" else bytes(end - start)
+    path.write_bytes(bytes(data))
+    with capture_logs() as logs:
+        kept = payloads(tmp_path, segment_size=1 << 20)
+    assert [p[:10] for _, p in kept[:-1]] == [b"record %03d" % i for i in (*range(10), *range(391, 400))]
+    assert path.read_bytes() == bytes(data)
+    [report] = logs
+    assert report["skipped"] == [{"start": 10 * size, "end": 391 * size, "bytes": 381 * size, "records": None}]
