@@ -59,6 +59,8 @@ CAPABILITIES = {
     "direct_reply_to": False,
 }
 
+#: Channel numbers are 16 bits; a channel_max of 0 means no lower limit.
+MAX_CHANNELS = 65535
 _HEAD = struct.Struct(">BHI")
 _END = b"\xce"
 # Delivery bytes gathered per data_to_send call before the driver writes them.
@@ -511,9 +513,12 @@ class ServerConnection:
             self._send(number, reply)
 
     def _channel_open(self, number: int) -> None:
-        if number > self.channel_max:
+        # channel_max limits how many channels are open, not their numbers:
+        # RabbitMQ opens channel 65535 under a channel_max of 2047.
+        opened = len(self._channels)
+        if opened >= (self.channel_max or MAX_CHANNELS):
             raise errors.NotAllowed(
-                f"number of channels opened ({number}) has reached the negotiated channel_max ({self.channel_max})"
+                f"number of channels opened ({opened}) has reached the negotiated channel_max ({self.channel_max})"
             )
         assert self.core is not None
         core = self.core.open_channel(number)

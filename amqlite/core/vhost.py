@@ -70,10 +70,10 @@ class VirtualHost:
         internal: bool = False,
         arguments: dict[str, Any] | None = None,
     ) -> Exchange:
+        if name == "":  # passive too, as in RabbitMQ
+            raise AccessRefused("operation not permitted on the default exchange")
         if passive:
             return self.get_exchange(name)
-        if name == "":
-            raise AccessRefused("operation not permitted on the default exchange")
         arguments = dict(arguments or {})
         if type != DELAYED and type not in ROUTING_TYPES:
             # A channel error, as since RabbitMQ 3.12 (rabbitmq-server #11214):

@@ -458,20 +458,21 @@ def test_out_of_place_method_on_channel_0_is_504(m: spec.Method) -> None:
     assert (close.failing_class_id, close.failing_method_id) == (m.class_id, m.method_id)
 
 
-def test_channel_number_above_channel_max_is_530() -> None:
+def test_channel_max_counts_open_channels() -> None:
     peer = Peer()
-    peer.handshake(channel_max=10)
-    peer.open_channel(10)
-    peer.send_method(11, spec.Channel.Open())
+    peer.handshake(channel_max=2)
+    peer.open_channel(65535)
+    peer.open_channel(7)
+    peer.send_method(1, spec.Channel.Open())
     assert peer.connection_close().reply_code == 530
 
 
-def test_channel_number_above_the_server_channel_max_is_530() -> None:
-    peer = Peer()
-    peer.handshake()
-    peer.open_channel(2047)
-    peer.send_method(2048, spec.Channel.Open())
-    assert peer.connection_close().reply_code == 530
+def test_channel_max_zero_allows_any_number_of_channels_up_to_65535() -> None:
+    peer = Peer(channel_max=0)
+    peer.handshake(channel_max=0)
+    for number in range(1, 3000):
+        peer.open_channel(number)
+    assert len(peer.conn._channels) == 2999
 
 
 def test_channel_error_closes_only_that_channel() -> None:

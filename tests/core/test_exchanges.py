@@ -249,7 +249,7 @@ def test_auto_delete_exchange_survives_until_first_binding(ch, broker):
     ],
 )
 def test_predeclared_exchanges_exist(ch, name, type):
-    exchange = ch.declare_exchange(name, type, passive=True)
+    exchange = ch.vhost.get_exchange(name)
     assert exchange.type == type
     assert exchange.durable
 

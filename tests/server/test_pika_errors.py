@@ -170,6 +170,8 @@ def test_default_exchange_cannot_be_touched(client: Client) -> None:
         lambda ch: ch.exchange_bind(x, "", "k"),
         lambda ch: ch.exchange_bind("", x, "k"),
         lambda ch: ch.exchange_delete(""),
+        lambda ch: ch.exchange_declare("", "direct"),
+        lambda ch: ch.exchange_declare("", passive=True),
     ]
     for provoke in cases:
         ch = client.channel()

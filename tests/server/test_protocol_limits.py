@@ -1,9 +1,9 @@
 """Limits a live amqlite server enforces: channel_max, max_connections, the
 handshake timeout, heartbeats, and bounded memory for clients that do not read.
 
-RabbitMQ 3.10 differs on channel_max: it counts open channels against it, so
-channel number 2048 opens fine while fewer than 2047 are open; amqlite (like
-the spec) refuses any channel number above the negotiated channel_max.
+channel_max counts open channels, as RabbitMQ does (and aiormq's suite
+relies on): any channel number up to 65535 opens while fewer than
+channel_max channels are open.
 """
 
 from __future__ import annotations
@@ -52,22 +52,27 @@ def pika_roundtrip(port: int) -> None:
 # -- channel_max ---------------------------------------------------------------
 
 
-def test_channel_number_above_channel_max_is_530(server: ServerThread) -> None:
+def test_channel_max_counts_open_channels_not_numbers(server: ServerThread) -> None:
     with RawClient("127.0.0.1", server.port) as client:
         client.handshake(channel_max=10)
-        client.open_channel(10)
-        client.send_method(11, spec.Channel.Open())
+        client.open_channel(65535)  # RabbitMQ opens it too
+        for number in range(1, 10):
+            client.open_channel(number)
+        client.send_method(10, spec.Channel.Open())
         close = client.expect_connection_close()
         assert close.reply_code == 530
+        assert close.reply_text == "NOT_ALLOWED - number of channels opened (10) has reached the negotiated channel_max (10)"
         assert client.wait_closed()
 
 
-def test_channel_number_above_the_server_default_2047_is_530(server: ServerThread) -> None:
+def test_a_closed_channel_frees_its_place_under_channel_max(server: ServerThread) -> None:
     with RawClient("127.0.0.1", server.port) as client:
-        client.handshake()
+        client.handshake(channel_max=2)
         client.open_channel(2047)
-        client.send_method(2048, spec.Channel.Open())
-        assert client.expect_connection_close().reply_code == 530
+        client.open_channel(2048)
+        client.send_method(2048, spec.Channel.Close(200, "bye", 0, 0))
+        client.expect(spec.Channel.CloseOk, 2048)
+        client.open_channel(4000)
 
 
 # -- max_connections -------------------------------------------------------------
