@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test bench bench-amqp bench-durable fuzz venv clean crash interop-pika
+.PHONY: run demo test bench bench-amqp bench-durable fuzz venv clean crash interop-pika interop-aiormq
 
 RUNTIME := $(VENV)/.runtime
 
@@ -61,6 +61,10 @@ crash: $(STAMP)
 	AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/crash_harness.py
 	AMQLITE_QUEUE_MEMORY_BUDGET=30 AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/crash_harness.py
 
-# pika's own acceptance suite against amqlite (local: needs PIKA_SRC, a pika checkout).
+# Client libraries' own suites against amqlite (local: they need PIKA_SRC or
+# AIORMQ_SRC, a checkout of the client; see docs/amqp.md).
 interop-pika: $(STAMP)
-	bash tests/interop/pika_acceptance.sh
+	bash tests/interop/client_suite.sh pika
+
+interop-aiormq: $(STAMP)
+	bash tests/interop/client_suite.sh aiormq
