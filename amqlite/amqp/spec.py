@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 from amqlite.amqp.values import (
     DECODE_ERRORS,
@@ -176,6 +176,7 @@ def _generic_encoder(cls: type[Method], steps: list[Step]) -> Encoder:
     return encode
 
 
+@dataclass_transform(field_specifiers=(dataclasses.field,))
 def _method(
     class_id: int,
     method_id: int,
@@ -191,7 +192,8 @@ def _method(
         made: Any = dataclasses.dataclass(slots=True)(cls)
         made.class_id, made.method_id, made.name = class_id, method_id, name
         made.synchronous, made.has_content, made.replies = synchronous, content, ()
-        fields = [(f.name, f.type) for f in dataclasses.fields(made)]
+        # Annotations stay strings (postponed evaluation): the wire type's name.
+        fields = [(f.name, str(f.type)) for f in dataclasses.fields(made)]
         steps = _compile(fields, ticket)
         key = class_id << 16 | method_id
         METHODS[class_id, method_id] = _BY_NAME[name] = made

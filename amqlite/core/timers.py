@@ -25,7 +25,7 @@ class Timers:
         self._order = itertools.count()
         #: Called when the earliest deadline moves earlier, so a driver
         #: sleeping until the old one can wake up.
-        self.on_earlier: Callable[[], None] | None = None
+        self.on_earlier: Callable[[], object] | None = None
 
     def schedule(self, target: TimerTarget, when: float | None) -> None:
         """Make sure ``target.on_timer`` runs no later than ``when``."""
