@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 import pika
-import pytest
 
 from amqlite.config import load
 

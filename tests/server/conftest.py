@@ -12,15 +12,18 @@ import shutil
 import tempfile
 import threading
 import uuid
-from typing import Iterator
+from typing import Any, Iterator
 
 import attrs
+import pika
 import pytest
 import trio
 
 from amqlite.config import Settings
 from amqlite.server import Server
 from reference import RABBITMQ, rabbitmq_available
+
+from .pika_support import Client
 
 
 
@@ -80,6 +83,10 @@ class ServerThread:
         assert self.server is not None
         return self.server.port
 
+    def connect(self, **parameters: Any) -> pika.BlockingConnection:
+        """A pika client of this server: the one way tests open one."""
+        return pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", self.port, **parameters))
+
 
 def start_amqlite(**overrides: object) -> ServerThread:
     """An amqlite server on an ephemeral port, with a fresh data directory
@@ -129,3 +136,13 @@ def broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
         yield BrokerUnderTest("amqlite", "127.0.0.1", server.port, server)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def client(broker: BrokerUnderTest) -> Iterator[Client]:
+    """pika connections to ``broker``; what the scenario declared is deleted after."""
+    c = Client(broker)
+    try:
+        yield c
+    finally:
+        c.close()

@@ -9,14 +9,15 @@ what a scenario declared when it ends.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import pika
 import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from .conftest import BrokerUnderTest
+if TYPE_CHECKING:
+    from .conftest import BrokerUnderTest
 
 T = TypeVar("T")
 
@@ -99,15 +100,6 @@ class Client:
         finally:
             if connection.is_open:
                 connection.close()
-
-
-@pytest.fixture
-def client(broker: BrokerUnderTest) -> Iterator[Client]:
-    c = Client(broker)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 # -- waiting and reading ------------------------------------------------------

@@ -10,7 +10,7 @@ from .conftest import start_amqlite
 def test_a_paged_backlog_is_delivered_whole_and_in_order() -> None:
     server = start_amqlite(queue_memory_budget=20)
     try:
-        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", server.port))
+        connection = server.connect()
         ch = connection.channel()
         ch.queue_declare("backlog", durable=True)
         ch.confirm_delivery()  # each confirm means the record is on disk
@@ -44,7 +44,7 @@ def test_basic_get_waits_for_paged_messages_instead_of_answering_empty() -> None
     when the next ones are still being read back from disk."""
     server = start_amqlite(queue_memory_budget=10)
     try:
-        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", server.port))
+        connection = server.connect()
         ch = connection.channel()
         ch.queue_declare("drain", durable=True)
         ch.confirm_delivery()

@@ -10,14 +10,10 @@ import pika
 from .conftest import start_amqlite
 
 
-def _connect(port: int) -> pika.adapters.blocking_connection.BlockingChannel:
-    return pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port)).channel()
-
-
 def test_definitions_and_persistent_messages_survive_restart() -> None:
     data = tempfile.mkdtemp(prefix="amqlite-restart-")
     server = start_amqlite(data_dir=data)
-    ch = _connect(server.port)
+    ch = server.connect().channel()
     ch.exchange_declare("orders", "topic", durable=True)
     ch.queue_declare("eu", durable=True, arguments={"x-max-priority": 5})
     ch.queue_bind("eu", "orders", "order.eu.*")
@@ -38,7 +34,7 @@ def test_definitions_and_persistent_messages_survive_restart() -> None:
 
     server = start_amqlite(data_dir=data)
     try:
-        ch = _connect(server.port)
+        ch = server.connect().channel()
         assert ch.queue_declare("eu", passive=True).method.message_count == 5
         got = []
         while (item := ch.basic_get("eu", auto_ack=True))[0] is not None:
@@ -52,7 +48,7 @@ def test_definitions_and_persistent_messages_survive_restart() -> None:
                 raise AssertionError("transient queue survived")
             except pika.exceptions.ChannelClosedByBroker as error:
                 assert error.reply_code == 404
-        ch = _connect(server.port)
+        ch = server.connect().channel()
         try:
             ch.exchange_declare("temp", passive=True)
             raise AssertionError("transient exchange survived")

@@ -345,7 +345,7 @@ def test_the_valid_session_is_valid() -> None:
 @pytest.fixture(scope="module")
 def live() -> Iterator[tuple[ServerThread, pika.BlockingConnection]]:
     server = start_amqlite(max_message_size=10_000)
-    healthy = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", server.port))
+    healthy = server.connect()
     try:
         yield server, healthy
         # The server is alive and the healthy connection still works.

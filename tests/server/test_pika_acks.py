@@ -3,11 +3,10 @@ requeue to the original position, basic.recover, tags per channel."""
 
 from __future__ import annotations
 
-from .pika_support import (  # noqa: F401
+from .pika_support import (
     Client,
     Collector,
     channel_error,
-    client,
     get,
     get_bodies,
     message_count,

@@ -7,11 +7,10 @@ from __future__ import annotations
 import pika
 import pika.spec
 
-from .pika_support import (  # noqa: F401
+from .pika_support import (
     Client,
     Collector,
     channel_error,
-    client,
     consumer_count,
     exists,
     get,

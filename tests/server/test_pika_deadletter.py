@@ -13,11 +13,10 @@ import pika.exceptions
 import pytest
 
 from .conftest import BrokerUnderTest
-from .pika_support import (  # noqa: F401
+from .pika_support import (
     Client,
     Collector,
     channel_error,
-    client,
     get,
     get_bodies,
     message_count,

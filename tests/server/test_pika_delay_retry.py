@@ -16,7 +16,7 @@ import pika
 import pytest
 
 from .conftest import BrokerUnderTest
-from .pika_support import Client, Collector, channel_error, client, get, get_bodies, wait_get  # noqa: F401
+from .pika_support import Client, Collector, channel_error, get, get_bodies, wait_get
 
 
 @pytest.fixture(autouse=True)

@@ -12,11 +12,10 @@ import pika.exceptions
 import pika.spec
 import pytest
 
-from .pika_support import (  # noqa: F401
+from .pika_support import (
     Client,
     Collector,
     channel_error,
-    client,
     connection_error,
     get,
     get_bodies,

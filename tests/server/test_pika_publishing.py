@@ -10,7 +10,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from .pika_support import Client, Collector, channel_error, client, get, get_bodies, pump_until, wait_get  # noqa: F401
+from .pika_support import Client, Collector, channel_error, get, get_bodies, pump_until, wait_get
 
 
 def test_properties_and_headers_round_trip(client: Client) -> None:

@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from .pika_support import (  # noqa: F401
+from .pika_support import (
     Client,
     channel_error,
-    client,
     consumer_count,
     exists,
     get,

@@ -7,7 +7,7 @@ import pika
 import pika.exceptions
 
 from .conftest import BrokerUnderTest
-from .pika_support import Client, channel_error, client, exists, get, get_bodies, pump_until  # noqa: F401
+from .pika_support import Client, channel_error, exists, get, get_bodies, pump_until
 
 
 def test_default_exchange_routes_by_queue_name(client: Client) -> None:

@@ -12,10 +12,9 @@ import pika.exceptions
 import pytest
 
 from .conftest import BrokerUnderTest
-from .pika_support import (  # noqa: F401
+from .pika_support import (
     Client,
     Collector,
-    client,
     get,
     get_bodies,
     message_count,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from typing import Any, Iterator
 
-import pika
 import pytest
 
 from amqlite.amqp import spec
@@ -36,9 +35,9 @@ def wait_for(predicate: Any, timeout: float = 5.0) -> None:
         time.sleep(0.02)
 
 
-def pika_roundtrip(port: int) -> None:
+def pika_roundtrip(server: ServerThread) -> None:
     """A separate, well-behaved client still gets its work done."""
-    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+    connection = server.connect()
     try:
         channel = connection.channel()
         queue = channel.queue_declare("", exclusive=True).method.queue
@@ -214,7 +213,7 @@ def test_slow_reader_memory_stays_bounded_and_others_carry_on(server: ServerThre
         assert ready >= total // 2  # the rest waits in the queue, ready
         assert output < 64 * 1024  # no replies pile up either
         # Other connections are not held up.
-        pika_roundtrip(server.port)
+        pika_roundtrip(server)
         ok = publisher.call(1, spec.Queue.Declare("slow", passive=True), spec.Queue.DeclareOk)
         assert ok.message_count == ready
     # Once it reads, everything arrives, in order.
@@ -272,7 +271,7 @@ def test_publisher_that_never_reads_is_throttled_at_the_output_high_water_mark(
         # The reader stopped past the mark, by at most what one read's worth of input produced.
         buffered = server.call(output)
         assert high_water < buffered <= high_water + 2 * listener._RECEIVE_SIZE
-        pika_roundtrip(server.port)
+        pika_roundtrip(server)
 
         # Reading again lets it all through: a return and an ack for every complete publish.
         publisher.sock.setblocking(True)
