@@ -264,8 +264,8 @@ def encode_deliver(
         # because this runs once per delivered message.
         try:
             tag = consumer_tag.encode()
-            ex = exchange.encode()
-            rk = routing_key.encode()
+            ex = exchange.encode("utf-8", "surrogateescape")
+            rk = routing_key.encode("utf-8", "surrogateescape")
             return b"".join(
                 (
                     _DELIVER_HEAD.pack(1, channel, 16 + len(tag) + len(ex) + len(rk), 60, 60, len(tag)),

@@ -156,7 +156,7 @@ def encode_properties(properties: BasicProperties) -> bytes:
                 continue
             flags |= mask
             if kind == _SHORTSTR:
-                out.append(encode_shortstr(value, "surrogateescape"))  # type: ignore[arg-type]
+                out.append(encode_shortstr(value))  # type: ignore[arg-type]
             elif kind == _OCTET:
                 out.append(_UINT8.pack(value))
             elif kind == _TABLE:

@@ -602,10 +602,11 @@ _NACK_PREFIX = _UINT16X2.pack(60, 120)
 def _decode_publish(buf: bytes, off: int, end: int) -> Method:
     n = buf[off + 2]  # skip the ticket
     off += 3 + n
-    exchange = buf[off - n : off].decode()
+    # Bytes to RabbitMQ, which accepts any: kept by surrogateescape.
+    exchange = buf[off - n : off].decode("utf-8", "surrogateescape")
     n = buf[off]
     off += 1 + n
-    routing_key = buf[off - n : off].decode()
+    routing_key = buf[off - n : off].decode("utf-8", "surrogateescape")
     flags = buf[off]
     if off + 1 != end:
         raise FrameError("cannot decode basic.publish")
@@ -635,8 +636,8 @@ def _decode_reject(buf: bytes, off: int, end: int) -> Method:
 
 def _encode_deliver(m: Basic.Deliver) -> bytes:
     tag = m.consumer_tag.encode()
-    ex = m.exchange.encode()
-    rk = m.routing_key.encode()
+    ex = m.exchange.encode("utf-8", "surrogateescape")
+    rk = m.routing_key.encode("utf-8", "surrogateescape")
     return b"".join(
         (
             _DELIVER_HEAD.pack(60, 60, len(tag)),

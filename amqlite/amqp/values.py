@@ -16,10 +16,16 @@ Text: ``S`` (longstr) values and table keys decode to ``str`` with
 may put non-UTF-8 data there; surrogateescape keeps such a header a ``str`` and
 re-encodes it to the identical bytes under the same ``S`` letter, where falling
 back to ``bytes`` would change it to ``x`` on the way out. Method-level
-shortstrs (queue names, routing keys) are strict UTF-8: RabbitMQ asserts that
+shortstrs (queue names, consumer tags) are strict UTF-8, as RabbitMQ asserts
 for every method argument except the exchange and routing key of publish,
-return, deliver and get-ok, and we apply it to those as well, so the core only
-ever sees valid text in names.
+return, deliver and get-ok: those two are bytes to RabbitMQ, so they decode
+with surrogateescape here too (:func:`decode_name`) and every shortstr
+encodes that way, so they go back out as the bytes that came in.
+
+Tables and arrays nest at most ``MAX_NESTING`` deep, in decoding and in
+encoding alike, so whatever was accepted can always be encoded again (to
+disk, to a dead-letter queue, to a consumer) without meeting Python's
+recursion limit.
 """
 
 from __future__ import annotations
@@ -33,13 +39,13 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from amqlite.core.errors import FrameError, SyntaxError_
-from amqlite.core.fieldtypes import Long
+from amqlite.core.fieldtypes import MAX_NESTING, Long
 
 FieldTable = dict[str, Any]
 FieldArray = list[Any]
 
 #: Errors a raw reader may raise on malformed input; public decoders map them to FrameError.
-DECODE_ERRORS = (IndexError, struct.error, ValueError, OverflowError, RecursionError)
+DECODE_ERRORS = (IndexError, struct.error, ValueError, OverflowError)
 
 _UINT32 = struct.Struct(">I")
 _UINT8 = struct.Struct(">B")
@@ -103,20 +109,20 @@ def _read_void(buf: bytes, off: int) -> tuple[None, int]:
     return None, off
 
 
-def _read_table_field(buf: bytes, off: int) -> tuple[FieldTable, int]:
+def _read_table_field(buf: bytes, off: int, depth: int = 1) -> tuple[FieldTable, int]:
     n = _UINT32.unpack_from(buf, off)[0]
     off += 4
-    return _read_entries(buf, off, off + n), off + n
+    return _read_entries(buf, off, off + n, depth), off + n
 
 
-def _read_array_field(buf: bytes, off: int) -> tuple[FieldArray, int]:
+def _read_array_field(buf: bytes, off: int, depth: int = 1) -> tuple[FieldArray, int]:
     n = _UINT32.unpack_from(buf, off)[0]
     off += 4
     end = off + n
     items: FieldArray = []
     append = items.append
     while off < end:
-        value, off = _read_value(buf, off)
+        value, off = _read_value(buf, off, depth)
         append(value)
     if off != end:
         raise FrameError("field array overruns its length")
@@ -142,20 +148,31 @@ _READERS_BY_LETTER: dict[str, Callable[[bytes, int], tuple[Any, int]]] = {
     "D": _read_decimal,
     "S": _read_longstr_text,
     "x": _read_bytes,
-    "A": _read_array_field,
     "T": _read_timestamp,
-    "F": _read_table_field,
     "V": _read_void,
 }
 # Indexed by the type octet itself: one list lookup per value, no miss branch.
+# Tables (F) and arrays (A) are not in it: they carry their depth.
 _READERS = [_READERS_BY_LETTER.get(chr(octet), _read_unknown) for octet in range(256)]
+_TABLE, _ARRAY = ord("F"), ord("A")
 
 
-def _read_value(buf: bytes, off: int) -> tuple[Any, int]:
-    return _READERS[buf[off]](buf, off + 1)
+def _read_nested(kind: int, buf: bytes, off: int, depth: int) -> tuple[Any, int]:
+    if depth >= MAX_NESTING:
+        raise FrameError(f"field tables and arrays nest deeper than {MAX_NESTING} levels")
+    if kind == _TABLE:
+        return _read_table_field(buf, off, depth + 1)
+    return _read_array_field(buf, off, depth + 1)
 
 
-def _read_entries(buf: bytes, off: int, end: int) -> FieldTable:
+def _read_value(buf: bytes, off: int, depth: int = 0) -> tuple[Any, int]:
+    kind = buf[off]
+    if kind == _TABLE or kind == _ARRAY:
+        return _read_nested(kind, buf, off + 1, depth)
+    return _READERS[kind](buf, off + 1)
+
+
+def _read_entries(buf: bytes, off: int, end: int, depth: int = 1) -> FieldTable:
     """Table entries between ``off`` and ``end`` (no length prefix)."""
     table: FieldTable = {}
     readers = _READERS
@@ -163,7 +180,11 @@ def _read_entries(buf: bytes, off: int, end: int) -> FieldTable:
         n = buf[off]
         off += 1 + n
         key = buf[off - n : off].decode("utf-8", "surrogateescape")
-        table[key], off = readers[buf[off]](buf, off + 1)
+        kind = buf[off]
+        if kind == _TABLE or kind == _ARRAY:
+            table[key], off = _read_nested(kind, buf, off + 1, depth)
+        else:
+            table[key], off = readers[kind](buf, off + 1)
     if off != end:
         raise FrameError("field table overruns its length")
     return table
@@ -233,6 +254,18 @@ def decode_shortstr(data: bytes | memoryview, offset: int = 0) -> tuple[str, int
     return _checked(_read_shortstr, data, offset, "shortstr")
 
 
+def _read_name(buf: bytes, off: int) -> tuple[str, int]:
+    n = buf[off]
+    off += 1
+    return buf[off : off + n].decode("utf-8", "surrogateescape"), off + n
+
+
+def decode_name(data: bytes | memoryview, offset: int = 0) -> tuple[str, int]:
+    """Decode a shortstr that may hold any bytes (a message's exchange or
+    routing key): invalid UTF-8 is kept by surrogateescape."""
+    return _checked(_read_name, data, offset, "shortstr")
+
+
 def decode_longstr(data: bytes | memoryview, offset: int = 0) -> tuple[bytes, int]:
     """Decode a longstr as bytes; RabbitMQ gives longstr arguments no encoding."""
     return _checked(_read_bytes, data, offset, "longstr")
@@ -241,14 +274,12 @@ def decode_longstr(data: bytes | memoryview, offset: int = 0) -> tuple[bytes, in
 # --------------------------------------------------------------------------- encoding
 
 
-def encode_shortstr(value: str, errors: str = "strict") -> bytes:
-    """Length octet + UTF-8; SyntaxError_ past 255 bytes.
-
-    ``errors="surrogateescape"`` re-encodes text that was decoded that way
-    (content-header properties, which RabbitMQ does not check for UTF-8).
-    """
+def encode_shortstr(value: str) -> bytes:
+    """Length octet + UTF-8; SyntaxError_ past 255 bytes. Text decoded with
+    surrogateescape (names and properties RabbitMQ does not check for UTF-8)
+    goes back out as the bytes it came from."""
     try:
-        raw = value.encode("utf-8", errors)
+        raw = value.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError as exc:
         raise SyntaxError_(f"shortstr is not encodable as UTF-8: {value!r}") from exc
     if len(raw) > 255:
@@ -271,7 +302,7 @@ def _write_sized(letter: bytes, raw: bytes, out: list[bytes]) -> None:
     out.append(raw)
 
 
-def _write_value(value: Any, out: list[bytes]) -> None:
+def _write_value(value: Any, out: list[bytes], depth: int = 0) -> None:
     # bool before int: bool is an int subclass but has its own letter.
     if isinstance(value, str):
         _write_sized(b"S", value.encode("utf-8", "surrogateescape"), out)
@@ -285,7 +316,7 @@ def _write_value(value: Any, out: list[bytes]) -> None:
         else:
             raise SyntaxError_(f"integer does not fit in 64 bits: {value}")
     elif isinstance(value, Mapping):
-        _write_sized(b"F", _encode_entries(value), out)
+        _write_sized(b"F", _encode_entries(value, _deeper(depth)), out)
     elif value is None:
         out.append(b"V")
     elif isinstance(value, float):
@@ -293,7 +324,7 @@ def _write_value(value: Any, out: list[bytes]) -> None:
     elif isinstance(value, (bytes, bytearray, memoryview)):
         _write_sized(b"x", bytes(value), out)
     elif isinstance(value, (list, tuple)):
-        _write_sized(b"A", _encode_items(value), out)
+        _write_sized(b"A", _encode_items(value, _deeper(depth)), out)
     elif isinstance(value, datetime):
         out.append(b"T" + _pack_timestamp(value))
     elif isinstance(value, Decimal):
@@ -323,7 +354,13 @@ def _encode_decimal(value: Decimal) -> bytes:
         raise SyntaxError_(f"decimal does not fit AMQP's scale octet + int32: {value}") from exc
 
 
-def _encode_entries(table: Mapping[str, Any]) -> bytes:
+def _deeper(depth: int) -> int:
+    if depth >= MAX_NESTING:
+        raise SyntaxError_(f"field tables and arrays nest deeper than {MAX_NESTING} levels")
+    return depth + 1
+
+
+def _encode_entries(table: Mapping[str, Any], depth: int = 1) -> bytes:
     out: list[bytes] = []
     for key, value in table.items():
         if not isinstance(key, str):
@@ -333,14 +370,14 @@ def _encode_entries(table: Mapping[str, Any]) -> bytes:
             raise SyntaxError_(f"field table key longer than 255 bytes: {key[:40]!r}...")
         out.append(_UINT8.pack(len(raw)))
         out.append(raw)
-        _write_value(value, out)
+        _write_value(value, out, depth)
     return b"".join(out)
 
 
-def _encode_items(items: list[Any] | tuple[Any, ...]) -> bytes:
+def _encode_items(items: list[Any] | tuple[Any, ...], depth: int = 1) -> bytes:
     out: list[bytes] = []
     for value in items:
-        _write_value(value, out)
+        _write_value(value, out, depth)
     return b"".join(out)
 
 
@@ -357,7 +394,7 @@ def _encoding_errors(func: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
     def encode(value: Any) -> bytes:
         try:
             return func(value)
-        except (UnicodeEncodeError, RecursionError) as exc:
+        except UnicodeEncodeError as exc:
             raise SyntaxError_(f"value not encodable as an AMQP field: {exc}") from exc
 
     return encode

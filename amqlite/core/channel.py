@@ -15,6 +15,7 @@ from .consumer import Consumer
 from .errors import ChannelStateError, NotAllowed, NotImplemented_, NotFound, PreconditionFailed
 from .events import ConsumerCancelled, Deliver, GetResult, PublishOutcome
 from .exchange import Exchange
+from .fieldtypes import MAX_NESTING, nesting
 from .message import EMPTY_PROPERTIES, Entry, Message, Properties
 from .queue import Queue
 from .redrive import redrive
@@ -213,6 +214,10 @@ class Channel:
         properties: Properties = EMPTY_PROPERTIES,
         mandatory: bool = False,
     ) -> PublishOutcome | None:
+        # Over AMQP the decoder has bounded this already; in process, check
+        # here, or a message could be accepted that no encoder can write.
+        if properties.headers and nesting(properties.headers) > MAX_NESTING:
+            raise PreconditionFailed(f"headers nest deeper than {MAX_NESTING} levels")
         message = Message(exchange, routing_key, properties, body)
         return self.publish_message(message, mandatory=mandatory, now=now)
 

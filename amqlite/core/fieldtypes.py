@@ -2,6 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+#: How deep field tables and arrays may nest (a headers table is level 1).
+#: Decoding, encoding and the embedded publish all enforce it, so a message
+#: that was accepted can always be encoded again, whatever happens to it.
+MAX_NESTING = 64
+
+
+def nesting(value: Any) -> int:
+    """How deep tables (mappings) and arrays (lists, tuples) nest in ``value``;
+    without recursion, so any depth is measured."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
 
 class Long(int):
     """An integer the codec always writes as a signed 64-bit ``l``, whatever its size.

@@ -25,7 +25,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from ..amqp.properties import BASIC_CLASS_ID, decode_content_header, encode_content_header
-from ..amqp.values import decode_shortstr, encode_shortstr
+from ..amqp.values import decode_name, encode_shortstr
 from ..core.message import Message
 
 if TYPE_CHECKING:
@@ -57,8 +57,8 @@ def content(message: Message) -> bytes:
 
 def read_message(payload: bytes, offset: int) -> Message:
     """The message whose content starts at ``offset`` of a record payload."""
-    exchange, offset = decode_shortstr(payload, offset)
-    routing_key, offset = decode_shortstr(payload, offset)
+    exchange, offset = decode_name(payload, offset)
+    routing_key, offset = decode_name(payload, offset)
     (size,) = _LEN.unpack_from(payload, offset)
     offset += 4
     header = payload[offset : offset + size]

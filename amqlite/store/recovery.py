@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import attrs
 
 from .. import defaults
-from ..amqp.values import decode_shortstr as read_shortstr
+from ..amqp.values import decode_name
 from ..amqp.values import decode_table
 from ..log import get_logger
 from . import records
@@ -336,8 +336,8 @@ class _Replay:
 
     def _hold(self, payload: bytes, segment: int) -> None:
         msg_id, due = records.HOLD_HEAD.unpack_from(payload)
-        vhost, offset = read_shortstr(payload, records.HOLD_HEAD.size)
-        exchange_name, offset = read_shortstr(payload, offset)
+        vhost, offset = decode_name(payload, records.HOLD_HEAD.size)
+        exchange_name, offset = decode_name(payload, offset)
         message = records.read_message(payload, offset)
         message.store_id, message.store_segment = msg_id, segment
         self.holds[msg_id] = (vhost, exchange_name, due, message, segment)

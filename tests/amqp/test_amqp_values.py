@@ -190,3 +190,29 @@ def test_deep_nesting_is_a_frame_error_not_a_crash() -> None:
         raw = b"A" + struct.pack(">I", len(raw)) + raw
     with pytest.raises(FrameError):
         values.decode_value(raw)
+
+
+def _nested_table_bytes(depth: int) -> bytes:
+    """A length-prefixed table with ``depth`` levels of tables in it."""
+    raw = b"\x00\x00\x00\x00"  # the innermost, empty table
+    for _ in range(depth - 1):
+        entry = b"\x01kF" + raw
+        raw = struct.pack(">I", len(entry)) + entry
+    return raw
+
+
+def test_decode_and_encode_accept_the_same_depth_without_recursion_limits() -> None:
+    from amqlite.core.fieldtypes import MAX_NESTING
+
+    table, _ = values.decode_table(_nested_table_bytes(MAX_NESTING))
+    assert values.encode_table(table) == _nested_table_bytes(MAX_NESTING)
+    with pytest.raises(FrameError, match=f"nest deeper than {MAX_NESTING} levels"):
+        values.decode_table(_nested_table_bytes(MAX_NESTING + 1))
+    # Far deeper than Python's recursion limit: still a clean protocol error.
+    with pytest.raises(FrameError, match="nest deeper"):
+        values.decode_table(_nested_table_bytes(5000))
+    deep: dict = {}
+    for _ in range(5000):
+        deep = {"k": [deep]}
+    with pytest.raises(SyntaxError_, match="nest deeper"):
+        values.encode_table(deep)
