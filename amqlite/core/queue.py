@@ -19,6 +19,8 @@ from .message import DELAYED, GONE, READY, UNACKED, Entry, Message
 from .ready import PagedRef, ReadyList
 
 if TYPE_CHECKING:
+    from array import array
+
     from .connection import Connection
     from .journal import Journal
     from .vhost import VirtualHost
@@ -432,6 +434,17 @@ class Queue:
         if not self.ready.restore_paged(priority, (segment, offset, seq, size)):
             return False
         self._seq = max(self._seq, seq)
+        return True
+
+    def restore_paged_run(self, segments: array[int], offsets: array[int], seqs: array[int],
+                          sizes: array[int]) -> bool:
+        """:meth:`restore_paged` for a run of messages in seq order, at once:
+        start-up pays one call per run, not one per message. Only for a
+        queue without priorities (every message at level 0)."""
+        assert self.settings.max_priority is None
+        if not self.ready.restore_paged_run(0, segments, offsets, seqs, sizes):
+            return False
+        self._seq = max(self._seq, seqs[-1])
         return True
 
     # -- purge and delete -----------------------------------------------

@@ -58,6 +58,14 @@ class PagedRun:
         self.sizes.append(size)
         self.bytes += size
 
+    def extend(self, segments: array[int], offsets: array[int], seqs: array[int], sizes: array[int]) -> None:
+        """Push a run of refs at once (start-up: one call, not one per message)."""
+        self.segments.extend(segments)
+        self.offsets.extend(offsets)
+        self.seqs.extend(seqs)
+        self.sizes.extend(sizes)
+        self.bytes += sum(sizes)
+
     def take(self, count: int) -> list[PagedRef]:
         start, end = self.head, min(self.head + count, len(self.seqs))
         refs = list(zip(self.segments[start:end], self.offsets[start:end], self.seqs[start:end], self.sizes[start:end], strict=True))
@@ -256,16 +264,34 @@ class ReadyList:
             level.tail = deque()
         return True
 
+    def _restorable(self, level: _Level, seq: int) -> bool:
+        """Whether a recovered message can be paged after everything so far:
+        not if newer messages are already in memory (order)."""
+        return not (level.tail or (not level.paging and level.fresh and level.fresh[-1].seq > seq))
+
     def restore_paged(self, priority: int, ref: PagedRef) -> bool:
         """Add a message recovered from disk as paged, after everything so
         far. False if newer messages are already in memory (order)."""
         level = self._level(priority)
-        if level.tail or (not level.paging and level.fresh and level.fresh[-1].seq > ref[2]):
+        if not self._restorable(level, ref[2]):
             return False
         level.paged.push(*ref)
         self.count += 1
         self.bytes += ref[3]
         self.paged += 1
+        return True
+
+    def restore_paged_run(self, priority: int, segments: array[int], offsets: array[int], seqs: array[int],
+                          sizes: array[int]) -> bool:
+        """:meth:`restore_paged` for a run of messages in seq order, at once."""
+        level = self._level(priority)
+        if not seqs or not self._restorable(level, seqs[0]):
+            return False
+        before = level.paged.bytes
+        level.paged.extend(segments, offsets, seqs, sizes)
+        self.count += len(seqs)
+        self.bytes += level.paged.bytes - before
+        self.paged += len(seqs)
         return True
 
     def drop_paged(self) -> list[PagedRef]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import re
 import time
 from array import array
 from collections import Counter
@@ -51,6 +52,8 @@ _REMOVED, _DELIVERED, _OUT, _COPY, _MOVED, _EXPIRES = 1, 2, 4, 8, 16, 32
 #: Only a cache: an ENQUEUE whose PUBLISH lies further back is resolved
 #: after the pass.
 _RECENT = 4096
+#: A byte of a flags array that is not zero: where a run of plain entries ends.
+_FLAGGED = re.compile(rb"[^\x00]")
 #: Records between two progress calls within a segment.
 _PROGRESS_RECORDS = 200_000
 
@@ -397,28 +400,43 @@ def recover(
         # Never hand out a seq the log still holds, even for removed messages.
         queue.note_seq(max(index.seqs, default=0))
         full = queue.ready.in_memory >= queue_budget  # only restore() below changes it
-        seqs, flags_, segments, offsets = index.seqs, index.flags, index.segments, index.offsets
-        for i in range(len(seqs)):
+        seqs, flags_, segments, offsets, sizes = index.seqs, index.flags, index.segments, index.offsets, index.sizes
+        # Without priorities, a run of entries with no flag pages in one call.
+        runs = _FLAGGED.search if queue.settings.max_priority is None else None
+        flag_bytes = flags_.tobytes()
+        i = single_until = 0  # entries before single_until go one by one (their run could not page)
+        while i < len(seqs):
             flags = flags_[i]
+            if not flags and full and runs is not None and i >= single_until:
+                found = runs(flag_bytes, i)
+                end = len(seqs) if found is None else found.start()
+                if queue.restore_paged_run(segments[i:end], offsets[i:end], seqs[i:end], sizes[i:end]):
+                    for segment, count in Counter(segments[i:end]).items():
+                        live[segment] += 2 * count  # the entry and its body, one record
+                    paged += end - i
+                    i = end
+                    continue
+                single_until = end
+            j, i = i, i + 1
             if flags & _REMOVED:
                 continue
-            segment, offset = segments[i], offsets[i]
-            if not flags and full and queue.restore_paged(index.priorities[i], segment, offset, seqs[i],
-                                                          index.sizes[i]):
-                live[segment] += 2  # the entry and its body, one record
+            segment, offset = segments[j], offsets[j]
+            if not flags and full and queue.restore_paged(index.priorities[j], segment, offset, seqs[j],
+                                                          sizes[j]):
+                live[segment] += 2
                 paged += 1
                 continue
-            key = (queue_id, seqs[i])
-            expires = index.expires[i]
+            key = (queue_id, seqs[j])
+            expires = index.expires[j]
             body = replay.enqueued.get(key)
             body_segment, body_offset = body if body is not None else (segment, offset)
-            message = messages.get(index.msg_ids[i]) if body is not None else None
+            message = messages.get(index.msg_ids[j]) if body is not None else None
             if message is None:
                 message = records.load_message(segment_log, body_segment, body_offset)
                 if body is not None:
-                    messages[index.msg_ids[i]] = message
+                    messages[index.msg_ids[j]] = message
             entry = queue.restore(
-                message, replay.moved.get(key, seqs[i]),
+                message, replay.moved.get(key, seqs[j]),
                 expires_at=None if math.isnan(expires) else expires,
                 delivery_count=replay.counts.get(key, 0) + bool(flags & _OUT), redelivered=bool(flags & _DELIVERED),
                 retry_due=replay.retries.get(key), now=now,

@@ -20,6 +20,7 @@ from amqlite.store.recovery import Progress, ProgressLog
 from amqlite.store.segments import HEAD_SIZE, SegmentLog
 
 from .support import PERSISTENT, Store, drain
+from .test_paging import consume_all
 
 NOW = 1000.0
 
@@ -218,4 +219,22 @@ def test_enqueues_resolve_across_gaps_in_message_ids(tmp_path: Path, gap: int) -
     assert bodies_of(store, "a") == [b"b%05d" % n for n in range(3000)]
     assert bodies_of(store, "b") == [
         b"b%05d" % (n if n % 2 else max(0, n - 2500)) for n in range(0, 3000, 7)]
+    store.close()
+
+
+def test_runs_of_paged_entries_stop_where_an_entry_must_stay_in_memory(tmp_path: Path) -> None:
+    # Start-up pages runs of plain entries in one call each; an entry with a
+    # TTL comes back in memory, and after it (order) the rest does too.
+    store = Store(tmp_path, queue_budget=8)
+    store.ch.declare_queue("q", durable=True, now=NOW)
+    for i in range(60):
+        expiration = "100000000" if i in (25, 45) else None
+        store.ch.publish(b"m%04d" % i, routing_key="q", properties=Properties(delivery_mode=2, expiration=expiration),
+                         now=NOW)
+    store.sync()
+    store = store.restart(crash=True)
+    ready = store.queue("q").ready
+    assert store.report.paged == 17  # m0008..m0024
+    assert (ready.count, ready.in_memory, ready.paged) == (60, 43, 17)
+    assert consume_all(store, "q") == [b"m%04d" % i for i in range(60)]
     store.close()
