@@ -453,7 +453,7 @@ class Queue:
             assert self.journal is not None
             for segment, _, seq, _ in paged:
                 self.journal.removed_paged(self, seq, segment)
-            self.vhost.broker.drops["purged"] += len(paged)
+                self.vhost.broker.dropped(self.name, None, "purged")
         return len(dropped) + len(paged)
 
     # -- paging -------------------------------------------------------------
@@ -483,7 +483,11 @@ class Queue:
         """Move ready messages beyond the memory budget to disk only."""
         if self.journal is None or self.deleted:
             return 0
-        return len(self.ready.page_out(self.journal.queue_budget, self._pageable))
+        return len(self.ready.page_out(self.journal.queue_budget, self._pageable, self._unwritten))
+
+    def _unwritten(self, entry: Entry) -> bool:
+        """Recorded, but not on disk yet: pageable after a later write."""
+        return entry.store_offset >= 0 and self.journal is not None and not self.journal.is_written(entry)
 
     def page_in_requests(self, low_water: int, batch: int) -> list[tuple[int, list[PagedRef]]]:
         return [] if self.deleted else self.ready.page_in_requests(low_water, batch)

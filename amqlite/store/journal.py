@@ -97,9 +97,11 @@ class DiskJournal:
         self.log = SegmentLog(self.directory / "log", fs=self.fs, **kwargs)
         self.accepting = True
         self.queue_budget = queue_budget
-        #: Queues to page out after the next write, and queues asking for
-        #: their paged messages back; the driver serves both.
+        #: Queues over budget: marked since the last batch was taken, and
+        #: marked before it (they page once it is written). Then queues
+        #: asking for their paged messages back. The driver serves all.
         self._over_budget: dict[Queue, None] = {}
+        self._due_after_write: dict[Queue, None] = {}
         self._page_requests: dict[Queue, None] = {}
         #: Wakes the driver's page-in task.
         self.on_page_request: Callable[[], None] | None = None
@@ -294,8 +296,16 @@ class DiskJournal:
     def page_out(self) -> int:
         """Page out queues over budget, now that their records are written
         (trio thread, after a sync). Returns how many messages went."""
-        queues, self._over_budget = self._over_budget, {}
-        return sum(queue.page_out() for queue in queues)
+        queues = self._due_after_write | self._over_budget
+        self._due_after_write = {}
+        paged = sum(queue.page_out() for queue in queues)
+        # A queue marked during the write may page more after the next one
+        # (its newest messages were not in this batch); keep it while over.
+        self._over_budget = {
+            queue: None for queue in self._over_budget
+            if not queue.deleted and queue.ready.in_memory > self.queue_budget
+        }
+        return paged
 
     def page_in_work(self) -> list[tuple[Queue, int, list[PagedRef]]]:
         """Batches to read back: (queue, priority, refs) (trio thread)."""
@@ -328,6 +338,9 @@ class DiskJournal:
         reaches (trio thread)."""
         if self._releases:
             self._append_releases()
+        # Queues over budget so far can page what this batch writes.
+        self._due_after_write.update(self._over_budget)
+        self._over_budget = {}
         return self.log.take_pending()
 
     @property
