@@ -5,25 +5,34 @@ thread, while the broker keeps running; publishes that arrive meanwhile
 ride the next sync. After each sync, connections release the confirms that
 were waiting for it, and queues over their memory budget page out what
 is now on disk. A second task reads paged messages back, in a worker
-thread, for queues running low. A failing disk blocks publishers (nack,
-and connection.blocked) until a write succeeds again. Both the server and
-the embedded broker run it.
+thread, for queues running low; a read that keeps failing is retried with
+backoff, then reported to the queue, which refuses gets and consumers with
+the reason instead of leaving them waiting. A failing disk blocks
+publishers (nack, and connection.blocked) until a write succeeds again.
+Both the server and the embedded broker run it.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import trio
 
 from .log import get_logger
 from .store.journal import DiskJournal
 
+if TYPE_CHECKING:
+    from .core.message import Message
+    from .core.queue import Queue
+    from .core.ready import PagedRef
+
 log = get_logger(__name__)
 
-#: Wait before retrying after a failed write, doubling up to the maximum.
+#: Wait before retrying after a failed write or read, doubling up to the maximum.
 RETRY_MIN = 0.1
 RETRY_MAX = 5.0
+#: Reads of paged messages tried before their queue reports the failure.
+PAGE_IN_ATTEMPTS = 5
 
 
 class StoreDriver:
@@ -62,12 +71,32 @@ class StoreDriver:
                 continue
             for queue, priority, refs in work:
                 try:
-                    messages = await trio.to_thread.run_sync(journal.read_paged, refs)
+                    messages = await self._read_paged(queue, refs)
                 except (OSError, ValueError) as error:
-                    log.error("store.page_in_failed", queue=queue.name, error=str(error), messages=len(refs))
+                    queue.page_in_failed(priority, refs, str(error))
                     continue
                 queue.paged_in(priority, refs, messages, self.now())
-            self.on_paged_in()
+            self.on_paged_in()  # a waiting get gets its message or the error
+
+    async def _read_paged(self, queue: Queue, refs: list[PagedRef]) -> list[Message]:
+        """The messages of ``refs``, retried with backoff; the last error is
+        raised once the read failed PAGE_IN_ATTEMPTS times."""
+        delay = RETRY_MIN
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await trio.to_thread.run_sync(self.journal.read_paged, refs)
+            except (OSError, ValueError) as error:
+                last = attempt == PAGE_IN_ATTEMPTS
+                (log.error if last else log.warning)(
+                    "store.page_in_failed", queue=queue.name, vhost=queue.vhost.name, error=str(error),
+                    messages=len(refs), attempt=attempt,
+                    action="gets and consumers refused until a read works" if last else "retrying")
+                if last:
+                    raise
+            await trio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
 
     async def _write_loop(self) -> None:
         journal, log_ = self.journal, self.journal.log

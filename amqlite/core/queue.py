@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from . import deadletter
 from .arguments import DROP_HEAD, REJECT_PUBLISH_DLX, QueueSettings
 from .consumer import Consumer
-from .errors import AccessRefused
+from .errors import AccessRefused, NotFound
 from .message import DELAYED, GONE, READY, UNACKED, Entry, Message
 from .ready import PagedRef, ReadyList
 
@@ -67,6 +67,9 @@ class Queue:
         self._expiring = 0
         # (due, seq, entry) for entries waiting out a retry delay.
         self._retry: list[tuple[float, int, Entry]] = []
+        #: Why the paged messages cannot be read back, once storage gave up
+        #: retrying; cleared by the next read that works.
+        self.page_in_error: str | None = None
         self._schedule_expires(now)
 
     # -- counts ---------------------------------------------------------
@@ -180,7 +183,7 @@ class Queue:
                 consumer.channel.deliver(consumer, self, entry)
         finally:
             self._dispatching = False
-        if ready.paged:
+        if ready.paged and self.consumers:
             self._want_page_in()
 
     def _pick_consumer(self) -> Consumer | None:
@@ -209,8 +212,16 @@ class Queue:
                 continue
             return entry
         if self.ready.paged:
-            self._want_page_in()
+            self._want_page_in()  # a failed queue tries again too
+            self._check_readable()
         return None
+
+    def _check_readable(self) -> None:
+        """Refuse to wait for messages storage cannot read back: the client
+        hears why, as RabbitMQ answers 404 for a queue that is down."""
+        if self.page_in_error is not None and self.ready.paged:
+            raise NotFound(f"queue '{self.name}' in vhost '{self.vhost.name}' cannot read its messages "
+                           f"from disk: {self.page_in_error}")
 
     def put_back(self, entry: Entry, now: float) -> None:
         """Return an entry :meth:`take` gave out, to its original position."""
@@ -368,6 +379,9 @@ class Queue:
     def add_consumer(self, consumer: Consumer, now: float) -> None:
         if any(c.exclusive for c in self.consumers) or (consumer.exclusive and self.consumers):
             raise AccessRefused(f"queue '{self.name}' in vhost '{self.vhost.name}' in exclusive use")
+        if self.page_in_error is not None and self.ready.paged:
+            self._want_page_in()
+            self._check_readable()
         self.consumers.append(consumer)
         self._had_consumer = True
         self._last_used = now
@@ -501,7 +515,19 @@ class Queue:
             for (segment, offset, seq, _), message in zip(refs, messages, strict=True)
         ]
         if self.ready.paged_in(priority, refs, entries):
+            self.page_in_error = None
             self.dispatch(now)
+
+    def page_in_failed(self, priority: int, refs: list[PagedRef], error: str) -> None:
+        """Storage gave up reading ``refs`` back. They stay on disk and in
+        the queue; consumers are cancelled and gets refused until a later
+        read (asked for by the next get or consume) works."""
+        if self.deleted or not self.ready.page_in_failed(priority, refs):
+            return
+        self.page_in_error = error
+        for consumer in list(self.consumers):
+            consumer.channel.server_cancel(consumer)
+        self.consumers.clear()
 
     def close(self) -> int:
         """Mark deleted and drop every message it holds; return how many were ready."""

@@ -58,6 +58,16 @@ class PagedRun:
         self.sizes.append(size)
         self.bytes += size
 
+    def put_back(self, refs: list[PagedRef]) -> None:
+        """Undo the :meth:`take` that returned ``refs`` (a failed read)."""
+        if len(refs) <= self.head:  # still there, just before the head
+            self.head -= len(refs)
+        else:  # take() compacted them away
+            for column, values in zip((self.segments, self.offsets, self.seqs, self.sizes), zip(*refs, strict=True),
+                                      strict=True):
+                column[self.head:self.head] = array(column.typecode, values)
+        self.bytes += sum(ref[3] for ref in refs)
+
     def take(self, count: int) -> list[PagedRef]:
         start, end = self.head, min(self.head + count, len(self.seqs))
         refs = list(zip(self.segments[start:end], self.offsets[start:end], self.seqs[start:end], self.sizes[start:end], strict=True))
@@ -272,6 +282,17 @@ class ReadyList:
         if not len(level.paged):
             level.fresh.extend(level.tail)
             level.tail = deque()
+        return True
+
+    def page_in_failed(self, priority: int, refs: list[PagedRef]) -> bool:
+        """The read of the level's in-flight ``refs`` failed: they go back
+        to the front of its run, to be asked for again. False if they were
+        dropped meanwhile."""
+        level = self._levels[priority]
+        if level.inflight is not refs:
+            return False
+        level.paged.put_back(refs)
+        level.inflight = []
         return True
 
     def restore_paged(self, priority: int, ref: PagedRef) -> bool:
