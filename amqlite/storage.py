@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 
 import trio
 
+from .heap import Trimmer
 from .log import get_logger
 from .store.journal import DiskJournal
 
@@ -33,6 +34,8 @@ RETRY_MIN = 0.1
 RETRY_MAX = 5.0
 #: Reads of paged messages tried before their queue reports the failure.
 PAGE_IN_ATTEMPTS = 5
+#: Least time between two trims of the heap (see heap.py).
+TRIM_INTERVAL = 10.0
 
 
 class StoreDriver:
@@ -44,6 +47,7 @@ class StoreDriver:
         on_blocked: Callable[[str | None], None],
         now: Callable[[], float],
         on_paged_in: Callable[[], None] = lambda: None,
+        trim_heap: Callable[[], int | None] | None = None,
     ) -> None:
         self.journal = journal
         self.on_synced = on_synced
@@ -54,11 +58,27 @@ class StoreDriver:
         journal.log.on_pending = self._wakeup.unpark_all
         self._page_requests = trio.lowlevel.ParkingLot()
         journal.on_page_request = self._page_requests.unpark_all
+        self.trim_heap = trim_heap if trim_heap is not None else Trimmer()
+        self._trim_wanted = False
+        self._trim_wakeup = trio.lowlevel.ParkingLot()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._write_loop)
             nursery.start_soon(self._page_in_loop)
+            nursery.start_soon(self._trim_loop)
+
+    async def _trim_loop(self) -> None:
+        """After writes (acks, purges, deletes and page-outs free memory),
+        hand freed heap memory back to the OS, at most once per interval."""
+        while True:
+            while not self._trim_wanted:
+                await self._trim_wakeup.park()
+            self._trim_wanted = False
+            released = await trio.to_thread.run_sync(self.trim_heap)
+            if released is not None:
+                log.info("memory.trimmed", released_mb=round(released / 2**20, 1))
+            await trio.sleep(TRIM_INTERVAL)
 
     async def _page_in_loop(self) -> None:
         """Read paged messages back for queues running low, in a worker
@@ -137,6 +157,8 @@ class StoreDriver:
                 self.on_blocked(None)
             self.on_synced()
             journal.page_out()  # what is now on disk may leave memory
+            self._trim_wanted = True
+            self._trim_wakeup.unpark_all()
             if obsolete:
                 await self._compact(obsolete, snapshot)
 

@@ -319,3 +319,30 @@ async def test_a_failing_page_in_read_is_retried_then_reported_never_a_hang(tmp_
         assert bodies == [b"m%02d" % i for i in range(5, 50)]
         nursery.cancel_scope.cancel()
     store.close()
+
+
+async def test_the_driver_trims_the_heap_after_writes_at_most_once_per_interval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "TRIM_INTERVAL", 0.2)
+    store = store_with_queue(tmp_path, FaultyFS())
+    trims: list[float] = []
+
+    def trim() -> int:
+        trims.append(time.monotonic())
+        return 2**20
+
+    driver = StoreDriver(store.journal, on_synced=lambda: None, on_blocked=lambda reason: None, now=time.time,
+                         trim_heap=trim)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(driver.run)
+        with capture_logs() as logs:
+            started = time.monotonic()
+            while time.monotonic() - started < 0.7:  # a write about every 10 ms
+                store.ch.publish(b"x", routing_key="q", properties=PERSISTENT, now=NOW)
+                await trio.sleep(0.01)
+            await trio.sleep(0.3)
+        nursery.cancel_scope.cancel()
+    assert 3 <= len(trims) <= 5  # 0.7 s of writes, trims 0.2 s apart
+    assert all(b - a >= 0.19 for a, b in zip(trims, trims[1:]))
+    assert [e["released_mb"] for e in logs if e["event"] == "memory.trimmed"] == [1.0] * len(trims)
+    store.close()
