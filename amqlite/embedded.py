@@ -346,10 +346,9 @@ class Channel:
             body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=mandatory
         )
         journal = self._broker.core.journal
-        if self._core.confirm and journal is not None and properties.delivery_mode == 2 and outcome:
-            # In confirm mode, as over AMQP: a persistent message is
-            # confirmed once it is on disk.
-            await self._broker._synced_to(journal.position)
+        if self._core.confirm and journal is not None and outcome is not None:
+            # In confirm mode, as over AMQP (the journal's one rule).
+            await self._broker._synced_to(journal.confirm_position(properties.delivery_mode == 2, outcome))
         return outcome
 
     def publish_nowait(

@@ -139,24 +139,19 @@ class StoreDriver:
                     failure = None
                 except OSError as error:
                     failure = error
-                    log_.put_back(pending)
+                    if journal.write_failed(pending):
+                        log.error("store.write_failed", error=str(failure), errno=failure.errno,
+                                  action="persistent publishes refused until the disk accepts writes")
+                        self.on_blocked(f"disk write failed: {failure.strerror or failure}")
             if failure is not None:
-                if journal.accepting:
-                    journal.accepting = False
-                    log.error("store.write_failed", error=str(failure), errno=failure.errno,
-                              action="persistent publishes refused until the disk accepts writes")
-                    self.on_blocked(f"disk write failed: {failure.strerror or failure}")
                 await trio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             delay = RETRY_MIN
-            log_.synced = position
-            if not journal.accepting:
-                journal.accepting = True
+            if journal.commit(position):
                 log.info("store.recovered_writes", action="persistent publishes accepted again")
                 self.on_blocked(None)
             self.on_synced()
-            journal.page_out()  # what is now on disk may leave memory
             self._trim_wanted = True
             self._trim_wakeup.unpark_all()
             if obsolete:

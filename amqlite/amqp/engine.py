@@ -664,8 +664,7 @@ class ServerConnection:
         if core.confirm:
             # A persistent message is confirmed once its record is on disk.
             journal = self.broker.journal
-            stored = outcome.routed or outcome.delayed  # a held message is on disk too
-            required = journal.position if journal is not None and message.persistent and stored else 0
+            required = journal.confirm_position(message.persistent, outcome) if journal is not None else 0
             ch.confirms.append((core.publish_seq, not outcome.rejected, required))
             self._confirming[ch.number] = None
 

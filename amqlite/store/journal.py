@@ -50,6 +50,7 @@ from .segments import FileSystem, SegmentLog
 
 if TYPE_CHECKING:
     from ..core.broker import Broker
+    from ..core.events import PublishOutcome
     from ..core.ready import PagedRef
     from ..core.exchange import Exchange
     from ..core.message import Entry, Message
@@ -351,6 +352,28 @@ class DiskJournal:
     @property
     def synced(self) -> int:
         return self.log.synced
+
+    def confirm_position(self, persistent: bool, outcome: PublishOutcome) -> int:
+        """See :meth:`amqlite.core.journal.Journal.confirm_position`."""
+        stored = outcome.routed or outcome.delayed  # a held message is on disk too
+        return self.position if persistent and stored and not outcome.rejected else 0
+
+    def commit(self, position: int) -> bool:
+        """The batch up to ``position`` is on disk (trio thread): confirms
+        up to it may go, and what it wrote may leave memory. True if this
+        ends a write outage."""
+        self.log.synced = position
+        recovered, self.accepting = not self.accepting, True
+        self.page_out()
+        return recovered
+
+    def write_failed(self, pending: list[tuple[int, bytes]]) -> bool:
+        """The batch could not be written: it goes back, to be written
+        whole later, and persistent publishes are refused meanwhile. True
+        if this starts a write outage."""
+        self.log.put_back(pending)
+        started, self.accepting = self.accepting, False
+        return started
 
     def obsolete_segments(self) -> list[int]:
         """Segments that can go, oldest first (trio thread)."""

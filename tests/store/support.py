@@ -98,8 +98,7 @@ class Store:
         obsolete = journal.obsolete_segments() if compact else []
         snapshot = journal.snapshot_payload() if obsolete and journal.needs_snapshot(obsolete) else None
         journal.log.write_and_sync(pending)
-        journal.log.synced = position
-        journal.page_out()
+        journal.commit(position)
         if snapshot is not None:
             journal.write_snapshot(snapshot[0])
             journal.snapshot_written(snapshot[1])

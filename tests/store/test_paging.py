@@ -199,8 +199,7 @@ def test_pipelined_publishing_pages_out_from_the_oldest_written_message(tmp_path
             store.ch.publish(b"m%04d" % sent, routing_key="q", properties=Properties(delivery_mode=2), now=NOW)
             sent += 1
         journal.log.write_and_sync(pending)
-        journal.log.synced = position
-        journal.page_out()
+        journal.commit(position)
         assert ready.in_memory <= budget + batch
     assert ready.paged >= sent - budget - batch
     assert consume_all(store, "q") == [b"m%04d" % i for i in range(sent)]
@@ -214,8 +213,7 @@ def test_a_queue_over_budget_stays_on_the_list_until_under_it(tmp_path: Path) ->
     pending, position = journal.take_batch()
     fill(store, "q", 100)  # all arrive during a write: none can page after it
     journal.log.write_and_sync(pending)
-    journal.log.synced = position
-    journal.page_out()
+    journal.commit(position)
     assert ready.in_memory == 100
     store.sync()  # no publish since: the queue must still be due for paging
     assert (ready.in_memory, ready.paged) == (10, 90)
