@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from .arguments import amqp_type
 from .consumer import Consumer
 from .errors import ChannelStateError, NotAllowed, NotImplemented_, NotFound, PreconditionFailed
-from .events import ConsumerCancelled, Deliver, GetResult, PublishOutcome
+from .events import ConsumerCancelled, Deliver, GetResult, PublishOutcome, WaitForDisk
 from .exchange import Exchange
 from .message import EMPTY_PROPERTIES, Entry, Message, Properties
 from .queue import Queue
@@ -260,12 +260,14 @@ class Channel:
         if was_full and self.buffered < self.buffer_limit:
             self._redispatch(now)
 
-    def get(self, queue: str, *, now: float, no_ack: bool = False) -> GetResult | None:
+    def get(self, queue: str, *, now: float, no_ack: bool = False) -> GetResult | WaitForDisk | None:
+        """basic.get: the message, WAIT_FOR_DISK (ask again once storage
+        moves on), or None when the queue is empty."""
         self._require_open()
         target = self.vhost.get_queue(queue, self.connection)
-        entry = target.take(now)
-        if entry is None:
-            return None
+        entry = target.fetch(now)
+        if not isinstance(entry, Entry):
+            return entry
         self._next_tag += 1
         tag = self._next_tag
         if no_ack:

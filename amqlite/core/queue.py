@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from . import deadletter
 from .arguments import DROP_HEAD, REJECT_PUBLISH_DLX, QueueSettings
 from .consumer import Consumer
+from .events import WAIT_FOR_DISK, WaitForDisk
 from .errors import AccessRefused, NotFound
 from .message import DELAYED, GONE, READY, UNACKED, Entry, Message
 from .ready import PagedRef, ReadyList
@@ -201,8 +202,10 @@ class Queue:
             consumers.append(best)
         return best
 
-    def take(self, now: float) -> Entry | None:
-        """The next ready message for basic.get, skipping expired ones."""
+    def fetch(self, now: float) -> Entry | WaitForDisk | None:
+        """The next ready message for basic.get, skipping expired ones; or
+        WAIT_FOR_DISK when it is paged out and being read back; or None
+        when the queue is empty."""
         self._last_used = now
         self._schedule_expires(now)
         while (entry := self._pop_ready()) is not None:
@@ -214,6 +217,7 @@ class Queue:
         if self.ready.paged:
             self._want_page_in()  # a failed queue tries again too
             self._check_readable()
+            return WAIT_FOR_DISK
         return None
 
     def _check_readable(self) -> None:
@@ -224,7 +228,7 @@ class Queue:
                            f"from disk: {self.page_in_error}")
 
     def put_back(self, entry: Entry, now: float) -> None:
-        """Return an entry :meth:`take` gave out, to its original position."""
+        """Return an entry :meth:`fetch` gave out, to its original position."""
         self._make_ready(entry, now)
 
     # -- settlement -----------------------------------------------------

@@ -280,7 +280,7 @@ async def test_a_failing_page_in_read_is_retried_then_reported_never_a_hang(tmp_
     refused with the reason (the log names the queue); once reads work
     again the messages come back, in order, none lost."""
     from amqlite.core.errors import NotFound
-    from amqlite.core.events import ConsumerCancelled
+    from amqlite.core.events import WAIT_FOR_DISK, ConsumerCancelled
 
     fs = FaultyFS()
     store = store_with_queue(tmp_path, fs, queue_budget=5)
@@ -297,7 +297,7 @@ async def test_a_failing_page_in_read_is_retried_then_reported_never_a_hang(tmp_
         assert [g.message.body for g in got if g is not None] == [b"m%02d" % i for i in range(5)]
         watcher.consume("q", now=NOW, consumer_tag="c")
         with capture_logs() as logs:
-            assert store.ch.get("q", now=NOW, no_ack=True) is None  # on its way back from disk
+            assert store.ch.get("q", now=NOW, no_ack=True) is WAIT_FOR_DISK  # on its way back
             await until(lambda: ConsumerCancelled("c") in watcher.outbox)  # on main: waits forever
         failures = [e for e in logs if e["event"] == "store.page_in_failed"]
         assert [e["attempt"] for e in failures] == list(range(1, storage.PAGE_IN_ATTEMPTS + 1))
@@ -312,7 +312,7 @@ async def test_a_failing_page_in_read_is_retried_then_reported_never_a_hang(tmp_
         bodies = []
         while len(bodies) < 45:
             got_one = store.ch.get("q", now=NOW, no_ack=True)
-            if got_one is None:
+            if got_one is WAIT_FOR_DISK:
                 await trio.sleep(0.01)
                 continue
             bodies.append(got_one.message.body)
