@@ -24,7 +24,7 @@ from .core import errors
 from .core.broker import Broker as CoreBroker
 from .core.channel import Channel as CoreChannel
 from .core.connection import Connection as CoreConnection
-from .core.events import ConsumerCancelled, Deliver, GetResult, PublishOutcome
+from .core.events import ConsumerCancelled, Deliver, GetResult, PublishOutcome, WaitForDisk
 from .core.message import EMPTY_PROPERTIES, Properties
 from .log import get_logger
 from .runtime import Clock, drive_deadlines
@@ -346,10 +346,9 @@ class Channel:
             body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=mandatory
         )
         journal = self._broker.core.journal
-        if self._core.confirm and journal is not None and properties.delivery_mode == 2 and outcome:
-            # In confirm mode, as over AMQP: a persistent message is
-            # confirmed once it is on disk.
-            await self._broker._synced_to(journal.position)
+        if self._core.confirm and journal is not None and outcome is not None:
+            # In confirm mode, as over AMQP (the journal's one rule).
+            await self._broker._synced_to(journal.confirm_position(properties.delivery_mode == 2, outcome))
         return outcome
 
     def publish_nowait(
@@ -416,15 +415,10 @@ class Channel:
 
     async def get(self, queue: str, *, no_ack: bool = False) -> Delivery | None:
         result = await self._op(self._core.get, queue, now=self._broker.now(), no_ack=no_ack)
-        while result is None and self._waits_for_disk(queue):
-            # The next messages are paged out and on their way back.
+        while isinstance(result, WaitForDisk):
             await self._broker._storage_moved.park()
             result = self._run(self._core.get, queue, now=self._broker.now(), no_ack=no_ack)
         return None if result is None else self._delivery(result)
-
-    def _waits_for_disk(self, queue: str) -> bool:
-        found = self._core.vhost.queues.get(queue)
-        return found is not None and found.ready.paged > 0
 
     def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
         if self.closed is not None:

@@ -5,25 +5,37 @@ thread, while the broker keeps running; publishes that arrive meanwhile
 ride the next sync. After each sync, connections release the confirms that
 were waiting for it, and queues over their memory budget page out what
 is now on disk. A second task reads paged messages back, in a worker
-thread, for queues running low. A failing disk blocks publishers (nack,
-and connection.blocked) until a write succeeds again. Both the server and
-the embedded broker run it.
+thread, for queues running low; a read that keeps failing is retried with
+backoff, then reported to the queue, which refuses gets and consumers with
+the reason instead of leaving them waiting. A failing disk blocks
+publishers (nack, and connection.blocked) until a write succeeds again.
+Both the server and the embedded broker run it.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import trio
 
+from .heap import Trimmer
 from .log import get_logger
 from .store.journal import DiskJournal
 
+if TYPE_CHECKING:
+    from .core.message import Message
+    from .core.queue import Queue
+    from .core.ready import PagedRef
+
 log = get_logger(__name__)
 
-#: Wait before retrying after a failed write, doubling up to the maximum.
+#: Wait before retrying after a failed write or read, doubling up to the maximum.
 RETRY_MIN = 0.1
 RETRY_MAX = 5.0
+#: Reads of paged messages tried before their queue reports the failure.
+PAGE_IN_ATTEMPTS = 5
+#: Least time between two trims of the heap (see heap.py).
+TRIM_INTERVAL = 10.0
 
 
 class StoreDriver:
@@ -35,6 +47,7 @@ class StoreDriver:
         on_blocked: Callable[[str | None], None],
         now: Callable[[], float],
         on_paged_in: Callable[[], None] = lambda: None,
+        trim_heap: Callable[[], int | None] | None = None,
     ) -> None:
         self.journal = journal
         self.on_synced = on_synced
@@ -45,11 +58,27 @@ class StoreDriver:
         journal.log.on_pending = self._wakeup.unpark_all
         self._page_requests = trio.lowlevel.ParkingLot()
         journal.on_page_request = self._page_requests.unpark_all
+        self.trim_heap = trim_heap if trim_heap is not None else Trimmer()
+        self._trim_wanted = False
+        self._trim_wakeup = trio.lowlevel.ParkingLot()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._write_loop)
             nursery.start_soon(self._page_in_loop)
+            nursery.start_soon(self._trim_loop)
+
+    async def _trim_loop(self) -> None:
+        """After writes (acks, purges, deletes and page-outs free memory),
+        hand freed heap memory back to the OS, at most once per interval."""
+        while True:
+            while not self._trim_wanted:
+                await self._trim_wakeup.park()
+            self._trim_wanted = False
+            released = await trio.to_thread.run_sync(self.trim_heap)
+            if released is not None:
+                log.info("memory.trimmed", released_mb=round(released / 2**20, 1))
+            await trio.sleep(TRIM_INTERVAL)
 
     async def _page_in_loop(self) -> None:
         """Read paged messages back for queues running low, in a worker
@@ -62,12 +91,32 @@ class StoreDriver:
                 continue
             for queue, priority, refs in work:
                 try:
-                    messages = await trio.to_thread.run_sync(journal.read_paged, refs)
+                    messages = await self._read_paged(queue, refs)
                 except (OSError, ValueError) as error:
-                    log.error("store.page_in_failed", queue=queue.name, error=str(error), messages=len(refs))
+                    queue.page_in_failed(priority, refs, str(error))
                     continue
                 queue.paged_in(priority, refs, messages, self.now())
-            self.on_paged_in()
+            self.on_paged_in()  # a waiting get gets its message or the error
+
+    async def _read_paged(self, queue: Queue, refs: list[PagedRef]) -> list[Message]:
+        """The messages of ``refs``, retried with backoff; the last error is
+        raised once the read failed PAGE_IN_ATTEMPTS times."""
+        delay = RETRY_MIN
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await trio.to_thread.run_sync(self.journal.read_paged, refs)
+            except (OSError, ValueError) as error:
+                last = attempt == PAGE_IN_ATTEMPTS
+                (log.error if last else log.warning)(
+                    "store.page_in_failed", queue=queue.name, vhost=queue.vhost.name, error=str(error),
+                    messages=len(refs), attempt=attempt,
+                    action="gets and consumers refused until a read works" if last else "retrying")
+                if last:
+                    raise
+            await trio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
 
     async def _write_loop(self) -> None:
         journal, log_ = self.journal, self.journal.log
@@ -90,24 +139,21 @@ class StoreDriver:
                     failure = None
                 except OSError as error:
                     failure = error
-                    log_.put_back(pending)
+                    if journal.write_failed(pending):
+                        log.error("store.write_failed", error=str(failure), errno=failure.errno,
+                                  action="persistent publishes refused until the disk accepts writes")
+                        self.on_blocked(f"disk write failed: {failure.strerror or failure}")
             if failure is not None:
-                if journal.accepting:
-                    journal.accepting = False
-                    log.error("store.write_failed", error=str(failure), errno=failure.errno,
-                              action="persistent publishes refused until the disk accepts writes")
-                    self.on_blocked(f"disk write failed: {failure.strerror or failure}")
                 await trio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             delay = RETRY_MIN
-            log_.synced = position
-            if not journal.accepting:
-                journal.accepting = True
+            if journal.commit(position):
                 log.info("store.recovered_writes", action="persistent publishes accepted again")
                 self.on_blocked(None)
             self.on_synced()
-            journal.page_out()  # what is now on disk may leave memory
+            self._trim_wanted = True
+            self._trim_wakeup.unpark_all()
             if obsolete:
                 await self._compact(obsolete, snapshot)
 

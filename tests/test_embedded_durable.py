@@ -50,3 +50,34 @@ async def test_a_backlog_beyond_the_memory_budget_pages_and_drains_in_order(tmp_
                 if len(got) == 201:
                     break
         assert got == [b"%03d" % i for i in range(200)] + [b"sync"]
+
+
+async def test_a_refused_persistent_publish_is_answered_at_once_during_a_disk_outage(
+        tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The embedded API and the AMQP engine share the journal's one confirm
+    rule: a refused publish (a nack) waits for nothing. The embedded API
+    used to wait for the disk whatever the outcome, so during an outage a
+    publisher heard nothing until the disk came back."""
+    import functools
+
+    import trio
+
+    from amqlite import embedded
+    from tests.store.support import FaultyFS
+
+    fs = FaultyFS()
+    monkeypatch.setattr(embedded, "DiskJournal", functools.partial(embedded.DiskJournal, fs=fs))
+    async with amqlite.open_broker(data_dir=tmp_path) as broker:
+        journal = broker.core.journal
+        assert journal is not None
+        ch = await broker.channel()
+        await ch.queue_declare("jobs", durable=True)
+        await ch.confirm_select()
+        fs.full = True
+        ch.publish_nowait(b"in flight", routing_key="jobs", properties=PERSISTENT)  # its write fails
+        with trio.fail_after(5):
+            while journal.accepting:
+                await trio.sleep(0.01)
+            outcome = await ch.publish(b"refused", routing_key="jobs", properties=PERSISTENT)
+        assert outcome is not None and outcome.rejected and journal.synced < journal.position
+        fs.full = False

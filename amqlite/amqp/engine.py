@@ -23,7 +23,7 @@ from ..core import errors
 from ..core.broker import Broker
 from ..core.channel import Channel as CoreChannel
 from ..core.connection import Connection as CoreConnection
-from ..core.events import ConsumerCancelled, Deliver
+from ..core.events import ConsumerCancelled, Deliver, WaitForDisk
 from ..core.message import Message
 from ..log import get_logger
 from . import spec
@@ -664,8 +664,7 @@ class ServerConnection:
         if core.confirm:
             # A persistent message is confirmed once its record is on disk.
             journal = self.broker.journal
-            stored = outcome.routed or outcome.delayed  # a held message is on disk too
-            required = journal.position if journal is not None and message.persistent and stored else 0
+            required = journal.confirm_position(message.persistent, outcome) if journal is not None else 0
             ch.confirms.append((core.publish_seq, not outcome.rejected, required))
             self._confirming[ch.number] = None
 
@@ -862,12 +861,11 @@ class ServerConnection:
         name = ch.queue_name(m.queue)
         result = ch.core.get(name, now=now, no_ack=m.no_ack)
         if result is None:
-            if ch.core.vhost.queues[name].ready.paged:
-                # Not empty: the next messages are being read back from disk.
-                # RabbitMQ would answer once it has them; so do we.
-                self._waiting_get = (ch, m)
-                return None
             return spec.Basic.GetEmpty()
+        if isinstance(result, WaitForDisk):
+            # RabbitMQ would answer once it has the message; so do we.
+            self._waiting_get = (ch, m)
+            return None
         self._drain(ch, now)
         message = result.message
         self._send(

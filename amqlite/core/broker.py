@@ -19,7 +19,9 @@ from .message import Message
 from .timers import Timers
 from .vhost import VirtualHost
 
-DropHook = Callable[[str, Message, str], None]
+#: (queue or exchange, message, reason); the message is None when it was on
+#: disk only (paged out), so its content is not in memory to show.
+DropHook = Callable[[str, Message | None, str], None]
 
 
 class Broker:
@@ -60,7 +62,7 @@ class Broker:
             if name not in taken:
                 return name
 
-    def dropped(self, where: str, message: Message, reason: str) -> None:
+    def dropped(self, where: str, message: Message | None, reason: str) -> None:
         self.drops[reason] += 1
         if self.on_drop is not None:
             self.on_drop(where, message, reason)

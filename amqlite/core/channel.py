@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 from .arguments import amqp_type
 from .consumer import Consumer
 from .errors import ChannelStateError, NotAllowed, NotImplemented_, NotFound, PreconditionFailed
-from .events import ConsumerCancelled, Deliver, GetResult, PublishOutcome
+from .events import ConsumerCancelled, Deliver, GetResult, PublishOutcome, WaitForDisk
 from .exchange import Exchange
 from .fieldtypes import MAX_NESTING, nesting
 from .message import EMPTY_PROPERTIES, Entry, Message, Properties
+from .settlement import Settlement
 from .queue import Queue
 from .redrive import redrive
 
@@ -56,7 +57,7 @@ class Channel:
         self.publish_seq = 0
         self.transactional = False
         self._tx_publishes: list[tuple[str, Message, bool]] = []
-        self._tx_settles: list[tuple[int, Unacked, str, bool]] = []
+        self._tx_settles: list[tuple[int, Unacked, Settlement]] = []
         self.closed = False
 
     def _require_open(self) -> None:
@@ -265,12 +266,14 @@ class Channel:
         if was_full and self.buffered < self.buffer_limit:
             self._redispatch(now)
 
-    def get(self, queue: str, *, now: float, no_ack: bool = False) -> GetResult | None:
+    def get(self, queue: str, *, now: float, no_ack: bool = False) -> GetResult | WaitForDisk | None:
+        """basic.get: the message, WAIT_FOR_DISK (ask again once storage
+        moves on), or None when the queue is empty."""
         self._require_open()
         target = self.vhost.get_queue(queue, self.connection)
-        entry = target.take(now)
-        if entry is None:
-            return None
+        entry = target.fetch(now)
+        if not isinstance(entry, Entry):
+            return entry
         self._next_tag += 1
         tag = self._next_tag
         if no_ack:
@@ -317,37 +320,37 @@ class Channel:
         return taken
 
     def ack(self, delivery_tag: int, *, now: float, multiple: bool = False) -> None:
-        self._settle(self._take(delivery_tag, multiple), "ack", False, now)
+        self._settle(self._take(delivery_tag, multiple), Settlement.ACK, now)
 
     def nack(self, delivery_tag: int, *, now: float, multiple: bool = False, requeue: bool = True) -> None:
-        self._settle(self._take(delivery_tag, multiple), "nack", requeue, now)
+        self._settle(self._take(delivery_tag, multiple), Settlement.REQUEUE if requeue else Settlement.REJECT, now)
 
     def reject(self, delivery_tag: int, *, now: float, requeue: bool = True) -> None:
-        self._settle(self._take(delivery_tag, False), "nack", requeue, now)
+        self._settle(self._take(delivery_tag, False), Settlement.REQUEUE if requeue else Settlement.REJECT, now)
 
     def recover(self, *, now: float, requeue: bool = True) -> None:
         if not requeue:
             raise NotImplemented_("requeue=false")
-        self._settle(self._take(0, True), "return", True, now)
+        self._settle(self._take(0, True), Settlement.RETURN, now)
 
-    def _settle(self, records: list[tuple[int, Unacked]], how: str, requeue: bool, now: float) -> None:
+    def _settle(self, records: list[tuple[int, Unacked]], how: Settlement, now: float) -> None:
         if self.transactional:
-            self._tx_settles.extend((tag, record, how, requeue) for tag, record in records)
+            self._tx_settles.extend((tag, record, how) for tag, record in records)
             return
-        self._apply(records, how, requeue, now)
-        requeued = [queue for _, (_, queue, _) in records] if how != "ack" and requeue else ()
+        self._apply(records, how, now)
+        requeued = [queue for _, (_, queue, _) in records] if how.requeues else ()
         if self.consumers or requeued:
             self._redispatch(now, requeued)
 
-    def _apply(self, records: list[tuple[int, Unacked]], how: str, requeue: bool, now: float) -> None:
+    def _apply(self, records: list[tuple[int, Unacked]], how: Settlement, now: float) -> None:
         for _, (entry, queue, consumer) in records:
             if consumer is not None:
                 consumer.unacked -= 1
                 self.consumer_unacked -= 1
-            if how == "ack":
+            if how is Settlement.ACK:
                 queue.settle(entry)
             else:
-                queue.give_back(entry, requeue, now, failed=how == "nack")
+                queue.give_back(entry, how.requeues, now, failed=how is not Settlement.RETURN)
 
     # -- confirms and transactions --------------------------------------
 
@@ -379,9 +382,9 @@ class Channel:
             (message, self.vhost.publish(exchange, message, mandatory, now))
             for exchange, message, mandatory in publishes
         ]
-        for tag, record, how, requeue in settles:
-            self._apply([(tag, record)], how, requeue, now)
-        requeued = [queue for _, (_, queue, _), how, requeue in settles if how != "ack" and requeue]
+        for tag, record, how in settles:
+            self._apply([(tag, record)], how, now)
+        requeued = [queue for _, (_, queue, _), how in settles if how.requeues]
         if self.consumers or requeued:
             self._redispatch(now, requeued)
         return outcomes
@@ -394,7 +397,7 @@ class Channel:
 
     def _rollback(self) -> None:
         self._tx_publishes.clear()
-        for tag, record, _, _ in self._tx_settles:
+        for tag, record, _ in self._tx_settles:
             self.unacked[tag] = record
         self._tx_settles.clear()
         self.unacked = OrderedDict(sorted(self.unacked.items()))

@@ -46,6 +46,17 @@ class PublishOutcome:
 
 
 @attrs.frozen(slots=True)
+class WaitForDisk:
+    """A fetch's answer when the next ready message is on disk only (paged)
+    and on its way back: ask again once storage has read it. Not empty:
+    basic.get-empty would be wrong, as RabbitMQ answers once it has it."""
+
+
+#: The one instance.
+WAIT_FOR_DISK = WaitForDisk()
+
+
+@attrs.frozen(slots=True)
 class GetResult:
     delivery_tag: int
     redelivered: bool

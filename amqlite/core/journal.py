@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from .events import PublishOutcome
     from .exchange import Exchange
     from .message import Entry, Message
     from .queue import Queue
@@ -25,6 +26,28 @@ class Journal(Protocol):
     #: Ready messages a durable queue keeps in memory; beyond it they page
     #: out to disk (see core/ready.py).
     queue_budget: int
+
+    # What the drivers rely on. Positions only grow: every record appended
+    # gets one, and the driver's commit step moves ``synced`` up to the end
+    # of each batch it wrote.
+
+    @property
+    def position(self) -> int:
+        """Position of the last record appended."""
+        ...
+
+    @property
+    def synced(self) -> int:
+        """Position up to which records are on disk."""
+        ...
+
+    def confirm_position(self, persistent: bool, outcome: PublishOutcome) -> int:
+        """The one confirm rule: the position ``synced`` must reach before
+        a publisher confirm for this publish may go (0: at once). Called
+        right after the publish. A persistent message is confirmed once its
+        record is on disk; a transient, unrouted or refused one (a nack)
+        waits for nothing."""
+        ...
 
     def exchange_declared(self, exchange: Exchange) -> None: ...
 

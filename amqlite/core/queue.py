@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from . import deadletter
 from .arguments import DROP_HEAD, REJECT_PUBLISH_DLX, QueueSettings
 from .consumer import Consumer
-from .errors import AccessRefused
+from .events import WAIT_FOR_DISK, WaitForDisk
+from .errors import AccessRefused, NotFound
 from .message import DELAYED, GONE, READY, UNACKED, Entry, Message
 from .ready import PagedRef, ReadyList
 
@@ -69,6 +70,9 @@ class Queue:
         self._expiring = 0
         # (due, seq, entry) for entries waiting out a retry delay.
         self._retry: list[tuple[float, int, Entry]] = []
+        #: Why the paged messages cannot be read back, once storage gave up
+        #: retrying; cleared by the next read that works.
+        self.page_in_error: str | None = None
         self._schedule_expires(now)
 
     # -- counts ---------------------------------------------------------
@@ -182,7 +186,7 @@ class Queue:
                 consumer.channel.deliver(consumer, self, entry)
         finally:
             self._dispatching = False
-        if ready.paged:
+        if ready.paged and self.consumers:
             self._want_page_in()
 
     def _pick_consumer(self) -> Consumer | None:
@@ -200,8 +204,10 @@ class Queue:
             consumers.append(best)
         return best
 
-    def take(self, now: float) -> Entry | None:
-        """The next ready message for basic.get, skipping expired ones."""
+    def fetch(self, now: float) -> Entry | WaitForDisk | None:
+        """The next ready message for basic.get, skipping expired ones; or
+        WAIT_FOR_DISK when it is paged out and being read back; or None
+        when the queue is empty."""
         self._last_used = now
         self._schedule_expires(now)
         while (entry := self._pop_ready()) is not None:
@@ -211,11 +217,20 @@ class Queue:
                 continue
             return entry
         if self.ready.paged:
-            self._want_page_in()
+            self._want_page_in()  # a failed queue tries again too
+            self._check_readable()
+            return WAIT_FOR_DISK
         return None
 
+    def _check_readable(self) -> None:
+        """Refuse to wait for messages storage cannot read back: the client
+        hears why, as RabbitMQ answers 404 for a queue that is down."""
+        if self.page_in_error is not None and self.ready.paged:
+            raise NotFound(f"queue '{self.name}' in vhost '{self.vhost.name}' cannot read its messages "
+                           f"from disk: {self.page_in_error}")
+
     def put_back(self, entry: Entry, now: float) -> None:
-        """Return an entry :meth:`take` gave out, to its original position."""
+        """Return an entry :meth:`fetch` gave out, to its original position."""
         self._make_ready(entry, now)
 
     # -- settlement -----------------------------------------------------
@@ -370,6 +385,9 @@ class Queue:
     def add_consumer(self, consumer: Consumer, now: float) -> None:
         if any(c.exclusive for c in self.consumers) or (consumer.exclusive and self.consumers):
             raise AccessRefused(f"queue '{self.name}' in vhost '{self.vhost.name}' in exclusive use")
+        if self.page_in_error is not None and self.ready.paged:
+            self._want_page_in()
+            self._check_readable()
         self.consumers.append(consumer)
         self._had_consumer = True
         self._last_used = now
@@ -466,7 +484,7 @@ class Queue:
             assert self.journal is not None
             for segment, _, seq, _ in paged:
                 self.journal.removed_paged(self, seq, segment)
-            self.vhost.broker.drops["purged"] += len(paged)
+                self.vhost.broker.dropped(self.name, None, "purged")
         return len(dropped) + len(paged)
 
     # -- paging -------------------------------------------------------------
@@ -496,7 +514,11 @@ class Queue:
         """Move ready messages beyond the memory budget to disk only."""
         if self.journal is None or self.deleted:
             return 0
-        return len(self.ready.page_out(self.journal.queue_budget, self._pageable))
+        return len(self.ready.page_out(self.journal.queue_budget, self._pageable, self._unwritten))
+
+    def _unwritten(self, entry: Entry) -> bool:
+        """Recorded, but not on disk yet: pageable after a later write."""
+        return entry.store_offset >= 0 and self.journal is not None and not self.journal.is_written(entry)
 
     def page_in_requests(self, low_water: int, batch: int) -> list[tuple[int, list[PagedRef]]]:
         return [] if self.deleted else self.ready.page_in_requests(low_water, batch)
@@ -510,7 +532,19 @@ class Queue:
             for (segment, offset, seq, _), message in zip(refs, messages, strict=True)
         ]
         if self.ready.paged_in(priority, refs, entries):
+            self.page_in_error = None
             self.dispatch(now)
+
+    def page_in_failed(self, priority: int, refs: list[PagedRef], error: str) -> None:
+        """Storage gave up reading ``refs`` back. They stay on disk and in
+        the queue; consumers are cancelled and gets refused until a later
+        read (asked for by the next get or consume) works."""
+        if self.deleted or not self.ready.page_in_failed(priority, refs):
+            return
+        self.page_in_error = error
+        for consumer in list(self.consumers):
+            consumer.channel.server_cancel(consumer)
+        self.consumers.clear()
 
     def close(self) -> int:
         """Mark deleted and drop every message it holds; return how many were ready."""

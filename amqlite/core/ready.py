@@ -66,6 +66,16 @@ class PagedRun:
         self.sizes.extend(sizes)
         self.bytes += sum(sizes)
 
+    def put_back(self, refs: list[PagedRef]) -> None:
+        """Undo the :meth:`take` that returned ``refs`` (a failed read)."""
+        if len(refs) <= self.head:  # still there, just before the head
+            self.head -= len(refs)
+        else:  # take() compacted them away
+            for column, values in zip((self.segments, self.offsets, self.seqs, self.sizes), zip(*refs, strict=True),
+                                      strict=True):
+                column[self.head:self.head] = array(column.typecode, values)
+        self.bytes += sum(ref[3] for ref in refs)
+
     def take(self, count: int) -> list[PagedRef]:
         start, end = self.head, min(self.head + count, len(self.seqs))
         refs = list(zip(self.segments[start:end], self.offsets[start:end], self.seqs[start:end], self.sizes[start:end], strict=True))
@@ -211,34 +221,52 @@ class ReadyList:
 
     # -- paging -----------------------------------------------------------
 
-    def page_out(self, budget: int, pageable: Callable[[Entry], bool]) -> list[Entry]:
+    def page_out(self, budget: int, pageable: Callable[[Entry], bool],
+                 unwritten: Callable[[Entry], bool]) -> list[Entry]:
         """Move entries beyond ``budget`` in memory to their levels' paged
-        runs, newest of the in-memory part first in line. Stops at the first
-        entry that cannot go (order must hold). Returns the entries paged;
-        the caller records where they are."""
+        runs. Returns the entries paged; the caller records where they are.
+
+        Only written entries can go, and under pipelined publishing the
+        newest ones never are (they arrived during the last write), so a
+        run starts after the ``unwritten`` newest entries and reaches back
+        towards the oldest; those newer ones stay behind it as the tail. Once a level
+        pages, the oldest of its tail joins the end of the run, stopping at
+        the first entry that cannot go (order must hold)."""
         moved: list[Entry] = []
         for priority in reversed(self._order):  # lowest priorities wait longest
             if self.in_memory - len(moved) <= budget:
                 break
             level = self._levels[priority]
             if level.paging:
-                source = level.tail  # oldest of the tail joins the end of the run
+                source = level.tail
                 while source and self.in_memory - len(moved) > budget and pageable(source[0]):
                     moved.append(source.popleft())
                     level.live -= 1
             else:
-                # Start paging: the newest of fresh become the run, the rest stay.
-                run: list[Entry] = []
-                fresh = level.fresh
-                while fresh and self.in_memory - len(moved) - len(run) > budget and pageable(fresh[-1]):
-                    run.append(fresh.pop())
-                    level.live -= 1
-                run.reverse()
-                moved.extend(run)
+                moved.extend(self._start_paging(level, self.in_memory - len(moved) - budget, pageable, unwritten))
         for entry in moved:
             self._levels[entry.priority].paged.push(entry.store_segment, entry.store_offset, entry.seq, entry.size)
         self.paged += len(moved)
         return moved
+
+    @staticmethod
+    def _start_paging(level: _Level, excess: int, pageable: Callable[[Entry], bool],
+                      unwritten: Callable[[Entry], bool]) -> list[Entry]:
+        """Split ``fresh`` into fresh (oldest), a run of up to ``excess``
+        pageable entries, and tail (newest); returns the run."""
+        entries = list(level.fresh)
+        end = len(entries)
+        while end and unwritten(entries[end - 1]):
+            end -= 1
+        start = end
+        while start and end - start < excess and pageable(entries[start - 1]):
+            start -= 1
+        if start == end:
+            return []
+        level.fresh = deque(entries[:start])
+        level.tail = deque(entries[end:])
+        level.live -= end - start
+        return entries[start:end]
 
     def page_in_requests(self, low_water: int, batch: int) -> list[tuple[int, list[PagedRef]]]:
         """Batches to read back, per priority, for levels running low."""
@@ -268,6 +296,17 @@ class ReadyList:
         """Whether a recovered message can be paged after everything so far:
         not if newer messages are already in memory (order)."""
         return not (level.tail or (not level.paging and level.fresh and level.fresh[-1].seq > seq))
+
+    def page_in_failed(self, priority: int, refs: list[PagedRef]) -> bool:
+        """The read of the level's in-flight ``refs`` failed: they go back
+        to the front of its run, to be asked for again. False if they were
+        dropped meanwhile."""
+        level = self._levels[priority]
+        if level.inflight is not refs:
+            return False
+        level.paged.put_back(refs)
+        level.inflight = []
+        return True
 
     def restore_paged(self, priority: int, ref: PagedRef) -> bool:
         """Add a message recovered from disk as paged, after everything so

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .arguments import message_ttl
-from .message import Message
+from .message import Entry, Message
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -44,9 +44,9 @@ def redrive(vhost: VirtualHost, source: Queue, now: float, *, to: str | None = N
     moved = 0
     kept = []
     while limit is None or moved < limit:
-        entry = source.take(now)
-        if entry is None:
-            break
+        entry = source.fetch(now)
+        if not isinstance(entry, Entry):
+            break  # empty, or the rest is on disk (a later redrive moves it)
         found = origin(entry.message)
         name = to if to is not None else found[0] if found is not None else None
         destination = vhost.queues.get(name) if name is not None else None

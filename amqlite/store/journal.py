@@ -50,6 +50,7 @@ from .segments import FileSystem, SegmentLog
 
 if TYPE_CHECKING:
     from ..core.broker import Broker
+    from ..core.events import PublishOutcome
     from ..core.ready import PagedRef
     from ..core.exchange import Exchange
     from ..core.message import Entry, Message
@@ -97,9 +98,11 @@ class DiskJournal:
         self.log = SegmentLog(self.directory / "log", fs=self.fs, **kwargs)
         self.accepting = True
         self.queue_budget = queue_budget
-        #: Queues to page out after the next write, and queues asking for
-        #: their paged messages back; the driver serves both.
+        #: Queues over budget: marked since the last batch was taken, and
+        #: marked before it (they page once it is written). Then queues
+        #: asking for their paged messages back. The driver serves all.
         self._over_budget: dict[Queue, None] = {}
+        self._due_after_write: dict[Queue, None] = {}
         self._page_requests: dict[Queue, None] = {}
         #: Wakes the driver's page-in task.
         self.on_page_request: Callable[[], None] | None = None
@@ -294,8 +297,16 @@ class DiskJournal:
     def page_out(self) -> int:
         """Page out queues over budget, now that their records are written
         (trio thread, after a sync). Returns how many messages went."""
-        queues, self._over_budget = self._over_budget, {}
-        return sum(queue.page_out() for queue in queues)
+        queues = self._due_after_write | self._over_budget
+        self._due_after_write = {}
+        paged = sum(queue.page_out() for queue in queues)
+        # A queue marked during the write may page more after the next one
+        # (its newest messages were not in this batch); keep it while over.
+        self._over_budget = {
+            queue: None for queue in self._over_budget
+            if not queue.deleted and queue.ready.in_memory > self.queue_budget
+        }
+        return paged
 
     def page_in_work(self) -> list[tuple[Queue, int, list[PagedRef]]]:
         """Batches to read back: (queue, priority, refs) (trio thread)."""
@@ -328,6 +339,9 @@ class DiskJournal:
         reaches (trio thread)."""
         if self._releases:
             self._append_releases()
+        # Queues over budget so far can page what this batch writes.
+        self._due_after_write.update(self._over_budget)
+        self._over_budget = {}
         return self.log.take_pending()
 
     @property
@@ -338,6 +352,28 @@ class DiskJournal:
     @property
     def synced(self) -> int:
         return self.log.synced
+
+    def confirm_position(self, persistent: bool, outcome: PublishOutcome) -> int:
+        """See :meth:`amqlite.core.journal.Journal.confirm_position`."""
+        stored = outcome.routed or outcome.delayed  # a held message is on disk too
+        return self.position if persistent and stored and not outcome.rejected else 0
+
+    def commit(self, position: int) -> bool:
+        """The batch up to ``position`` is on disk (trio thread): confirms
+        up to it may go, and what it wrote may leave memory. True if this
+        ends a write outage."""
+        self.log.synced = position
+        recovered, self.accepting = not self.accepting, True
+        self.page_out()
+        return recovered
+
+    def write_failed(self, pending: list[tuple[int, bytes]]) -> bool:
+        """The batch could not be written: it goes back, to be written
+        whole later, and persistent publishes are refused meanwhile. True
+        if this starts a write outage."""
+        self.log.put_back(pending)
+        started, self.accepting = self.accepting, False
+        return started
 
     def obsolete_segments(self) -> list[int]:
         """Segments that can go, oldest first (trio thread)."""

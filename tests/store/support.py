@@ -23,7 +23,8 @@ class FaultyFS(FileSystem):
     """A file system that fails on demand.
 
     ``full``: writes raise ENOSPC (after writing half the bytes when
-    ``short``); ``fsync_fails``: fsync raises EIO. ``gate``, when set, makes
+    ``short``); ``fsync_fails``: fsync raises EIO; ``read_fails``: reads
+    (pread) raise EIO. ``gate``, when set, makes
     writes wait until it is set (``entered`` says one is waiting); a write
     that began before the disk filled up still succeeds.
     """
@@ -33,6 +34,7 @@ class FaultyFS(FileSystem):
         self.short = True
         self.fsync_fails = False
         self.remove_fails = False
+        self.read_fails = False
         self.writes = 0
         self.failures = 0
         self.gate: threading.Event | None = None
@@ -57,6 +59,12 @@ class FaultyFS(FileSystem):
             self.failures += 1
             raise OSError(errno.EIO, "Input/output error")
         super().fsync(file)
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        if self.read_fails:
+            self.failures += 1
+            raise OSError(errno.EIO, "Input/output error")
+        return super().pread(fd, size, offset)
 
     def remove(self, path: Path) -> None:
         if self.remove_fails:
@@ -90,8 +98,7 @@ class Store:
         obsolete = journal.obsolete_segments() if compact else []
         snapshot = journal.snapshot_payload() if obsolete and journal.needs_snapshot(obsolete) else None
         journal.log.write_and_sync(pending)
-        journal.log.synced = position
-        journal.page_out()
+        journal.commit(position)
         if snapshot is not None:
             journal.write_snapshot(snapshot[0])
             journal.snapshot_written(snapshot[1])

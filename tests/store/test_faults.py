@@ -271,3 +271,78 @@ async def test_snapshot_on_a_full_disk(tmp_path: Path) -> None:
     store = store.restart(crash=True)
     assert set(store.vhost.queues) == {"q", "a", "b", "c", "d"}
     store.close()
+
+
+async def test_a_failing_page_in_read_is_retried_then_reported_never_a_hang(tmp_path: Path) -> None:
+    """Issue 10, defect 2: a page-in read that fails left the level's
+    in-flight batch set for good, so the queue waited forever. Now the read
+    is retried with backoff; when it keeps failing, gets and consumers are
+    refused with the reason (the log names the queue); once reads work
+    again the messages come back, in order, none lost."""
+    from amqlite.core.errors import NotFound
+    from amqlite.core.events import WAIT_FOR_DISK, ConsumerCancelled
+
+    fs = FaultyFS()
+    store = store_with_queue(tmp_path, fs, queue_budget=5)
+    driven = Driven(store)
+    watcher = store.broker.connect().open_channel()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(driven.driver.run)
+        for i in range(50):
+            assert driven.publish(b"m%02d" % i)
+        await driven.settle()
+        assert store.queue("q").ready.paged == 45
+        fs.read_fails = True
+        got = [store.ch.get("q", now=NOW, no_ack=True) for _ in range(5)]
+        assert [g.message.body for g in got if g is not None] == [b"m%02d" % i for i in range(5)]
+        watcher.consume("q", now=NOW, consumer_tag="c")
+        with capture_logs() as logs:
+            assert store.ch.get("q", now=NOW, no_ack=True) is WAIT_FOR_DISK  # on its way back
+            await until(lambda: ConsumerCancelled("c") in watcher.outbox)  # on main: waits forever
+        failures = [e for e in logs if e["event"] == "store.page_in_failed"]
+        assert [e["attempt"] for e in failures] == list(range(1, storage.PAGE_IN_ATTEMPTS + 1))
+        assert failures[-1]["log_level"] == "error" and failures[-1]["queue"] == "q"
+        assert "Input/output error" in failures[-1]["error"]
+        with pytest.raises(NotFound, match="cannot read its messages from disk: .*Input/output error"):
+            store.ch.get("q", now=NOW, no_ack=True)
+        with pytest.raises(NotFound):
+            watcher.consume("q", now=NOW)
+        fs.read_fails = False  # the refused get asked for another try, which now works
+        await until(lambda: store.queue("q").page_in_error is None)
+        bodies = []
+        while len(bodies) < 45:
+            got_one = store.ch.get("q", now=NOW, no_ack=True)
+            if got_one is WAIT_FOR_DISK:
+                await trio.sleep(0.01)
+                continue
+            bodies.append(got_one.message.body)
+        assert bodies == [b"m%02d" % i for i in range(5, 50)]
+        nursery.cancel_scope.cancel()
+    store.close()
+
+
+async def test_the_driver_trims_the_heap_after_writes_at_most_once_per_interval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "TRIM_INTERVAL", 0.2)
+    store = store_with_queue(tmp_path, FaultyFS())
+    trims: list[float] = []
+
+    def trim() -> int:
+        trims.append(time.monotonic())
+        return 2**20
+
+    driver = StoreDriver(store.journal, on_synced=lambda: None, on_blocked=lambda reason: None, now=time.time,
+                         trim_heap=trim)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(driver.run)
+        with capture_logs() as logs:
+            started = time.monotonic()
+            while time.monotonic() - started < 0.7:  # a write about every 10 ms
+                store.ch.publish(b"x", routing_key="q", properties=PERSISTENT, now=NOW)
+                await trio.sleep(0.01)
+            await trio.sleep(0.3)
+        nursery.cancel_scope.cancel()
+    assert 3 <= len(trims) <= 5  # 0.7 s of writes, trims 0.2 s apart
+    assert all(b - a >= 0.19 for a, b in zip(trims, trims[1:]))
+    assert [e["released_mb"] for e in logs if e["event"] == "memory.trimmed"] == [1.0] * len(trims)
+    store.close()

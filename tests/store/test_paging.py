@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from amqlite.core.broker import Broker
-from amqlite.core.events import Deliver
+from amqlite.core.events import Deliver, WaitForDisk
 from amqlite.core.message import Properties
 
 from .support import Store
@@ -80,9 +80,10 @@ def test_get_returns_paged_messages_once_read_back(tmp_path: Path) -> None:
     bodies = []
     while len(bodies) < 6:
         got = store.ch.get("q", now=NOW, no_ack=True)
-        if got is None:
+        if isinstance(got, WaitForDisk):
             assert store.page_in(NOW) > 0  # the get asked for more
             continue
+        assert got is not None
         bodies.append(got.message.body)
     assert bodies == [b"m%04d" % i for i in range(6)]
 
@@ -181,3 +182,56 @@ def test_paging_matches_a_broker_that_never_pages(tmp_path: Path) -> None:
     assert len(seen[1]) == n
     assert sorted(seen[0]) == sorted(seen[1])  # nothing lost, nothing doubled
     assert store.queue("q").message_count == 0
+
+
+def test_pipelined_publishing_pages_out_from_the_oldest_written_message(tmp_path: Path) -> None:
+    """Issue 10, defect 10: a publisher that never waits for confirms always
+    has messages arriving while a sync is under way, so the newest message in
+    memory is never on disk when paging is tried. Paging must still start
+    (from the oldest written message) and keep memory near the budget."""
+    budget, batch = 10, 50
+    store = Store(tmp_path, queue_budget=budget)
+    store.ch.declare_queue("q", durable=True, now=NOW)
+    journal, ready = store.journal, store.queue("q").ready
+    sent = 0
+    for _ in range(20):
+        pending, position = journal.take_batch()  # the driver starts a write...
+        for _ in range(batch):  # ...and publishes keep arriving meanwhile
+            store.ch.publish(b"m%04d" % sent, routing_key="q", properties=Properties(delivery_mode=2), now=NOW)
+            sent += 1
+        journal.log.write_and_sync(pending)
+        journal.commit(position)
+        assert ready.in_memory <= budget + batch
+    assert ready.paged >= sent - budget - batch
+    assert consume_all(store, "q") == [b"m%04d" % i for i in range(sent)]
+
+
+def test_a_queue_over_budget_stays_on_the_list_until_under_it(tmp_path: Path) -> None:
+    """Paging continues after later syncs with no new publish in between."""
+    store = Store(tmp_path, queue_budget=10)
+    store.ch.declare_queue("q", durable=True, now=NOW)
+    journal, ready = store.journal, store.queue("q").ready
+    pending, position = journal.take_batch()
+    fill(store, "q", 100)  # all arrive during a write: none can page after it
+    journal.log.write_and_sync(pending)
+    journal.commit(position)
+    assert ready.in_memory == 100
+    store.sync()  # no publish since: the queue must still be due for paging
+    assert (ready.in_memory, ready.paged) == (10, 90)
+
+
+def test_purging_paged_messages_reports_each_drop(tmp_path: Path) -> None:
+    """Issue 10, defect 7: every message a purge drops goes through the drop
+    hook, paged ones too (core/queue.py's promise)."""
+    store = Store(tmp_path, queue_budget=5)
+    store.ch.declare_queue("q", durable=True, now=NOW)
+    fill(store, "q", 50)
+    store.sync()
+    assert store.queue("q").ready.paged == 45
+    seen: list[tuple[str, bytes | None, str]] = []
+    store.broker.on_drop = lambda queue, message, reason: seen.append(
+        (queue, None if message is None else message.body, reason))
+    assert store.ch.purge_queue("q") == 50
+    # The five in memory show their body; the 45 on disk only cannot.
+    assert seen == [("q", b"m%04d" % i, "purged") for i in range(5)] + [("q", None, "purged")] * 45
+    assert store.broker.drops["purged"] == 50

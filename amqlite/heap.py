@@ -1,0 +1,67 @@
+"""Give freed heap memory back to the operating system (glibc only).
+
+glibc keeps memory that Python frees in its heap for reuse, so after a large
+backlog is drained or deleted the broker's RSS stays at its peak (2.6 GB
+after 250,000 messages of 10 KB, 312 MB once trimmed). ``malloc_trim(0)``
+returns the free pages; it costs a walk of the heap, so the store driver
+calls a :class:`Trimmer` from a worker thread, at most once per interval
+after writes (acks, purges and deletes all write), and only when enough was
+freed to be worth it. Elsewhere (musl, macOS) there is nothing to do.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from typing import Any
+
+#: Free heap bytes below which a trim is not worth its walk of the heap.
+TRIM_MIN_FREE = 64 * 1024 * 1024
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _load_libc() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):  # not glibc, or older than 2.33
+        return None
+
+
+_libc = _load_libc()
+
+
+def free_bytes() -> int | None:
+    """Bytes free inside the heap, or None where that cannot be known."""
+    return None if _libc is None else int(_libc.mallinfo2().fordblks)
+
+
+class Trimmer:
+    """Trims when the heap holds ``min_free`` more free bytes than after the
+    last trim: trimmed pages stay counted as free (glibc only hands them
+    back, keeping their address range), so free bytes alone would make it
+    trim again and again for nothing."""
+
+    def __init__(self, min_free: int = TRIM_MIN_FREE) -> None:
+        self.min_free = min_free
+        self._baseline = 0
+
+    def __call__(self) -> int | None:
+        """Trim if worth it; the bytes handed back to the OS at most (None
+        if it did not trim). Blocks: call it from a worker thread."""
+        free = free_bytes()
+        if free is None:
+            return None
+        if free < self._baseline:
+            self._baseline = free  # reused since: what is freed next counts
+        if free - self._baseline < self.min_free:
+            return None
+        _libc.malloc_trim(0)
+        released, self._baseline = free - self._baseline, free
+        return released
