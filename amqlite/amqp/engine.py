@@ -59,6 +59,8 @@ CAPABILITIES = {
     "direct_reply_to": False,
 }
 
+#: Seconds a client has to answer our connection.close with close-ok.
+CLOSE_TIMEOUT = 5.0
 #: Channel numbers are 16 bits; a channel_max of 0 means no lower limit.
 MAX_CHANNELS = 65535
 _HEAD = struct.Struct(">BHI")
@@ -117,6 +119,7 @@ class ServerConnection:
         heartbeat: int = defaults.HEARTBEAT,
         frame_max: int = defaults.FRAME_MAX,
         channel_max: int = defaults.CHANNEL_MAX,
+        handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT,
     ) -> None:
         self.broker = broker
         self.users = users
@@ -134,7 +137,13 @@ class ServerConnection:
         #: Why the connection closed, for the one log line about it.
         self.close_reason: str | None = None
         #: Called when there is new output; the driver's wake-up for its writer.
-        self.on_output: Callable[[], None] | None = None
+        self.on_output: Callable[[], object] | None = None
+        #: Called when :meth:`wants_read` turns true again; wakes the reader.
+        self.on_readable: Callable[[], object] | None = None
+        #: The handshake must be done by then; afterwards, None.
+        self._handshake_deadline: float | None = now + handshake_timeout
+        #: Once we sent connection.close, close-ok must come by then.
+        self._close_deadline: float | None = None
         self.last_received = now
         self.last_sent = now
         self._header = b""
@@ -183,6 +192,15 @@ class ServerConnection:
 
     def wants_write(self) -> bool:
         return bool(self._out or self._dirty)
+
+    def wants_read(self) -> bool:
+        """Whether the driver should read more, as h11's PAUSED says no.
+
+        While a basic.get or tx.commit waits for the disk, the frames
+        behind it must wait too; reading on would buffer without bound (a
+        publisher during a disk outage). :attr:`on_readable` says when to
+        read again."""
+        return self.state is not State.CLOSED and self._waiting_get is None and self._waiting_commit is None
 
     @property
     def buffered_output(self) -> int:
@@ -577,6 +595,7 @@ class ServerConnection:
         self._release(now)
         self.close_reason = error.reply_text
         self.state = State.CLOSING
+        self._close_deadline = now + CLOSE_TIMEOUT
 
     def _release(self, now: float) -> None:
         """Give back what the client held: unacked messages, exclusive queues."""
@@ -749,6 +768,8 @@ class ServerConnection:
             self._process(now)
             if self._confirming:
                 self._send_confirms()
+            if self.on_readable is not None and self.wants_read():
+                self.on_readable()
         if self._out or self._dirty:
             self._wake()
 
@@ -760,16 +781,36 @@ class ServerConnection:
             self._send(0, spec.Connection.Blocked(reason) if reason else spec.Connection.Unblocked())
             self._wake()
 
-    # -- heartbeats -------------------------------------------------------
+    # -- timers -----------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        if not self.heartbeat or self.state is not State.OPEN:
+        """When :meth:`tick` is next due: the handshake's end, close-ok's
+        arrival, or a heartbeat to send or to miss."""
+        state = self.state
+        if state is State.CLOSED:
+            return None
+        if state is State.CLOSING:
+            return self._close_deadline
+        if state is not State.OPEN:
+            return self._handshake_deadline
+        if not self.heartbeat:
             return None
         return min(self.last_sent + self.heartbeat / 2, self.last_received + 2 * self.heartbeat)
 
     def tick(self, now: float) -> None:
-        """Send a heartbeat when due; give up on a peer silent for two intervals."""
-        if not self.heartbeat or self.state is not State.OPEN:
+        """Run what is due: give up on a handshake or a close that took too
+        long, send a heartbeat, give up on a peer silent for two intervals."""
+        state = self.state
+        if state is State.CLOSING:
+            if self._close_deadline is not None and now >= self._close_deadline:
+                self._closed(self.close_reason or "no close-ok from client")
+            return
+        if state not in (State.OPEN, State.CLOSED):
+            if self._handshake_deadline is not None and now >= self._handshake_deadline:
+                self.close_reason = "handshake timeout"
+                self._closed("handshake timeout")
+            return
+        if not self.heartbeat or state is not State.OPEN:
             return
         if now - self.last_received >= 2 * self.heartbeat:
             self._release(now)

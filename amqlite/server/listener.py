@@ -33,8 +33,6 @@ _RECEIVE_SIZE = 256 * 1024
 # Stop reading from a client whose unread replies (confirms, returns) exceed
 # this, so a publisher that never reads cannot make us buffer without bound.
 _OUTPUT_HIGH_WATER = 4 * 1024 * 1024
-# How long a connection in CLOSING waits for close-ok before the socket goes.
-_CLOSE_TIMEOUT = 5.0
 # accept() errors that mean "out of descriptors or memory": transient, so
 # the listener waits and retries (as trio's serve_listeners does, but with
 # one log line per interval instead of a traceback per attempt).
@@ -210,10 +208,11 @@ class Server:
             heartbeat=settings.heartbeat,
             frame_max=settings.frame_max,
             channel_max=settings.channel_max,
+            handshake_timeout=settings.handshake_timeout,
         )
         self.connections.add(conn)
         try:
-            await _ConnectionDriver(conn, stream, clock, settings.handshake_timeout).run()
+            await _ConnectionDriver(conn, stream, clock).run()
         except Exception:
             # A bug met while serving one client must not take the listener, and so
             # every other client, down with it: drop this connection and say why.
@@ -232,19 +231,32 @@ class Server:
 
 
 class _ConnectionDriver:
-    def __init__(self, conn: ServerConnection, stream: trio.SocketStream, clock: Clock, handshake_timeout: float) -> None:
+    def __init__(self, conn: ServerConnection, stream: trio.SocketStream, clock: Clock) -> None:
         self.conn = conn
         self.stream = stream
         self.clock = clock
-        self.handshake_timeout = handshake_timeout
         self.output = trio.lowlevel.ParkingLot()
-        self.drained = trio.lowlevel.ParkingLot()
-        conn.on_output = self.output.unpark_all
+        #: Woken when output drains or the engine wants input again.
+        self.readable = trio.lowlevel.ParkingLot()
+        #: Woken when the engine's next deadline may have moved earlier.
+        self.rescheduled = trio.lowlevel.ParkingLot()
+        self.wake_at = math.inf
+        conn.on_output = self._on_output
+        conn.on_readable = self.readable.unpark_all
+
+    def _on_output(self) -> None:
+        self.output.unpark_all()
+        self._reschedule()
+
+    def _reschedule(self) -> None:
+        deadline = self.conn.next_deadline()
+        if deadline is not None and self.clock.to_trio(deadline) < self.wake_at:
+            self.rescheduled.unpark_all()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._writer, nursery.cancel_scope)
-            nursery.start_soon(self._timers, nursery.cancel_scope)
+            nursery.start_soon(self._timers)
             await self._reader()
             if self.conn.state is not State.CLOSED:
                 nursery.cancel_scope.cancel()  # the peer went away
@@ -255,8 +267,12 @@ class _ConnectionDriver:
     async def _reader(self) -> None:
         conn, stream, clock = self.conn, self.stream, self.clock
         while conn.state is not State.CLOSED:
-            while conn.buffered_output > _OUTPUT_HIGH_WATER:
-                await self.drained.park()
+            # Backpressure: replies the client does not read, or a paused
+            # engine (a get or commit waiting for the disk), stop the reading.
+            while conn.buffered_output > _OUTPUT_HIGH_WATER or not conn.wants_read():
+                if conn.state is State.CLOSED:
+                    return
+                await self.readable.park()
             try:
                 data = await stream.receive_some(_RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -264,6 +280,7 @@ class _ConnectionDriver:
             if not data:
                 return
             conn.receive_data(data, clock.now())
+            self._reschedule()
 
     async def _writer(self, scope: trio.CancelScope) -> None:
         conn, stream, clock = self.conn, self.stream, self.clock
@@ -275,34 +292,21 @@ class _ConnectionDriver:
                         return
                     await self.output.park()
                 data = conn.data_to_send(clock.now())
-                self.drained.unpark_all()
+                self.readable.unpark_all()
                 if data:
                     await stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             scope.cancel()
 
-    async def _timers(self, scope: trio.CancelScope) -> None:
+    async def _timers(self) -> None:
+        """Sleep until the engine's next deadline (handshake, close-ok,
+        heartbeats), run it, repeat; woken early when it moves earlier."""
         conn, clock = self.conn, self.clock
-        opened_by = trio.current_time() + self.handshake_timeout
-        closing_since: float | None = None
-        while True:
+        while conn.state is not State.CLOSED:
             deadline = conn.next_deadline()
-            wake = math.inf if deadline is None else clock.to_trio(deadline)
-            if conn.state not in (State.OPEN, State.CLOSING, State.CLOSED):
-                wake = min(wake, opened_by)
-            if conn.state in (State.CLOSING, State.CLOSED):
-                closing_since = closing_since or trio.current_time()
-                wake = min(wake, closing_since + _CLOSE_TIMEOUT)
-            # State changes (handshake done, close begun) are seen within a second.
-            await trio.sleep_until(min(wake, trio.current_time() + 1.0))
-            now = trio.current_time()
-            if conn.state not in (State.OPEN, State.CLOSING, State.CLOSED) and now >= opened_by:
-                conn.close_reason = "handshake timeout"
-                scope.cancel()
-                return
-            if closing_since is not None and now >= closing_since + _CLOSE_TIMEOUT:
-                scope.cancel()
-                return
+            self.wake_at = math.inf if deadline is None else clock.to_trio(deadline)
+            with trio.move_on_at(self.wake_at):
+                await self.rescheduled.park()
+            self.wake_at = math.inf
             conn.tick(clock.now())
-            if conn.state is State.CLOSED:
-                self.output.unpark_all()
+        self.output.unpark_all()  # the writer ends the connection

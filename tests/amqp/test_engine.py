@@ -613,10 +613,48 @@ def test_a_client_that_sends_heartbeats_stays() -> None:
     assert peer.state is State.OPEN
 
 
-def test_no_heartbeat_before_the_connection_is_open() -> None:
+def test_before_the_connection_is_open_only_the_handshake_deadline_counts() -> None:
     peer = Peer()
     peer.send(PROTOCOL_HEADER)
-    assert peer.conn.next_deadline() is None
+    assert peer.conn.next_deadline() == peer.now + 10.0  # the handshake timeout, no heartbeat
+    peer.frames()
+    peer.conn.tick(peer.now + 9.9)
+    assert peer.conn.state is State.AWAIT_START_OK and peer.frames() == []  # no heartbeat either
+    peer.conn.tick(peer.now + 10.0)
+    assert peer.conn.state is State.CLOSED and peer.conn.close_reason == "handshake timeout"
+
+
+def test_a_close_ok_that_never_comes_ends_the_connection_at_its_deadline() -> None:
+    peer = opened()
+    peer.send_method(3, spec.Queue.Declare("q"))  # channel 3 is not open: 504
+    assert peer.connection_close().reply_code == 504
+    assert peer.conn.state is State.CLOSING and peer.conn.next_deadline() == peer.now + 5.0
+    peer.conn.tick(peer.now + 5.0)
+    assert peer.conn.state is State.CLOSED and peer.conn.next_deadline() is None
+
+
+def test_reading_pauses_while_a_commit_waits_for_the_disk(tmp_path: Any) -> None:
+    from amqlite.core.message import Properties
+    from amqlite.store.journal import DiskJournal
+
+    broker = Broker()
+    journal = DiskJournal(tmp_path)
+    journal.recover(broker, now=0.0)
+    peer = opened(broker=broker)
+    readable = []
+    peer.conn.on_readable = lambda: readable.append(True)
+    peer.call(1, spec.Queue.Declare("dq", durable=True), spec.Queue.DeclareOk)
+    peer.call(1, spec.Tx.Select(), spec.Tx.SelectOk)
+    assert peer.conn.wants_read()
+    peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, Properties(delivery_mode=2)) + body(1, b"x"))
+    peer.send_method(1, spec.Tx.Commit())
+    assert not peer.conn.wants_read() and readable == []  # the driver stops reading here
+    pending, position = journal.take_batch()
+    journal.log.write_and_sync(pending)
+    journal.log.synced = position
+    peer.conn.resume(peer.now)
+    assert peer.conn.wants_read() and readable == [True]
+    journal.close()
 
 
 # -- lifecycle ---------------------------------------------------------------------

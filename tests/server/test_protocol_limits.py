@@ -15,6 +15,7 @@ import pytest
 
 from amqlite.amqp import spec
 from amqlite.amqp.frames import BodyFrame, HeartbeatFrame, MethodFrame
+from amqlite.amqp import engine
 from amqlite.server import listener
 
 from .conftest import ServerThread, start_amqlite
@@ -127,7 +128,7 @@ def test_silent_socket_is_closed_after_the_handshake_timeout() -> None:
 def test_a_client_that_never_sends_close_ok_is_dropped_after_the_close_timeout(
     server: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(listener, "_CLOSE_TIMEOUT", 0.5)  # 5 s by default; read live by the server thread
+    monkeypatch.setattr(engine, "CLOSE_TIMEOUT", 0.5)  # 5 s by default; read live by the server thread
     with RawClient("127.0.0.1", server.port) as client:
         client.handshake()
         client.send_method(3, spec.Queue.Declare("q"))  # 504: channel 3 is not open
