@@ -17,16 +17,17 @@ import enum
 import struct
 from typing import Any, Callable
 
-from .. import __version__, defaults
-from ..auth import LoginRefused, User, Users
+from .. import defaults
+from ..auth import User, Users
 from ..core import errors
 from ..core.broker import Broker
-from ..core.channel import Channel as CoreChannel
 from ..core.connection import Connection as CoreConnection
 from ..core.events import ConsumerCancelled, Deliver, WaitForDisk
 from ..core.message import Message
 from ..log import get_logger
 from . import spec
+from .channel import Channel
+from .handshake import Handshake, Limits
 from .frames import (
     FRAME_MIN_SIZE,
     HEARTBEAT_FRAME,
@@ -41,23 +42,8 @@ from .frames import (
     parse_protocol_header,
 )
 from .properties import BASIC_CLASS_ID, encode_content_header
-from .values import decode_table_entries
 
 log = get_logger(__name__)
-
-PRODUCT = "amqlite"
-
-CAPABILITIES = {
-    "publisher_confirms": True,
-    "exchange_exchange_bindings": True,
-    "basic.nack": True,
-    "consumer_cancel_notify": True,
-    "connection.blocked": True,
-    "consumer_priorities": True,
-    "authentication_failure_close": True,
-    "per_consumer_qos": True,
-    "direct_reply_to": False,
-}
 
 #: Seconds a client has to answer our connection.close with close-ok.
 CLOSE_TIMEOUT = 5.0
@@ -79,34 +65,6 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-class _Channel:
-    """Protocol-level state of one channel: content assembly, closing, confirms."""
-
-    __slots__ = ("number", "core", "closing", "publish", "header", "body", "remaining", "confirms", "last_queue")
-
-    def __init__(self, number: int, core: CoreChannel) -> None:
-        self.number = number
-        self.core = core
-        #: channel.close sent by us; only close-ok (or close) counts now.
-        self.closing = False
-        self.publish: spec.Basic.Publish | None = None
-        self.header: HeaderFrame | None = None
-        self.body: list[bytes] = []
-        self.remaining = 0
-        #: (sequence number, acked?, journal position it waits for) of
-        #: publishes not yet confirmed on the wire, in order.
-        self.confirms: list[tuple[int, bool, int]] = []
-        #: The queue last declared here: an empty queue name means it (AMQP 0-9-1, as RabbitMQ).
-        self.last_queue = ""
-
-    def queue_name(self, name: str) -> str:
-        if name:
-            return name
-        if not self.last_queue:
-            raise errors.NotFound("no previously declared queue")
-        return self.last_queue
-
-
 class ServerConnection:
     def __init__(
         self,
@@ -122,17 +80,18 @@ class ServerConnection:
         handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT,
     ) -> None:
         self.broker = broker
-        self.users = users
         self.peer = peer
         self.peer_loopback = peer_loopback
         self.state = State.AWAIT_HEADER
         self.heartbeat = heartbeat
         self.frame_max = frame_max
         self.channel_max = channel_max
-        self._server_limits = (channel_max, frame_max, heartbeat)
-        self.user: User | None = None
+        self._handshake = Handshake(
+            lambda name, password: users.authenticate(name, password, loopback=peer_loopback),
+            Limits(channel_max, frame_max, heartbeat),
+            peer=peer,
+        )
         self.vhost = ""
-        self.client_properties: dict[str, Any] = {}
         self.core: CoreConnection | None = None
         #: Why the connection closed, for the one log line about it.
         self.close_reason: str | None = None
@@ -149,17 +108,17 @@ class ServerConnection:
         self._header = b""
         self._decoder = FrameDecoder(FRAME_MIN_SIZE)
         self._out: list[bytes] = []
-        self._channels: dict[int, _Channel] = {}
+        self._channels: dict[int, Channel] = {}
         self._dirty: dict[int, None] = {}  # channels whose core outbox has events
         self._confirming: dict[int, None] = {}  # channels with confirms to send
         self._cancel_notify = False
         #: A basic.get whose answer is on its way back from disk (a paged
         #: queue); later frames wait, so replies keep their order.
-        self._waiting_get: tuple[_Channel, spec.Basic.Get] | None = None
+        self._waiting_get: tuple[Channel, spec.Basic.Get] | None = None
         #: A tx.commit whose persistent messages are not yet on disk:
         #: (channel, journal position they need).
-        self._waiting_commit: tuple[_Channel, int] | None = None
-        self._handlers: dict[type, Callable[[_Channel, Any, float], Any]] = {
+        self._waiting_commit: tuple[Channel, int] | None = None
+        self._handlers: dict[type, Callable[[Channel, Any, float], Any]] = {
             spec.Channel.Flow: self._channel_flow,
             spec.Exchange.Declare: self._exchange_declare,
             spec.Exchange.Delete: self._exchange_delete,
@@ -232,7 +191,7 @@ class ServerConnection:
             if budget <= 0:
                 return
 
-    def _drain(self, ch: _Channel, now: float, budget: int = 1 << 62) -> int:
+    def _drain(self, ch: Channel, now: float, budget: int = 1 << 62) -> int:
         """Encode the channel's pushed events, in order; returns bytes written."""
         outbox = ch.core.outbox
         out = self._out
@@ -335,24 +294,7 @@ class ServerConnection:
         rest = self._header[8:]
         self._header = b""
         self.state = State.AWAIT_START_OK
-        self._send(
-            0,
-            spec.Connection.Start(
-                0,
-                9,
-                {
-                    "capabilities": CAPABILITIES,
-                    "product": PRODUCT,
-                    "version": __version__,
-                    "platform": "Python",
-                    "information": "https://github.com/amqlite",
-                    "copyright": "amqlite contributors",
-                    "cluster_name": "amqlite",
-                },
-                b"PLAIN AMQPLAIN",
-                b"en_US",
-            ),
-        )
+        self._send(0, self._handshake.start())
         self._wake()
         return rest
 
@@ -381,13 +323,13 @@ class ServerConnection:
                 self._send(0, spec.Connection.CloseOk())
                 self._closed(self.close_reason or "closed")
             return
-        if kind is spec.Connection.StartOk and state is State.AWAIT_START_OK:
+        if isinstance(method, spec.Connection.StartOk) and state is State.AWAIT_START_OK:
             self._start_ok(method)
-        elif kind is spec.Connection.TuneOk and state is State.AWAIT_TUNE_OK:
+        elif isinstance(method, spec.Connection.TuneOk) and state is State.AWAIT_TUNE_OK:
             self._tune_ok(method)
-        elif kind is spec.Connection.Open and state is State.AWAIT_OPEN:
+        elif isinstance(method, spec.Connection.Open) and state is State.AWAIT_OPEN:
             self._open(method)
-        elif kind is spec.Connection.Close:
+        elif isinstance(method, spec.Connection.Close):
             self._send(0, spec.Connection.CloseOk())
             self._release(now)
             self._closed(f"client closed: {method.reply_code} {method.reply_text}")
@@ -402,80 +344,35 @@ class ServerConnection:
             raise errors.ChannelStateError(f"{method.name} is not allowed on channel 0")
 
     def _start_ok(self, method: spec.Connection.StartOk) -> None:
-        self.client_properties = method.client_properties or {}
-        capabilities = self.client_properties.get("capabilities") or {}
-        self._cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
-        name, password = self._credentials(method.mechanism, method.response)
-        try:
-            user = self.users.authenticate(name, password, loopback=self.peer_loopback)
-        except LoginRefused as refused:
-            log.warning("connection.login_refused", peer=self.peer, user=name, mechanism=method.mechanism,
-                        reason=refused.reason)
-            raise errors.ConnectionError_(
-                f"Login was refused using authentication mechanism {method.mechanism}. "
-                "For details see the broker logfile.",
-                errors.ACCESS_REFUSED,
-            ) from None
-        self.user = user
+        tune = self._handshake.start_ok(method)
+        self._cancel_notify = bool(self._handshake.capabilities.get("consumer_cancel_notify"))
         self.state = State.AWAIT_TUNE_OK
-        self._send(0, spec.Connection.Tune(*self._server_limits))
-
-    @staticmethod
-    def _credentials(mechanism: str, response: bytes) -> tuple[str, str]:
-        if mechanism == "PLAIN":
-            parts = response.split(b"\x00")
-            if len(parts) != 3:
-                return "", ""
-            return parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
-        if mechanism == "AMQPLAIN":
-            # A field table without its length prefix (py-amqp, the Java client).
-            try:
-                table = decode_table_entries(response)
-            except errors.AMQPError:
-                return "", ""
-            login, password = table.get("LOGIN", ""), table.get("PASSWORD", "")
-            to_text = lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)  # noqa: E731
-            return to_text(login), to_text(password)
-        raise errors.ConnectionError_(f"unsupported authentication mechanism '{mechanism}'", errors.ACCESS_REFUSED)
+        self._send(0, tune)
 
     def _tune_ok(self, method: spec.Connection.TuneOk) -> None:
-        channel_max, frame_max, heartbeat = self._server_limits
-        if method.frame_max and method.frame_max < FRAME_MIN_SIZE:
-            raise errors.NotAllowed(f"frame_max={method.frame_max} < {FRAME_MIN_SIZE} min_size")
-        if method.frame_max > frame_max or (frame_max and not method.frame_max):
-            raise errors.NotAllowed(f"frame_max={method.frame_max} > {frame_max} max_size")
-        self.frame_max = method.frame_max
-        self._decoder.frame_max = method.frame_max
-        self.channel_max = method.channel_max or channel_max
-        if channel_max and self.channel_max > channel_max:
-            raise errors.NotAllowed(f"channel_max={method.channel_max} > {channel_max} max")
-        self.heartbeat = method.heartbeat
+        limits = self._handshake.tune_ok(method)
+        self.channel_max, self.frame_max, self.heartbeat = limits.channel_max, limits.frame_max, limits.heartbeat
+        self._decoder.frame_max = limits.frame_max
         self.state = State.AWAIT_OPEN
 
     def _open(self, method: spec.Connection.Open) -> None:
-        assert self.user is not None
-        vhost = method.virtual_host
-        if vhost not in self.broker.vhosts:
-            raise errors.NotAllowed(f"vhost {vhost} not found")
-        if not self.user.may_open(vhost):
-            raise errors.NotAllowed(f"access to vhost '{vhost}' refused for user '{self.user.name}'")
+        vhost = self._handshake.open(method, self.broker.vhosts)
+        user = self.user
+        assert user is not None
         self.vhost = vhost
-        self.core = self.broker.connect(vhost, user=self.user.name, name=self.peer)
+        self.core = self.broker.connect(vhost, user=user.name, name=self.peer)
         self.state = State.OPEN
         self._send(0, spec.Connection.OpenOk())
         journal = self.broker.journal
         if journal is not None and not journal.accepting:
             self.set_blocked("disk write failed")  # it connected during the outage
-        log.info("connection.open", peer=self.peer, user=self.user.name, vhost=vhost,
-                 client=self._client_name(), heartbeat=self.heartbeat, frame_max=self.frame_max)
+        log.info("connection.open", peer=self.peer, user=user.name, vhost=vhost,
+                 client=self._handshake.client_name, heartbeat=self.heartbeat, frame_max=self.frame_max)
 
-    def _client_name(self) -> str:
-        props = self.client_properties
-        product = props.get("product", "")
-        version = props.get("version", "")
-        name = props.get("connection_name", "")
-        text = f"{product} {version}".strip()
-        return f"{text} ({name})" if name else text
+    @property
+    def user(self) -> User | None:
+        """Who logged in; None until connection.start-ok succeeded."""
+        return self._handshake.user
 
     # -- channels ---------------------------------------------------------
 
@@ -501,14 +398,11 @@ class ServerConnection:
                 self._send(number, spec.Channel.CloseOk())
                 self._forget(ch)
             return
-        if ch.publish is not None:
-            raise errors.UnexpectedFrame(
-                f"expected content header for class 60, got non content header frame instead ({method.name})"
-            )
-        if kind is spec.Basic.Publish:
+        ch.expect_method(method)
+        if isinstance(method, spec.Basic.Publish):
             if method.immediate:
                 raise errors.NotImplemented_("immediate=true")
-            ch.publish = method
+            ch.begin_publish(method)
             return
         if kind is spec.Channel.Close:
             self._drain(ch, now)
@@ -540,7 +434,7 @@ class ServerConnection:
             )
         assert self.core is not None
         core = self.core.open_channel(number)
-        self._channels[number] = _Channel(number, core)
+        self._channels[number] = Channel(number, core)
         core.notify = lambda: self._on_channel_output(number)
         self._send(number, spec.Channel.OpenOk())
 
@@ -549,21 +443,19 @@ class ServerConnection:
             self._dirty[number] = None
             self._wake()
 
-    def _forget(self, ch: _Channel) -> None:
+    def _forget(self, ch: Channel) -> None:
         self._channels.pop(ch.number, None)
         self._dirty.pop(ch.number, None)
         self._confirming.pop(ch.number, None)
 
-    def _channel_error(self, ch: _Channel, error: errors.AMQPError, method: spec.Method | None, now: float) -> None:
+    def _channel_error(self, ch: Channel, error: errors.AMQPError, method: spec.Method | None, now: float) -> None:
         log.info("channel.error", peer=self.peer, channel=ch.number, reply_code=error.reply_code,
                  reply_text=error.reply_text, method=method.name if method else None)
         self._drain(ch, now)
         if ch.confirms:
             self._send_channel_confirms(ch)
         ch.core.close(now=now)
-        ch.closing = True
-        ch.publish = ch.header = None
-        ch.body = []
+        ch.start_closing()
         self._send(
             ch.number,
             spec.Channel.Close(
@@ -624,14 +516,10 @@ class ServerConnection:
                 # RabbitMQ: "expected method frame, got non method frame instead".
                 raise errors.UnexpectedFrame(f"content header on channel {frame.channel}, which is not open")
             return
-        if ch.publish is None or ch.header is not None:
-            raise errors.UnexpectedFrame(f"unexpected content header frame on channel {frame.channel}")
-        if frame.class_id != BASIC_CLASS_ID:
-            raise errors.UnexpectedFrame(f"content header for class {frame.class_id}, expected 60")
+        complete = ch.content_header(frame)
         limit = self.broker.max_message_size
         if frame.body_size > limit:
-            method = ch.publish
-            ch.publish = None
+            method = ch.abandon_publish()
             self._channel_error(
                 ch,
                 errors.PreconditionFailed(f"message size {frame.body_size} is larger than configured max size {limit}"),
@@ -640,9 +528,7 @@ class ServerConnection:
             )
             # The body frames that follow belong to a closing channel and are ignored.
             return
-        ch.header = frame
-        ch.remaining = frame.body_size
-        if not frame.body_size:
+        if complete:
             self._publish(ch, now)
 
     def _body(self, frame: BodyFrame, now: float) -> None:
@@ -652,26 +538,14 @@ class ServerConnection:
                 # RabbitMQ: "expected method frame, got non method frame instead".
                 raise errors.UnexpectedFrame(f"content body on channel {frame.channel}, which is not open")
             return
-        if ch.header is None:
-            raise errors.UnexpectedFrame(f"unexpected content body frame on channel {frame.channel}")
-        payload = frame.payload
-        ch.remaining -= len(payload)
-        if ch.remaining < 0:
-            raise errors.FrameError(f"content body on channel {frame.channel} is longer than its header said")
-        ch.body.append(payload)
-        if not ch.remaining:
+        if ch.content_body(frame.payload):
             self._publish(ch, now)
 
-    def _publish(self, ch: _Channel, now: float) -> None:
-        method, header = ch.publish, ch.header
-        assert method is not None and header is not None
-        body = ch.body[0] if len(ch.body) == 1 else b"".join(ch.body)
-        ch.publish = ch.header = None
-        ch.body = []
-        message = Message(method.exchange, method.routing_key, header.properties, body, header.payload)
+    def _publish(self, ch: Channel, now: float) -> None:
+        method, message = ch.take_message()
         core = ch.core
         try:
-            self._check_user_id(header.properties.user_id)
+            self._check_user_id(message.properties.user_id)
             outcome = core.publish_message(message, mandatory=method.mandatory, now=now)
         except errors.ChannelError as error:
             self._channel_error(ch, error, method, now)
@@ -707,7 +581,7 @@ class ServerConnection:
             if ch is None or self._send_channel_confirms(ch):
                 del self._confirming[number]
 
-    def _send_channel_confirms(self, ch: _Channel) -> bool:
+    def _send_channel_confirms(self, ch: Channel) -> bool:
         """Confirm, in order, what may be confirmed: one basic.ack with
         multiple=true per run of acks, nacks one by one, stopping at the
         first publish whose record is not yet synced. True when none is left."""
@@ -776,8 +650,7 @@ class ServerConnection:
     def set_blocked(self, reason: str | None) -> None:
         """Tell a client that announced connection.blocked that publishing
         is refused (``reason``) or accepted again (None)."""
-        capabilities = self.client_properties.get("capabilities") or {}
-        if self.state is State.OPEN and capabilities.get("connection.blocked"):
+        if self.state is State.OPEN and self._handshake.capabilities.get("connection.blocked"):
             self._send(0, spec.Connection.Blocked(reason) if reason else spec.Connection.Unblocked())
             self._wake()
 
@@ -823,31 +696,31 @@ class ServerConnection:
     # -- method handlers --------------------------------------------------
     # Each returns the reply method, or None when there is none (nowait).
 
-    def _channel_flow(self, ch: _Channel, method: spec.Channel.Flow, now: float) -> Any:
+    def _channel_flow(self, ch: Channel, method: spec.Channel.Flow, now: float) -> Any:
         if not method.active:
             raise errors.NotImplemented_("active=false")
         return spec.Channel.FlowOk(True)
 
-    def _exchange_declare(self, ch: _Channel, m: spec.Exchange.Declare, now: float) -> Any:
+    def _exchange_declare(self, ch: Channel, m: spec.Exchange.Declare, now: float) -> Any:
         ch.core.declare_exchange(
             m.exchange, m.type, passive=m.passive, durable=m.durable,
             auto_delete=m.auto_delete, internal=m.internal, arguments=m.arguments,
         )
         return None if m.nowait else spec.Exchange.DeclareOk()
 
-    def _exchange_delete(self, ch: _Channel, m: spec.Exchange.Delete, now: float) -> Any:
+    def _exchange_delete(self, ch: Channel, m: spec.Exchange.Delete, now: float) -> Any:
         ch.core.delete_exchange(m.exchange, if_unused=m.if_unused)
         return None if m.nowait else spec.Exchange.DeleteOk()
 
-    def _exchange_bind(self, ch: _Channel, m: spec.Exchange.Bind, now: float) -> Any:
+    def _exchange_bind(self, ch: Channel, m: spec.Exchange.Bind, now: float) -> Any:
         ch.core.bind_exchange(m.destination, m.source, m.routing_key, m.arguments)
         return None if m.nowait else spec.Exchange.BindOk()
 
-    def _exchange_unbind(self, ch: _Channel, m: spec.Exchange.Unbind, now: float) -> Any:
+    def _exchange_unbind(self, ch: Channel, m: spec.Exchange.Unbind, now: float) -> Any:
         ch.core.unbind_exchange(m.destination, m.source, m.routing_key, m.arguments)
         return None if m.nowait else spec.Exchange.UnbindOk()
 
-    def _queue_declare(self, ch: _Channel, m: spec.Queue.Declare, now: float) -> Any:
+    def _queue_declare(self, ch: Channel, m: spec.Queue.Declare, now: float) -> Any:
         queue = ch.core.declare_queue(
             m.queue, now=now, passive=m.passive, durable=m.durable,
             exclusive=m.exclusive, auto_delete=m.auto_delete, arguments=m.arguments,
@@ -855,30 +728,30 @@ class ServerConnection:
         ch.last_queue = queue.name
         return None if m.nowait else spec.Queue.DeclareOk(queue.name, queue.message_count, queue.consumer_count)
 
-    def _queue_bind(self, ch: _Channel, m: spec.Queue.Bind, now: float) -> Any:
+    def _queue_bind(self, ch: Channel, m: spec.Queue.Bind, now: float) -> Any:
         # An empty queue name and routing key both mean the last declared queue.
         key = m.routing_key or ("" if m.queue else ch.queue_name(""))
         ch.core.bind_queue(ch.queue_name(m.queue), m.exchange, key, m.arguments)
         return None if m.nowait else spec.Queue.BindOk()
 
-    def _queue_unbind(self, ch: _Channel, m: spec.Queue.Unbind, now: float) -> Any:
+    def _queue_unbind(self, ch: Channel, m: spec.Queue.Unbind, now: float) -> Any:
         key = m.routing_key or ("" if m.queue else ch.queue_name(""))
         ch.core.unbind_queue(ch.queue_name(m.queue), m.exchange, key, m.arguments)
         return spec.Queue.UnbindOk()
 
-    def _queue_purge(self, ch: _Channel, m: spec.Queue.Purge, now: float) -> Any:
+    def _queue_purge(self, ch: Channel, m: spec.Queue.Purge, now: float) -> Any:
         count = ch.core.purge_queue(ch.queue_name(m.queue))
         return None if m.nowait else spec.Queue.PurgeOk(count)
 
-    def _queue_delete(self, ch: _Channel, m: spec.Queue.Delete, now: float) -> Any:
+    def _queue_delete(self, ch: Channel, m: spec.Queue.Delete, now: float) -> Any:
         count = ch.core.delete_queue(ch.queue_name(m.queue), now=now, if_unused=m.if_unused, if_empty=m.if_empty)
         return None if m.nowait else spec.Queue.DeleteOk(count)
 
-    def _basic_qos(self, ch: _Channel, m: spec.Basic.Qos, now: float) -> Any:
+    def _basic_qos(self, ch: Channel, m: spec.Basic.Qos, now: float) -> Any:
         ch.core.qos(m.prefetch_count, global_=m.global_, prefetch_size=m.prefetch_size, now=now)
         return spec.Basic.QosOk()
 
-    def _basic_consume(self, ch: _Channel, m: spec.Basic.Consume, now: float) -> Any:
+    def _basic_consume(self, ch: Channel, m: spec.Basic.Consume, now: float) -> Any:
         # consume-ok must precede the first delivery: hold the outbox until it is queued.
         notify, ch.core.notify = ch.core.notify, None
         try:
@@ -894,11 +767,11 @@ class ServerConnection:
             self._on_channel_output(ch.number)
         return None
 
-    def _basic_cancel(self, ch: _Channel, m: spec.Basic.Cancel, now: float) -> Any:
+    def _basic_cancel(self, ch: Channel, m: spec.Basic.Cancel, now: float) -> Any:
         ch.core.cancel(m.consumer_tag, now=now)
         return None if m.nowait else spec.Basic.CancelOk(m.consumer_tag)
 
-    def _basic_get(self, ch: _Channel, m: spec.Basic.Get, now: float) -> Any:
+    def _basic_get(self, ch: Channel, m: spec.Basic.Get, now: float) -> Any:
         name = ch.queue_name(m.queue)
         result = ch.core.get(name, now=now, no_ack=m.no_ack)
         if result is None:
@@ -923,28 +796,28 @@ class ServerConnection:
         self._out.append(encode_content_frames(ch.number, header, message.body, self.frame_max))
         return None
 
-    def _basic_ack(self, ch: _Channel, m: spec.Basic.Ack, now: float) -> Any:
+    def _basic_ack(self, ch: Channel, m: spec.Basic.Ack, now: float) -> Any:
         ch.core.ack(m.delivery_tag, multiple=m.multiple, now=now)
 
-    def _basic_nack(self, ch: _Channel, m: spec.Basic.Nack, now: float) -> Any:
+    def _basic_nack(self, ch: Channel, m: spec.Basic.Nack, now: float) -> Any:
         ch.core.nack(m.delivery_tag, multiple=m.multiple, requeue=m.requeue, now=now)
 
-    def _basic_reject(self, ch: _Channel, m: spec.Basic.Reject, now: float) -> Any:
+    def _basic_reject(self, ch: Channel, m: spec.Basic.Reject, now: float) -> Any:
         ch.core.reject(m.delivery_tag, requeue=m.requeue, now=now)
 
-    def _basic_recover(self, ch: _Channel, m: Any, now: float) -> Any:
+    def _basic_recover(self, ch: Channel, m: Any, now: float) -> Any:
         ch.core.recover(requeue=m.requeue, now=now)
         return spec.Basic.RecoverOk() if type(m) is spec.Basic.Recover else None
 
-    def _confirm_select(self, ch: _Channel, m: spec.Confirm.Select, now: float) -> Any:
+    def _confirm_select(self, ch: Channel, m: spec.Confirm.Select, now: float) -> Any:
         ch.core.confirm_select()
         return None if m.nowait else spec.Confirm.SelectOk()
 
-    def _tx_select(self, ch: _Channel, m: spec.Tx.Select, now: float) -> Any:
+    def _tx_select(self, ch: Channel, m: spec.Tx.Select, now: float) -> Any:
         ch.core.tx_select()
         return spec.Tx.SelectOk()
 
-    def _tx_commit(self, ch: _Channel, m: spec.Tx.Commit, now: float) -> Any:
+    def _tx_commit(self, ch: Channel, m: spec.Tx.Commit, now: float) -> Any:
         journal = self.broker.journal
         before = journal.position if journal is not None else 0
         persistent = False
@@ -959,7 +832,7 @@ class ServerConnection:
             return None
         return spec.Tx.CommitOk()
 
-    def _tx_rollback(self, ch: _Channel, m: spec.Tx.Rollback, now: float) -> Any:
+    def _tx_rollback(self, ch: Channel, m: spec.Tx.Rollback, now: float) -> Any:
         ch.core.tx_rollback()
         return spec.Tx.RollbackOk()
 
