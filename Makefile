@@ -32,7 +32,9 @@ demo: $(STAMP)
 	$(BIN)/python examples/event_bus.py
 	$(BIN)/python examples/embedded_router.py
 
+# Types are checked as part of the tests.
 test: $(STAMP)
+	$(BIN)/mypy amqlite
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -238,7 +238,7 @@ def load(
         field = FIELDS[name]
         try:
             if field.converter is not None:
-                value = field.converter(value)  # type: ignore[call-arg,operator]
+                value = field.converter(value)  # type: ignore[operator]
             assert field.validator is not None
             field.validator(None, field, value)
         except (ValueError, TypeError) as error:

@@ -43,10 +43,10 @@ class StoreDriver:
         self,
         journal: DiskJournal,
         *,
-        on_synced: Callable[[], None],
+        on_synced: Callable[[], object],
         on_blocked: Callable[[str | None], None],
         now: Callable[[], float],
-        on_paged_in: Callable[[], None] = lambda: None,
+        on_paged_in: Callable[[], object] = lambda: None,
         trim_heap: Callable[[], int | None] | None = None,
     ) -> None:
         self.journal = journal

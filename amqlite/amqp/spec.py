@@ -199,7 +199,7 @@ def _method(
         METHODS[class_id, method_id] = _BY_NAME[name] = made
         GENERIC_DECODERS[made] = _DECODERS[key] = _generic_decoder(made, steps)
         GENERIC_ENCODERS[made] = _ENCODERS[made] = _generic_encoder(made, steps)
-        return made  # type: ignore[no-any-return]
+        return made
 
     return register
 

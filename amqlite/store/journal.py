@@ -105,7 +105,7 @@ class DiskJournal:
         self._due_after_write: dict[Queue, None] = {}
         self._page_requests: dict[Queue, None] = {}
         #: Wakes the driver's page-in task.
-        self.on_page_request: Callable[[], None] | None = None
+        self.on_page_request: Callable[[], object] | None = None
         self._recovering = False
         self._next_msg = 1
         self._next_queue = 1
@@ -148,12 +148,11 @@ class DiskJournal:
     def _define(self, key: tuple[str, ...], table: dict[str, Any] | None) -> None:
         if self._recovering:
             return  # replaying what is already on disk
+        op: dict[str, Any] = {"op": "delete" if table is None else "set", "key": list(key)}
         if table is None:
             self._definitions.pop(key, None)
-            op = {"op": "delete", "key": list(key)}
         else:
-            self._definitions[key] = table
-            op = {"op": "set", "key": list(key), "value": table}
+            self._definitions[key] = op["value"] = table
         segment, _ = self._append(DEFINITION, encode_table(op))
         self._definition_segments.add(segment)
 
@@ -266,6 +265,7 @@ class DiskJournal:
         # Appended after the records of its routing (see _append_releases).
         if self._releases:
             self._append_releases()
+        assert message.store_id is not None  # held by a durable exchange: it was journalled
         self._releases.append((message.store_id, message.store_segment))
         self._releasing = message
         if not self.log.dirty and self.log.on_pending is not None:

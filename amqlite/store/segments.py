@@ -176,7 +176,7 @@ class SegmentLog:
         self.appended = 0
         self.synced = 0
         #: Called when records start waiting for a write: the writer's wake-up.
-        self.on_pending: Callable[[], None] | None = None
+        self.on_pending: Callable[[], object] | None = None
         self._lock = threading.Lock()
         self._readers: dict[int, int] = {}  # segment -> fd open for reading
         #: Reads in progress per reader fd, and fds of deleted segments that
