@@ -63,7 +63,7 @@ async def test_a_refused_persistent_publish_is_answered_at_once_during_a_disk_ou
     import trio
 
     from amqlite import embedded
-    from tests.store.support import FaultyFS
+    from faultyfs import FaultyFS
 
     fs = FaultyFS()
     monkeypatch.setattr(embedded, "DiskJournal", functools.partial(embedded.DiskJournal, fs=fs))

@@ -6,9 +6,8 @@ the real thing)."""
 
 from __future__ import annotations
 
-import errno
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pika
 import pytest
@@ -16,42 +15,9 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from amqlite.server import listener
 from amqlite.store.journal import DiskJournal
-from amqlite.store.segments import FileSystem
+from faultyfs import FaultyFS
 
 from .conftest import ServerThread, start_amqlite
-
-
-class SwitchableFS(FileSystem):
-    """Writes fail with ENOSPC while ``full``; nothing at all reaches the
-    disk once ``dead`` (a crash: what was not synced stays unsynced)."""
-
-    def __init__(self) -> None:
-        self.full = False
-        self.dead = False
-
-    def write(self, file: BinaryIO, data: bytes) -> None:
-        if self.dead:
-            raise OSError(errno.EIO, "crashed")
-        if self.full:
-            file.write(data[: len(data) // 2])  # a short write
-            file.flush()
-            raise OSError(errno.ENOSPC, "No space left on device")
-        super().write(file, data)
-
-    def fsync(self, file: BinaryIO) -> None:
-        if self.dead:
-            raise OSError(errno.EIO, "crashed")
-        super().fsync(file)
-
-    def truncate(self, path: Path, size: int) -> None:
-        if self.dead:
-            raise OSError(errno.EIO, "crashed")
-        super().truncate(path, size)
-
-    def remove(self, path: Path) -> None:
-        if self.dead:
-            raise OSError(errno.EIO, "crashed")
-        super().remove(path)
 
 
 class Durable:
@@ -60,7 +26,7 @@ class Durable:
     def __init__(self, data_dir: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
         self.data_dir = data_dir
         self.settings = settings
-        self.fs = SwitchableFS()
+        self.fs = FaultyFS()
         monkeypatch.setattr(listener, "DiskJournal", self._journal)
         self.server: ServerThread | None = None
         self.connections: list[pika.BlockingConnection] = []
@@ -69,7 +35,7 @@ class Durable:
         return DiskJournal(path, fs=self.fs, **kwargs)
 
     def start(self) -> Durable:
-        self.fs = SwitchableFS()
+        self.fs = FaultyFS()
         self.server = start_amqlite(data_dir=str(self.data_dir), **self.settings)
         return self
 

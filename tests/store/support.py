@@ -1,12 +1,11 @@
 """Helpers for the store tests: a journal on a temporary directory driven
-by hand (write, compact, crash, recover) and a file system that fails."""
+by hand (write, compact, crash, recover). The failing file system is
+tests/faultyfs.py, shared with the server tests."""
 
 from __future__ import annotations
 
-import errno
-import threading
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from amqlite.core.broker import Broker
 from amqlite.core.channel import Channel
@@ -17,59 +16,6 @@ from amqlite.store.segments import FileSystem, SegmentLog
 PERSISTENT = Properties(delivery_mode=2)
 #: A segment per record: every record rolls over to a new segment.
 TINY = 1
-
-
-class FaultyFS(FileSystem):
-    """A file system that fails on demand.
-
-    ``full``: writes raise ENOSPC (after writing half the bytes when
-    ``short``); ``fsync_fails``: fsync raises EIO; ``read_fails``: reads
-    (pread) raise EIO. ``gate``, when set, makes
-    writes wait until it is set (``entered`` says one is waiting); a write
-    that began before the disk filled up still succeeds.
-    """
-
-    def __init__(self) -> None:
-        self.full = False
-        self.short = True
-        self.fsync_fails = False
-        self.remove_fails = False
-        self.read_fails = False
-        self.writes = 0
-        self.failures = 0
-        self.gate: threading.Event | None = None
-        self.entered = threading.Event()
-
-    def write(self, file: BinaryIO, data: bytes) -> None:
-        full, gate = self.full, self.gate  # as the write starts
-        if gate is not None:
-            self.entered.set()
-            gate.wait(10)
-        if full:
-            self.failures += 1
-            if self.short:
-                file.write(data[: len(data) // 2])
-                file.flush()
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self.writes += 1
-        super().write(file, data)
-
-    def fsync(self, file: BinaryIO) -> None:
-        if self.fsync_fails:
-            self.failures += 1
-            raise OSError(errno.EIO, "Input/output error")
-        super().fsync(file)
-
-    def pread(self, fd: int, size: int, offset: int) -> bytes:
-        if self.read_fails:
-            self.failures += 1
-            raise OSError(errno.EIO, "Input/output error")
-        return super().pread(fd, size, offset)
-
-    def remove(self, path: Path) -> None:
-        if self.remove_fails:
-            raise OSError(errno.EACCES, "Permission denied")
-        super().remove(path)
 
 
 class Store:

@@ -19,7 +19,9 @@ from amqlite.core.message import Properties
 from amqlite import storage
 from amqlite.storage import StoreDriver
 
-from .support import PERSISTENT, TINY, FaultyFS, Store, drain, scan
+from faultyfs import FaultyFS
+
+from .support import PERSISTENT, TINY, Store, drain, scan
 
 NOW = 1000.0
 # Retries back off from RETRY_MIN to RETRY_MAX; shortened here so an outage

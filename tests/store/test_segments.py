@@ -14,7 +14,9 @@ from structlog.testing import capture_logs
 
 from amqlite.store.segments import HEAD_SIZE, FileSystem, SegmentLog
 
-from .support import FaultyFS, scan
+from faultyfs import FaultyFS
+
+from .support import scan
 
 
 def write_all(log: SegmentLog) -> None:
