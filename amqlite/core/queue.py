@@ -238,14 +238,20 @@ class Queue:
     def unlend(self, entry: Entry, now: float) -> None:
         """A lent entry that never reached the application comes back to
         its original position; unlike :meth:`give_back`, not an attempt."""
+        if self._take_back(entry):
+            self._make_ready(entry, now)
+
+    def _take_back(self, entry: Entry) -> bool:
+        """An entry out on loan comes back. False if there is nothing more
+        to do: it was not on loan, or the queue is gone and took it along."""
         if entry.state != UNACKED:
-            return
+            return False
         self.unacked -= 1
         if self.deleted:
             self._leave(entry)
             self.vhost.broker.dropped(self.name, entry.message, "queue-deleted")
-            return
-        self._make_ready(entry, now)
+            return False
+        return True
 
     def lend(self, entry: Entry) -> None:
         """The entry goes out to a consumer (or basic.get) until settled."""
@@ -267,13 +273,7 @@ class Queue:
         Both count towards x-delivery-limit; only a consumer's failure waits
         out the retry delay, as in LavinMQ.
         """
-        if entry.state != UNACKED:
-            return
-        self.unacked -= 1
-        if self.deleted:
-            # The queue took its messages with it; this one was out on loan.
-            self._leave(entry)
-            self.vhost.broker.dropped(self.name, entry.message, "queue-deleted")
+        if not self._take_back(entry):
             return
         if not requeue:
             self._leave(entry)
