@@ -91,12 +91,14 @@ class Server:
         """
         if self.settings.data_dir:
             self.journal = self._open_store()
+        recovered = False
         try:
             if self.journal is not None:
                 # In a thread, so that a signal can stop a long recovery; nothing
                 # else touches the core until it is done.
                 await trio.to_thread.run_sync(self.journal.recover, self.core, self.clock.now(),
                                               abandon_on_cancel=True)
+            recovered = True
             listeners = await self._listen()
             self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
             log.info("broker.listening", addresses=[f"{h}:{p}" for h, p in self.addresses], port=self.port,
@@ -111,7 +113,10 @@ class Server:
                     nursery.start_soon(self._accept, listener, nursery)
                 task_status.started(self)
         finally:
-            if self.journal is not None:
+            # Stopped during recovery, the abandoned thread may still be reading
+            # (or cutting a torn tail): leave the files and the lock to the
+            # process's exit rather than closing them under it.
+            if self.journal is not None and recovered:
                 self.journal.close()  # writes what is still pending (acks, mostly)
 
     def _open_store(self) -> DiskJournal:
