@@ -143,6 +143,8 @@ class Settings:
                                  "bytes per log segment file; only whole segments are deleted")
     queue_memory_budget: int = _setting(defaults.QUEUE_MEMORY_BUDGET, _integer(1, 2**31 - 1, " messages"),
                                         "ready messages a durable queue keeps in memory; the rest wait on disk")
+    disk_free_limit: int = _setting(defaults.DISK_FREE_LIMIT, _integer(0, 2**63 - 1, " bytes"),
+                                    "below this much free disk space persistent publishes are refused; 0: never")
     heartbeat: int = _setting(defaults.HEARTBEAT, _integer(0, 65535, " seconds"),
                               "seconds proposed in connection.tune; 0 disables")
     frame_max: int = _setting(defaults.FRAME_MAX, _integer(defaults.FRAME_MIN_SIZE, 2**32 - 1, " bytes"),

@@ -26,5 +26,8 @@ QUEUE_MEMORY_BUDGET = 20_000
 SEGMENT_SIZE = 64 * 1024 * 1024
 #: Seconds between two progress lines while start-up replays the log.
 RECOVERY_PROGRESS_INTERVAL = 2.0
+#: Free disk space below which persistent publishes are refused, bytes
+#: (RabbitMQ's disk_free_limit default, 50 MB).
+DISK_FREE_LIMIT = 50_000_000
 #: Seconds a client has to finish the AMQP handshake (RabbitMQ: 10 s).
 HANDSHAKE_TIMEOUT = 10.0

@@ -553,7 +553,7 @@ async def open_broker(settings: Settings | None = None, **overrides: Any) -> Asy
             if journal is not None:
                 moved = broker._storage_moved.unpark_all
                 driver = StoreDriver(journal, on_synced=moved, on_blocked=lambda reason: None,
-                                     now=broker.now, on_paged_in=moved)
+                                     now=broker.now, on_paged_in=moved, disk_free_limit=settings.disk_free_limit)
                 nursery.start_soon(driver.run)
             try:
                 yield broker

@@ -36,6 +36,9 @@ RETRY_MAX = 5.0
 PAGE_IN_ATTEMPTS = 5
 #: Least time between two trims of the heap (see heap.py).
 TRIM_INTERVAL = 10.0
+#: Seconds between two looks at the free disk space; more often while low.
+DISK_CHECK_INTERVAL = 5.0
+DISK_CHECK_INTERVAL_LOW = 1.0
 
 
 class StoreDriver:
@@ -48,8 +51,13 @@ class StoreDriver:
         now: Callable[[], float],
         on_paged_in: Callable[[], object] = lambda: None,
         trim_heap: Callable[[], int | None] | None = None,
+        disk_free_limit: int = 0,
     ) -> None:
         self.journal = journal
+        #: Below this many free bytes, persistent publishes are refused (0: never).
+        self.disk_free_limit = disk_free_limit
+        self._write_error: OSError | None = None
+        self._blocked_reason: str | None = None
         self.on_synced = on_synced
         self.on_blocked = on_blocked
         self.now = now
@@ -67,6 +75,44 @@ class StoreDriver:
             nursery.start_soon(self._write_loop)
             nursery.start_soon(self._page_in_loop)
             nursery.start_soon(self._trim_loop)
+            if self.disk_free_limit:
+                nursery.start_soon(self._disk_monitor)
+
+    def _report_blocked(self) -> None:
+        """Tell connections when the reason to refuse publishes changes."""
+        if self._write_error is not None:
+            reason: str | None = f"disk write failed: {self._write_error.strerror or self._write_error}"
+        elif self.journal.disk_low:
+            reason = "free disk space below disk_free_limit"
+        else:
+            reason = None
+        if reason != self._blocked_reason:
+            self._blocked_reason = reason
+            self.on_blocked(reason)
+
+    async def _disk_monitor(self) -> None:
+        """Refuse persistent publishes while free space is below the limit,
+        as RabbitMQ's disk alarm does, so that what must always be written
+        (acks, removals, definitions) still finds room, and draining the
+        queues can give the space back (see the write loop)."""
+        journal, limit = self.journal, self.disk_free_limit
+        while True:
+            try:
+                free = await trio.to_thread.run_sync(journal.free_bytes)
+            except OSError as error:
+                log.warning("store.disk_check_failed", error=str(error))
+                free = limit
+            low = free < limit
+            if low != journal.disk_low:
+                journal.disk_low = low
+                (log.error if low else log.info)(
+                    "store.disk_alarm" if low else "store.disk_alarm_cleared",
+                    free_mb=round(free / 2**20, 1), limit_mb=round(limit / 2**20, 1),
+                    action="persistent publishes refused" if low else "persistent publishes accepted again")
+                self._report_blocked()
+                if low:
+                    self._wakeup.unpark_all()  # a drained log may roll and compact at once
+            await trio.sleep(DISK_CHECK_INTERVAL_LOW if low else DISK_CHECK_INTERVAL)
 
     async def _trim_loop(self) -> None:
         """After writes (acks, purges, deletes and page-outs free memory),
@@ -123,6 +169,8 @@ class StoreDriver:
         delay = RETRY_MIN
         while True:
             while not journal.dirty:
+                if journal.disk_low and journal.roll_if_drained():
+                    break  # nothing pending: delete what the roll made obsolete
                 await self._wakeup.park()
             pending, position = journal.take_batch()
             # What may be deleted once this batch is on disk is decided now,
@@ -138,19 +186,20 @@ class StoreDriver:
                     await trio.to_thread.run_sync(log_.write_and_sync, pending)
                     failure = None
                 except OSError as error:
-                    failure = error
+                    failure = self._write_error = error
                     if journal.write_failed(pending):
                         log.error("store.write_failed", error=str(failure), errno=failure.errno,
                                   action="persistent publishes refused until the disk accepts writes")
-                        self.on_blocked(f"disk write failed: {failure.strerror or failure}")
+                        self._report_blocked()
             if failure is not None:
                 await trio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             delay = RETRY_MIN
             if journal.commit(position):
+                self._write_error = None
                 log.info("store.recovered_writes", action="persistent publishes accepted again")
-                self.on_blocked(None)
+                self._report_blocked()
             self.on_synced()
             self._trim_wanted = True
             self._trim_wakeup.unpark_all()

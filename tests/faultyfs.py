@@ -17,7 +17,8 @@ class FaultyFS(FileSystem):
     ``full``: writes raise ENOSPC (after writing half the bytes when
     ``short``); ``fsync_fails``: fsync raises EIO; ``read_fails``: reads
     (pread) raise EIO; ``dead``: nothing reaches the disk any more (a
-    crash: what was not synced stays unsynced). ``gate``, when set, makes
+    crash: what was not synced stays unsynced); ``free``: the free space
+    reported to the disk monitor. ``gate``, when set, makes
     writes wait until it is set (``entered`` says one is waiting); a write
     that began before the disk filled up still succeeds.
     """
@@ -29,6 +30,8 @@ class FaultyFS(FileSystem):
         self.remove_fails = False
         self.read_fails = False
         self.dead = False
+        #: Free space to report, bytes; None: the real figure.
+        self.free: int | None = None
         self.writes = 0
         self.failures = 0
         self.gate: threading.Event | None = None
@@ -69,6 +72,9 @@ class FaultyFS(FileSystem):
     def truncate(self, path: Path, size: int) -> None:
         self._check_alive()
         super().truncate(path, size)
+
+    def free_bytes(self, path: Path) -> int:
+        return super().free_bytes(path) if self.free is None else self.free
 
     def remove(self, path: Path) -> None:
         self._check_alive()

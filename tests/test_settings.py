@@ -26,6 +26,7 @@ BAD = {
     "segment_size": ("segment_size = 10", "segment_size must be 1024-"),
     "queue_memory_budget": ("queue_memory_budget = 0", "queue_memory_budget must be 1-"),
     "heartbeat": ("heartbeat = -5", "heartbeat must be 0-65535 seconds"),
+    "disk_free_limit": ("disk_free_limit = -1", "disk_free_limit must be 0-"),
     "frame_max": ("frame_max = 9999999999", "frame_max must be 4096-4294967295 bytes"),
     "channel_max": ("channel_max = 70000", "channel_max must be 0-65535"),
     "max_message_size": ("max_message_size = -1", "max_message_size must be 1-536870912 bytes"),

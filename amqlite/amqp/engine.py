@@ -582,29 +582,34 @@ class ServerConnection:
                 del self._confirming[number]
 
     def _send_channel_confirms(self, ch: Channel) -> bool:
-        """Confirm, in order, what may be confirmed: one basic.ack with
-        multiple=true per run of acks, nacks one by one, stopping at the
-        first publish whose record is not yet synced. True when none is left."""
+        """Confirm what may be confirmed: in order, one basic.ack with
+        multiple=true per run of acks, up to the first publish whose record
+        is not yet synced; after it, only what waits for nothing (a nack, a
+        transient message), one by one, so a refused publish is never held
+        back behind persistent ones waiting for the disk. True when none is left."""
         journal = self.broker.journal
         synced = journal.synced if journal is not None else 0
-        confirms = ch.confirms
-        run_end = run_length = done = 0
-        for seq, acked, required in confirms:
-            if required > synced:
-                break
-            done += 1
-            if acked:
+        number = ch.number
+        run_end = run_length = 0
+        waiting: list[tuple[int, bool, int]] = []
+        for confirm in ch.confirms:
+            seq, acked, required = confirm
+            if waiting or required > synced:
+                if required:
+                    waiting.append(confirm)
+                    continue
+            elif acked:
                 run_end = seq
                 run_length += 1
                 continue
             if run_length:
-                self._send(ch.number, spec.Basic.Ack(run_end, run_length > 1))
+                self._send(number, spec.Basic.Ack(run_end, run_length > 1))
                 run_length = 0
-            self._send(ch.number, spec.Basic.Nack(seq, False, False))
+            self._send(number, spec.Basic.Ack(seq, False) if acked else spec.Basic.Nack(seq, False, False))
         if run_length:
-            self._send(ch.number, spec.Basic.Ack(run_end, run_length > 1))
-        del confirms[:done]
-        return not confirms
+            self._send(number, spec.Basic.Ack(run_end, run_length > 1))
+        ch.confirms = waiting
+        return not waiting
 
     def store_synced(self) -> None:
         """The journal synced more records: confirms waiting on them may go."""

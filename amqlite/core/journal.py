@@ -19,10 +19,13 @@ if TYPE_CHECKING:
 
 
 class Journal(Protocol):
-    #: False while the disk refuses writes; durable queues then refuse
-    #: persistent messages (the publisher gets a nack) instead of accepting
-    #: what cannot be made durable.
-    accepting: bool
+    @property
+    def accepting(self) -> bool:
+        """False while the disk refuses writes or has too little space left;
+        durable queues then refuse persistent messages (the publisher gets a
+        nack) instead of accepting what cannot be made durable."""
+        ...
+
     #: Ready messages a durable queue keeps in memory; beyond it they page
     #: out to disk (see core/ready.py).
     queue_budget: int

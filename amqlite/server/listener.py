@@ -106,7 +106,8 @@ class Server:
             async with trio.open_nursery() as nursery:
                 if self.journal is not None:
                     driver = StoreDriver(self.journal, on_synced=self._synced, on_blocked=self._blocked,
-                                         now=self.clock.now, on_paged_in=self._resume)
+                                         now=self.clock.now, on_paged_in=self._resume,
+                                         disk_free_limit=self.settings.disk_free_limit)
                     nursery.start_soon(driver.run)
                 nursery.start_soon(drive_deadlines, self.core, self.clock)
                 for listener in listeners:

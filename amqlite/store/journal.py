@@ -96,7 +96,10 @@ class DiskJournal:
         self.fs = fs or FileSystem()
         kwargs = {} if segment_size is None else {"segment_size": segment_size}
         self.log = SegmentLog(self.directory / "log", fs=self.fs, **kwargs)
-        self.accepting = True
+        #: A write failed and was not yet retried with success.
+        self._write_failing = False
+        #: Free disk space is below the limit (set by the driver's monitor).
+        self.disk_low = False
         self.queue_budget = queue_budget
         #: Queues over budget: marked since the last batch was taken, and
         #: marked before it (they page once it is written). Then queues
@@ -358,12 +361,19 @@ class DiskJournal:
         stored = outcome.routed or outcome.delayed  # a held message is on disk too
         return self.position if persistent and stored and not outcome.rejected else 0
 
+    @property
+    def accepting(self) -> bool:
+        """False while writes fail or free disk space is below the limit:
+        persistent publishes are refused then, so the space left stays for
+        what must always be written (acks, removals, definitions)."""
+        return not (self._write_failing or self.disk_low)
+
     def commit(self, position: int) -> bool:
         """The batch up to ``position`` is on disk (trio thread): confirms
         up to it may go, and what it wrote may leave memory. True if this
         ends a write outage."""
         self.log.synced = position
-        recovered, self.accepting = not self.accepting, True
+        recovered, self._write_failing = self._write_failing, False
         self.page_out()
         return recovered
 
@@ -372,8 +382,22 @@ class DiskJournal:
         whole later, and persistent publishes are refused meanwhile. True
         if this starts a write outage."""
         self.log.put_back(pending)
-        started, self.accepting = self.accepting, False
+        started, self._write_failing = not self._write_failing, True
         return started
+
+    def roll_if_drained(self) -> bool:
+        """Start a new segment if nothing in the current one is live any
+        more, so compaction may delete it: the way a drained broker gets its
+        disk space back while it is low. True if it rolled."""
+        log_ = self.log
+        if self._live[log_.current] or log_.dirty:
+            return False
+        before = log_.current
+        log_.roll()
+        return log_.current != before
+
+    def free_bytes(self) -> int:
+        return self.fs.free_bytes(self.directory)
 
     def obsolete_segments(self) -> list[int]:
         """Segments that can go, oldest first (trio thread)."""

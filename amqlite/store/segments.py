@@ -66,6 +66,11 @@ class FileSystem:
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
 
+    def free_bytes(self, path: Path) -> int:
+        """Space left to an unprivileged writer on the file system of ``path``."""
+        stats = os.statvfs(path)
+        return stats.f_bavail * stats.f_frsize
+
 
 def encode_record(kind: int, payload: bytes) -> bytes:
     body = bytes((kind,)) + payload
@@ -264,6 +269,14 @@ class SegmentLog:
         self.appended += len(data)
         return self.current, offset
 
+    def roll(self) -> None:
+        """Start a new segment now, so the current one can be deleted once
+        nothing in it is needed (a drained log while the disk is low)."""
+        if self._size:
+            self.current += 1
+            self.segments.append(self.current)
+            self._size = 0
+
     def is_written(self, segment: int, offset: int) -> bool:
         """Whether the record at ``offset`` of ``segment`` is on disk (synced)."""
         return offset < self._written.get(segment, 0)
@@ -383,6 +396,8 @@ class SegmentLog:
             return
         with self._lock:
             self._close_reader(segment)
+            if self._file_segment == segment:
+                self._close_file()  # rolled away from: its space comes back only once closed
         self.fs.remove(self._path(segment))
         self.fs.fsync_dir(self.directory)
         self.segments.remove(segment)

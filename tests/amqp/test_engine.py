@@ -771,3 +771,24 @@ def test_commit_ok_and_later_frames_wait_until_persistent_messages_are_on_disk(t
     replies = [type(m) for _, m in peer.methods()]
     assert replies == [spec.Tx.CommitOk, spec.Queue.DeclareOk]
     journal.close()
+
+
+def test_a_refused_publish_is_nacked_at_once_not_behind_confirms_waiting_for_the_disk(tmp_path: Any) -> None:
+    from amqlite.core.message import Properties
+    from amqlite.store.journal import DiskJournal
+
+    broker = Broker()
+    journal = DiskJournal(tmp_path)
+    journal.recover(broker, now=0.0)
+    peer = opened(broker=broker)
+    peer.call(1, spec.Queue.Declare("dq", durable=True), spec.Queue.DeclareOk)
+    peer.call(1, spec.Confirm.Select(), spec.Confirm.SelectOk)
+    persistent = Properties(delivery_mode=2)
+    peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, persistent) + body(1, b"1"))
+    assert peer.methods() == []  # waits for the disk
+    journal.disk_low = True  # now refused
+    peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, persistent) + body(1, b"2"))
+    peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, Properties()) + body(1, b"3"))
+    replies = [(type(m), m.delivery_tag, m.multiple) for _, m in peer.methods()]
+    assert replies == [(spec.Basic.Nack, 2, False), (spec.Basic.Ack, 3, False)]
+    journal.close()

@@ -502,11 +502,11 @@ def test_due_delayed_message_stays_held_while_the_disk_fails(tmp_path: Path) -> 
     store.ch.declare_queue("q", durable=True, now=NOW)
     store.ch.bind_queue("q", "delay", "")
     publish(store, b"held", exchange="delay", key="", properties=Properties(delivery_mode=2, headers={"x-delay": 500}))
-    store.journal.accepting = False
+    store.journal.disk_low = True  # not accepting, as in a write outage
     store.broker.tick(NOW + 1)
     assert store.vhost.exchanges["delay"].pending_count == 1 and store.queue("q").message_count == 0
     assert store.broker.drops["store-unavailable"] == 0
-    store.journal.accepting = True
+    store.journal.disk_low = False
     store.broker.tick(store.broker.next_deadline())
     assert drain(store.ch, "q") == [(b"held", False)]
     store.close()
