@@ -162,6 +162,12 @@ class ServerConnection:
         return self.state is not State.CLOSED and self._waiting_get is None and self._waiting_commit is None
 
     @property
+    def buffered_input(self) -> int:
+        """Bytes received and not yet handled: while :meth:`wants_read` is
+        false, at most what the driver read in its last call."""
+        return self._decoder.buffered
+
+    @property
     def buffered_output(self) -> int:
         """Bytes of replies and confirms not yet taken by the driver."""
         return sum(map(len, self._out))

@@ -649,11 +649,15 @@ def test_reading_pauses_while_a_commit_waits_for_the_disk(tmp_path: Any) -> None
     peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, Properties(delivery_mode=2)) + body(1, b"x"))
     peer.send_method(1, spec.Tx.Commit())
     assert not peer.conn.wants_read() and readable == []  # the driver stops reading here
+    behind = method(1, spec.Queue.Declare("behind"))
+    peer.send(behind)  # what the driver read before it stopped waits, unhandled
+    assert peer.conn.buffered_input == len(behind) and "behind" not in broker.vhosts["/"].queues
     pending, position = journal.take_batch()
     journal.log.write_and_sync(pending)
     journal.log.synced = position
     peer.conn.resume(peer.now)
     assert peer.conn.wants_read() and readable == [True]
+    assert peer.conn.buffered_input == 0 and "behind" in broker.vhosts["/"].queues
     journal.close()
 
 
