@@ -162,6 +162,12 @@ class ServerConnection:
         return self.state is not State.CLOSED and self._waiting_get is None and self._waiting_commit is None
 
     @property
+    def buffered_input(self) -> int:
+        """Bytes received and not yet handled: while :meth:`wants_read` is
+        false, at most what the driver read in its last call."""
+        return self._decoder.buffered
+
+    @property
     def buffered_output(self) -> int:
         """Bytes of replies and confirms not yet taken by the driver."""
         return sum(map(len, self._out))
@@ -644,6 +650,9 @@ class ServerConnection:
         else:
             return
         if self._waiting_get is None and self._waiting_commit is None:
+            # The client's frames, heartbeats included, waited unread in its
+            # socket: its silence since the pause was ours, so count afresh.
+            self.last_received = now
             self._process(now)
             if self._confirming:
                 self._send_confirms()
@@ -673,11 +682,16 @@ class ServerConnection:
             return self._handshake_deadline
         if not self.heartbeat:
             return None
-        return min(self.last_sent + self.heartbeat / 2, self.last_received + 2 * self.heartbeat)
+        send_by = self.last_sent + self.heartbeat / 2
+        if not self.wants_read():
+            return send_by  # not reading: the client's silence proves nothing
+        return min(send_by, self.last_received + 2 * self.heartbeat)
 
     def tick(self, now: float) -> None:
         """Run what is due: give up on a handshake or a close that took too
-        long, send a heartbeat, give up on a peer silent for two intervals."""
+        long, send a heartbeat, give up on a peer silent for two intervals
+        unless we stopped reading it (as RabbitMQ pauses its heartbeat
+        monitor while a connection is blocked)."""
         state = self.state
         if state is State.CLOSING:
             if self._close_deadline is not None and now >= self._close_deadline:
@@ -690,7 +704,7 @@ class ServerConnection:
             return
         if not self.heartbeat or state is not State.OPEN:
             return
-        if now - self.last_received >= 2 * self.heartbeat:
+        if now - self.last_received >= 2 * self.heartbeat and self.wants_read():
             self._release(now)
             self._closed(f"missed heartbeats from client, timeout: {self.heartbeat}s")
             return

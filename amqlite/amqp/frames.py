@@ -125,6 +125,11 @@ class FrameDecoder:
         self._frame_max = value
         self._limit = value or 0xFFFFFFFF  # largest payload allowed; 0 means no limit
 
+    @property
+    def buffered(self) -> int:
+        """Bytes fed and not yet returned as frames."""
+        return len(self._buf) - self._pos + self._pending_size
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return

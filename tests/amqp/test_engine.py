@@ -649,11 +649,56 @@ def test_reading_pauses_while_a_commit_waits_for_the_disk(tmp_path: Any) -> None
     peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, Properties(delivery_mode=2)) + body(1, b"x"))
     peer.send_method(1, spec.Tx.Commit())
     assert not peer.conn.wants_read() and readable == []  # the driver stops reading here
+    behind = method(1, spec.Queue.Declare("behind"))
+    peer.send(behind)  # what the driver read before it stopped waits, unhandled
+    assert peer.conn.buffered_input == len(behind) and "behind" not in broker.vhosts["/"].queues
     pending, position = journal.take_batch()
     journal.log.write_and_sync(pending)
     journal.log.synced = position
     peer.conn.resume(peer.now)
     assert peer.conn.wants_read() and readable == [True]
+    assert peer.conn.buffered_input == 0 and "behind" in broker.vhosts["/"].queues
+    journal.close()
+
+
+def test_no_heartbeat_timeout_while_the_engine_is_not_reading(tmp_path: Any) -> None:
+    """While a commit waits for the disk the driver reads nothing, so the
+    client's heartbeats sit unread: that silence is ours (RabbitMQ pauses its
+    heartbeat monitor while a connection is blocked). Two intervals of real
+    silence after reading resumes still drop the client."""
+    from amqlite.core.message import Properties
+    from amqlite.store.journal import DiskJournal
+
+    broker = Broker()
+    journal = DiskJournal(tmp_path)
+    journal.recover(broker, now=0.0)
+    peer = Peer(broker)
+    peer.handshake(heartbeat=1)
+    peer.open_channel(1)
+    peer.call(1, spec.Queue.Declare("dq", durable=True), spec.Queue.DeclareOk)
+    peer.call(1, spec.Tx.Select(), spec.Tx.SelectOk)
+    peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, Properties(delivery_mode=2)) + body(1, b"x"))
+    peer.send_method(1, spec.Tx.Commit())
+    assert not peer.conn.wants_read()
+    heartbeats = 0
+    while peer.now < 10.0:  # a disk outage of ten heartbeat intervals
+        deadline = peer.conn.next_deadline()
+        assert deadline is not None and deadline <= peer.now + 0.5  # we keep sending ours
+        peer.now = deadline
+        peer.conn.tick(peer.now)
+        heartbeats += sum(isinstance(f, HeartbeatFrame) for f in peer.frames())
+        assert peer.state is State.OPEN
+    assert heartbeats >= 19
+    pending, position = journal.take_batch()
+    journal.log.write_and_sync(pending)
+    journal.log.synced = position
+    peer.conn.resume(peer.now)
+    assert peer.conn.wants_read() and peer.one(spec.Tx.CommitOk, 1)
+    resumed = peer.now
+    peer.conn.tick(resumed + 1.9)
+    assert peer.state is State.OPEN  # the silence is counted from the resume
+    peer.conn.tick(resumed + 2.0)
+    assert peer.state is State.CLOSED and "heartbeat" in (peer.conn.close_reason or "")
     journal.close()
 
 

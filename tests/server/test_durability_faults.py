@@ -17,10 +17,13 @@ from structlog.testing import capture_logs
 
 from amqlite.amqp import spec
 from amqlite import storage
+from amqlite.amqp.properties import BasicProperties
+from amqlite.server import listener
 
 from store.support import scan  # tests/store (tests/ is on sys.path, as for this package)
 from .durability_support import Durable, bodies, durable, persistent  # noqa: F401
 from .rawamqp import RawClient
+from wire import body, header, method, publish  # tests/wire.py
 
 
 @pytest.fixture(autouse=True)
@@ -123,3 +126,57 @@ def test_delayed_persistent_message_is_confirmed_once_on_disk(durable: Durable) 
         while not (got := bodies(ch, "q")) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert got == [b"held"]
+
+
+def test_a_commit_waiting_for_the_disk_stops_the_server_reading_its_connection(durable: Durable) -> None:
+    """Defect 3 of issue 10: while a tx.commit waits for a disk that fails,
+    the frames behind it wait too, and the server stops reading them rather
+    than buffering the client's stream for the whole outage (52 MB in the
+    report). Other connections carry on; once the disk is back, everything
+    the client sent is handled."""
+    with RawClient("127.0.0.1", durable.port) as client:
+        client.handshake()
+        client.open_channel(1)
+        client.call(1, spec.Queue.Declare("dq", durable=True), spec.Queue.DeclareOk)
+        client.call(1, spec.Tx.Select(), spec.Tx.SelectOk)
+        durable.fs.full = True
+        client.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, BasicProperties(delivery_mode=2))
+                    + body(1, b"p") + method(1, spec.Tx.Commit()))
+        message = publish(1, "dq", b"t" * 10000)
+        batch = message * 50
+        client.sock.setblocking(False)
+        sent, stalled_since, limit = 0, None, 64 * 1024 * 1024
+        view = memoryview(b"")
+        while sent < limit:
+            if not view:
+                view = memoryview(batch)
+            try:
+                n = client.sock.send(view)
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > 1.0:
+                    break
+                time.sleep(0.01)
+                continue
+            stalled_since = None
+            sent += n
+            view = view[n:]
+        assert sent < limit, "the server kept reading while the commit waited"
+
+        server = durable.server
+        assert server is not None
+
+        def buffered_input() -> int:
+            return next(c for c in server.server.connections if 1 in c._channels).buffered_input
+
+        assert server.call(buffered_input) <= listener._RECEIVE_SIZE  # one read, no more
+        durable.channel().queue_declare("others carry on")
+
+        durable.fs.full = False
+        client.sock.setblocking(True)
+        client.send(bytes(view))
+        client.expect(spec.Tx.CommitOk, 1, timeout=10)
+        client.send_method(1, spec.Tx.Commit())
+        client.expect(spec.Tx.CommitOk, 1, timeout=10)
+        ok = client.call(1, spec.Queue.Declare("dq", passive=True), spec.Queue.DeclareOk)
+        assert ok.message_count == 1 + (sent + len(view)) // len(message)
