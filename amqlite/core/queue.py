@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import deadletter
 from .arguments import DROP_HEAD, REJECT_PUBLISH_DLX, QueueSettings
+from .backing import Backing
 from .consumer import Consumer
+from .errors import AccessRefused
 from .events import WAIT_FOR_DISK, WaitForDisk
-from .errors import AccessRefused, NotFound
 from .message import DELAYED, GONE, READY, UNACKED, Entry, Message
-from .ready import PagedRef, ReadyList
+from .ready import PagedRef
 
 if TYPE_CHECKING:
     from array import array
@@ -50,7 +51,9 @@ class Queue:
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
         self.arguments = dict(arguments or {})
-        self.ready = ReadyList()
+        #: Where the ready messages live and how storage hears of them.
+        self.backing = Backing(self, vhost.broker.journal if durable and exclusive_owner is None else None)
+        self.ready = self.backing.ready
         self.unacked = 0
         self.consumers: list[Consumer] = []
         self.deleted = False
@@ -59,8 +62,9 @@ class Queue:
         self.timer_at: float | None = None
         #: Durable storage's id for this queue; the journal assigns it.
         self.store_id: int | None = None
-        #: Where persistent messages are recorded; None for transient queues.
-        self.journal: Journal | None = vhost.broker.journal if durable and exclusive_owner is None else None
+        #: Where definitions and persistent messages are recorded; None for
+        #: transient queues.
+        self.journal: Journal | None = self.backing.journal
         self._seq = 0
         self._dispatching = False
         self._had_consumer = False
@@ -70,9 +74,6 @@ class Queue:
         self._expiring = 0
         # (due, seq, entry) for entries waiting out a retry delay.
         self._retry: list[tuple[float, int, Entry]] = []
-        #: Why the paged messages cannot be read back, once storage gave up
-        #: retrying; cleared by the next read that works.
-        self.page_in_error: str | None = None
         self._schedule_expires(now)
 
     # -- counts ---------------------------------------------------------
@@ -103,8 +104,7 @@ class Queue:
                 else:
                     self.vhost.broker.dropped(self.name, message, "rejected-publish")
                 return False
-        journal = self.journal if message.persistent else None
-        if journal is not None and not journal.accepting:
+        if not self.backing.accepts(message):
             self.vhost.broker.dropped(self.name, message, "store-unavailable")
             return False  # the publisher gets a nack: it cannot be made durable now
         self._seq += 1
@@ -117,11 +117,7 @@ class Queue:
             ttl = message_ttl
         if ttl is not None:
             self._index_expiry(entry, now + ttl)
-        if journal is not None:
-            journal.enqueued(self, entry)
-        self.ready.append(entry)
-        if self.journal is not None and self.ready.in_memory > self.journal.queue_budget:
-            self.journal.over_budget(self)
+        self.backing.append(entry)
         if self.consumers:
             self.dispatch(now)
         if ttl == 0 and entry.state == READY:
@@ -155,9 +151,7 @@ class Queue:
     def _leave(self, entry: Entry) -> None:
         """The entry is done here: acked, dead-lettered, expired or dropped."""
         entry.state = GONE
-        if entry.store_segment and self.journal is not None:
-            self.journal.removed(self, entry)
-            entry.store_segment = 0
+        self.backing.removed(entry)
 
     def _pop_ready(self) -> Entry | None:
         entry = self.ready.pop()
@@ -187,7 +181,7 @@ class Queue:
         finally:
             self._dispatching = False
         if ready.paged and self.consumers:
-            self._want_page_in()
+            self.backing.want_page_in()
 
     def _pick_consumer(self) -> Consumer | None:
         consumers = self.consumers
@@ -217,17 +211,10 @@ class Queue:
                 continue
             return entry
         if self.ready.paged:
-            self._want_page_in()  # a failed queue tries again too
-            self._check_readable()
+            self.backing.check_readable()
+            self.backing.want_page_in()
             return WAIT_FOR_DISK
         return None
-
-    def _check_readable(self) -> None:
-        """Refuse to wait for messages storage cannot read back: the client
-        hears why, as RabbitMQ answers 404 for a queue that is down."""
-        if self.page_in_error is not None and self.ready.paged:
-            raise NotFound(f"queue '{self.name}' in vhost '{self.vhost.name}' cannot read its messages "
-                           f"from disk: {self.page_in_error}")
 
     def put_back(self, entry: Entry, now: float) -> None:
         """Return an entry :meth:`fetch` gave out, to its original position."""
@@ -257,8 +244,7 @@ class Queue:
         """The entry goes out to a consumer (or basic.get) until settled."""
         entry.state = UNACKED
         self.unacked += 1
-        if entry.store_segment and self.journal is not None:
-            self.journal.delivered(self, entry)
+        self.backing.delivered(entry)
 
     def settle(self, entry: Entry) -> None:
         """The message was acked (or delivered with no_ack)."""
@@ -281,8 +267,7 @@ class Queue:
             return
         entry.delivery_count += 1
         entry.redelivered = True
-        if entry.store_segment and self.journal is not None:
-            self.journal.counted(self, entry)
+        self.backing.counted(entry)
         settings = self.settings
         if settings.delivery_limit is not None and entry.delivery_count > settings.delivery_limit:
             self._leave(entry)
@@ -291,8 +276,7 @@ class Queue:
         if settings.retry is not None and failed:
             entry.state = DELAYED
             due = now + settings.retry.delay(entry.delivery_count)
-            if entry.store_segment and self.journal is not None:
-                self.journal.retrying(self, entry, due)
+            self.backing.retrying(entry, due)
             heapq.heappush(self._retry, (due, entry.seq, entry))
             self.vhost.broker.timers.schedule(self, due)
             return
@@ -312,9 +296,7 @@ class Queue:
             old_seq = entry.seq
             self._seq += 1
             entry.seq = self._seq
-            if entry.store_segment and self.journal is not None:
-                self.journal.moved(self, entry, old_seq)
-            self.ready.append(entry)
+            self.backing.moved_to_tail(entry, old_seq)
         else:
             self.ready.requeue(entry)
 
@@ -385,9 +367,7 @@ class Queue:
     def add_consumer(self, consumer: Consumer, now: float) -> None:
         if any(c.exclusive for c in self.consumers) or (consumer.exclusive and self.consumers):
             raise AccessRefused(f"queue '{self.name}' in vhost '{self.vhost.name}' in exclusive use")
-        if self.page_in_error is not None and self.ready.paged:
-            self._want_page_in()
-            self._check_readable()
+        self.backing.check_readable()
         self.consumers.append(consumer)
         self._had_consumer = True
         self._last_used = now
@@ -479,72 +459,26 @@ class Queue:
         for entry in dropped:
             self._leave(entry)
             self.vhost.broker.dropped(self.name, entry.message, "purged")
-        paged = self.ready.drop_paged()
-        if paged:
-            assert self.journal is not None
-            for segment, _, seq, _ in paged:
-                self.journal.removed_paged(self, seq, segment)
-                self.vhost.broker.dropped(self.name, None, "purged")
-        return len(dropped) + len(paged)
+        paged = self.backing.drop_paged()
+        for _ in range(paged):
+            self.vhost.broker.dropped(self.name, None, "purged")  # on disk only: no content to show
+        return len(dropped) + paged
 
     # -- paging -------------------------------------------------------------
 
-    def _want_page_in(self) -> None:
-        if self.journal is not None and not self.deleted:
-            self.journal.wants_page_in(self)
-
-    def _pageable(self, entry: Entry) -> bool:
-        """Can this ready entry live on disk only? Its record must hold it
-        whole (a PUBLISH this queue owns, already written) and nothing about
-        it may live only in memory (a TTL to enforce, a delivery count)."""
-        message = entry.message
-        return (
-            entry.state == READY
-            and entry.expires_at is None
-            and not entry.delivery_count
-            and not entry.redelivered
-            and entry.store_offset >= 0
-            and message.store_refs == 1
-            and entry.store_segment == message.store_segment
-            and self.journal is not None
-            and self.journal.is_written(entry)
-        )
-
-    def page_out(self) -> int:
-        """Move ready messages beyond the memory budget to disk only."""
-        if self.journal is None or self.deleted:
-            return 0
-        return len(self.ready.page_out(self.journal.queue_budget, self._pageable, self._unwritten))
-
-    def _unwritten(self, entry: Entry) -> bool:
-        """Recorded, but not on disk yet: pageable after a later write."""
-        return entry.store_offset >= 0 and self.journal is not None and not self.journal.is_written(entry)
-
-    def page_in_requests(self, low_water: int, batch: int) -> list[tuple[int, list[PagedRef]]]:
-        return [] if self.deleted else self.ready.page_in_requests(low_water, batch)
-
     def paged_in(self, priority: int, refs: list[PagedRef], messages: list[Message], now: float) -> None:
-        """Messages read back from disk for ``refs`` (page_in_requests)."""
-        if self.deleted:
-            return
-        entries = [
-            Entry(message, seq, priority=priority, store_segment=segment, store_offset=offset)
-            for (segment, offset, seq, _), message in zip(refs, messages, strict=True)
-        ]
-        if self.ready.paged_in(priority, refs, entries):
-            self.page_in_error = None
+        """Messages read back from disk for ``refs`` (the backing's page_in_requests)."""
+        if self.backing.paged_in(priority, refs, messages):
             self.dispatch(now)
 
     def page_in_failed(self, priority: int, refs: list[PagedRef], error: str) -> None:
         """Storage gave up reading ``refs`` back. They stay on disk and in
         the queue; consumers are cancelled and gets refused until a later
         read (asked for by the next get or consume) works."""
-        if self.deleted or not self.ready.page_in_failed(priority, refs):
-            return
-        self.page_in_error = error
-        for consumer in list(self.consumers):
-            consumer.channel.server_cancel(consumer)
-        self.consumers.clear()
+        if self.backing.page_in_failed(priority, refs, error):
+            for consumer in list(self.consumers):
+                consumer.channel.server_cancel(consumer)
+            self.consumers.clear()
 
     def close(self) -> int:
         """Mark deleted and drop every message it holds; return how many were ready."""

@@ -302,7 +302,7 @@ class DiskJournal:
         (trio thread, after a sync). Returns how many messages went."""
         queues = self._due_after_write | self._over_budget
         self._due_after_write = {}
-        paged = sum(queue.page_out() for queue in queues)
+        paged = sum(queue.backing.page_out() for queue in queues)
         # A queue marked during the write may page more after the next one
         # (its newest messages were not in this batch); keep it while over.
         self._over_budget = {
@@ -318,7 +318,7 @@ class DiskJournal:
         return [
             (queue, priority, refs)
             for queue in requests
-            for priority, refs in queue.page_in_requests(low_water, batch)
+            for priority, refs in queue.backing.page_in_requests(low_water, batch)
         ]
 
     def read_paged(self, refs: list[PagedRef]) -> list[Message]:

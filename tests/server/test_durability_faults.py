@@ -180,3 +180,59 @@ def test_a_commit_waiting_for_the_disk_stops_the_server_reading_its_connection(d
         client.expect(spec.Tx.CommitOk, 1, timeout=10)
         ok = client.call(1, spec.Queue.Declare("dq", passive=True), spec.Queue.DeclareOk)
         assert ok.message_count == 1 + (sent + len(view)) // len(message)
+
+
+def test_a_get_on_a_queue_whose_paged_messages_cannot_be_read_gets_404_not_a_hang(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10, defect 2, through pika: a failed page-in read used to leave
+    a basic.get waiting forever, and every later frame on its connection
+    behind it. Now the get fails with 404 and the reason once the retries
+    are spent, other channels carry on, and once the disk reads again the
+    messages come back in order."""
+    store = Durable(tmp_path / "data", monkeypatch, queue_memory_budget=10).start()
+    try:
+        connection = store.connect()
+        ch = connection.channel()
+        ch.queue_declare("backlog", durable=True)
+        ch.confirm_delivery()
+        for i in range(100):
+            ch.basic_publish("", "backlog", b"%03d" % i, persistent())
+        assert store.server is not None
+        queue = store.server.server.core.vhosts["/"].queues["backlog"]
+        deadline = time.monotonic() + 5
+        while store.server.call(lambda: queue.ready.paged) < 80:
+            assert time.monotonic() < deadline, "nothing paged out"
+            connection.process_data_events(time_limit=0.05)
+        store.fs.read_fails = True
+        got = []
+        # A hang (as before the fix) ends with the server stopping under pika.
+        watchdog = threading.Timer(20, store.server.stop)
+        watchdog.start()
+        try:
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+                while True:
+                    method, _, body = ch.basic_get("backlog", auto_ack=True)
+                    assert method is not None
+                    got.append(body)
+        finally:
+            watchdog.cancel()
+        assert got == [b"%03d" % i for i in range(len(got))]
+        assert closed.value.reply_code == 404
+        assert "cannot read its messages from disk" in closed.value.reply_text
+        assert "Input/output error" in closed.value.reply_text
+        other = connection.channel()  # the connection carries on
+        assert other.queue_declare("backlog", passive=True).method.message_count == 100 - len(got)
+        store.fs.read_fails = False
+        while len(got) < 100:
+            assert time.monotonic() < deadline + 10, f"stalled after {len(got)}"
+            try:
+                method, _, body = other.basic_get("backlog", auto_ack=True)
+            except pika.exceptions.ChannelClosedByBroker:
+                other = connection.channel()  # refused until the retry it asked for reads
+                time.sleep(0.05)
+                continue
+            assert method is not None
+            got.append(body)
+        assert got == [b"%03d" % i for i in range(100)]
+    finally:
+        store.stop()

@@ -310,7 +310,7 @@ async def test_a_failing_page_in_read_is_retried_then_reported_never_a_hang(tmp_
         with pytest.raises(NotFound):
             watcher.consume("q", now=NOW)
         fs.read_fails = False  # the refused get asked for another try, which now works
-        await until(lambda: store.queue("q").page_in_error is None)
+        await until(lambda: store.queue("q").backing.page_in_error is None)
         bodies = []
         while len(bodies) < 45:
             got_one = store.ch.get("q", now=NOW, no_ack=True)
