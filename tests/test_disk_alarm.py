@@ -13,7 +13,7 @@ import pytest
 import trio
 
 import amqlite
-from amqlite import embedded
+from amqlite import embedded, storage
 from amqlite.core.message import Properties
 from faultyfs import FaultyFS
 
@@ -25,7 +25,17 @@ LIMIT = 50_000_000
 def fs(monkeypatch: pytest.MonkeyPatch) -> FaultyFS:
     fs = FaultyFS()
     monkeypatch.setattr(embedded, "DiskJournal", functools.partial(embedded.DiskJournal, fs=fs))
+    # The monitor's intervals are seconds; the test waits for the store's
+    # worker threads in real time, so it looks often instead.
+    monkeypatch.setattr(storage, "DISK_CHECK_INTERVAL", 0.01)
+    monkeypatch.setattr(storage, "DISK_CHECK_INTERVAL_LOW", 0.01)
     return fs
+
+
+async def until(condition: Any, timeout: float = 10.0) -> None:
+    with trio.fail_after(timeout):
+        while not condition():
+            await trio.sleep(0.01)
 
 
 def _segments(path: Path) -> list[str]:
@@ -33,7 +43,7 @@ def _segments(path: Path) -> list[str]:
 
 
 async def test_low_disk_refuses_persistent_publishes_and_draining_gives_the_space_back(
-        tmp_path: Path, fs: FaultyFS, autojump_clock: Any) -> None:
+        tmp_path: Path, fs: FaultyFS) -> None:
     async with amqlite.open_broker(data_dir=tmp_path, segment_size=64 * 1024, disk_free_limit=LIMIT) as broker:
         journal = broker.core.journal
         assert journal is not None
@@ -46,8 +56,7 @@ async def test_low_disk_refuses_persistent_publishes_and_draining_gives_the_spac
         assert len(filled) > 3
 
         fs.free = LIMIT - 1
-        await trio.sleep(10)  # the monitor looks every few seconds
-        assert not journal.accepting
+        await until(lambda: not journal.accepting)
         refused = await ch.publish(b"refused", routing_key="jobs", properties=PERSISTENT)
         assert refused is not None and refused.rejected  # a nack at once, not a wait for the disk
         transient = await ch.publish(b"transient", routing_key="jobs")
@@ -61,14 +70,11 @@ async def test_low_disk_refuses_persistent_publishes_and_draining_gives_the_spac
             bodies.append(delivery.body[:4])
             delivery.ack()
         assert len(bodies) == 2001 and bodies[0] == b"0000"
-        await trio.sleep(5)
-        left = _segments(tmp_path)
-        assert not set(left) & set(filled)
-        assert len(left) <= 1
+        await until(lambda: not set(_segments(tmp_path)) & set(filled))
+        assert len(_segments(tmp_path)) <= 1
 
         fs.free = None  # space is back
-        await trio.sleep(10)
-        assert journal.accepting
+        await until(lambda: journal.accepting)
         accepted = await ch.publish(b"again", routing_key="jobs", properties=PERSISTENT)
         assert accepted is not None and not accepted.rejected and accepted.routed == 1
     async with amqlite.open_broker(data_dir=tmp_path) as broker:
