@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from amqlite.amqp import spec
+from amqlite.amqp import engine, spec
 from amqlite.amqp.engine import ServerConnection, State
 from amqlite.amqp.frames import (
     PROTOCOL_HEADER,
@@ -700,6 +700,33 @@ def test_no_heartbeat_timeout_while_the_engine_is_not_reading(tmp_path: Any) -> 
     peer.conn.tick(resumed + 2.0)
     assert peer.state is State.CLOSED and "heartbeat" in (peer.conn.close_reason or "")
     journal.close()
+
+
+def test_reading_pauses_while_replies_over_the_high_water_mark_wait_for_the_driver() -> None:
+    peer = opened()
+    peer.call(1, spec.Confirm.Select(), spec.Confirm.SelectOk)
+    # Mandatory and unroutable: each publish earns a basic.return with its body.
+    one = publish(1, "nowhere", b"z" * 60000, mandatory=True)
+    sent = 0
+    while peer.conn.wants_read():
+        peer.send(one)
+        sent += 1
+    assert peer.conn.buffered_output > engine.OUTPUT_HIGH_WATER
+    assert sent <= engine.OUTPUT_HIGH_WATER // 60000 + 1
+    peer.frames()  # the driver takes the output
+    assert peer.conn.wants_read()
+
+
+def test_a_client_that_reads_none_of_its_replies_is_still_timed_out_by_heartbeat() -> None:
+    peer = Peer()
+    peer.handshake(heartbeat=10)
+    peer.open_channel(1)
+    peer.call(1, spec.Confirm.Select(), spec.Confirm.SelectOk)
+    while peer.conn.wants_read():
+        peer.send(publish(1, "nowhere", b"z" * 60000, mandatory=True))
+    peer.now += 20  # two intervals, with nothing taken from us and nothing read
+    peer.conn.tick(peer.now)
+    assert peer.state is State.CLOSED and "heartbeat" in (peer.conn.close_reason or "")
 
 
 # -- lifecycle ---------------------------------------------------------------------

@@ -236,7 +236,7 @@ def test_publisher_that_never_reads_is_throttled_at_the_output_high_water_mark(
     server: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     high_water = 256 * 1024
-    monkeypatch.setattr(listener, "_OUTPUT_HIGH_WATER", high_water)  # the server thread reads it live
+    monkeypatch.setattr(engine, "OUTPUT_HIGH_WATER", high_water)  # the server thread reads it live
     size = 4000
     with RawClient("127.0.0.1", server.port, rcvbuf=4096) as publisher:
         publisher.handshake()
