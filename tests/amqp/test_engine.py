@@ -729,6 +729,38 @@ def test_a_client_that_reads_none_of_its_replies_is_still_timed_out_by_heartbeat
     assert peer.state is State.CLOSED and "heartbeat" in (peer.conn.close_reason or "")
 
 
+def test_reading_pauses_while_a_basic_get_waits_for_paged_messages(tmp_path: Any) -> None:
+    from amqlite.core.message import Properties
+    from amqlite.store.journal import DiskJournal
+
+    broker = Broker()
+    journal = DiskJournal(tmp_path, queue_budget=2)
+    journal.recover(broker, now=0.0)
+    peer = opened(broker=broker)
+    peer.call(1, spec.Queue.Declare("dq", durable=True), spec.Queue.DeclareOk)
+    for i in range(10):
+        peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, Properties(delivery_mode=2))
+                  + body(1, b"%d" % i))
+    pending, position = journal.take_batch()
+    journal.log.write_and_sync(pending)
+    journal.commit(position)
+    got = []
+    while peer.conn.wants_read():
+        peer.send_method(1, spec.Basic.Get("dq", no_ack=True))
+        got += [m for _, m in peer.methods() if isinstance(m, spec.Basic.GetOk)]
+    assert 0 < len(got) < 10  # what was in memory; the next ones are on disk
+    peer.send(method(1, spec.Basic.Get("dq", no_ack=True)))  # a driver's last read, kept
+    assert peer.conn.buffered_input > 0
+    answered = 0
+    while not peer.conn.wants_read():  # each page-in brings one message back (budget 2)
+        for queue, priority, refs in journal.page_in_work():
+            queue.paged_in(priority, refs, journal.read_paged(refs), peer.now)
+        peer.conn.resume(peer.now)
+        answered += sum(isinstance(m, spec.Basic.GetOk) for _, m in peer.methods())
+    assert answered == 2 and peer.conn.buffered_input == 0
+    journal.close()
+
+
 # -- lifecycle ---------------------------------------------------------------------
 
 
