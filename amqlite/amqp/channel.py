@@ -67,10 +67,13 @@ class Channel:
     # -- transitions --------------------------------------------------------
 
     def expect_method(self, method: spec.Method) -> None:
-        if self.state is not ChannelState.AWAIT_METHOD:
+        # RabbitMQ 3.10's texts, for a method mid-content.
+        if self.state is ChannelState.AWAIT_HEADER:
             raise errors.UnexpectedFrame(
                 f"expected content header for class 60, got non content header frame instead ({method.name})"
             )
+        if self.state is ChannelState.AWAIT_BODY:
+            raise errors.UnexpectedFrame(f"expected content body, got non content body frame instead ({method.name})")
 
     def begin_publish(self, method: spec.Basic.Publish) -> None:
         self.expect_method(method)

@@ -47,6 +47,9 @@ log = get_logger(__name__)
 
 #: Seconds a client has to answer our connection.close with close-ok.
 CLOSE_TIMEOUT = 5.0
+#: Past this many bytes of replies not yet taken (confirms, returns), the
+#: engine wants no more input.
+OUTPUT_HIGH_WATER = 4 * 1024 * 1024
 #: Channel numbers are 16 bits; a channel_max of 0 means no lower limit.
 MAX_CHANNELS = 65535
 _HEAD = struct.Struct(">BHI")
@@ -157,9 +160,18 @@ class ServerConnection:
 
         While a basic.get or tx.commit waits for the disk, the frames
         behind it must wait too; reading on would buffer without bound (a
-        publisher during a disk outage). :attr:`on_readable` says when to
-        read again."""
-        return self.state is not State.CLOSED and self._waiting_get is None and self._waiting_commit is None
+        publisher during a disk outage). Nor while more than
+        OUTPUT_HIGH_WATER bytes of replies wait for the driver (a publisher
+        that never reads its confirms). :attr:`on_readable` says when a
+        wait ends; output drains when the driver takes it."""
+        return (
+            self.state is not State.CLOSED
+            and not self._waits_for_storage()
+            and self.buffered_output <= OUTPUT_HIGH_WATER
+        )
+
+    def _waits_for_storage(self) -> bool:
+        return self._waiting_get is not None or self._waiting_commit is not None
 
     @property
     def buffered_input(self) -> int:
@@ -268,7 +280,7 @@ class ServerConnection:
         """Handle the frames fed so far, unless a basic.get waits for disk."""
         frame = None
         try:
-            while self.state is not State.CLOSED and self._waiting_get is None and self._waiting_commit is None:
+            while self.state is not State.CLOSED and not self._waits_for_storage():
                 frame = None  # a frame that fails to decode names no method
                 if (frame := self._decoder.next_frame()) is None:
                     break
@@ -649,7 +661,7 @@ class ServerConnection:
                     self._send(ch.number, reply)
         else:
             return
-        if self._waiting_get is None and self._waiting_commit is None:
+        if not self._waits_for_storage():
             # The client's frames, heartbeats included, waited unread in its
             # socket: its silence since the pause was ours, so count afresh.
             self.last_received = now
@@ -683,15 +695,17 @@ class ServerConnection:
         if not self.heartbeat:
             return None
         send_by = self.last_sent + self.heartbeat / 2
-        if not self.wants_read():
+        if self._waits_for_storage():
             return send_by  # not reading: the client's silence proves nothing
         return min(send_by, self.last_received + 2 * self.heartbeat)
 
     def tick(self, now: float) -> None:
         """Run what is due: give up on a handshake or a close that took too
         long, send a heartbeat, give up on a peer silent for two intervals
-        unless we stopped reading it (as RabbitMQ pauses its heartbeat
-        monitor while a connection is blocked)."""
+        unless we stopped reading it for the disk (as RabbitMQ pauses its
+        heartbeat monitor while a connection is blocked). A client that
+        does not read its replies is paused too, but that stall is its
+        own, so its silence still counts."""
         state = self.state
         if state is State.CLOSING:
             if self._close_deadline is not None and now >= self._close_deadline:
@@ -704,7 +718,7 @@ class ServerConnection:
             return
         if not self.heartbeat or state is not State.OPEN:
             return
-        if now - self.last_received >= 2 * self.heartbeat and self.wants_read():
+        if now - self.last_received >= 2 * self.heartbeat and not self._waits_for_storage():
             self._release(now)
             self._closed(f"missed heartbeats from client, timeout: {self.heartbeat}s")
             return

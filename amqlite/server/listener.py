@@ -30,9 +30,6 @@ from ..storage import StoreDriver
 log = get_logger(__name__)
 
 _RECEIVE_SIZE = 256 * 1024
-# Stop reading from a client whose unread replies (confirms, returns) exceed
-# this, so a publisher that never reads cannot make us buffer without bound.
-_OUTPUT_HIGH_WATER = 4 * 1024 * 1024
 # accept() errors that mean "out of descriptors or memory": transient, so
 # the listener waits and retries (as trio's serve_listeners does, but with
 # one log line per interval instead of a traceback per attempt).
@@ -273,9 +270,9 @@ class _ConnectionDriver:
     async def _reader(self) -> None:
         conn, stream, clock = self.conn, self.stream, self.clock
         while conn.state is not State.CLOSED:
-            # Backpressure: replies the client does not read, or a paused
-            # engine (a get or commit waiting for the disk), stop the reading.
-            while conn.buffered_output > _OUTPUT_HIGH_WATER or not conn.wants_read():
+            # Backpressure is the engine's call (replies the client does not
+            # read, a get or commit waiting for the disk).
+            while not conn.wants_read():
                 if conn.state is State.CLOSED:
                     return
                 await self.readable.park()

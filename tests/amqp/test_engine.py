@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from amqlite.amqp import spec
+from amqlite.amqp import engine, spec
 from amqlite.amqp.engine import ServerConnection, State
 from amqlite.amqp.frames import (
     PROTOCOL_HEADER,
@@ -699,6 +699,65 @@ def test_no_heartbeat_timeout_while_the_engine_is_not_reading(tmp_path: Any) -> 
     assert peer.state is State.OPEN  # the silence is counted from the resume
     peer.conn.tick(resumed + 2.0)
     assert peer.state is State.CLOSED and "heartbeat" in (peer.conn.close_reason or "")
+    journal.close()
+
+
+def test_reading_pauses_while_replies_over_the_high_water_mark_wait_for_the_driver() -> None:
+    peer = opened()
+    peer.call(1, spec.Confirm.Select(), spec.Confirm.SelectOk)
+    # Mandatory and unroutable: each publish earns a basic.return with its body.
+    one = publish(1, "nowhere", b"z" * 60000, mandatory=True)
+    sent = 0
+    while peer.conn.wants_read():
+        peer.send(one)
+        sent += 1
+    assert peer.conn.buffered_output > engine.OUTPUT_HIGH_WATER
+    assert sent <= engine.OUTPUT_HIGH_WATER // 60000 + 1
+    peer.frames()  # the driver takes the output
+    assert peer.conn.wants_read()
+
+
+def test_a_client_that_reads_none_of_its_replies_is_still_timed_out_by_heartbeat() -> None:
+    peer = Peer()
+    peer.handshake(heartbeat=10)
+    peer.open_channel(1)
+    peer.call(1, spec.Confirm.Select(), spec.Confirm.SelectOk)
+    while peer.conn.wants_read():
+        peer.send(publish(1, "nowhere", b"z" * 60000, mandatory=True))
+    peer.now += 20  # two intervals, with nothing taken from us and nothing read
+    peer.conn.tick(peer.now)
+    assert peer.state is State.CLOSED and "heartbeat" in (peer.conn.close_reason or "")
+
+
+def test_reading_pauses_while_a_basic_get_waits_for_paged_messages(tmp_path: Any) -> None:
+    from amqlite.core.message import Properties
+    from amqlite.store.journal import DiskJournal
+
+    broker = Broker()
+    journal = DiskJournal(tmp_path, queue_budget=2)
+    journal.recover(broker, now=0.0)
+    peer = opened(broker=broker)
+    peer.call(1, spec.Queue.Declare("dq", durable=True), spec.Queue.DeclareOk)
+    for i in range(10):
+        peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, Properties(delivery_mode=2))
+                  + body(1, b"%d" % i))
+    pending, position = journal.take_batch()
+    journal.log.write_and_sync(pending)
+    journal.commit(position)
+    got = []
+    while peer.conn.wants_read():
+        peer.send_method(1, spec.Basic.Get("dq", no_ack=True))
+        got += [m for _, m in peer.methods() if isinstance(m, spec.Basic.GetOk)]
+    assert 0 < len(got) < 10  # what was in memory; the next ones are on disk
+    peer.send(method(1, spec.Basic.Get("dq", no_ack=True)))  # a driver's last read, kept
+    assert peer.conn.buffered_input > 0
+    answered = 0
+    while not peer.conn.wants_read():  # each page-in brings one message back (budget 2)
+        for queue, priority, refs in journal.page_in_work():
+            queue.paged_in(priority, refs, journal.read_paged(refs), peer.now)
+        peer.conn.resume(peer.now)
+        answered += sum(isinstance(m, spec.Basic.GetOk) for _, m in peer.methods())
+    assert answered == 2 and peer.conn.buffered_input == 0
     journal.close()
 
 

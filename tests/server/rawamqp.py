@@ -57,6 +57,32 @@ class RawClient:
     def send_method(self, channel: int, m: spec.Method) -> None:
         self.send(method(channel, m))
 
+    def send_until_stalled(self, batch: bytes, limit: int, stall: float = 1.0) -> tuple[int, bytes]:
+        """Send ``batch`` over and over until the server has taken nothing
+        for ``stall`` seconds (it stopped reading) or ``limit`` bytes went.
+        Returns the bytes sent and the unsent rest of the last batch."""
+        self.sock.setblocking(False)
+        sent, stalled_since = 0, None
+        view = memoryview(b"")
+        try:
+            while sent < limit:
+                if not view:
+                    view = memoryview(batch)
+                try:
+                    n = self.sock.send(view)
+                except BlockingIOError:
+                    stalled_since = stalled_since or time.monotonic()
+                    if time.monotonic() - stalled_since > stall:
+                        break
+                    time.sleep(0.01)
+                    continue
+                stalled_since = None
+                sent += n
+                view = view[n:]
+        finally:
+            self.sock.settimeout(self.timeout)
+        return sent, bytes(view)
+
     def _fill(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:

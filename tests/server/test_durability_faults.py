@@ -144,23 +144,8 @@ def test_a_commit_waiting_for_the_disk_stops_the_server_reading_its_connection(d
                     + body(1, b"p") + method(1, spec.Tx.Commit()))
         message = publish(1, "dq", b"t" * 10000)
         batch = message * 50
-        client.sock.setblocking(False)
-        sent, stalled_since, limit = 0, None, 64 * 1024 * 1024
-        view = memoryview(b"")
-        while sent < limit:
-            if not view:
-                view = memoryview(batch)
-            try:
-                n = client.sock.send(view)
-            except BlockingIOError:
-                stalled_since = stalled_since or time.monotonic()
-                if time.monotonic() - stalled_since > 1.0:
-                    break
-                time.sleep(0.01)
-                continue
-            stalled_since = None
-            sent += n
-            view = view[n:]
+        limit = 64 * 1024 * 1024
+        sent, rest = client.send_until_stalled(batch, limit)
         assert sent < limit, "the server kept reading while the commit waited"
 
         server = durable.server
@@ -173,13 +158,12 @@ def test_a_commit_waiting_for_the_disk_stops_the_server_reading_its_connection(d
         durable.channel().queue_declare("others carry on")
 
         durable.fs.full = False
-        client.sock.setblocking(True)
-        client.send(bytes(view))
+        client.send(rest)
         client.expect(spec.Tx.CommitOk, 1, timeout=10)
         client.send_method(1, spec.Tx.Commit())
         client.expect(spec.Tx.CommitOk, 1, timeout=10)
         ok = client.call(1, spec.Queue.Declare("dq", passive=True), spec.Queue.DeclareOk)
-        assert ok.message_count == 1 + (sent + len(view)) // len(message)
+        assert ok.message_count == 1 + (sent + len(rest)) // len(message)
 
 
 def test_a_get_on_a_queue_whose_paged_messages_cannot_be_read_gets_404_not_a_hang(

@@ -236,7 +236,7 @@ def test_publisher_that_never_reads_is_throttled_at_the_output_high_water_mark(
     server: ServerThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     high_water = 256 * 1024
-    monkeypatch.setattr(listener, "_OUTPUT_HIGH_WATER", high_water)  # the server thread reads it live
+    monkeypatch.setattr(engine, "OUTPUT_HIGH_WATER", high_water)  # the server thread reads it live
     size = 4000
     with RawClient("127.0.0.1", server.port, rcvbuf=4096) as publisher:
         publisher.handshake()
@@ -245,24 +245,8 @@ def test_publisher_that_never_reads_is_throttled_at_the_output_high_water_mark(
         # Mandatory and unroutable: each publish earns a basic.return (with the body) and an ack.
         message = publish(1, "nowhere", b"x" * size, mandatory=True)
         batch = message * 64
-        publisher.sock.setblocking(False)
-        sent, stalled_since = 0, None
-        view = memoryview(b"")
         limit = 256 * 1024 * 1024
-        while sent < limit:
-            if not view:
-                view = memoryview(batch)
-            try:
-                n = publisher.sock.send(view)
-            except BlockingIOError:
-                stalled_since = stalled_since or time.monotonic()
-                if time.monotonic() - stalled_since > 1.0:
-                    break
-                time.sleep(0.01)
-                continue
-            stalled_since = None
-            sent += n
-            view = view[n:]
+        sent, _ = publisher.send_until_stalled(batch, limit)
         assert sent < limit, "the server never stopped reading"
 
         def output() -> int:
@@ -275,7 +259,6 @@ def test_publisher_that_never_reads_is_throttled_at_the_output_high_water_mark(
         pika_roundtrip(server)
 
         # Reading again lets it all through: a return and an ack for every complete publish.
-        publisher.sock.setblocking(True)
         complete = sent // len(message)
         returns = last_ack = 0
         while last_ack < complete:
