@@ -31,6 +31,8 @@ from amqlite.amqp.frames import (
 from amqlite.auth import User, Users, hash_password
 from amqlite.config import Settings
 from amqlite.core.broker import Broker
+from amqlite.core.message import Properties
+from amqlite.store.journal import DiskJournal
 from wire import HEARTBEAT, amqplain, body, frame, header, method, plain, publish
 
 # -- the scripted peer ---------------------------------------------------------
@@ -633,28 +635,39 @@ def test_a_close_ok_that_never_comes_ends_the_connection_at_its_deadline() -> No
     assert peer.conn.state is State.CLOSED and peer.conn.next_deadline() is None
 
 
-def test_reading_pauses_while_a_commit_waits_for_the_disk(tmp_path: Any) -> None:
-    from amqlite.core.message import Properties
-    from amqlite.store.journal import DiskJournal
+PERSISTENT = Properties(delivery_mode=2)
 
+
+def on_disk(tmp_path: Any, **options: Any) -> tuple[Broker, DiskJournal]:
+    """A broker with a disk journal that nothing writes until :func:`write_all`."""
     broker = Broker()
-    journal = DiskJournal(tmp_path)
+    journal = DiskJournal(tmp_path, **options)
     journal.recover(broker, now=0.0)
+    return broker, journal
+
+
+def write_all(journal: DiskJournal) -> None:
+    """What a store driver's write does: the batch on disk, then the commit step."""
+    pending, position = journal.take_batch()
+    journal.log.write_and_sync(pending)
+    journal.commit(position)
+
+
+def test_reading_pauses_while_a_commit_waits_for_the_disk(tmp_path: Any) -> None:
+    broker, journal = on_disk(tmp_path)
     peer = opened(broker=broker)
     readable = []
     peer.conn.on_readable = lambda: readable.append(True)
     peer.call(1, spec.Queue.Declare("dq", durable=True), spec.Queue.DeclareOk)
     peer.call(1, spec.Tx.Select(), spec.Tx.SelectOk)
     assert peer.conn.wants_read()
-    peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, Properties(delivery_mode=2)) + body(1, b"x"))
+    peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, PERSISTENT) + body(1, b"x"))
     peer.send_method(1, spec.Tx.Commit())
     assert not peer.conn.wants_read() and readable == []  # the driver stops reading here
     behind = method(1, spec.Queue.Declare("behind"))
     peer.send(behind)  # what the driver read before it stopped waits, unhandled
     assert peer.conn.buffered_input == len(behind) and "behind" not in broker.vhosts["/"].queues
-    pending, position = journal.take_batch()
-    journal.log.write_and_sync(pending)
-    journal.log.synced = position
+    write_all(journal)
     peer.conn.resume(peer.now)
     assert peer.conn.wants_read() and readable == [True]
     assert peer.conn.buffered_input == 0 and "behind" in broker.vhosts["/"].queues
@@ -666,18 +679,13 @@ def test_no_heartbeat_timeout_while_the_engine_is_not_reading(tmp_path: Any) -> 
     client's heartbeats sit unread: that silence is ours (RabbitMQ pauses its
     heartbeat monitor while a connection is blocked). Two intervals of real
     silence after reading resumes still drop the client."""
-    from amqlite.core.message import Properties
-    from amqlite.store.journal import DiskJournal
-
-    broker = Broker()
-    journal = DiskJournal(tmp_path)
-    journal.recover(broker, now=0.0)
+    broker, journal = on_disk(tmp_path)
     peer = Peer(broker)
     peer.handshake(heartbeat=1)
     peer.open_channel(1)
     peer.call(1, spec.Queue.Declare("dq", durable=True), spec.Queue.DeclareOk)
     peer.call(1, spec.Tx.Select(), spec.Tx.SelectOk)
-    peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, Properties(delivery_mode=2)) + body(1, b"x"))
+    peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, PERSISTENT) + body(1, b"x"))
     peer.send_method(1, spec.Tx.Commit())
     assert not peer.conn.wants_read()
     heartbeats = 0
@@ -689,9 +697,7 @@ def test_no_heartbeat_timeout_while_the_engine_is_not_reading(tmp_path: Any) -> 
         heartbeats += sum(isinstance(f, HeartbeatFrame) for f in peer.frames())
         assert peer.state is State.OPEN
     assert heartbeats >= 19
-    pending, position = journal.take_batch()
-    journal.log.write_and_sync(pending)
-    journal.log.synced = position
+    write_all(journal)
     peer.conn.resume(peer.now)
     assert peer.conn.wants_read() and peer.one(spec.Tx.CommitOk, 1)
     resumed = peer.now
@@ -730,20 +736,13 @@ def test_a_client_that_reads_none_of_its_replies_is_still_timed_out_by_heartbeat
 
 
 def test_reading_pauses_while_a_basic_get_waits_for_paged_messages(tmp_path: Any) -> None:
-    from amqlite.core.message import Properties
-    from amqlite.store.journal import DiskJournal
-
-    broker = Broker()
-    journal = DiskJournal(tmp_path, queue_budget=2)
-    journal.recover(broker, now=0.0)
+    broker, journal = on_disk(tmp_path, queue_budget=2)
     peer = opened(broker=broker)
     peer.call(1, spec.Queue.Declare("dq", durable=True), spec.Queue.DeclareOk)
     for i in range(10):
-        peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, Properties(delivery_mode=2))
+        peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, PERSISTENT)
                   + body(1, b"%d" % i))
-    pending, position = journal.take_batch()
-    journal.log.write_and_sync(pending)
-    journal.commit(position)
+    write_all(journal)
     got = []
     while peer.conn.wants_read():
         peer.send_method(1, spec.Basic.Get("dq", no_ack=True))
@@ -854,23 +853,15 @@ def test_confirms_are_coalesced_and_buffered_output_is_reported() -> None:
 def test_commit_ok_and_later_frames_wait_until_persistent_messages_are_on_disk(tmp_path: Any) -> None:
     """As in RabbitMQ: tx.commit-ok means the committed persistent messages
     are durable. Frames behind the commit wait, so replies keep their order."""
-    from amqlite.core.message import Properties
-    from amqlite.store.journal import DiskJournal
-
-    broker = Broker()
-    journal = DiskJournal(tmp_path)
-    journal.recover(broker, now=0.0)
+    broker, journal = on_disk(tmp_path)
     peer = opened(broker=broker)
     peer.call(1, spec.Queue.Declare("dq", durable=True), spec.Queue.DeclareOk)
     peer.call(1, spec.Tx.Select(), spec.Tx.SelectOk)
-    persistent = Properties(delivery_mode=2)
-    peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, persistent) + body(1, b"x"))
+    peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, PERSISTENT) + body(1, b"x"))
     peer.send_method(1, spec.Tx.Commit())
     peer.send_method(1, spec.Queue.Declare("dq", passive=True))
     assert peer.methods() == []  # nothing until the disk has the message
-    pending, position = journal.take_batch()
-    journal.log.write_and_sync(pending)
-    journal.log.synced = position
+    write_all(journal)
     peer.conn.resume(peer.now)
     replies = [type(m) for _, m in peer.methods()]
     assert replies == [spec.Tx.CommitOk, spec.Queue.DeclareOk]
@@ -878,20 +869,14 @@ def test_commit_ok_and_later_frames_wait_until_persistent_messages_are_on_disk(t
 
 
 def test_a_refused_publish_is_nacked_at_once_not_behind_confirms_waiting_for_the_disk(tmp_path: Any) -> None:
-    from amqlite.core.message import Properties
-    from amqlite.store.journal import DiskJournal
-
-    broker = Broker()
-    journal = DiskJournal(tmp_path)
-    journal.recover(broker, now=0.0)
+    broker, journal = on_disk(tmp_path)
     peer = opened(broker=broker)
     peer.call(1, spec.Queue.Declare("dq", durable=True), spec.Queue.DeclareOk)
     peer.call(1, spec.Confirm.Select(), spec.Confirm.SelectOk)
-    persistent = Properties(delivery_mode=2)
-    peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, persistent) + body(1, b"1"))
+    peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, PERSISTENT) + body(1, b"1"))
     assert peer.methods() == []  # waits for the disk
     journal.disk_low = True  # now refused
-    peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, persistent) + body(1, b"2"))
+    peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, PERSISTENT) + body(1, b"2"))
     peer.send(method(1, spec.Basic.Publish("", "dq")) + header(1, 1, Properties()) + body(1, b"3"))
     replies = [(type(m), m.delivery_tag, m.multiple) for _, m in peer.methods()]
     assert replies == [(spec.Basic.Nack, 2, False), (spec.Basic.Ack, 3, False)]
