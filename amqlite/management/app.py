@@ -1,0 +1,157 @@
+"""The management HTTP API as a Starlette app, RabbitMQ's paths and shapes.
+
+Routes match on the raw (still percent-encoded) path, so that RabbitMQ's
+``%2F`` for the default vhost stays one path segment; handlers decode each
+segment themselves.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Awaitable, Callable
+from urllib.parse import unquote
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .. import __version__
+from ..auth import LoginRefused, User, Users
+from ..core.broker import Broker
+from ..core.vhost import VirtualHost
+from . import snapshot
+
+#: User tags that grant the management API, as in RabbitMQ.
+MANAGEMENT_TAGS = frozenset({"administrator", "monitoring", "policymaker", "management"})
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def error(status: int, error: str, reason: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Basic realm="RabbitMQ Management"'} if status == 401 else None
+    return JSONResponse({"error": error, "reason": reason}, status_code=status, headers=headers)
+
+
+def not_found() -> JSONResponse:
+    return error(404, "Object Not Found", "Not Found")
+
+
+class _RawPath:
+    """Route on the undecoded path (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("raw_path"):
+            scope = dict(scope, path=scope["raw_path"].decode("latin-1"))
+        await self.app(scope, receive, send)
+
+
+def _login(request: Request, users: Users) -> User | Response:
+    header = request.headers.get("authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return error(401, "not_authorized", "Not_Authorized")
+    try:
+        name, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return error(401, "not_authorized", "Not_Authorized")
+    client = request.client
+    loopback = client is not None and client.host in ("127.0.0.1", "::1", "localhost")
+    try:
+        user = users.authenticate(name, password, loopback=loopback)
+    except LoginRefused:
+        return error(401, "not_authorized", "Login failed")
+    if not MANAGEMENT_TAGS.intersection(user.tags):
+        return error(401, "not_authorized", "Not management user")
+    return user
+
+
+def create_app(broker: Broker, users: Users, *, listeners: list[dict[str, Any]] | None = None) -> ASGIApp:
+    """The API over ``broker``, authenticating against ``users``.
+    ``listeners`` is what /api/overview reports (protocol, ip_address, port)."""
+
+    def authenticated(handler: Callable[[Request, User], Awaitable[Response]]) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            user = _login(request, users)
+            if isinstance(user, Response):
+                return user
+            return await handler(request, user)
+        return endpoint
+
+    def param(request: Request, name: str) -> str:
+        return unquote(request.path_params[name])
+
+    def visible_vhosts(user: User, vhost: str | None = None) -> list[VirtualHost]:
+        return [v for name, v in sorted(broker.vhosts.items())
+                if user.may_open(name) and (vhost is None or name == vhost)]
+
+    async def overview(request: Request, user: User) -> Response:
+        return JSONResponse(snapshot.overview(broker, listeners=listeners or [], version=__version__))
+
+    async def whoami(request: Request, user: User) -> Response:
+        return JSONResponse({"name": user.name, "tags": list(user.tags)})
+
+    async def vhosts(request: Request, user: User) -> Response:
+        return JSONResponse([snapshot.vhost_info(v) for v in visible_vhosts(user)])
+
+    async def vhost(request: Request, user: User) -> Response:
+        found = visible_vhosts(user, param(request, "vhost"))
+        return JSONResponse(snapshot.vhost_info(found[0])) if found else not_found()
+
+    async def queues(request: Request, user: User) -> Response:
+        vhost = param(request, "vhost") if "vhost" in request.path_params else None
+        if vhost is not None and vhost not in broker.vhosts:
+            return not_found()
+        return JSONResponse([snapshot.queue_info(q) for v in visible_vhosts(user, vhost)
+                             for _, q in sorted(v.queues.items())])
+
+    async def queue(request: Request, user: User) -> Response:
+        found = visible_vhosts(user, param(request, "vhost"))
+        target = found[0].queues.get(param(request, "name")) if found else None
+        return JSONResponse(snapshot.queue_info(target)) if target is not None else not_found()
+
+    async def exchanges(request: Request, user: User) -> Response:
+        vhost = param(request, "vhost") if "vhost" in request.path_params else None
+        if vhost is not None and vhost not in broker.vhosts:
+            return not_found()
+        return JSONResponse([snapshot.exchange_info(x) for v in visible_vhosts(user, vhost)
+                             for _, x in sorted(v.exchanges.items())])
+
+    async def exchange(request: Request, user: User) -> Response:
+        found = visible_vhosts(user, param(request, "vhost"))
+        name = param(request, "name")
+        # RabbitMQ's API calls the default exchange "amq.default".
+        target = found[0].exchanges.get("" if name == "amq.default" else name) if found else None
+        return JSONResponse(snapshot.exchange_info(target)) if target is not None else not_found()
+
+    async def alarms(request: Request, user: User) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def aliveness(request: Request, user: User) -> Response:
+        return JSONResponse({"status": "ok"}) if visible_vhosts(user, param(request, "vhost")) else not_found()
+
+    routes = [
+        Route("/api/overview", authenticated(overview)),
+        Route("/api/whoami", authenticated(whoami)),
+        Route("/api/vhosts", authenticated(vhosts)),
+        Route("/api/vhosts/{vhost}", authenticated(vhost)),
+        Route("/api/queues", authenticated(queues)),
+        Route("/api/queues/{vhost}", authenticated(queues)),
+        Route("/api/queues/{vhost}/{name}", authenticated(queue)),
+        Route("/api/exchanges", authenticated(exchanges)),
+        Route("/api/exchanges/{vhost}", authenticated(exchanges)),
+        Route("/api/exchanges/{vhost}/{name}", authenticated(exchange)),
+        Route("/api/health/checks/alarms", authenticated(alarms)),
+        Route("/api/health/checks/local-alarms", authenticated(alarms)),
+        Route("/api/aliveness-test/{vhost}", authenticated(aliveness)),
+    ]
+
+    async def missing(request: Request, exc: Exception) -> Response:
+        return not_found()
+
+    return _RawPath(Starlette(routes=routes, exception_handlers={404: missing}))

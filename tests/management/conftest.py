@@ -1,0 +1,57 @@
+"""A server thread that also serves the management API on an ephemeral port."""
+
+from __future__ import annotations
+
+import tempfile
+import shutil
+from typing import Iterator
+
+import httpx
+import pytest
+import trio
+
+from amqlite.config import Settings
+from amqlite.management.app import create_app
+from amqlite.management.http import serve
+from amqlite.server import Server
+from server.conftest import ServerThread
+
+from amqlite.auth import hash_password
+
+#: Users with each kind of tag: the API admits all but "plain".
+USERS = {
+    "admin": {"password": "pw", "tags": ["administrator"]},
+    "monitor": {"password": "pw", "tags": ["monitoring"]},
+    "plain": {"password": "pw", "tags": []},
+    "limited": {"password_hash": hash_password("pw"), "tags": ["management"], "vhosts": ["other"]},
+}
+
+
+class ManagedServerThread(ServerThread):
+    management_port = 0
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        with trio.CancelScope() as self._cancel:
+            async with trio.open_nursery() as nursery:
+                self.server = Server.from_settings(self.settings)
+                await nursery.start(self.server.serve)
+                app = create_app(self.server.core, self.server.users,
+                                 listeners=[{"protocol": "amqp", "ip_address": "127.0.0.1", "port": self.server.port}])
+                self.management_port = await nursery.start(serve, app, "127.0.0.1", 0)
+                self._ready.set()
+
+    def http(self, user: str = "guest", password: str = "guest") -> httpx.Client:
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.management_port}", auth=(user, password), timeout=10)
+
+
+@pytest.fixture
+def managed() -> Iterator[ManagedServerThread]:
+    data_dir = tempfile.mkdtemp(prefix="amqlite-test-")
+    settings = Settings(host="127.0.0.1", port=0, data_dir=data_dir, users=USERS, vhosts=["/", "other"])  # type: ignore[arg-type]
+    server = ManagedServerThread(settings)
+    server.owned_dir = data_dir
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
