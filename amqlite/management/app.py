@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
@@ -21,6 +22,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import __version__
 from ..auth import LoginRefused, User, Users
 from ..core.broker import Broker
+from ..core.channel import Channel
+from ..core.errors import NOT_FOUND, AMQPError
 from ..core.vhost import VirtualHost
 from . import snapshot
 
@@ -71,9 +74,39 @@ def _login(request: Request, users: Users) -> User | Response:
     return user
 
 
-def create_app(broker: Broker, users: Users, *, listeners: list[dict[str, Any]] | None = None) -> ASGIApp:
-    """The API over ``broker``, authenticating against ``users``.
-    ``listeners`` is what /api/overview reports (protocol, ip_address, port)."""
+def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
+               listeners: list[dict[str, Any]] | None = None) -> ASGIApp:
+    """The API over ``broker``, authenticating against ``users``; ``now``
+    is the broker's clock. ``listeners`` is what /api/overview reports
+    (protocol, ip_address, port)."""
+
+    def on_channel(vhost: str, user: User, operation: Callable[[Channel], Any]) -> Any:
+        """Run ``operation`` on a channel of a connection opened for this
+        request alone, so that changes take the same path (checks, journal)
+        as over AMQP. It opens and closes without awaiting in between, so
+        no other request or client ever sees it. Returns the result or an
+        error response."""
+        if not user.may_open(vhost) or vhost not in broker.vhosts:
+            return not_found()
+        connection = broker.connect(vhost, user=user.name, name="management")
+        try:
+            return operation(connection.open_channel())
+        except AMQPError as failure:
+            if failure.reply_code == NOT_FOUND:
+                return not_found()
+            return error(400, "bad_request", failure.reply_text)
+        finally:
+            connection.close(now=now())
+
+    async def body(request: Request) -> dict[str, Any] | Response:
+        raw = await request.body()
+        try:
+            decoded = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            decoded = None
+        if not isinstance(decoded, dict):
+            return error(400, "bad_request", "body must be a JSON object")
+        return decoded
 
     def authenticated(handler: Callable[[Request, User], Awaitable[Response]]) -> Handler:
         async def endpoint(request: Request) -> Response:
@@ -115,6 +148,46 @@ def create_app(broker: Broker, users: Users, *, listeners: list[dict[str, Any]] 
         target = found[0].queues.get(param(request, "name")) if found else None
         return JSONResponse(snapshot.queue_info(target)) if target is not None else not_found()
 
+    async def put_queue(request: Request, user: User) -> Response:
+        spec = await body(request)
+        if isinstance(spec, Response):
+            return spec
+        vhost, name = param(request, "vhost"), param(request, "name")
+        existed = vhost in broker.vhosts and name in broker.vhosts[vhost].queues
+        outcome = on_channel(vhost, user, lambda channel: channel.declare_queue(
+            name, now=now(), durable=bool(spec.get("durable", True)),
+            auto_delete=bool(spec.get("auto_delete", False)), arguments=spec.get("arguments") or {}))
+        if isinstance(outcome, Response):
+            return outcome
+        return Response(status_code=204 if existed else 201)
+
+    async def delete_queue(request: Request, user: User) -> Response:
+        vhost, name = param(request, "vhost"), param(request, "name")
+        # AMQP's queue.delete of a missing queue succeeds; the API's is a 404.
+        if vhost not in broker.vhosts or name not in broker.vhosts[vhost].queues:
+            return not_found()
+        outcome = on_channel(vhost, user, lambda channel: channel.delete_queue(
+            name, now=now(), if_unused=request.query_params.get("if-unused") == "true",
+            if_empty=request.query_params.get("if-empty") == "true"))
+        return outcome if isinstance(outcome, Response) else Response(status_code=204)
+
+    async def purge(request: Request, user: User) -> Response:
+        name = param(request, "name")
+        outcome = on_channel(param(request, "vhost"), user, lambda channel: channel.purge_queue(name))
+        return outcome if isinstance(outcome, Response) else Response(status_code=204)
+
+    async def redrive(request: Request, user: User) -> Response:
+        spec = await body(request)
+        if isinstance(spec, Response):
+            return spec
+        to, limit = spec.get("to"), spec.get("limit")
+        if not (to is None or isinstance(to, str)) or not (limit is None or (isinstance(limit, int) and limit >= 0)):
+            return error(400, "bad_request", '"to" must be a queue name and "limit" a count')
+        name = param(request, "name")
+        outcome = on_channel(param(request, "vhost"), user, lambda channel: channel.redrive_queue(
+            name, now=now(), to=to, limit=limit))
+        return outcome if isinstance(outcome, Response) else JSONResponse({"moved": outcome})
+
     async def exchanges(request: Request, user: User) -> Response:
         vhost = param(request, "vhost") if "vhost" in request.path_params else None
         if vhost is not None and vhost not in broker.vhosts:
@@ -142,7 +215,11 @@ def create_app(broker: Broker, users: Users, *, listeners: list[dict[str, Any]] 
         Route("/api/vhosts/{vhost}", authenticated(vhost)),
         Route("/api/queues", authenticated(queues)),
         Route("/api/queues/{vhost}", authenticated(queues)),
-        Route("/api/queues/{vhost}/{name}", authenticated(queue)),
+        Route("/api/queues/{vhost}/{name}", authenticated(queue), methods=["GET"]),
+        Route("/api/queues/{vhost}/{name}", authenticated(put_queue), methods=["PUT"]),
+        Route("/api/queues/{vhost}/{name}", authenticated(delete_queue), methods=["DELETE"]),
+        Route("/api/queues/{vhost}/{name}/contents", authenticated(purge), methods=["DELETE"]),
+        Route("/api/queues/{vhost}/{name}/redrive", authenticated(redrive), methods=["POST"]),
         Route("/api/exchanges", authenticated(exchanges)),
         Route("/api/exchanges/{vhost}", authenticated(exchanges)),
         Route("/api/exchanges/{vhost}/{name}", authenticated(exchange)),

@@ -36,7 +36,7 @@ class ManagedServerThread(ServerThread):
             async with trio.open_nursery() as nursery:
                 self.server = Server.from_settings(self.settings)
                 await nursery.start(self.server.serve)
-                app = create_app(self.server.core, self.server.users,
+                app = create_app(self.server.core, self.server.users, self.server.clock.now,
                                  listeners=[{"protocol": "amqp", "ip_address": "127.0.0.1", "port": self.server.port}])
                 self.management_port = await nursery.start(serve, app, "127.0.0.1", 0)
                 self._ready.set()

@@ -1,0 +1,79 @@
+"""The management API's write side: declare, delete, purge and redrive a
+queue through HTTP, seen by an AMQP client."""
+
+from __future__ import annotations
+
+import pika
+
+from .conftest import ManagedServerThread
+
+
+def test_put_declares_then_delete_removes_a_queue(managed: ManagedServerThread) -> None:
+    http = managed.http()
+    response = http.put("/api/queues/%2F/orders", json={"durable": True, "arguments": {"x-max-length": 5}})
+    assert response.status_code == 201
+    assert http.put("/api/queues/%2F/orders", json={"durable": True, "arguments": {"x-max-length": 5}}).status_code == 204
+    connection = managed.connect()
+    channel = connection.channel()
+    assert channel.queue_declare("orders", passive=True).method.message_count == 0
+    assert http.get("/api/queues/%2F/orders").json()["arguments"] == {"x-max-length": 5}
+
+    clash = http.put("/api/queues/%2F/orders", json={"durable": True, "arguments": {"x-max-length": 6}})
+    assert clash.status_code == 400
+    assert clash.json()["error"] == "bad_request"
+    assert "x-max-length" in clash.json()["reason"]
+
+    assert http.delete("/api/queues/%2F/orders").status_code == 204
+    assert http.get("/api/queues/%2F/orders").status_code == 404
+    assert http.delete("/api/queues/%2F/orders").status_code == 404
+    connection.close()
+
+
+def test_bad_body_is_400_and_the_broker_carries_on(managed: ManagedServerThread) -> None:
+    http = managed.http()
+    response = http.put("/api/queues/%2F/q", content=b"[not json")
+    assert (response.status_code, response.json()["error"]) == (400, "bad_request")
+    assert http.put("/api/queues/%2F/q", json={}).status_code == 201
+
+
+def test_monitoring_user_cannot_reach_a_vhost_it_may_not_open(managed: ManagedServerThread) -> None:
+    assert managed.http("limited", "pw").put("/api/queues/%2F/q", json={}).status_code == 404
+    assert managed.http().get("/api/queues/%2F/q").status_code == 404
+
+
+def test_delete_contents_purges(managed: ManagedServerThread) -> None:
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.queue_declare("jobs")
+    for _ in range(4):
+        channel.basic_publish("", "jobs", b"x")
+    http = managed.http()
+    assert http.delete("/api/queues/%2F/jobs/contents").status_code == 204
+    assert channel.queue_declare("jobs", passive=True).method.message_count == 0
+    connection.close()
+
+
+def test_redrive_moves_dead_letters_back_where_they_died(managed: ManagedServerThread) -> None:
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.queue_declare("dlq")
+    channel.queue_declare("work", arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"})
+    for n in range(3):
+        channel.basic_publish("", "work", f"m{n}".encode(),
+                              pika.BasicProperties(headers={"k": n}))
+    for _ in range(3):
+        method, _, _ = channel.basic_get("work")
+        channel.basic_reject(method.delivery_tag, requeue=False)
+    http = managed.http()
+    assert http.get("/api/queues/%2F/dlq").json()["messages_ready"] == 3
+
+    response = http.post("/api/queues/%2F/dlq/redrive", json={"limit": 2})
+    assert (response.status_code, response.json()) == (200, {"moved": 2})
+    assert http.get("/api/queues/%2F/work").json()["messages_ready"] == 2
+    assert http.get("/api/queues/%2F/dlq").json()["messages_ready"] == 1
+    method, properties, body = channel.basic_get("work", auto_ack=True)
+    assert (body, properties.headers["k"]) == (b"m0", 0)
+
+    assert http.post("/api/queues/%2F/dlq/redrive", json={"to": "nope"}).status_code == 404
+    assert http.post("/api/queues/%2F/dlq/redrive", json={"limit": -1}).status_code == 400
+    connection.close()
