@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import tempfile
 import shutil
+import tempfile
 from typing import Iterator
 
 import httpx
 import pytest
 import trio
 
+from amqlite.auth import hash_password
 from amqlite.config import Settings
 from amqlite.management.app import create_app
 from amqlite.management.http import serve
+from amqlite.management.metrics import create_metrics_app
 from amqlite.server import Server
 from server.conftest import ServerThread
-
-from amqlite.auth import hash_password
 
 #: Users with each kind of tag: the API admits all but "plain".
 USERS = {
@@ -29,6 +29,7 @@ USERS = {
 
 class ManagedServerThread(ServerThread):
     management_port = 0
+    prometheus_port = 0
 
     async def _main(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
@@ -39,6 +40,7 @@ class ManagedServerThread(ServerThread):
                 app = create_app(self.server.core, self.server.users, self.server.clock.now,
                                  listeners=[{"protocol": "amqp", "ip_address": "127.0.0.1", "port": self.server.port}])
                 self.management_port = await nursery.start(serve, app, "127.0.0.1", 0)
+                self.prometheus_port = await nursery.start(serve, create_metrics_app(self.server.core), "127.0.0.1", 0)
                 self._ready.set()
 
     def http(self, user: str = "guest", password: str = "guest") -> httpx.Client:
