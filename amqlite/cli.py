@@ -26,7 +26,7 @@ from .server import Server, StartupError
 log = get_logger("amqlite")
 
 #: Settings with a flag of their own; every setting has its variable.
-_FLAGS = ("host", "port", "data_dir", "log_level", "log_format")
+_FLAGS = ("host", "port", "management_port", "prometheus_port", "data_dir", "log_level", "log_format")
 
 
 def _settings_help() -> str:
@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="a TOML settings file")
     serve.add_argument("--host", help=FIELDS["host"].metadata["help"])
     serve.add_argument("--port", help=FIELDS["port"].metadata["help"])
+    serve.add_argument("--management-port", help=FIELDS["management_port"].metadata["help"])
+    serve.add_argument("--prometheus-port", help=FIELDS["prometheus_port"].metadata["help"])
     serve.add_argument("--data-dir", help=FIELDS["data_dir"].metadata["help"])
     serve.add_argument("--log-level", choices=LOG_LEVELS, help=FIELDS["log_level"].metadata["help"])
     serve.add_argument("--log-format", choices=LOG_FORMATS, help=FIELDS["log_format"].metadata["help"])
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _flag(args: argparse.Namespace, name: str) -> object:
     value = getattr(args, name)
-    if name == "port" and value is not None:
+    if name.endswith("port") and value is not None:
         try:
             return int(value)
         except ValueError:

@@ -136,6 +136,10 @@ def _setting(default: Any, validator: Validator, help: str, **options: Any) -> A
 class Settings:
     host: str = _setting("0.0.0.0", _text, "interface to bind; 0.0.0.0 or :: means all, IPv4 and IPv6")
     port: int = _setting(defaults.PORT, _integer(0, 65535), "AMQP port; 0 picks a free one")
+    management_port: int = _setting(defaults.MANAGEMENT_PORT, _integer(0, 65535),
+                                    "management HTTP API port, on the AMQP host; 0 disables it")
+    prometheus_port: int = _setting(defaults.PROMETHEUS_PORT, _integer(0, 65535),
+                                    "Prometheus metrics port, on the AMQP host; 0 disables it")
     data_dir: str = _setting("./amqlite-data", _text,
                              "durable definitions and persistent messages; one broker per directory",
                              converter=_path_text)

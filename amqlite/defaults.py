@@ -10,6 +10,10 @@ from __future__ import annotations
 
 #: RabbitMQ's AMQP port.
 PORT = 5672
+#: RabbitMQ's management plugin port (HTTP API).
+MANAGEMENT_PORT = 15672
+#: RabbitMQ's rabbitmq_prometheus port.
+PROMETHEUS_PORT = 15692
 #: RabbitMQ's default frame_max (rabbit.frame_max).
 FRAME_MAX = 131072
 #: AMQP 0-9-1's minimum frame size; also what clients are held to before tune-ok.

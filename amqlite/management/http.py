@@ -1,25 +1,45 @@
-"""Serve an ASGI app with Hypercorn's trio worker, in the caller's trio run."""
+"""Serve ASGI apps with Hypercorn's trio worker, in the caller's trio run."""
 
 from __future__ import annotations
 
-from functools import partial
-
+import attrs
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.config import Config, Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
 from starlette.types import ASGIApp
 
 
-async def serve(app: ASGIApp, host: str, port: int, *,
-                task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve ``app`` on ``host:port`` until cancelled; ``task_status``
-    gets the bound port (the one the system chose, with port 0)."""
+@attrs.frozen
+class BoundApp:
+    """An app with its listening socket, bound but not yet served."""
+
+    app: ASGIApp
+    config: Config
+    sockets: Sockets
+
+    @property
+    def port(self) -> int:
+        return int(self.sockets.insecure_sockets[0].getsockname()[1])
+
+
+def bind(app: ASGIApp, host: str, port: int) -> BoundApp:
+    """Bind ``host:port`` (0 picks a free port). Raises OSError at once,
+    before anything runs, so that the caller can report it plainly rather
+    than out of Hypercorn's nurseries in exception groups."""
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     # amqlite logs through structlog; Hypercorn's access log would be a
     # second, unstructured stream.
     config.accesslog = None
     config.errorlog = None
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(partial(hypercorn_serve, app, config))
-        task_status.started(int(binds[0].rsplit(":", 1)[1]))
+    sockets = config.create_sockets()
+    for sock in sockets.insecure_sockets:
+        sock.listen(config.backlog)
+    return BoundApp(app, config, sockets)
+
+
+async def serve(bound: BoundApp, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled; started once Hypercorn accepts."""
+    await worker_serve(wrap_app(bound.app, bound.config.wsgi_max_body_size, None), bound.config,
+                       sockets=bound.sockets, task_status=task_status)

@@ -23,6 +23,8 @@ from ..auth import Users
 from ..config import Settings
 from ..core.broker import Broker
 from ..log import get_logger
+from ..management.http import serve as serve_http
+from ..management.service import bind_http
 from ..runtime import Clock, drive_deadlines
 from ..store.journal import DiskJournal, StoreLocked
 from ..storage import StoreDriver
@@ -70,6 +72,8 @@ class Server:
     connections: set[ServerConnection] = attrs.field(factory=set)
     addresses: list[tuple[str, int]] = attrs.field(factory=list)
     journal: DiskJournal | None = None
+    #: Bound HTTP ports by service ("management", "prometheus"), once serving.
+    http_ports: dict[str, int] = attrs.field(factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Server:
@@ -98,6 +102,12 @@ class Server:
             recovered = True
             listeners = await self._listen()
             self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
+            try:
+                http = bind_http(self)
+            except OSError as error:
+                for listener in listeners:
+                    listener.socket.close()
+                raise StartupError(f"cannot serve HTTP: {error.strerror or error}") from None
             log.info("broker.listening", addresses=[f"{h}:{p}" for h, p in self.addresses], port=self.port,
                      data_dir=self.settings.data_dir, version=__version__)
             async with trio.open_nursery() as nursery:
@@ -109,6 +119,9 @@ class Server:
                 nursery.start_soon(drive_deadlines, self.core, self.clock)
                 for listener in listeners:
                     nursery.start_soon(self._accept, listener, nursery)
+                for bound in http.values():
+                    await nursery.start(serve_http, bound)
+                self.http_ports = {name: bound.port for name, bound in http.items()}
                 task_status.started(self)
         finally:
             # Stopped during recovery, the abandoned thread may still be reading

@@ -13,7 +13,7 @@ import trio
 from amqlite.auth import hash_password
 from amqlite.config import Settings
 from amqlite.management.app import create_app
-from amqlite.management.http import serve
+from amqlite.management.http import bind, serve
 from amqlite.management.metrics import create_metrics_app
 from amqlite.server import Server
 from server.conftest import ServerThread
@@ -28,8 +28,15 @@ USERS = {
 
 
 class ManagedServerThread(ServerThread):
+    """Serves the API and metrics on ephemeral ports, which settings can't
+    ask for (0 there disables HTTP)."""
+
     management_port = 0
     prometheus_port = 0
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.ports: list[int] = []
 
     async def _main(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
@@ -39,8 +46,10 @@ class ManagedServerThread(ServerThread):
                 await nursery.start(self.server.serve)
                 app = create_app(self.server.core, self.server.users, self.server.clock.now,
                                  listeners=[{"protocol": "amqp", "ip_address": "127.0.0.1", "port": self.server.port}])
-                self.management_port = await nursery.start(serve, app, "127.0.0.1", 0)
-                self.prometheus_port = await nursery.start(serve, create_metrics_app(self.server.core), "127.0.0.1", 0)
+                for bound in (bind(app, "127.0.0.1", 0), bind(create_metrics_app(self.server.core), "127.0.0.1", 0)):
+                    await nursery.start(serve, bound)
+                    self.ports.append(bound.port)
+                self.management_port, self.prometheus_port = self.ports
                 self._ready.set()
 
     def http(self, user: str = "guest", password: str = "guest") -> httpx.Client:
@@ -50,7 +59,8 @@ class ManagedServerThread(ServerThread):
 @pytest.fixture
 def managed() -> Iterator[ManagedServerThread]:
     data_dir = tempfile.mkdtemp(prefix="amqlite-test-")
-    settings = Settings(host="127.0.0.1", port=0, data_dir=data_dir, users=USERS, vhosts=["/", "other"])  # type: ignore[arg-type]
+    settings = Settings(host="127.0.0.1", port=0, data_dir=data_dir, users=USERS, vhosts=["/", "other"],
+                        management_port=0, prometheus_port=0)  # type: ignore[arg-type]
     server = ManagedServerThread(settings)
     server.owned_dir = data_dir
     server.start()

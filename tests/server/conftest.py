@@ -94,7 +94,9 @@ def start_amqlite(**overrides: object) -> ServerThread:
     owned = None
     if "data_dir" not in overrides:
         owned = overrides["data_dir"] = tempfile.mkdtemp(prefix="amqlite-test-")
-    settings = Settings(**{"host": "127.0.0.1", "port": 0, **overrides})  # type: ignore[arg-type]
+    # No HTTP by default: RabbitMQ's fixed management ports would clash between test servers.
+    settings = Settings(**{"host": "127.0.0.1", "port": 0, "management_port": 0, "prometheus_port": 0,  # type: ignore[arg-type]
+                           **overrides})
     server = ServerThread(settings)
     server.owned_dir = owned
     return server.start()

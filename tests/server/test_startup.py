@@ -46,7 +46,7 @@ def _free_port() -> int:
 async def test_the_port_opens_only_after_recovery(tmp_path: Path, stalled_recovery: Any) -> None:
     started, release = stalled_recovery
     port = _free_port()
-    server = Server.from_settings(Settings(host="127.0.0.1", port=port, data_dir=str(tmp_path)))
+    server = Server.from_settings(Settings(host="127.0.0.1", port=port, data_dir=str(tmp_path), management_port=0, prometheus_port=0))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.serve)
         await trio.to_thread.run_sync(started.wait)

@@ -1,0 +1,42 @@
+"""The management API and the Prometheus endpoint beside the AMQP
+listener, served in the server's nursery (so in the broker's trio run)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .app import create_app
+from .http import BoundApp, bind
+from .metrics import create_metrics_app
+
+if TYPE_CHECKING:
+    from ..server.listener import Server
+
+
+def bind_http(server: Server) -> dict[str, BoundApp]:
+    """Bind what the settings enable, by service name (``management``,
+    ``prometheus``); call once the AMQP listeners are bound, since the API
+    reports them. Raises OSError for a port that cannot be bound."""
+    settings = server.settings
+    # Hypercorn binds one address; "all interfaces" means IPv4's here.
+    host = settings.host if settings.host not in ("", "::") else "0.0.0.0"
+    listeners = [{"protocol": "amqp", "ip_address": address, "port": port} for address, port in server.addresses]
+    wanted = {
+        "management": (settings.management_port,
+                       lambda: create_app(server.core, server.users, server.clock.now, listeners=listeners)),
+        "prometheus": (settings.prometheus_port, lambda: create_metrics_app(server.core)),
+    }
+    bound: dict[str, BoundApp] = {}
+    try:
+        for name, (port, make_app) in wanted.items():
+            if port:
+                try:
+                    bound[name] = bind(make_app(), host, port)
+                except OSError as error:
+                    raise OSError(error.errno, f"{name} port {host}:{port}: {error.strerror or error}") from None
+    except OSError:
+        for done in bound.values():
+            for sock in done.sockets.insecure_sockets:
+                sock.close()
+        raise
+    return bound
