@@ -1,0 +1,45 @@
+"""rabbitmqadmin, as shipped with RabbitMQ, against amqlite unchanged."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from .conftest import ManagedServerThread
+
+RABBITMQADMIN = shutil.which("rabbitmqadmin")
+pytestmark = pytest.mark.skipif(RABBITMQADMIN is None, reason="rabbitmqadmin is not installed")
+
+
+def admin(server: ManagedServerThread, *args: str) -> str:
+    result = subprocess.run([RABBITMQADMIN, "-H", "127.0.0.1", "-P", str(server.management_port),  # type: ignore[list-item]
+                             "-u", "guest", "-p", "guest", "-f", "tsv", *args],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_list_queues_and_show_overview(managed: ManagedServerThread) -> None:
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.queue_declare("listed")
+    channel.basic_publish("", "listed", b"x")
+    channel.queue_declare("listed", passive=True)
+    assert admin(managed, "list", "queues", "name", "messages").split("\n")[1:3] == ["listed\t1", ""]
+    assert "amqlite" in admin(managed, "show", "overview")
+    connection.close()
+
+
+def test_declare_purge_delete_queue(managed: ManagedServerThread) -> None:
+    admin(managed, "declare", "queue", "name=made", "durable=true")
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.basic_publish("", "made", b"x")
+    assert channel.queue_declare("made", passive=True).method.message_count == 1
+    admin(managed, "purge", "queue", "name=made")
+    assert channel.queue_declare("made", passive=True).method.message_count == 0
+    admin(managed, "delete", "queue", "name=made")
+    assert "made" not in admin(managed, "list", "queues", "name")
+    connection.close()
