@@ -33,9 +33,12 @@ MANAGEMENT_TAGS = frozenset({"administrator", "monitoring", "policymaker", "mana
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+_CHALLENGE = {"WWW-Authenticate": 'Basic realm="RabbitMQ Management"'}
+
+
 def error(status: int, error: str, reason: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Basic realm="RabbitMQ Management"'} if status == 401 else None
-    return JSONResponse({"error": error, "reason": reason}, status_code=status, headers=headers)
+    return JSONResponse({"error": error, "reason": reason}, status_code=status,
+                        headers=_CHALLENGE if status == 401 else None)
 
 
 def not_found() -> JSONResponse:
@@ -58,11 +61,12 @@ def _login(request: Request, users: Users) -> User | Response:
     header = request.headers.get("authorization", "")
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic":
-        return error(401, "not_authorized", "Not_Authorized")
+        # RabbitMQ's answer to a request without credentials: a bare challenge.
+        return Response(status_code=401, headers=_CHALLENGE)
     try:
         name, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
-        return error(401, "not_authorized", "Not_Authorized")
+        return error(401, "not_authorized", "Login failed")
     client = request.client
     loopback = client is not None and client.host in ("127.0.0.1", "::1", "localhost")
     try:
@@ -94,7 +98,7 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         except AMQPError as failure:
             if failure.reply_code == NOT_FOUND:
                 return not_found()
-            return error(400, "bad_request", failure.reply_text)
+            return error(400, "bad_request", failure.text)
         finally:
             connection.close(now=now())
 
@@ -105,7 +109,7 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         except ValueError:
             decoded = None
         if not isinstance(decoded, dict):
-            return error(400, "bad_request", "body must be a JSON object")
+            return error(400, "bad_request", "not_json")
         return decoded
 
     def authenticated(handler: Callable[[Request, User], Awaitable[Response]]) -> Handler:

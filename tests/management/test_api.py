@@ -8,15 +8,15 @@ import pytest
 from .conftest import ManagedServerThread
 
 
-def test_no_credentials_is_401_with_rabbitmq_error_body(managed: ManagedServerThread) -> None:
+def test_no_credentials_is_a_bare_401_challenge_as_in_rabbitmq(managed: ManagedServerThread) -> None:
     response = managed.http().get("/api/overview", auth=None)  # type: ignore[arg-type]
-    assert response.status_code == 401
-    assert response.json() == {"error": "not_authorized", "reason": "Not_Authorized"}
-    assert response.headers["www-authenticate"].startswith("Basic")
+    assert (response.status_code, response.content) == (401, b"")
+    assert response.headers["www-authenticate"] == 'Basic realm="RabbitMQ Management"'
 
 
-def test_wrong_password_is_401(managed: ManagedServerThread) -> None:
-    assert managed.http("admin", "nope").get("/api/whoami").status_code == 401
+def test_wrong_password_is_401_login_failed(managed: ManagedServerThread) -> None:
+    response = managed.http("admin", "nope").get("/api/whoami")
+    assert (response.status_code, response.json()) == (401, {"error": "not_authorized", "reason": "Login failed"})
 
 
 @pytest.mark.parametrize("user,status", [("admin", 200), ("monitor", 200), ("limited", 200), ("plain", 401)])
