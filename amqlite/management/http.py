@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import attrs
 import trio
 from hypercorn.config import Config, Sockets
@@ -39,7 +41,9 @@ def bind(app: ASGIApp, host: str, port: int) -> BoundApp:
     return BoundApp(app, config, sockets)
 
 
-async def serve(bound: BoundApp, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until cancelled; started once Hypercorn accepts."""
-    await worker_serve(wrap_app(bound.app, bound.config.wsgi_max_body_size, None), bound.config,
+async def serve(bound: BoundApp, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled; started (with Hypercorn's bind URLs) once it accepts."""
+    # Starlette's and Hypercorn's ASGI type hints differ; the protocol is the same.
+    app = cast(Any, bound.app)
+    await worker_serve(wrap_app(app, bound.config.wsgi_max_body_size, None), bound.config,
                        sockets=bound.sockets, task_status=task_status)

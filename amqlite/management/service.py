@@ -3,7 +3,9 @@ listener, served in the server's nursery (so in the broker's trio run)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
+
+from starlette.types import ASGIApp
 
 from .app import create_app
 from .http import BoundApp, bind
@@ -21,7 +23,7 @@ def bind_http(server: Server) -> dict[str, BoundApp]:
     # Hypercorn binds one address; "all interfaces" means IPv4's here.
     host = settings.host if settings.host not in ("", "::") else "0.0.0.0"
     listeners = [{"protocol": "amqp", "ip_address": address, "port": port} for address, port in server.addresses]
-    wanted = {
+    wanted: dict[str, tuple[int, Callable[[], ASGIApp]]] = {
         "management": (settings.management_port,
                        lambda: create_app(server.core, server.users, server.clock.now, listeners=listeners)),
         "prometheus": (settings.prometheus_port, lambda: create_metrics_app(server.core)),

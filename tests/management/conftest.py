@@ -59,8 +59,8 @@ class ManagedServerThread(ServerThread):
 @pytest.fixture
 def managed() -> Iterator[ManagedServerThread]:
     data_dir = tempfile.mkdtemp(prefix="amqlite-test-")
-    settings = Settings(host="127.0.0.1", port=0, data_dir=data_dir, users=USERS, vhosts=["/", "other"],
-                        management_port=0, prometheus_port=0)  # type: ignore[arg-type]
+    settings = Settings(host="127.0.0.1", port=0, data_dir=data_dir, users=USERS,
+                        vhosts={"/": {}, "other": {}}, management_port=0, prometheus_port=0)
     server = ManagedServerThread(settings)
     server.owned_dir = data_dir
     server.start()

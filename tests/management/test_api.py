@@ -9,7 +9,7 @@ from .conftest import ManagedServerThread
 
 
 def test_no_credentials_is_a_bare_401_challenge_as_in_rabbitmq(managed: ManagedServerThread) -> None:
-    response = managed.http().get("/api/overview", auth=None)  # type: ignore[arg-type]
+    response = managed.http().get("/api/overview", auth=None)
     assert (response.status_code, response.content) == (401, b"")
     assert response.headers["www-authenticate"] == 'Basic realm="RabbitMQ Management"'
 

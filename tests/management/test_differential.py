@@ -36,13 +36,14 @@ def scenario(base_url: str, queue: str) -> list[Any]:
         def step(response: httpx.Response, fields: tuple[str, ...] = ()) -> None:
             body = response.json() if response.content else None
             if fields:
+                assert isinstance(body, dict)
                 body = {field: body[field] for field in fields}
             elif isinstance(body, dict) and "reason" in body:
                 body = {**body, "reason": body["reason"].replace(queue, "Q")}
             seen.append((response.request.method, response.request.url.path.replace(queue, "Q"),
                          response.status_code, body))
 
-        step(http.get("/api/overview", auth=None))  # type: ignore[arg-type]
+        step(http.get("/api/overview", auth=None))
         step(http.get("/api/overview", auth=("guest", "wrong")))
         step(http.get("/api/whoami"))
         step(http.get(path))
