@@ -206,6 +206,26 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         target = found[0].exchanges.get("" if name == "amq.default" else name) if found else None
         return JSONResponse(snapshot.exchange_info(target)) if target is not None else not_found()
 
+    def connections_of(user: User) -> list[Any]:
+        # As in RabbitMQ, a monitoring or administrator user sees everyone's
+        # connections; others see their own.
+        everyone = bool({"administrator", "monitoring"}.intersection(user.tags))
+        return sorted((c for c in broker.connections if everyone or c.user == user.name), key=lambda c: c.name)
+
+    async def connections(request: Request, user: User) -> Response:
+        return JSONResponse([snapshot.connection_info(c) for c in connections_of(user)])
+
+    async def channels(request: Request, user: User) -> Response:
+        return JSONResponse([snapshot.channel_info(ch) for c in connections_of(user)
+                             for _, ch in sorted(c.channels.items())])
+
+    async def consumers(request: Request, user: User) -> Response:
+        vhost = param(request, "vhost") if "vhost" in request.path_params else None
+        if vhost is not None and vhost not in broker.vhosts:
+            return not_found()
+        return JSONResponse([snapshot.consumer_info(consumer) for v in visible_vhosts(user, vhost)
+                             for _, q in sorted(v.queues.items()) for consumer in q.consumers])
+
     async def alarms(request: Request, user: User) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -227,6 +247,10 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         Route("/api/exchanges", authenticated(exchanges)),
         Route("/api/exchanges/{vhost}", authenticated(exchanges)),
         Route("/api/exchanges/{vhost}/{name}", authenticated(exchange)),
+        Route("/api/connections", authenticated(connections)),
+        Route("/api/channels", authenticated(channels)),
+        Route("/api/consumers", authenticated(consumers)),
+        Route("/api/consumers/{vhost}", authenticated(consumers)),
         Route("/api/health/checks/alarms", authenticated(alarms)),
         Route("/api/health/checks/local-alarms", authenticated(alarms)),
         Route("/api/aliveness-test/{vhost}", authenticated(aliveness)),

@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.broker import Broker
+from ..core.channel import Channel
+from ..core.connection import Connection
+from ..core.consumer import Consumer
 from ..core.exchange import Exchange
 from ..core.queue import Queue
 from ..core.vhost import VirtualHost
@@ -91,4 +94,53 @@ def overview(broker: Broker, *, listeners: list[dict[str, Any]], version: str) -
             "messages_ready": ready,
             "messages_unacknowledged": unacked,
         },
+    }
+
+
+def connection_info(connection: Connection) -> dict[str, Any]:
+    return {
+        "name": connection.name,
+        "user": connection.user,
+        "vhost": connection.vhost.name,
+        "channels": len(connection.channels),
+        "state": "running",
+        "protocol": "AMQP 0-9-1",
+        "node": "amqlite",
+    }
+
+
+def _channel_name(channel: Channel) -> str:
+    # RabbitMQ names a channel after its connection: "<connection> (<number>)".
+    return f"{channel.connection.name} ({channel.number})"
+
+
+def channel_info(channel: Channel) -> dict[str, Any]:
+    return {
+        "name": _channel_name(channel),
+        "number": channel.number,
+        "user": channel.connection.user,
+        "vhost": channel.vhost.name,
+        "connection_details": {"name": channel.connection.name},
+        "consumer_count": len(channel.consumers),
+        "messages_unacknowledged": len(channel.unacked),
+        "prefetch_count": channel.prefetch,
+        "global_prefetch_count": channel.global_prefetch,
+        "confirm": channel.confirm,
+        "transactional": channel.transactional,
+        "state": "running",
+    }
+
+
+def consumer_info(consumer: Consumer) -> dict[str, Any]:
+    return {
+        "consumer_tag": consumer.tag,
+        "queue": {"name": consumer.queue.name, "vhost": consumer.queue.vhost.name},
+        "channel_details": {"name": _channel_name(consumer.channel), "number": consumer.channel.number,
+                            "connection_name": consumer.channel.connection.name,
+                            "user": consumer.channel.connection.user},
+        "ack_required": not consumer.no_ack,
+        "exclusive": consumer.exclusive,
+        "prefetch_count": consumer.prefetch,
+        "arguments": dict(consumer.arguments),
+        "active": True,
     }

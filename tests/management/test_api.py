@@ -84,3 +84,26 @@ def test_health_checks(managed: ManagedServerThread) -> None:
     http = managed.http()
     assert http.get("/api/health/checks/alarms").json() == {"status": "ok"}
     assert http.get("/api/aliveness-test/%2F").json() == {"status": "ok"}
+
+
+def test_connections_channels_and_consumers(managed: ManagedServerThread) -> None:
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=7)
+    channel.queue_declare("watched")
+    channel.basic_consume("watched", lambda *args: None, consumer_tag="ctag-1")
+    http = managed.http()
+
+    [listed] = http.get("/api/connections").json()
+    assert (listed["user"], listed["vhost"], listed["channels"]) == ("guest", "/", 1)
+    [chan] = http.get("/api/channels").json()
+    assert (chan["number"], chan["consumer_count"], chan["prefetch_count"]) == (1, 1, 7)
+    assert chan["name"] == f"{listed['name']} (1)"
+    [consumer] = http.get("/api/consumers/%2F").json()
+    assert consumer["consumer_tag"] == "ctag-1"
+    assert consumer["queue"] == {"name": "watched", "vhost": "/"}
+    assert (consumer["ack_required"], consumer["prefetch_count"]) == (True, 7)
+    assert http.get("/api/consumers/other").json() == []
+    # A management-tagged user who is not the owner sees no one else's connections.
+    assert managed.http("limited", "pw").get("/api/connections").json() == []
+    connection.close()
