@@ -21,10 +21,11 @@ $(STAMP): $(RUNTIME)
 
 venv: $(STAMP)
 
-# The broker on RabbitMQ's port, or AMQLITE_PORT's; `make run PORT=5673`
-# where 5672 is taken. Other settings come from AMQLITE_* variables.
+# The broker on RabbitMQ's ports, or AMQLITE_*'s; `make run PORT=5673` where
+# RabbitMQ runs: its HTTP ports follow as RabbitMQ's do (+10000 for the
+# management API, +10020 for Prometheus: 15673 and 15693).
 run: $(RUNTIME)
-	$(BIN)/amqlite serve $(if $(PORT),--port $(PORT))
+	$(BIN)/amqlite serve $(if $(PORT),--port $(PORT) --management-port $(shell echo $$(($(PORT) + 10000))) --prometheus-port $(shell echo $$(($(PORT) + 10020))))
 
 # The embedded examples, no network.
 demo: $(STAMP)
