@@ -21,10 +21,12 @@ async def test_readme_pattern_does_not_strand_buffered_deliveries(autojump_clock
     # async with consume(prefetch=10) / take one / ack / break, round after
     # round on one channel: the nine buffered deliveries must go back.
     with trio.fail_after(60):  # a stranded queue stalls; the clock jumps there
-        await _readme_rounds()
+        seen, unacked, left = await _readme_rounds()
+    assert seen == list(range(200))  # in order: returned to their position
+    assert unacked == 0 and left == 800
 
 
-async def _readme_rounds() -> None:
+async def _readme_rounds() -> tuple[list[int], int, int]:
     async with amqlite.open_broker() as broker:
         ch = await broker.channel()
         await _fill(ch, "q", 1000)
@@ -35,9 +37,7 @@ async def _readme_rounds() -> None:
                     seen.append(int(delivery.body))
                     delivery.ack()
                     break
-        assert seen == list(range(200))  # in order: returned to their position
-        assert not ch._core.unacked
-        assert (await ch.queue_declare("q", passive=True)).message_count == 800
+        return seen, len(ch._core.unacked), (await ch.queue_declare("q", passive=True)).message_count
 
 
 async def test_returned_deliveries_are_not_a_delivery_attempt():

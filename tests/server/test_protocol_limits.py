@@ -73,6 +73,7 @@ def test_a_closed_channel_frees_its_place_under_channel_max(server: ServerThread
         client.send_method(2048, spec.Channel.Close(200, "bye", 0, 0))
         client.expect(spec.Channel.CloseOk, 2048)
         client.open_channel(4000)
+        assert client.call(4000, spec.Queue.Declare("", exclusive=True), spec.Queue.DeclareOk).queue
 
 
 # -- max_connections -------------------------------------------------------------
@@ -179,7 +180,8 @@ def test_a_client_sending_heartbeats_stays(server: ServerThread) -> None:
         while time.monotonic() < deadline:
             client.send(HEARTBEAT)
             time.sleep(0.3)
-        client.open_channel(1)
+        client.open_channel(1)  # still served after more than two heartbeat intervals
+        assert client.call(1, spec.Queue.Declare("", exclusive=True), spec.Queue.DeclareOk).queue
 
 
 # -- clients that do not read ----------------------------------------------------------
