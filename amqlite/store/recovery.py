@@ -218,23 +218,34 @@ class _Replay:
         total_bytes, done_bytes, done = sum(sizes.values()), 0, 0
         current, next_report = None, _PROGRESS_RECORDS
         queues, recent, unpack_publish, publish = self.queues, self.recent, records.PUBLISH_HEAD.unpack_from, records.PUBLISH
+        seen = self.records
         for record in self.log.replay():
             kind, payload, segment, offset = record.kind, record.payload, record.segment, record.offset
             if segment != current:
                 if current is not None:
                     done, done_bytes = done + 1, done_bytes + sizes.get(current, 0)
+                    self.records = seen
                     self._report(done, len(sizes), done_bytes, total_bytes)
                 current = segment
-            self.records += 1
-            if self.records >= next_report:
+            seen += 1
+            if seen >= next_report:
                 next_report += _PROGRESS_RECORDS
+                self.records = seen
                 self._report(done, len(sizes), done_bytes + offset, total_bytes)
             if kind == publish:
                 msg_id, queue_id, seq, expires, priority, size = unpack_publish(payload)
                 index = queues.get(queue_id)
                 if index is None:
                     index = self._index(queue_id)
-                index.add(seq, msg_id, segment, offset, expires, priority, size, 0)
+                # _QueueIndex.add inlined: most records are publishes.
+                index.seqs.append(seq)
+                index.msg_ids.append(msg_id)
+                index.segments.append(segment)
+                index.offsets.append(offset)
+                index.expires.append(expires)
+                index.priorities.append(priority)
+                index.sizes.append(size)
+                index.flags.append(0 if expires != expires else _EXPIRES)  # NaN: no expiry
                 self.messages += 1
                 recent[msg_id] = (segment, offset)
                 floor = msg_id - _RECENT
@@ -298,6 +309,7 @@ class _Replay:
                     index.flags[i] = (index.flags[i] | _DELIVERED) & ~_OUT
                 else:
                     self.retries[key] = records.RETRY_RECORD.unpack_from(payload)[2]
+        self.records = seen
         self._report(len(sizes), len(sizes), total_bytes, total_bytes)
         self._resolve()
 
