@@ -219,8 +219,7 @@ class _Replay:
         current, next_report = None, _PROGRESS_RECORDS
         queues, recent, unpack_publish, publish = self.queues, self.recent, records.PUBLISH_HEAD.unpack_from, records.PUBLISH
         seen = self.records
-        for record in self.log.replay():
-            kind, payload, segment, offset = record.kind, record.payload, record.segment, record.offset
+        for segment, offset, kind, payload in self.log.replay():
             if segment != current:
                 if current is not None:
                     done, done_bytes = done + 1, done_bytes + sizes.get(current, 0)

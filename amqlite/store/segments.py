@@ -145,14 +145,9 @@ def _resync(data: bytes, bad: int) -> tuple[int, int | None]:
     return len(data), None
 
 
-class Record:
-    __slots__ = ("segment", "offset", "kind", "payload")
-
-    def __init__(self, segment: int, offset: int, kind: int, payload: bytes) -> None:
-        self.segment = segment
-        self.offset = offset
-        self.kind = kind
-        self.payload = payload
+#: One record as replay finds it: (segment, offset, kind, payload). A plain
+#: tuple: start-up builds one per record of the log.
+Record = tuple[int, int, int, bytes]
 
 
 class SegmentLog:
@@ -226,7 +221,7 @@ class SegmentLog:
                     length, crc, kind = unpack(data, offset)
                     end = offset + 8 + length
                     if length and end <= size and crc32(view[offset + 8 : end]) == crc:
-                        yield Record(segment, offset, kind, data[offset + HEAD_SIZE : end])
+                        yield segment, offset, kind, data[offset + HEAD_SIZE : end]
                         offset = end
                         continue
                 resume, records = _resync(data, offset)

@@ -83,7 +83,7 @@ class Store:
 
 def records(directory: Path) -> list[tuple[int, int]]:
     """(segment, kind) of every intact record on disk."""
-    return [(r.segment, r.kind) for r in SegmentLog(directory / "log").replay()]
+    return [(segment, kind) for segment, _, kind, _ in SegmentLog(directory / "log").replay()]
 
 
 def drain(ch: Channel, queue: str, now: float = 1000.0) -> list[tuple[bytes, bool]]:

@@ -38,8 +38,8 @@ def fill(tmp_path: Path, count: int, **kwargs: object) -> Store:
 def publishes(tmp_path: Path) -> list[tuple[Path, int, int]]:
     """(segment file, offset, size) of every PUBLISH record, read without changing anything."""
     log = SegmentLog(tmp_path / "log")
-    found = [(log._path(r.segment), r.offset, HEAD_SIZE + len(r.payload)) for r in log.replay()
-             if r.kind == kinds.PUBLISH]
+    found = [(log._path(segment), offset, HEAD_SIZE + len(payload)) for segment, offset, kind, payload in log.replay()
+             if kind == kinds.PUBLISH]
     log.close()
     return found
 

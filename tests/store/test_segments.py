@@ -27,7 +27,7 @@ def write_all(log: SegmentLog) -> None:
 
 def payloads(directory: Path, **kwargs: object) -> list[tuple[int, bytes]]:
     log = SegmentLog(directory, **kwargs)  # type: ignore[arg-type]
-    return [(r.kind, r.payload) for r in log.replay()]
+    return [(kind, payload) for _, _, kind, payload in log.replay()]
 
 
 def test_round_trip(tmp_path: Path) -> None:
