@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import os
 from typing import TYPE_CHECKING, Iterable
 
@@ -32,6 +33,15 @@ def check_password(password_hash: str, password: str) -> bool:
         return False
     salt, digest = raw[:4], raw[4:]
     return hmac.compare_digest(digest, hashlib.sha256(salt + password.encode()).digest())
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a peer's address is a loopback one, what ``loopback_users``
+    are limited to (any of 127.0.0.0/8 and ::1)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class LoginRefused(Exception):

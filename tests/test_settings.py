@@ -255,3 +255,10 @@ trio.run(main)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
+
+
+def test_loopback_means_127_0_0_0_8_and_1_for_amqp_and_http_alike() -> None:
+    from amqlite.auth import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("127.0.0.2") and is_loopback("::1")
+    assert not is_loopback("10.0.0.1") and not is_loopback("localhost") and not is_loopback("")

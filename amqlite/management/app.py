@@ -20,7 +20,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
-from ..auth import LoginRefused, User, Users
+from ..auth import LoginRefused, User, Users, is_loopback
 from ..core.broker import Broker
 from ..core.channel import Channel
 from ..core.errors import NOT_FOUND, AMQPError
@@ -68,7 +68,7 @@ def _login(request: Request, users: Users) -> User | Response:
     except (binascii.Error, UnicodeDecodeError):
         return error(401, "not_authorized", "Login failed")
     client = request.client
-    loopback = client is not None and client.host in ("127.0.0.1", "::1", "localhost")
+    loopback = client is not None and is_loopback(client.host)
     try:
         user = users.authenticate(name, password, loopback=loopback)
     except LoginRefused:

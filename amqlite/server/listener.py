@@ -8,18 +8,16 @@ that decides anything lives in ``amqlite.amqp.engine`` and ``amqlite.core``.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import math
 import secrets
 from pathlib import Path
-from typing import Any
 
 import attrs
 import trio
 
 from .. import __version__
 from ..amqp.engine import ServerConnection, State
-from ..auth import Users
+from ..auth import Users, is_loopback
 from ..config import Settings
 from ..core.broker import Broker
 from ..log import get_logger
@@ -52,13 +50,6 @@ def _bind_failure(host: str, port: int, error: OSError) -> str:
     if error.errno == errno.EACCES:
         return f"not allowed to bind port {port}"
     return f"cannot listen on {host}:{port}: {error.strerror or error}"
-
-
-def _is_loopback(address: Any) -> bool:
-    try:
-        return ipaddress.ip_address(address[0]).is_loopback
-    except (TypeError, ValueError, IndexError):
-        return False
 
 
 @attrs.define(eq=False)
@@ -219,7 +210,7 @@ class Server:
             self.core,
             self.users,
             now=clock.now(),
-            peer_loopback=_is_loopback(peer),
+            peer_loopback=is_loopback(peer[0]),
             peer=peer_text,
             heartbeat=settings.heartbeat,
             frame_max=settings.frame_max,
