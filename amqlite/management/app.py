@@ -140,12 +140,16 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         found = visible_vhosts(user, param(request, "vhost"))
         return JSONResponse(snapshot.vhost_info(found[0])) if found else not_found()
 
-    async def queues(request: Request, user: User) -> Response:
+    def listing(request: Request, user: User, members: Callable[[VirtualHost], dict[str, Any]],
+                info: Callable[[Any], dict[str, Any]]) -> Response:
+        """Every member (queue, exchange) of the user's vhosts, or of the one in the path."""
         vhost = param(request, "vhost") if "vhost" in request.path_params else None
         if vhost is not None and vhost not in broker.vhosts:
             return not_found()
-        return JSONResponse([snapshot.queue_info(q) for v in visible_vhosts(user, vhost)
-                             for _, q in sorted(v.queues.items())])
+        return JSONResponse([info(x) for v in visible_vhosts(user, vhost) for _, x in sorted(members(v).items())])
+
+    async def queues(request: Request, user: User) -> Response:
+        return listing(request, user, lambda v: v.queues, snapshot.queue_info)
 
     async def queue(request: Request, user: User) -> Response:
         found = visible_vhosts(user, param(request, "vhost"))
@@ -193,11 +197,7 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         return outcome if isinstance(outcome, Response) else JSONResponse({"moved": outcome})
 
     async def exchanges(request: Request, user: User) -> Response:
-        vhost = param(request, "vhost") if "vhost" in request.path_params else None
-        if vhost is not None and vhost not in broker.vhosts:
-            return not_found()
-        return JSONResponse([snapshot.exchange_info(x) for v in visible_vhosts(user, vhost)
-                             for _, x in sorted(v.exchanges.items())])
+        return listing(request, user, lambda v: v.exchanges, snapshot.exchange_info)
 
     async def exchange(request: Request, user: User) -> Response:
         found = visible_vhosts(user, param(request, "vhost"))

@@ -236,15 +236,7 @@ class _Replay:
                 index = queues.get(queue_id)
                 if index is None:
                     index = self._index(queue_id)
-                # _QueueIndex.add inlined: most records are publishes.
-                index.seqs.append(seq)
-                index.msg_ids.append(msg_id)
-                index.segments.append(segment)
-                index.offsets.append(offset)
-                index.expires.append(expires)
-                index.priorities.append(priority)
-                index.sizes.append(size)
-                index.flags.append(0 if expires != expires else _EXPIRES)  # NaN: no expiry
+                index.add(seq, msg_id, segment, offset, expires, priority, size, 0)
                 self.messages += 1
                 recent[msg_id] = (segment, offset)
                 floor = msg_id - _RECENT

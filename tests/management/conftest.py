@@ -15,7 +15,6 @@ from amqlite.config import Settings
 from amqlite.management.app import create_app
 from amqlite.management.http import bind, serve
 from amqlite.management.metrics import create_metrics_app
-from amqlite.server import Server
 from server.conftest import ServerThread
 
 #: Users with each kind of tag: the API admits all but "plain".
@@ -38,19 +37,14 @@ class ManagedServerThread(ServerThread):
         super().__init__(settings)
         self.ports: list[int] = []
 
-    async def _main(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        with trio.CancelScope() as self._cancel:
-            async with trio.open_nursery() as nursery:
-                self.server = Server.from_settings(self.settings)
-                await nursery.start(self.server.serve)
-                app = create_app(self.server.core, self.server.users, self.server.clock.now,
-                                 listeners=[{"protocol": "amqp", "ip_address": "127.0.0.1", "port": self.server.port}])
-                for bound in (bind(app, "127.0.0.1", 0), bind(create_metrics_app(self.server.core), "127.0.0.1", 0)):
-                    await nursery.start(serve, bound)
-                    self.ports.append(bound.port)
-                self.management_port, self.prometheus_port = self.ports
-                self._ready.set()
+    async def _serving(self, nursery: trio.Nursery) -> None:
+        assert self.server is not None
+        app = create_app(self.server.core, self.server.users, self.server.clock.now,
+                         listeners=[{"protocol": "amqp", "ip_address": "127.0.0.1", "port": self.server.port}])
+        for bound in (bind(app, "127.0.0.1", 0), bind(create_metrics_app(self.server.core), "127.0.0.1", 0)):
+            await nursery.start(serve, bound)
+            self.ports.append(bound.port)
+        self.management_port, self.prometheus_port = self.ports
 
     def http(self, user: str = "guest", password: str = "guest") -> httpx.Client:
         return httpx.Client(base_url=f"http://127.0.0.1:{self.management_port}", auth=(user, password), timeout=10)

@@ -54,7 +54,11 @@ class ServerThread:
             async with trio.open_nursery() as nursery:
                 self.server = Server.from_settings(self.settings)
                 await nursery.start(self.server.serve)
+                await self._serving(nursery)
                 self._ready.set()
+
+    async def _serving(self, nursery: trio.Nursery) -> None:
+        """Runs once the server listens, before the test goes on; for subclasses."""
 
     def start(self) -> ServerThread:
         self._thread.start()
