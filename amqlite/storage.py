@@ -7,7 +7,8 @@ were waiting for it, and queues over their memory budget page out what
 is now on disk. A second task reads paged messages back, in a worker
 thread, for queues running low; a read that keeps failing is retried with
 backoff, then reported to the queue, which refuses gets and consumers with
-the reason instead of leaving them waiting. A failing disk blocks
+the reason instead of leaving them waiting. A third writes the index file
+of each segment once it is sealed, so start-up need not replay it. A failing disk blocks
 publishers (nack, and connection.blocked) until a write succeeds again.
 Both the server and the embedded broker run it.
 """
@@ -69,12 +70,14 @@ class StoreDriver:
         self.trim_heap = trim_heap if trim_heap is not None else Trimmer()
         self._trim_wanted = False
         self._trim_wakeup = trio.lowlevel.ParkingLot()
+        self._index_wakeup = trio.lowlevel.ParkingLot()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._write_loop)
             nursery.start_soon(self._page_in_loop)
             nursery.start_soon(self._trim_loop)
+            nursery.start_soon(self._index_loop)
             if self.disk_free_limit:
                 nursery.start_soon(self._disk_monitor)
 
@@ -125,6 +128,24 @@ class StoreDriver:
             if released is not None:
                 log.info("memory.trimmed", released_mb=round(released / 2**20, 1))
             await trio.sleep(TRIM_INTERVAL)
+
+    async def _index_loop(self) -> None:
+        """Write the index file of each sealed segment, in a worker thread,
+        so that the next start-up loads it instead of replaying it record
+        by record. Not while the disk is low: an index is only a cache."""
+        journal = self.journal
+        while True:
+            segments = [] if journal.disk_low else journal.unindexed_segments()
+            if not segments:
+                await self._index_wakeup.park()
+                continue
+            for segment in segments:
+                try:
+                    await trio.to_thread.run_sync(journal.index_segment, segment)
+                except OSError as error:
+                    log.warning("store.index_failed", segment=segment, error=str(error),
+                                action="the segment is replayed at start-up")
+                journal.indexed(segment)
 
     async def _page_in_loop(self) -> None:
         """Read paged messages back for queues running low, in a worker
@@ -203,6 +224,7 @@ class StoreDriver:
             self.on_synced()
             self._trim_wanted = True
             self._trim_wakeup.unpark_all()
+            self._index_wakeup.unpark_all()
             if obsolete:
                 await self._compact(obsolete, snapshot)
 

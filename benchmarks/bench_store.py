@@ -5,7 +5,8 @@ holding the backlog, start-up (recovery) time and memory after start-up.
 The backlog is written through the pure core and the disk journal directly
 (no network), paging out beyond the queue's memory budget after each write
 as the server's store driver does; then a fresh process recovers it, so the
-recovery figures are what `amqlite serve` pays at start-up. Each phase runs
+recovery figures are what `amqlite serve` pays at start-up. Sealed segments
+get their index files as the store driver's index task writes them. Each phase runs
 in a child process of its own, so RSS figures are not mixed up. The writer
 ends with kill -9 (SIGKILL) after its last fsync, as a crashed broker does,
 unless --clean asks for a clean close.
@@ -57,6 +58,9 @@ def fill(directory: Path, count: int, budget: int, clean: bool) -> dict[str, flo
         journal.log.write_and_sync(pending)
         journal.log.synced = position
         journal.page_out()
+        for segment in journal.unindexed_segments():  # the store driver's index task
+            journal.index_segment(segment)
+            journal.indexed(segment)
     elapsed = time.perf_counter() - started
     queue = broker.vhosts["/"].queues["backlog"]
     rss = rss_bytes() - before

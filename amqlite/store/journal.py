@@ -46,6 +46,7 @@ from .records import (
     content,
     load_message,
 )
+from . import segment_index
 from .segments import FileSystem, SegmentLog
 
 if TYPE_CHECKING:
@@ -116,6 +117,8 @@ class DiskJournal:
         self._live: Counter[int] = Counter()
         #: Older segments each segment's records point into.
         self._refs: dict[int, set[int]] = {}
+        #: Sealed segments with an index file, or whose index was tried.
+        self._indexed: set[int] = set()
         #: The durable definitions, mirrored for snapshots: key -> record table.
         self._definitions: dict[tuple[str, ...], dict[str, Any]] = {}
         self._snapshot_segment = 0
@@ -459,6 +462,30 @@ class DiskJournal:
         for segment in segments:
             self._live.pop(segment, None)
             self._refs.pop(segment, None)
+            self._indexed.discard(segment)
+
+    # -- index files (see segment_index) --------------------------------------
+
+    def unindexed_segments(self) -> list[int]:
+        """Sealed segments whose index file is still to be written (trio thread)."""
+        return [segment for segment in self.log.sealed() if segment not in self._indexed]
+
+    def index_segment(self, segment: int) -> None:
+        """Write the index file of a sealed segment (worker thread). A
+        segment with damaged records gets none: its replay reports them."""
+        try:
+            data = self.log.read_segment(segment)
+        except FileNotFoundError:
+            return  # compacted away meanwhile
+        index = segment_index.build(segment, data)
+        if index is None:
+            log.warning("store.index_skipped", segment=segment, reason="damaged records; replayed at start-up")
+        else:
+            self.log.write_index(segment, segment_index.encode(index, data))
+
+    def indexed(self, segment: int) -> None:
+        """``segment`` was indexed, or failed to be: it is not tried again."""
+        self._indexed.add(segment)
 
     # -- recovery -------------------------------------------------------------
 
@@ -485,6 +512,7 @@ class DiskJournal:
         self._definition_segments = set(recovered.definition_segments)
         self._live = recovered.live
         self._refs = recovered.refs
+        self._indexed = set(recovered.indexed)
 
     def read_message(self, segment: int, offset: int) -> Message:
         """The message of the PUBLISH record at ``offset`` of ``segment``,

@@ -3,7 +3,9 @@ holding the whole backlog in memory.
 
 One pass over the log keeps, per queue, a compact index of its messages
 (about 40 bytes each, in arrays, in publication order) and marks what later
-records say about them (removed, delivered, counted, retrying, moved). Then
+records say about them (removed, delivered, counted, retrying, moved). A
+sealed segment with a valid index file (see segment_index) is loaded from it
+at C speed; any other is replayed record by record, to the same effect. Then
 each queue gets its first messages back in memory, read from disk one by
 one, and the rest as paged references, exactly as if they had been paged
 out while the broker ran.
@@ -31,7 +33,8 @@ from .. import defaults
 from ..amqp.values import decode_name
 from ..amqp.values import decode_table
 from ..log import get_logger
-from . import records
+from . import records, segment_index
+from .segment_index import COPY, DELIVERED, MOVED, OUT, RECENT, REMOVED, Rows
 
 if TYPE_CHECKING:
     from ..core.broker import Broker
@@ -41,17 +44,6 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-#: Entry flags: removed; delivered at some point (redelivered after a
-#: restart); out with a consumer when the broker stopped (it comes back as a
-#: returned delivery, so its delivery count goes up, as for a closed channel);
-#: a copy whose body another queue's PUBLISH holds (ENQUEUE); moved to a new
-#: seq; with an expiry. An entry with no flag can come back paged.
-_REMOVED, _DELIVERED, _OUT, _COPY, _MOVED, _EXPIRES = 1, 2, 4, 8, 16, 32
-#: How many recent PUBLISH locations (by msg id) to remember for the ENQUEUE
-#: records that follow them (a message routed to several durable queues).
-#: Only a cache: an ENQUEUE whose PUBLISH lies further back is resolved
-#: after the pass.
-_RECENT = 4096
 #: A byte of a flags array that is not zero: where a run of plain entries ends.
 _FLAGGED = re.compile(rb"[^\x00]")
 #: Records between two progress calls within a segment.
@@ -114,39 +106,20 @@ class Recovered:
     #: Live things per segment, and the older segments each one points into.
     live: Counter[int]
     refs: dict[int, set[int]]
+    #: Sealed segments whose index file was used (see segment_index).
+    indexed: set[int]
 
 
-class _QueueIndex:
+class _QueueIndex(Rows):
     """The messages of one queue found in the log, in publication order."""
 
-    __slots__ = ("seqs", "msg_ids", "segments", "offsets", "expires", "priorities", "sizes", "flags")
-
-    def __init__(self) -> None:
-        self.seqs = array("Q")
-        self.msg_ids = array("Q")
-        self.segments = array("I")
-        self.offsets = array("Q")
-        self.expires = array("d")
-        self.priorities = array("B")
-        self.sizes = array("I")
-        self.flags = array("B")
-
-    def add(self, seq: int, msg_id: int, segment: int, offset: int, expires: float, priority: int, size: int,
-            flags: int) -> None:
-        self.seqs.append(seq)
-        self.msg_ids.append(msg_id)
-        self.segments.append(segment)
-        self.offsets.append(offset)
-        self.expires.append(expires)
-        self.priorities.append(priority)
-        self.sizes.append(size)
-        self.flags.append(flags if expires != expires else flags | _EXPIRES)  # NaN: no expiry
+    __slots__ = ()
 
     def find(self, seq: int) -> int:
         """The live entry with ``seq``, or -1."""
         i = bisect.bisect_left(self.seqs, seq)
         while i < len(self.seqs) and self.seqs[i] == seq:
-            if not self.flags[i] & _REMOVED:
+            if not self.flags[i] & REMOVED:
                 return i
             i += 1
         return -1
@@ -178,6 +151,7 @@ class _Replay:
         #: ENQUEUE records whose PUBLISH was not recent: msg id -> [(key, ENQUEUE segment)].
         self.unresolved: dict[int, list[tuple[tuple[int, int], int]]] = {}
         self.holds: dict[int, tuple[str, str, float, Message, int]] = {}
+        self.indexed: set[int] = set()
 
     def ref(self, segment: int, target: int) -> None:
         if target != segment:
@@ -213,24 +187,31 @@ class _Replay:
             self.progress(Progress(done, total, self.records, self.messages, round(percent, 1)))
 
     def run(self) -> None:
-        # Names bound to locals: this loop runs once per record of the log.
         sizes = self.log.segment_sizes()
-        total_bytes, done_bytes, done = sum(sizes.values()), 0, 0
-        current, next_report = None, _PROGRESS_RECORDS
+        total_bytes, done_bytes = sum(sizes.values()), 0
+        for done, (segment, data) in enumerate(self.log.contents()):
+            index = segment_index.decode(self.log.read_index(segment), segment, data, self._index)
+            if index is None:
+                self._replay_segment(segment, data, done, len(sizes), done_bytes, total_bytes)
+            else:
+                self._load_index(index)
+                self.indexed.add(segment)
+            done_bytes += len(data)
+            self._report(done + 1, len(sizes), done_bytes, total_bytes)
+        self._resolve()
+
+    def _replay_segment(self, segment: int, data: bytes, done: int, total: int, done_bytes: int,
+                        total_bytes: int) -> None:
+        """Replay one segment record by record."""
+        # Names bound to locals: this loop runs once per record.
         queues, recent, unpack_publish, publish = self.queues, self.recent, records.PUBLISH_HEAD.unpack_from, records.PUBLISH
-        seen = self.records
-        for segment, offset, kind, payload in self.log.replay():
-            if segment != current:
-                if current is not None:
-                    done, done_bytes = done + 1, done_bytes + sizes.get(current, 0)
-                    self.records = seen
-                    self._report(done, len(sizes), done_bytes, total_bytes)
-                current = segment
+        seen, next_report = self.records, self.records + _PROGRESS_RECORDS
+        for _, offset, kind, payload in self.log.records(segment, data):
             seen += 1
             if seen >= next_report:
                 next_report += _PROGRESS_RECORDS
                 self.records = seen
-                self._report(done, len(sizes), done_bytes + offset, total_bytes)
+                self._report(done, total, done_bytes + offset, total_bytes)
             if kind == publish:
                 msg_id, queue_id, seq, expires, priority, size = unpack_publish(payload)
                 index = queues.get(queue_id)
@@ -239,7 +220,7 @@ class _Replay:
                 index.add(seq, msg_id, segment, offset, expires, priority, size, 0)
                 self.messages += 1
                 recent[msg_id] = (segment, offset)
-                floor = msg_id - _RECENT
+                floor = msg_id - RECENT
                 if floor == self.recent_floor + 1:  # the usual case, inline
                     recent.pop(floor, None)
                     self.recent_floor = floor
@@ -249,66 +230,93 @@ class _Replay:
                     self.next_msg = msg_id + 1
             elif kind == records.ENQUEUE:
                 msg_id, queue_id, seq, expires = records.ENQUEUE_HEAD.unpack_from(payload)
-                self._index(queue_id).add(seq, msg_id, segment, offset, expires, 0, 0, _COPY)
+                self._index(queue_id).add(seq, msg_id, segment, offset, expires, 0, 0, COPY)
                 self.messages += 1
-                body = self.recent.get(msg_id)
-                if body is None:
-                    self.unresolved.setdefault(msg_id, []).append(((queue_id, seq), segment))
+                self._enqueued((queue_id, seq), msg_id, segment)
+            else:
+                self._record(segment, kind, payload)
+        self.records = seen
+
+    def _load_index(self, index: segment_index.SegmentIndex) -> None:
+        """What replaying the indexed segment would do, at C speed: its
+        entries were appended per queue at once as it was decoded (seqs
+        only grow within a queue, so its other records find them all the
+        same); its other records are applied in log order."""
+        segment = index.segment
+        self.messages += index.entries
+        self.records += index.records
+        for queue_id, seq, msg_id, body in index.copies:
+            if body == segment_index.ELSEWHERE:
+                self._enqueued((queue_id, seq), msg_id, segment)
+            else:
+                self.enqueued[(queue_id, seq)] = (segment, body)
+        if index.max_msg_id:
+            self.recent.update((msg_id, (segment, offset)) for msg_id, offset in index.recent)
+            self._forget_before(index.max_msg_id - RECENT)
+            self.next_msg = max(self.next_msg, index.max_msg_id + 1)
+        for _, kind, payload in index.others:
+            self._record(segment, kind, payload)
+
+    def _enqueued(self, key: tuple[int, int], msg_id: int, segment: int) -> None:
+        """An ENQUEUE record in ``segment``: where its body is, if known yet."""
+        body = self.recent.get(msg_id)
+        if body is None:
+            self.unresolved.setdefault(msg_id, []).append((key, segment))
+        else:
+            self.ref(segment, body[0])
+            self.enqueued[key] = body
+
+    def _record(self, segment: int, kind: int, payload: bytes) -> None:
+        """Any record but PUBLISH and ENQUEUE."""
+        if kind == records.HOLD:
+            self._hold(payload, segment)
+        elif kind == records.RELEASE:
+            (msg_id,) = records.ID.unpack_from(payload)
+            held = self.holds.pop(msg_id, None)
+            if held is not None:
+                self.ref(segment, held[4])
+        elif kind == records.DEFINITION:
+            if segment >= self.snapshot_segment:
+                op, _ = decode_table(payload)
+                key = tuple(op["key"])
+                if op["op"] == "set":
+                    self.definitions[key] = op["value"]
                 else:
-                    self.ref(segment, body[0])
-                    self.enqueued[(queue_id, seq)] = body
-            elif kind == records.HOLD:
-                self._hold(payload, segment)
-            elif kind == records.RELEASE:
-                (msg_id,) = records.ID.unpack_from(payload)
-                held = self.holds.pop(msg_id, None)
-                if held is not None:
-                    self.ref(segment, held[4])
-            elif kind == records.DEFINITION:
-                if segment >= self.snapshot_segment:
-                    op, _ = decode_table(payload)
-                    key = tuple(op["key"])
-                    if op["op"] == "set":
-                        self.definitions[key] = op["value"]
-                    else:
-                        self.definitions.pop(key, None)
-                    self.definition_segments.add(segment)
-            elif kind == records.MOVE:
-                queue_id, old_seq, new_seq = records.MOVE_RECORD.unpack_from(payload)
-                found = self._locate(queue_id, old_seq)
-                if found is not None:
-                    index, i, key = found
-                    self.ref(segment, index.segments[i])
-                    self.aliases.pop((queue_id, old_seq), None)
-                    self.aliases[(queue_id, new_seq)] = key
-                    self.moved[key] = new_seq
-                    index.flags[i] |= _MOVED
-                    self.retries.pop(key, None)
-            elif kind in (records.REMOVE, records.DELIVERED, records.COUNT, records.RETRY):
-                queue_id, seq = records.ENTRY.unpack_from(payload)
-                found = self._locate(queue_id, seq)
-                if found is None:
-                    continue
+                    self.definitions.pop(key, None)
+                self.definition_segments.add(segment)
+        elif kind == records.MOVE:
+            queue_id, old_seq, new_seq = records.MOVE_RECORD.unpack_from(payload)
+            found = self._locate(queue_id, old_seq)
+            if found is not None:
                 index, i, key = found
                 self.ref(segment, index.segments[i])
-                if kind == records.REMOVE:
-                    index.flags[i] |= _REMOVED
-                elif kind == records.DELIVERED:
-                    index.flags[i] |= _DELIVERED | _OUT
-                elif kind == records.COUNT:
-                    self.counts[key] = records.COUNT_RECORD.unpack_from(payload)[2]
-                    index.flags[i] = (index.flags[i] | _DELIVERED) & ~_OUT
-                else:
-                    self.retries[key] = records.RETRY_RECORD.unpack_from(payload)[2]
-        self.records = seen
-        self._report(len(sizes), len(sizes), total_bytes, total_bytes)
-        self._resolve()
+                self.aliases.pop((queue_id, old_seq), None)
+                self.aliases[(queue_id, new_seq)] = key
+                self.moved[key] = new_seq
+                index.flags[i] |= MOVED
+                self.retries.pop(key, None)
+        elif kind in (records.REMOVE, records.DELIVERED, records.COUNT, records.RETRY):
+            queue_id, seq = records.ENTRY.unpack_from(payload)
+            found = self._locate(queue_id, seq)
+            if found is None:
+                return
+            index, i, key = found
+            self.ref(segment, index.segments[i])
+            if kind == records.REMOVE:
+                index.flags[i] |= REMOVED
+            elif kind == records.DELIVERED:
+                index.flags[i] |= DELIVERED | OUT
+            elif kind == records.COUNT:
+                self.counts[key] = records.COUNT_RECORD.unpack_from(payload)[2]
+                index.flags[i] = (index.flags[i] | DELIVERED) & ~OUT
+            else:
+                self.retries[key] = records.RETRY_RECORD.unpack_from(payload)[2]
 
     def _forget_before(self, floor: int) -> None:
         """Drop recent PUBLISH locations with ids up to ``floor``. Msg ids
         grow along the log, so the window is a range of ids: popping each id
         once is cheaper than emptying a dict from its front."""
-        if floor - self.recent_floor > _RECENT:
+        if floor - self.recent_floor > RECENT:
             for msg_id in [msg_id for msg_id in self.recent if msg_id <= floor]:
                 del self.recent[msg_id]
         else:
@@ -337,7 +345,7 @@ class _Replay:
                 located = self._locate(*key)
                 if located is not None:  # live, yet its body is gone
                     index, i, _ = located
-                    index.flags[i] |= _REMOVED
+                    index.flags[i] |= REMOVED
                     log.warning("store.enqueue_without_publish", msg_id=msg_id, queue=key[0], seq=key[1])
 
     def _hold(self, payload: bytes, segment: int) -> None:
@@ -421,7 +429,7 @@ def recover(
                     continue
                 single_until = end
             j, i = i, i + 1
-            if flags & _REMOVED:
+            if flags & REMOVED:
                 continue
             segment, offset = segments[j], offsets[j]
             if not flags and full and queue.restore_paged(index.priorities[j], segment, offset, seqs[j],
@@ -441,7 +449,7 @@ def recover(
             entry = queue.restore(
                 message, replay.moved.get(key, seqs[j]),
                 expires_at=None if math.isnan(expires) else expires,
-                delivery_count=replay.counts.get(key, 0) + bool(flags & _OUT), redelivered=bool(flags & _DELIVERED),
+                delivery_count=replay.counts.get(key, 0) + bool(flags & OUT), redelivered=bool(flags & DELIVERED),
                 retry_due=replay.retries.get(key), now=now,
             )
             full = queue.ready.in_memory >= queue_budget
@@ -464,4 +472,4 @@ def recover(
     log.info("store.recovered", queues=report.queues, messages=report.messages, paged=report.paged,
              held=report.held, segments=report.segments, seconds=round(report.seconds, 3))
     return Recovered(report, replay.next_msg, replay.next_queue, replay.definitions, replay.snapshot_segment,
-                     replay.definition_segments, live, replay.refs)
+                     replay.definition_segments, live, replay.refs, replay.indexed)

@@ -33,6 +33,7 @@ log = get_logger(__name__)
 _HEAD = struct.Struct(">IIB")  # length, crc32, type
 HEAD_SIZE = _HEAD.size
 _SUFFIX = ".seg"
+_INDEX_SUFFIX = ".idx"
 
 
 class FileSystem:
@@ -89,7 +90,7 @@ def _by_segment(pending: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
     return [(segment, b"".join(chunks)) for segment, chunks in runs]
 
 
-def _record_end(data: bytes, offset: int) -> int:
+def record_end(data: bytes, offset: int) -> int:
     """Where the intact record at ``offset`` ends, or -1 if there is none."""
     if len(data) - offset < HEAD_SIZE:
         return -1
@@ -104,8 +105,8 @@ def _chains(data: bytes, offset: int) -> bool:
     """An intact record starts at ``offset`` and is followed by another or
     by the end of the data: two checksums in a row, so bytes inside a
     message body that happen to look like a record are not taken for one."""
-    end = _record_end(data, offset)
-    return end == len(data) or (end > 0 and _record_end(data, end) > 0)
+    end = record_end(data, offset)
+    return end == len(data) or (end > 0 and record_end(data, end) > 0)
 
 
 _NONZERO = re.compile(rb"[^\x00]")
@@ -161,11 +162,13 @@ class SegmentLog:
             self.segments.append(1)
         #: Segment the next append goes to, and its size once written.
         self.current = self.segments[-1]
-        path = self._path(self.current)
-        self._size = path.stat().st_size if path.exists() else 0
         #: Bytes of each segment known to be on disk, so a failed write can
         #: be cut back to them.
-        self._written: dict[int, int] = {self.current: self._size}
+        self._written: dict[int, int] = self.segment_sizes()
+        self._size = self._written.setdefault(self.current, 0)
+        #: Final sizes of the segments nothing will be appended to again.
+        self._sealed: dict[int, int] = {segment: self._written[segment] for segment in self.segments[:-1]
+                                        if segment in self._written}
         self._pending: list[tuple[int, bytes]] = []  # (segment, bytes) not yet written
         self._pending_size = 0
         self._file: BinaryIO | None = None
@@ -200,8 +203,21 @@ class SegmentLog:
                 pass
         return sizes
 
+    def contents(self) -> Iterator[tuple[int, bytes]]:
+        """Each segment file's bytes, oldest first (start-up)."""
+        for segment in self.segments:
+            try:
+                yield segment, self._path(segment).read_bytes()
+            except FileNotFoundError:
+                pass
+
     def replay(self) -> Iterator[Record]:
-        """Every intact record, oldest first.
+        """Every intact record, oldest first."""
+        for segment, data in self.contents():
+            yield from self.records(segment, data)
+
+    def records(self, segment: int, data: bytes) -> Iterator[Record]:
+        """The intact records of one segment, given its bytes (start-up).
 
         Damage is never cut where good records could lie. Bad bytes that run
         to the end of the newest segment are what a crash mid-write leaves
@@ -210,41 +226,77 @@ class SegmentLog:
         Anywhere else replay skips to the next intact record and leaves the
         file as it is; ``store.corrupt_segment`` names every range skipped.
         """
-        existing = [segment for segment in self.segments if self._path(segment).exists()]
-        for segment in existing:
-            path = self._path(segment)
-            data = path.read_bytes()
-            skipped: list[dict[str, int | None]] = []
-            offset, size, view, unpack, crc32 = 0, len(data), memoryview(data), _HEAD.unpack_from, zlib.crc32
-            while offset < size:
-                if size - offset >= HEAD_SIZE:  # _record_end inlined: this loop is start-up's hot path
-                    length, crc, kind = unpack(data, offset)
-                    end = offset + 8 + length
-                    if length and end <= size and crc32(view[offset + 8 : end]) == crc:
-                        yield segment, offset, kind, data[offset + HEAD_SIZE : end]
-                        offset = end
-                        continue
-                resume, records = _resync(data, offset)
-                if resume == size and segment == existing[-1]:
-                    break  # a torn tail: cut below
-                skipped.append({"start": offset, "end": resume, "bytes": resume - offset, "records": records})
-                offset = resume
-            if skipped:
-                counts = [item["records"] for item in skipped]
-                log.warning(
-                    "store.corrupt_segment",
-                    segment=path.name,
-                    skipped=skipped,
-                    skipped_bytes=sum(int(item["bytes"] or 0) for item in skipped),
-                    # None: a damaged length field hides how many records the range held.
-                    skipped_records=None if None in counts else sum(int(c or 0) for c in counts),
-                    action="left on disk",
-                )
-            if offset < len(data):
-                log.warning("store.corrupt_tail", segment=path.name, offset=offset, dropped_bytes=len(data) - offset)
-                self.fs.truncate(path, offset)
-                if segment == self.current:
-                    self._size = self._written[segment] = offset
+        path = self._path(segment)
+        skipped: list[dict[str, int | None]] = []
+        offset, size, view, unpack, crc32 = 0, len(data), memoryview(data), _HEAD.unpack_from, zlib.crc32
+        while offset < size:
+            if size - offset >= HEAD_SIZE:  # record_end inlined: this loop is start-up's hot path
+                length, crc, kind = unpack(data, offset)
+                end = offset + 8 + length
+                if length and end <= size and crc32(view[offset + 8 : end]) == crc:
+                    yield segment, offset, kind, data[offset + HEAD_SIZE : end]
+                    offset = end
+                    continue
+            resume, records = _resync(data, offset)
+            if resume == size and segment == self.segments[-1]:
+                break  # a torn tail: cut below
+            skipped.append({"start": offset, "end": resume, "bytes": resume - offset, "records": records})
+            offset = resume
+        if skipped:
+            counts = [item["records"] for item in skipped]
+            log.warning(
+                "store.corrupt_segment",
+                segment=path.name,
+                skipped=skipped,
+                skipped_bytes=sum(int(item["bytes"] or 0) for item in skipped),
+                # None: a damaged length field hides how many records the range held.
+                skipped_records=None if None in counts else sum(int(c or 0) for c in counts),
+                action="left on disk",
+            )
+        if offset < len(data):
+            log.warning("store.corrupt_tail", segment=path.name, offset=offset, dropped_bytes=len(data) - offset)
+            self.fs.truncate(path, offset)
+            if segment == self.current:
+                self._size = self._written[segment] = offset
+
+    # -- index files ------------------------------------------------------
+
+    def sealed(self) -> list[int]:
+        """Segments wholly on disk that nothing will be appended to again."""
+        return [segment for segment, size in list(self._sealed.items())
+                if self._written.get(segment, 0) >= size and segment not in self._damaged]
+
+    def read_segment(self, segment: int) -> bytes:
+        return self._path(segment).read_bytes()
+
+    def read_index(self, segment: int) -> bytes | None:
+        """The index file kept beside ``segment``, if there is one."""
+        try:
+            return self._index_path(segment).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write_index(self, segment: int, data: bytes) -> bool:
+        """Write the index file of a sealed segment (worker thread); False
+        if the segment was deleted meanwhile. An index is only a cache,
+        validated when read: it is written without fsync, and one torn by a
+        crash is ignored at start-up."""
+        path = self._index_path(segment)
+        temp = path.with_name(path.name + ".tmp")
+        with self._lock:
+            if segment not in self._sealed:
+                return False
+            try:
+                with open(temp, "wb") as file:
+                    self.fs.write(file, data)
+                os.replace(temp, path)
+            except OSError:
+                self.fs.remove(temp)
+                raise
+        return True
+
+    def _index_path(self, segment: int) -> Path:
+        return self.directory / f"{segment:010d}{_INDEX_SUFFIX}"
 
     # -- writing --------------------------------------------------------
 
@@ -252,9 +304,7 @@ class SegmentLog:
         """Queue a record for the next write; returns (segment, offset)."""
         data = encode_record(kind, payload)
         if self._size and self._size + len(data) > self.segment_size:
-            self.current += 1
-            self.segments.append(self.current)
-            self._size = 0
+            self._seal()
         if not self._pending and self.on_pending is not None:
             self.on_pending()
         self._pending.append((self.current, data))
@@ -268,9 +318,13 @@ class SegmentLog:
         """Start a new segment now, so the current one can be deleted once
         nothing in it is needed (a drained log while the disk is low)."""
         if self._size:
-            self.current += 1
-            self.segments.append(self.current)
-            self._size = 0
+            self._seal()
+
+    def _seal(self) -> None:
+        self._sealed[self.current] = self._size
+        self.current += 1
+        self.segments.append(self.current)
+        self._size = 0
 
     def is_written(self, segment: int, offset: int) -> bool:
         """Whether the record at ``offset`` of ``segment`` is on disk (synced)."""
@@ -393,6 +447,8 @@ class SegmentLog:
             self._close_reader(segment)
             if self._file_segment == segment:
                 self._close_file()  # rolled away from: its space comes back only once closed
+            self._sealed.pop(segment, None)  # no index gets written for it from now on
+            self.fs.remove(self._index_path(segment))  # first: an index never outlives its segment
         self.fs.remove(self._path(segment))
         self.fs.fsync_dir(self.directory)
         self.segments.remove(segment)

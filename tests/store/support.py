@@ -36,9 +36,10 @@ class Store:
     def queue(self, name: str) -> Any:
         return self.vhost.queues[name]
 
-    def sync(self, *, compact: bool = True) -> list[int]:
+    def sync(self, *, compact: bool = True, index: bool = True) -> list[int]:
         """Write and fsync what is pending; then delete what that made
-        obsolete (the driver's order). Returns the deleted segments."""
+        obsolete and index what got sealed (the driver's order). Returns the
+        deleted segments."""
         journal = self.journal
         pending, position = journal.take_batch()
         obsolete = journal.obsolete_segments() if compact else []
@@ -50,7 +51,18 @@ class Store:
             journal.snapshot_written(snapshot[1])
         deleted = journal.delete_segments(obsolete) if obsolete else []
         journal.forget(deleted)
+        if index:
+            self.index()
         return deleted
+
+    def index(self) -> list[int]:
+        """Write the index files of sealed segments, as the driver's index
+        task does. Returns the segments indexed."""
+        segments = self.journal.unindexed_segments()
+        for segment in segments:
+            self.journal.index_segment(segment)
+            self.journal.indexed(segment)
+        return segments
 
     def page_in(self, now: float = 1000.0) -> int:
         """Serve page-in requests as the driver's page-in task does."""

@@ -7,9 +7,11 @@ and compaction never deletes what records not yet on disk depend on."""
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 import trio
@@ -347,4 +349,42 @@ async def test_the_driver_trims_the_heap_after_writes_at_most_once_per_interval(
     assert 3 <= len(trims) <= 5  # 0.7 s of writes, trims 0.2 s apart
     assert all(b - a >= 0.19 for a, b in zip(trims, trims[1:]))
     assert [e["released_mb"] for e in logs if e["event"] == "memory.trimmed"] == [1.0] * len(trims)
+    store.close()
+
+
+async def test_the_driver_indexes_sealed_segments_and_an_index_it_cannot_write_costs_only_a_replay(
+        tmp_path: Path) -> None:
+    class IndexWritesFail(FaultyFS):
+        failing = False
+
+        def write(self, file: BinaryIO, data: bytes) -> None:
+            if file.name.endswith(".idx.tmp") and self.failing:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            super().write(file, data)
+
+    fs = IndexWritesFail()
+    store = store_with_queue(tmp_path, fs, segment_size=600)
+    driven = Driven(store)
+    log_dir = tmp_path / "log"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(driven.driver.run)
+        for i in range(20):
+            assert driven.publish(b"m%02d" % i)
+        await driven.settle()
+        sealed = store.journal.log.sealed()
+        assert len(sealed) >= 2
+        await until(lambda: {int(p.stem) for p in log_dir.glob("*.idx")} == set(sealed))
+        fs.failing = True
+        with capture_logs() as logs:
+            for i in range(20, 40):
+                assert driven.publish(b"m%02d" % i)
+            await driven.settle()
+            failing = set(store.journal.log.sealed()) - set(sealed)
+            await until(lambda: failing <= store.journal._indexed)
+        nursery.cancel_scope.cancel()
+    assert {e["segment"] for e in logs if e["event"] == "store.index_failed"} == failing
+    assert not list(log_dir.glob("*.tmp")) and {int(p.stem) for p in log_dir.glob("*.idx")} == set(sealed)
+    store = store.restart(crash=True)
+    assert store.journal._indexed == set(sealed)  # the rest were replayed
+    assert [body for body, _ in drain(store.ch, "q")] == [b"m%02d" % i for i in range(40)]
     store.close()
