@@ -59,11 +59,16 @@ class PagedRun:
         self.bytes += size
 
     def extend(self, segments: array[int], offsets: array[int], seqs: array[int], sizes: array[int]) -> None:
-        """Push a run of refs at once (start-up: one call, not one per message)."""
-        self.segments.extend(segments)
-        self.offsets.extend(offsets)
-        self.seqs.extend(seqs)
-        self.sizes.extend(sizes)
+        """Push a run of refs at once (start-up: one call, not one per
+        message). Takes the arrays over when the run has never held any:
+        start-up hands over millions of refs, and need not copy them again."""
+        if not self.seqs:
+            self.segments, self.offsets, self.seqs, self.sizes, self.head = segments, offsets, seqs, sizes, 0
+        else:
+            self.segments.extend(segments)
+            self.offsets.extend(offsets)
+            self.seqs.extend(seqs)
+            self.sizes.extend(sizes)
         self.bytes += sum(sizes)
 
     def put_back(self, refs: list[PagedRef]) -> None:

@@ -25,7 +25,7 @@ import time
 from array import array
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import attrs
 
@@ -189,14 +189,16 @@ class _Replay:
     def run(self) -> None:
         sizes = self.log.segment_sizes()
         total_bytes, done_bytes = sum(sizes.values()), 0
-        for done, (segment, data) in enumerate(self.log.contents()):
-            index = segment_index.decode(self.log.read_index(segment), segment, data, self._index)
+        for done, (segment, size) in enumerate(sizes.items()):
+            index = segment_index.decode(self.log.read_index(segment), segment, size,
+                                         lambda: self.log.checksum(segment), self._index)
             if index is None:
-                self._replay_segment(segment, data, done, len(sizes), done_bytes, total_bytes)
+                self._replay_segment(segment, self.log.read_segment(segment), done, len(sizes), done_bytes,
+                                     total_bytes)
             else:
                 self._load_index(index)
                 self.indexed.add(segment)
-            done_bytes += len(data)
+            done_bytes += size
             self._report(done + 1, len(sizes), done_bytes, total_bytes)
         self._resolve()
 
@@ -383,6 +385,18 @@ class _Replay:
         return queues
 
 
+def _runs(segments: array[int], start: int, end: int) -> Iterator[tuple[int, int]]:
+    """(segment, count) of each run of one segment in ``segments[start:end]``:
+    a queue's entries are in log order, so its segments never decrease and
+    a run ends where bisect finds the next segment (a few calls, not a pass
+    over millions of entries)."""
+    while start < end:
+        segment = segments[start]
+        stop = bisect.bisect_right(segments, segment, start, end)
+        yield segment, stop - start
+        start = stop
+
+
 def recover(
     segment_log: SegmentLog,
     directory: Path,
@@ -422,7 +436,7 @@ def recover(
                 found = runs(flag_bytes, i)
                 end = len(seqs) if found is None else found.start()
                 if queue.restore_paged_run(segments[i:end], offsets[i:end], seqs[i:end], sizes[i:end]):
-                    for segment, count in Counter(segments[i:end]).items():
+                    for segment, count in _runs(segments, i, end):
                         live[segment] += 2 * count  # the entry and its body, one record
                     paged += end - i
                     i = end

@@ -151,17 +151,19 @@ def encode(index: SegmentIndex, data: bytes) -> bytes:
     return _HEADER.pack(_MAGIC, _LITTLE, index.segment, len(data), zlib.crc32(data), zlib.crc32(body)) + body
 
 
-def decode(blob: bytes | None, segment: int, data: bytes, rows: Callable[[int], Rows]) -> SegmentIndex | None:
-    """The index in ``blob`` if it is intact and describes ``data``, the
-    bytes of ``segment`` as they are now; None otherwise. The entries are
-    appended straight to ``rows(queue id)`` (no copy in between: start-up
-    loads millions), and the index returned counts them in ``entries``."""
+def decode(blob: bytes | None, segment: int, size: int, checksum: Callable[[], int],
+           rows: Callable[[int], Rows]) -> SegmentIndex | None:
+    """The index in ``blob`` if it is intact and describes ``segment`` as it
+    is now, ``size`` bytes whose CRC-32 ``checksum()`` computes (last: it
+    reads the whole segment); None otherwise. The entries are appended
+    straight to ``rows(queue id)`` (no copy in between: start-up loads
+    millions), and the index returned counts them in ``entries``."""
     if blob is None or len(blob) < _HEADER.size:
         return None
-    magic, little, indexed, size, data_crc, body_crc = _HEADER.unpack_from(blob)
+    magic, little, indexed, indexed_size, data_crc, body_crc = _HEADER.unpack_from(blob)
     body = memoryview(blob)[_HEADER.size :]
-    if (magic != _MAGIC or little != _LITTLE or indexed != segment or size != len(data)
-            or zlib.crc32(body) != body_crc or zlib.crc32(data) != data_crc):
+    if (magic != _MAGIC or little != _LITTLE or indexed != segment or indexed_size != size
+            or zlib.crc32(body) != body_crc or checksum() != data_crc):
         return None
     count, max_msg_id, queues, copies, recent = _COUNTS.unpack_from(body)
     index = SegmentIndex(segment, count, max_msg_id)

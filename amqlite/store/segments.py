@@ -34,6 +34,7 @@ _HEAD = struct.Struct(">IIB")  # length, crc32, type
 HEAD_SIZE = _HEAD.size
 _SUFFIX = ".seg"
 _INDEX_SUFFIX = ".idx"
+_CHECKSUM_CHUNK = 1 << 20
 
 
 class FileSystem:
@@ -203,18 +204,21 @@ class SegmentLog:
                 pass
         return sizes
 
-    def contents(self) -> Iterator[tuple[int, bytes]]:
-        """Each segment file's bytes, oldest first (start-up)."""
-        for segment in self.segments:
-            try:
-                yield segment, self._path(segment).read_bytes()
-            except FileNotFoundError:
-                pass
-
     def replay(self) -> Iterator[Record]:
         """Every intact record, oldest first."""
-        for segment, data in self.contents():
-            yield from self.records(segment, data)
+        for segment in self.segment_sizes():
+            yield from self.records(segment, self.read_segment(segment))
+
+    def checksum(self, segment: int) -> int:
+        """The CRC-32 of a segment file, read through one small buffer:
+        start-up checks every indexed segment this way, gigabytes that need
+        not be held (see segment_index)."""
+        crc, buffer = 0, bytearray(_CHECKSUM_CHUNK)
+        view = memoryview(buffer)
+        with open(self._path(segment), "rb", buffering=0) as file:
+            while read := file.readinto(buffer):
+                crc = zlib.crc32(view[:read], crc)
+        return crc
 
     def records(self, segment: int, data: bytes) -> Iterator[Record]:
         """The intact records of one segment, given its bytes (start-up).
