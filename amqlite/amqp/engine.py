@@ -507,6 +507,12 @@ class ServerConnection:
         self.state = State.CLOSING
         self._close_deadline = now + CLOSE_TIMEOUT
 
+    def force_close(self, reason: str, now: float) -> None:
+        """Close the connection because an operator asked (the management
+        API's DELETE): connection.close 320 CONNECTION_FORCED with ``reason``."""
+        self._connection_error(errors.ConnectionForced(reason), None, now)
+        self._wake()
+
     def _release(self, now: float) -> None:
         """Give back what the client held: unacked messages, exclusive queues."""
         if self.core is not None:

@@ -13,6 +13,7 @@ import json
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
+import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,8 +25,15 @@ from ..auth import LoginRefused, User, Users, is_loopback
 from ..core.broker import Broker
 from ..core.channel import Channel
 from ..core.errors import NOT_FOUND, AMQPError
+from ..core.events import GetResult, WaitForDisk
+from ..core.message import Properties
 from ..core.vhost import VirtualHost
 from . import snapshot
+
+#: How ``POST .../get`` settles what it took.
+ACK_MODES = frozenset({"ack_requeue_true", "ack_requeue_false", "reject_requeue_true", "reject_requeue_false"})
+#: How long ``POST .../get`` waits for paged messages to be read back.
+PAGE_IN_WAIT = 5.0
 
 #: User tags that grant the management API, as in RabbitMQ.
 MANAGEMENT_TAGS = frozenset({"administrator", "monitoring", "policymaker", "management"})
@@ -57,6 +65,23 @@ class _RawPath:
         await self.app(scope, receive, send)
 
 
+def flag(spec: dict[str, Any], key: str, default: bool) -> bool:
+    """A boolean field; rabbitmqadmin sends "true" and "false" as strings."""
+    value = spec.get(key, default)
+    return value is True or value == "true"
+
+
+def count_field(spec: dict[str, Any], key: str, default: int | None) -> int | None:
+    """A whole number field (rabbitmqadmin sends "5"); None if it is not one."""
+    value = spec.get(key, default)
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _login(request: Request, users: Users) -> User | Response:
     header = request.headers.get("authorization", "")
     scheme, _, encoded = header.partition(" ")
@@ -79,10 +104,12 @@ def _login(request: Request, users: Users) -> User | Response:
 
 
 def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
-               listeners: list[dict[str, Any]] | None = None) -> ASGIApp:
+               listeners: list[dict[str, Any]] | None = None,
+               close: Callable[[str, str], bool] | None = None) -> ASGIApp:
     """The API over ``broker``, authenticating against ``users``; ``now``
     is the broker's clock. ``listeners`` is what /api/overview reports
-    (protocol, ip_address, port)."""
+    (protocol, ip_address, port); ``close(name, reason)`` closes a client
+    connection by name (False if there is none)."""
 
     def on_channel(vhost: str, user: User, operation: Callable[[Channel], Any]) -> Any:
         """Run ``operation`` on a channel of a connection opened for this
@@ -163,8 +190,8 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         vhost, name = param(request, "vhost"), param(request, "name")
         existed = vhost in broker.vhosts and name in broker.vhosts[vhost].queues
         outcome = on_channel(vhost, user, lambda channel: channel.declare_queue(
-            name, now=now(), durable=bool(spec.get("durable", True)),
-            auto_delete=bool(spec.get("auto_delete", False)), arguments=spec.get("arguments") or {}))
+            name, now=now(), durable=flag(spec, "durable", True), auto_delete=flag(spec, "auto_delete", False),
+            arguments=spec.get("arguments") or {}))
         if isinstance(outcome, Response):
             return outcome
         return Response(status_code=204 if existed else 201)
@@ -196,15 +223,173 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
             name, now=now(), to=to, limit=limit))
         return outcome if isinstance(outcome, Response) else JSONResponse({"moved": outcome})
 
+    async def get_messages(request: Request, user: User) -> Response:
+        """RabbitMQ's "get messages": take up to ``count``, then settle them
+        all as ``ackmode`` says (requeued ones come back redelivered)."""
+        spec = await body(request)
+        if isinstance(spec, Response):
+            return spec
+        count, ackmode, encoding = count_field(spec, "count", 1), spec.get("ackmode"), spec.get("encoding", "auto")
+        truncate = count_field(spec, "truncate", None)
+        if count is None or count < 1 or ackmode not in ACK_MODES or encoding not in ("auto", "base64") \
+                or (truncate is not None and truncate < 0):
+            return error(400, "bad_request", 'needs "count" >= 1, "ackmode" (one of ' + ", ".join(sorted(ACK_MODES))
+                         + '), "encoding" auto or base64, and "truncate" a length')
+        vhost, name = param(request, "vhost"), param(request, "name")
+        if not user.may_open(vhost) or vhost not in broker.vhosts or name not in broker.vhosts[vhost].queues:
+            return not_found()
+        connection = broker.connect(vhost, user=user.name, name="management")
+        channel = connection.open_channel()
+        taken: list[GetResult] = []
+        try:
+            with anyio.move_on_after(PAGE_IN_WAIT):
+                while len(taken) < count:
+                    got = channel.get(name, now=now())
+                    if isinstance(got, WaitForDisk):
+                        await anyio.sleep(0.01)  # the store driver reads paged messages back meanwhile
+                        continue
+                    if got is None:
+                        break
+                    taken.append(got)
+            requeue = ackmode.endswith("requeue_true")
+            for got in taken:
+                if ackmode.startswith("ack") and not requeue:
+                    channel.ack(got.delivery_tag, now=now())
+                else:
+                    channel.reject(got.delivery_tag, requeue=requeue, now=now())
+        except AMQPError as failure:
+            return error(400, "bad_request", failure.text)
+        finally:
+            connection.close(now=now())
+        return JSONResponse([snapshot.message_info(got.message, redelivered=got.redelivered,
+                                                   message_count=got.message_count, encoding=encoding,
+                                                   truncate=truncate) for got in taken])
+
     async def exchanges(request: Request, user: User) -> Response:
         return listing(request, user, lambda v: v.exchanges, snapshot.exchange_info)
 
     async def exchange(request: Request, user: User) -> Response:
         found = visible_vhosts(user, param(request, "vhost"))
-        name = param(request, "name")
-        # RabbitMQ's API calls the default exchange "amq.default".
-        target = found[0].exchanges.get("" if name == "amq.default" else name) if found else None
+        target = found[0].exchanges.get(exchange_name(request)) if found else None
         return JSONResponse(snapshot.exchange_info(target)) if target is not None else not_found()
+
+    def exchange_name(request: Request) -> str:
+        # RabbitMQ's API calls the default exchange "amq.default".
+        name = param(request, "name")
+        return "" if name == "amq.default" else name
+
+    async def put_exchange(request: Request, user: User) -> Response:
+        spec = await body(request)
+        if isinstance(spec, Response):
+            return spec
+        vhost, name = param(request, "vhost"), exchange_name(request)
+        if not name or "type" not in spec:
+            return error(400, "bad_request", "an exchange needs a name and a type")
+        existed = vhost in broker.vhosts and name in broker.vhosts[vhost].exchanges
+        outcome = on_channel(vhost, user, lambda channel: channel.declare_exchange(
+            name, str(spec["type"]), durable=flag(spec, "durable", True),
+            auto_delete=flag(spec, "auto_delete", False), internal=flag(spec, "internal", False),
+            arguments=spec.get("arguments") or {}))
+        if isinstance(outcome, Response):
+            return outcome
+        return Response(status_code=204 if existed else 201)
+
+    async def delete_exchange(request: Request, user: User) -> Response:
+        vhost, name = param(request, "vhost"), exchange_name(request)
+        if vhost not in broker.vhosts or name not in broker.vhosts[vhost].exchanges:
+            return not_found()
+        outcome = on_channel(vhost, user, lambda channel: channel.delete_exchange(
+            name, if_unused=request.query_params.get("if-unused") == "true"))
+        return outcome if isinstance(outcome, Response) else Response(status_code=204)
+
+    async def publish(request: Request, user: User) -> Response:
+        spec = await body(request)
+        if isinstance(spec, Response):
+            return spec
+        try:
+            properties = Properties(**(spec.get("properties") or {}))
+            raw = spec.get("payload", "")
+            payload = (base64.b64decode(raw, validate=True) if spec.get("payload_encoding") == "base64"
+                       else str(raw).encode())
+        except (TypeError, binascii.Error) as problem:
+            return error(400, "bad_request", str(problem))
+        routing_key = str(spec.get("routing_key", ""))
+        name = exchange_name(request)
+        outcome = on_channel(param(request, "vhost"), user, lambda channel: channel.publish(
+            payload, exchange=name, routing_key=routing_key, properties=properties, now=now()))
+        if isinstance(outcome, Response):
+            return outcome
+        return JSONResponse({"routed": outcome is not None and bool(outcome.routed or outcome.delayed)})
+
+    def vhost_bindings(request: Request, user: User) -> list[dict[str, Any]] | Response:
+        vhost = param(request, "vhost") if "vhost" in request.path_params else None
+        if vhost is not None and vhost not in broker.vhosts:
+            return not_found()
+        return [b for v in visible_vhosts(user, vhost) for b in snapshot.bindings(v)]
+
+    async def bindings(request: Request, user: User) -> Response:
+        found = vhost_bindings(request, user)
+        return found if isinstance(found, Response) else JSONResponse(found)
+
+    def bindings_where(request: Request, user: User, **match: str) -> Response:
+        found = vhost_bindings(request, user)
+        if isinstance(found, Response):
+            return found
+        return JSONResponse([b for b in found if all(b[k] == v for k, v in match.items())])
+
+    async def queue_bindings(request: Request, user: User) -> Response:
+        vhost, name = param(request, "vhost"), param(request, "name")
+        if vhost not in broker.vhosts or name not in broker.vhosts[vhost].queues:
+            return not_found()
+        return bindings_where(request, user, destination=name, destination_type="queue")
+
+    async def exchange_bindings(request: Request, user: User) -> Response:
+        vhost, name = param(request, "vhost"), exchange_name(request)
+        if vhost not in broker.vhosts or name not in broker.vhosts[vhost].exchanges:
+            return not_found()
+        if request.url.path.endswith("/source"):
+            return bindings_where(request, user, source=name)
+        return bindings_where(request, user, destination=name, destination_type="exchange")
+
+    def binding_ends(request: Request) -> tuple[str, str, str, str]:
+        """(vhost, source, destination, "queue" or "exchange") of a binding path."""
+        kind = "queue" if request.path_params["kind"] == "q" else "exchange"
+        source = param(request, "source")
+        return param(request, "vhost"), "" if source == "amq.default" else source, param(request, "destination"), kind
+
+    async def between(request: Request, user: User) -> Response:
+        vhost, source, destination, kind = binding_ends(request)
+        return bindings_where(request, user, source=source, destination=destination, destination_type=kind)
+
+    async def bind(request: Request, user: User) -> Response:
+        spec = await body(request)
+        if isinstance(spec, Response):
+            return spec
+        vhost, source, destination, kind = binding_ends(request)
+        routing_key, arguments = str(spec.get("routing_key", "")), spec.get("arguments") or {}
+        if not isinstance(arguments, dict):
+            return error(400, "bad_request", '"arguments" must be an object')
+        bind_ = Channel.bind_queue if kind == "queue" else Channel.bind_exchange
+        outcome = on_channel(vhost, user, lambda channel: bind_(channel, destination, source, routing_key, arguments))
+        if isinstance(outcome, Response):
+            return outcome
+        return Response(status_code=201, headers={"Location": snapshot.properties_key(routing_key, arguments)})
+
+    async def unbind(request: Request, user: User) -> Response:
+        vhost, source, destination, kind = binding_ends(request)
+        found = vhost_bindings(request, user)
+        if isinstance(found, Response):
+            return found
+        wanted = param(request, "props")
+        matches = [b for b in found if (b["source"], b["destination"], b["destination_type"]) == (source, destination, kind)
+                   and wanted in (b["properties_key"], unquote(b["properties_key"]))]  # rabbitmqadmin quotes it again
+        if not matches or not source:
+            return not_found()
+        unbind_ = Channel.unbind_queue if kind == "queue" else Channel.unbind_exchange
+        target = matches[0]
+        outcome = on_channel(vhost, user, lambda channel: unbind_(channel, destination, source, target["routing_key"],
+                                                                  target["arguments"]))
+        return outcome if isinstance(outcome, Response) else Response(status_code=204)
 
     def connections_of(user: User) -> list[Any]:
         # As in RabbitMQ, a monitoring or administrator user sees everyone's
@@ -214,6 +399,20 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
 
     async def connections(request: Request, user: User) -> Response:
         return JSONResponse([snapshot.connection_info(c) for c in connections_of(user)])
+
+    async def connection(request: Request, user: User) -> Response:
+        name = param(request, "name")
+        found = [c for c in connections_of(user) if c.name == name]
+        return JSONResponse(snapshot.connection_info(found[0])) if found else not_found()
+
+    async def close_connection(request: Request, user: User) -> Response:
+        """Close a client's connection with connection.close 320, the reason
+        from the ``X-Reason`` header, as RabbitMQ does."""
+        name = param(request, "name")
+        if close is None or not [c for c in connections_of(user) if c.name == name]:
+            return not_found()
+        reason = request.headers.get("x-reason", "Closed via management plugin")
+        return Response(status_code=204) if close(name, reason) else not_found()
 
     async def channels(request: Request, user: User) -> Response:
         return JSONResponse([snapshot.channel_info(ch) for c in connections_of(user)
@@ -244,10 +443,25 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         Route("/api/queues/{vhost}/{name}", authenticated(delete_queue), methods=["DELETE"]),
         Route("/api/queues/{vhost}/{name}/contents", authenticated(purge), methods=["DELETE"]),
         Route("/api/queues/{vhost}/{name}/redrive", authenticated(redrive), methods=["POST"]),
+        Route("/api/queues/{vhost}/{name}/get", authenticated(get_messages), methods=["POST"]),
+        Route("/api/queues/{vhost}/{name}/bindings", authenticated(queue_bindings)),
         Route("/api/exchanges", authenticated(exchanges)),
         Route("/api/exchanges/{vhost}", authenticated(exchanges)),
-        Route("/api/exchanges/{vhost}/{name}", authenticated(exchange)),
+        Route("/api/exchanges/{vhost}/{name}", authenticated(exchange), methods=["GET"]),
+        Route("/api/exchanges/{vhost}/{name}", authenticated(put_exchange), methods=["PUT"]),
+        Route("/api/exchanges/{vhost}/{name}", authenticated(delete_exchange), methods=["DELETE"]),
+        Route("/api/exchanges/{vhost}/{name}/publish", authenticated(publish), methods=["POST"]),
+        Route("/api/exchanges/{vhost}/{name}/bindings/source", authenticated(exchange_bindings)),
+        Route("/api/exchanges/{vhost}/{name}/bindings/destination", authenticated(exchange_bindings)),
+        Route("/api/bindings", authenticated(bindings)),
+        Route("/api/bindings/{vhost}", authenticated(bindings)),
+        Route("/api/bindings/{vhost}/e/{source}/{kind:str}/{destination}", authenticated(between), methods=["GET"]),
+        Route("/api/bindings/{vhost}/e/{source}/{kind:str}/{destination}", authenticated(bind), methods=["POST"]),
+        Route("/api/bindings/{vhost}/e/{source}/{kind:str}/{destination}/{props}", authenticated(unbind),
+              methods=["DELETE"]),
         Route("/api/connections", authenticated(connections)),
+        Route("/api/connections/{name}", authenticated(connection), methods=["GET"]),
+        Route("/api/connections/{name}", authenticated(close_connection), methods=["DELETE"]),
         Route("/api/channels", authenticated(channels)),
         Route("/api/consumers", authenticated(consumers)),
         Route("/api/consumers/{vhost}", authenticated(consumers)),

@@ -15,6 +15,20 @@ if TYPE_CHECKING:
     from ..server.listener import Server
 
 
+def management_app(server: Server) -> ASGIApp:
+    """The management API over a running server's broker, users and client connections."""
+    listeners = [{"protocol": "amqp", "ip_address": address, "port": port} for address, port in server.addresses]
+
+    def close(name: str, reason: str) -> bool:
+        for conn in server.connections:
+            if conn.core is not None and conn.core.name == name:
+                conn.force_close(reason, server.clock.now())
+                return True
+        return False
+
+    return create_app(server.core, server.users, server.clock.now, listeners=listeners, close=close)
+
+
 def bind_http(server: Server) -> dict[str, BoundApp]:
     """Bind what the settings enable, by service name (``management``,
     ``prometheus``); call once the AMQP listeners are bound, since the API
@@ -22,10 +36,9 @@ def bind_http(server: Server) -> dict[str, BoundApp]:
     settings = server.settings
     # Hypercorn binds one address; "all interfaces" means IPv4's here.
     host = settings.host if settings.host not in ("", "::") else "0.0.0.0"
-    listeners = [{"protocol": "amqp", "ip_address": address, "port": port} for address, port in server.addresses]
     wanted: dict[str, tuple[int, Callable[[], ASGIApp]]] = {
         "management": (settings.management_port,
-                       lambda: create_app(server.core, server.users, server.clock.now, listeners=listeners)),
+                       lambda: management_app(server)),
         "prometheus": (settings.prometheus_port, lambda: create_metrics_app(server.core)),
     }
     bound: dict[str, BoundApp] = {}

@@ -6,13 +6,19 @@ objects when a request asks, so the AMQP hot path pays nothing for the API.
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import datetime
+import decimal
+import hashlib
+from typing import Any, Iterator
+from urllib.parse import quote
 
 from ..core.broker import Broker
 from ..core.channel import Channel
 from ..core.connection import Connection
 from ..core.consumer import Consumer
 from ..core.exchange import Exchange
+from ..core.message import Message
 from ..core.queue import Queue
 from ..core.vhost import VirtualHost
 
@@ -143,4 +149,86 @@ def consumer_info(consumer: Consumer) -> dict[str, Any]:
         "prefetch_count": consumer.prefetch,
         "arguments": dict(consumer.arguments),
         "active": True,
+    }
+
+
+def properties_key(routing_key: str, arguments: dict[str, Any]) -> str:
+    """How RabbitMQ's API names one binding in a path: the routing key, and a
+    short hash of the arguments when there are any (``k~ZKgNZg``)."""
+    key = quote(routing_key, safe="")
+    if not arguments:
+        return key or "~"
+    digest = hashlib.sha256(repr(sorted(arguments.items())).encode()).digest()
+    return f"{key}~{base64.urlsafe_b64encode(digest)[:6].decode()}"
+
+
+def binding_info(vhost: str, source: str, destination: str, destination_type: str, routing_key: str,
+                 arguments: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "source": source,
+        "vhost": vhost,
+        "destination": destination,
+        "destination_type": destination_type,
+        "routing_key": routing_key,
+        "arguments": jsonable(arguments),
+        "properties_key": properties_key(routing_key, arguments),
+    }
+
+
+def bindings(vhost: VirtualHost) -> Iterator[dict[str, Any]]:
+    """Every binding of a vhost, RabbitMQ's implicit ones from the default
+    exchange to each queue first, as its API lists them."""
+    for name in sorted(vhost.queues):
+        yield binding_info(vhost.name, "", name, "queue", name, {})
+    for source_name, exchange in sorted(vhost.exchanges.items()):
+        # RabbitMQ's order: its routes table's, by routing key, then destination.
+        found = sorted(((routing_key, "queue" if isinstance(destination, Queue) else "exchange", destination.name,
+                         repr(sorted(arguments.items())), arguments)
+                        for (destination, routing_key, _), arguments in exchange.bindings.items()),
+                       key=lambda row: row[:4])
+        for routing_key, kind, name, _, arguments in found:
+            yield binding_info(vhost.name, source_name, name, kind, routing_key, arguments)
+
+
+def jsonable(value: Any) -> Any:
+    """An AMQP field value as JSON: byte strings as text, timestamps as
+    seconds, decimals as numbers."""
+    if isinstance(value, dict):
+        return {key: jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, datetime.datetime):
+        return int(value.timestamp())
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    return value
+
+
+def message_info(message: Message, *, redelivered: bool, message_count: int, encoding: str,
+                 truncate: int | None) -> dict[str, Any]:
+    """One message as ``POST /api/queues/.../get`` returns it."""
+    body = message.body
+    shown = body if truncate is None else body[:truncate]
+    payload_encoding = "base64"
+    if encoding == "auto":
+        try:
+            payload: str = shown.decode("utf-8")
+            payload_encoding = "string"
+        except UnicodeDecodeError:
+            payload = base64.b64encode(shown).decode()
+    else:
+        payload = base64.b64encode(shown).decode()
+    properties = {name: jsonable(value) for name, value in message.properties._asdict().items() if value is not None}
+    return {
+        "payload_bytes": len(body),
+        "redelivered": redelivered,
+        "exchange": message.exchange,
+        "routing_key": message.routing_key,
+        "message_count": message_count,
+        # RabbitMQ's quirk, kept: no properties is an empty list, not an object.
+        "properties": properties or [],
+        "payload": payload,
+        "payload_encoding": payload_encoding,
     }

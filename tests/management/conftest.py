@@ -12,9 +12,9 @@ import trio
 
 from amqlite.auth import hash_password
 from amqlite.config import Settings
-from amqlite.management.app import create_app
 from amqlite.management.http import bind, serve
 from amqlite.management.metrics import create_metrics_app
+from amqlite.management.service import management_app
 from server.conftest import ServerThread
 
 #: Users with each kind of tag: the API admits all but "plain".
@@ -39,8 +39,7 @@ class ManagedServerThread(ServerThread):
 
     async def _serving(self, nursery: trio.Nursery) -> None:
         assert self.server is not None
-        app = create_app(self.server.core, self.server.users, self.server.clock.now,
-                         listeners=[{"protocol": "amqp", "ip_address": "127.0.0.1", "port": self.server.port}])
+        app = management_app(self.server)
         for bound in (bind(app, "127.0.0.1", 0), bind(create_metrics_app(self.server.core), "127.0.0.1", 0)):
             await nursery.start(serve, bound)
             self.ports.append(bound.port)

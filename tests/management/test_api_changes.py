@@ -4,6 +4,7 @@ queue through HTTP, seen by an AMQP client."""
 from __future__ import annotations
 
 import pika
+import pytest
 
 from .conftest import ManagedServerThread
 
@@ -77,3 +78,42 @@ def test_redrive_moves_dead_letters_back_where_they_died(managed: ManagedServerT
     assert http.post("/api/queues/%2F/dlq/redrive", json={"to": "nope"}).status_code == 404
     assert http.post("/api/queues/%2F/dlq/redrive", json={"limit": -1}).status_code == 400
     connection.close()
+
+
+def test_get_that_rejects_without_requeue_dead_letters(managed: ManagedServerThread) -> None:
+    http = managed.http()
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.exchange_declare("dlx", "fanout")
+    channel.queue_declare("dead")
+    channel.queue_bind("dead", "dlx")
+    channel.queue_declare("work", arguments={"x-dead-letter-exchange": "dlx"})
+    for n in range(3):
+        channel.basic_publish("", "work", b"m%d" % n)
+    got = http.post("/api/queues/%2F/work/get", json={"count": 2, "ackmode": "reject_requeue_false",
+                                                      "encoding": "auto"})
+    assert [m["payload"] for m in got.json()] == ["m0", "m1"]
+    assert channel.queue_declare("work", passive=True).method.message_count == 1
+    assert channel.queue_declare("dead", passive=True).method.message_count == 2
+    assert http.post("/api/queues/%2F/work/get", json={"count": 0, "ackmode": "ack_requeue_true"}).status_code == 400
+    assert http.post("/api/queues/%2F/nowhere/get", json={"count": 1, "ackmode": "ack_requeue_true"}).status_code == 404
+    connection.close()
+
+
+def test_delete_connection_closes_it_with_the_reason(managed: ManagedServerThread) -> None:
+    http = managed.http()
+    victim = managed.connect()
+    bystander = managed.connect()
+    names = [c["name"] for c in http.get("/api/connections").json()]
+    assert len(names) == 2
+    port = victim._impl._transport._sock.getsockname()[1]
+    victim_name = next(n for n in names if n.endswith(f":{port}"))
+    response = http.delete(f"/api/connections/{victim_name}", headers={"X-Reason": "maintenance"})
+    assert response.status_code == 204
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+        victim.channel().queue_declare("x")
+        victim.process_data_events(time_limit=2)
+    assert (closed.value.reply_code, closed.value.reply_text) == (320, "CONNECTION_FORCED - maintenance")
+    assert bystander.channel().queue_declare("still-here").method.queue == "still-here"
+    assert http.delete(f"/api/connections/{victim_name}").status_code == 404
+    bystander.close()

@@ -52,6 +52,32 @@ def scenario(base_url: str, queue: str) -> list[Any]:
         step(http.put(path, json={"durable": True, "arguments": {"x-max-length": 6}}))
         step(http.put(path, content=b"[bad"))
         step(http.get(path), QUEUE_FIELDS)
+        exchange = f"/api/exchanges/%2F/{queue}.x"
+        step(http.put(exchange, json={"type": "topic", "durable": True}))
+        step(http.put(exchange, json={"type": "topic", "durable": True}))
+        step(http.put(exchange, json={"type": "fanout", "durable": True}))
+        step(http.get(exchange), ("name", "vhost", "type", "durable", "auto_delete", "internal", "arguments"))
+        binding = f"/api/bindings/%2F/e/{queue}.x/q/{queue}"
+        step(http.post(binding, json={"routing_key": "a.*", "arguments": {}}))
+        step(http.post(binding, json={"routing_key": "", "arguments": {}}))
+        step(http.get(binding))
+        step(http.get(f"{path}/bindings"))
+        step(http.get(f"{exchange}/bindings/source"))
+        step(http.post(f"{exchange}/publish", json={"routing_key": "a.b", "payload": "one", "payload_encoding": "string",
+                                                    "properties": {"delivery_mode": 2, "headers": {"h": 1}}}))
+        step(http.post(f"{exchange}/publish", json={"routing_key": "b.b", "payload": "bm8=",
+                                                    "payload_encoding": "base64", "properties": {}}))
+        step(http.post("/api/exchanges/%2F/amq.default/publish",
+                       json={"routing_key": queue, "payload": "two", "payload_encoding": "string", "properties": {}}))
+        step(http.post(f"{path}/get", json={"count": 5, "ackmode": "ack_requeue_true", "encoding": "auto"}))
+        step(http.post(f"{path}/get", json={"count": 1, "ackmode": "ack_requeue_false", "encoding": "base64"}))
+        step(http.post(f"{path}/get", json={"count": 5, "ackmode": "ack_requeue_false", "encoding": "auto"}))
+        step(http.delete(f"{binding}/a.%2A"))
+        step(http.delete(f"{binding}/~"))
+        step(http.delete(f"{binding}/~"))
+        step(http.get(binding))
+        step(http.delete(exchange))
+        step(http.delete(exchange))
         step(http.delete(f"{path}/contents"))
         step(http.delete(path))
         step(http.delete(path))

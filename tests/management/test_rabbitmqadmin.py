@@ -43,3 +43,21 @@ def test_declare_purge_delete_queue(managed: ManagedServerThread) -> None:
     admin(managed, "delete", "queue", "name=made")
     assert "made" not in admin(managed, "list", "queues", "name")
     connection.close()
+
+
+def test_declare_exchange_and_binding_publish_get_delete(managed: ManagedServerThread) -> None:
+    admin(managed, "declare", "exchange", "name=events", "type=topic")
+    admin(managed, "declare", "queue", "name=audit")
+    admin(managed, "declare", "binding", "source=events", "destination=audit", "routing_key=order.*")
+    assert "events\taudit\tqueue\torder.*" in admin(managed, "list", "bindings", "source", "destination",
+                                                     "destination_type", "routing_key")
+    assert admin(managed, "publish", "exchange=events", "routing_key=order.paid", "payload=hello") == "Message published\n"
+    assert "NOT routed" in admin(managed, "publish", "exchange=events", "routing_key=user.new", "payload=dropped")
+    got = admin(managed, "get", "queue=audit", "ackmode=ack_requeue_false", "count=5")
+    assert "hello" in got and "dropped" not in got
+    assert admin(managed, "list", "queues", "name", "messages").split("\n")[1] == "audit\t0"
+    admin(managed, "delete", "binding", "source=events", "destination=audit", "destination_type=queue",
+          "properties_key=order.%2A")
+    assert "order.*" not in admin(managed, "list", "bindings", "routing_key")
+    admin(managed, "delete", "exchange", "name=events")
+    assert "events" not in admin(managed, "list", "exchanges", "name")
