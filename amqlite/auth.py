@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import attrs
 
@@ -76,6 +76,15 @@ class Users:
 
     def add(self, user: User) -> None:
         self._users[user.name] = user
+
+    def get(self, name: str) -> User | None:
+        return self._users.get(name)
+
+    def remove(self, name: str) -> bool:
+        return self._users.pop(name, None) is not None
+
+    def __iter__(self) -> Iterator[User]:
+        return iter(sorted(self._users.values(), key=lambda user: user.name))
 
     def authenticate(self, name: str, password: str, *, loopback: bool) -> User:
         """The user, or LoginRefused saying why."""

@@ -26,7 +26,7 @@ from .server import Server, StartupError
 log = get_logger("amqlite")
 
 #: Settings with a flag of their own; every setting has its variable.
-_FLAGS = ("host", "port", "management_port", "prometheus_port", "data_dir", "log_level", "log_format")
+_FLAGS = ("host", "port", "management_port", "prometheus_port", "data_dir", "definitions", "log_level", "log_format")
 
 
 def _settings_help() -> str:
@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--management-port", help=FIELDS["management_port"].metadata["help"])
     serve.add_argument("--prometheus-port", help=FIELDS["prometheus_port"].metadata["help"])
     serve.add_argument("--data-dir", help=FIELDS["data_dir"].metadata["help"])
+    serve.add_argument("--definitions", help=FIELDS["definitions"].metadata["help"])
     serve.add_argument("--log-level", choices=LOG_LEVELS, help=FIELDS["log_level"].metadata["help"])
     serve.add_argument("--log-format", choices=LOG_FORMATS, help=FIELDS["log_format"].metadata["help"])
     hashing = commands.add_parser(

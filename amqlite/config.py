@@ -143,6 +143,9 @@ class Settings:
     data_dir: str = _setting("./amqlite-data", _text,
                              "durable definitions and persistent messages; one broker per directory",
                              converter=_path_text)
+    definitions: str = _setting("", _text,
+                                "a RabbitMQ definitions JSON file imported at every start, as RabbitMQ's "
+                                "load_definitions; empty for none")
     segment_size: int = _setting(defaults.SEGMENT_SIZE, _integer(1024, 2**31 - 1, " bytes"),
                                  "bytes per log segment file; only whole segments are deleted")
     queue_memory_budget: int = _setting(defaults.QUEUE_MEMORY_BUDGET, _integer(1, 2**31 - 1, " messages"),

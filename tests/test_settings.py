@@ -25,6 +25,7 @@ BAD = {
     "management_port": ("management_port = 70000", "management_port must be 0-65535"),
     "prometheus_port": ('prometheus_port = "x"', "prometheus_port must be an integer"),
     "data_dir": ("data_dir = 1", "data_dir must be a string"),
+    "definitions": ("definitions = []", "definitions must be a string"),
     "segment_size": ("segment_size = 10", "segment_size must be 1024-"),
     "queue_memory_budget": ("queue_memory_budget = 0", "queue_memory_budget must be 1-"),
     "heartbeat": ("heartbeat = -5", "heartbeat must be 0-65535 seconds"),
@@ -262,3 +263,12 @@ def test_loopback_means_127_0_0_0_8_and_1_for_amqp_and_http_alike() -> None:
 
     assert is_loopback("127.0.0.1") and is_loopback("127.0.0.2") and is_loopback("::1")
     assert not is_loopback("10.0.0.1") and not is_loopback("localhost") and not is_loopback("")
+
+
+def test_bad_definitions_file_exits_1_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "defs.json"
+    bad.write_text('{"queues": [{"vhost": "/"}]}')
+    result = _serve("--data-dir", str(tmp_path / "data"), "--definitions", str(bad))
+    assert result.returncode == 1
+    assert _one_line(result) == f"amqlite: definitions {bad}: queues[0] lacks name"
+    assert "broker.listening" not in result.stderr

@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
 import anyio
+import attrs
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,14 +22,15 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
-from ..auth import LoginRefused, User, Users, is_loopback
+from ..accounts import Accounts
+from ..auth import LoginRefused, User, Users, hash_password, is_loopback
 from ..core.broker import Broker
 from ..core.channel import Channel
 from ..core.errors import NOT_FOUND, AMQPError
 from ..core.events import GetResult, WaitForDisk
 from ..core.message import Properties
 from ..core.vhost import VirtualHost
-from . import snapshot
+from . import definitions, snapshot
 
 #: How ``POST .../get`` settles what it took.
 ACK_MODES = frozenset({"ack_requeue_true", "ack_requeue_false", "reject_requeue_true", "reject_requeue_false"})
@@ -105,11 +107,13 @@ def _login(request: Request, users: Users) -> User | Response:
 
 def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
                listeners: list[dict[str, Any]] | None = None,
-               close: Callable[[str, str], bool] | None = None) -> ASGIApp:
+               close: Callable[[str, str], bool] | None = None, accounts: Accounts | None = None) -> ASGIApp:
     """The API over ``broker``, authenticating against ``users``; ``now``
     is the broker's clock. ``listeners`` is what /api/overview reports
     (protocol, ip_address, port); ``close(name, reason)`` closes a client
-    connection by name (False if there is none)."""
+    connection by name (False if there is none). Users and vhosts changed
+    here are kept in ``accounts`` (in memory only without one)."""
+    overlay = accounts if accounts is not None else Accounts(None)
 
     def on_channel(vhost: str, user: User, operation: Callable[[Channel], Any]) -> Any:
         """Run ``operation`` on a channel of a connection opened for this
@@ -391,6 +395,141 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
                                                                   target["arguments"]))
         return outcome if isinstance(outcome, Response) else Response(status_code=204)
 
+    def administrator(handler: Callable[[Request, User], Awaitable[Response]]) -> Handler:
+        """Users, permissions, vhosts and definitions are for administrators, as in RabbitMQ."""
+        async def admin_only(request: Request, user: User) -> Response:
+            if "administrator" not in user.tags:
+                return error(401, "not_authorized", "Not administrator user")
+            return await handler(request, user)
+        return authenticated(admin_only)
+
+    async def saved(response: Response) -> Response:
+        """Persist the accounts overlay (fsync: in a worker thread), then answer."""
+        await anyio.to_thread.run_sync(overlay.save)
+        return response
+
+    def user_info(user: User) -> dict[str, Any]:
+        return {"name": user.name, "password_hash": user.password_hash,
+                "hashing_algorithm": definitions.HASHING, "tags": list(user.tags), "limits": {}}
+
+    async def list_users(request: Request, user: User) -> Response:
+        return JSONResponse([user_info(u) for u in users])
+
+    async def get_user(request: Request, user: User) -> Response:
+        found = users.get(param(request, "name"))
+        return JSONResponse(user_info(found)) if found is not None else not_found()
+
+    async def put_user(request: Request, user: User) -> Response:
+        spec = await body(request)
+        if isinstance(spec, Response):
+            return spec
+        name = param(request, "name")
+        existing = users.get(name)
+        if isinstance(spec.get("password"), str):
+            password_hash = hash_password(spec["password"])
+        elif isinstance(spec.get("password_hash"), str):
+            password_hash = spec["password_hash"]
+        elif existing is not None:
+            password_hash = existing.password_hash
+        else:
+            return error(400, "bad_request", "a new user needs a password or a password_hash")
+        changed = User(name, password_hash, existing.vhosts if existing else (), definitions.tags(spec.get("tags")))
+        users.add(changed)
+        overlay.set_user(changed)
+        return await saved(Response(status_code=204 if existing else 201))
+
+    async def delete_user(request: Request, user: User) -> Response:
+        name = param(request, "name")
+        if not users.remove(name):
+            return not_found()
+        overlay.delete_user(name)
+        return await saved(Response(status_code=204))
+
+    def permission_info(user: User, vhost: str) -> dict[str, Any]:
+        return {"user": user.name, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
+
+    async def list_permissions(request: Request, user: User) -> Response:
+        return JSONResponse([permission_info(u, v) for u in users for v in sorted(broker.vhosts) if u.may_open(v)])
+
+    def permission_target(request: Request) -> tuple[str, User | None]:
+        return param(request, "vhost"), users.get(param(request, "user"))
+
+    async def get_permission(request: Request, user: User) -> Response:
+        vhost, target = permission_target(request)
+        if target is None or vhost not in broker.vhosts or not target.may_open(vhost):
+            return not_found()
+        return JSONResponse(permission_info(target, vhost))
+
+    async def put_permission(request: Request, user: User) -> Response:
+        spec = await body(request)
+        if isinstance(spec, Response):
+            return spec
+        vhost, target = permission_target(request)
+        if target is None or vhost not in broker.vhosts:
+            return not_found()
+        existed = target.may_open(vhost)
+        changed = attrs.evolve(target, vhosts=tuple(dict.fromkeys([*target.vhosts, vhost])))
+        users.add(changed)
+        overlay.set_user(changed)
+        return await saved(Response(status_code=204 if existed else 201))
+
+    async def delete_permission(request: Request, user: User) -> Response:
+        vhost, target = permission_target(request)
+        if target is None or vhost not in broker.vhosts or not target.may_open(vhost):
+            return not_found()
+        # A grant of every vhost ("*") becomes the list of the others.
+        granted = sorted(broker.vhosts) if "*" in target.vhosts else target.vhosts
+        changed = attrs.evolve(target, vhosts=tuple(v for v in granted if v != vhost))
+        users.add(changed)
+        overlay.set_user(changed)
+        return await saved(Response(status_code=204))
+
+    async def put_vhost(request: Request, user: User) -> Response:
+        name = param(request, "vhost")
+        existed = name in broker.vhosts
+        broker.add_vhost(name)
+        overlay.set_vhost(name)
+        return await saved(Response(status_code=204 if existed else 201))
+
+    async def delete_vhost(request: Request, user: User) -> Response:
+        """Close its connections, delete its queues (their messages go) and
+        exchanges through a channel (the journal records it), then forget it."""
+        name = param(request, "vhost")
+        vhost = broker.vhosts.get(name)
+        if vhost is None:
+            return not_found()
+        for connection in [c for c in broker.connections if c.vhost is vhost]:
+            if close is not None:
+                close(connection.name, f"vhost '{name}' is deleted")
+        def empty(channel: Channel) -> None:
+            for queue in list(vhost.queues):
+                channel.delete_queue(queue, now=now())
+            for exchange in [x for x in vhost.exchanges if x and not x.startswith("amq.")]:
+                channel.delete_exchange(exchange)
+        outcome = on_channel(name, user, empty)
+        if isinstance(outcome, Response):
+            return outcome
+        del broker.vhosts[name]
+        overlay.delete_vhost(name)
+        return await saved(Response(status_code=204))
+
+    async def get_definitions(request: Request, user: User) -> Response:
+        vhost = param(request, "vhost") if "vhost" in request.path_params else None
+        if vhost is not None and vhost not in broker.vhosts:
+            return not_found()
+        return JSONResponse(definitions.export(broker, users, version=__version__, vhost=vhost))
+
+    async def post_definitions(request: Request, user: User) -> Response:
+        vhost = param(request, "vhost") if "vhost" in request.path_params else None
+        if vhost is not None and vhost not in broker.vhosts:
+            return not_found()
+        try:
+            loaded = json.loads(await request.body())
+            definitions.load(loaded, broker, users, overlay, now=now(), vhost=vhost)
+        except (ValueError, definitions.DefinitionsError) as problem:
+            return error(400, "bad_request", str(problem))
+        return await saved(Response(status_code=204))
+
     def connections_of(user: User) -> list[Any]:
         # As in RabbitMQ, a monitoring or administrator user sees everyone's
         # connections; others see their own.
@@ -435,7 +574,21 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         Route("/api/overview", authenticated(overview)),
         Route("/api/whoami", authenticated(whoami)),
         Route("/api/vhosts", authenticated(vhosts)),
-        Route("/api/vhosts/{vhost}", authenticated(vhost)),
+        Route("/api/vhosts/{vhost}", authenticated(vhost), methods=["GET"]),
+        Route("/api/vhosts/{vhost}", administrator(put_vhost), methods=["PUT"]),
+        Route("/api/vhosts/{vhost}", administrator(delete_vhost), methods=["DELETE"]),
+        Route("/api/users", administrator(list_users)),
+        Route("/api/users/{name}", administrator(get_user), methods=["GET"]),
+        Route("/api/users/{name}", administrator(put_user), methods=["PUT"]),
+        Route("/api/users/{name}", administrator(delete_user), methods=["DELETE"]),
+        Route("/api/permissions", administrator(list_permissions)),
+        Route("/api/permissions/{vhost}/{user}", administrator(get_permission), methods=["GET"]),
+        Route("/api/permissions/{vhost}/{user}", administrator(put_permission), methods=["PUT"]),
+        Route("/api/permissions/{vhost}/{user}", administrator(delete_permission), methods=["DELETE"]),
+        Route("/api/definitions", administrator(get_definitions), methods=["GET"]),
+        Route("/api/definitions", administrator(post_definitions), methods=["POST"]),
+        Route("/api/definitions/{vhost}", administrator(get_definitions), methods=["GET"]),
+        Route("/api/definitions/{vhost}", administrator(post_definitions), methods=["POST"]),
         Route("/api/queues", authenticated(queues)),
         Route("/api/queues/{vhost}", authenticated(queues)),
         Route("/api/queues/{vhost}/{name}", authenticated(queue), methods=["GET"]),

@@ -26,7 +26,8 @@ def management_app(server: Server) -> ASGIApp:
                 return True
         return False
 
-    return create_app(server.core, server.users, server.clock.now, listeners=listeners, close=close)
+    return create_app(server.core, server.users, server.clock.now, listeners=listeners, close=close,
+                      accounts=server.accounts)
 
 
 def bind_http(server: Server) -> dict[str, BoundApp]:

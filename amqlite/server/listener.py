@@ -8,6 +8,7 @@ that decides anything lives in ``amqlite.amqp.engine`` and ``amqlite.core``.
 from __future__ import annotations
 
 import errno
+import json
 import math
 import secrets
 from pathlib import Path
@@ -16,11 +17,13 @@ import attrs
 import trio
 
 from .. import __version__
+from ..accounts import Accounts
 from ..amqp.engine import ServerConnection, State
 from ..auth import Users, is_loopback
 from ..config import Settings
 from ..core.broker import Broker
 from ..log import get_logger
+from ..management import definitions
 from ..management.http import serve as serve_http
 from ..management.service import bind_http
 from ..runtime import Clock, drive_deadlines
@@ -63,6 +66,7 @@ class Server:
     connections: set[ServerConnection] = attrs.field(factory=set)
     addresses: list[tuple[str, int]] = attrs.field(factory=list)
     journal: DiskJournal | None = None
+    accounts: Accounts = attrs.field(factory=lambda: Accounts(None))
     #: Bound HTTP ports by service ("management", "prometheus"), once serving.
     http_ports: dict[str, int] = attrs.field(factory=dict)
 
@@ -91,6 +95,7 @@ class Server:
                 await trio.to_thread.run_sync(self.journal.recover, self.core, self.clock.now(),
                                               abandon_on_cancel=True)
             recovered = True
+            self._load_accounts()
             listeners = await self._listen()
             self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
             try:
@@ -120,6 +125,24 @@ class Server:
             # process's exit rather than closing them under it.
             if self.journal is not None and recovered:
                 self.journal.close()  # writes what is still pending (acks, mostly)
+
+    def _load_accounts(self) -> None:
+        """Users and vhosts changed at run time (see accounts.py), then the
+        definitions file, if any; a bad one stops start-up."""
+        settings = self.settings
+        self.accounts = Accounts.load(Path(settings.data_dir) if settings.data_dir else None)
+        self.accounts.apply(self.users, self.core)
+        if not settings.definitions:
+            return
+        try:
+            loaded = json.loads(Path(settings.definitions).read_text())
+            counts = definitions.load(loaded, self.core, self.users, self.accounts, now=self.clock.now())
+        except OSError as error:
+            raise StartupError(f"definitions {settings.definitions}: {error.strerror or error}") from None
+        except (ValueError, definitions.DefinitionsError) as error:
+            raise StartupError(f"definitions {settings.definitions}: {error}") from None
+        self.accounts.save()
+        log.info("broker.definitions_loaded", file=settings.definitions, **counts)
 
     def _open_store(self) -> DiskJournal:
         settings = self.settings

@@ -1,0 +1,170 @@
+"""Definitions in RabbitMQ's JSON format, both ways: what
+``GET /api/definitions`` exports, ``POST /api/definitions`` and
+``amqlite serve --definitions FILE`` import, and RabbitMQ imports unchanged.
+
+Users keep RabbitMQ's password hashes (``rabbit_password_hashing_sha256``,
+its default), so an export moves between the two brokers with the logins
+intact. amqlite's access control is per vhost: a permission entry grants
+its vhost, and an export writes ``.*`` for configure, write and read.
+Changes go through a core channel, so they take the same checks and the
+same journal path as over AMQP; users and vhosts go to the accounts
+overlay, so they survive restarts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..accounts import Accounts
+from ..auth import User, Users, hash_password
+from ..core.broker import Broker
+from ..core.errors import AMQPError
+from ..core.queue import Queue
+from .snapshot import jsonable
+
+HASHING = "rabbit_password_hashing_sha256"
+
+
+class DefinitionsError(ValueError):
+    """Definitions that cannot be imported; the message says what and where."""
+
+
+def _system(name: str) -> bool:
+    return name == "" or name.startswith("amq.")
+
+
+def export(broker: Broker, users: Users, *, version: str, vhost: str | None = None) -> dict[str, Any]:
+    """Everything (or one vhost's topology), as RabbitMQ exports it."""
+    vhosts = [v for name, v in sorted(broker.vhosts.items()) if vhost is None or name == vhost]
+    queues = [{"name": q.name, "vhost": v.name, "durable": q.durable, "auto_delete": q.auto_delete,
+               "arguments": jsonable(dict(q.arguments))}
+              for v in vhosts for _, q in sorted(v.queues.items()) if q.exclusive_owner is None]
+    exchanges = [{"name": x.name, "vhost": v.name, "type": x.type, "durable": x.durable,
+                  "auto_delete": x.auto_delete, "internal": x.internal, "arguments": jsonable(dict(x.arguments))}
+                 for v in vhosts for _, x in sorted(v.exchanges.items()) if not _system(x.name)]
+    bindings = [{"source": x.name, "vhost": v.name, "destination": destination.name,
+                 "destination_type": "queue" if isinstance(destination, Queue) else "exchange",
+                 "routing_key": routing_key, "arguments": jsonable(arguments)}
+                for v in vhosts for _, x in sorted(v.exchanges.items()) if x.name
+                for (destination, routing_key, _), arguments in x.bindings.items()
+                if not (isinstance(destination, Queue) and destination.exclusive_owner is not None)]
+    if vhost is not None:
+        for item in queues + exchanges + bindings:
+            del item["vhost"]
+        return {"rabbit_version": version, "parameters": [], "policies": [], "queues": queues,
+                "exchanges": exchanges, "bindings": bindings}
+    return {
+        "rabbit_version": version,
+        "rabbitmq_version": version,
+        "product_name": "amqlite",
+        "product_version": version,
+        "users": [{"name": u.name, "password_hash": u.password_hash, "hashing_algorithm": HASHING,
+                   "tags": list(u.tags), "limits": {}} for u in users],
+        "vhosts": [{"name": v.name} for v in vhosts],
+        "permissions": [{"user": u.name, "vhost": v.name, "configure": ".*", "write": ".*", "read": ".*"}
+                        for u in users for v in vhosts if u.may_open(v.name)],
+        "topic_permissions": [],
+        "parameters": [],
+        "global_parameters": [],
+        "policies": [],
+        "queues": queues,
+        "exchanges": exchanges,
+        "bindings": bindings,
+    }
+
+
+def _entries(definitions: dict[str, Any], key: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    entries = definitions.get(key, [])
+    if not isinstance(entries, list):
+        raise DefinitionsError(f"{key} must be a list")
+    for n, entry in enumerate(entries):
+        missing = [f for f in fields if not isinstance(entry, dict) or f not in entry]
+        if missing:
+            raise DefinitionsError(f"{key}[{n}] lacks {', '.join(missing)}")
+    return entries
+
+
+def tags(value: Any) -> tuple[str, ...]:
+    # Older exports write tags as one comma-separated string.
+    if isinstance(value, str):
+        return tuple(tag.strip() for tag in value.split(",") if tag.strip())
+    return tuple(str(tag) for tag in value or ())
+
+
+def load(definitions: Any, broker: Broker, users: Users, accounts: Accounts, *, now: float,
+         vhost: str | None = None) -> dict[str, int]:
+    """Import ``definitions`` (into ``vhost`` only, for a per-vhost file).
+    Returns how many of each kind were applied; raises DefinitionsError
+    before changing anything when the file is malformed, or at the first
+    item the broker refuses (as RabbitMQ's import stops there)."""
+    if not isinstance(definitions, dict):
+        raise DefinitionsError("definitions must be a JSON object")
+    new_vhosts = [] if vhost is not None else _entries(definitions, "vhosts", ("name",))
+    new_users = [] if vhost is not None else _entries(definitions, "users", ("name",))
+    permissions = [] if vhost is not None else _entries(definitions, "permissions", ("user", "vhost"))
+    queues = _entries(definitions, "queues", ("name",) if vhost else ("name", "vhost"))
+    exchanges = _entries(definitions, "exchanges", ("name", "type") if vhost else ("name", "vhost", "type"))
+    bindings = _entries(definitions, "bindings", ("source", "destination", "destination_type") if vhost
+                        else ("source", "vhost", "destination", "destination_type"))
+    for n, spec in enumerate(new_users):
+        algorithm = spec.get("hashing_algorithm", HASHING)
+        if "password" not in spec and ("password_hash" not in spec or algorithm != HASHING):
+            raise DefinitionsError(f"users[{n}] ({spec['name']}): needs a password, or a password_hash made with "
+                                   f"{HASHING} (not {algorithm})")
+
+    for spec in new_vhosts:
+        broker.add_vhost(str(spec["name"]))
+        accounts.set_vhost(str(spec["name"]))
+    granted: dict[str, list[str]] = {}
+    for spec in permissions:
+        granted.setdefault(str(spec["user"]), []).append(str(spec["vhost"]))
+    for spec in new_users:
+        name = str(spec["name"])
+        password_hash = spec["password_hash"] if "password_hash" in spec else hash_password(str(spec["password"]))
+        existing = users.get(name)
+        access = tuple(dict.fromkeys([*(existing.vhosts if existing else ()), *granted.pop(name, [])]))
+        user = User(name, password_hash, access, tags(spec.get("tags")))
+        users.add(user)
+        accounts.set_user(user)
+    for name, vhosts in granted.items():  # permissions of users the file does not define
+        existing = users.get(name)
+        if existing is None:
+            raise DefinitionsError(f"permissions name user {name}, which does not exist")
+        user = User(name, existing.password_hash, tuple(dict.fromkeys([*existing.vhosts, *vhosts])), existing.tags)
+        users.add(user)
+        accounts.set_user(user)
+
+    def where(spec: dict[str, Any]) -> str:
+        return vhost if vhost is not None else str(spec["vhost"])
+
+    def apply(kind: str, spec: dict[str, Any], operation: Any) -> None:
+        target = where(spec)
+        if target not in broker.vhosts:
+            raise DefinitionsError(f"{kind} {spec.get('name', '')!r}: vhost {target!r} does not exist")
+        connection = broker.connect(target, user="definitions", name="definitions")
+        try:
+            operation(connection.open_channel())
+        except AMQPError as failure:
+            raise DefinitionsError(f"{kind} {spec.get('name', spec.get('destination'))!r} in vhost {target!r}: "
+                                   f"{failure.reply_text}") from None
+        finally:
+            connection.close(now=now)
+
+    for spec in exchanges:
+        if not _system(str(spec["name"])):
+            apply("exchange", spec, lambda ch, s=spec: ch.declare_exchange(
+                str(s["name"]), str(s["type"]), durable=bool(s.get("durable", True)),
+                auto_delete=bool(s.get("auto_delete", False)), internal=bool(s.get("internal", False)),
+                arguments=s.get("arguments") or {}))
+    for spec in queues:
+        apply("queue", spec, lambda ch, s=spec: ch.declare_queue(
+            str(s["name"]), now=now, durable=bool(s.get("durable", True)), auto_delete=bool(s.get("auto_delete", False)),
+            arguments=s.get("arguments") or {}))
+    for spec in bindings:
+        if not spec["source"]:
+            continue  # the default exchange's implicit bindings
+        bind = "bind_queue" if spec["destination_type"] == "queue" else "bind_exchange"
+        apply("binding", spec, lambda ch, s=spec, b=bind: getattr(ch, b)(
+            str(s["destination"]), str(s["source"]), str(s.get("routing_key", "")), s.get("arguments") or {}))
+    return {"users": len(new_users), "vhosts": len(new_vhosts), "permissions": len(permissions),
+            "exchanges": len(exchanges), "queues": len(queues), "bindings": len(bindings)}
