@@ -30,8 +30,8 @@ from ..log import get_logger
 
 log = get_logger(__name__)
 
-_HEAD = struct.Struct(">IIB")  # length, crc32, type
-HEAD_SIZE = _HEAD.size
+RECORD_HEAD = struct.Struct(">IIB")  # length, crc32, type
+HEAD_SIZE = RECORD_HEAD.size
 _SUFFIX = ".seg"
 _INDEX_SUFFIX = ".idx"
 _CHECKSUM_CHUNK = 1 << 20
@@ -76,7 +76,7 @@ class FileSystem:
 
 def encode_record(kind: int, payload: bytes) -> bytes:
     body = bytes((kind,)) + payload
-    return _HEAD.pack(len(body), zlib.crc32(body), kind) + payload
+    return RECORD_HEAD.pack(len(body), zlib.crc32(body), kind) + payload
 
 
 def _by_segment(pending: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
@@ -95,7 +95,7 @@ def record_end(data: bytes, offset: int) -> int:
     """Where the intact record at ``offset`` ends, or -1 if there is none."""
     if len(data) - offset < HEAD_SIZE:
         return -1
-    length, crc, _ = _HEAD.unpack_from(data, offset)
+    length, crc, _ = RECORD_HEAD.unpack_from(data, offset)
     end = offset + 8 + length
     if length == 0 or end > len(data) or zlib.crc32(memoryview(data)[offset + 8 : end]) != crc:
         return -1
@@ -128,7 +128,7 @@ def _resync(data: bytes, bad: int) -> tuple[int, int | None]:
     (None when a damaged length field hides it)."""
     if len(data) - bad >= HEAD_SIZE:
         # Most damage spares the length field: the next record follows.
-        after = bad + 8 + _HEAD.unpack_from(data, bad)[0]
+        after = bad + 8 + RECORD_HEAD.unpack_from(data, bad)[0]
         if after == len(data) or (bad < after < len(data) and _chains(data, after)):
             return after, 1
     starts, last = _starts(len(data)), len(data) - HEAD_SIZE
@@ -232,7 +232,7 @@ class SegmentLog:
         """
         path = self._path(segment)
         skipped: list[dict[str, int | None]] = []
-        offset, size, view, unpack, crc32 = 0, len(data), memoryview(data), _HEAD.unpack_from, zlib.crc32
+        offset, size, view, unpack, crc32 = 0, len(data), memoryview(data), RECORD_HEAD.unpack_from, zlib.crc32
         while offset < size:
             if size - offset >= HEAD_SIZE:  # record_end inlined: this loop is start-up's hot path
                 length, crc, kind = unpack(data, offset)
@@ -348,7 +348,7 @@ class SegmentLog:
             head = self.fs.pread(fd, HEAD_SIZE, offset)
             if len(head) != HEAD_SIZE:
                 raise ValueError(f"no record at {segment}:{offset}")
-            length, crc, kind = _HEAD.unpack(head)
+            length, crc, kind = RECORD_HEAD.unpack(head)
             body = bytes((kind,)) + self.fs.pread(fd, length - 1, offset + HEAD_SIZE)
         finally:
             with self._lock:
