@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +63,16 @@ def test_declare_exchange_and_binding_publish_get_delete(managed: ManagedServerT
     assert "order.*" not in admin(managed, "list", "bindings", "routing_key")
     admin(managed, "delete", "exchange", "name=events")
     assert "events" not in admin(managed, "list", "exchanges", "name")
+
+
+def test_export_and_import(managed: ManagedServerThread, tmp_path: Path) -> None:
+    admin(managed, "declare", "exchange", "name=billing", "type=direct")
+    admin(managed, "declare", "queue", "name=invoices", "durable=true", 'arguments={"x-max-length": 100}')
+    admin(managed, "declare", "binding", "source=billing", "destination=invoices", "routing_key=new")
+    exported = tmp_path / "defs.json"
+    assert "Exported definitions" in admin(managed, "export", str(exported))
+    assert json.loads(exported.read_text())["queues"][0]["arguments"] == {"x-max-length": 100}
+    admin(managed, "delete", "queue", "name=invoices")
+    admin(managed, "delete", "exchange", "name=billing")
+    assert "Uploaded definitions" in admin(managed, "import", str(exported))
+    assert "billing\tinvoices\tnew" in admin(managed, "list", "bindings", "source", "destination", "routing_key")
