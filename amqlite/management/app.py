@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 from typing import Any, Awaitable, Callable
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import attrs
@@ -71,6 +71,17 @@ def flag(spec: dict[str, Any], key: str, default: bool) -> bool:
     """A boolean field; rabbitmqadmin sends "true" and "false" as strings."""
     value = spec.get(key, default)
     return value is True or value == "true"
+
+
+def local_vhost(uri: Any) -> str | None:
+    """The vhost an AMQP URI names on this broker (``amqp://`` and
+    ``amqp:///%2F`` are "/"), or None if it names another host."""
+    if not isinstance(uri, str):
+        return None
+    parts = urlsplit(uri)
+    if parts.scheme not in ("amqp", "amqps") or parts.hostname not in (None, "localhost", "127.0.0.1", "::1"):
+        return None
+    return unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
 
 
 def count_field(spec: dict[str, Any], key: str, default: int | None) -> int | None:
@@ -222,10 +233,60 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         to, limit = spec.get("to"), spec.get("limit")
         if not (to is None or isinstance(to, str)) or not (limit is None or (isinstance(limit, int) and limit >= 0)):
             return error(400, "bad_request", '"to" must be a queue name and "limit" a count')
-        name = param(request, "name")
-        outcome = on_channel(param(request, "vhost"), user, lambda channel: channel.redrive_queue(
-            name, now=now(), to=to, limit=limit))
+        outcome = await move(param(request, "vhost"), user, param(request, "name"), to, limit)
         return outcome if isinstance(outcome, Response) else JSONResponse({"moved": outcome})
+
+    async def move(vhost: str, user: User, name: str, to: str | None, limit: int | None) -> int | Response:
+        """Redrive up to ``limit`` messages, paged ones included: a round
+        stops where messages wait on disk, so rounds go on while the store
+        driver reads them back, until none is left or PAGE_IN_WAIT passes
+        without progress."""
+        moved, idle_since = 0, anyio.current_time()
+        while limit is None or moved < limit:
+            left = None if limit is None else limit - moved
+            outcome = on_channel(vhost, user, lambda channel: channel.redrive_queue(name, now=now(), to=to, limit=left))
+            if isinstance(outcome, Response):
+                return outcome
+            moved += outcome
+            source = broker.vhosts[vhost].queues.get(name)
+            if source is None or not source.ready.paged:
+                break
+            if outcome:
+                idle_since = anyio.current_time()
+            elif anyio.current_time() - idle_since > PAGE_IN_WAIT:
+                break
+            await anyio.sleep(0.01)
+        return moved
+
+    async def put_shovel(request: Request, user: User) -> Response:
+        """RabbitMQ's "move messages": a dynamic shovel from a local queue to
+        another that deletes itself once it has moved the queue's length.
+        Here it is one redrive to the destination; the parameter never
+        outlives the request, as RabbitMQ's disappears once done."""
+        spec = await body(request)
+        if isinstance(spec, Response):
+            return spec
+        value, vhost = spec.get("value"), param(request, "vhost")
+        if not isinstance(value, dict) or not isinstance(value.get("src-queue"), str) \
+                or not isinstance(value.get("dest-queue"), str):
+            return error(400, "bad_request", "amqlite's shovel moves messages from src-queue to dest-queue")
+        if any(local_vhost(value.get(key, "amqp://")) != vhost for key in ("src-uri", "dest-uri")):
+            return error(400, "bad_request", f"amqlite's shovel moves messages between queues of vhost {vhost!r} "
+                                             "of this broker only")
+        after = value.get("src-delete-after", "never")
+        source = broker.vhosts.get(vhost, None)
+        queue = source.queues.get(value["src-queue"]) if source is not None else None
+        if queue is None:
+            return not_found()
+        if after == "queue-length":
+            limit = queue.message_count
+        elif isinstance(after, int) and after >= 0:
+            limit = after
+        else:
+            return error(400, "bad_request", 'amqlite runs one-off shovels only: "src-delete-after" must be '
+                                             '"queue-length" or a count')
+        outcome = await move(vhost, user, value["src-queue"], value["dest-queue"], limit)
+        return outcome if isinstance(outcome, Response) else Response(status_code=201)
 
     async def get_messages(request: Request, user: User) -> Response:
         """RabbitMQ's "get messages": take up to ``count``, then settle them
@@ -530,6 +591,9 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
             return error(400, "bad_request", str(problem))
         return await saved(Response(status_code=204))
 
+    async def shovels(request: Request, user: User) -> Response:
+        return JSONResponse([])  # one-off moves end with their request
+
     def connections_of(user: User) -> list[Any]:
         # As in RabbitMQ, a monitoring or administrator user sees everyone's
         # connections; others see their own.
@@ -612,6 +676,9 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         Route("/api/bindings/{vhost}/e/{source}/{kind:str}/{destination}", authenticated(bind), methods=["POST"]),
         Route("/api/bindings/{vhost}/e/{source}/{kind:str}/{destination}/{props}", authenticated(unbind),
               methods=["DELETE"]),
+        Route("/api/parameters/shovel", authenticated(shovels), methods=["GET"]),
+        Route("/api/parameters/shovel/{vhost}", authenticated(shovels), methods=["GET"]),
+        Route("/api/parameters/shovel/{vhost}/{name}", authenticated(put_shovel), methods=["PUT"]),
         Route("/api/connections", authenticated(connections)),
         Route("/api/connections/{name}", authenticated(connection), methods=["GET"]),
         Route("/api/connections/{name}", authenticated(close_connection), methods=["DELETE"]),

@@ -3,8 +3,13 @@ queue through HTTP, seen by an AMQP client."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pika
 import pytest
+
+from amqlite.config import Settings
 
 from .conftest import ManagedServerThread
 
@@ -117,3 +122,54 @@ def test_delete_connection_closes_it_with_the_reason(managed: ManagedServerThrea
     assert bystander.channel().queue_declare("still-here").method.queue == "still-here"
     assert http.delete(f"/api/connections/{victim_name}").status_code == 404
     bystander.close()
+
+
+def test_rabbitmq_move_messages_shovel_moves_them_and_disappears(managed: ManagedServerThread) -> None:
+    # What RabbitMQ's management UI sends for "Move messages".
+    http = managed.http()
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.queue_declare("from-q")
+    channel.queue_declare("to-q")
+    for n in range(5):
+        channel.basic_publish("", "from-q", b"m%d" % n, pika.BasicProperties(headers={"n": n}))
+    value = {"src-uri": "amqp:///%2F", "src-queue": "from-q", "src-protocol": "amqp091", "src-prefetch-count": 1000,
+             "src-delete-after": "queue-length", "dest-protocol": "amqp091", "dest-uri": "amqp:///%2F",
+             "dest-add-forward-headers": False, "ack-mode": "on-confirm", "dest-queue": "to-q"}
+    body = {"component": "shovel", "vhost": "/", "name": "Move from from-q", "value": value}
+    assert http.put("/api/parameters/shovel/%2F/Move%20from%20from-q", json=body).status_code == 201
+    assert http.get("/api/parameters/shovel").json() == []
+    assert channel.queue_declare("from-q", passive=True).method.message_count == 0
+    moved = [channel.basic_get("to-q", auto_ack=True) for _ in range(5)]
+    assert [(b, p.headers) for _, p, b in moved] == [(b"m%d" % n, {"n": n}) for n in range(5)]
+    elsewhere = {**body, "value": {**value, "dest-uri": "amqp://other-host/%2F"}}
+    assert http.put("/api/parameters/shovel/%2F/away", json=elsewhere).status_code == 400
+    forever = {**body, "value": {**value, "src-delete-after": "never"}}
+    assert http.put("/api/parameters/shovel/%2F/forever", json=forever).status_code == 400
+    connection.close()
+
+
+def test_redrive_moves_messages_paged_out_to_disk_too(tmp_path: Path) -> None:
+    settings = Settings(host="127.0.0.1", port=0, data_dir=str(tmp_path), queue_memory_budget=5,
+                        management_port=0, prometheus_port=0)
+    server = ManagedServerThread(settings)
+    server.start()
+    try:
+        connection = server.connect()
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.queue_declare("big", durable=True)
+        channel.queue_declare("dest", durable=True)
+        for n in range(60):
+            channel.basic_publish("", "big", b"m%02d" % n, pika.BasicProperties(delivery_mode=2))
+        http = server.http()
+        deadline = time.monotonic() + 10
+        while http.get("/api/queues/%2F/big").json()["messages_paged"] == 0:
+            assert time.monotonic() < deadline, "nothing was paged out"
+            time.sleep(0.05)
+        assert http.post("/api/queues/%2F/big/redrive", json={"to": "dest"}).json() == {"moved": 60}
+        bodies = [channel.basic_get("dest", auto_ack=True)[2] for _ in range(60)]
+        assert bodies == [b"m%02d" % n for n in range(60)]
+        connection.close()
+    finally:
+        server.stop()
