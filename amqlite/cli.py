@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                     "or from the first line of stdin. Prefer those: an argument shows in ps and shell history.",
     )
     hashing.add_argument("password", nargs="?")
+    commands.add_parser("ctl", help="manage a running broker through its management API (amqlite ctl --help)",
+                        add_help=False)
     return parser
 
 
@@ -98,6 +100,11 @@ def _read_password() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ctl"]:  # a client of its own, with its own options
+        from . import ctl
+
+        return ctl.main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "hash-password":
         password = args.password if args.password is not None else _read_password()

@@ -1,0 +1,249 @@
+"""``amqlite ctl``: a command-line client of the management API, like
+rabbitmqadmin but smaller. It speaks only the HTTP API (RabbitMQ's paths),
+so it works against RabbitMQ too where the API overlaps.
+
+Long operations go in steps the API already offers, so they can show
+progress: a redrive moves a batch per request, an import posts the
+definitions a slice at a time. Output is a table, or JSON for scripts;
+every failure is one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import IO, Any, Iterator
+from urllib.parse import quote, urlsplit, urlunsplit
+
+DEFAULT_URL = "http://guest:guest@localhost:15672"
+#: Messages moved per request by ``redrive``; definitions posted per request by ``import``.
+BATCH = 1000
+
+#: The columns ``list`` shows per kind, and the API path it reads.
+LISTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "queues": ("/api/queues", ("vhost", "name", "messages", "messages_ready", "messages_unacknowledged",
+                               "consumers")),
+    "exchanges": ("/api/exchanges", ("vhost", "name", "type", "durable")),
+    "bindings": ("/api/bindings", ("vhost", "source", "destination", "destination_type", "routing_key")),
+    "connections": ("/api/connections", ("name", "user", "vhost", "channels")),
+    "channels": ("/api/channels", ("name", "user", "vhost", "consumer_count", "messages_unacknowledged")),
+    "consumers": ("/api/consumers", ("consumer_tag", "queue", "ack_required", "prefetch_count")),
+    "vhosts": ("/api/vhosts", ("name", "messages")),
+    "users": ("/api/users", ("name", "tags")),
+}
+#: Definitions sections in the order an import needs them.
+SECTIONS = ("vhosts", "users", "permissions", "exchanges", "queues", "bindings")
+
+
+class CtlError(Exception):
+    """What went wrong, as the one line the user sees."""
+
+
+class Api:
+    """The management API at ``url`` (credentials in the URL, as rabbitmqadmin's -u/-p)."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.base = urlunsplit((parts.scheme, f"{parts.hostname}:{parts.port or 15672}", "", "", ""))
+        credentials = f"{parts.username or 'guest'}:{parts.password or 'guest'}"
+        self.auth = "Basic " + base64.b64encode(credentials.encode()).decode()
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method,
+                                         headers={"Authorization": self.auth, "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as failure:
+            try:
+                detail = json.loads(failure.read())
+                reason = f"{detail.get('error')}: {detail.get('reason')}"
+            except ValueError:
+                reason = failure.reason
+            raise CtlError(f"{method} {path}: {failure.code} {reason}") from None
+        except (urllib.error.URLError, OSError) as failure:
+            cause = getattr(failure, "reason", failure)
+            raise CtlError(f"cannot reach {self.base}: {getattr(cause, 'strerror', None) or cause}") from None
+        return json.loads(raw) if raw.strip() else None
+
+
+def _path(*segments: str) -> str:
+    return "/".join(quote(segment, safe="") for segment in segments)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, dict):
+        return str(value.get("name", value))
+    return str(value)
+
+
+def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    cells = [list(columns)] + [[_cell(row.get(column, "")) for column in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells)
+
+
+class Progress:
+    """A bar on stderr when it is a terminal; silent otherwise (scripts, pipes)."""
+
+    def __init__(self, total: int, label: str, stream: IO[str] = sys.stderr) -> None:
+        self.total, self.label, self.stream = max(total, 1), label, stream
+        self.shown = stream.isatty()
+
+    def update(self, done: int) -> None:
+        if self.shown:
+            filled = min(30, 30 * done // self.total)
+            self.stream.write(f"\r{self.label} [{'#' * filled}{' ' * (30 - filled)}] {done}/{self.total}")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+
+
+def redrive(api: Api, vhost: str, queue: str, to: str | None, limit: int | None) -> int:
+    """Move up to ``limit`` messages a batch at a time; how many moved."""
+    total = api.call("GET", f"/api/queues/{_path(vhost, queue)}")["messages_ready"]
+    goal = total if limit is None else min(limit, total)
+    progress = Progress(goal, "redrive")
+    moved = 0
+    while moved < goal:
+        body: dict[str, Any] = {"limit": min(BATCH, goal - moved)}
+        if to is not None:
+            body["to"] = to
+        step = api.call("POST", f"/api/queues/{_path(vhost, queue)}/redrive", body)["moved"]
+        if not step:
+            break  # the rest has nowhere to go (no x-death, a full destination)
+        moved += step
+        progress.update(moved)
+    progress.close()
+    return moved
+
+
+def slices(definitions: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The definitions as consecutive partial documents of BATCH items,
+    in the order an import needs (vhosts before what lives in them)."""
+    for section in SECTIONS:
+        items = definitions.get(section) or []
+        for start in range(0, len(items), BATCH):
+            yield {section: items[start : start + BATCH]}
+
+
+def import_definitions(api: Api, definitions: dict[str, Any]) -> int:
+    total = sum(len(definitions.get(section) or []) for section in SECTIONS)
+    progress = Progress(total, "import")
+    done = 0
+    for part in slices(definitions):
+        api.call("POST", "/api/definitions", part)
+        done += sum(len(items) for items in part.values())
+        progress.update(done)
+    progress.close()
+    return done
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amqlite ctl", description="Manage a running broker (amqlite or RabbitMQ) through its management API.")
+    parser.add_argument("--url", default=os.environ.get("AMQLITE_URL", DEFAULT_URL),
+                        help=f"the management API, with credentials (default AMQLITE_URL or {DEFAULT_URL})")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--vhost", default="/", help="for purge, delete, redrive and set-permissions (default /)")
+    commands = parser.add_subparsers(dest="action", required=True)
+    listing = commands.add_parser("list", help="list objects")
+    listing.add_argument("kind", choices=sorted(LISTS))
+    commands.add_parser("status", help="what the broker holds, in one screen")
+    purge = commands.add_parser("purge", help="remove every ready message of a queue")
+    purge.add_argument("queue")
+    delete = commands.add_parser("delete", help="delete a queue or an exchange")
+    delete.add_argument("kind", choices=("queue", "exchange"))
+    delete.add_argument("name")
+    move = commands.add_parser("redrive", help="move dead-lettered messages back where they died, or --to a queue")
+    move.add_argument("queue")
+    move.add_argument("--to")
+    move.add_argument("--limit", type=int)
+    export = commands.add_parser("export", help="write the definitions (RabbitMQ's JSON) to FILE, or - for stdout")
+    export.add_argument("file")
+    load = commands.add_parser("import", help="load definitions from FILE, or - for stdin")
+    load.add_argument("file")
+    user = commands.add_parser("add-user", help="create or update a user; the password is read from stdin")
+    user.add_argument("name")
+    user.add_argument("--tags", default="", help="comma-separated: administrator, monitoring, management, ...")
+    grant = commands.add_parser("set-permissions", help="let a user open --vhost")
+    grant.add_argument("user")
+    return parser
+
+
+def run(args: argparse.Namespace, out: IO[str]) -> None:
+    api = Api(args.url)
+    as_json = args.format == "json"
+    if args.action == "list":
+        path, columns = LISTS[args.kind]
+        rows = api.call("GET", path)
+        print(json.dumps(rows, indent=1) if as_json else table(rows, columns), file=out)
+    elif args.action == "status":
+        overview = api.call("GET", "/api/overview")
+        if as_json:
+            print(json.dumps(overview, indent=1), file=out)
+        else:
+            totals, objects = overview["queue_totals"], overview["object_totals"]
+            print(f"{overview['product_name']} {overview['product_version']} on node {overview['node']}", file=out)
+            print(table([{**objects, **totals}], ("connections", "channels", "queues", "consumers", "messages",
+                                                  "messages_ready", "messages_unacknowledged")), file=out)
+    elif args.action == "purge":
+        api.call("DELETE", f"/api/queues/{_path(args.vhost, args.queue)}/contents")
+        print(f"purged {args.queue}", file=out)
+    elif args.action == "delete":
+        api.call("DELETE", f"/api/{args.kind}s/{_path(args.vhost, args.name)}")
+        print(f"deleted {args.kind} {args.name}", file=out)
+    elif args.action == "redrive":
+        moved = redrive(api, args.vhost, args.queue, args.to, args.limit)
+        where = f"to {args.to}" if args.to else "back to the queues they died in"
+        print(json.dumps({"moved": moved}) if as_json else f"moved {moved} messages from {args.queue} {where}",
+              file=out)
+    elif args.action == "export":
+        text = json.dumps(api.call("GET", "/api/definitions"), indent=1)
+        if args.file == "-":
+            print(text, file=out)
+        else:
+            with open(args.file, "w") as file:
+                file.write(text + "\n")
+            print(f"exported definitions to {args.file}", file=out)
+    elif args.action == "import":
+        try:
+            source = sys.stdin.read() if args.file == "-" else open(args.file).read()
+            definitions = json.loads(source)
+        except OSError as failure:
+            raise CtlError(f"{args.file}: {failure.strerror or failure}") from None
+        except ValueError as failure:
+            raise CtlError(f"{args.file}: not JSON ({failure})") from None
+        if not isinstance(definitions, dict):
+            raise CtlError(f"{args.file}: definitions must be a JSON object")
+        print(f"imported {import_definitions(api, definitions)} definitions", file=out)
+    elif args.action == "add-user":
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise CtlError("no password on stdin")
+        api.call("PUT", f"/api/users/{_path(args.name)}", {"password": password, "tags": args.tags})
+        print(f"user {args.name} set", file=out)
+    elif args.action == "set-permissions":
+        api.call("PUT", f"/api/permissions/{_path(args.vhost, args.user)}",
+                 {"configure": ".*", "write": ".*", "read": ".*"})
+        print(f"{args.user} may open {args.vhost}", file=out)
+
+
+def main(argv: list[str], out: IO[str] = sys.stdout) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        run(args, out)
+    except CtlError as failure:
+        print(f"amqlite ctl: {failure}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,112 @@
+"""amqlite ctl against a running broker's management API."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from amqlite import ctl
+
+from .conftest import ManagedServerThread
+
+
+def run(server: ManagedServerThread, *args: str, user: str = "guest:guest") -> str:
+    out = io.StringIO()
+    code = ctl.main(["--url", f"http://{user}@127.0.0.1:{server.management_port}", *args], out=out)
+    assert code == 0, out.getvalue()
+    return out.getvalue()
+
+
+def test_list_as_a_table_and_as_json(managed: ManagedServerThread) -> None:
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.queue_declare("tasks")
+    channel.basic_publish("", "tasks", b"x")
+    channel.queue_declare("tasks", passive=True)
+    lines = run(managed, "list", "queues").splitlines()
+    assert lines[0].split() == ["vhost", "name", "messages", "messages_ready", "messages_unacknowledged", "consumers"]
+    assert lines[1].split() == ["/", "tasks", "1", "1", "0", "0"]
+    rows = json.loads(run(managed, "--format", "json", "list", "queues"))
+    assert [(r["name"], r["messages"]) for r in rows] == [("tasks", 1)]
+    assert "tasks" in run(managed, "list", "bindings")
+    assert run(managed, "status").splitlines()[0].startswith("amqlite ")
+    assert run(managed, "purge", "tasks") == "purged tasks\n"
+    assert channel.queue_declare("tasks", passive=True).method.message_count == 0
+    assert run(managed, "delete", "queue", "tasks") == "deleted queue tasks\n"
+    assert "tasks" not in run(managed, "list", "queues")
+    connection.close()
+
+
+def test_redrive_moves_in_batches_with_a_limit(managed: ManagedServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ctl, "BATCH", 2)
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.queue_declare("parked")
+    channel.queue_declare("retry-here")
+    for n in range(7):
+        channel.basic_publish("", "parked", b"m%d" % n)
+    assert run(managed, "redrive", "parked", "--to", "retry-here", "--limit", "5") == \
+        "moved 5 messages from parked to retry-here\n"
+    assert channel.queue_declare("retry-here", passive=True).method.message_count == 5
+    assert channel.queue_declare("parked", passive=True).method.message_count == 2
+    connection.close()
+
+
+def test_export_import_and_users(managed: ManagedServerThread, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ctl, "BATCH", 1)  # one definition per request: slices keep the order an import needs
+    http = managed.http()
+    http.put("/api/vhosts/shop")
+    http.put("/api/exchanges/shop/orders", json={"type": "direct"})
+    http.put("/api/queues/shop/paid", json={"durable": True})
+    http.post("/api/bindings/shop/e/orders/q/paid", json={"routing_key": "paid"})
+    path = tmp_path / "defs.json"
+    assert run(managed, "export", str(path)) == f"exported definitions to {path}\n"
+    exported = json.loads(path.read_text())
+    http.delete("/api/vhosts/shop")
+    assert run(managed, "import", str(path)).startswith("imported ")
+    assert http.get("/api/bindings/shop").json()[-1]["routing_key"] == "paid"
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hunter2\n"))
+    assert run(managed, "add-user", "frank", "--tags", "management") == "user frank set\n"
+    assert run(managed, "--vhost", "shop", "set-permissions", "frank") == "frank may open shop\n"
+    assert json.loads(run(managed, "--format", "json", "list", "vhosts", user="frank:hunter2"))[0]["name"] == "shop"
+    assert exported["vhosts"]
+
+
+def test_failures_are_one_line_and_exit_1(managed: ManagedServerThread) -> None:
+    def failing(*args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "amqlite", "ctl", *args], capture_output=True, text=True,
+                                timeout=30)
+        assert result.returncode == 1 and result.stdout == ""
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        return lines[0]
+
+    assert failing("--url", "http://guest:guest@127.0.0.1:1", "status") == \
+        "amqlite ctl: cannot reach http://127.0.0.1:1: Connection refused"
+    url = f"http://guest:guest@127.0.0.1:{managed.management_port}"
+    assert failing("--url", url, "purge", "nowhere") == \
+        "amqlite ctl: DELETE /api/queues/%2F/nowhere/contents: 404 Object Not Found: Not Found"
+    assert failing("--url", url.replace("guest:guest", "guest:bad"), "list", "queues") == \
+        "amqlite ctl: GET /api/queues: 401 not_authorized: Login failed"
+
+
+def test_progress_bar_only_on_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    shown, piped = Terminal(), io.StringIO()
+    for stream in (shown, piped):
+        bar = ctl.Progress(4, "redrive", stream)
+        bar.update(2)
+        bar.update(4)
+        bar.close()
+    assert shown.getvalue().endswith(f"\rredrive [{'#' * 30}] 4/4\n") and "[" + "#" * 15 + " " * 15 + "] 2/4" in shown.getvalue()
+    assert piped.getvalue() == ""
