@@ -91,6 +91,11 @@ class Queue:
     def delayed_count(self) -> int:
         return len(self._retry)
 
+    @property
+    def paged_count(self) -> int:
+        """Ready messages kept on disk only (paged out)."""
+        return self.ready.paged
+
     # -- publishing -----------------------------------------------------
 
     def enqueue(self, message: Message, message_ttl: float | None, now: float) -> bool:

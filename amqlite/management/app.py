@@ -249,7 +249,7 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
                 return outcome
             moved += outcome
             source = broker.vhosts[vhost].queues.get(name)
-            if source is None or not source.ready.paged:
+            if source is None or not source.paged_count:
                 break
             if outcome:
                 idle_since = anyio.current_time()

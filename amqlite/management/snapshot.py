@@ -42,7 +42,7 @@ def queue_info(queue: Queue) -> dict[str, Any]:
         "message_stats": {},
         # amqlite's own: ready messages on disk only, and messages waiting
         # for a delayed retry.
-        "messages_paged": queue.ready.paged,
+        "messages_paged": queue.paged_count,
         "messages_delayed": queue.delayed_count,
     }
 
