@@ -12,7 +12,7 @@ Workload, 100-byte messages, one connection each:
      p50/p99 of publish-to-deliver time.
 
 Usage: python benchmarks/bench_amqp.py [--messages N] [--runs R] [--quick]
-       [--amqlite-only] [--durable]
+       [--amqlite-only] [--durable] [--poll-management SECONDS]
 amqlite is started as a subprocess (`amqlite serve --port 0`), so it does not
 share a GIL with the generator. RabbitMQ is expected at 127.0.0.1:5672.
 """
@@ -20,6 +20,7 @@ share a GIL with the generator. RabbitMQ is expected at 127.0.0.1:5672.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import platform
 import select
@@ -29,9 +30,12 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -188,13 +192,19 @@ def latency(host: str, port: int, queue: str, rate: int, seconds: float) -> tupl
     return samples[len(samples) // 2] * 1000, samples[int(len(samples) * 0.99)] * 1000
 
 
-def start_amqlite(data_dir: str) -> tuple[subprocess.Popen[bytes], int]:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return int(probe.getsockname()[1])
+
+
+def start_amqlite(data_dir: str) -> tuple[subprocess.Popen[bytes], int, int]:
+    """amqlite with its management API and metrics on (their default), on
+    free ports: 15672 may be RabbitMQ's. Returns (process, AMQP port, API port)."""
+    port, management, prometheus = free_port(), free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--data-dir", data_dir],
+         "--data-dir", data_dir, "--management-port", str(management), "--prometheus-port", str(prometheus)],
         stderr=subprocess.DEVNULL,
         env={**os.environ, "AMQLITE_LOG_LEVEL": "warning"},
     )
@@ -202,11 +212,39 @@ def start_amqlite(data_dir: str) -> tuple[subprocess.Popen[bytes], int]:
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, port
+            return process, port, management
         except OSError:
             time.sleep(0.05)
     process.kill()
     raise RuntimeError("amqlite did not start")
+
+
+class Poller:
+    """What an open dashboard costs the broker: the overview and the queue
+    list fetched every ``interval`` seconds, in a thread of the benchmark."""
+
+    def __init__(self, api_port: int, interval: float) -> None:
+        self.url, self.interval = f"http://127.0.0.1:{api_port}", interval
+        self.auth = "Basic " + base64.b64encode(b"guest:guest").decode()
+        self.polls = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            for path in ("/api/overview", "/api/queues"):
+                request = urllib.request.Request(self.url + path, headers={"Authorization": self.auth})
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    response.read()
+            self.polls += 1
+
+    def __enter__(self) -> Poller:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join()
 
 
 def rabbitmq_up() -> bool:
@@ -243,6 +281,15 @@ def run(label: str, host: str, port: int, args: argparse.Namespace) -> dict[str,
     return {"broker": label, "publish": pubs, "consume": cons, "p50": p50, "p99": p99}
 
 
+def polled(args: argparse.Namespace, api_port: int, work: Callable[[], dict[str, object]]) -> dict[str, object]:
+    if not args.poll_management:
+        return work()
+    with Poller(api_port, args.poll_management) as poller:
+        result = work()
+    print(f"{result['broker']}: management API polled {poller.polls} times during the runs")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=100_000)
@@ -252,22 +299,26 @@ def main() -> None:
     parser.add_argument("--durable", action="store_true", help="durable queue, persistent messages")
     parser.add_argument("--amqlite-only", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    parser.add_argument("--poll-management", type=float, default=0.0, metavar="SECONDS",
+                        help="fetch /api/overview and /api/queues this often during the runs, as an open "
+                             "dashboard does (RabbitMQ's on 15672 too)")
     args = parser.parse_args()
     if args.quick:
         args.messages, args.runs, args.latency_seconds = 2000, 1, 0.5
     print(f"machine: {machine()}")
     print(f"workload: {args.messages} x 100 B, {args.runs} runs, confirm window {args.window}, prefetch 200,"
-          f" {'durable/persistent' if args.durable else 'transient'}")
+          f" {'durable/persistent' if args.durable else 'transient'}"
+          + (f", management API polled every {args.poll_management:g} s" if args.poll_management else ""))
     results = []
     with tempfile.TemporaryDirectory(prefix="amqlite-bench-") as data_dir:
-        process, port = start_amqlite(data_dir)
+        process, port, api_port = start_amqlite(data_dir)
         try:
-            results.append(run("amqlite", "127.0.0.1", port, args))
+            results.append(polled(args, api_port, lambda: run("amqlite", "127.0.0.1", port, args)))
         finally:
             process.terminate()
             process.wait()
     if not args.amqlite_only and rabbitmq_up():
-        results.append(run("RabbitMQ", "127.0.0.1", 5672, args))
+        results.append(polled(args, 15672, lambda: run("RabbitMQ", "127.0.0.1", 5672, args)))
     print()
     print(f"{'broker':10} {'publish+confirm msgs/s':>24} {'consume+ack msgs/s':>20} {'p50 ms':>8} {'p99 ms':>8}")
     for r in results:
