@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test bench bench-amqp bench-durable fuzz venv clean crash interop-pika interop-aiormq
+.PHONY: run demo test bench bench-amqp bench-durable fuzz venv clean crash interop-pika interop-aiormq screenshots
 
 RUNTIME := $(VENV)/.runtime
 
@@ -71,3 +71,7 @@ interop-pika: $(STAMP)
 
 interop-aiormq: $(STAMP)
 	bash tests/interop/client_suite.sh aiormq
+
+# The dashboard screenshots in docs/, taken by its browser tests.
+screenshots: $(STAMP)
+	AMQLITE_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/management/test_dashboard.py

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote, urlsplit
 
@@ -18,7 +19,8 @@ import attrs
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
@@ -32,6 +34,7 @@ from ..core.message import Properties
 from ..core.vhost import VirtualHost
 from . import definitions, snapshot
 
+DASHBOARD = Path(__file__).parent / "dashboard"
 #: How ``POST .../get`` settles what it took.
 ACK_MODES = frozenset({"ack_requeue_true", "ack_requeue_false", "reject_requeue_true", "reject_requeue_false"})
 #: How long ``POST .../get`` waits for paged messages to be read back.
@@ -157,9 +160,12 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
     def authenticated(handler: Callable[[Request, User], Awaitable[Response]]) -> Handler:
         async def endpoint(request: Request) -> Response:
             user = _login(request, users)
-            if isinstance(user, Response):
-                return user
-            return await handler(request, user)
+            response = user if isinstance(user, Response) else await handler(request, user)
+            if "www-authenticate" in response.headers and "x-requested-with" in request.headers:
+                # A script (the dashboard) shows its own login: a challenge would
+                # make the browser open its password dialog over the page.
+                del response.headers["www-authenticate"]
+            return response
         return endpoint
 
     def param(request: Request, name: str) -> str:
@@ -634,7 +640,7 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
     async def aliveness(request: Request, user: User) -> Response:
         return JSONResponse({"status": "ok"}) if visible_vhosts(user, param(request, "vhost")) else not_found()
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/api/overview", authenticated(overview)),
         Route("/api/whoami", authenticated(whoami)),
         Route("/api/vhosts", authenticated(vhosts)),
@@ -693,4 +699,6 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
     async def missing(request: Request, exc: Exception) -> Response:
         return not_found()
 
+    # The dashboard: static files calling this API from the browser.
+    routes.append(Mount("/", StaticFiles(directory=DASHBOARD, html=True)))
     return _RawPath(Starlette(routes=routes, exception_handlers={404: missing}))

@@ -107,3 +107,11 @@ def test_connections_channels_and_consumers(managed: ManagedServerThread) -> Non
     # A management-tagged user who is not the owner sees no one else's connections.
     assert managed.http("limited", "pw").get("/api/connections").json() == []
     connection.close()
+
+
+def test_a_script_gets_no_challenge_so_the_browser_opens_no_dialog(managed: ManagedServerThread) -> None:
+    refused = managed.http("guest", "wrong").get("/api/whoami")
+    assert refused.headers["www-authenticate"] == 'Basic realm="RabbitMQ Management"'
+    scripted = managed.http("guest", "wrong").get("/api/whoami", headers={"X-Requested-With": "XMLHttpRequest"})
+    assert scripted.status_code == 401 and "www-authenticate" not in scripted.headers
+    assert scripted.json() == {"error": "not_authorized", "reason": "Login failed"}

@@ -1,0 +1,358 @@
+// The amqlite dashboard: plain modules over RabbitMQ's management API, no
+// build step. Credentials stay in sessionStorage and go with each request as
+// HTTP Basic auth, as RabbitMQ's UI does. Every string from the API reaches
+// the page through textContent, never as HTML.
+
+const POLL_MS = 5000;
+// Marks our requests as a script's, so a refused login comes back without
+// the challenge that would open the browser's own password dialog.
+const SCRIPT = { "X-Requested-With": "XMLHttpRequest" };
+const main = document.getElementById("main");
+const errorBox = document.getElementById("error");
+let timer = null;
+
+function credentials() {
+  return sessionStorage.getItem("amqlite-auth");
+}
+
+async function api(method, path, body, headers = {}) {
+  const response = await fetch(path, {
+    method,
+    headers: { Authorization: "Basic " + credentials(), "Content-Type": "application/json", ...SCRIPT, ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (response.status === 401 && path !== "/api/whoami") {
+    sessionStorage.removeItem("amqlite-auth");
+    location.hash = "#/login";
+    throw new Error("Login failed");
+  }
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) {
+    throw new Error(data && data.reason ? `${data.error}: ${data.reason}` : `HTTP ${response.status}`);
+  }
+  return data;
+}
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return node;
+}
+
+function showError(error) {
+  errorBox.textContent = error ? String(error.message || error) : "";
+  errorBox.hidden = !error;
+}
+
+const enc = encodeURIComponent;
+
+// A table of rows; sortable by clicking a header (again: the other way).
+function table(columns, rows, { id, sortable = false } = {}) {
+  let sortKey = null;
+  let ascending = true;
+  const body = el("tbody");
+  const head = el("tr");
+  const render = () => {
+    const sorted = [...rows];
+    if (sortKey) {
+      sorted.sort((a, b) => {
+        const x = a.values[sortKey], y = b.values[sortKey];
+        const order = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
+        return ascending ? order : -order;
+      });
+    }
+    body.replaceChildren(...sorted.map((row) => el("tr", { "data-name": row.name ?? "" },
+      ...columns.map((c) => el("td", typeof row.values[c.key] === "number" ? { class: "num" } : {},
+        row.cells && row.cells[c.key] ? row.cells[c.key] : row.values[c.key] ?? "")))));
+  };
+  for (const c of columns) {
+    const attributes = sortable ? { "data-key": c.key } : {};
+    const th = el("th", attributes, c.label);
+    if (sortable) th.addEventListener("click", () => {
+      ascending = sortKey === c.key ? !ascending : true;
+      sortKey = c.key;
+      render();
+    });
+    head.append(th);
+  }
+  render();
+  return el("table", id ? { id } : {}, el("thead", {}, head), body);
+}
+
+// --- pages -------------------------------------------------------------
+
+function loginPage() {
+  document.getElementById("nav").hidden = true;
+  const user = el("input", { id: "username", name: "username", autocomplete: "username" });
+  const password = el("input", { id: "password", name: "password", type: "password", autocomplete: "current-password" });
+  const message = el("p", { id: "login-message", role: "alert" });
+  const form = el("form", { id: "login" },
+    el("p", {}, el("label", {}, "Username ", user)),
+    el("p", {}, el("label", {}, "Password ", password)),
+    el("button", { type: "submit" }, "Log in"), message);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    sessionStorage.setItem("amqlite-auth", btoa(`${user.value}:${password.value}`));
+    const response = await fetch("/api/whoami", { headers: { Authorization: "Basic " + credentials(), ...SCRIPT } });
+    if (response.ok) {
+      document.getElementById("who").textContent = (await response.json()).name;
+      location.hash = "#/overview";
+    } else {
+      sessionStorage.removeItem("amqlite-auth");
+      const body = await response.json().catch(() => null);
+      message.textContent = body && body.reason ? body.reason : "Login failed";
+    }
+  });
+  main.replaceChildren(el("h1", {}, "Log in"), form);
+}
+
+// Samples of the overview for the rate chart: counters' deltas per second.
+const history = [];
+const SERIES = [
+  ["publish", "published", "#1f77b4"], ["deliver_get", "delivered", "#2ca02c"],
+  ["ack", "acked", "#ff7f0e"], ["dead_lettered", "dead-lettered", "#d62728"],
+];
+
+function rates() {
+  const points = [];
+  for (let i = 1; i < history.length; i++) {
+    const [t0, a] = history[i - 1], [t1, b] = history[i];
+    const seconds = Math.max((t1 - t0) / 1000, 0.001);
+    points.push(Object.fromEntries(SERIES.map(([key]) => [key, Math.max(0, ((b[key] || 0) - (a[key] || 0)) / seconds)])));
+  }
+  return points;
+}
+
+function drawChart(canvas) {
+  const ctx = canvas.getContext("2d");
+  const points = rates();
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const top = Math.max(1, ...points.flatMap((p) => SERIES.map(([key]) => p[key])));
+  for (const [key, , colour] of SERIES) {
+    ctx.strokeStyle = colour;
+    ctx.beginPath();
+    points.forEach((p, i) => {
+      const x = (i / Math.max(1, points.length - 1)) * (canvas.width - 10) + 5;
+      const y = canvas.height - 5 - (p[key] / top) * (canvas.height - 20);
+      i ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
+    });
+    ctx.stroke();
+  }
+  ctx.fillStyle = "#555";
+  ctx.fillText(`${top.toFixed(1)} msg/s`, 8, 12);
+}
+
+async function overviewPage() {
+  const data = await api("GET", "/api/overview");
+  const stats = data.message_stats || {};
+  history.push([Date.now(), stats]);
+  if (history.length > 60) history.shift();
+  const totals = data.queue_totals, objects = data.object_totals;
+  const box = (label, value, id) => el("div", {}, label, el("b", { id }, value));
+  const canvas = el("canvas", { id: "rates", width: 640, height: 200 });
+  const last = rates().at(-1) || {};
+  main.replaceChildren(
+    el("h1", {}, "Overview"),
+    el("p", {}, `${data.product_name} ${data.product_version}`),
+    el("div", { class: "totals" },
+      box("Messages", totals.messages, "total-messages"), box("Ready", totals.messages_ready, "total-ready"),
+      box("Unacked", totals.messages_unacknowledged, "total-unacked"), box("Queues", objects.queues, "total-queues"),
+      box("Connections", objects.connections, "total-connections"), box("Consumers", objects.consumers, "total-consumers")),
+    el("h2", {}, "Message rates"),
+    el("p", { class: "legend" }, ...SERIES.map(([key, label, colour]) =>
+      el("span", { style: `color:${colour}` }, `${label} ${(last[key] || 0).toFixed(1)}/s`))),
+    canvas);
+  drawChart(canvas);
+}
+
+function queueRow(q) {
+  const link = el("a", { href: `#/queue/${enc(q.vhost)}/${enc(q.name)}` }, q.name);
+  return {
+    name: q.name,
+    values: { vhost: q.vhost, name: q.name, messages: q.messages, ready: q.messages_ready,
+              unacked: q.messages_unacknowledged, paged: q.messages_paged ?? 0, consumers: q.consumers },
+    cells: { name: link },
+  };
+}
+
+let queueFilter = "";
+
+async function queuesPage() {
+  const queues = await api("GET", "/api/queues");
+  const existing = document.getElementById("queues-holder");
+  if (existing) {  // a refresh: keep the filter box (and its focus) as it is
+    existing.replaceChildren(queuesTable(queues));
+    return;
+  }
+  const filter = el("input", { id: "filter", placeholder: "Filter by name", value: queueFilter });
+  const holder = el("div", { id: "queues-holder" }, queuesTable(queues));
+  filter.addEventListener("input", () => {
+    queueFilter = filter.value;
+    holder.replaceChildren(queuesTable(lastQueues));
+  });
+  main.replaceChildren(el("h1", {}, "Queues"), filter, holder);
+}
+
+let lastQueues = [];
+
+function queuesTable(queues) {
+  lastQueues = queues;
+  const columns = [
+    { key: "vhost", label: "Vhost" }, { key: "name", label: "Name" }, { key: "messages", label: "Messages" },
+    { key: "ready", label: "Ready" }, { key: "unacked", label: "Unacked" }, { key: "paged", label: "Paged" },
+    { key: "consumers", label: "Consumers" },
+  ];
+  return table(columns, queues.filter((q) => q.name.includes(queueFilter)).map(queueRow), { id: "queues", sortable: true });
+}
+
+function deaths(message) {
+  const list = message.properties && message.properties.headers && message.properties.headers["x-death"];
+  if (!Array.isArray(list) || !list.length) return "";
+  return table([{ key: "reason", label: "Reason" }, { key: "queue", label: "Queue" }, { key: "count", label: "Count" }],
+    list.map((d) => ({ values: { reason: d.reason, queue: d.queue, count: d.count } })));
+}
+
+async function queuePage(vhost, name) {
+  const path = `/api/queues/${enc(vhost)}/${enc(name)}`;
+  const [queue, bindings, consumers] = await Promise.all([
+    api("GET", path), api("GET", `${path}/bindings`), api("GET", `/api/consumers/${enc(vhost)}`)]);
+  const output = el("div", { id: "queue-output" });
+  const act = (fn) => async (event) => {
+    event.preventDefault();
+    try { showError(null); await fn(); } catch (error) { showError(error); }
+  };
+  const count = el("input", { id: "get-count", type: "number", value: 5, min: 1, style: "width:5em" });
+  const ackmode = el("select", { id: "get-ackmode" },
+    ...["ack_requeue_true", "ack_requeue_false", "reject_requeue_true", "reject_requeue_false"].map((m) => el("option", { value: m }, m)));
+  const payload = el("input", { id: "publish-payload", placeholder: "payload" });
+  const redriveTo = el("input", { id: "redrive-to", placeholder: "to (default: where each died)" });
+  const getMessages = act(async () => {
+    const messages = await api("POST", `${path}/get`,
+      { count: Number(count.value), ackmode: ackmode.value, encoding: "auto", truncate: 50000 });
+    output.replaceChildren(el("h2", {}, `${messages.length} message(s)`), ...messages.map((m, i) => el("div", { class: "message" },
+      el("h3", {}, `Message ${i + 1}${m.redelivered ? " (redelivered)" : ""}`),
+      el("p", {}, `exchange ${m.exchange || "(default)"}, routing key ${m.routing_key}`),
+      el("pre", {}, m.payload), deaths(m))));
+  });
+  const publish = act(async () => {
+    const result = await api("POST", `/api/exchanges/${enc(vhost)}/amq.default/publish`,
+      { properties: {}, routing_key: name, payload: payload.value, payload_encoding: "string" });
+    output.replaceChildren(el("p", { id: "publish-result" }, result.routed ? "Published." : "Not routed."));
+  });
+  const redrive = act(async () => {
+    const body = redriveTo.value ? { to: redriveTo.value } : {};
+    const result = await api("POST", `${path}/redrive`, body);
+    await render();  // the counts changed; then say what moved in the page rendered anew
+    document.getElementById("queue-output").replaceChildren(
+      el("p", { id: "redrive-result" }, `Moved ${result.moved} message(s).`));
+  });
+  const purge = act(async () => {
+    if (!confirm(`Purge ${name}?`)) return;
+    await api("DELETE", `${path}/contents`);
+    render();
+  });
+  const remove = act(async () => {
+    if (!confirm(`Delete ${name}?`)) return;
+    await api("DELETE", path);
+    location.hash = "#/queues";
+  });
+  const mine = consumers.filter((c) => c.queue.name === name);
+  main.replaceChildren(
+    el("h1", {}, `Queue ${name}`),
+    el("p", {}, `vhost ${vhost}; ${queue.durable ? "durable" : "transient"}; arguments ${JSON.stringify(queue.arguments)}`),
+    el("div", { class: "totals" },
+      el("div", {}, "Messages", el("b", { id: "queue-messages" }, queue.messages)),
+      el("div", {}, "Ready", el("b", {}, queue.messages_ready)),
+      el("div", {}, "Unacked", el("b", {}, queue.messages_unacknowledged)),
+      el("div", {}, "Paged", el("b", {}, queue.messages_paged ?? 0)),
+      el("div", {}, "Consumers", el("b", {}, queue.consumers))),
+    el("form", { class: "inline", onsubmit: getMessages }, "Get", count, ackmode, el("button", { id: "get" }, "Get messages")),
+    el("form", { class: "inline", onsubmit: publish }, payload, el("button", { id: "publish" }, "Publish")),
+    el("form", { class: "inline", onsubmit: redrive }, redriveTo, el("button", { id: "redrive" }, "Redrive")),
+    el("form", { class: "inline" }, el("button", { id: "purge", onclick: purge }, "Purge"),
+      el("button", { id: "delete", onclick: remove }, "Delete")),
+    output,
+    el("h2", {}, "Bindings"),
+    table([{ key: "source", label: "From" }, { key: "routing_key", label: "Routing key" }],
+      bindings.map((b) => ({ values: { source: b.source || "(default)", routing_key: b.routing_key } }))),
+    el("h2", {}, "Consumers"),
+    table([{ key: "tag", label: "Tag" }, { key: "channel", label: "Channel" }, { key: "ack", label: "Ack required" },
+           { key: "prefetch", label: "Prefetch" }],
+      mine.map((c) => ({ values: { tag: c.consumer_tag, channel: c.channel_details.name, ack: String(c.ack_required),
+                                   prefetch: c.prefetch_count } }))));
+}
+
+async function exchangesPage() {
+  const exchanges = await api("GET", "/api/exchanges");
+  main.replaceChildren(el("h1", {}, "Exchanges"), table(
+    [{ key: "vhost", label: "Vhost" }, { key: "name", label: "Name" }, { key: "type", label: "Type" },
+     { key: "durable", label: "Durable" }],
+    exchanges.map((x) => ({ values: { vhost: x.vhost, name: x.name || "(default)", type: x.type, durable: String(x.durable) } })),
+    { id: "exchanges", sortable: true }));
+}
+
+async function connectionsPage() {
+  const connections = await api("GET", "/api/connections");
+  const close = (name) => async () => {
+    try {
+      await api("DELETE", `/api/connections/${enc(name)}`, undefined, { "X-Reason": "Closed from the amqlite dashboard" });
+      render();
+    } catch (error) { showError(error); }
+  };
+  main.replaceChildren(el("h1", {}, "Connections"), table(
+    [{ key: "name", label: "Name" }, { key: "user", label: "User" }, { key: "vhost", label: "Vhost" },
+     { key: "channels", label: "Channels" }, { key: "close", label: "" }],
+    connections.map((c) => ({ name: c.name, values: { name: c.name, user: c.user, vhost: c.vhost, channels: c.channels },
+                              cells: { close: el("button", { class: "close", onclick: close(c.name) }, "Close") } })),
+    { id: "connections" }));
+}
+
+async function channelsPage() {
+  const channels = await api("GET", "/api/channels");
+  main.replaceChildren(el("h1", {}, "Channels"), table(
+    [{ key: "name", label: "Channel" }, { key: "user", label: "User" }, { key: "consumers", label: "Consumers" },
+     { key: "unacked", label: "Unacked" }, { key: "prefetch", label: "Prefetch" }, { key: "confirm", label: "Confirm" }],
+    channels.map((c) => ({ values: { name: c.name, user: c.user, consumers: c.consumer_count,
+                                      unacked: c.messages_unacknowledged, prefetch: c.prefetch_count,
+                                      confirm: String(c.confirm) } })),
+    { id: "channels" }));
+}
+
+// --- routing -------------------------------------------------------------
+
+async function render() {
+  clearTimeout(timer);
+  const [, page, ...rest] = location.hash.split("/");
+  if (!credentials() || page === "login") {
+    loginPage();
+    return;
+  }
+  document.getElementById("nav").hidden = false;
+  for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.hash === `#/${page}`);
+  const pages = { overview: overviewPage, queues: queuesPage, exchanges: exchangesPage,
+                  connections: connectionsPage, channels: channelsPage };
+  try {
+    if (page === "queue") await queuePage(decodeURIComponent(rest[0]), decodeURIComponent(rest[1]));
+    else await (pages[page] || overviewPage)();
+    showError(null);
+  } catch (error) {
+    showError(error);
+  }
+  // Lists refresh themselves; a queue page waits for the user (its forms keep their input).
+  if (page !== "queue" && page !== "login") timer = setTimeout(render, POLL_MS);
+}
+
+document.getElementById("logout").addEventListener("click", () => {
+  sessionStorage.removeItem("amqlite-auth");
+  location.hash = "#/login";
+});
+window.addEventListener("hashchange", render);
+if (credentials()) {
+  api("GET", "/api/whoami").then((me) => { document.getElementById("who").textContent = me.name; }).catch(() => {});
+}
+render();
