@@ -23,10 +23,11 @@ def bind_http(server: Server) -> dict[str, BoundApp]:
     # Hypercorn binds one address; "all interfaces" means IPv4's here.
     host = settings.host if settings.host not in ("", "::") else "0.0.0.0"
     listeners = [{"protocol": "amqp", "ip_address": address, "port": port} for address, port in server.addresses]
+    store = server.store_metrics if server.journal is not None else None
     wanted: dict[str, tuple[int, Callable[[], ASGIApp]]] = {
         "management": (settings.management_port,
                        lambda: create_app(server.core, server.users, server.clock.now, listeners=listeners)),
-        "prometheus": (settings.prometheus_port, lambda: create_metrics_app(server.core)),
+        "prometheus": (settings.prometheus_port, lambda: create_metrics_app(server.core, store)),
     }
     bound: dict[str, BoundApp] = {}
     try:

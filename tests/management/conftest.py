@@ -41,7 +41,8 @@ class ManagedServerThread(ServerThread):
         assert self.server is not None
         app = create_app(self.server.core, self.server.users, self.server.clock.now,
                          listeners=[{"protocol": "amqp", "ip_address": "127.0.0.1", "port": self.server.port}])
-        for bound in (bind(app, "127.0.0.1", 0), bind(create_metrics_app(self.server.core), "127.0.0.1", 0)):
+        metrics = create_metrics_app(self.server.core, self.server.store_metrics)
+        for bound in (bind(app, "127.0.0.1", 0), bind(metrics, "127.0.0.1", 0)):
             await nursery.start(serve, bound)
             self.ports.append(bound.port)
         self.management_port, self.prometheus_port = self.ports
