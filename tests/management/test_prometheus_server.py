@@ -68,8 +68,10 @@ def _poll(base: str, query: str, expected: dict[str, float], log: Path) -> None:
         except httpx.TransportError as error:  # not listening yet
             last = error
         else:
-            last = body = response.json()
-            if body.get("status") == "success":
+            if response.status_code != 200:  # 503 while starting
+                last = f"{response.status_code} {response.text}"
+            else:
+                last = body = response.json()
                 seen = {r["metric"].get("queue", ""): float(r["value"][1]) for r in body["data"]["result"]}
                 if all(seen.get(queue) == value for queue, value in expected.items()):
                     return
