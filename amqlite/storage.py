@@ -15,7 +15,8 @@ Both the server and the embedded broker run it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+import time
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import trio
 
@@ -42,6 +43,13 @@ DISK_CHECK_INTERVAL = 5.0
 DISK_CHECK_INTERVAL_LOW = 1.0
 
 
+class WriteObserver(Protocol):
+    """Told of every batch written: the seconds its write and fsync took
+    (in the worker thread) and how many messages it brought to disk."""
+
+    def written(self, seconds: float, messages: int) -> None: ...
+
+
 class StoreDriver:
     def __init__(
         self,
@@ -53,8 +61,12 @@ class StoreDriver:
         on_paged_in: Callable[[], object] = lambda: None,
         trim_heap: Callable[[], int | None] | None = None,
         disk_free_limit: int = 0,
+        observer: WriteObserver | None = None,
     ) -> None:
         self.journal = journal
+        self.observer = observer
+        #: journal.messages_written as of the last batch written.
+        self._messages_written = journal.messages_written
         #: Below this many free bytes, persistent publishes are refused (0: never).
         self.disk_free_limit = disk_free_limit
         self._write_error: OSError | None = None
@@ -194,6 +206,7 @@ class StoreDriver:
                     break  # nothing pending: delete what the roll made obsolete
                 await self._wakeup.park()
             pending, position = journal.take_batch()
+            messages_written = journal.messages_written
             # What may be deleted once this batch is on disk is decided now,
             # while the journal's state is exactly what the batch records:
             # records appended during the write (an ack making an old segment
@@ -204,7 +217,7 @@ class StoreDriver:
             # the server is stopping: journal.close() writes what is left.
             with trio.CancelScope(shield=True):
                 try:
-                    await trio.to_thread.run_sync(log_.write_and_sync, pending)
+                    seconds = await trio.to_thread.run_sync(_timed, log_.write_and_sync, pending)
                     failure = None
                 except OSError as error:
                     failure = self._write_error = error
@@ -217,6 +230,9 @@ class StoreDriver:
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             delay = RETRY_MIN
+            if self.observer is not None:
+                self.observer.written(seconds, messages_written - self._messages_written)
+            self._messages_written = messages_written
             if journal.commit(position):
                 self._write_error = None
                 log.info("store.recovered_writes", action="persistent publishes accepted again")
@@ -243,3 +259,10 @@ class StoreDriver:
             return
         journal.forget(deleted)
         log.info("store.compacted", deleted_segments=len(deleted), segments=len(journal.log.segments))
+
+
+def _timed(write: Callable[[list[tuple[int, bytes]]], None], pending: list[tuple[int, bytes]]) -> float:
+    """Run ``write(pending)`` (in a worker thread); the seconds it took."""
+    start = time.perf_counter()
+    write(pending)
+    return time.perf_counter() - start

@@ -614,7 +614,7 @@ class ServerConnection:
         journal = self.broker.journal
         synced = journal.synced if journal is not None else 0
         number = ch.number
-        run_end = run_length = 0
+        run_end = run_length = acks = 0
         waiting: list[tuple[int, bool, int]] = []
         for confirm in ch.confirms:
             seq, acked, required = confirm
@@ -625,13 +625,16 @@ class ServerConnection:
             elif acked:
                 run_end = seq
                 run_length += 1
+                acks += 1
                 continue
             if run_length:
                 self._send(number, spec.Basic.Ack(run_end, run_length > 1))
                 run_length = 0
+            acks += acked
             self._send(number, spec.Basic.Ack(seq, False) if acked else spec.Basic.Nack(seq, False, False))
         if run_length:
             self._send(number, spec.Basic.Ack(run_end, run_length > 1))
+        self.broker.stats.confirmed += acks  # acks only, as RabbitMQ counts
         ch.confirms = waiting
         return not waiting
 

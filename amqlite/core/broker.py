@@ -16,6 +16,7 @@ from .. import defaults
 from .journal import Journal
 from .errors import NotAllowed
 from .message import Message
+from .stats import Stats
 from .timers import Timers
 from .vhost import VirtualHost
 
@@ -35,6 +36,8 @@ class Broker:
         self.connections: set[Connection] = set()
         #: Messages dropped, by reason (unroutable, expired, maxlen, ...).
         self.drops: Counter[str] = Counter()
+        #: Message counters (received, routed, delivered, ...): see core/stats.py.
+        self.stats = Stats()
         #: Called for every dropped message: (queue or exchange, message, reason).
         self.on_drop: DropHook | None = None
         #: Durable storage, when the driver has one (see core/journal.py).

@@ -37,6 +37,7 @@ class Channel:
         self.number = number
         self.vhost = connection.vhost
         self.broker = connection.broker
+        self.stats = connection.broker.stats
         self.consumers: dict[str, Consumer] = {}
         self.unacked: OrderedDict[int, Unacked] = OrderedDict()
         self._next_tag = 0
@@ -229,8 +230,11 @@ class Channel:
         limit = self.broker.max_message_size
         if len(message.body) > limit:
             raise PreconditionFailed(f"message size {len(message.body)} is larger than configured max size {limit}")
+        stats = self.stats
+        stats.received += 1
         if self.confirm:
             self.publish_seq += 1
+            stats.received_confirm += 1
         if self.transactional:
             if message.exchange not in self.vhost.exchanges:
                 raise NotFound(f"no exchange '{message.exchange}' in vhost '{self.vhost.name}'")
@@ -244,13 +248,18 @@ class Channel:
         """Called by a queue that chose ``consumer`` for ``entry``."""
         self._next_tag += 1
         tag = self._next_tag
+        stats = self.stats
         if consumer.no_ack:
             queue.settle(entry)
+            stats.delivered_consume_auto_ack += 1
         else:
             queue.lend(entry)
             consumer.unacked += 1
             self.consumer_unacked += 1
             self.unacked[tag] = (entry, queue, consumer)
+            stats.delivered_consume_manual_ack += 1
+        if entry.redelivered:
+            stats.redelivered += 1
         self.buffered += 1
         self._emit(Deliver(consumer.tag, tag, entry.redelivered, entry.message, entry.delivery_count))
 
@@ -272,15 +281,22 @@ class Channel:
         self._require_open()
         target = self.vhost.get_queue(queue, self.connection)
         entry = target.fetch(now)
+        stats = self.stats
         if not isinstance(entry, Entry):
+            if entry is None:
+                stats.get_empty += 1
             return entry
         self._next_tag += 1
         tag = self._next_tag
         if no_ack:
             target.settle(entry)
+            stats.delivered_get_auto_ack += 1
         else:
             target.lend(entry)
             self.unacked[tag] = (entry, target, None)
+            stats.delivered_get_manual_ack += 1
+        if entry.redelivered:
+            stats.redelivered += 1
         return GetResult(tag, entry.redelivered, entry.message, target.message_count, entry.delivery_count)
 
     def _redispatch(self, now: float, requeued: Iterable[Queue] = ()) -> None:
@@ -343,6 +359,8 @@ class Channel:
             self._redispatch(now, requeued)
 
     def _apply(self, records: list[tuple[int, Unacked]], how: Settlement, now: float) -> None:
+        if how is Settlement.ACK:
+            self.stats.acknowledged += len(records)
         for _, (entry, queue, consumer) in records:
             if consumer is not None:
                 consumer.unacked -= 1

@@ -19,6 +19,7 @@ from .errors import AccessRefused
 from .events import WAIT_FOR_DISK, WaitForDisk
 from .message import DELAYED, GONE, READY, UNACKED, Entry, Message
 from .ready import PagedRef
+from .stats import AT_MOST_ONCE, DISABLED
 
 if TYPE_CHECKING:
     from array import array
@@ -362,9 +363,12 @@ class Queue:
 
     def _dead_letter(self, message: Message, reason: str, now: float) -> None:
         settings = self.settings
+        broker = self.vhost.broker
         if settings.dead_letter_exchange is None:
-            self.vhost.broker.dropped(self.name, message, reason)
+            broker.stats.dead_lettered[reason, DISABLED] += 1
+            broker.dropped(self.name, message, reason)
             return
+        broker.stats.dead_lettered[reason, AT_MOST_ONCE] += 1
         self.vhost.dead_letter(self, message, reason, now)
 
     # -- consumers ------------------------------------------------------

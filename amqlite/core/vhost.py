@@ -308,9 +308,15 @@ class VirtualHost:
     def _enqueue(
         self, queues: list[Queue], message: Message, ttl: float | None, mandatory: bool, now: float, exchange: str
     ) -> PublishOutcome:
+        stats = self.broker.stats
         if not queues:
             self.broker.dropped(exchange, message, "unroutable")
-            return RETURNED if mandatory else UNROUTED
+            if mandatory:
+                stats.unroutable_returned += 1
+                return RETURNED
+            stats.unroutable_dropped += 1
+            return UNROUTED
+        stats.routed += 1
         headers = message.properties.headers
         if headers and "BCC" in headers:
             # BCC routes but is never delivered, as in RabbitMQ.

@@ -3,14 +3,17 @@ RabbitMQ's Grafana dashboards work, plus amqlite's own (``amqlite_*``).
 
 ``/metrics`` aggregates over all queues, as RabbitMQ's does by default;
 ``/metrics/per-object`` has one sample per queue with ``vhost`` and
-``queue`` labels. Each scrape reads the core once, like the API does.
+``queue`` labels. Each scrape reads the core once, like the API does. The
+global message counters are the core's (core/stats.py), with RabbitMQ's
+labels; the store's write latency and batch sizes come from the store
+driver through :class:`StoreMetrics`.
 """
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
@@ -20,6 +23,7 @@ from starlette.routing import Route
 
 from ..core.broker import Broker
 from ..core.queue import Queue
+from ..core.stats import AT_MOST_ONCE, DISABLED, REASONS, Stats
 
 #: (metric name, help, value of a queue) for the queue gauges.
 _QUEUE_GAUGES = (
@@ -30,6 +34,93 @@ _QUEUE_GAUGES = (
     ("amqlite_queue_messages_paged", "Ready messages kept on disk only", lambda q: q.ready.paged),
     ("amqlite_queue_messages_delayed", "Messages waiting for a delayed retry", lambda q: q.delayed_count),
 )
+
+_GLOBAL = "rabbitmq_global_messages_"
+#: RabbitMQ's labels: amqlite speaks AMQP 0-9-1 and has classic queues only.
+_PROTOCOL = {"protocol": "amqp091"}
+_PROTOCOL_QUEUE_TYPE = {"protocol": "amqp091", "queue_type": "rabbit_classic_queue"}
+
+#: (counter in core/stats.py, RabbitMQ's help) labelled by protocol.
+_PROTOCOL_COUNTERS = (
+    ("received", "Total number of messages received from publishers"),
+    ("received_confirm", "Total number of messages received from publishers expecting confirmations"),
+    ("routed", "Total number of messages routed to queues or streams"),
+    ("unroutable_dropped",
+     "Total number of messages published as non-mandatory into an exchange and dropped as unroutable"),
+    ("unroutable_returned",
+     "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable"),
+    ("confirmed", "Total number of messages confirmed to publishers"),
+)
+#: ... and those labelled by protocol and queue type.
+_QUEUE_TYPE_COUNTERS = (
+    ("delivered", "Total number of messages delivered to consumers"),
+    ("delivered_consume_manual_ack",
+     "Total number of messages delivered to consumers using basic.consume with manual acknowledgment"),
+    ("delivered_consume_auto_ack",
+     "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment"),
+    ("delivered_get_manual_ack",
+     "Total number of messages delivered to consumers using basic.get with manual acknowledgment"),
+    ("delivered_get_auto_ack",
+     "Total number of messages delivered to consumers using basic.get with automatic acknowledgment"),
+    ("get_empty", "Total number of times basic.get operations fetched no message"),
+    ("redelivered", "Total number of messages redelivered to consumers"),
+    ("acknowledged", "Total number of messages acknowledged by consumers"),
+)
+_DEAD_LETTER_HELP = {
+    "expired": "Total number of messages dead-lettered due to message TTL exceeded",
+    "rejected": "Total number of messages dead-lettered due to basic.reject or basic.nack",
+    "maxlen": "Total number of messages dead-lettered due to overflow drop-head or reject-publish-dlx",
+    "delivery_limit": "Total number of messages dead-lettered due to delivery-limit exceeded",
+}
+
+#: Seconds; an fsync takes from tens of microseconds (cache) to seconds (a busy disk).
+_FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: Messages; a batch of acks alone writes none.
+_BATCH_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+
+
+def _global_counters(stats: Stats) -> Iterator[Metric]:
+    for name, help_text in _PROTOCOL_COUNTERS:
+        family = CounterMetricFamily(_GLOBAL + name, help_text, labels=list(_PROTOCOL))
+        family.add_metric(list(_PROTOCOL.values()), getattr(stats, name))
+        yield family
+    for name, help_text in _QUEUE_TYPE_COUNTERS:
+        family = CounterMetricFamily(_GLOBAL + name, help_text, labels=list(_PROTOCOL_QUEUE_TYPE))
+        family.add_metric(list(_PROTOCOL_QUEUE_TYPE.values()), getattr(stats, name))
+        yield family
+    for reason in REASONS:
+        family = CounterMetricFamily(f"{_GLOBAL}dead_lettered_{reason}", _DEAD_LETTER_HELP[reason],
+                                     labels=["queue_type", "dead_letter_strategy"])
+        for strategy in (DISABLED, AT_MOST_ONCE):
+            family.add_metric(["rabbit_classic_queue", strategy], stats.dead_lettered[reason, strategy])
+        yield family
+
+
+class StoreMetrics(Collector):
+    """The disk store's figures: each batch the store driver writes (it
+    calls :meth:`written`, see storage.WriteObserver) and how long start-up
+    recovery took. One per server, registered with its metrics app."""
+
+    def __init__(self) -> None:
+        self.fsync_seconds = Histogram(
+            "amqlite_journal_fsync_seconds", "Time to write and fsync one batch of journal records (group commit)",
+            buckets=_FSYNC_BUCKETS, registry=None)
+        self.messages_per_fsync = Histogram(
+            "amqlite_journal_messages_per_fsync", "Messages written to the journal by one fsync",
+            buckets=_BATCH_BUCKETS, registry=None)
+        #: Set once recovery is done.
+        self.recovery_seconds: float | None = None
+
+    def written(self, seconds: float, messages: int) -> None:
+        self.fsync_seconds.observe(seconds)
+        self.messages_per_fsync.observe(messages)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.fsync_seconds.collect()
+        yield from self.messages_per_fsync.collect()
+        if self.recovery_seconds is not None:
+            yield GaugeMetricFamily("amqlite_recovery_seconds", "Time start-up took to recover the data directory",
+                                    self.recovery_seconds)
 
 
 class BrokerCollector(Collector):
@@ -54,17 +145,24 @@ class BrokerCollector(Collector):
             else:
                 family = GaugeMetricFamily(name, help_text, sum(value(q) for q in queues))
             yield family
+        yield GaugeMetricFamily("amqlite_messages_delayed", "Messages held by delayed-message exchanges",
+                                sum(exchange.pending_count for vhost in broker.vhosts.values()
+                                    for exchange in vhost.exchanges.values()))
+        yield from _global_counters(broker.stats)
         dropped = CounterMetricFamily("amqlite_messages_dropped", "Messages dropped, by reason", labels=["reason"])
         for reason, count in sorted(broker.drops.items()):
             dropped.add_metric([reason], count)
         yield dropped
 
 
-def create_metrics_app(broker: Broker) -> Starlette:
+def create_metrics_app(broker: Broker, store: StoreMetrics | None = None) -> Starlette:
+    """The Prometheus endpoints; ``store`` when the broker has a data directory."""
     registries = {}
     for per_object in (False, True):
         registry = CollectorRegistry(auto_describe=False)
         registry.register(BrokerCollector(broker, per_object=per_object))
+        if store is not None:
+            registry.register(store)
         registries[per_object] = registry
 
     def endpoint(per_object: bool):  # type: ignore[no-untyped-def]

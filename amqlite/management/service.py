@@ -37,10 +37,10 @@ def bind_http(server: Server) -> dict[str, BoundApp]:
     settings = server.settings
     # Hypercorn binds one address; "all interfaces" means IPv4's here.
     host = settings.host if settings.host not in ("", "::") else "0.0.0.0"
+    store = server.store_metrics if server.journal is not None else None
     wanted: dict[str, tuple[int, Callable[[], ASGIApp]]] = {
-        "management": (settings.management_port,
-                       lambda: management_app(server)),
-        "prometheus": (settings.prometheus_port, lambda: create_metrics_app(server.core)),
+        "management": (settings.management_port, lambda: management_app(server)),
+        "prometheus": (settings.prometheus_port, lambda: create_metrics_app(server.core, store)),
     }
     bound: dict[str, BoundApp] = {}
     try:

@@ -11,6 +11,7 @@ import errno
 import json
 import math
 import secrets
+import time
 from pathlib import Path
 
 import attrs
@@ -25,6 +26,7 @@ from ..core.broker import Broker
 from ..log import get_logger
 from ..management import definitions
 from ..management.http import serve as serve_http
+from ..management.metrics import StoreMetrics
 from ..management.service import bind_http
 from ..runtime import Clock, drive_deadlines
 from ..store.journal import DiskJournal, StoreLocked
@@ -69,6 +71,8 @@ class Server:
     accounts: Accounts = attrs.field(factory=lambda: Accounts(None))
     #: Bound HTTP ports by service ("management", "prometheus"), once serving.
     http_ports: dict[str, int] = attrs.field(factory=dict)
+    #: Recovery time and the store driver's writes, for Prometheus.
+    store_metrics: StoreMetrics = attrs.field(factory=StoreMetrics)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Server:
@@ -92,8 +96,10 @@ class Server:
             if self.journal is not None:
                 # In a thread, so that a signal can stop a long recovery; nothing
                 # else touches the core until it is done.
+                started = time.perf_counter()
                 await trio.to_thread.run_sync(self.journal.recover, self.core, self.clock.now(),
                                               abandon_on_cancel=True)
+                self.store_metrics.recovery_seconds = time.perf_counter() - started
             recovered = True
             self._load_accounts()
             listeners = await self._listen()
@@ -110,7 +116,8 @@ class Server:
                 if self.journal is not None:
                     driver = StoreDriver(self.journal, on_synced=self._synced, on_blocked=self._blocked,
                                          now=self.clock.now, on_paged_in=self._resume,
-                                         disk_free_limit=self.settings.disk_free_limit)
+                                         disk_free_limit=self.settings.disk_free_limit,
+                                         observer=self.store_metrics)
                     nursery.start_soon(driver.run)
                 nursery.start_soon(drive_deadlines, self.core, self.clock)
                 for listener in listeners:

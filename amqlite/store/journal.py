@@ -351,6 +351,13 @@ class DiskJournal:
         return self.log.take_pending()
 
     @property
+    def messages_written(self) -> int:
+        """Messages given a record of their own (PUBLISH, or HOLD for a
+        delayed one) by this journal, recovered ones included: the store
+        driver tells batches' sizes by it."""
+        return self._next_msg - 1
+
+    @property
     def position(self) -> int:
         """Position of the last record appended; a confirm waits for it."""
         return self.log.appended

@@ -40,7 +40,8 @@ class ManagedServerThread(ServerThread):
     async def _serving(self, nursery: trio.Nursery) -> None:
         assert self.server is not None
         app = management_app(self.server)
-        for bound in (bind(app, "127.0.0.1", 0), bind(create_metrics_app(self.server.core), "127.0.0.1", 0)):
+        metrics = create_metrics_app(self.server.core, self.server.store_metrics)
+        for bound in (bind(app, "127.0.0.1", 0), bind(metrics, "127.0.0.1", 0)):
             await nursery.start(serve, bound)
             self.ports.append(bound.port)
         self.management_port, self.prometheus_port = self.ports

@@ -4,6 +4,9 @@ with prometheus_client's own parser."""
 from __future__ import annotations
 
 import httpx
+import pika
+import pika.exceptions
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import ManagedServerThread
@@ -53,4 +56,118 @@ def test_dropped_messages_are_counted_by_reason(managed: ManagedServerThread) ->
     channel.queue_declare("a")  # a round trip, so the publish has been handled
     samples = scrape(managed, "/metrics")
     assert samples[("amqlite_messages_dropped_total", (("reason", "unroutable"),))] == 1
+    connection.close()
+
+
+def _globals(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+    """rabbitmq_global_messages_*_total by the name's middle part; dead
+    letters as ``dead_lettered_<reason>/<strategy>``. Checks the labels."""
+    out = {}
+    for (name, labels), value in samples.items():
+        if not name.startswith("rabbitmq_global_messages_"):
+            continue
+        short = name.removeprefix("rabbitmq_global_messages_").removesuffix("_total")
+        label = dict(labels)
+        if short.startswith("dead_lettered_"):
+            assert label["queue_type"] == "rabbit_classic_queue"
+            short += "/" + label["dead_letter_strategy"]
+        else:
+            assert label["protocol"] == "amqp091"
+            assert label.get("queue_type", "rabbit_classic_queue") == "rabbit_classic_queue"
+        out[short] = value
+    return out
+
+
+def test_global_message_counters_through_a_client(managed: ManagedServerThread) -> None:
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.confirm_delivery()
+    dlx = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"}
+    channel.queue_declare("dead")
+    channel.queue_declare("work", arguments=dlx)
+    channel.queue_declare("ttl", arguments={"x-message-ttl": 0, **dlx})  # no consumer: expires at once
+    for _ in range(5):
+        channel.basic_publish("", "work", b"w")
+    for _ in range(2):
+        channel.basic_publish("", "ttl", b"t")
+    channel.basic_publish("amq.direct", "nowhere", b"u")
+    with pytest.raises(pika.exceptions.UnroutableError):
+        channel.basic_publish("amq.direct", "nowhere", b"u", mandatory=True)
+
+    method, _, _ = channel.basic_get("work")
+    channel.basic_ack(method.delivery_tag)
+    channel.basic_get("work", auto_ack=True)
+    method, _, _ = channel.basic_get("work")
+    channel.basic_reject(method.delivery_tag, requeue=False)  # to "dead"
+    method, _, _ = channel.basic_get("work")
+    channel.basic_nack(method.delivery_tag, requeue=True)
+    method, _, _ = channel.basic_get("work")
+    assert method.redelivered
+    channel.basic_ack(method.delivery_tag)
+    for method, _, _ in channel.consume("work", inactivity_timeout=10):
+        assert method is not None
+        channel.basic_ack(method.delivery_tag)
+        break
+    channel.cancel()
+    dead = []
+    for method, _, body in channel.consume("dead", auto_ack=True, inactivity_timeout=10):
+        assert method is not None
+        dead.append(body)
+        if len(dead) == 3:
+            break
+    channel.cancel()
+    assert sorted(dead) == [b"t", b"t", b"w"]
+    assert channel.basic_get("work") == (None, None, None)
+
+    counters = _globals(scrape(managed, "/metrics"))
+    assert counters == {
+        "received": 9, "received_confirm": 9, "routed": 7, "unroutable_dropped": 1, "unroutable_returned": 1,
+        "confirmed": 9,
+        "delivered": 9, "delivered_get_manual_ack": 4, "delivered_get_auto_ack": 1,
+        "delivered_consume_manual_ack": 1, "delivered_consume_auto_ack": 3, "get_empty": 1,
+        "redelivered": 1, "acknowledged": 3,
+        "dead_lettered_expired/at_most_once": 2, "dead_lettered_rejected/at_most_once": 1,
+        "dead_lettered_expired/disabled": 0, "dead_lettered_rejected/disabled": 0,
+        "dead_lettered_maxlen/at_most_once": 0, "dead_lettered_maxlen/disabled": 0,
+        "dead_lettered_delivery_limit/at_most_once": 0, "dead_lettered_delivery_limit/disabled": 0,
+    }
+    # The per-object endpoint has them too, as RabbitMQ's does.
+    assert _globals(scrape(managed, "/metrics/per-object")) == counters
+    connection.close()
+
+
+def test_store_metrics_count_what_each_fsync_wrote(managed: ManagedServerThread) -> None:
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.confirm_delivery()  # a confirm goes once the message is on disk
+    channel.queue_declare("durable", durable=True)
+    persistent = pika.BasicProperties(delivery_mode=2)
+    for _ in range(7):
+        channel.basic_publish("", "durable", b"p", properties=persistent)
+    channel.basic_publish("", "durable", b"transient")  # not written
+
+    samples = scrape(managed, "/metrics")
+    assert samples[("amqlite_journal_messages_per_fsync_sum", ())] == 7
+    fsyncs = samples[("amqlite_journal_fsync_seconds_count", ())]
+    assert 1 <= fsyncs == samples[("amqlite_journal_messages_per_fsync_count", ())]
+    assert 0 < samples[("amqlite_journal_fsync_seconds_sum", ())] < 60
+    assert samples[("amqlite_journal_fsync_seconds_bucket", (("le", "+Inf"),))] == fsyncs
+    assert 0 <= samples[("amqlite_recovery_seconds", ())] < 60
+    connection.close()
+
+
+def test_delayed_exchange_messages_are_a_gauge(managed: ManagedServerThread) -> None:
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.exchange_declare("later", "x-delayed-message", arguments={"x-delayed-type": "direct"})
+    channel.queue_declare("q")
+    channel.queue_bind("q", "later", "k")
+    hour = pika.BasicProperties(headers={"x-delay": 3_600_000})
+    channel.basic_publish("later", "k", b"1", properties=hour)
+    channel.basic_publish("later", "k", b"2", properties=hour)
+    channel.basic_publish("later", "k", b"now")  # no delay: routed at once
+    channel.queue_declare("q", passive=True)  # a round trip: the publishes were handled
+    samples = scrape(managed, "/metrics")
+    assert samples[("amqlite_messages_delayed", ())] == 2
+    assert samples[("rabbitmq_queue_messages_ready", ())] == 1
     connection.close()

@@ -47,11 +47,12 @@ async def until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-unt
 class Driven:
     """A :class:`StoreDriver` running over a :class:`Store`, recording what it says."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, observer: storage.WriteObserver | None = None) -> None:
         self.store = store
         self.blocked: list[str | None] = []
         self.syncs = 0
-        self.driver = StoreDriver(store.journal, on_synced=self._synced, on_blocked=self.blocked.append, now=time.time)
+        self.driver = StoreDriver(store.journal, on_synced=self._synced, on_blocked=self.blocked.append, now=time.time,
+                                  observer=observer)
 
     def _synced(self) -> None:
         self.syncs += 1
@@ -73,6 +74,42 @@ def store_with_queue(tmp_path: Path, fs: FaultyFS, **kwargs: object) -> Store:
     store = Store(tmp_path, fs=fs, **kwargs)  # type: ignore[arg-type]
     store.ch.declare_queue("q", durable=True, now=NOW)
     return store
+
+
+class Batches:
+    """A write observer (storage.WriteObserver) that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, int]] = []
+
+    def written(self, seconds: float, messages: int) -> None:
+        self.seen.append((seconds, messages))
+
+
+async def test_the_observer_hears_of_batches_written_not_of_failed_writes(tmp_path: Path) -> None:
+    fs = FaultyFS()
+    store = store_with_queue(tmp_path, fs)
+    batches = Batches()
+    driven = Driven(store, batches)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(driven.driver.run)
+        for i in range(3):
+            assert driven.publish(b"%d" % i)
+        await driven.settle()
+        assert sum(messages for _, messages in batches.seen) == 3
+        assert all(0 < seconds < 60 for seconds, _ in batches.seen)
+        before = len(batches.seen)
+
+        fs.fsync_fails = True
+        assert driven.publish(b"a") and driven.publish(b"b")  # one batch, which fails
+        await until(lambda: not store.journal.accepting)
+        assert len(batches.seen) == before
+        fs.fsync_fails = False
+        await until(lambda: store.journal.accepting)
+        await driven.settle()
+        # Written once, whole, by the retry: two messages, counted once.
+        assert [messages for _, messages in batches.seen[before:]] == [2]
+        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("failure", ["short write", "failed fsync"])
