@@ -33,6 +33,7 @@ from ..core.events import GetResult, WaitForDisk
 from ..core.message import Properties
 from ..core.vhost import VirtualHost
 from . import definitions, snapshot
+from .rates import Rates
 
 DASHBOARD = Path(__file__).parent / "dashboard"
 #: How ``POST .../get`` settles what it took.
@@ -128,6 +129,7 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
     connection by name (False if there is none). Users and vhosts changed
     here are kept in ``accounts`` (in memory only without one)."""
     overlay = accounts if accounts is not None else Accounts(None)
+    rates = Rates(broker.stats, anyio.current_time)
 
     def on_channel(vhost: str, user: User, operation: Callable[[Channel], Any]) -> Any:
         """Run ``operation`` on a channel of a connection opened for this
@@ -176,7 +178,8 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
                 if user.may_open(name) and (vhost is None or name == vhost)]
 
     async def overview(request: Request, user: User) -> Response:
-        return JSONResponse(snapshot.overview(broker, listeners=listeners or [], version=__version__))
+        shown = snapshot.overview(broker, listeners=listeners or [], version=__version__)
+        return JSONResponse({**shown, "message_stats": rates.message_stats()})
 
     async def whoami(request: Request, user: User) -> Response:
         return JSONResponse({"name": user.name, "tags": list(user.tags)})
