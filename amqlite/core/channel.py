@@ -258,8 +258,11 @@ class Channel:
             self.consumer_unacked += 1
             self.unacked[tag] = (entry, queue, consumer)
             stats.delivered_consume_manual_ack += 1
+        counts = queue.stats
+        counts.deliver_get += 1
         if entry.redelivered:
             stats.redelivered += 1
+            counts.redeliver += 1
         self.buffered += 1
         self._emit(Deliver(consumer.tag, tag, entry.redelivered, entry.message, entry.delivery_count))
 
@@ -295,8 +298,11 @@ class Channel:
             target.lend(entry)
             self.unacked[tag] = (entry, target, None)
             stats.delivered_get_manual_ack += 1
+        counts = target.stats
+        counts.deliver_get += 1
         if entry.redelivered:
             stats.redelivered += 1
+            counts.redeliver += 1
         return GetResult(tag, entry.redelivered, entry.message, target.message_count, entry.delivery_count)
 
     def _redispatch(self, now: float, requeued: Iterable[Queue] = ()) -> None:
@@ -367,6 +373,7 @@ class Channel:
                 self.consumer_unacked -= 1
             if how is Settlement.ACK:
                 queue.settle(entry)
+                queue.stats.ack += 1
             else:
                 queue.give_back(entry, how.requeues, now, failed=how is not Settlement.RETURN)
 

@@ -19,7 +19,7 @@ from .errors import AccessRefused
 from .events import WAIT_FOR_DISK, WaitForDisk
 from .message import DELAYED, GONE, READY, UNACKED, Entry, Message
 from .ready import PagedRef
-from .stats import AT_MOST_ONCE, DISABLED
+from .stats import AT_MOST_ONCE, DISABLED, QueueStats
 
 if TYPE_CHECKING:
     from array import array
@@ -75,6 +75,7 @@ class Queue:
         self._expiring = 0
         # (due, seq, entry) for entries waiting out a retry delay.
         self._retry: list[tuple[float, int, Entry]] = []
+        self.stats = QueueStats()
         self._schedule_expires(now)
 
     # -- counts ---------------------------------------------------------
@@ -124,6 +125,7 @@ class Queue:
         if ttl is not None:
             self._index_expiry(entry, now + ttl)
         self.backing.append(entry)
+        self.stats.publish += 1
         if self.consumers:
             self.dispatch(now)
         if ttl == 0 and entry.state == READY:

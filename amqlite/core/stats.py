@@ -58,3 +58,15 @@ class Stats:
     def delivered(self) -> int:
         return (self.delivered_consume_auto_ack + self.delivered_consume_manual_ack
                 + self.delivered_get_auto_ack + self.delivered_get_manual_ack)
+
+
+@attrs.define(eq=False)
+class QueueStats:
+    """One queue's share of the counters, for its ``message_stats`` in the
+    management API: messages it took, handed out (consume or get), handed
+    out again, and had acknowledged."""
+
+    publish: int = 0
+    deliver_get: int = 0
+    redeliver: int = 0
+    ack: int = 0

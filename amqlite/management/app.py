@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import weakref
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote, urlsplit
@@ -31,9 +32,10 @@ from ..core.channel import Channel
 from ..core.errors import NOT_FOUND, AMQPError
 from ..core.events import GetResult, WaitForDisk
 from ..core.message import Properties
+from ..core.queue import Queue
 from ..core.vhost import VirtualHost
 from . import definitions, snapshot
-from .rates import Rates
+from .rates import Rates, counters, queue_counters
 
 DASHBOARD = Path(__file__).parent / "dashboard"
 #: How ``POST .../get`` settles what it took.
@@ -129,7 +131,15 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
     connection by name (False if there is none). Users and vhosts changed
     here are kept in ``accounts`` (in memory only without one)."""
     overlay = accounts if accounts is not None else Accounts(None)
-    rates = Rates(broker.stats, anyio.current_time)
+    rates = Rates(anyio.current_time)
+    # Samples per queue object: a deleted queue's go with it.
+    queue_rates: weakref.WeakKeyDictionary[Queue, Rates] = weakref.WeakKeyDictionary()
+
+    def queue_info(queue: Queue) -> dict[str, Any]:
+        found = queue_rates.get(queue)
+        if found is None:
+            found = queue_rates[queue] = Rates(anyio.current_time)
+        return {**snapshot.queue_info(queue), "message_stats": found.message_stats(queue_counters(queue))}
 
     def on_channel(vhost: str, user: User, operation: Callable[[Channel], Any]) -> Any:
         """Run ``operation`` on a channel of a connection opened for this
@@ -179,7 +189,7 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
 
     async def overview(request: Request, user: User) -> Response:
         shown = snapshot.overview(broker, listeners=listeners or [], version=__version__)
-        return JSONResponse({**shown, "message_stats": rates.message_stats()})
+        return JSONResponse({**shown, "message_stats": rates.message_stats(counters(broker.stats))})
 
     async def whoami(request: Request, user: User) -> Response:
         return JSONResponse({"name": user.name, "tags": list(user.tags)})
@@ -200,12 +210,12 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         return JSONResponse([info(x) for v in visible_vhosts(user, vhost) for _, x in sorted(members(v).items())])
 
     async def queues(request: Request, user: User) -> Response:
-        return listing(request, user, lambda v: v.queues, snapshot.queue_info)
+        return listing(request, user, lambda v: v.queues, queue_info)
 
     async def queue(request: Request, user: User) -> Response:
         found = visible_vhosts(user, param(request, "vhost"))
         target = found[0].queues.get(param(request, "name")) if found else None
-        return JSONResponse(snapshot.queue_info(target)) if target is not None else not_found()
+        return JSONResponse(queue_info(target)) if target is not None else not_found()
 
     async def put_queue(request: Request, user: User) -> Response:
         spec = await body(request)

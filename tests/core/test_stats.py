@@ -134,3 +134,18 @@ def test_dead_letters_count_by_reason_and_whether_a_dlx_took_them(broker, ch):
         ("delivery_limit", AT_MOST_ONCE): 1,
     }
     assert ch.declare_queue("dead", passive=True, now=1).message_count == 4
+
+
+def test_each_queue_counts_its_own_share(broker, ch):
+    for name in ("a", "b"):
+        ch.declare_queue(name, now=0)
+        ch.bind_queue(name, "amq.fanout")
+    for _ in range(3):
+        ch.publish(b"x", exchange="amq.fanout", now=0)
+    got = ch.get("a", now=0)
+    ch.nack(got.delivery_tag, requeue=True, now=0)
+    again = ch.get("a", now=0)
+    ch.ack(again.delivery_tag, now=0)
+    a, b = (broker.vhosts["/"].queues[name].stats for name in ("a", "b"))
+    assert (a.publish, a.deliver_get, a.redeliver, a.ack) == (3, 2, 1, 1)
+    assert (b.publish, b.deliver_get, b.redeliver, b.ack) == (3, 0, 0, 0)
