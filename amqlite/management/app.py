@@ -512,7 +512,7 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         elif existing is not None:
             password_hash = existing.password_hash
         else:
-            return error(400, "bad_request", "a new user needs a password or a password_hash")
+            password_hash = ""  # as in RabbitMQ, a user with no password, who cannot log in with one
         changed = User(name, password_hash, existing.vhosts if existing else (), definitions.tags(spec.get("tags")))
         users.add(changed)
         overlay.set_user(changed)
