@@ -57,6 +57,10 @@ def text_of(driver: webdriver.Chrome, css: str) -> str:
     return str(driver.find_element(By.CSS_SELECTOR, css).text)
 
 
+def queue_order(driver: webdriver.Chrome) -> list[str]:
+    return [str(row.get_attribute("data-name")) for row in driver.find_elements(By.CSS_SELECTOR, "#queues tbody tr")]
+
+
 def test_log_in_and_see_a_queue_depth_change(managed: ManagedServerThread, browser: webdriver.Chrome) -> None:
     connection = managed.connect()
     channel = connection.channel()
@@ -68,14 +72,24 @@ def test_log_in_and_see_a_queue_depth_change(managed: ManagedServerThread, brows
         wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "total-messages"), "1"))
         browser.save_screenshot(str(Path(SCREENSHOTS) / "dashboard-overview.png"))
         channel.queue_purge("watched")
+    channel.queue_declare("other")
+    channel.basic_publish("", "other", b"x")
     browser.get(f"http://127.0.0.1:{managed.management_port}/#/queues")
     row = "#queues tr[data-name='watched']"
     wait(browser, expected_conditions.presence_of_element_located((By.CSS_SELECTOR, row)))
     assert text_of(browser, f"{row} td:nth-child(3)") == "0"
+    messages = browser.find_element(By.CSS_SELECTOR, "#queues th[data-key='messages']")
+    messages.click()
+    messages.click()  # the second click: most messages first
+    assert queue_order(browser) == ["other", "watched"]
     for n in range(3):
         channel.basic_publish("", "watched", b"m%d" % n)
-    # The page polls every 5 s: the depth changes without a reload.
+    # The page polls every 5 s: the depth changes without a reload, and the
+    # table it builds anew keeps the order the user chose.
     wait(browser, expected_conditions.text_to_be_present_in_element((By.CSS_SELECTOR, f"{row} td:nth-child(3)"), "3"))
+    assert queue_order(browser) == ["watched", "other"]
+    browser.find_element(By.ID, "filter").send_keys("WATCH")  # any case
+    assert queue_order(browser) == ["watched"]
     browser.find_element(By.ID, "filter").send_keys("nothing-like-it")
     assert not browser.find_elements(By.CSS_SELECTOR, row)
     connection.close()

@@ -51,20 +51,28 @@ function showError(error) {
 
 const enc = encodeURIComponent;
 
+// How each sortable table (by id) is sorted; kept here, so that the table
+// a poll or the filter builds anew keeps the order the user chose.
+const sorting = {};
+
 // A table of rows; sortable by clicking a header (again: the other way).
 function table(columns, rows, { id, sortable = false } = {}) {
-  let sortKey = null;
-  let ascending = true;
+  const state = sortable ? (sorting[id] ??= { key: null, ascending: true }) : { key: null, ascending: true };
   const body = el("tbody");
   const head = el("tr");
   const render = () => {
     const sorted = [...rows];
-    if (sortKey) {
+    if (state.key) {
+      const key = state.key;
       sorted.sort((a, b) => {
-        const x = a.values[sortKey], y = b.values[sortKey];
+        const x = a.values[key], y = b.values[key];
         const order = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y));
-        return ascending ? order : -order;
+        return state.ascending ? order : -order;
       });
+    }
+    for (const th of head.children) {
+      if (th.dataset.key === state.key) th.setAttribute("aria-sort", state.ascending ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
     }
     body.replaceChildren(...sorted.map((row) => el("tr", { "data-name": row.name ?? "" },
       ...columns.map((c) => el("td", typeof row.values[c.key] === "number" ? { class: "num" } : {},
@@ -74,8 +82,8 @@ function table(columns, rows, { id, sortable = false } = {}) {
     const attributes = sortable ? { "data-key": c.key } : {};
     const th = el("th", attributes, c.label);
     if (sortable) th.addEventListener("click", () => {
-      ascending = sortKey === c.key ? !ascending : true;
-      sortKey = c.key;
+      state.ascending = state.key === c.key ? !state.ascending : true;
+      state.key = c.key;
       render();
     });
     head.append(th);
@@ -207,7 +215,7 @@ function queuesTable(queues) {
     { key: "ready", label: "Ready" }, { key: "unacked", label: "Unacked" }, { key: "paged", label: "Paged" },
     { key: "consumers", label: "Consumers" },
   ];
-  return table(columns, queues.filter((q) => q.name.includes(queueFilter)).map(queueRow), { id: "queues", sortable: true });
+  return table(columns, queues.filter((q) => q.name.toLowerCase().includes(queueFilter.toLowerCase())).map(queueRow), { id: "queues", sortable: true });
 }
 
 function deaths(message) {
