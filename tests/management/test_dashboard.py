@@ -99,21 +99,30 @@ def test_redrive_a_dead_letter_queue_from_its_page(managed: ManagedServerThread,
     connection = managed.connect()
     channel = connection.channel()
     channel.exchange_declare("dlx", "fanout")
-    channel.queue_declare("work.dlq")
-    channel.queue_bind("work.dlq", "dlx")
+    channel.queue_declare("parking")  # not named as a dead-letter queue
+    channel.queue_bind("parking", "dlx")
     channel.queue_declare("work", arguments={"x-dead-letter-exchange": "dlx"})
     for n in range(4):
         channel.basic_publish("", "work", b"job %d" % n)
     for _ in range(4):
         method, _, _ = channel.basic_get("work")
         channel.basic_reject(method.delivery_tag, requeue=False)
-    assert channel.queue_declare("work.dlq", passive=True).method.message_count == 4
+    assert channel.queue_declare("parking", passive=True).method.message_count == 4
 
     log_in(browser, managed)
     wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "who"), "guest"))
-    browser.get(f"http://127.0.0.1:{managed.management_port}/#/queue/%2F/work.dlq")
-    wait(browser, expected_conditions.element_to_be_clickable((By.ID, "get"))).click()  # type: ignore[union-attr]
+    browser.get(f"http://127.0.0.1:{managed.management_port}/#/queue/%2F/parking")
+    wait(browser, expected_conditions.element_to_be_clickable((By.ID, "get")))
+    # Redrive shows on a dead-letter queue: "work" dead-letters through an exchange it is bound to ...
+    assert browser.find_element(By.ID, "redrive").is_displayed()
+    channel.queue_unbind("parking", "dlx")
+    browser.refresh()
+    get = wait(browser, expected_conditions.element_to_be_clickable((By.ID, "get")))
+    # ... and, once nothing points here, as soon as Get shows messages with x-death.
+    assert not browser.find_element(By.ID, "redrive").is_displayed()
+    get.click()  # type: ignore[union-attr]
     wait(browser, expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".message table")))
+    assert browser.find_element(By.ID, "redrive").is_displayed()
     death = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, ".message table tbody tr td")][:3]
     assert death == ["rejected", "work", "1"]  # x-death: reason, queue, count
     if SCREENSHOTS:
@@ -121,7 +130,7 @@ def test_redrive_a_dead_letter_queue_from_its_page(managed: ManagedServerThread,
     browser.find_element(By.ID, "redrive").click()
     wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "redrive-result"), "Moved 4 message(s)."))
     assert channel.queue_declare("work", passive=True).method.message_count == 4
-    assert channel.queue_declare("work.dlq", passive=True).method.message_count == 0
+    assert channel.queue_declare("parking", passive=True).method.message_count == 0
     connection.close()
 
 

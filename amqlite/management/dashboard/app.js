@@ -218,17 +218,33 @@ function queuesTable(queues) {
   return table(columns, queues.filter((q) => q.name.toLowerCase().includes(queueFilter.toLowerCase())).map(queueRow), { id: "queues", sortable: true });
 }
 
-function deaths(message) {
+function xDeath(message) {
   const list = message.properties && message.properties.headers && message.properties.headers["x-death"];
-  if (!Array.isArray(list) || !list.length) return "";
+  return Array.isArray(list) ? list : [];
+}
+
+function deaths(message) {
+  const list = xDeath(message);
+  if (!list.length) return "";
   return table([{ key: "reason", label: "Reason" }, { key: "queue", label: "Queue" }, { key: "count", label: "Count" }],
     list.map((d) => ({ values: { reason: d.reason, queue: d.queue, count: d.count } })));
 }
 
+// Whether a queue looks like a dead-letter queue: named as one, or where a
+// queue of its vhost dead-letters to (by routing key, or through an exchange
+// it is bound to). Messages with x-death tell the rest (see queuePage).
+function deadLetterQueue(name, bindings, neighbours) {
+  if (/dlq|dead/i.test(name)) return true;
+  const sources = new Set(bindings.map((b) => b.source));
+  return neighbours.some(({ arguments: a = {} }) =>
+    a["x-dead-letter-routing-key"] === name || (a["x-dead-letter-exchange"] && sources.has(a["x-dead-letter-exchange"])));
+}
+
 async function queuePage(vhost, name) {
   const path = `/api/queues/${enc(vhost)}/${enc(name)}`;
-  const [queue, bindings, consumers] = await Promise.all([
-    api("GET", path), api("GET", `${path}/bindings`), api("GET", `/api/consumers/${enc(vhost)}`)]);
+  const [queue, bindings, consumers, neighbours] = await Promise.all([
+    api("GET", path), api("GET", `${path}/bindings`), api("GET", `/api/consumers/${enc(vhost)}`),
+    api("GET", `/api/queues/${enc(vhost)}`)]);
   const output = el("div", { id: "queue-output" });
   const act = (fn) => async (event) => {
     event.preventDefault();
@@ -246,6 +262,7 @@ async function queuePage(vhost, name) {
       el("h3", {}, `Message ${i + 1}${m.redelivered ? " (redelivered)" : ""}`),
       el("p", {}, `exchange ${m.exchange || "(default)"}, routing key ${m.routing_key}`),
       el("pre", {}, m.payload), deaths(m))));
+    if (messages.some((m) => xDeath(m).length)) redriveForm.hidden = false;
   });
   const publish = act(async () => {
     const result = await api("POST", `/api/exchanges/${enc(vhost)}/amq.default/publish`,
@@ -269,6 +286,9 @@ async function queuePage(vhost, name) {
     await api("DELETE", path);
     location.hash = "#/queues";
   });
+  // Redrive is for dead letters: shown where they are, so that no one moves a work queue by mistake.
+  const redriveForm = el("form", { class: "inline", onsubmit: redrive }, redriveTo, el("button", { id: "redrive" }, "Redrive"));
+  redriveForm.hidden = !deadLetterQueue(name, bindings, neighbours);
   const mine = consumers.filter((c) => c.queue.name === name);
   main.replaceChildren(
     el("h1", {}, `Queue ${name}`),
@@ -281,7 +301,7 @@ async function queuePage(vhost, name) {
       el("div", {}, "Consumers", el("b", {}, queue.consumers))),
     el("form", { class: "inline", onsubmit: getMessages }, "Get", count, ackmode, el("button", { id: "get" }, "Get messages")),
     el("form", { class: "inline", onsubmit: publish }, payload, el("button", { id: "publish" }, "Publish")),
-    el("form", { class: "inline", onsubmit: redrive }, redriveTo, el("button", { id: "redrive" }, "Redrive")),
+    redriveForm,
     el("form", { class: "inline" }, el("button", { id: "purge", onclick: purge }, "Purge"),
       el("button", { id: "delete", onclick: remove }, "Delete")),
     output,
