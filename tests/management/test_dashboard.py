@@ -3,10 +3,12 @@ which .ci/run installs), driven by selenium against a real server."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pika
 import pytest
@@ -61,6 +63,27 @@ def queue_order(driver: webdriver.Chrome) -> list[str]:
     return [str(row.get_attribute("data-name")) for row in driver.find_elements(By.CSS_SELECTOR, "#queues tbody tr")]
 
 
+def screenshot_overview(driver: webdriver.Chrome, channel: Any) -> None:
+    """The overview after half a minute of traffic, so that the rate chart has lines."""
+    channel.queue_declare("orders.dlq")
+    channel.queue_declare("orders", arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "orders.dlq"})
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < 30:
+        batch = int(20 + 15 * math.sin(elapsed / 4))
+        for n in range(batch):
+            channel.basic_publish("", "orders", b"order")
+        for n in range(batch - 3):  # a backlog grows; one in ten fails
+            method, _, _ = channel.basic_get("orders")
+            if n % 10:
+                channel.basic_ack(method.delivery_tag)
+            else:
+                channel.basic_reject(method.delivery_tag, requeue=False)
+        time.sleep(0.1)
+    driver.save_screenshot(str(Path(SCREENSHOTS) / "dashboard-overview.png"))  # type: ignore[arg-type]
+    channel.queue_delete("orders")
+    channel.queue_delete("orders.dlq")
+
+
 def test_log_in_and_see_a_queue_depth_change(managed: ManagedServerThread, browser: webdriver.Chrome) -> None:
     connection = managed.connect()
     channel = connection.channel()
@@ -68,10 +91,7 @@ def test_log_in_and_see_a_queue_depth_change(managed: ManagedServerThread, brows
     log_in(browser, managed)
     wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "who"), "guest"))
     if SCREENSHOTS:
-        channel.basic_publish("", "watched", b"x")
-        wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "total-messages"), "1"))
-        browser.save_screenshot(str(Path(SCREENSHOTS) / "dashboard-overview.png"))
-        channel.queue_purge("watched")
+        screenshot_overview(browser, channel)
     channel.queue_declare("other")
     channel.basic_publish("", "other", b"x")
     browser.get(f"http://127.0.0.1:{managed.management_port}/#/queues")
