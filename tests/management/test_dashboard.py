@@ -151,6 +151,18 @@ def test_redrive_a_dead_letter_queue_from_its_page(managed: ManagedServerThread,
     wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "redrive-result"), "Moved 4 message(s)."))
     assert channel.queue_declare("work", passive=True).method.message_count == 4
     assert channel.queue_declare("parking", passive=True).method.message_count == 0
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "queue-messages"), "0"))
+
+    browser.find_element(By.ID, "publish-payload").send_keys("by hand")
+    browser.find_element(By.ID, "publish").click()
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "publish-result"), "Published."))
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "queue-messages"), "1"))
+    _, _, body = channel.basic_get("parking", auto_ack=True)
+    assert body == b"by hand"
+
+    channel.queue_delete("parking")  # behind the page's back: Get shows the API's error
+    browser.find_element(By.ID, "get").click()
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "error"), "Object Not Found: Not Found"))
     connection.close()
 
 

@@ -27,11 +27,13 @@ async function api(method, path, body, headers = {}) {
     throw new Error("Login failed");
   }
   const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
   if (!response.ok) {
-    throw new Error(data && data.reason ? `${data.error}: ${data.reason}` : `HTTP ${response.status}`);
+    // RabbitMQ's {"error", "reason"}, or whatever text came back (a proxy's page, "Method Not Allowed").
+    let data = null;
+    try { data = JSON.parse(text); } catch { /* not JSON: show the text */ }
+    throw new Error(data && data.reason ? `${data.error}: ${data.reason}` : `HTTP ${response.status} ${text}`.trim());
   }
-  return data;
+  return text ? JSON.parse(text) : null;
 }
 
 function el(tag, attributes = {}, ...children) {
@@ -246,6 +248,16 @@ async function queuePage(vhost, name) {
     api("GET", path), api("GET", `${path}/bindings`), api("GET", `/api/consumers/${enc(vhost)}`),
     api("GET", `/api/queues/${enc(vhost)}`)]);
   const output = el("div", { id: "queue-output" });
+  const totals = el("div", { class: "totals" });
+  const showCounts = (q) => totals.replaceChildren(
+    el("div", {}, "Messages", el("b", { id: "queue-messages" }, q.messages)),
+    el("div", {}, "Ready", el("b", {}, q.messages_ready)),
+    el("div", {}, "Unacked", el("b", {}, q.messages_unacknowledged)),
+    el("div", {}, "Paged", el("b", {}, q.messages_paged ?? 0)),
+    el("div", {}, "Consumers", el("b", {}, q.consumers)));
+  // After an action, the counts it changed; the forms and the output stay as they are.
+  const refreshCounts = async () => showCounts(await api("GET", path));
+  showCounts(queue);
   const act = (fn) => async (event) => {
     event.preventDefault();
     try { showError(null); await fn(); } catch (error) { showError(error); }
@@ -263,23 +275,25 @@ async function queuePage(vhost, name) {
       el("p", {}, `exchange ${m.exchange || "(default)"}, routing key ${m.routing_key}`),
       el("pre", {}, m.payload), deaths(m))));
     if (messages.some((m) => xDeath(m).length)) redriveForm.hidden = false;
+    await refreshCounts();
   });
   const publish = act(async () => {
     const result = await api("POST", `/api/exchanges/${enc(vhost)}/amq.default/publish`,
       { properties: {}, routing_key: name, payload: payload.value, payload_encoding: "string" });
     output.replaceChildren(el("p", { id: "publish-result" }, result.routed ? "Published." : "Not routed."));
+    await refreshCounts();
   });
   const redrive = act(async () => {
     const body = redriveTo.value ? { to: redriveTo.value } : {};
     const result = await api("POST", `${path}/redrive`, body);
-    await render();  // the counts changed; then say what moved in the page rendered anew
-    document.getElementById("queue-output").replaceChildren(
-      el("p", { id: "redrive-result" }, `Moved ${result.moved} message(s).`));
+    output.replaceChildren(el("p", { id: "redrive-result" }, `Moved ${result.moved} message(s).`));
+    await refreshCounts();
   });
   const purge = act(async () => {
     if (!confirm(`Purge ${name}?`)) return;
     await api("DELETE", `${path}/contents`);
-    render();
+    output.replaceChildren(el("p", {}, "Purged."));
+    await refreshCounts();
   });
   const remove = act(async () => {
     if (!confirm(`Delete ${name}?`)) return;
@@ -293,12 +307,7 @@ async function queuePage(vhost, name) {
   main.replaceChildren(
     el("h1", {}, `Queue ${name}`),
     el("p", {}, `vhost ${vhost}; ${queue.durable ? "durable" : "transient"}; arguments ${JSON.stringify(queue.arguments)}`),
-    el("div", { class: "totals" },
-      el("div", {}, "Messages", el("b", { id: "queue-messages" }, queue.messages)),
-      el("div", {}, "Ready", el("b", {}, queue.messages_ready)),
-      el("div", {}, "Unacked", el("b", {}, queue.messages_unacknowledged)),
-      el("div", {}, "Paged", el("b", {}, queue.messages_paged ?? 0)),
-      el("div", {}, "Consumers", el("b", {}, queue.consumers))),
+    totals,
     el("form", { class: "inline", onsubmit: getMessages }, "Get", count, ackmode, el("button", { id: "get" }, "Get messages")),
     el("form", { class: "inline", onsubmit: publish }, payload, el("button", { id: "publish" }, "Publish")),
     redriveForm,
