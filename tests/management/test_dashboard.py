@@ -180,7 +180,15 @@ def test_close_a_connection_from_the_connections_page(managed: ManagedServerThre
     log_in(browser, managed)
     wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "who"), "guest"))
     browser.get(f"http://127.0.0.1:{managed.management_port}/#/connections")
-    wait(browser, expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#connections button.close"))).click()  # type: ignore[union-attr]
+    close = "#connections button.close"
+    wait(browser, expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, close))).click()  # type: ignore[union-attr]
+    asked = wait(browser, expected_conditions.alert_is_present())
+    assert str(asked.text).startswith("Close connection ")  # type: ignore[attr-defined]
+    asked.dismiss()  # type: ignore[attr-defined]
+    victim.process_data_events(time_limit=0.3)
+    assert victim.is_open  # a misclick closes nothing
+    browser.find_element(By.CSS_SELECTOR, close).click()
+    wait(browser, expected_conditions.alert_is_present()).accept()  # type: ignore[attr-defined]
     with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
         for _ in range(50):
             victim.process_data_events(time_limit=0.1)

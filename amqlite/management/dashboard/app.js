@@ -336,6 +336,7 @@ async function exchangesPage() {
 async function connectionsPage() {
   const connections = await api("GET", "/api/connections");
   const close = (name) => async () => {
+    if (!confirm(`Close connection ${name}?`)) return;
     try {
       await api("DELETE", `/api/connections/${enc(name)}`, undefined, { "X-Reason": "Closed from the amqlite dashboard" });
       render();
