@@ -46,8 +46,10 @@ def wait(driver: webdriver.Chrome, condition: object, timeout: float = 15) -> ob
     return WebDriverWait(driver, timeout).until(condition)  # type: ignore[arg-type]
 
 
-def log_in(driver: webdriver.Chrome, server: ManagedServerThread, user: str = "guest", password: str = "guest") -> None:
-    driver.get(f"http://127.0.0.1:{server.management_port}/#/login")
+def log_in(driver: webdriver.Chrome, server: ManagedServerThread, user: str = "guest", password: str = "guest",
+           page: str = "login") -> None:
+    """Open ``page`` (the login form shows first) and log in."""
+    driver.get(f"http://127.0.0.1:{server.management_port}/#/{page}")
     wait(driver, expected_conditions.presence_of_element_located((By.ID, "username")))
     for field, value in (("username", user), ("password", password)):
         driver.find_element(By.ID, field).clear()
@@ -129,10 +131,8 @@ def test_redrive_a_dead_letter_queue_from_its_page(managed: ManagedServerThread,
         channel.basic_reject(method.delivery_tag, requeue=False)
     assert channel.queue_declare("parking", passive=True).method.message_count == 4
 
-    log_in(browser, managed)
-    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "who"), "guest"))
-    browser.get(f"http://127.0.0.1:{managed.management_port}/#/queue/%2F/parking")
-    wait(browser, expected_conditions.element_to_be_clickable((By.ID, "get")))
+    log_in(browser, managed, page="queue/%2F/parking")  # a link to the queue, as an alert would give
+    wait(browser, expected_conditions.element_to_be_clickable((By.ID, "get")))  # there, once logged in
     # Redrive shows on a dead-letter queue: "work" dead-letters through an exchange it is bound to ...
     assert browser.find_element(By.ID, "redrive").is_displayed()
     channel.queue_unbind("parking", "dlx")

@@ -96,7 +96,15 @@ function table(columns, rows, { id, sortable = false } = {}) {
 
 // --- pages -------------------------------------------------------------
 
-function loginPage() {
+// Basic auth's user:password in base64, of its UTF-8 (btoa alone refuses
+// anything beyond Latin-1).
+function basic(user, password) {
+  return btoa(String.fromCharCode(...new TextEncoder().encode(`${user}:${password}`)));
+}
+
+// The login form; then the page asked for (a link to a queue from an alert
+// lands on that queue), or the overview.
+function loginPage(next) {
   document.getElementById("nav").hidden = true;
   const user = el("input", { id: "username", name: "username", autocomplete: "username" });
   const password = el("input", { id: "password", name: "password", type: "password", autocomplete: "current-password" });
@@ -107,11 +115,12 @@ function loginPage() {
     el("button", { type: "submit" }, "Log in"), message);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    sessionStorage.setItem("amqlite-auth", btoa(`${user.value}:${password.value}`));
+    sessionStorage.setItem("amqlite-auth", basic(user.value, password.value));
     const response = await fetch("/api/whoami", { headers: { Authorization: "Basic " + credentials(), ...SCRIPT } });
     if (response.ok) {
       document.getElementById("who").textContent = (await response.json()).name;
-      location.hash = "#/overview";
+      if (location.hash === next) render();  // no hashchange to do it
+      else location.hash = next;
     } else {
       sessionStorage.removeItem("amqlite-auth");
       const body = await response.json().catch(() => null);
@@ -367,7 +376,7 @@ async function render() {
   clearTimeout(timer);
   const [, page, ...rest] = location.hash.split("/");
   if (!credentials() || page === "login") {
-    loginPage();
+    loginPage(page === "login" || !page ? "#/overview" : location.hash);
     return;
   }
   document.getElementById("nav").hidden = false;
