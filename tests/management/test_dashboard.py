@@ -11,7 +11,7 @@ from typing import Iterator
 import pika
 import pytest
 
-from .conftest import ManagedServerThread
+from .conftest import ManagedServerThread, dead_letter_setup
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
@@ -84,10 +84,7 @@ def test_log_in_and_see_a_queue_depth_change(managed: ManagedServerThread, brows
 def test_redrive_a_dead_letter_queue_from_its_page(managed: ManagedServerThread, browser: webdriver.Chrome) -> None:
     connection = managed.connect()
     channel = connection.channel()
-    channel.exchange_declare("dlx", "fanout")
-    channel.queue_declare("work.dlq")
-    channel.queue_bind("work.dlq", "dlx")
-    channel.queue_declare("work", arguments={"x-dead-letter-exchange": "dlx"})
+    dead_letter_setup(channel, "work", "work.dlq")
     for n in range(4):
         channel.basic_publish("", "work", b"job %d" % n)
     for _ in range(4):
