@@ -31,11 +31,12 @@ _FLAGS = ("host", "port", "management_port", "prometheus_port", "data_dir", "def
 
 def _settings_help() -> str:
     lines = ["settings (flag > AMQLITE_* variable > --config file > default):"]
+    width = max(map(len, FIELDS)) + 2
     for name, field in FIELDS.items():
         source = "config file only" if name in TABLES else env_name(name)
         default = "" if isinstance(field.default, attrs.Factory) else f" (default {field.default!r})"  # type: ignore[arg-type]
-        lines.append(f"  {name:<22}{source}{default}")
-        lines.append(f"  {'':<22}{field.metadata['help']}")
+        lines.append(f"  {name:<{width}}{source}{default}")
+        lines.append(f"  {'':<{width}}{field.metadata['help']}")
     return "\n".join(lines)
 
 

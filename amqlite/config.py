@@ -61,6 +61,11 @@ def _text(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ValueError(f"{attribute.name} must be a string, not {value!r}")
 
 
+def _flag(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{attribute.name} must be true or false, not {value!r}")
+
+
 def _names(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, tuple) or not all(isinstance(item, str) and item for item in value):
         raise ValueError(f"{attribute.name} must be a list of non-empty names")
@@ -143,6 +148,16 @@ class Settings:
     data_dir: str = _setting("./amqlite-data", _text,
                              "durable definitions and persistent messages; one broker per directory",
                              converter=_path_text)
+    tls_port: int = _setting(0, _integer(0, 65535),
+                             "AMQP over TLS (amqps) port beside the plain one, on the same host; 0: none (5671 "
+                             "is the convention)")
+    tls_cert: str = _setting("", _text, "the server's certificate chain (PEM), for tls_port")
+    tls_key: str = _setting("", _text, "the server's private key (PEM), for tls_port")
+    tls_ca: str = _setting("", _text, "CA certificates (PEM) that client certificates are verified against")
+    tls_verify_peer: bool = _setting(False, _flag, "verify a client certificate when the client sends one "
+                                                   "(RabbitMQ's verify_peer)")
+    tls_fail_if_no_peer_cert: bool = _setting(False, _flag, "refuse TLS clients without a valid certificate "
+                                                            "(RabbitMQ's fail_if_no_peer_cert)")
     definitions: str = _setting("", _text,
                                 "a RabbitMQ definitions JSON file imported at every start, as RabbitMQ's "
                                 "load_definitions; empty for none")
@@ -199,6 +214,10 @@ def _parse(name: str, raw: str) -> Any:
     if name in LISTS:
         return [item.strip() for item in raw.split(",") if item.strip()]
     default = FIELDS[name].default
+    if isinstance(default, bool):
+        words = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False,
+                 "off": False}
+        return words.get(raw.strip().lower(), raw)
     if isinstance(default, int):
         try:
             return int(raw)
@@ -229,6 +248,11 @@ def load(
             raise ConfigError(f"{config_file}: cannot read: {error.strerror}") from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{config_file}: not valid TOML: {error}") from None
+        tls = data.pop("tls", None)
+        if isinstance(tls, dict):  # the [tls] table: its keys are the tls_* settings
+            data.update({f"tls_{key}": value for key, value in tls.items()})
+        elif tls is not None:
+            problems.append(f"{config_file}: tls must be a table")
         for key, value in data.items():
             name = key.replace("-", "_")
             if name not in FIELDS:

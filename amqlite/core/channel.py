@@ -258,13 +258,17 @@ class Channel:
             self.consumer_unacked += 1
             self.unacked[tag] = (entry, queue, consumer)
             stats.delivered_consume_manual_ack += 1
+        self._count_delivery(queue, entry)
+        self.buffered += 1
+        self._emit(Deliver(consumer.tag, tag, entry.redelivered, entry.message, entry.delivery_count))
+
+    def _count_delivery(self, queue: Queue, entry: Entry) -> None:
+        """The counts every delivery adds to, consumed or got."""
         counts = queue.stats
         counts.deliver_get += 1
         if entry.redelivered:
-            stats.redelivered += 1
+            self.stats.redelivered += 1
             counts.redeliver += 1
-        self.buffered += 1
-        self._emit(Deliver(consumer.tag, tag, entry.redelivered, entry.message, entry.delivery_count))
 
     def _emit(self, event: Deliver | ConsumerCancelled) -> None:
         self.outbox.append(event)
@@ -298,11 +302,7 @@ class Channel:
             target.lend(entry)
             self.unacked[tag] = (entry, target, None)
             stats.delivered_get_manual_ack += 1
-        counts = target.stats
-        counts.deliver_get += 1
-        if entry.redelivered:
-            stats.redelivered += 1
-            counts.redeliver += 1
+        self._count_delivery(target, entry)
         return GetResult(tag, entry.redelivered, entry.message, target.message_count, entry.delivery_count)
 
     def _redispatch(self, now: float, requeued: Iterable[Queue] = ()) -> None:

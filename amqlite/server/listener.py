@@ -11,6 +11,7 @@ import errno
 import json
 import math
 import secrets
+import ssl
 import time
 from pathlib import Path
 
@@ -67,6 +68,8 @@ class Server:
     clock: Clock = attrs.field(factory=Clock)
     connections: set[ServerConnection] = attrs.field(factory=set)
     addresses: list[tuple[str, int]] = attrs.field(factory=list)
+    #: Where the TLS listener is bound, if tls_port is set.
+    tls_addresses: list[tuple[str, int]] = attrs.field(factory=list)
     journal: DiskJournal | None = None
     accounts: Accounts = attrs.field(factory=lambda: Accounts(None))
     #: Bound HTTP ports by service ("management", "prometheus"), once serving.
@@ -102,8 +105,18 @@ class Server:
                 self.store_metrics.recovery_seconds = time.perf_counter() - started
             recovered = True
             self._load_accounts()
-            listeners = await self._listen()
+            tls = self._tls_context() if self.settings.tls_port else None
+            listeners = await self._listen(self.settings.port)
             self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
+            tls_listeners = []
+            if tls is not None:
+                try:
+                    tls_listeners = await self._listen(self.settings.tls_port)
+                except StartupError:
+                    for listener in listeners:
+                        listener.socket.close()
+                    raise
+                self.tls_addresses = [listener.socket.getsockname()[:2] for listener in tls_listeners]
             try:
                 http = bind_http(self)
             except OSError as error:
@@ -111,6 +124,7 @@ class Server:
                     listener.socket.close()
                 raise StartupError(f"cannot serve HTTP: {error.strerror or error}") from None
             log.info("broker.listening", addresses=[f"{h}:{p}" for h, p in self.addresses], port=self.port,
+                     tls_addresses=[f"{h}:{p}" for h, p in self.tls_addresses] or None,
                      data_dir=self.settings.data_dir, version=__version__)
             async with trio.open_nursery() as nursery:
                 if self.journal is not None:
@@ -121,7 +135,9 @@ class Server:
                     nursery.start_soon(driver.run)
                 nursery.start_soon(drive_deadlines, self.core, self.clock)
                 for listener in listeners:
-                    nursery.start_soon(self._accept, listener, nursery)
+                    nursery.start_soon(self._accept, listener, nursery, None)
+                for listener in tls_listeners:
+                    nursery.start_soon(self._accept, listener, nursery, tls)
                 for bound in http.values():
                     await nursery.start(serve_http, bound)
                 self.http_ports = {name: bound.port for name, bound in http.items()}
@@ -179,8 +195,8 @@ class Server:
         for conn in self.connections:
             conn.set_blocked(reason)
 
-    async def _listen(self) -> list[trio.SocketListener]:
-        host, port = self.settings.host, self.settings.port
+    async def _listen(self, port: int) -> list[trio.SocketListener]:
+        host = self.settings.host
         try:
             if host not in ("", "0.0.0.0", "::"):
                 return await trio.open_tcp_listeners(port, host=host)
@@ -197,7 +213,33 @@ class Server:
                         reason=error.strerror or str(error))
         return listeners
 
-    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+    def _tls_context(self) -> ssl.SSLContext:
+        """The TLS listener's context, with RabbitMQ's ssl_options semantics:
+        verify_peer checks a certificate the client sends, and
+        fail_if_no_peer_cert refuses a client that sends none."""
+        settings = self.settings
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            if not settings.tls_cert or not settings.tls_key:
+                raise StartupError("tls_port needs tls_cert and tls_key")
+            context.load_cert_chain(settings.tls_cert, settings.tls_key)
+            if settings.tls_ca:
+                context.load_verify_locations(settings.tls_ca)
+        except (OSError, ssl.SSLError) as error:
+            raise StartupError(f"TLS certificate or key: {getattr(error, 'strerror', None) or error}") from None
+        if settings.tls_fail_if_no_peer_cert:
+            context.verify_mode = ssl.CERT_REQUIRED
+        elif settings.tls_verify_peer:
+            context.verify_mode = ssl.CERT_OPTIONAL
+        else:
+            context.verify_mode = ssl.CERT_NONE
+        if context.verify_mode != ssl.CERT_NONE and not settings.tls_ca:
+            raise StartupError("tls_verify_peer and tls_fail_if_no_peer_cert need tls_ca")
+        return context
+
+    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery,
+                      tls: ssl.SSLContext | None) -> None:
         """Accept forever. Out of file descriptors (or memory), wait and
         retry, with one log line per interval rather than one per attempt."""
         last_logged = -math.inf
@@ -217,13 +259,13 @@ class Server:
                         last_logged, refused = now, 0
                     await trio.sleep(_ACCEPT_RETRY)
                     continue
-                nursery.start_soon(self._handle, stream)
+                nursery.start_soon(self._handle, stream, tls)
 
     @property
     def port(self) -> int:
         return self.addresses[0][1]
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, stream: trio.SocketStream, tls: ssl.SSLContext | None = None) -> None:
         settings = self.settings
         try:
             peer = stream.socket.getpeername()
@@ -235,6 +277,19 @@ class Server:
                         max_connections=settings.max_connections)
             await stream.aclose()
             return
+        served: trio.abc.Stream = stream
+        if tls is not None:
+            secure = trio.SSLStream(stream, tls, server_side=True)
+            try:
+                with trio.fail_after(settings.handshake_timeout):
+                    await secure.do_handshake()
+            except (trio.BrokenResourceError, trio.TooSlowError) as error:
+                # A plaintext client, a certificate refused, a peer that stalls:
+                # this connection only, said once, never the listener.
+                log.warning("connection.tls_failed", peer=peer_text, reason=_tls_failure(error))
+                await trio.aclose_forcefully(stream)
+                return
+            served = secure
         clock = self.clock
         conn = ServerConnection(
             self.core,
@@ -249,7 +304,7 @@ class Server:
         )
         self.connections.add(conn)
         try:
-            await _ConnectionDriver(conn, stream, clock).run()
+            await _ConnectionDriver(conn, served, clock).run()
         except Exception:
             # A bug met while serving one client must not take the listener, and so
             # every other client, down with it: drop this connection and say why.
@@ -264,11 +319,20 @@ class Server:
             log.info("connection.closed", peer=peer_text, user=conn.user.name if conn.user else None,
                      vhost=conn.vhost or None, reason=conn.close_reason)
             with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(stream)
+                await trio.aclose_forcefully(served)
+
+
+def _tls_failure(error: Exception) -> str:
+    if isinstance(error, trio.TooSlowError):
+        return "TLS handshake timed out"
+    cause = error.__cause__
+    if isinstance(cause, ssl.SSLError):
+        return cause.reason or str(cause)
+    return str(cause or error) or "connection lost during the TLS handshake"
 
 
 class _ConnectionDriver:
-    def __init__(self, conn: ServerConnection, stream: trio.SocketStream, clock: Clock) -> None:
+    def __init__(self, conn: ServerConnection, stream: trio.abc.Stream, clock: Clock) -> None:
         self.conn = conn
         self.stream = stream
         self.clock = clock
@@ -316,7 +380,7 @@ class _ConnectionDriver:
                 return
             if not data:
                 return
-            conn.receive_data(data, clock.now())
+            conn.receive_data(bytes(data), clock.now())
             self._reschedule()
 
     async def _writer(self, scope: trio.CancelScope) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
@@ -61,3 +61,11 @@ def managed() -> Iterator[ManagedServerThread]:
     yield server
     server.stop()
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def dead_letter_setup(channel: Any, work: str, dead: str) -> None:
+    """``work`` dead-letters through the fanout exchange "dlx" into ``dead``."""
+    channel.exchange_declare("dlx", "fanout")
+    channel.queue_declare(dead)
+    channel.queue_bind(dead, "dlx")
+    channel.queue_declare(work, arguments={"x-dead-letter-exchange": "dlx"})

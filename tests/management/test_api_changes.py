@@ -11,7 +11,7 @@ import pytest
 
 from amqlite.config import Settings
 
-from .conftest import ManagedServerThread
+from .conftest import ManagedServerThread, dead_letter_setup
 
 
 def test_put_declares_then_delete_removes_a_queue(managed: ManagedServerThread) -> None:
@@ -89,10 +89,7 @@ def test_get_that_rejects_without_requeue_dead_letters(managed: ManagedServerThr
     http = managed.http()
     connection = managed.connect()
     channel = connection.channel()
-    channel.exchange_declare("dlx", "fanout")
-    channel.queue_declare("dead")
-    channel.queue_bind("dead", "dlx")
-    channel.queue_declare("work", arguments={"x-dead-letter-exchange": "dlx"})
+    dead_letter_setup(channel, "work", "dead")
     for n in range(3):
         channel.basic_publish("", "work", b"m%d" % n)
     got = http.post("/api/queues/%2F/work/get", json={"count": 2, "ackmode": "reject_requeue_false",

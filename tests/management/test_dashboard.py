@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pika
 import pytest
 
-from .conftest import ManagedServerThread
+from .conftest import ManagedServerThread, dead_letter_setup
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
@@ -120,10 +120,7 @@ def test_log_in_and_see_a_queue_depth_change(managed: ManagedServerThread, brows
 def test_redrive_a_dead_letter_queue_from_its_page(managed: ManagedServerThread, browser: webdriver.Chrome) -> None:
     connection = managed.connect()
     channel = connection.channel()
-    channel.exchange_declare("dlx", "fanout")
-    channel.queue_declare("parking")  # not named as a dead-letter queue
-    channel.queue_bind("parking", "dlx")
-    channel.queue_declare("work", arguments={"x-dead-letter-exchange": "dlx"})
+    dead_letter_setup(channel, "work", "parking")  # "parking": not named as a dead-letter queue
     for n in range(4):
         channel.basic_publish("", "work", b"job %d" % n)
     for _ in range(4):

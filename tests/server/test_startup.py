@@ -109,7 +109,7 @@ async def test_running_out_of_descriptors_logs_a_line_per_interval_not_per_attem
     listener = _ExhaustedListener(failures=1000)  # 100 s of retries
     with structlog.testing.capture_logs() as logs:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(server._accept, listener, nursery)
+            nursery.start_soon(server._accept, listener, nursery, None)
             await trio.sleep(200)
             nursery.cancel_scope.cancel()
     assert listener.attempts == 1001  # it kept retrying, and accepts again afterwards
@@ -129,7 +129,7 @@ async def test_an_ipv6_bind_failure_is_logged(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(trio, "open_tcp_listeners", no_ipv6)
     server = Server.from_settings(Settings(host="0.0.0.0", port=0, data_dir=""))
     with structlog.testing.capture_logs() as logs:
-        listeners = await server._listen()
+        listeners = await server._listen(0)
     for listener in listeners:
         await listener.aclose()
     warning = [entry for entry in logs if entry["event"] == "broker.ipv6_not_listening"]

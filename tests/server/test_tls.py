@@ -1,0 +1,138 @@
+"""AMQP over TLS beside the plain listener, with RabbitMQ's ssl_options
+semantics, through pika; certificates made by trustme."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pika
+import pytest
+import trustme
+from structlog.testing import capture_logs
+
+from amqlite.config import ConfigError, load
+
+from .conftest import ServerThread, start_amqlite
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def files(ca: trustme.CA, tmp_path: Path) -> dict[str, str]:
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    paths = {"cert": tmp_path / "server.pem", "key": tmp_path / "server.key", "ca": tmp_path / "ca.pem"}
+    server.cert_chain_pems[0].write_to_path(str(paths["cert"]))
+    for extra in server.cert_chain_pems[1:]:
+        extra.write_to_path(str(paths["cert"]), append=True)
+    server.private_key_pem.write_to_path(str(paths["key"]))
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    return {name: str(path) for name, path in paths.items()}
+
+
+def serve(files: dict[str, str], **settings: object) -> ServerThread:
+    return start_amqlite(tls_port=free_port(), tls_cert=files["cert"], tls_key=files["key"], tls_ca=files["ca"],
+                         **settings)
+
+
+@pytest.fixture
+def tls_server(files: dict[str, str]) -> Iterator[ServerThread]:
+    server = serve(files)
+    yield server
+    server.stop()
+
+
+def tls_connect(server: ServerThread, ca: trustme.CA, client_cert: trustme.LeafCert | None = None
+                ) -> pika.BlockingConnection:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    if client_cert is not None:
+        client_cert.configure_cert(context)
+    assert server.server is not None
+    port = server.server.tls_addresses[0][1]
+    return pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", port, ssl_options=pika.SSLOptions(context, "127.0.0.1"), connection_attempts=1))
+
+
+def test_pika_over_tls_beside_the_plain_listener(tls_server: ServerThread, ca: trustme.CA) -> None:
+    secure = tls_connect(tls_server, ca)
+    channel = secure.channel()
+    channel.queue_declare("over-tls")
+    channel.basic_publish("", "over-tls", b"secret")
+    plain = tls_server.connect()  # the plain port still serves
+    _, _, body = plain.channel().basic_get("over-tls", auto_ack=True)
+    assert body == b"secret"
+    secure.close()
+    plain.close()
+
+
+def test_a_plaintext_client_on_the_tls_port_is_logged_and_others_carry_on(tls_server: ServerThread,
+                                                                          ca: trustme.CA) -> None:
+    assert tls_server.server is not None
+    port = tls_server.server.tls_addresses[0][1]
+    with capture_logs() as logs:
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            raw.sendall(b"AMQP\x00\x00\x09\x01")
+            raw.settimeout(5)
+            while raw.recv(100):  # perhaps a TLS alert; then the broker closes the socket
+                pass
+        tls_connect(tls_server, ca).close()
+    failures = [e for e in logs if e["event"] == "connection.tls_failed"]
+    assert len(failures) == 1 and failures[0]["peer"].startswith("127.0.0.1:")
+    assert failures[0]["reason"]
+
+
+def test_client_certificates_verified_and_required(files: dict[str, str], ca: trustme.CA) -> None:
+    server = serve(files, tls_verify_peer=True, tls_fail_if_no_peer_cert=True)
+    try:
+        with capture_logs() as logs:
+            with pytest.raises(pika.exceptions.AMQPConnectionError):
+                tls_connect(server, ca)  # no client certificate
+            other = trustme.CA()  # a certificate from a CA the broker does not trust
+            with pytest.raises(pika.exceptions.AMQPConnectionError):
+                tls_connect(server, ca, other.issue_cert("intruder"))
+        reasons = [e["reason"] for e in logs if e["event"] == "connection.tls_failed"]
+        assert len(reasons) == 2, reasons
+        connection = tls_connect(server, ca, ca.issue_cert("app"))
+        assert connection.channel().queue_declare("mutual").method.queue == "mutual"
+        connection.close()
+    finally:
+        server.stop()
+
+
+def test_a_missing_key_stops_start_up_with_one_line(files: dict[str, str], tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "amqlite", "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir",
+            str(tmp_path / "data"), "--management-port", "0", "--prometheus-port", "0"]
+    for tls, expected in (
+        ({"AMQLITE_TLS_CERT": files["cert"], "AMQLITE_TLS_KEY": str(tmp_path / "missing.key")},
+         "amqlite: TLS certificate or key: No such file or directory"),
+        ({}, "amqlite: tls_port needs tls_cert and tls_key"),
+    ):
+        env = {**os.environ, "AMQLITE_LOG_FORMAT": "json", "AMQLITE_TLS_PORT": str(free_port()), **tls}
+        result = subprocess.run(base, capture_output=True, text=True, timeout=30, env=env)
+        lines = [line for line in result.stderr.splitlines() if not line.startswith("{")]
+        assert (result.returncode, lines) == (1, [expected])
+
+
+def test_tls_settings_from_a_table_and_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "amqlite.toml"
+    config.write_text('[tls]\nport = 5671\ncert = "c.pem"\nkey = "k.pem"\nverify_peer = true\n')
+    settings = load(config_file=str(config), environ={"AMQLITE_TLS_FAIL_IF_NO_PEER_CERT": "true"})
+    assert (settings.tls_port, settings.tls_cert, settings.tls_key) == (5671, "c.pem", "k.pem")
+    assert settings.tls_verify_peer and settings.tls_fail_if_no_peer_cert
+    with pytest.raises(ConfigError, match="tls_verify_peer must be true or false"):
+        load(environ={"AMQLITE_TLS_VERIFY_PEER": "maybe"})
