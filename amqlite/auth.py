@@ -65,6 +65,10 @@ class User:
     def may_open(self, vhost: str) -> bool:
         return "*" in self.vhosts or vhost in self.vhosts
 
+    def granted(self, *vhosts: str) -> User:
+        """This user, also allowed to open ``vhosts``."""
+        return attrs.evolve(self, vhosts=tuple(dict.fromkeys([*self.vhosts, *vhosts])))
+
 
 class Users:
     def __init__(self, *, loopback_users: Iterable[str] = ("guest",)) -> None:

@@ -548,7 +548,7 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         if target is None or vhost not in broker.vhosts:
             return not_found()
         existed = target.may_open(vhost)
-        changed = attrs.evolve(target, vhosts=tuple(dict.fromkeys([*target.vhosts, vhost])))
+        changed = target.granted(vhost)
         users.add(changed)
         overlay.set_user(changed)
         return await saved(Response(status_code=204 if existed else 201))

@@ -122,15 +122,15 @@ def load(definitions: Any, broker: Broker, users: Users, accounts: Accounts, *, 
         name = str(spec["name"])
         password_hash = spec["password_hash"] if "password_hash" in spec else hash_password(str(spec["password"]))
         existing = users.get(name)
-        access = tuple(dict.fromkeys([*(existing.vhosts if existing else ()), *granted.pop(name, [])]))
-        user = User(name, password_hash, access, tags(spec.get("tags")))
+        user = User(name, password_hash, existing.vhosts if existing else (), tags(spec.get("tags")))
+        user = user.granted(*granted.pop(name, []))
         users.add(user)
         accounts.set_user(user)
     for name, vhosts in granted.items():  # permissions of users the file does not define
         existing = users.get(name)
         if existing is None:
             raise DefinitionsError(f"permissions name user {name}, which does not exist")
-        user = User(name, existing.password_hash, tuple(dict.fromkeys([*existing.vhosts, *vhosts])), existing.tags)
+        user = existing.granted(*vhosts)
         users.add(user)
         accounts.set_user(user)
 

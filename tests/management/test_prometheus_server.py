@@ -57,11 +57,13 @@ def prometheus(managed: ManagedServerThread, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def _poll(base: str, query: str, expected: dict[str, float], log: Path) -> None:
-    """Query until every series labelled ``queue`` in ``expected`` has its
-    value (Prometheus scrapes once a second); fail with the last answer."""
+def _answer(base: str, query: str, expected: dict[str, float]) -> tuple[dict[str, float], object]:
+    """Query until the series labelled ``queue`` in ``expected`` have their
+    values (Prometheus scrapes once a second) or PATIENCE runs out; those
+    series as last seen, and the last answer (for the failure message)."""
     deadline = time.monotonic() + PATIENCE
     last: object = None
+    seen: dict[str, float] = {}
     while time.monotonic() < deadline:
         try:
             response = httpx.get(f"{base}/api/v1/query", params={"query": query}, timeout=5)
@@ -72,11 +74,12 @@ def _poll(base: str, query: str, expected: dict[str, float], log: Path) -> None:
                 last = f"{response.status_code} {response.text}"
             else:
                 last = body = response.json()
-                seen = {r["metric"].get("queue", ""): float(r["value"][1]) for r in body["data"]["result"]}
-                if all(seen.get(queue) == value for queue, value in expected.items()):
-                    return
+                series = {r["metric"].get("queue", ""): float(r["value"][1]) for r in body["data"]["result"]}
+                seen = {queue: series[queue] for queue in expected if queue in series}
+                if seen == expected:
+                    break
         time.sleep(0.2)
-    pytest.fail(f"{query}: expected {expected}, last answer {last}; prometheus said:\n{log.read_text()[-3000:]}")
+    return seen, last
 
 
 def test_prometheus_scrapes_queue_depth_and_counters(
@@ -91,7 +94,9 @@ def test_prometheus_scrapes_queue_depth_and_counters(
     channel.basic_publish("", "shallow", b"x")
     channel.queue_declare("deep", passive=True)  # a round trip: the publishes were handled
     log = tmp_path / "prometheus.log"
-    _poll(prometheus, "up", {"": 1}, log)
-    _poll(prometheus, "rabbitmq_queue_messages_ready", {"deep": 3, "shallow": 1}, log)
-    _poll(prometheus, 'rabbitmq_global_messages_received_total{protocol="amqp091"}', {"": 4}, log)
+    for query, expected in (("up", {"": 1.0}),
+                            ("rabbitmq_queue_messages_ready", {"deep": 3.0, "shallow": 1.0}),
+                            ('rabbitmq_global_messages_received_total{protocol="amqp091"}', {"": 4.0})):
+        seen, last = _answer(prometheus, query, expected)
+        assert seen == expected, f"{query}: last answer {last}; prometheus said:\n{log.read_text()[-3000:]}"
     connection.close()
