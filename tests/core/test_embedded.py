@@ -286,3 +286,63 @@ async def test_leaving_open_broker_closes_connections():
         core = broker.core
     assert not core.connections
     assert "q" not in core.vhosts["/"].queues
+
+
+# -- checkpoint rules of the hot paths ---------------------------------------
+
+
+async def test_publish_in_a_cancelled_scope_raises_and_publishes_nothing():
+    async with amqlite.open_broker() as broker:
+        ch = await broker.channel()
+        await ch.queue_declare("q")
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await ch.publish(b"x", routing_key="q")
+        assert (await ch.queue_declare("q", passive=True)).message_count == 0
+
+
+async def test_next_delivery_in_a_cancelled_scope_raises_and_keeps_the_delivery():
+    async with amqlite.open_broker() as broker:
+        ch = await broker.channel()
+        await ch.queue_declare("q")
+        await ch.publish(b"first", routing_key="q")
+        consumer = await ch.consume("q")
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await consumer.__anext__()
+        delivery = await consumer.__anext__()
+        assert delivery.body == b"first"
+
+
+async def test_hot_paths_let_other_tasks_run_once_every_schedule_every_calls():
+    # Publishing and consuming schedule only every SCHEDULE_EVERY calls, but
+    # they must never starve the rest of the program.
+    every = amqlite.embedded.SCHEDULE_EVERY
+    async with amqlite.open_broker() as broker:
+        ch = await broker.channel()
+        await ch.queue_declare("q")
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            consumer = await ch.consume("q", prefetch=10 * every)
+            ticks = 0
+            for _ in range(10 * every):
+                await ch.publish(b"x", routing_key="q")
+            # Ten schedule points, give or take the one where the ticker
+            # stood in trio's batch when counting started.
+            assert 9 <= ticks <= 11
+            ticks = 0
+            for _ in range(10 * every):
+                (await consumer.__anext__()).ack()
+            assert 9 <= ticks <= 11
+            nursery.cancel_scope.cancel()
