@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test bench bench-amqp bench-durable fuzz venv clean crash interop-pika interop-aiormq screenshots
+.PHONY: run demo test bench bench-amqp bench-durable bench-scale fuzz venv clean crash interop-pika interop-aiormq screenshots
 
 RUNTIME := $(VENV)/.runtime
 
@@ -50,6 +50,11 @@ bench-amqp: $(STAMP)
 bench-durable: $(STAMP)
 	$(BIN)/python benchmarks/bench_amqp.py --durable
 	$(BIN)/python benchmarks/bench_store.py --messages 10000000
+
+# Thousands of connections, fanout to 1,000 queues, 100,000 topic bindings:
+# amqlite against the RabbitMQ at 127.0.0.1:5672 (about 8 minutes).
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/bench_scale.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
