@@ -27,7 +27,7 @@ from .core.connection import Connection as CoreConnection
 from .core.events import ConsumerCancelled, Deliver, GetResult, PublishOutcome, WaitForDisk
 from .core.message import EMPTY_PROPERTIES, Properties
 from .log import get_logger
-from .runtime import Clock, drive_deadlines
+from .runtime import Clock, drive_timers
 from .storage import StoreDriver
 from .store.journal import DiskJournal
 
@@ -568,7 +568,7 @@ async def open_broker(settings: Settings | None = None, **overrides: Any) -> Asy
         journal.recover(core, broker.now())
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(drive_deadlines, core, broker.clock)
+            nursery.start_soon(drive_timers, core.timers, broker.clock)
             if journal is not None:
                 moved = broker._storage_moved.unpark_all
                 driver = StoreDriver(journal, on_synced=moved, on_blocked=lambda reason: None,

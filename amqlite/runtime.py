@@ -7,7 +7,7 @@ import time
 
 import trio
 
-from .core.broker import Broker
+from .core.timers import Timers
 
 
 class Clock:
@@ -30,16 +30,21 @@ class Clock:
         return when - self.offset
 
 
-async def drive_deadlines(core: Broker, clock: Clock) -> None:
-    """Sleep until the core's next deadline, run what is due, forever.
+async def drive_timers(timers: Timers, clock: Clock) -> None:
+    """Sleep until the earliest deadline in ``timers``, run everything due,
+    forever: the core broker's timers (expiries, delays, retries), and the
+    AMQP server's per-connection ones (heartbeats, handshake and close
+    timeouts), each in one task however many targets they hold.
 
-    The core says when its earliest deadline moves earlier, so a new short
+    ``timers`` says when its earliest deadline moves earlier, so a new short
     TTL or delay is honoured without polling.
     """
     wakeup = trio.lowlevel.ParkingLot()
-    core.timers.on_earlier = wakeup.unpark_all
+    timers.on_earlier = wakeup.unpark_all
     while True:
-        deadline = core.next_deadline()
+        deadline = timers.next_deadline()
         with trio.move_on_at(math.inf if deadline is None else clock.to_trio(deadline)):
             await wakeup.park()
-        core.tick(clock.now())
+        now = clock.now()
+        for target in timers.pop_due(now):
+            target.on_timer(now)

@@ -161,17 +161,23 @@ class Worker:
         self.close_reasons: Counter[str] = Counter()
         self.watching = False
 
-    async def open(self, queues: list[str | None]) -> None:
+    async def open(self, queues: list[str | None]) -> tuple[list[str | None], list[str]]:
+        """Open a connection per queue; the queues whose connection came
+        up, and why the others did not (a broker at its connection limit
+        refuses some, and the workload goes on with the rest)."""
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(50)  # handshakes in flight, as a client pool would
 
-        async def one(queue: str | None) -> None:
+        async def one(queue: str | None) -> str | None:
             async with gate:
                 _, peer = await loop.create_connection(lambda: Peer(self, queue), self.host, self.port)
                 self.peers.append(peer)
                 await asyncio.wait_for(peer.ready, 60)
+                return queue
 
-        await asyncio.gather(*(one(q) for q in queues))
+        outcomes = await asyncio.gather(*(one(q) for q in queues), return_exceptions=True)
+        up = [o for o in outcomes if not isinstance(o, BaseException)]
+        return up, [repr(o) for o in outcomes if isinstance(o, BaseException)]
 
     async def heartbeats(self) -> None:
         if not self.heartbeat:
@@ -187,12 +193,7 @@ def worker_main(pipe: Pipe, host: str, port: int, queues: list[str | None], hear
     async def run() -> None:
         worker = Worker(host, port, heartbeat, prefetch)
         beating = asyncio.ensure_future(worker.heartbeats())
-        try:
-            await worker.open(queues)
-            pipe.send(("ready", None))
-        except Exception as error:  # reported to the parent, which prints it
-            pipe.send(("failed", repr(error)))
-            return
+        pipe.send(await worker.open(queues))
         loop = asyncio.get_running_loop()
         while True:
             command = await loop.run_in_executor(None, pipe.recv)
@@ -237,8 +238,15 @@ class Fleet:
             self.pipes.append(parent)
             self.procs.append(proc)
 
-    def wait_ready(self) -> list[str]:
-        return [reason for kind, reason in (pipe.recv() for pipe in self.pipes) if kind == "failed"]
+    def wait_ready(self) -> tuple[list[str | None], Counter[str]]:
+        """The queues whose connections are up, and why the others failed."""
+        up: list[str | None] = []
+        failures: Counter[str] = Counter()
+        for pipe in self.pipes:
+            ready, failed = pipe.recv()
+            up += ready
+            failures.update(failed)
+        return up, failures
 
     def command(self, command: str) -> None:
         for pipe in self.pipes:
@@ -325,12 +333,12 @@ def fleet(host: str, port: int, server: Server, args: argparse.Namespace) -> dic
     rss_before = server.rss()
     started = time.monotonic()
     generators = Fleet(host, port, queues, args.processes, args.heartbeat, 10)
-    failures = generators.wait_ready()
+    queues, failures = generators.wait_ready()
     connect_seconds = time.monotonic() - started
-    result: dict[str, object] = {"connect_s": connect_seconds, "failures": failures[:3]}
+    result: dict[str, object] = {"connect_s": connect_seconds, "failures": dict(failures)}
     try:
         time.sleep(2)
-        result["rss_per_conn"] = (server.rss() - rss_before) / args.connections
+        result["rss_per_conn"] = (server.rss() - rss_before) / max(1, len(queues))
         result["idle_cpu"] = server.cpu_share(args.idle_seconds)
         producer = Client(host, port)
         exchange = f"scale-fanout-{tag}"
@@ -378,11 +386,11 @@ def idle(host: str, port: int, server: Server, args: argparse.Namespace) -> dict
     rss_before = server.rss()
     started = time.monotonic()
     generators = Fleet(host, port, [None] * args.idle_connections, args.processes, args.heartbeat, 10)
-    failures = generators.wait_ready()
-    result: dict[str, object] = {"connect_s": time.monotonic() - started, "failures": failures[:3]}
+    up, failures = generators.wait_ready()
+    result: dict[str, object] = {"connect_s": time.monotonic() - started, "failures": dict(failures)}
     try:
         generators.watch()
-        result["rss_per_conn"] = (server.rss() - rss_before) / args.idle_connections
+        result["rss_per_conn"] = (server.rss() - rss_before) / max(1, len(up))
         result["idle_cpu"] = server.cpu_share(args.seconds)
         report = generators.report()
         result.update({"up": report["up"], "longest_silence": report["longest_silence"],

@@ -1,8 +1,9 @@
 """The AMQP server's trio driver: a listener and one task pair per connection.
 
 Thin by design: a reader feeds bytes to the sans-IO engine, a writer sends
-what the engine has to say, and a timer task runs heartbeats. Everything
-that decides anything lives in ``amqlite.amqp.engine`` and ``amqlite.core``.
+what the engine has to say, and one task for all connections runs their
+timers (heartbeats, handshake and close timeouts). Everything that decides
+anything lives in ``amqlite.amqp.engine`` and ``amqlite.core``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from ..management import definitions
 from ..management.http import serve as serve_http
 from ..management.metrics import StoreMetrics
 from ..management.service import bind_http
-from ..runtime import Clock, drive_deadlines
+from ..core.timers import Timers
+from ..runtime import Clock, drive_timers
 from ..store.journal import DiskJournal, StoreLocked
 from ..storage import StoreDriver
 
@@ -43,6 +45,11 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, e
 _ACCEPT_RETRY = 0.1
 _ACCEPT_LOG_INTERVAL = 10.0
 _VIRTUAL_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
+#: Connection deadlines are rounded up to this grain, so that one wake-up of
+#: the timer task serves every connection due in the same grain: heartbeats
+#: and timeouts are seconds apart, and a trio wake-up per connection cost
+#: 10,000 idle connections most of a core (docs/performance.md).
+_TIMER_GRAIN = 0.05
 
 
 class StartupError(Exception):
@@ -67,6 +74,8 @@ class Server:
     users: Users
     clock: Clock = attrs.field(factory=Clock)
     connections: set[ServerConnection] = attrs.field(factory=set)
+    #: Every connection's next deadline, in one task.
+    connection_timers: Timers = attrs.field(factory=Timers)
     addresses: list[tuple[str, int]] = attrs.field(factory=list)
     #: Where the TLS listener is bound, if tls_port is set.
     tls_addresses: list[tuple[str, int]] = attrs.field(factory=list)
@@ -133,7 +142,8 @@ class Server:
                                          disk_free_limit=self.settings.disk_free_limit,
                                          observer=self.store_metrics)
                     nursery.start_soon(driver.run)
-                nursery.start_soon(drive_deadlines, self.core, self.clock)
+                nursery.start_soon(drive_timers, self.core.timers, self.clock)
+                nursery.start_soon(drive_timers, self.connection_timers, self.clock)
                 for listener in listeners:
                     nursery.start_soon(self._accept, listener, nursery, None)
                 for listener in tls_listeners:
@@ -304,7 +314,7 @@ class Server:
         )
         self.connections.add(conn)
         try:
-            await _ConnectionDriver(conn, served, clock).run()
+            await _ConnectionDriver(conn, served, clock, self.connection_timers).run()
         except Exception:
             # A bug met while serving one client must not take the listener, and so
             # every other client, down with it: drop this connection and say why.
@@ -332,16 +342,17 @@ def _tls_failure(error: Exception) -> str:
 
 
 class _ConnectionDriver:
-    def __init__(self, conn: ServerConnection, stream: trio.abc.Stream, clock: Clock) -> None:
+    def __init__(self, conn: ServerConnection, stream: trio.abc.Stream, clock: Clock, timers: Timers) -> None:
         self.conn = conn
         self.stream = stream
         self.clock = clock
+        self.timers = timers
         self.output = trio.lowlevel.ParkingLot()
         #: Woken when output drains or the engine wants input again.
         self.readable = trio.lowlevel.ParkingLot()
-        #: Woken when the engine's next deadline may have moved earlier.
-        self.rescheduled = trio.lowlevel.ParkingLot()
-        self.wake_at = math.inf
+        #: When ``timers`` will next call :meth:`on_timer` (None: not scheduled).
+        self.timer_at: float | None = None
+        self._scope: trio.CancelScope | None = None
         conn.on_output = self._on_output
         conn.on_readable = self.readable.unpark_all
 
@@ -351,19 +362,44 @@ class _ConnectionDriver:
 
     def _reschedule(self) -> None:
         deadline = self.conn.next_deadline()
-        if deadline is not None and self.clock.to_trio(deadline) < self.wake_at:
-            self.rescheduled.unpark_all()
+        if deadline is not None:
+            # Rounded up, and never at or before now: a heartbeat the engine
+            # queued is not "sent" until the writer takes it, so until then
+            # the deadline that asked for it has not moved.
+            grain = _TIMER_GRAIN
+            self.timers.schedule(self, (math.floor(max(deadline, self.clock.now()) / grain) + 1) * grain)
+
+    def on_timer(self, now: float) -> None:
+        """The engine's deadline came (from the shared timer task)."""
+        conn = self.conn
+        if self._scope is None or self._scope.cancel_called:
+            return  # the connection is over
+        try:
+            conn.tick(now)
+        except Exception:
+            # As in _handle: one connection's bug ends that connection only,
+            # here the timer task that every connection shares.
+            log.exception("connection.crashed", peer=conn.peer, during="timer")
+            conn.close_reason = conn.close_reason or "internal error"
+            self._scope.cancel()
+            return
+        if conn.state is State.CLOSED:
+            self.output.unpark_all()  # the writer ends the connection
+        else:
+            self._reschedule()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
+            self._scope = nursery.cancel_scope
             nursery.start_soon(self._writer, nursery.cancel_scope)
-            nursery.start_soon(self._timers)
+            self._reschedule()
             await self._reader()
             if self.conn.state is not State.CLOSED:
                 nursery.cancel_scope.cancel()  # the peer went away
             # Otherwise the writer flushes the last words (close-ok) and ends it;
             # wake it, since closing (on the client's close-ok) may have nothing to send.
             self.output.unpark_all()
+        self._scope.cancel()  # stale timer entries find the connection over
 
     async def _reader(self) -> None:
         conn, stream, clock = self.conn, self.stream, self.clock
@@ -381,7 +417,7 @@ class _ConnectionDriver:
             if not data:
                 return
             conn.receive_data(bytes(data), clock.now())
-            self._reschedule()
+            self._reschedule()  # the handshake or a close may have moved it
 
     async def _writer(self, scope: trio.CancelScope) -> None:
         conn, stream, clock = self.conn, self.stream, self.clock
@@ -399,15 +435,3 @@ class _ConnectionDriver:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             scope.cancel()
 
-    async def _timers(self) -> None:
-        """Sleep until the engine's next deadline (handshake, close-ok,
-        heartbeats), run it, repeat; woken early when it moves earlier."""
-        conn, clock = self.conn, self.clock
-        while conn.state is not State.CLOSED:
-            deadline = conn.next_deadline()
-            self.wake_at = math.inf if deadline is None else clock.to_trio(deadline)
-            with trio.move_on_at(self.wake_at):
-                await self.rescheduled.park()
-            self.wake_at = math.inf
-            conn.tick(clock.now())
-        self.output.unpark_all()  # the writer ends the connection

@@ -1,6 +1,6 @@
 """The per-connection trio driver in server/listener.py over an in-memory
-stream and trio's autojump clock: its timer task sleeps until the engine's
-next deadline instead of polling."""
+stream and trio's autojump clock: the shared timer task wakes a connection
+at the engine's next deadline instead of polling."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from amqlite.amqp.frames import PROTOCOL_HEADER
 from amqlite.auth import Users
 from amqlite.config import Settings
 from amqlite.core.broker import Broker
-from amqlite.runtime import Clock
+from amqlite.core.timers import Timers
+from amqlite.runtime import Clock, drive_timers
 from amqlite.server.listener import _ConnectionDriver
 from wire import method, plain
 
@@ -38,8 +39,11 @@ async def test_the_timer_sleeps_until_the_handshake_timeout_instead_of_polling(a
     conn = connection(clock, handshake_timeout=600.0)
     client, server = trio.testing.memory_stream_pair()
     began = trio.current_time()
-    async with client:
-        await _ConnectionDriver(conn, server, clock).run()  # the client never speaks
+    timers = Timers()
+    async with client, trio.open_nursery() as nursery:
+        nursery.start_soon(drive_timers, timers, clock)
+        await _ConnectionDriver(conn, server, clock, timers).run()  # the client never speaks
+        nursery.cancel_scope.cancel()
     assert conn.state is State.CLOSED and conn.close_reason == "handshake timeout"
     assert 600 <= trio.current_time() - began < 601
     assert conn.ticks == 1  # one wake-up, at the deadline
@@ -49,8 +53,10 @@ async def test_an_open_connection_without_heartbeats_is_never_woken(autojump_clo
     clock = Clock()
     conn = connection(clock, heartbeat=0)
     client, server = trio.testing.memory_stream_pair()
+    timers = Timers()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_ConnectionDriver(conn, server, clock).run)
+        nursery.start_soon(drive_timers, timers, clock)
+        nursery.start_soon(_ConnectionDriver(conn, server, clock, timers).run)
         await client.send_all(PROTOCOL_HEADER + method(0, plain())
                               + method(0, spec.Connection.TuneOk(2047, 131072, 0))
                               + method(0, spec.Connection.Open("/")))
@@ -58,4 +64,54 @@ async def test_an_open_connection_without_heartbeats_is_never_woken(autojump_clo
         assert conn.state is State.OPEN
         assert conn.ticks <= 1  # at most once, when the handshake deadline went away
         await client.send_all(method(0, spec.Connection.Close(200, "bye", 0, 0)))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
     assert conn.state is State.CLOSED
+
+
+class BrokenTimerConnection(CountingConnection):
+    def tick(self, now: float) -> None:
+        super().tick(now)
+        if self.state is State.OPEN:
+            raise RuntimeError("bug in tick")
+
+
+async def open_connection(client: trio.testing.MemoryStream, heartbeat: int) -> None:
+    await client.send_all(PROTOCOL_HEADER + method(0, plain())
+                          + method(0, spec.Connection.TuneOk(2047, 131072, heartbeat))
+                          + method(0, spec.Connection.Open("/")))
+
+
+async def test_connections_share_one_timer_task_and_a_bug_in_one_ends_only_that_one(autojump_clock: Any) -> None:
+    clock = Clock()
+    timers = Timers()
+    healthy, broken = connection(clock), BrokenTimerConnection(
+        Broker(), Users.from_settings(Settings()), now=clock.now(), peer_loopback=True)
+    healthy_client, healthy_server = trio.testing.memory_stream_pair()
+    broken_client, broken_server = trio.testing.memory_stream_pair()
+    received = bytearray()
+
+    async def read_forever() -> None:
+        while data := await healthy_client.receive_some():
+            received.extend(data)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drive_timers, timers, clock)
+        nursery.start_soon(_ConnectionDriver(healthy, healthy_server, clock, timers).run)
+        nursery.start_soon(read_forever)
+        await open_connection(healthy_client, 4)
+        async with trio.open_nursery() as doomed:
+            doomed.start_soon(_ConnectionDriver(broken, broken_server, clock, timers).run)
+            await open_connection(broken_client, 4)
+        # The broken one's driver returned (its first heartbeat tick raised)...
+        assert broken.close_reason == "internal error"
+        # ...while the healthy one goes on being served heartbeats: 4 s
+        # heartbeats are sent every 2 s of silence, and the client's own
+        # traffic keeps it from timing out.
+        received.clear()
+        for _ in range(10):
+            await healthy_client.send_all(b"\x08\x00\x00\x00\x00\x00\x00\xce")
+            await trio.sleep(2.01)
+        assert received.count(b"\x08\x00\x00\x00\x00\x00\x00\xce") >= 9
+        assert healthy.state is State.OPEN
+        nursery.cancel_scope.cancel()
