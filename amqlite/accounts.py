@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .auth import User, Users
+from .auth import User, Users, permissions_from, topic_permissions_from
 
 if TYPE_CHECKING:
     from .core.broker import Broker
@@ -51,11 +51,18 @@ class Accounts:
             if spec is None:
                 users.remove(name)
             else:
-                users.add(User(name, spec["password_hash"], tuple(spec["vhosts"]), tuple(spec["tags"])))
+                # permissions_from also reads the plain "vhosts" list that
+                # files written before permissions existed hold.
+                users.add(User(name, spec["password_hash"], permissions_from(spec), tuple(spec["tags"]),
+                               topic_permissions_from(spec)))
 
     def set_user(self, user: User) -> None:
-        self.users[user.name] = {"password_hash": user.password_hash, "vhosts": list(user.vhosts),
-                                 "tags": list(user.tags)}
+        self.users[user.name] = {
+            "password_hash": user.password_hash,
+            "permissions": {vhost: attrs.asdict(p) for vhost, p in user.permissions.items()},
+            "topic_permissions": [attrs.asdict(t) for t in user.topic_permissions],
+            "tags": list(user.tags),
+        }
 
     def delete_user(self, name: str) -> None:
         self.users[name] = None

@@ -1,4 +1,4 @@
-"""Users, password hashes and vhost access.
+"""Users, password hashes and their permissions per vhost.
 
 Passwords are stored as RabbitMQ stores them
 (``rabbit_password_hashing_sha256``): base64 of a 4-byte salt followed by
@@ -13,9 +13,11 @@ import hashlib
 import hmac
 import ipaddress
 import os
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import attrs
+
+from .core.permissions import FULL, Access, Permission, TopicPermission
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -57,17 +59,47 @@ class LoginRefused(Exception):
 class User:
     name: str
     password_hash: str
-    #: vhosts this user may open; "*" means all.
-    vhosts: tuple[str, ...] = ("*",)
+    #: Per vhost, the user's configure/write/read patterns; the key "*"
+    #: stands for every vhost (the default user's full rights everywhere).
+    permissions: Mapping[str, Permission] = attrs.field(factory=lambda: {"*": FULL})
     #: RabbitMQ's user tags (administrator, monitoring, ...).
     tags: tuple[str, ...] = ()
+    topic_permissions: tuple[TopicPermission, ...] = ()
+
+    def permission(self, vhost: str) -> Permission | None:
+        """What the user may do in ``vhost``; None: not even open it."""
+        return self.permissions.get(vhost) or self.permissions.get("*")
 
     def may_open(self, vhost: str) -> bool:
-        return "*" in self.vhosts or vhost in self.vhosts
+        return self.permission(vhost) is not None
 
-    def granted(self, *vhosts: str) -> User:
-        """This user, also allowed to open ``vhosts``."""
-        return attrs.evolve(self, vhosts=tuple(dict.fromkeys([*self.vhosts, *vhosts])))
+    def access(self, vhost: str) -> Access:
+        permission = self.permission(vhost)
+        assert permission is not None, "checked when the vhost was opened"
+        return Access(self.name, vhost, permission, tuple(t for t in self.topic_permissions if t.vhost == vhost))
+
+    def granted(self, vhost: str, permission: Permission = FULL) -> User:
+        """This user, with ``permission`` in ``vhost``."""
+        return attrs.evolve(self, permissions={**self.permissions, vhost: permission})
+
+    def revoked(self, vhost: str, every_vhost: Iterable[str]) -> User:
+        """This user, with no permission in ``vhost``; a grant of every vhost
+        ("*") becomes one grant per other vhost in ``every_vhost``."""
+        permissions = dict(self.permissions)
+        everywhere = permissions.pop("*", None)
+        if everywhere is not None:
+            permissions = {name: permissions.get(name, everywhere) for name in every_vhost}
+        permissions.pop(vhost, None)
+        return attrs.evolve(self, permissions=permissions)
+
+    def with_topic_permission(self, topic: TopicPermission) -> User:
+        kept = tuple(t for t in self.topic_permissions if (t.vhost, t.exchange) != (topic.vhost, topic.exchange))
+        return attrs.evolve(self, topic_permissions=(*kept, topic))
+
+    def without_topic_permissions(self, vhost: str, exchange: str | None = None) -> User:
+        kept = tuple(t for t in self.topic_permissions
+                     if t.vhost != vhost or (exchange is not None and t.exchange != exchange))
+        return attrs.evolve(self, topic_permissions=kept)
 
 
 class Users:
@@ -110,5 +142,20 @@ class Users:
             registry.add(User(settings.default_user, hash_password(settings.default_pass), tags=("administrator",)))
         for name, spec in settings.users.items():
             password_hash = spec.get("password_hash") or hash_password(spec["password"])
-            registry.add(User(name, password_hash, tuple(spec.get("vhosts", ["*"])), tuple(spec.get("tags", []))))
+            registry.add(User(name, password_hash, permissions_from(spec), tuple(spec.get("tags", [])),
+                              topic_permissions_from(spec)))
         return registry
+
+
+def permissions_from(spec: Mapping[str, Any]) -> dict[str, Permission]:
+    """A config file user table's grants: ``vhosts = [...]`` (full rights
+    in each, "*" for all; every vhost if neither key is there) and
+    ``permissions = {vhost = {configure, write, read}}``."""
+    granted = {} if "permissions" in spec else {vhost: FULL for vhost in spec.get("vhosts", ["*"])}
+    for vhost, patterns in spec.get("permissions", {}).items():
+        granted[vhost] = Permission(**patterns)
+    return granted
+
+
+def topic_permissions_from(spec: Mapping[str, Any]) -> tuple[TopicPermission, ...]:
+    return tuple(TopicPermission(**entry) for entry in spec.get("topic_permissions", []))

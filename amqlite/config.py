@@ -22,11 +22,12 @@ from typing import Any, Callable, Mapping
 import attrs
 
 from . import defaults
+from .core.permissions import valid_pattern
 
 LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 #: Keys a ``[users.NAME]`` table may hold.
-USER_KEYS = frozenset({"password", "password_hash", "vhosts", "tags"})
+USER_KEYS = frozenset({"password", "password_hash", "vhosts", "permissions", "topic_permissions", "tags"})
 #: Keys a ``[vhosts.NAME]`` table may hold.
 VHOST_KEYS = frozenset({"description"})
 
@@ -109,8 +110,39 @@ def _user_tables(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         for key in ("vhosts", "tags"):
             if key in table:
                 problems += _string_list(f"users.{name}.{key}", table[key])
+        problems += _permission_tables(f"users.{name}", table)
     if problems:
         raise ValueError("; ".join(problems))
+
+
+def _permission_tables(where: str, table: Mapping[str, Any]) -> list[str]:
+    """``permissions = {VHOST = {configure, write, read}}`` and
+    ``topic_permissions = [{vhost, exchange, write, read}]``: regular
+    expressions that compile, as RabbitMQ's set_permissions takes them."""
+    if not isinstance(table.get("permissions", {}), Mapping):
+        return [f"{where}.permissions must be a table of vhost tables"]
+    entries: list[tuple[str, Any, tuple[str, ...], tuple[str, ...]]] = [
+        (f"{where}.permissions.{vhost}", grant, ("configure", "write", "read"), ())
+        for vhost, grant in table.get("permissions", {}).items()]
+    topics = table.get("topic_permissions", [])
+    if not isinstance(topics, list):
+        return [f"{where}.topic_permissions must be a list of tables"]
+    entries += [(f"{where}.topic_permissions[{n}]", grant, ("write", "read"), ("vhost", "exchange"))
+                for n, grant in enumerate(topics)]
+    problems = []
+    for place, grant, patterns, names in entries:
+        if not isinstance(grant, Mapping):
+            problems.append(f"{place} must be a table")
+            continue
+        known = {*patterns, *names}
+        problems += [f"{place}.{key}: unknown key (known: {', '.join(sorted(known))})" for key in set(grant) - known]
+        for key in (*names, *patterns):
+            value = grant.get(key)
+            if not isinstance(value, str):
+                problems.append(f"{place}.{key} must be a string")
+            elif key in patterns and (problem := valid_pattern(value)) is not None:
+                problems.append(f"{place}.{key}: invalid regular expression {value!r}: {problem}")
+    return problems
 
 
 def _as_tuple(value: Any) -> Any:

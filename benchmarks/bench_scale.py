@@ -542,18 +542,22 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the amqlite child inherits it
     print(f"machine: {machine()}; descriptor limit {hard} (was {soft})")
-    targets = []
-    with tempfile.TemporaryDirectory(prefix="amqlite-scale-") as data_dir:
-        process, port, _ = start_amqlite(data_dir)
-        targets.append(("amqlite", port, Server(process.pid)))
-        if not args.amqlite_only and rabbitmq_up():
-            targets.append(("RabbitMQ", 5672, rabbitmq_server()))
-            limit = Path(f"/proc/{targets[-1][2].pid}/limits").read_text()
-            nofile = next(line for line in limit.splitlines() if line.startswith("Max open files"))
-            print(f"RabbitMQ: {' '.join(nofile.split())}")
-        try:
-            for workload in args.workloads.split(","):
-                print(f"\n{workload}:", flush=True)
+    rabbitmq = None
+    if not args.amqlite_only and rabbitmq_up():
+        rabbitmq = rabbitmq_server()
+        limits = Path(f"/proc/{rabbitmq.pid}/limits").read_text()
+        print("RabbitMQ: " + " ".join(next(line for line in limits.splitlines()
+                                            if line.startswith("Max open files")).split()))
+    for workload in args.workloads.split(","):
+        print(f"\n{workload}:", flush=True)
+        # A fresh amqlite for each workload, so that memory freed by the last
+        # one does not hide what this one costs.
+        with tempfile.TemporaryDirectory(prefix="amqlite-scale-") as data_dir:
+            process, port, _ = start_amqlite(data_dir)
+            targets = [("amqlite", port, Server(process.pid))]
+            if rabbitmq is not None:
+                targets.append(("RabbitMQ", 5672, rabbitmq))
+            try:
                 for broker, port_, server in targets:
                     try:
                         result = WORKLOADS[workload]("127.0.0.1", port_, server, args)
@@ -561,10 +565,9 @@ def main() -> None:
                         result = {"failures": [repr(error)]}
                     show(workload, broker, result)
                     sys.stdout.flush()
-        finally:
-            process.terminate()
-            process.wait()
-
+            finally:
+                process.terminate()
+                process.wait()
 
 if __name__ == "__main__":
     main()

@@ -378,7 +378,7 @@ class ServerConnection:
         user = self.user
         assert user is not None
         self.vhost = vhost
-        self.core = self.broker.connect(vhost, user=user.name, name=self.peer)
+        self.core = self.broker.connect(vhost, user=user.name, name=self.peer, access=user.access(vhost))
         self.state = State.OPEN
         self._send(0, spec.Connection.OpenOk())
         journal = self.broker.journal

@@ -17,6 +17,7 @@ from .journal import Journal
 from .errors import NotAllowed
 from .message import Message
 from .stats import Stats
+from .permissions import Access
 from .timers import Timers
 from .vhost import VirtualHost
 
@@ -51,11 +52,12 @@ class Broker:
             vhost = self.vhosts[name] = VirtualHost(self, name)
         return vhost
 
-    def connect(self, vhost: str = "/", *, user: str = "guest", name: str = "") -> Connection:
+    def connect(self, vhost: str = "/", *, user: str = "guest", name: str = "",
+                access: Access | None = None) -> Connection:
         target = self.vhosts.get(vhost)
         if target is None:
             raise NotAllowed(f"vhost {vhost} not found")
-        connection = Connection(self, target, user=user, name=name)
+        connection = Connection(self, target, user=user, name=name, access=access)
         self.connections.add(connection)
         return connection
 

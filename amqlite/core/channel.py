@@ -37,6 +37,7 @@ class Channel:
         self.number = number
         self.vhost = connection.vhost
         self.broker = connection.broker
+        self.access = connection.access
         self.stats = connection.broker.stats
         self.consumers: dict[str, Consumer] = {}
         self.unacked: OrderedDict[int, Unacked] = OrderedDict()
@@ -69,47 +70,92 @@ class Channel:
 
     # -- exchanges and queues -------------------------------------------
 
+    # Permission checks (self.access) come before anything is looked up,
+    # with RabbitMQ's mapping: see core/permissions.py.
+
     def declare_exchange(self, name: str, type: str = "direct", **options: Any) -> Exchange:
         self._require_open()
+        access = self.access
+        if access is not None and not options.get("passive"):
+            access.configure("exchange", name)
+            alternate = (options.get("arguments") or {}).get("alternate-exchange")
+            if isinstance(alternate, str):
+                access.read("exchange", name)
+                access.write("exchange", alternate)
         return self.vhost.declare_exchange(name, type, **options)
 
     def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
         self._require_open()
+        if self.access is not None:
+            self.access.configure("exchange", name)
         self.vhost.delete_exchange(name, if_unused=if_unused)
+
+    def _check_binding(self, kind: str, destination: str, source: str, routing_key: str) -> None:
+        access = self.access
+        if access is not None:
+            access.write(kind, destination)
+            access.read("exchange", source)
+            exchange = self.vhost.exchanges.get(source)
+            if exchange is not None and exchange.type == "topic":
+                access.topic_read(source, routing_key)
 
     def bind_exchange(self, destination: str, source: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
         self._require_open()
+        self._check_binding("exchange", destination, source, routing_key)
         self.vhost.bind_exchange(destination, source, routing_key, arguments)
 
     def unbind_exchange(self, destination: str, source: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
         self._require_open()
+        self._check_binding("exchange", destination, source, routing_key)
         self.vhost.unbind_exchange(destination, source, routing_key, arguments)
 
     def declare_queue(self, name: str = "", *, now: float, **options: Any) -> Queue:
         self._require_open()
+        access = self.access
+        if access is not None and not options.get("passive"):
+            if name == "":
+                # Server-named: RabbitMQ checks the name it made up.
+                name = self.broker.new_name("amq.gen-", self.vhost.queues)
+                access.configure("queue", name)
+                return self.vhost.declare_queue(name, owner=self.connection, now=now, server_named=True, **options)
+            access.configure("queue", name)
+            dead_letter_exchange = (options.get("arguments") or {}).get("x-dead-letter-exchange")
+            if isinstance(dead_letter_exchange, str):
+                access.read("queue", name)
+                access.write("exchange", dead_letter_exchange)
         return self.vhost.declare_queue(name, owner=self.connection, now=now, **options)
 
     def bind_queue(self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
         self._require_open()
+        self._check_binding("queue", queue, exchange, routing_key)
         self.vhost.bind_queue(queue, exchange, routing_key, arguments, self.connection)
 
     def unbind_queue(self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None) -> None:
         self._require_open()
+        self._check_binding("queue", queue, exchange, routing_key)
         self.vhost.unbind_queue(queue, exchange, routing_key, arguments, self.connection)
 
     def purge_queue(self, name: str) -> int:
         self._require_open()
+        if self.access is not None:
+            self.access.read("queue", name)
         return self.vhost.get_queue(name, self.connection).purge()
 
     def redrive_queue(self, name: str, *, now: float, to: str | None = None, limit: int | None = None) -> int:
         """Move dead-lettered messages back where they died (see core/redrive.py)."""
         self._require_open()
+        if self.access is not None:
+            self.access.read("queue", name)
+            if to is not None:
+                self.access.write("queue", to)
         if to is not None:
             self.vhost.get_queue(to, self.connection)  # exists, and ours to use
         return redrive(self.vhost, self.vhost.get_queue(name, self.connection), now, to=to, limit=limit)
 
     def delete_queue(self, name: str, *, now: float, if_unused: bool = False, if_empty: bool = False) -> int:
         self._require_open()
+        if self.access is not None:
+            self.access.configure("queue", name)
         if name not in self.vhost.queues:
             return 0  # idempotent, as in RabbitMQ
         queue = self.vhost.get_queue(name, self.connection)
@@ -144,6 +190,8 @@ class Channel:
         arguments: dict[str, Any] | None = None,
     ) -> str:
         self._require_open()
+        if self.access is not None:
+            self.access.read("queue", queue)
         target = self.vhost.get_queue(queue, self.connection)
         if not consumer_tag:
             consumer_tag = self.broker.new_name("amq.ctag-", self.consumers)
@@ -227,6 +275,12 @@ class Channel:
         """Route one message. In a transaction it is held until commit
         (and None is returned); otherwise the outcome says where it went."""
         self._require_open()
+        access = self.access
+        if access is not None:
+            access.write("exchange", message.exchange)
+            exchange = self.vhost.exchanges.get(message.exchange)
+            if exchange is not None and exchange.type == "topic":
+                access.topic_write(message.exchange, message.routing_key)
         limit = self.broker.max_message_size
         if len(message.body) > limit:
             raise PreconditionFailed(f"message size {len(message.body)} is larger than configured max size {limit}")
@@ -286,6 +340,8 @@ class Channel:
         """basic.get: the message, WAIT_FOR_DISK (ask again once storage
         moves on), or None when the queue is empty."""
         self._require_open()
+        if self.access is not None:
+            self.access.read("queue", queue)
         target = self.vhost.get_queue(queue, self.connection)
         entry = target.fetch(now)
         stats = self.stats

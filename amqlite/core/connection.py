@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from .channel import Channel
 from .errors import ChannelStateError
+from .permissions import Access
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -14,10 +15,14 @@ if TYPE_CHECKING:
 
 
 class Connection:
-    def __init__(self, broker: Broker, vhost: VirtualHost, *, user: str = "guest", name: str = "") -> None:
+    def __init__(self, broker: Broker, vhost: VirtualHost, *, user: str = "guest", name: str = "",
+                 access: Access | None = None) -> None:
         self.broker = broker
         self.vhost = vhost
         self.user = user
+        #: What the user may do here; None: anything (in-process use, the
+        #: definitions import, the management API acting as an administrator).
+        self.access = access
         self.name = name
         self.channels: dict[int, Channel] = {}
         self.exclusive_queues: set[Queue] = set()

@@ -186,14 +186,17 @@ class VirtualHost:
         exclusive: bool = False,
         auto_delete: bool = False,
         arguments: dict[str, Any] | None = None,
+        server_named: bool = False,
     ) -> Queue:
+        """``server_named``: ``name`` is one the caller had the broker make
+        up (``Broker.new_name``), so its ``amq.`` prefix is no reservation."""
         if passive:
             queue = self.get_queue(name, owner)
             queue.touch(now)
             return queue
         if name == "":
             name = self.broker.new_name("amq.gen-", self.queues)
-        elif name.startswith("amq."):
+        elif name.startswith("amq.") and not server_named:
             # Even an existing (server-named) queue: RabbitMQ checks the name before
             # looking it up, so only a passive declare reaches an amq.* queue.
             raise _reserved("queue", name)

@@ -29,9 +29,10 @@ from ..accounts import Accounts
 from ..auth import LoginRefused, User, Users, hash_password, is_loopback
 from ..core.broker import Broker
 from ..core.channel import Channel
-from ..core.errors import NOT_FOUND, AMQPError
+from ..core.errors import ACCESS_REFUSED, NOT_FOUND, AMQPError
 from ..core.events import GetResult, WaitForDisk
 from ..core.message import Properties
+from ..core.permissions import Permission, TopicPermission, valid_pattern
 from ..core.queue import Queue
 from ..core.vhost import VirtualHost
 from . import definitions, snapshot
@@ -149,12 +150,15 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         error response."""
         if not user.may_open(vhost) or vhost not in broker.vhosts:
             return not_found()
-        connection = broker.connect(vhost, user=user.name, name="management")
+        # With the user's own permissions, as RabbitMQ's management API acts.
+        connection = broker.connect(vhost, user=user.name, name="management", access=user.access(vhost))
         try:
             return operation(connection.open_channel())
         except AMQPError as failure:
             if failure.reply_code == NOT_FOUND:
                 return not_found()
+            if failure.reply_code == ACCESS_REFUSED:
+                return error(401, "not_authorised", failure.text)
             return error(400, "bad_request", failure.text)
         finally:
             connection.close(now=now())
@@ -513,7 +517,8 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
             password_hash = existing.password_hash
         else:
             password_hash = ""  # as in RabbitMQ, a user with no password, who cannot log in with one
-        changed = User(name, password_hash, existing.vhosts if existing else (), definitions.tags(spec.get("tags")))
+        changed = User(name, password_hash, existing.permissions if existing else {},
+                       definitions.tags(spec.get("tags")), existing.topic_permissions if existing else ())
         users.add(changed)
         overlay.set_user(changed)
         return await saved(Response(status_code=204 if existing else 201))
@@ -526,13 +531,37 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         return await saved(Response(status_code=204))
 
     def permission_info(user: User, vhost: str) -> dict[str, Any]:
-        return {"user": user.name, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
+        permission = user.permission(vhost)
+        assert permission is not None
+        return {"user": user.name, "vhost": vhost, **attrs.asdict(permission)}
 
     async def list_permissions(request: Request, user: User) -> Response:
         return JSONResponse([permission_info(u, v) for u in users for v in sorted(broker.vhosts) if u.may_open(v)])
 
+    async def user_permissions(request: Request, user: User) -> Response:
+        target = users.get(param(request, "name"))
+        if target is None:
+            return not_found()
+        return JSONResponse([permission_info(target, v) for v in sorted(broker.vhosts) if target.may_open(v)])
+
     def permission_target(request: Request) -> tuple[str, User | None]:
         return param(request, "vhost"), users.get(param(request, "user"))
+
+    def patterns(spec: dict[str, Any], keys: tuple[str, ...]) -> dict[str, str] | Response:
+        """The regular expressions of a permission body, all of ``keys``."""
+        missing = [key for key in keys if not isinstance(spec.get(key), str)]
+        if missing:
+            return error(400, "bad_request", f"missing or not a string: {', '.join(missing)}")
+        for key in keys:
+            problem = valid_pattern(spec[key])
+            if problem is not None:
+                return error(400, "bad_request", f"{key}: invalid regular expression {spec[key]!r}: {problem}")
+        return {key: spec[key] for key in keys}
+
+    async def change_user(changed: User, status: int) -> Response:
+        users.add(changed)
+        overlay.set_user(changed)
+        return await saved(Response(status_code=status))
 
     async def get_permission(request: Request, user: User) -> Response:
         vhost, target = permission_target(request)
@@ -547,22 +576,47 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         vhost, target = permission_target(request)
         if target is None or vhost not in broker.vhosts:
             return not_found()
-        existed = target.may_open(vhost)
-        changed = target.granted(vhost)
-        users.add(changed)
-        overlay.set_user(changed)
-        return await saved(Response(status_code=204 if existed else 201))
+        given = patterns(spec, ("configure", "write", "read"))
+        if isinstance(given, Response):
+            return given
+        return await change_user(target.granted(vhost, Permission(**given)), 204 if target.may_open(vhost) else 201)
 
     async def delete_permission(request: Request, user: User) -> Response:
         vhost, target = permission_target(request)
         if target is None or vhost not in broker.vhosts or not target.may_open(vhost):
             return not_found()
-        # A grant of every vhost ("*") becomes the list of the others.
-        granted = sorted(broker.vhosts) if "*" in target.vhosts else target.vhosts
-        changed = attrs.evolve(target, vhosts=tuple(v for v in granted if v != vhost))
-        users.add(changed)
-        overlay.set_user(changed)
-        return await saved(Response(status_code=204))
+        return await change_user(target.revoked(vhost, sorted(broker.vhosts)), 204)
+
+    def topic_permission_info(user: User, topic: TopicPermission) -> dict[str, Any]:
+        return {"user": user.name, **attrs.asdict(topic)}
+
+    async def list_topic_permissions(request: Request, user: User) -> Response:
+        return JSONResponse([topic_permission_info(u, t) for u in users for t in u.topic_permissions])
+
+    async def get_topic_permissions(request: Request, user: User) -> Response:
+        vhost, target = permission_target(request)
+        shown = [] if target is None else [t for t in target.topic_permissions if t.vhost == vhost]
+        if target is None or not shown:
+            return not_found()
+        return JSONResponse([topic_permission_info(target, t) for t in shown])
+
+    async def put_topic_permission(request: Request, user: User) -> Response:
+        spec = await body(request)
+        if isinstance(spec, Response):
+            return spec
+        vhost, target = permission_target(request)
+        if target is None or vhost not in broker.vhosts:
+            return not_found()
+        given = patterns(spec, ("exchange", "write", "read"))
+        if isinstance(given, Response):
+            return given
+        return await change_user(target.with_topic_permission(TopicPermission(vhost, **given)), 204)
+
+    async def delete_topic_permission(request: Request, user: User) -> Response:
+        vhost, target = permission_target(request)
+        if target is None or not any(t.vhost == vhost for t in target.topic_permissions):
+            return not_found()
+        return await change_user(target.without_topic_permissions(vhost), 204)
 
     async def put_vhost(request: Request, user: User) -> Response:
         name = param(request, "vhost")
@@ -668,6 +722,11 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         Route("/api/permissions/{vhost}/{user}", administrator(get_permission), methods=["GET"]),
         Route("/api/permissions/{vhost}/{user}", administrator(put_permission), methods=["PUT"]),
         Route("/api/permissions/{vhost}/{user}", administrator(delete_permission), methods=["DELETE"]),
+        Route("/api/users/{name}/permissions", administrator(user_permissions)),
+        Route("/api/topic-permissions", administrator(list_topic_permissions)),
+        Route("/api/topic-permissions/{vhost}/{user}", administrator(get_topic_permissions), methods=["GET"]),
+        Route("/api/topic-permissions/{vhost}/{user}", administrator(put_topic_permission), methods=["PUT"]),
+        Route("/api/topic-permissions/{vhost}/{user}", administrator(delete_topic_permission), methods=["DELETE"]),
         Route("/api/definitions", administrator(get_definitions), methods=["GET"]),
         Route("/api/definitions", administrator(post_definitions), methods=["POST"]),
         Route("/api/definitions/{vhost}", administrator(get_definitions), methods=["GET"]),

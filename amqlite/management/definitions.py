@@ -4,8 +4,8 @@
 
 Users keep RabbitMQ's password hashes (``rabbit_password_hashing_sha256``,
 its default), so an export moves between the two brokers with the logins
-intact. amqlite's access control is per vhost: a permission entry grants
-its vhost, and an export writes ``.*`` for configure, write and read.
+intact, and so do permissions and topic permissions (RabbitMQ's regular
+expressions, core/permissions.py).
 Changes go through a core channel, so they take the same checks and the
 same journal path as over AMQP; users and vhosts go to the accounts
 overlay, so they survive restarts.
@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from ..accounts import Accounts
 from ..auth import User, Users, hash_password
 from ..core.broker import Broker
 from ..core.errors import AMQPError
+from ..core.permissions import Permission, TopicPermission, valid_pattern
 from ..core.queue import Queue
 from .snapshot import jsonable
 
@@ -61,9 +64,10 @@ def export(broker: Broker, users: Users, *, version: str, vhost: str | None = No
         "users": [{"name": u.name, "password_hash": u.password_hash, "hashing_algorithm": HASHING,
                    "tags": list(u.tags), "limits": {}} for u in users],
         "vhosts": [{"name": v.name} for v in vhosts],
-        "permissions": [{"user": u.name, "vhost": v.name, "configure": ".*", "write": ".*", "read": ".*"}
-                        for u in users for v in vhosts if u.may_open(v.name)],
-        "topic_permissions": [],
+        "permissions": [{"user": u.name, "vhost": v.name, **attrs.asdict(permission)}
+                        for u in users for v in vhosts if (permission := u.permission(v.name)) is not None],
+        "topic_permissions": [{"user": u.name, **attrs.asdict(t)} for u in users for t in u.topic_permissions
+                              if any(t.vhost == v.name for v in vhosts)],
         "parameters": [],
         "global_parameters": [],
         "policies": [],
@@ -102,6 +106,8 @@ def load(definitions: Any, broker: Broker, users: Users, accounts: Accounts, *, 
     new_vhosts = [] if vhost is not None else _entries(definitions, "vhosts", ("name",))
     new_users = [] if vhost is not None else _entries(definitions, "users", ("name",))
     permissions = [] if vhost is not None else _entries(definitions, "permissions", ("user", "vhost"))
+    topic_permissions = [] if vhost is not None else _entries(
+        definitions, "topic_permissions", ("user", "vhost", "exchange", "write", "read"))
     queues = _entries(definitions, "queues", ("name",) if vhost else ("name", "vhost"))
     exchanges = _entries(definitions, "exchanges", ("name", "type") if vhost else ("name", "vhost", "type"))
     bindings = _entries(definitions, "bindings", ("source", "destination", "destination_type") if vhost
@@ -115,22 +121,32 @@ def load(definitions: Any, broker: Broker, users: Users, accounts: Accounts, *, 
     for spec in new_vhosts:
         broker.add_vhost(str(spec["name"]))
         accounts.set_vhost(str(spec["name"]))
-    granted: dict[str, list[str]] = {}
-    for spec in permissions:
-        granted.setdefault(str(spec["user"]), []).append(str(spec["vhost"]))
+    changed: dict[str, User] = {}
     for spec in new_users:
         name = str(spec["name"])
         password_hash = spec["password_hash"] if "password_hash" in spec else hash_password(str(spec["password"]))
         existing = users.get(name)
-        user = User(name, password_hash, existing.vhosts if existing else (), tags(spec.get("tags")))
-        user = user.granted(*granted.pop(name, []))
-        users.add(user)
-        accounts.set_user(user)
-    for name, vhosts in granted.items():  # permissions of users the file does not define
-        existing = users.get(name)
-        if existing is None:
-            raise DefinitionsError(f"permissions name user {name}, which does not exist")
-        user = existing.granted(*vhosts)
+        changed[name] = User(name, password_hash, existing.permissions if existing else {}, tags(spec.get("tags")),
+                             existing.topic_permissions if existing else ())
+    grants = [("permissions", spec) for spec in permissions]
+    grants += [("topic_permissions", spec) for spec in topic_permissions]
+    for kind, spec in grants:
+        name = str(spec["user"])
+        user = changed.get(name) or users.get(name)
+        if user is None:
+            raise DefinitionsError(f"{kind} name user {name}, which does not exist")
+        keys = ("configure", "write", "read") if kind == "permissions" else ("write", "read")
+        given = {key: str(spec.get(key, ".*")) for key in keys}
+        for key, pattern in given.items():
+            problem = valid_pattern(pattern)
+            if problem is not None:
+                raise DefinitionsError(f"{kind} of {name} in {spec['vhost']}: {key} {pattern!r}: {problem}")
+        if kind == "permissions":
+            changed[name] = user.granted(str(spec["vhost"]), Permission(**given))
+        else:
+            changed[name] = user.with_topic_permission(TopicPermission(str(spec["vhost"]), str(spec["exchange"]),
+                                                                       **given))
+    for user in changed.values():
         users.add(user)
         accounts.set_user(user)
 

@@ -32,6 +32,7 @@ from amqlite.auth import User, Users, hash_password
 from amqlite.config import Settings
 from amqlite.core.broker import Broker
 from amqlite.core.message import Properties
+from amqlite.core.permissions import FULL
 from amqlite.store.journal import DiskJournal
 from wire import HEARTBEAT, amqplain, body, frame, header, method, plain, publish
 
@@ -246,7 +247,7 @@ def test_vhost_the_user_may_not_open_is_refused_530() -> None:
     broker = Broker()
     broker.add_vhost("private")
     users = Users.from_settings(Settings())
-    users.add(User("bob", hash_password("pw"), vhosts=("/",)))
+    users.add(User("bob", hash_password("pw"), {"/": FULL}))
     peer = Peer(broker, users)
     peer.send(PROTOCOL_HEADER)
     peer.send_method(0, plain("bob", "pw"))

@@ -10,9 +10,10 @@ from amqlite.amqp import spec
 from amqlite.amqp.handshake import Handshake, Limits
 from amqlite.auth import LoginRefused, User
 from amqlite.core import errors
+from amqlite.core.permissions import FULL
 from wire import amqplain, plain
 
-ALICE = User("alice", "unused", vhosts=("/app",))
+ALICE = User("alice", "unused", {"/app": FULL})
 OURS = Limits(2047, 131072, 60)
 
 
