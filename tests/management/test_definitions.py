@@ -36,8 +36,13 @@ def test_users_permissions_and_vhosts_survive_a_restart(managed: ManagedServerTh
     assert http.put("/api/vhosts/jobs").status_code == 201
     assert http.put("/api/vhosts/jobs").status_code == 204
     assert http.put("/api/users/carol", json={"password": "s3cret", "tags": "management"}).status_code == 201
-    assert http.put("/api/permissions/jobs/carol", json={"configure": ".*", "write": ".*", "read": ".*"}
+    assert http.put("/api/permissions/jobs/carol", json={"configure": "^in-", "write": ".*", "read": ".*"}
                     ).status_code == 201
+    assert http.put("/api/permissions/jobs/carol", json={"configure": "^in-"}).status_code == 400
+    assert http.put("/api/permissions/jobs/carol", json={"configure": "(", "write": "", "read": ""}
+                    ).status_code == 400
+    assert http.put("/api/topic-permissions/jobs/carol", json={"exchange": "amq.topic", "write": "^carol\\.",
+                                                                "read": ".*"}).status_code == 204
     assert http.put("/api/users/bob", json={"password": "x", "tags": ""}).status_code == 201
     assert http.delete("/api/users/bob").status_code == 204
     assert http.delete("/api/users/monitor").status_code == 204  # defined in the config file
@@ -54,7 +59,18 @@ def test_users_permissions_and_vhosts_survive_a_restart(managed: ManagedServerTh
         connection = pika.BlockingConnection(pika.ConnectionParameters(
             "127.0.0.1", server.port, "jobs", pika.PlainCredentials("carol", "s3cret")))
         connection.channel().queue_declare("in-jobs")
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="access to queue 'out-jobs'"):
+            connection.channel().queue_declare("out-jobs")
         connection.close()
+        assert server.http().get("/api/permissions/jobs/carol").json() == {
+            "user": "carol", "vhost": "jobs", "configure": "^in-", "write": ".*", "read": ".*"}
+        assert server.http().get("/api/topic-permissions/jobs/carol").json() == [
+            {"user": "carol", "vhost": "jobs", "exchange": "amq.topic", "write": "^carol\\.", "read": ".*"}]
+        exported = server.http().get("/api/definitions").json()
+        assert {"user": "carol", "vhost": "jobs", "configure": "^in-", "write": ".*", "read": ".*"} in exported[
+            "permissions"]
+        assert exported["topic_permissions"] == [
+            {"user": "carol", "vhost": "jobs", "exchange": "amq.topic", "write": "^carol\\.", "read": ".*"}]
         assert server.http().delete("/api/permissions/jobs/carol").status_code == 204
         assert carol.get("/api/vhosts").json() == []
         assert server.http().delete("/api/vhosts/jobs").status_code == 204
