@@ -49,6 +49,11 @@ def _seconds(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ValueError(f"{attribute.name} must be a number of seconds, more than 0 and at most 3600")
 
 
+def _fraction(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{attribute.name} must be a fraction from 0 to 1, not {value!r}")
+
+
 def _one_of(choices: tuple[str, ...]) -> Validator:
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value not in choices:
@@ -199,6 +204,12 @@ class Settings:
                                         "ready messages a durable queue keeps in memory; the rest wait on disk")
     disk_free_limit: int = _setting(defaults.DISK_FREE_LIMIT, _integer(0, 2**63 - 1, " bytes"),
                                     "below this much free disk space persistent publishes are refused; 0: never")
+    memory_high_watermark: float = _setting(
+        defaults.MEMORY_HIGH_WATERMARK, _fraction,
+        "memory in use, as a fraction of RAM, above which publishers are blocked (RabbitMQ's "
+        "vm_memory_high_watermark); 0 blocks every publisher")
+    memory_high_watermark_bytes: int = _setting(
+        0, _integer(0, 2**63 - 1, " bytes"), "the same as an absolute amount, in place of the fraction; 0: unset")
     heartbeat: int = _setting(defaults.HEARTBEAT, _integer(0, 65535, " seconds"),
                               "seconds proposed in connection.tune; 0 disables")
     frame_max: int = _setting(defaults.FRAME_MAX, _integer(defaults.FRAME_MIN_SIZE, 2**32 - 1, " bytes"),

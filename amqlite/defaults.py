@@ -33,5 +33,7 @@ RECOVERY_PROGRESS_INTERVAL = 2.0
 #: Free disk space below which persistent publishes are refused, bytes
 #: (RabbitMQ's disk_free_limit default, 50 MB).
 DISK_FREE_LIMIT = 50_000_000
+#: As RabbitMQ's vm_memory_high_watermark (relative) default.
+MEMORY_HIGH_WATERMARK = 0.4
 #: Seconds a client has to finish the AMQP handshake (RabbitMQ: 10 s).
 HANDSHAKE_TIMEOUT = 10.0

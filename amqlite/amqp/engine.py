@@ -121,6 +121,12 @@ class ServerConnection:
         #: A tx.commit whose persistent messages are not yet on disk:
         #: (channel, journal position they need).
         self._waiting_commit: tuple[Channel, int] | None = None
+        #: The broker's memory alarm is on (see set_memory_alarm).
+        self._memory_alarm = False
+        #: This connection has published since it opened.
+        self._published = False
+        #: Not read from: it published while the memory alarm was on.
+        self.blocked_by_alarm = False
         self._handlers: dict[type, Callable[[Channel, Any, float], Any]] = {
             spec.Channel.Flow: self._channel_flow,
             spec.Exchange.Declare: self._exchange_declare,
@@ -166,12 +172,17 @@ class ServerConnection:
         wait ends; output drains when the driver takes it."""
         return (
             self.state is not State.CLOSED
-            and not self._waits_for_storage()
+            and not self._reading_paused()
             and self.buffered_output <= OUTPUT_HIGH_WATER
         )
 
     def _waits_for_storage(self) -> bool:
         return self._waiting_get is not None or self._waiting_commit is not None
+
+    def _reading_paused(self) -> bool:
+        """Not read from, for the broker's sake (the disk, the memory
+        alarm), not because the client stalls: its silence proves nothing."""
+        return self.blocked_by_alarm or self._waits_for_storage()
 
     @property
     def buffered_input(self) -> int:
@@ -567,6 +578,9 @@ class ServerConnection:
 
     def _publish(self, ch: Channel, now: float) -> None:
         method, message = ch.take_message()
+        self._published = True
+        if self._memory_alarm:
+            self._block_for_memory()  # this one is taken; the next waits unread
         core = ch.core
         try:
             self._check_user_id(message.properties.user_id)
@@ -682,6 +696,26 @@ class ServerConnection:
         if self._out or self._dirty:
             self._wake()
 
+    def set_memory_alarm(self, on: bool, now: float) -> None:
+        """The broker's memory alarm went on or off. As RabbitMQ does, a
+        connection that publishes is no longer read from while it is on
+        (one that has not published yet, once it does); consumers go on
+        reading and acking, which is how memory comes back."""
+        self._memory_alarm = on
+        if on and self._published:
+            self._block_for_memory()
+        elif not on and self.blocked_by_alarm:
+            self.blocked_by_alarm = False
+            self.last_received = now  # its frames waited unread: count afresh
+            self.set_blocked(None)
+            if self.on_readable is not None and self.wants_read():
+                self.on_readable()
+
+    def _block_for_memory(self) -> None:
+        if not self.blocked_by_alarm:
+            self.blocked_by_alarm = True
+            self.set_blocked("low on memory")  # RabbitMQ's reason
+
     def set_blocked(self, reason: str | None) -> None:
         """Tell a client that announced connection.blocked that publishing
         is refused (``reason``) or accepted again (None)."""
@@ -704,7 +738,7 @@ class ServerConnection:
         if not self.heartbeat:
             return None
         send_by = self.last_sent + self.heartbeat / 2
-        if self._waits_for_storage():
+        if self._reading_paused():
             return send_by  # not reading: the client's silence proves nothing
         return min(send_by, self.last_received + 2 * self.heartbeat)
 
@@ -727,7 +761,7 @@ class ServerConnection:
             return
         if not self.heartbeat or state is not State.OPEN:
             return
-        if now - self.last_received >= 2 * self.heartbeat and not self._waits_for_storage():
+        if now - self.last_received >= 2 * self.heartbeat and not self._reading_paused():
             self._release(now)
             self._closed(f"missed heartbeats from client, timeout: {self.heartbeat}s")
             return

@@ -12,7 +12,7 @@ import binascii
 import json
 import weakref
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Collection
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -125,12 +125,14 @@ def _login(request: Request, users: Users) -> User | Response:
 
 def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
                listeners: list[dict[str, Any]] | None = None,
-               close: Callable[[str, str], bool] | None = None, accounts: Accounts | None = None) -> ASGIApp:
+               close: Callable[[str, str], bool] | None = None, accounts: Accounts | None = None,
+               alarms: Callable[[], Collection[str]] = tuple) -> ASGIApp:
     """The API over ``broker``, authenticating against ``users``; ``now``
     is the broker's clock. ``listeners`` is what /api/overview reports
     (protocol, ip_address, port); ``close(name, reason)`` closes a client
     connection by name (False if there is none). Users and vhosts changed
-    here are kept in ``accounts`` (in memory only without one)."""
+    here are kept in ``accounts`` (in memory only without one). ``alarms``
+    says which resource alarms ("memory", "disk") are on."""
     overlay = accounts if accounts is not None else Accounts(None)
     rates = Rates(anyio.current_time)
     # Samples per queue object: a deleted queue's go with it.
@@ -701,8 +703,13 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         return JSONResponse([snapshot.consumer_info(consumer) for v in visible_vhosts(user, vhost)
                              for _, q in sorted(v.queues.items()) for consumer in q.consumers])
 
-    async def alarms(request: Request, user: User) -> Response:
-        return JSONResponse({"status": "ok"})
+    async def health_alarms(request: Request, user: User) -> Response:
+        in_effect = sorted(alarms())
+        if not in_effect:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "failed", "reason": "There are alarms in effect in the cluster",
+                             "alarms": [{"node": "amqlite", "resource": resource} for resource in in_effect]},
+                            status_code=503)
 
     async def aliveness(request: Request, user: User) -> Response:
         return JSONResponse({"status": "ok"}) if visible_vhosts(user, param(request, "vhost")) else not_found()
@@ -763,8 +770,8 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         Route("/api/channels", authenticated(channels)),
         Route("/api/consumers", authenticated(consumers)),
         Route("/api/consumers/{vhost}", authenticated(consumers)),
-        Route("/api/health/checks/alarms", authenticated(alarms)),
-        Route("/api/health/checks/local-alarms", authenticated(alarms)),
+        Route("/api/health/checks/alarms", authenticated(health_alarms)),
+        Route("/api/health/checks/local-alarms", authenticated(health_alarms)),
         Route("/api/aliveness-test/{vhost}", authenticated(aliveness)),
     ]
 

@@ -11,7 +11,7 @@ driver through :class:`StoreMetrics`.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Collection, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
@@ -155,14 +155,34 @@ class BrokerCollector(Collector):
         yield dropped
 
 
-def create_metrics_app(broker: Broker, store: StoreMetrics | None = None) -> Starlette:
-    """The Prometheus endpoints; ``store`` when the broker has a data directory."""
+class AlarmsCollector(Collector):
+    """RabbitMQ's alarm gauges: 1 while the alarm is in effect."""
+
+    def __init__(self, alarms: Callable[[], Collection[str]]) -> None:
+        self.alarms = alarms
+
+    def collect(self) -> Iterator[Metric]:
+        now_in_effect = self.alarms()
+        yield GaugeMetricFamily("rabbitmq_alarms_memory_used_watermark",
+                                "is 1 if VM memory watermark threshold has been reached",
+                                int("memory" in now_in_effect))
+        yield GaugeMetricFamily("rabbitmq_alarms_free_disk_space_watermark",
+                                "is 1 if free disk space watermark threshold has been reached",
+                                int("disk" in now_in_effect))
+
+
+def create_metrics_app(broker: Broker, store: StoreMetrics | None = None,
+                       alarms: Callable[[], Collection[str]] | None = None) -> Starlette:
+    """The Prometheus endpoints; ``store`` when the broker has a data
+    directory, ``alarms`` (which resource alarms are on) when it serves."""
     registries = {}
     for per_object in (False, True):
         registry = CollectorRegistry(auto_describe=False)
         registry.register(BrokerCollector(broker, per_object=per_object))
         if store is not None:
             registry.register(store)
+        if alarms is not None:
+            registry.register(AlarmsCollector(alarms))
         registries[per_object] = registry
 
     def endpoint(per_object: bool):  # type: ignore[no-untyped-def]

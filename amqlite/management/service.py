@@ -27,7 +27,7 @@ def management_app(server: Server) -> ASGIApp:
         return False
 
     return create_app(server.core, server.users, server.clock.now, listeners=listeners, close=close,
-                      accounts=server.accounts)
+                      accounts=server.accounts, alarms=server.alarms)
 
 
 def bind_http(server: Server) -> dict[str, BoundApp]:
@@ -40,7 +40,7 @@ def bind_http(server: Server) -> dict[str, BoundApp]:
     store = server.store_metrics if server.journal is not None else None
     wanted: dict[str, tuple[int, Callable[[], ASGIApp]]] = {
         "management": (settings.management_port, lambda: management_app(server)),
-        "prometheus": (settings.prometheus_port, lambda: create_metrics_app(server.core, store)),
+        "prometheus": (settings.prometheus_port, lambda: create_metrics_app(server.core, store, server.alarms)),
     }
     bound: dict[str, BoundApp] = {}
     try:

@@ -34,6 +34,7 @@ from ..core.timers import Timers
 from ..runtime import Clock, drive_timers
 from ..store.journal import DiskJournal, StoreLocked
 from ..storage import StoreDriver
+from .memory import watch_memory, watermark
 
 log = get_logger(__name__)
 
@@ -76,6 +77,10 @@ class Server:
     connections: set[ServerConnection] = attrs.field(factory=set)
     #: Every connection's next deadline, in one task.
     connection_timers: Timers = attrs.field(factory=Timers)
+    #: The memory alarm is on (server/memory.py).
+    memory_alarm: bool = False
+    #: Why the store refuses persistent publishes (the disk alarm), if it does.
+    disk_alarm: str | None = None
     addresses: list[tuple[str, int]] = attrs.field(factory=list)
     #: Where the TLS listener is bound, if tls_port is set.
     tls_addresses: list[tuple[str, int]] = attrs.field(factory=list)
@@ -144,6 +149,7 @@ class Server:
                     nursery.start_soon(driver.run)
                 nursery.start_soon(drive_timers, self.core.timers, self.clock)
                 nursery.start_soon(drive_timers, self.connection_timers, self.clock)
+                nursery.start_soon(watch_memory, watermark(self.settings), self._memory_alarm_changed)
                 for listener in listeners:
                     nursery.start_soon(self._accept, listener, nursery, None)
                 for listener in tls_listeners:
@@ -202,8 +208,19 @@ class Server:
             conn.resume(now)
 
     def _blocked(self, reason: str | None) -> None:
+        self.disk_alarm = reason
         for conn in self.connections:
             conn.set_blocked(reason)
+
+    def _memory_alarm_changed(self, on: bool) -> None:
+        self.memory_alarm = on
+        now = self.clock.now()
+        for conn in self.connections:
+            conn.set_memory_alarm(on, now)
+
+    def alarms(self) -> list[str]:
+        """The resource alarms in effect, by RabbitMQ's resource names."""
+        return [name for name, on in (("memory", self.memory_alarm), ("disk", self.disk_alarm)) if on]
 
     async def _listen(self, port: int) -> list[trio.SocketListener]:
         host = self.settings.host
@@ -313,6 +330,8 @@ class Server:
             handshake_timeout=settings.handshake_timeout,
         )
         self.connections.add(conn)
+        if self.memory_alarm:
+            conn.set_memory_alarm(True, clock.now())
         try:
             await _ConnectionDriver(conn, served, clock, self.connection_timers).run()
         except Exception:

@@ -882,3 +882,42 @@ def test_a_refused_publish_is_nacked_at_once_not_behind_confirms_waiting_for_the
     replies = [(type(m), m.delivery_tag, m.multiple) for _, m in peer.methods()]
     assert replies == [(spec.Basic.Nack, 2, False), (spec.Basic.Ack, 3, False)]
     journal.close()
+
+
+# -- the memory alarm ------------------------------------------------------------
+
+
+def blocked_capable(peer: Peer, **handshake: Any) -> None:
+    start_ok = spec.Connection.StartOk({"product": "test", "capabilities": {"connection.blocked": True}}, "PLAIN",
+                                       b"\0guest\0guest")
+    peer.handshake(start_ok=start_ok, **handshake)
+    peer.open_channel()
+
+
+def test_the_memory_alarm_stops_reading_publishers_only_and_pauses_their_heartbeat_timeout() -> None:
+    broker = Broker()
+    publisher, consumer = Peer(broker), Peer(broker)
+    blocked_capable(publisher, heartbeat=10)
+    blocked_capable(consumer)
+    publisher.call(1, spec.Queue.Declare("q"), spec.Queue.DeclareOk)
+    consumer.call(1, spec.Basic.Consume("q", "c"), spec.Basic.ConsumeOk)
+
+    publisher.conn.set_memory_alarm(True, publisher.now)
+    consumer.conn.set_memory_alarm(True, consumer.now)
+    # Nobody has published yet: nobody is blocked, nobody told.
+    assert publisher.conn.wants_read() and consumer.conn.wants_read()
+    assert publisher.methods() == [] and consumer.methods() == []
+
+    publisher.send(publish(1, "q", b"taken"))  # this one is taken, then reading stops
+    assert publisher.one(spec.Connection.Blocked, 0).reason == "low on memory"
+    assert not publisher.conn.wants_read()
+    assert consumer.conn.wants_read()  # consumers keep draining
+    assert [f.payload for f in consumer.frames() if isinstance(f, BodyFrame)] == [b"taken"]
+    # Not read for 25 s, two 10 s heartbeat intervals: silence the broker caused.
+    publisher.now += 25
+    publisher.conn.tick(publisher.now)
+    assert publisher.state is State.OPEN
+
+    publisher.conn.set_memory_alarm(False, publisher.now)
+    assert isinstance(publisher.one(spec.Connection.Unblocked, 0), spec.Connection.Unblocked)
+    assert publisher.conn.wants_read()

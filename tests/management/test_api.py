@@ -3,6 +3,7 @@ exchanges, health; RabbitMQ's paths, shapes and error bodies."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from .conftest import ManagedServerThread
@@ -115,3 +116,17 @@ def test_a_script_gets_no_challenge_so_the_browser_opens_no_dialog(managed: Mana
     scripted = managed.http("guest", "wrong").get("/api/whoami", headers={"X-Requested-With": "XMLHttpRequest"})
     assert scripted.status_code == 401 and "www-authenticate" not in scripted.headers
     assert scripted.json() == {"error": "not_authorized", "reason": "Login failed"}
+
+
+def test_the_alarms_health_check_fails_while_the_memory_alarm_is_on(managed: ManagedServerThread) -> None:
+    http = managed.http()
+    assert http.get("/api/health/checks/alarms").json() == {"status": "ok"}
+    assert managed.server is not None
+    managed.call(managed.server._memory_alarm_changed, True)
+    response = http.get("/api/health/checks/alarms")
+    assert response.status_code == 503
+    assert response.json()["alarms"] == [{"node": "amqlite", "resource": "memory"}]
+    metrics = httpx.get(f"http://127.0.0.1:{managed.prometheus_port}/metrics").text
+    assert "rabbitmq_alarms_memory_used_watermark 1.0" in metrics
+    managed.call(managed.server._memory_alarm_changed, False)
+    assert http.get("/api/health/checks/alarms").status_code == 200

@@ -1,0 +1,156 @@
+"""The memory alarm (issue 11): a producer of 10 KB transient messages with
+no consumer used to take the broker to gigabytes. With a watermark, the
+broker's memory stays near it, the producer is blocked (connection.blocked)
+and not read from, a consumer drains the queue, the producer resumes, and
+nothing confirmed is lost."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pika
+import pytest
+import trio
+from structlog.testing import capture_logs
+
+from amqlite.server.memory import watch_memory
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+#: What may come on top of the watermark: the chunk read before blocking
+#: (256 KiB), one check interval of publishing, and the allocator.
+MARGIN = 48 * 2**20
+BODY = b"m" * 10_000
+
+
+def resident(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, Path]]:
+    port = free_port()
+    command = [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--data-dir", str(tmp_path / "data"), "--management-port", "0", "--prometheus-port", "0"]
+    probe = subprocess.Popen(command, stderr=subprocess.DEVNULL, env={**os.environ, "AMQLITE_LOG_LEVEL": "warning"})
+    # The watermark: what an idle broker takes here, plus 120 MiB of messages.
+    try:
+        wait_listening(port)
+        watermark = resident(probe.pid) + 120 * 2**20
+    finally:
+        probe.terminate()
+        probe.wait()
+    log = tmp_path / "broker.log"
+    process = subprocess.Popen(command, stderr=log.open("w"), env={
+        **os.environ, "AMQLITE_LOG_LEVEL": "info", "AMQLITE_LOG_FORMAT": "json",
+        "AMQLITE_MEMORY_HIGH_WATERMARK_BYTES": str(watermark)})
+    try:
+        wait_listening(port)
+        yield process, port, watermark, log
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("amqlite did not start")
+
+
+class Producer(threading.Thread):
+    """Publishes numbered 10 KB messages with confirms until told to stop.
+    pika's BlockingConnection runs the blocked/unblocked callbacks only in
+    process_data_events, so they run between publishes: once the broker
+    reads this connection again, both will have run."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.confirmed = 0
+        self.blocked = threading.Event()
+        self.unblocked = threading.Event()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", self.port))
+        connection.add_on_connection_blocked_callback(lambda *_: self.blocked.set())
+        connection.add_on_connection_unblocked_callback(lambda *_: self.unblocked.set())
+        channel = connection.channel()
+        channel.queue_declare("work")
+        channel.confirm_delivery()
+        while not self.stop.is_set():
+            channel.basic_publish("", "work", BODY, pika.BasicProperties(message_id=str(self.confirmed)))
+            self.confirmed += 1
+            connection.process_data_events(0)
+        connection.close()
+
+
+def test_a_producer_without_consumers_is_blocked_at_the_watermark_and_resumes(broker: Any) -> None:
+    process, port, watermark, log = broker
+    producer = Producer(port)
+    producer.start()
+    deadline, last = time.monotonic() + 60, -1
+    while producer.confirmed != last:  # blocked means not read: it stops getting confirms
+        assert time.monotonic() < deadline, "the producer was never blocked"
+        last = producer.confirmed
+        time.sleep(2)
+    confirmed_when_blocked = producer.confirmed
+    assert '"event": "memory.alarm"' in log.read_text()
+    assert resident(process.pid) < watermark + MARGIN
+    assert confirmed_when_blocked * len(BODY) > 60 * 2**20  # it got well into the budget first
+
+    consumer = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+    channel = consumer.channel()
+    seen: set[str] = set()
+    for method, properties, body in channel.consume("work", inactivity_timeout=5):
+        if method is None:
+            break
+        assert body == BODY
+        seen.add(properties.message_id)
+        channel.basic_ack(method.delivery_tag)
+        if len(seen) >= confirmed_when_blocked and producer.unblocked.is_set() and \
+                producer.confirmed > confirmed_when_blocked + 100:
+            break
+    assert producer.unblocked.wait(30), "no connection.unblocked once the queue drained"
+    assert producer.blocked.is_set()
+    producer.stop.set()
+    producer.join(30)
+    # Whatever is left, then: every confirmed message arrived exactly once.
+    for method, properties, _ in channel.consume("work", inactivity_timeout=2):
+        if method is None:
+            break
+        assert properties.message_id not in seen
+        seen.add(properties.message_id)
+        channel.basic_ack(method.delivery_tag)
+    consumer.close()
+    assert {str(n) for n in range(producer.confirmed)} <= seen
+    assert '"event": "memory.alarm_cleared"' in log.read_text()
+
+
+async def test_the_alarm_goes_on_at_the_watermark_and_off_below_it(autojump_clock: Any) -> None:
+    readings = iter([10, 99, 100, 150, 100, 99, 50])
+    changes: list[bool] = []
+    with capture_logs() as logs, trio.move_on_after(6.5):
+        await watch_memory(100, changes.append, measure=lambda: next(readings))
+    assert changes == [True, False]
+    assert [entry["event"] for entry in logs] == ["memory.alarm", "memory.alarm_cleared"]
+    assert logs[0]["log_level"] == "error" and logs[0]["watermark_mb"] == round(100 / 2**20, 1)
