@@ -46,7 +46,9 @@ class Accounts:
         """Bring ``users`` and ``broker``'s vhosts up to the overlay."""
         for name, vhost in self.vhosts.items():
             if vhost is not None:
-                broker.add_vhost(name)
+                added = broker.add_vhost(name)
+                if "limits" in vhost:
+                    added.limits = dict(vhost["limits"])
         for name, spec in self.users.items():
             if spec is None:
                 users.remove(name)
@@ -54,7 +56,7 @@ class Accounts:
                 # permissions_from also reads the plain "vhosts" list that
                 # files written before permissions existed hold.
                 users.add(User(name, spec["password_hash"], permissions_from(spec), tuple(spec["tags"]),
-                               topic_permissions_from(spec)))
+                               topic_permissions_from(spec), dict(spec.get("limits", {}))))
 
     def set_user(self, user: User) -> None:
         self.users[user.name] = {
@@ -62,13 +64,14 @@ class Accounts:
             "permissions": {vhost: attrs.asdict(p) for vhost, p in user.permissions.items()},
             "topic_permissions": [attrs.asdict(t) for t in user.topic_permissions],
             "tags": list(user.tags),
+            "limits": dict(user.limits),
         }
 
     def delete_user(self, name: str) -> None:
         self.users[name] = None
 
-    def set_vhost(self, name: str) -> None:
-        self.vhosts[name] = {}
+    def set_vhost(self, name: str, limits: dict[str, int] | None = None) -> None:
+        self.vhosts[name] = {} if limits is None else {"limits": dict(limits)}
 
     def delete_vhost(self, name: str) -> None:
         self.vhosts[name] = None

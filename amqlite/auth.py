@@ -65,6 +65,9 @@ class User:
     #: RabbitMQ's user tags (administrator, monitoring, ...).
     tags: tuple[str, ...] = ()
     topic_permissions: tuple[TopicPermission, ...] = ()
+    #: RabbitMQ's user limits ("max-connections", "max-channels"); negative
+    #: or absent: no limit.
+    limits: Mapping[str, int] = attrs.field(factory=dict)
 
     def permission(self, vhost: str) -> Permission | None:
         """What the user may do in ``vhost``; None: not even open it."""
@@ -143,7 +146,7 @@ class Users:
         for name, spec in settings.users.items():
             password_hash = spec.get("password_hash") or hash_password(spec["password"])
             registry.add(User(name, password_hash, permissions_from(spec), tuple(spec.get("tags", [])),
-                              topic_permissions_from(spec)))
+                              topic_permissions_from(spec), dict(spec.get("limits", {}))))
         return registry
 
 

@@ -27,9 +27,12 @@ from .core.permissions import valid_pattern
 LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 #: Keys a ``[users.NAME]`` table may hold.
-USER_KEYS = frozenset({"password", "password_hash", "vhosts", "permissions", "topic_permissions", "tags"})
+USER_KEYS = frozenset({"password", "password_hash", "vhosts", "permissions", "topic_permissions", "tags", "limits"})
 #: Keys a ``[vhosts.NAME]`` table may hold.
-VHOST_KEYS = frozenset({"description"})
+VHOST_KEYS = frozenset({"description", "limits"})
+#: RabbitMQ's vhost limits and user limits, by their names there.
+VHOST_LIMITS = ("max-connections", "max-queues")
+USER_LIMITS = ("max-connections", "max-channels")
 
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
@@ -96,6 +99,7 @@ def _vhost_tables(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         problems += [f"vhosts.{name}.{key}: unknown key (known: {', '.join(sorted(VHOST_KEYS))})" for key in unknown]
         if not isinstance(table.get("description", ""), str):
             problems.append(f"vhosts.{name}.description must be a string")
+        problems += limit_problems(f"vhosts.{name}.limits", table.get("limits", {}), VHOST_LIMITS)
     if problems:
         raise ValueError("; ".join(problems))
 
@@ -116,8 +120,18 @@ def _user_tables(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
             if key in table:
                 problems += _string_list(f"users.{name}.{key}", table[key])
         problems += _permission_tables(f"users.{name}", table)
+        problems += limit_problems(f"users.{name}.limits", table.get("limits", {}), USER_LIMITS)
     if problems:
         raise ValueError("; ".join(problems))
+
+
+def limit_problems(where: str, limits: Any, known: tuple[str, ...]) -> list[str]:
+    """What is wrong with a table of RabbitMQ limits (integers; negative: none)."""
+    if not isinstance(limits, Mapping):
+        return [f"{where} must be a table"]
+    problems = [f"{where}.{key}: unknown limit (known: {', '.join(known)})" for key in limits if key not in known]
+    return problems + [f"{where}.{key} must be an integer" for key, value in limits.items()
+                       if isinstance(value, bool) or not isinstance(value, int)]
 
 
 def _permission_tables(where: str, table: Mapping[str, Any]) -> list[str]:

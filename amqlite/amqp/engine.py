@@ -388,6 +388,7 @@ class ServerConnection:
         vhost = self._handshake.open(method, self.broker.vhosts)
         user = self.user
         assert user is not None
+        self._check_connection_limits(user, vhost)
         self.vhost = vhost
         self.core = self.broker.connect(vhost, user=user.name, name=self.peer, access=user.access(vhost))
         self.state = State.OPEN
@@ -397,6 +398,18 @@ class ServerConnection:
             self.set_blocked("disk write failed")  # it connected during the outage
         log.info("connection.open", peer=self.peer, user=user.name, vhost=vhost,
                  client=self._handshake.client_name, heartbeat=self.heartbeat, frame_max=self.frame_max)
+
+    def _check_connection_limits(self, user: User, vhost: str) -> None:
+        """RabbitMQ's vhost and user connection limits, with its words."""
+        connections = self.broker.connections
+        limit = self.broker.vhosts[vhost].limits.get("max-connections", -1)
+        if 0 <= limit <= sum(1 for c in connections if c.vhost.name == vhost):
+            raise errors.NotAllowed(
+                f"access to vhost '{vhost}' refused for user '{user.name}': connection limit ({limit}) is reached")
+        limit = user.limits.get("max-connections", -1)
+        if 0 <= limit <= sum(1 for c in connections if c.user == user.name):
+            raise errors.NotAllowed(
+                f"connection refused for user '{user.name}': user connection limit ({limit}) is reached")
 
     @property
     def user(self) -> User | None:
@@ -461,7 +474,12 @@ class ServerConnection:
             raise errors.NotAllowed(
                 f"number of channels opened ({opened}) has reached the negotiated channel_max ({self.channel_max})"
             )
-        assert self.core is not None
+        user = self.user
+        assert self.core is not None and user is not None
+        limit = user.limits.get("max-channels", -1)
+        if 0 <= limit <= sum(len(c.channels) for c in self.broker.connections if c.user == user.name):
+            raise errors.NotAllowed(f"number of channels opened for user '{user.name}' has reached the maximum "
+                                    f"allowed user limit of ({limit})")
         core = self.core.open_channel(number)
         self._channels[number] = Channel(number, core)
         core.notify = lambda: self._on_channel_output(number)

@@ -45,6 +45,9 @@ class VirtualHost:
         self.name = name
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
+        #: RabbitMQ's vhost limits ("max-connections", "max-queues"); a
+        #: negative value, like an absent one, means no limit.
+        self.limits: dict[str, int] = {}
         for ex_name, ex_type in PREDECLARED:
             self.exchanges[ex_name] = Exchange(self, ex_name, ex_type, durable=True)
 
@@ -201,6 +204,10 @@ class VirtualHost:
             # looking it up, so only a passive declare reaches an amq.* queue.
             raise _reserved("queue", name)
         existing = self.queues.get(name)
+        limit = self.limits.get("max-queues", -1)
+        if existing is None and 0 <= limit <= len(self.queues):
+            raise PreconditionFailed(f"cannot declare queue '{name}': queue limit in vhost '{self.name}' ({limit}) "
+                                     "is reached")
         arguments = dict(arguments or {})
         if existing is not None:
             self.get_queue(name, owner)  # exclusivity check

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import __version__
 from ..accounts import Accounts
 from ..auth import LoginRefused, User, Users, hash_password, is_loopback
+from ..config import USER_LIMITS, VHOST_LIMITS
 from ..core.broker import Broker
 from ..core.channel import Channel
 from ..core.errors import ACCESS_REFUSED, NOT_FOUND, AMQPError
@@ -623,9 +624,60 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
     async def put_vhost(request: Request, user: User) -> Response:
         name = param(request, "vhost")
         existed = name in broker.vhosts
-        broker.add_vhost(name)
-        overlay.set_vhost(name)
+        overlay.set_vhost(name, broker.add_vhost(name).limits)
         return await saved(Response(status_code=204 if existed else 201))
+
+    def limit_value(spec: dict[str, Any], name: str, known: tuple[str, ...]) -> int | Response:
+        if name not in known:
+            return error(400, "bad_request", f"unknown limit {name!r} (known: {', '.join(known)})")
+        value = spec.get("value")
+        if isinstance(value, bool) or not isinstance(value, int):
+            return error(400, "bad_request", '"value" must be an integer (negative: no limit)')
+        return value
+
+    async def vhost_limits(request: Request, user: User) -> Response:
+        wanted = param(request, "vhost") if "vhost" in request.path_params else None
+        if wanted is not None and wanted not in broker.vhosts:
+            return not_found()
+        return JSONResponse([{"vhost": name, "value": dict(v.limits)} for name, v in sorted(broker.vhosts.items())
+                             if v.limits and wanted in (None, name)])
+
+    async def change_vhost_limit(request: Request, user: User) -> Response:
+        vhost, name = broker.vhosts.get(param(request, "vhost")), param(request, "name")
+        if vhost is None:
+            return not_found()
+        if request.method == "DELETE":
+            vhost.limits.pop(name, None)
+        else:
+            spec = await body(request)
+            value = spec if isinstance(spec, Response) else limit_value(spec, name, VHOST_LIMITS)
+            if isinstance(value, Response):
+                return value
+            vhost.limits[name] = value
+        overlay.set_vhost(vhost.name, vhost.limits)
+        return await saved(Response(status_code=204))
+
+    async def user_limits(request: Request, user: User) -> Response:
+        wanted = users.get(param(request, "user")) if "user" in request.path_params else None
+        if "user" in request.path_params and wanted is None:
+            return not_found()
+        return JSONResponse([{"user": u.name, "value": dict(u.limits)} for u in users
+                             if u.limits and (wanted is None or u is wanted)])
+
+    async def change_user_limit(request: Request, user: User) -> Response:
+        target, name = users.get(param(request, "user")), param(request, "name")
+        if target is None:
+            return not_found()
+        limits = dict(target.limits)
+        if request.method == "DELETE":
+            limits.pop(name, None)
+        else:
+            spec = await body(request)
+            value = spec if isinstance(spec, Response) else limit_value(spec, name, USER_LIMITS)
+            if isinstance(value, Response):
+                return value
+            limits[name] = value
+        return await change_user(attrs.evolve(target, limits=limits), 204)
 
     async def delete_vhost(request: Request, user: User) -> Response:
         """Close its connections, delete its queues (their messages go) and
@@ -730,6 +782,12 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         Route("/api/permissions/{vhost}/{user}", administrator(put_permission), methods=["PUT"]),
         Route("/api/permissions/{vhost}/{user}", administrator(delete_permission), methods=["DELETE"]),
         Route("/api/users/{name}/permissions", administrator(user_permissions)),
+        Route("/api/vhost-limits", administrator(vhost_limits)),
+        Route("/api/vhost-limits/{vhost}", administrator(vhost_limits)),
+        Route("/api/vhost-limits/{vhost}/{name}", administrator(change_vhost_limit), methods=["PUT", "DELETE"]),
+        Route("/api/user-limits", administrator(user_limits)),
+        Route("/api/user-limits/{user}", administrator(user_limits)),
+        Route("/api/user-limits/{user}/{name}", administrator(change_user_limit), methods=["PUT", "DELETE"]),
         Route("/api/topic-permissions", administrator(list_topic_permissions)),
         Route("/api/topic-permissions/{vhost}/{user}", administrator(get_topic_permissions), methods=["GET"]),
         Route("/api/topic-permissions/{vhost}/{user}", administrator(put_topic_permission), methods=["PUT"]),

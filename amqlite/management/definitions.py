@@ -19,6 +19,7 @@ import attrs
 
 from ..accounts import Accounts
 from ..auth import User, Users, hash_password
+from ..config import USER_LIMITS, VHOST_LIMITS, limit_problems
 from ..core.broker import Broker
 from ..core.errors import AMQPError
 from ..core.permissions import Permission, TopicPermission, valid_pattern
@@ -62,13 +63,15 @@ def export(broker: Broker, users: Users, *, version: str, vhost: str | None = No
         "product_name": "amqlite",
         "product_version": version,
         "users": [{"name": u.name, "password_hash": u.password_hash, "hashing_algorithm": HASHING,
-                   "tags": list(u.tags), "limits": {}} for u in users],
+                   "tags": list(u.tags), "limits": dict(u.limits)} for u in users],
         "vhosts": [{"name": v.name} for v in vhosts],
         "permissions": [{"user": u.name, "vhost": v.name, **attrs.asdict(permission)}
                         for u in users for v in vhosts if (permission := u.permission(v.name)) is not None],
         "topic_permissions": [{"user": u.name, **attrs.asdict(t)} for u in users for t in u.topic_permissions
                               if any(t.vhost == v.name for v in vhosts)],
-        "parameters": [],
+        # RabbitMQ keeps vhost limits as runtime parameters, and exports them so.
+        "parameters": [{"vhost": v.name, "component": "vhost-limits", "name": "limits", "value": dict(v.limits)}
+                       for v in vhosts if v.limits],
         "global_parameters": [],
         "policies": [],
         "queues": queues,
@@ -118,16 +121,29 @@ def load(definitions: Any, broker: Broker, users: Users, accounts: Accounts, *, 
             raise DefinitionsError(f"users[{n}] ({spec['name']}): needs a password, or a password_hash made with "
                                    f"{HASHING} (not {algorithm})")
 
+    vhost_limits = {str(p["vhost"]): p["value"] for p in ([] if vhost is not None else _entries(
+        definitions, "parameters", ("vhost", "component", "value"))) if p["component"] == "vhost-limits"}
+    limit_errors = [problem for name, value in vhost_limits.items()
+                    for problem in limit_problems(f"vhost-limits of {name}", value, VHOST_LIMITS)]
+    limit_errors += [problem for spec in new_users
+                     for problem in limit_problems(f"limits of {spec['name']}", spec.get("limits", {}), USER_LIMITS)]
+    if limit_errors:
+        raise DefinitionsError("; ".join(limit_errors))
     for spec in new_vhosts:
         broker.add_vhost(str(spec["name"]))
         accounts.set_vhost(str(spec["name"]))
+    for name, limits in vhost_limits.items():
+        if name not in broker.vhosts:
+            raise DefinitionsError(f"vhost-limits name vhost {name}, which does not exist")
+        broker.vhosts[name].limits = dict(limits)
+        accounts.set_vhost(name, limits)
     changed: dict[str, User] = {}
     for spec in new_users:
         name = str(spec["name"])
         password_hash = spec["password_hash"] if "password_hash" in spec else hash_password(str(spec["password"]))
         existing = users.get(name)
         changed[name] = User(name, password_hash, existing.permissions if existing else {}, tags(spec.get("tags")),
-                             existing.topic_permissions if existing else ())
+                             existing.topic_permissions if existing else (), dict(spec.get("limits") or {}))
     grants = [("permissions", spec) for spec in permissions]
     grants += [("topic_permissions", spec) for spec in topic_permissions]
     for kind, spec in grants:

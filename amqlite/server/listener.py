@@ -94,8 +94,8 @@ class Server:
     @classmethod
     def from_settings(cls, settings: Settings) -> Server:
         core = Broker(name_prefix=secrets.token_hex(4) + "-", max_message_size=settings.max_message_size)
-        for vhost in settings.vhosts:
-            core.add_vhost(vhost)
+        for vhost, table in settings.vhosts.items():
+            core.add_vhost(vhost).limits = dict(table.get("limits", {}))
         return cls(settings, core, Users.from_settings(settings))
 
     async def serve(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:

@@ -63,6 +63,18 @@ def managed() -> Iterator[ManagedServerThread]:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@pytest.fixture
+def unconfigured() -> Iterator[ManagedServerThread]:
+    """A managed server with the default settings: guest only, vhost / only."""
+    data_dir = tempfile.mkdtemp(prefix="amqlite-test-")
+    server = ManagedServerThread(Settings(host="127.0.0.1", port=0, data_dir=data_dir, management_port=0,
+                                          prometheus_port=0))
+    server.owned_dir = data_dir
+    server.start()
+    yield server
+    server.stop()
+
+
 def dead_letter_setup(channel: Any, work: str, dead: str) -> None:
     """``work`` dead-letters through the fanout exchange "dlx" into ``dead``."""
     channel.exchange_declare("dlx", "fanout")

@@ -125,26 +125,11 @@ def run_matrix(port: int, vhost: str, user: str) -> dict[str, str]:
     return outcomes
 
 
-@pytest.fixture
-def amqlite_broker() -> Any:
-    import tempfile
-
-    from amqlite.config import Settings
-
-    data_dir = tempfile.mkdtemp(prefix="amqlite-test-")
-    server = ManagedServerThread(Settings(host="127.0.0.1", port=0, data_dir=data_dir, management_port=0,
-                                          prometheus_port=0))
-    server.owned_dir = data_dir
-    server.start()
-    yield server
-    server.stop()
-
-
-def test_the_same_operations_are_refused_with_the_same_codes_and_texts(amqlite_broker: ManagedServerThread) -> None:
+def test_the_same_operations_are_refused_with_the_same_codes_and_texts(unconfigured: ManagedServerThread) -> None:
     vhost, user = f"perm-{uuid.uuid4().hex[:8]}", f"probe-{uuid.uuid4().hex[:8]}"
     results = {}
     for kind, api, port in (("rabbitmq", REFERENCE, 5672),
-                            ("amqlite", f"http://127.0.0.1:{amqlite_broker.management_port}", amqlite_broker.port)):
+                            ("amqlite", f"http://127.0.0.1:{unconfigured.management_port}", unconfigured.port)):
         with httpx.Client(base_url=api, auth=("guest", "guest"), timeout=10) as http:
             set_up(http, vhost, user)
             try:

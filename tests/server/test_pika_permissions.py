@@ -70,3 +70,27 @@ def test_a_user_without_a_grant_for_the_vhost_cannot_open_it(server: ServerThrea
     with pytest.raises(ProbableAccessDeniedError, match="530.*access to vhost '/' refused for user 'other'"):
         login(server, "other")
     login(server, "other", "elsewhere").close()
+
+
+def test_limits_from_the_config_file_apply() -> None:
+    server = start_amqlite(users={"app": {"password": "pw", "limits": {"max-connections": 1}}},
+                           vhosts={"/": {"limits": {"max-queues": 1}}})
+    try:
+        channel = login(server, "app").channel()
+        channel.queue_declare("only")
+        with pytest.raises(ChannelClosedByBroker, match="queue limit in vhost '/' \\(1\\) is reached"):
+            channel.queue_declare("another")
+        with pytest.raises(ProbableAccessDeniedError, match="user connection limit \\(1\\) is reached"):
+            login(server, "app")
+    finally:
+        server.stop()
+
+
+def test_bad_limits_in_the_config_file_are_named() -> None:
+    from amqlite.config import ConfigError, load
+
+    with pytest.raises(ConfigError) as problems:
+        load(overrides={"users": {"app": {"password": "pw", "limits": {"max-queues": 1}}},
+                        "vhosts": {"v": {"limits": {"max-connections": "ten"}}}})
+    assert "users.app.limits.max-queues: unknown limit" in str(problems.value)
+    assert "vhosts.v.limits.max-connections must be an integer" in str(problems.value)
