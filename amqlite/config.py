@@ -232,7 +232,11 @@ class Settings:
                                 "open channels per connection; 0 means the protocol's 65535")
     max_message_size: int = _setting(defaults.MAX_MESSAGE_SIZE, _integer(1, 512 * 1024 * 1024, " bytes"),
                                      "largest message body, bytes (RabbitMQ allows at most 512 MiB)")
-    max_connections: int = _setting(0, _integer(0, 2**31 - 1), "0 means no limit")
+    max_connections: int = _setting(0, _integer(0, 2**31 - 1),
+                                    "0: derived from the open-files limit, keeping descriptors for the store "
+                                    "and the log, as RabbitMQ does")
+    max_unauthenticated: int = _setting(defaults.MAX_UNAUTHENTICATED, _integer(1, 2**31 - 1),
+                                        "connections still in the handshake at once; more are closed at accept")
     handshake_timeout: float = _setting(defaults.HANDSHAKE_TIMEOUT, _seconds,
                                         "seconds a client has to complete connection.open")
     log_format: str = _setting("auto", _one_of(LOG_FORMATS), "auto: console on a terminal, json otherwise")

@@ -35,5 +35,7 @@ RECOVERY_PROGRESS_INTERVAL = 2.0
 DISK_FREE_LIMIT = 50_000_000
 #: As RabbitMQ's vm_memory_high_watermark (relative) default.
 MEMORY_HIGH_WATERMARK = 0.4
+#: Connections still in the handshake (not yet authenticated) at once.
+MAX_UNAUTHENTICATED = 1000
 #: Seconds a client has to finish the AMQP handshake (RabbitMQ: 10 s).
 HANDSHAKE_TIMEOUT = 10.0

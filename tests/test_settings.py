@@ -36,6 +36,7 @@ BAD = {
     "queue_memory_budget": ("queue_memory_budget = 0", "queue_memory_budget must be 1-"),
     "heartbeat": ("heartbeat = -5", "heartbeat must be 0-65535 seconds"),
     "disk_free_limit": ("disk_free_limit = -1", "disk_free_limit must be 0-"),
+    "max_unauthenticated": ("max_unauthenticated = 0", "max_unauthenticated must be 1-"),
     "memory_high_watermark": ("memory_high_watermark = 1.5", "memory_high_watermark must be a fraction from 0 to 1"),
     "memory_high_watermark_bytes": ("memory_high_watermark_bytes = -1", "memory_high_watermark_bytes must be 0-"),
     "frame_max": ("frame_max = 9999999999", "frame_max must be 4096-4294967295 bytes"),

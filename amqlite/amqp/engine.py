@@ -102,6 +102,8 @@ class ServerConnection:
         self.on_output: Callable[[], object] | None = None
         #: Called when :meth:`wants_read` turns true again; wakes the reader.
         self.on_readable: Callable[[], object] | None = None
+        #: Called once the handshake is done (connection.open accepted).
+        self.on_open: Callable[[], object] | None = None
         #: The handshake must be done by then; afterwards, None.
         self._handshake_deadline: float | None = now + handshake_timeout
         #: Once we sent connection.close, close-ok must come by then.
@@ -393,6 +395,8 @@ class ServerConnection:
         self.core = self.broker.connect(vhost, user=user.name, name=self.peer, access=user.access(vhost))
         self.state = State.OPEN
         self._send(0, spec.Connection.OpenOk())
+        if self.on_open is not None:
+            self.on_open()
         journal = self.broker.journal
         if journal is not None and not journal.accepting:
             self.set_blocked("disk write failed")  # it connected during the outage

@@ -15,6 +15,7 @@ import secrets
 import ssl
 import time
 from pathlib import Path
+from typing import Callable
 
 import attrs
 import trio
@@ -34,6 +35,7 @@ from ..core.timers import Timers
 from ..runtime import Clock, drive_timers
 from ..store.journal import DiskJournal, StoreLocked
 from ..storage import StoreDriver
+from .descriptors import connection_limit, open_files_limit
 from .memory import watch_memory, watermark
 
 log = get_logger(__name__)
@@ -81,6 +83,12 @@ class Server:
     memory_alarm: bool = False
     #: Why the store refuses persistent publishes (the disk alarm), if it does.
     disk_alarm: str | None = None
+    #: max_connections, or what the open-files limit leaves room for.
+    connection_limit: int = 0
+    #: Connections taken (TLS handshakes included) and not yet closed.
+    admitted: int = 0
+    #: Of those, the ones not yet through connection.open.
+    handshaking: int = 0
     addresses: list[tuple[str, int]] = attrs.field(factory=list)
     #: Where the TLS listener is bound, if tls_port is set.
     tls_addresses: list[tuple[str, int]] = attrs.field(factory=list)
@@ -137,9 +145,10 @@ class Server:
                 for listener in listeners:
                     listener.socket.close()
                 raise StartupError(f"cannot serve HTTP: {error.strerror or error}") from None
+            self.connection_limit = connection_limit(self.settings.max_connections, open_files_limit())
             log.info("broker.listening", addresses=[f"{h}:{p}" for h, p in self.addresses], port=self.port,
                      tls_addresses=[f"{h}:{p}" for h, p in self.tls_addresses] or None,
-                     data_dir=self.settings.data_dir, version=__version__)
+                     data_dir=self.settings.data_dir, version=__version__, max_connections=self.connection_limit)
             async with trio.open_nursery() as nursery:
                 if self.journal is not None:
                     driver = StoreDriver(self.journal, on_synced=self._synced, on_blocked=self._blocked,
@@ -292,18 +301,46 @@ class Server:
     def port(self) -> int:
         return self.addresses[0][1]
 
+    def _refusal(self) -> str | None:
+        """Why a new connection cannot be taken now, if it cannot."""
+        if self.admitted >= self.connection_limit:
+            return f"max_connections ({self.connection_limit}) reached"
+        if self.handshaking >= self.settings.max_unauthenticated:
+            return f"max_unauthenticated ({self.settings.max_unauthenticated}) connections in the handshake"
+        return None
+
     async def _handle(self, stream: trio.SocketStream, tls: ssl.SSLContext | None = None) -> None:
-        settings = self.settings
         try:
             peer = stream.socket.getpeername()
         except OSError:
             return
         peer_text = f"{peer[0]}:{peer[1]}"
-        if settings.max_connections and len(self.connections) >= settings.max_connections:
-            log.warning("connection.refused", peer=peer_text, reason="max_connections reached",
-                        max_connections=settings.max_connections)
-            await stream.aclose()
+        refusal = self._refusal()
+        if refusal is not None:
+            log.warning("connection.refused", peer=peer_text, reason=refusal)
+            await trio.aclose_forcefully(stream)
             return
+        # What an unauthenticated peer holds is bounded: this count, the
+        # handshake timeout, and frames of at most 4096 bytes until tune-ok.
+        self.admitted += 1
+        self.handshaking += 1
+        counted = True
+
+        def authenticated() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                self.handshaking -= 1
+
+        try:
+            await self._serve(stream, tls, peer, peer_text, authenticated)
+        finally:
+            authenticated()
+            self.admitted -= 1
+
+    async def _serve(self, stream: trio.SocketStream, tls: ssl.SSLContext | None, peer: tuple[str, int],
+                     peer_text: str, authenticated: Callable[[], None]) -> None:
+        settings = self.settings
         served: trio.abc.Stream = stream
         if tls is not None:
             secure = trio.SSLStream(stream, tls, server_side=True)
@@ -329,6 +366,7 @@ class Server:
             channel_max=settings.channel_max,
             handshake_timeout=settings.handshake_timeout,
         )
+        conn.on_open = authenticated
         self.connections.add(conn)
         if self.memory_alarm:
             conn.set_memory_alarm(True, clock.now())

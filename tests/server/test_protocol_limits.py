@@ -8,8 +8,16 @@ channel_max channels are open.
 
 from __future__ import annotations
 
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
 import time
 from typing import Any, Iterator
+
+import pika
 
 import pytest
 
@@ -274,3 +282,54 @@ def test_publisher_that_never_reads_is_throttled_at_the_output_high_water_mark(
                 else:
                     raise AssertionError(f.method)
         assert last_ack == complete and returns == complete
+
+
+def test_connections_still_in_the_handshake_are_bounded() -> None:
+    server = start_amqlite(max_unauthenticated=2)
+    try:
+        silent = [RawClient("127.0.0.1", server.port) for _ in range(2)]  # connected, never speak
+        wait_for(lambda: server.call(lambda: server.server.handshaking) == 2)
+        with RawClient("127.0.0.1", server.port) as third:
+            assert third.wait_closed(2)  # refused at accept
+        # An authenticated connection does not count: once one is through, room again.
+        silent[0].handshake()
+        wait_for(lambda: server.call(lambda: server.server.handshaking) == 1)
+        with RawClient("127.0.0.1", server.port) as fourth:
+            fourth.handshake()
+        for client in silent:
+            client.close()
+    finally:
+        server.stop()
+
+
+def test_the_default_connection_limit_keeps_descriptors_for_the_store(tmp_path: Any) -> None:
+    # ulimit -n 128: sockets used to take every descriptor, and the journal
+    # could not open its next segment, so persistent publishes were nacked.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "broker.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--data-dir", str(tmp_path / "data"), "--management-port", "0", "--prometheus-port", "0"],
+        env={**os.environ, "AMQLITE_SEGMENT_SIZE": "65536", "AMQLITE_LOG_FORMAT": "json"},
+        stderr=log.open("w"), preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128)))
+    try:
+        wait_for(lambda: '"broker.listening"' in log.read_text(), timeout=15)
+        listening = next(json.loads(line) for line in log.read_text().splitlines() if '"broker.listening"' in line)
+        assert listening["max_connections"] == int((128 - 100) * 0.9)
+        publisher = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+        crowd = [socket.create_connection(("127.0.0.1", port)) for _ in range(150)]  # past the limit, and the descriptors
+        channel = publisher.channel()
+        channel.queue_declare("durable", durable=True)
+        channel.confirm_delivery()
+        for _ in range(300):  # 300 x 1 KB over 64 KB segments: the journal opens new ones
+            channel.basic_publish("", "durable", b"x" * 1000, pika.BasicProperties(delivery_mode=2))
+        assert channel.queue_declare("durable", passive=True).method.message_count == 300
+        publisher.close()
+        for sock in crowd:
+            sock.close()
+        assert '"max_connections (25) reached"' in log.read_text()
+    finally:
+        process.terminate()
+        process.wait()
