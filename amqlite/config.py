@@ -232,6 +232,9 @@ class Settings:
                                 "open channels per connection; 0 means the protocol's 65535")
     max_message_size: int = _setting(defaults.MAX_MESSAGE_SIZE, _integer(1, 512 * 1024 * 1024, " bytes"),
                                      "largest message body, bytes (RabbitMQ allows at most 512 MiB)")
+    max_content_in_flight: int = _setting(
+        defaults.MAX_CONTENT_IN_FLIGHT, _integer(1, 2**63 - 1, " bytes"),
+        "bytes of partially received messages one connection may hold (at least max_message_size)")
     max_connections: int = _setting(0, _integer(0, 2**31 - 1),
                                     "0: derived from the open-files limit, keeping descriptors for the store "
                                     "and the log, as RabbitMQ does")

@@ -24,6 +24,8 @@ CHANNEL_MAX = 2047
 HEARTBEAT = 60
 #: RabbitMQ 4.x's max message size (3.x had 128 MiB).
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: Bytes of partially received messages one connection may hold, all channels together.
+MAX_CONTENT_IN_FLIGHT = 64 * 1024 * 1024
 #: Ready messages a durable queue keeps in memory before paging to disk.
 QUEUE_MEMORY_BUDGET = 20_000
 #: Size at which the durable log starts a new segment file, bytes.

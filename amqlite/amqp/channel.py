@@ -102,6 +102,13 @@ class Channel:
         self._body.append(payload)
         return not self._remaining
 
+    @property
+    def partial_bytes(self) -> int:
+        """Body bytes received of a message not yet complete."""
+        if self.state is not ChannelState.AWAIT_BODY or self._header is None:
+            return 0
+        return self._header.body_size - self._remaining
+
     def take_message(self) -> tuple[spec.Basic.Publish, Message]:
         """The completed publish and its message; back to AWAIT_METHOD."""
         method, header = self._publish, self._header

@@ -81,8 +81,11 @@ class ServerConnection:
         frame_max: int = defaults.FRAME_MAX,
         channel_max: int = defaults.CHANNEL_MAX,
         handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT,
+        max_content_in_flight: int = defaults.MAX_CONTENT_IN_FLIGHT,
     ) -> None:
         self.broker = broker
+        #: At least one message of the largest size must fit.
+        self.max_content_in_flight = max(max_content_in_flight, broker.max_message_size)
         self.peer = peer
         self.peer_loopback = peer_loopback
         self.state = State.AWAIT_HEADER
@@ -449,6 +452,12 @@ class ServerConnection:
             if method.immediate:
                 raise errors.NotImplemented_("immediate=true")
             ch.begin_publish(method)
+            # A publisher from its first basic.publish, finished or not: the
+            # memory alarm must also stop one that starts messages and never
+            # finishes them. This one's frames are taken; what follows waits.
+            self._published = True
+            if self._memory_alarm:
+                self._block_for_memory()
             return
         if kind is spec.Channel.Close:
             self._drain(ch, now)
@@ -597,12 +606,15 @@ class ServerConnection:
             return
         if ch.content_body(frame.payload):
             self._publish(ch, now)
+        elif (held := sum(c.partial_bytes for c in self._channels.values())) > self.max_content_in_flight:
+            # Messages started on many channels and never finished would pin
+            # memory for as long as the connection lives.
+            raise errors.NotAllowed(
+                f"partially received messages on this connection hold {held} bytes, more than "
+                f"max_content_in_flight ({self.max_content_in_flight})")
 
     def _publish(self, ch: Channel, now: float) -> None:
         method, message = ch.take_message()
-        self._published = True
-        if self._memory_alarm:
-            self._block_for_memory()  # this one is taken; the next waits unread
         core = ch.core
         try:
             self._check_user_id(message.properties.user_id)

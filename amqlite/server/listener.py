@@ -365,6 +365,7 @@ class Server:
             frame_max=settings.frame_max,
             channel_max=settings.channel_max,
             handshake_timeout=settings.handshake_timeout,
+            max_content_in_flight=settings.max_content_in_flight,
         )
         conn.on_open = authenticated
         self.connections.add(conn)

@@ -25,9 +25,10 @@ from amqlite.amqp import spec
 from amqlite.amqp.frames import BodyFrame, HeartbeatFrame, MethodFrame
 from amqlite.amqp import engine
 from amqlite.server import listener
+from amqlite.server.memory import memory_in_use
 
 from .conftest import ServerThread, start_amqlite
-from .rawamqp import HEARTBEAT, Closed, RawClient, publish
+from .rawamqp import HEARTBEAT, Closed, RawClient, body, header, method, publish
 
 
 @pytest.fixture
@@ -333,3 +334,38 @@ def test_the_default_connection_limit_keeps_descriptors_for_the_store(tmp_path: 
     finally:
         process.terminate()
         process.wait()
+
+
+def test_partial_messages_on_many_channels_are_bounded_per_connection() -> None:
+    # 100 channels x 15 MiB partial bodies used to pin 1.5 GB for as long as
+    # the connection lived. Now the connection is closed at 64 MiB.
+    server = start_amqlite()
+    before = memory_in_use()
+    try:
+        with RawClient("127.0.0.1", server.port) as hoarder:
+            hoarder.handshake()
+            chunk = b"x" * (131072 - 8)
+            size = 15 * 2**20
+            sent = 0
+            try:
+                for number in range(1, 101):
+                    hoarder.send(method(number, spec.Channel.Open()) + method(number, spec.Basic.Publish("", "q"))
+                                 + header(number, size))
+                    for _ in range(size // len(chunk)):  # all but the last few KB of each
+                        hoarder.send(body(number, chunk))
+                        sent += len(chunk)
+            except (OSError, Closed, TimeoutError):
+                pass  # the server closed the connection while we were still sending
+            while not isinstance(close := hoarder.read_method().method, spec.Connection.Close):
+                assert isinstance(close, spec.Channel.OpenOk)
+            assert close.reply_code == 530
+            held = int(close.reply_text.split(" hold ")[1].split()[0])
+            assert 64 * 2**20 < held <= 64 * 2**20 + len(chunk)  # closed at the first frame past the bound
+            assert "more than max_content_in_flight (67108864)" in close.reply_text
+        # The server (this process) did not keep the 1.5 GB it was sent.
+        assert sent > 1024 * 2**20
+        assert memory_in_use() - before < 128 * 2**20
+        pika_roundtrip(server)  # everyone else carries on
+        wait_for(lambda: server.call(lambda: len(server.server.connections)) == 0)
+    finally:
+        server.stop()
