@@ -125,12 +125,14 @@ class Users:
     def __iter__(self) -> Iterator[User]:
         return iter(sorted(self._users.values(), key=lambda user: user.name))
 
-    def authenticate(self, name: str, password: str, *, loopback: bool) -> User:
-        """The user, or LoginRefused saying why."""
+    def authenticate(self, name: str, password: str | None, *, loopback: bool) -> User:
+        """The user, or LoginRefused saying why. A password of None means
+        the peer proved who it is otherwise (SASL EXTERNAL: a verified
+        client certificate naming the user)."""
         user = self._users.get(name)
         if user is None:
             raise LoginRefused("unknown user")
-        if not check_password(user.password_hash, password):
+        if password is not None and not check_password(user.password_hash, password):
             raise LoginRefused("bad password")
         if name in self.loopback_users and not loopback:
             raise LoginRefused("user may connect from loopback only")

@@ -57,6 +57,12 @@ def _fraction(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ValueError(f"{attribute.name} must be a fraction from 0 to 1, not {value!r}")
 
 
+def _mechanisms(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    known = ("PLAIN", "AMQPLAIN", "EXTERNAL")
+    if not isinstance(value, tuple) or not value or any(item not in known for item in value):
+        raise ValueError(f"{attribute.name} must be a non-empty list of {', '.join(known)}, not {value!r}")
+
+
 def _one_of(choices: tuple[str, ...]) -> Validator:
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value not in choices:
@@ -191,7 +197,8 @@ def _setting(default: Any, validator: Validator, help: str, **options: Any) -> A
 @attrs.frozen
 class Settings:
     host: str = _setting("0.0.0.0", _text, "interface to bind; 0.0.0.0 or :: means all, IPv4 and IPv6")
-    port: int = _setting(defaults.PORT, _integer(0, 65535), "AMQP port; 0 picks a free one")
+    port: int = _setting(defaults.PORT, _integer(0, 65535),
+                         "AMQP port; 0 picks a free one, or with tls_port set turns plain AMQP off")
     management_port: int = _setting(defaults.MANAGEMENT_PORT, _integer(0, 65535),
                                     "management HTTP API port, on the AMQP host; 0 disables it")
     prometheus_port: int = _setting(defaults.PROMETHEUS_PORT, _integer(0, 65535),
@@ -246,6 +253,10 @@ class Settings:
     log_level: str = _setting("info", _one_of(LOG_LEVELS), "least severe level logged")
     default_user: str = _setting("guest", _text, 'user created at every start, with every vhost; "" for none')
     default_pass: str = _setting("guest", _text, "its password", repr=False)
+    auth_mechanisms: tuple[str, ...] = _setting(
+        ("PLAIN", "AMQPLAIN", "EXTERNAL"), _mechanisms,
+        "SASL mechanisms offered, in order (RabbitMQ's auth_mechanisms); EXTERNAL only on TLS connections "
+        "with a verified client certificate", converter=_as_tuple)
     loopback_users: tuple[str, ...] = _setting(
         ("guest",), _names, "users who may connect from loopback only, whatever their password; [] for none",
         converter=_as_tuple,
@@ -266,7 +277,7 @@ FIELDS: dict[str, attrs.Attribute[Any]] = {field.name: field for field in attrs.
 #: Settings given as TOML tables, so not from the environment or a flag.
 TABLES = ("users",)
 #: Settings that are lists; comma-separated in the environment.
-LISTS = ("vhosts", "loopback_users")
+LISTS = ("vhosts", "loopback_users", "auth_mechanisms")
 
 
 def env_name(name: str) -> str:

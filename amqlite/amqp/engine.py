@@ -82,6 +82,8 @@ class ServerConnection:
         channel_max: int = defaults.CHANNEL_MAX,
         handshake_timeout: float = defaults.HANDSHAKE_TIMEOUT,
         max_content_in_flight: int = defaults.MAX_CONTENT_IN_FLIGHT,
+        auth_mechanisms: tuple[str, ...] = ("PLAIN", "AMQPLAIN"),
+        certificate_user: str | None = None,
     ) -> None:
         self.broker = broker
         #: At least one message of the largest size must fit.
@@ -96,6 +98,8 @@ class ServerConnection:
             lambda name, password: users.authenticate(name, password, loopback=peer_loopback),
             Limits(channel_max, frame_max, heartbeat),
             peer=peer,
+            mechanisms=auth_mechanisms,
+            certificate_user=certificate_user,
         )
         self.vhost = ""
         self.core: CoreConnection | None = None

@@ -41,8 +41,9 @@ CAPABILITIES = {
     "direct_reply_to": False,
 }
 
-#: ``authenticate(user name, password)`` -> the user, or LoginRefused.
-Authenticate = Callable[[str, str], User]
+#: ``authenticate(user name, password)`` -> the user, or LoginRefused; a
+#: password of None for a user proved by a verified client certificate.
+Authenticate = Callable[[str, "str | None"], User]
 
 
 @attrs.frozen
@@ -55,10 +56,16 @@ class Limits:
 
 
 class Handshake:
-    def __init__(self, authenticate: Authenticate, limits: Limits, *, peer: str = "") -> None:
+    def __init__(self, authenticate: Authenticate, limits: Limits, *, peer: str = "",
+                 mechanisms: tuple[str, ...] = ("PLAIN", "AMQPLAIN"), certificate_user: str | None = None) -> None:
         self._authenticate = authenticate
         self.limits = limits
         self.peer = peer
+        #: The user a verified TLS client certificate names (its common name,
+        #: as rabbitmq_auth_mechanism_ssl's ssl_cert_login_from = common_name).
+        self.certificate_user = certificate_user
+        # EXTERNAL only where there is a certificate to log in with.
+        self.mechanisms = tuple(m for m in mechanisms if m != "EXTERNAL" or certificate_user is not None)
         self.user: User | None = None
         self.client_properties: dict[str, Any] = {}
 
@@ -87,13 +94,22 @@ class Handshake:
                 "copyright": "amqlite contributors",
                 "cluster_name": "amqlite",
             },
-            b"PLAIN AMQPLAIN",
+            " ".join(self.mechanisms).encode(),
             b"en_US",
         )
 
     def start_ok(self, method: spec.Connection.StartOk) -> spec.Connection.Tune:
         self.client_properties = method.client_properties or {}
-        name, password = _credentials(method.mechanism, method.response)
+        if method.mechanism not in self.mechanisms:
+            raise errors.ConnectionError_(f"unsupported authentication mechanism '{method.mechanism}'",
+                                          errors.ACCESS_REFUSED)
+        name: str
+        password: str | None
+        if method.mechanism == "EXTERNAL":
+            assert self.certificate_user is not None
+            name, password = self.certificate_user, None
+        else:
+            name, password = _credentials(method.mechanism, method.response)
         try:
             self.user = self._authenticate(name, password)
         except LoginRefused as refused:

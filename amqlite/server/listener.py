@@ -15,7 +15,7 @@ import secrets
 import ssl
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import attrs
 import trio
@@ -128,7 +128,10 @@ class Server:
             recovered = True
             self._load_accounts()
             tls = self._tls_context() if self.settings.tls_port else None
-            listeners = await self._listen(self.settings.port)
+            # Port 0 picks a free port, except beside a TLS port, where it
+            # turns the plain listener off (RabbitMQ: listeners.tcp = none).
+            plain_off = self.settings.port == 0 and bool(self.settings.tls_port)
+            listeners = [] if plain_off else await self._listen(self.settings.port)
             self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
             tls_listeners = []
             if tls is not None:
@@ -299,7 +302,8 @@ class Server:
 
     @property
     def port(self) -> int:
-        return self.addresses[0][1]
+        """The plain AMQP port, or the TLS one when the plain listener is off."""
+        return (self.addresses or self.tls_addresses)[0][1]
 
     def _refusal(self) -> str | None:
         """Why a new connection cannot be taken now, if it cannot."""
@@ -342,6 +346,7 @@ class Server:
                      peer_text: str, authenticated: Callable[[], None]) -> None:
         settings = self.settings
         served: trio.abc.Stream = stream
+        certificate_user = None
         if tls is not None:
             secure = trio.SSLStream(stream, tls, server_side=True)
             try:
@@ -354,6 +359,7 @@ class Server:
                 await trio.aclose_forcefully(stream)
                 return
             served = secure
+            certificate_user = _common_name(secure.getpeercert())
         clock = self.clock
         conn = ServerConnection(
             self.core,
@@ -366,6 +372,8 @@ class Server:
             channel_max=settings.channel_max,
             handshake_timeout=settings.handshake_timeout,
             max_content_in_flight=settings.max_content_in_flight,
+            auth_mechanisms=settings.auth_mechanisms,
+            certificate_user=certificate_user,
         )
         conn.on_open = authenticated
         self.connections.add(conn)
@@ -388,6 +396,16 @@ class Server:
                      vhost=conn.vhost or None, reason=conn.close_reason)
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(served)
+
+
+def _common_name(certificate: dict[str, Any] | None) -> str | None:
+    """The subject's common name of a verified client certificate (the
+    ssl module gives one only when it verified it), or None."""
+    for rdn in (certificate or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
 def _tls_failure(error: Exception) -> str:

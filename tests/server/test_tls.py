@@ -16,6 +16,7 @@ import pytest
 import trustme
 from structlog.testing import capture_logs
 
+from amqlite.amqp import spec
 from amqlite.config import ConfigError, load
 
 from .conftest import ServerThread, start_amqlite
@@ -45,8 +46,9 @@ def files(ca: trustme.CA, tmp_path: Path) -> dict[str, str]:
 
 
 def serve(files: dict[str, str], **settings: object) -> ServerThread:
-    return start_amqlite(tls_port=free_port(), tls_cert=files["cert"], tls_key=files["key"], tls_ca=files["ca"],
-                         **settings)
+    # A plain port beside the TLS one: port 0 would turn the plain listener off.
+    return start_amqlite(**{"port": free_port(), "tls_port": free_port(), "tls_cert": files["cert"],
+                            "tls_key": files["key"], "tls_ca": files["ca"], **settings})
 
 
 @pytest.fixture
@@ -136,3 +138,111 @@ def test_tls_settings_from_a_table_and_the_environment(tmp_path: Path) -> None:
     assert settings.tls_verify_peer and settings.tls_fail_if_no_peer_cert
     with pytest.raises(ConfigError, match="tls_verify_peer must be true or false"):
         load(environ={"AMQLITE_TLS_VERIFY_PEER": "maybe"})
+
+
+def test_sasl_external_logs_in_as_the_certificates_common_name(files: dict[str, str], ca: trustme.CA) -> None:
+    server = serve(files, tls_verify_peer=True, users={"app": {"password_hash": "unusable", "tags": []}})
+    try:
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        ca.issue_cert("app", common_name="app").configure_cert(context)
+        assert server.server is not None
+        port = server.server.tls_addresses[0][1]
+        connection = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", port, credentials=pika.credentials.ExternalCredentials(),
+            ssl_options=pika.SSLOptions(context, "127.0.0.1"), connection_attempts=1))
+        connection.channel().queue_declare("by-certificate")
+        who = server.call(lambda: sorted(c.user.name for c in server.server.connections if c.user))
+        assert who == ["app"]
+        connection.close()
+        # A certificate naming a user that does not exist is refused, as RabbitMQ refuses it.
+        stranger = ssl.create_default_context()
+        ca.configure_trust(stranger)
+        ca.issue_cert("nobody", common_name="nobody").configure_cert(stranger)
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            pika.BlockingConnection(pika.ConnectionParameters(
+                "127.0.0.1", port, credentials=pika.credentials.ExternalCredentials(),
+                ssl_options=pika.SSLOptions(stranger, "127.0.0.1"), connection_attempts=1))
+    finally:
+        server.stop()
+
+
+def mechanisms_offered(host: str, port: int, context: ssl.SSLContext | None = None) -> list[str]:
+    raw = socket.create_connection((host, port), timeout=5)
+    sock = context.wrap_socket(raw, server_hostname=host) if context is not None else raw
+    with sock:
+        sock.sendall(b"AMQP\x00\x00\x09\x01")
+        data = b""
+        while len(data) < 7 or len(data) < 8 + int.from_bytes(data[3:7], "big"):
+            data += sock.recv(4096)
+    start = spec.decode_method(data[7:7 + int.from_bytes(data[3:7], "big")])
+    assert isinstance(start, spec.Connection.Start)
+    return start.mechanisms.decode().split()
+
+
+def test_external_is_offered_only_with_a_verified_certificate_and_auth_mechanisms_limit(
+        files: dict[str, str], ca: trustme.CA) -> None:
+    server = serve(files, tls_verify_peer=True)
+    try:
+        assert server.server is not None
+        tls_port = server.server.tls_addresses[0][1]
+        plain_context = ssl.create_default_context()
+        ca.configure_trust(plain_context)
+        with_certificate = ssl.create_default_context()
+        ca.configure_trust(with_certificate)
+        ca.issue_cert("app", common_name="app").configure_cert(with_certificate)
+        assert mechanisms_offered("127.0.0.1", server.port) == ["PLAIN", "AMQPLAIN"]
+        assert mechanisms_offered("127.0.0.1", tls_port, plain_context) == ["PLAIN", "AMQPLAIN"]
+        assert mechanisms_offered("127.0.0.1", tls_port, with_certificate) == ["PLAIN", "AMQPLAIN", "EXTERNAL"]
+    finally:
+        server.stop()
+    server = serve(files, tls_verify_peer=True, auth_mechanisms=["EXTERNAL"])
+    try:
+        assert server.server is not None
+        assert mechanisms_offered("127.0.0.1", server.server.tls_addresses[0][1], with_certificate) == ["EXTERNAL"]
+        with pytest.raises(pika.exceptions.AMQPConnectionError):
+            server.connect()  # PLAIN is not offered, so refused
+    finally:
+        server.stop()
+
+
+def test_port_0_beside_a_tls_port_turns_plain_amqp_off(files: dict[str, str], ca: trustme.CA) -> None:
+    server = serve(files, port=0)
+    try:
+        assert server.server is not None and server.server.addresses == []
+        assert server.port == server.server.tls_addresses[0][1]
+        tls_connect(server, ca).close()
+    finally:
+        server.stop()
+
+
+def test_aio_pika_over_tls_with_and_without_a_client_certificate(files: dict[str, str], ca: trustme.CA) -> None:
+    import asyncio
+
+    import aio_pika
+
+    server = serve(files, tls_verify_peer=True, users={"app": {"password_hash": "unusable", "tags": []}})
+    assert server.server is not None
+    port = server.server.tls_addresses[0][1]
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    certified = ssl.create_default_context()
+    ca.configure_trust(certified)
+    ca.issue_cert("app", common_name="app").configure_cert(certified)
+
+    async def scenario() -> bytes:
+        anonymous = await aio_pika.connect(f"amqps://guest:guest@127.0.0.1:{port}/", ssl_context=context)
+        channel = await anonymous.channel()
+        await channel.declare_queue("aio-tls")
+        await channel.default_exchange.publish(aio_pika.Message(b"by password"), routing_key="aio-tls")
+        await anonymous.close()
+        external = await aio_pika.connect(f"amqps://127.0.0.1:{port}/?auth=external", ssl_context=certified)
+        queue = await (await external.channel()).declare_queue("aio-tls", passive=True)
+        message = await queue.get(no_ack=True)
+        await external.close()
+        return message.body
+
+    try:
+        assert asyncio.run(asyncio.wait_for(scenario(), 30)) == b"by password"
+    finally:
+        server.stop()
