@@ -68,11 +68,14 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _serve(settings: Settings) -> int:
     server = Server.from_settings(settings)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
 
             async def stop_on_signal() -> None:
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        server.reload_tls()  # certificates rotate; connections stay
+                        continue
                     log.info("broker.stopping", signal=signal.Signals(signum).name,
                              during="serving" if server.addresses else "recovery",
                              connections=len(server.connections))

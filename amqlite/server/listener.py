@@ -85,6 +85,8 @@ class Server:
     disk_alarm: str | None = None
     #: max_connections, or what the open-files limit leaves room for.
     connection_limit: int = 0
+    #: The TLS listener's context (None without tls_port); SIGHUP replaces it.
+    tls: ssl.SSLContext | None = None
     #: Connections taken (TLS handshakes included) and not yet closed.
     admitted: int = 0
     #: Of those, the ones not yet through connection.open.
@@ -127,14 +129,14 @@ class Server:
                 self.store_metrics.recovery_seconds = time.perf_counter() - started
             recovered = True
             self._load_accounts()
-            tls = self._tls_context() if self.settings.tls_port else None
+            self.tls = self._tls_context() if self.settings.tls_port else None
             # Port 0 picks a free port, except beside a TLS port, where it
             # turns the plain listener off (RabbitMQ: listeners.tcp = none).
             plain_off = self.settings.port == 0 and bool(self.settings.tls_port)
             listeners = [] if plain_off else await self._listen(self.settings.port)
             self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
             tls_listeners = []
-            if tls is not None:
+            if self.tls is not None:
                 try:
                     tls_listeners = await self._listen(self.settings.tls_port)
                 except StartupError:
@@ -163,9 +165,9 @@ class Server:
                 nursery.start_soon(drive_timers, self.connection_timers, self.clock)
                 nursery.start_soon(watch_memory, watermark(self.settings), self._memory_alarm_changed)
                 for listener in listeners:
-                    nursery.start_soon(self._accept, listener, nursery, None)
+                    nursery.start_soon(self._accept, listener, nursery, False)
                 for listener in tls_listeners:
-                    nursery.start_soon(self._accept, listener, nursery, tls)
+                    nursery.start_soon(self._accept, listener, nursery, True)
                 for bound in http.values():
                     await nursery.start(serve_http, bound)
                 self.http_ports = {name: bound.port for name, bound in http.items()}
@@ -252,6 +254,21 @@ class Server:
                         reason=error.strerror or str(error))
         return listeners
 
+    def reload_tls(self) -> None:
+        """Load the certificate, key and CA files again (SIGHUP), for new
+        connections; open ones keep theirs. Files that do not load leave
+        the current context in place, said in one line."""
+        if self.tls is None:
+            log.info("tls.reload_skipped", reason="no tls_port")
+            return
+        try:
+            self.tls = self._tls_context()
+        except StartupError as error:
+            log.error("tls.reload_failed", reason=str(error), action="kept the certificate in use")
+            return
+        log.info("tls.reloaded", cert=self.settings.tls_cert, key=self.settings.tls_key,
+                 ca=self.settings.tls_ca or None)
+
     def _tls_context(self) -> ssl.SSLContext:
         """The TLS listener's context, with RabbitMQ's ssl_options semantics:
         verify_peer checks a certificate the client sends, and
@@ -277,8 +294,7 @@ class Server:
             raise StartupError("tls_verify_peer and tls_fail_if_no_peer_cert need tls_ca")
         return context
 
-    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery,
-                      tls: ssl.SSLContext | None) -> None:
+    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery, secure: bool) -> None:
         """Accept forever. Out of file descriptors (or memory), wait and
         retry, with one log line per interval rather than one per attempt."""
         last_logged = -math.inf
@@ -298,7 +314,8 @@ class Server:
                         last_logged, refused = now, 0
                     await trio.sleep(_ACCEPT_RETRY)
                     continue
-                nursery.start_soon(self._handle, stream, tls)
+                # The context as of now: a reload applies to connections from here on.
+                nursery.start_soon(self._handle, stream, self.tls if secure else None)
 
     @property
     def port(self) -> int:

@@ -4,6 +4,7 @@ semantics, through pika; certificates made by trustme."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -246,3 +247,83 @@ def test_aio_pika_over_tls_with_and_without_a_client_certificate(files: dict[str
         assert asyncio.run(asyncio.wait_for(scenario(), 30)) == b"by password"
     finally:
         server.stop()
+
+
+def served_certificate(port: int, ca: trustme.CA) -> bytes:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as secure:
+            der = secure.getpeercert(binary_form=True)
+            assert der is not None
+            return der
+
+
+def test_sighup_reloads_the_certificate_without_dropping_connections(
+        files: dict[str, str], ca: trustme.CA, tmp_path: Path) -> None:
+    import threading
+    import time
+
+    port, tls_port = free_port(), free_port()
+    log = tmp_path / "broker.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--data-dir", str(tmp_path / "data"), "--management-port", "0", "--prometheus-port", "0"],
+        env={**os.environ, "AMQLITE_TLS_PORT": str(tls_port), "AMQLITE_TLS_CERT": files["cert"],
+             "AMQLITE_TLS_KEY": files["key"], "AMQLITE_LOG_FORMAT": "json"}, stderr=log.open("w"))
+
+    def logged(event: str) -> bool:
+        return f'"event": "{event}"' in log.read_text()
+
+    def wait_logged(event: str) -> None:
+        deadline = time.monotonic() + 15
+        while not logged(event):
+            assert time.monotonic() < deadline, f"no {event} in the log"
+            time.sleep(0.05)
+
+    try:
+        wait_logged("broker.listening")
+        before = served_certificate(tls_port, ca)
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        connection = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", tls_port, ssl_options=pika.SSLOptions(context, "127.0.0.1"), connection_attempts=1))
+        channel = connection.channel()
+        channel.queue_declare("rotating")
+        channel.confirm_delivery()
+        confirmed, stop, failure = [0], threading.Event(), []
+
+        def publish() -> None:
+            try:
+                while not stop.is_set():
+                    channel.basic_publish("", "rotating", b"x")
+                    confirmed[0] += 1
+            except Exception as error:  # reported below
+                failure.append(error)
+
+        publisher = threading.Thread(target=publish)
+        publisher.start()
+        # Rotate: a new certificate from the same CA in the same files.
+        renewed = ca.issue_cert("127.0.0.1", "localhost")
+        renewed.cert_chain_pems[0].write_to_path(files["cert"])
+        for extra in renewed.cert_chain_pems[1:]:
+            extra.write_to_path(files["cert"], append=True)
+        renewed.private_key_pem.write_to_path(files["key"])
+        process.send_signal(signal.SIGHUP)
+        wait_logged("tls.reloaded")
+        after = served_certificate(tls_port, ca)
+        assert after != before and after == ssl.PEM_cert_to_DER_cert(renewed.cert_chain_pems[0].bytes().decode())
+        # A broken file on the next reload keeps the certificate in use.
+        Path(files["key"]).write_text("not a key")
+        process.send_signal(signal.SIGHUP)
+        wait_logged("tls.reload_failed")
+        assert served_certificate(tls_port, ca) == after
+        during = confirmed[0]
+        time.sleep(0.5)
+        stop.set()
+        publisher.join(10)
+        assert not failure and confirmed[0] > during > 0  # the open connection went on throughout
+        connection.close()
+    finally:
+        process.terminate()
+        process.wait()
