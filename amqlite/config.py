@@ -203,6 +203,9 @@ class Settings:
                                     "management HTTP API port, on the AMQP host; 0 disables it")
     prometheus_port: int = _setting(defaults.PROMETHEUS_PORT, _integer(0, 65535),
                                     "Prometheus metrics port, on the AMQP host; 0 disables it")
+    management_tls_port: int = _setting(0, _integer(0, 65535),
+                                        "HTTPS port for the management API, with tls_cert and tls_key "
+                                        "(RabbitMQ's management.ssl.port, 15671 by convention); 0: none")
     data_dir: str = _setting("./amqlite-data", _text,
                              "durable definitions and persistent messages; one broker per directory",
                              converter=_path_text)

@@ -23,6 +23,7 @@ BAD = {
     "host": ("host = 5", "host must be a string"),
     "port": ("port = 5687.5", "port must be an integer"),
     "management_port": ("management_port = 70000", "management_port must be 0-65535"),
+    "management_tls_port": ("management_tls_port = -1", "management_tls_port must be 0-65535"),
     "prometheus_port": ('prometheus_port = "x"', "prometheus_port must be an integer"),
     "data_dir": ("data_dir = 1", "data_dir must be a string"),
     "definitions": ("definitions = []", "definitions must be a string"),

@@ -22,21 +22,24 @@ class BoundApp:
 
     @property
     def port(self) -> int:
-        return int(self.sockets.insecure_sockets[0].getsockname()[1])
+        return int((self.sockets.secure_sockets or self.sockets.insecure_sockets)[0].getsockname()[1])
 
 
-def bind(app: ASGIApp, host: str, port: int) -> BoundApp:
-    """Bind ``host:port`` (0 picks a free port). Raises OSError at once,
-    before anything runs, so that the caller can report it plainly rather
-    than out of Hypercorn's nurseries in exception groups."""
+def bind(app: ASGIApp, host: str, port: int, *, certfile: str = "", keyfile: str = "") -> BoundApp:
+    """Bind ``host:port`` (0 picks a free port), for HTTPS with ``certfile``
+    and ``keyfile``. Raises OSError at once, before anything runs, so that
+    the caller can report it plainly rather than out of Hypercorn's
+    nurseries in exception groups."""
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    if certfile:
+        config.certfile, config.keyfile = certfile, keyfile
     # amqlite logs through structlog; Hypercorn's access log would be a
     # second, unstructured stream.
     config.accesslog = None
     config.errorlog = None
     sockets = config.create_sockets()
-    for sock in sockets.insecure_sockets:
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
         sock.listen(config.backlog)
     return BoundApp(app, config, sockets)
 

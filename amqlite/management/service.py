@@ -3,6 +3,8 @@ listener, served in the server's nursery (so in the broker's trio run)."""
 
 from __future__ import annotations
 
+import errno
+import ssl
 from typing import TYPE_CHECKING, Callable
 
 from starlette.types import ASGIApp
@@ -38,16 +40,25 @@ def bind_http(server: Server) -> dict[str, BoundApp]:
     # Hypercorn binds one address; "all interfaces" means IPv4's here.
     host = settings.host if settings.host not in ("", "::") else "0.0.0.0"
     store = server.store_metrics if server.journal is not None else None
-    wanted: dict[str, tuple[int, Callable[[], ASGIApp]]] = {
-        "management": (settings.management_port, lambda: management_app(server)),
-        "prometheus": (settings.prometheus_port, lambda: create_metrics_app(server.core, store, server.alarms)),
+    wanted: dict[str, tuple[int, Callable[[], ASGIApp], bool]] = {
+        "management": (settings.management_port, lambda: management_app(server), False),
+        # HTTPS with the AMQP listener's certificate (RabbitMQ's management.ssl.port).
+        "management_tls": (settings.management_tls_port, lambda: management_app(server), True),
+        "prometheus": (settings.prometheus_port, lambda: create_metrics_app(server.core, store, server.alarms),
+                       False),
     }
+    if settings.management_tls_port:
+        if not settings.tls_cert or not settings.tls_key:
+            raise OSError(errno.EINVAL, "management_tls_port needs tls_cert and tls_key")
+        # Hypercorn loads them only once serving; an unusable pair is said here, at start-up.
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(settings.tls_cert, settings.tls_key)
     bound: dict[str, BoundApp] = {}
     try:
-        for name, (port, make_app) in wanted.items():
+        for name, (port, make_app, secure) in wanted.items():
             if port:
                 try:
-                    bound[name] = bind(make_app(), host, port)
+                    bound[name] = bind(make_app(), host, port, certfile=settings.tls_cert if secure else "",
+                                       keyfile=settings.tls_key if secure else "")
                 except OSError as error:
                     raise OSError(error.errno, f"{name} port {host}:{port}: {error.strerror or error}") from None
     except OSError:

@@ -327,3 +327,18 @@ def test_sighup_reloads_the_certificate_without_dropping_connections(
     finally:
         process.terminate()
         process.wait()
+
+
+def test_the_management_api_over_https_with_the_same_certificate(files: dict[str, str]) -> None:
+    import httpx
+
+    port = free_port()
+    server = serve(files, management_tls_port=port)
+    try:
+        response = httpx.get(f"https://127.0.0.1:{port}/api/whoami", auth=("guest", "guest"),
+                             verify=ssl.create_default_context(cafile=files["ca"]))
+        assert response.json() == {"name": "guest", "tags": ["administrator"]}
+        with pytest.raises(httpx.ConnectError):  # it is HTTPS only, and the CA is checked
+            httpx.get(f"https://127.0.0.1:{port}/api/whoami", auth=("guest", "guest"))
+    finally:
+        server.stop()
