@@ -94,6 +94,8 @@ class Channel:
 
     def content_body(self, payload: bytes) -> bool:
         """Take a body frame; True once the whole body has arrived."""
+        if self.state is ChannelState.AWAIT_HEADER:  # RabbitMQ 3.10's words
+            raise errors.UnexpectedFrame("expected content header for class 60, got non content header frame instead")
         if self.state is not ChannelState.AWAIT_BODY:
             raise errors.UnexpectedFrame(f"unexpected content body frame on channel {self.number}")
         self._remaining -= len(payload)

@@ -44,7 +44,7 @@ def test_a_publish_is_assembled_from_method_header_and_bodies() -> None:
         (["header"], "unexpected content header frame on channel 1"),
         (["publish", "header", "header"], "unexpected content header frame on channel 1"),
         (["body"], "unexpected content body frame on channel 1"),
-        (["publish", "body"], "unexpected content body frame on channel 1"),
+        (["publish", "body"], "expected content header for class 60, got non content header frame instead"),
     ],
 )
 def test_a_frame_out_of_turn_is_505(steps: list[str], text: str) -> None:

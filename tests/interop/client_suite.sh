@@ -25,11 +25,17 @@ case "$suite" in
         export AMQP_URL="amqp://guest:guest@127.0.0.1:$port/"
         # Its tests publish up to 128 MiB, RabbitMQ 3.x's limit.
         export AMQLITE_MAX_MESSAGE_SIZE=134217728
-        run=(-k "not amqps and not ssl" tests)
+        # Its amqps and amqps-client variants connect to 5671 with the
+        # certificates it ships (the second with a client certificate).
+        export AMQLITE_TLS_PORT=5671 AMQLITE_TLS_CERT="$work/tests/certs/server.pem" \
+            AMQLITE_TLS_KEY="$work/tests/certs/server.key" AMQLITE_TLS_CA="$work/tests/certs/ca.pem" \
+            AMQLITE_TLS_VERIFY_PEER=true
+        run=(tests)
         ;;
     *) echo "unknown suite $suite" >&2; exit 2 ;;
 esac
 AMQLITE_LOG_LEVEL=warning "$repo/.venv/bin/amqlite" serve --host 127.0.0.1 --port "$port" --data-dir "$work/data" \
+    --management-port 0 --prometheus-port 0 \
     >"$work/broker.log" 2>&1 &
 broker=$!
 for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
