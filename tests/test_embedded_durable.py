@@ -81,3 +81,33 @@ async def test_a_refused_persistent_publish_is_answered_at_once_during_a_disk_ou
             outcome = await ch.publish(b"refused", routing_key="jobs", properties=PERSISTENT)
         assert outcome is not None and outcome.rejected and journal.synced < journal.position
         fs.full = False
+
+
+async def test_a_consistent_hash_exchange_places_each_key_on_the_same_queue_after_a_restart(tmp_path: Path) -> None:
+    """Buckets are numbered in binding order; recovery must rebuild them in
+    that order, or a restart would move keys between partitions and break
+    per-key order across it."""
+    keys = [f"customer-{i}" for i in range(200)]
+
+    async def placement(broker: amqlite.Broker) -> dict[str, str]:
+        ch = await broker.channel()
+        for key in keys:
+            await ch.publish(key.encode(), exchange="orders", routing_key=key)
+        where = {}
+        for queue in ("p0", "p1", "p2"):
+            while (delivery := await ch.get(queue, no_ack=True)) is not None:
+                where[delivery.body.decode()] = queue
+        return where
+
+    async with amqlite.open_broker(data_dir=tmp_path) as broker:
+        ch = await broker.channel()
+        await ch.exchange_declare("orders", "x-consistent-hash", durable=True)
+        # Declared in one order, bound in another, with unequal weights.
+        for queue in ("p2", "p0", "p1"):
+            await ch.queue_declare(queue, durable=True)
+        for queue, weight in (("p1", "1"), ("p2", "3"), ("p0", "2")):
+            await ch.queue_bind(queue, "orders", weight)
+        before = await placement(broker)
+    assert len(before) == len(keys) and set(before.values()) == {"p0", "p1", "p2"}
+    async with amqlite.open_broker(data_dir=tmp_path) as broker:
+        assert await placement(broker) == before

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import TYPE_CHECKING, Any, Hashable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Protocol
 
+from .hashing import CONSISTENT_HASH, MODULUS_HASH, ConsistentHashRouter, ModulusHashRouter
 from .headers import headers_match, validate_x_match
 from .message import Message
 from .topic import TopicMatcher
@@ -25,7 +26,7 @@ FANOUT = "fanout"
 TOPIC = "topic"
 HEADERS = "headers"
 DELAYED = "x-delayed-message"
-ROUTING_TYPES = (DIRECT, FANOUT, TOPIC, HEADERS)
+ROUTING_TYPES = (DIRECT, FANOUT, TOPIC, HEADERS, CONSISTENT_HASH, MODULUS_HASH)
 #: Seconds before a due durable delayed message is tried again while the
 #: journal refuses writes (see :meth:`Exchange.on_timer`).
 HOLD_WHILE_STORE_FAILS = 1.0
@@ -41,20 +42,19 @@ def freeze(value: Any) -> Hashable:
     return (type(value).__name__, value)
 
 
-class Router:
-    """The routing index of one exchange type."""
+class Router(Protocol):
+    """The routing index of one exchange type. ``route`` gets the message
+    too: the headers exchange matches its headers, the hashing exchanges
+    may hash a header or a property (core/hashing.py)."""
 
-    def add(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
-        raise NotImplementedError
+    def add(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None: ...
 
-    def remove(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
-        raise NotImplementedError
+    def remove(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None: ...
 
-    def route(self, routing_key: str, headers: dict[str, Any] | None) -> Iterable[Any]:
-        raise NotImplementedError
+    def route(self, routing_key: str, message: Message) -> Iterable[Any]: ...
 
 
-class DirectRouter(Router):
+class DirectRouter:
     def __init__(self) -> None:
         self._table: dict[str, dict[Any, None]] = {}
 
@@ -68,11 +68,11 @@ class DirectRouter(Router):
             if not dests:
                 del self._table[routing_key]
 
-    def route(self, routing_key: str, headers: dict[str, Any] | None) -> Iterable[Any]:
+    def route(self, routing_key: str, message: Message) -> Iterable[Any]:
         return self._table.get(routing_key, ())
 
 
-class FanoutRouter(Router):
+class FanoutRouter:
     def __init__(self) -> None:
         # A destination bound with several keys still gets one copy; count them.
         self._dests: dict[Any, int] = {}
@@ -87,11 +87,11 @@ class FanoutRouter(Router):
         else:
             self._dests.pop(destination, None)
 
-    def route(self, routing_key: str, headers: dict[str, Any] | None) -> Iterable[Any]:
+    def route(self, routing_key: str, message: Message) -> Iterable[Any]:
         return self._dests
 
 
-class TopicRouter(Router):
+class TopicRouter:
     def __init__(self) -> None:
         self._matcher = TopicMatcher()
 
@@ -101,11 +101,11 @@ class TopicRouter(Router):
     def remove(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
         self._matcher.unbind(routing_key, destination)
 
-    def route(self, routing_key: str, headers: dict[str, Any] | None) -> Iterable[Any]:
+    def route(self, routing_key: str, message: Message) -> Iterable[Any]:
         return self._matcher.match(routing_key)
 
 
-class HeadersRouter(Router):
+class HeadersRouter:
     def __init__(self) -> None:
         self._bindings: dict[tuple[Any, Hashable], dict[str, Any]] = {}
 
@@ -116,15 +116,18 @@ class HeadersRouter(Router):
     def remove(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
         self._bindings.pop((destination, freeze(arguments)), None)
 
-    def route(self, routing_key: str, headers: dict[str, Any] | None) -> Iterable[Any]:
+    def route(self, routing_key: str, message: Message) -> Iterable[Any]:
+        headers = message.properties.headers
         return {dest for (dest, _), args in self._bindings.items() if headers_match(args, headers)}
 
 
-ROUTERS: dict[str, type[Router]] = {
-    DIRECT: DirectRouter,
-    FANOUT: FanoutRouter,
-    TOPIC: TopicRouter,
-    HEADERS: HeadersRouter,
+ROUTERS: dict[str, Callable[[dict[str, Any]], Router]] = {
+    DIRECT: lambda arguments: DirectRouter(),
+    FANOUT: lambda arguments: FanoutRouter(),
+    TOPIC: lambda arguments: TopicRouter(),
+    HEADERS: lambda arguments: HeadersRouter(),
+    CONSISTENT_HASH: ConsistentHashRouter,
+    MODULUS_HASH: ModulusHashRouter,
 }
 
 
@@ -150,7 +153,7 @@ class Exchange:
         alternate = self.arguments.get("alternate-exchange")
         self.alternate: str | None = alternate if isinstance(alternate, str) else None
         self.routing_type = self.arguments.get("x-delayed-type", type) if type == DELAYED else type
-        self.router = ROUTERS[self.routing_type]()
+        self.router = ROUTERS[self.routing_type](self.arguments)
         #: Outgoing bindings: (destination, routing key, args key) -> arguments.
         self.bindings: dict[tuple[Any, str, Hashable], dict[str, Any]] = {}
         #: Bindings that lead here (this exchange as a destination).
@@ -204,8 +207,8 @@ class Exchange:
             return journal if destination.durable else None
         return destination.journal
 
-    def route(self, routing_key: str, headers: dict[str, Any] | None) -> Iterable[Any]:
-        return self.router.route(routing_key, headers)
+    def route(self, routing_key: str, message: Message) -> Iterable[Any]:
+        return self.router.route(routing_key, message)
 
     # -- delayed delivery -----------------------------------------------
 

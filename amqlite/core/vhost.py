@@ -11,6 +11,7 @@ from .arguments import EQUIVALENCE_KEYS, check_equivalent, message_ttl, queue_se
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .events import PublishOutcome
 from .exchange import DELAYED, ROUTING_TYPES, Exchange, delay_of
+from .hashing import CONSISTENT_HASH, validate_consistent_hash_arguments
 from .message import Message
 from .queue import Queue
 
@@ -84,6 +85,8 @@ class VirtualHost:
             raise PreconditionFailed(f"unknown exchange type '{type}'")
         if type == DELAYED and arguments.get("x-delayed-type") not in ROUTING_TYPES:
             raise PreconditionFailed("Invalid argument, 'x-delayed-type' must be an existing exchange type")
+        if CONSISTENT_HASH in (type, arguments.get("x-delayed-type")):
+            validate_consistent_hash_arguments(arguments)
         existing = self.exchanges.get(name)
         if existing is None:
             if name.startswith("amq."):
@@ -356,16 +359,16 @@ class VirtualHost:
                 keys = deadletter.routing_keys(message)
             elif not exchange.exchange_destinations and exchange.alternate is None:
                 # The common case: one key, straight to queues.
-                return list(exchange.route(message.routing_key, headers))
+                return list(exchange.route(message.routing_key, message))
         queues: dict[Queue, None] = {}
         seen = {exchange}
         pending = [exchange]
         while pending:
             source = pending.pop()
             if keys is None:
-                destinations = source.route(message.routing_key, headers)
+                destinations = source.route(message.routing_key, message)
             else:
-                destinations = {d for key in keys for d in source.route(key, headers)}
+                destinations = {d for key in keys for d in source.route(key, message)}
             if not destinations and source.alternate is not None:
                 alternate = self.exchanges.get(source.alternate)
                 if alternate is not None and alternate not in seen:
