@@ -41,6 +41,8 @@ EQUIVALENCE_KEYS = (
     "x-delayed-retry-max",
     "x-delayed-retry-multiplier",
     "x-queue-type",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
 )
 
 
@@ -143,10 +145,9 @@ def queue_settings(args: Mapping[str, Any] | None, name: str, vhost: str) -> Que
     if not isinstance(sac, bool):
         raise _invalid("x-single-active-consumer", f"{{unacceptable_type,{amqp_type(sac)}}}", name, vhost)
     queue_type = _str(args, "x-queue-type", name, vhost)
-    if queue_type == "stream":
-        raise _fail("x-queue-type", "only classic and quorum queues are supported", name, vhost, queue_type)
     if queue_type not in (None, "classic", "quorum"):
         raise _invalid("x-queue-type", f'"unsupported queue type \'{queue_type}\'"', name, vhost)
+    _refuse_foreign(args, STREAM_ONLY, f"rabbit_{queue_type or 'classic'}_queue", name, vhost)
     retry = _retry(args, name, vhost)
     limit = _int(args, "x-delivery-limit", name, vhost, 0)
     if limit is None and retry is not None:
@@ -163,6 +164,61 @@ def queue_settings(args: Mapping[str, Any] | None, name: str, vhost: str) -> Que
         single_active_consumer=sac,
         delivery_limit=limit,
         retry=retry,
+    )
+
+
+#: Stream arguments (RabbitMQ's) that other queue types refuse, and the
+#: other way round: queue arguments a stream refuses.
+STREAM_ONLY = ("x-max-age", "x-stream-max-segment-size-bytes")
+NOT_FOR_STREAMS = (
+    "x-message-ttl", "x-expires", "x-max-length", "x-overflow", "x-dead-letter-exchange",
+    "x-dead-letter-routing-key", "x-max-priority", "x-single-active-consumer", "x-delivery-limit",
+    "x-delayed-retry-min", "x-delayed-retry-max", "x-delayed-retry-multiplier",
+)
+#: RabbitMQ's default segment size for streams.
+DEFAULT_STREAM_SEGMENT_SIZE = 500_000_000
+#: x-max-age units, as RabbitMQ reads them (a month is 30 days, a year 365).
+AGE_UNITS = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
+_AGE = re.compile(r"([0-9]+)([YMDhms])")
+
+
+def _refuse_foreign(args: Mapping[str, Any], keys: tuple[str, ...], type_name: str, name: str, vhost: str) -> None:
+    for key in keys:
+        if key in args:
+            raise PreconditionFailed(
+                f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}' of queue type {type_name}")
+
+
+@attrs.frozen(slots=True)
+class StreamSettings:
+    #: Seconds; segments whose newest message is older go (None: kept).
+    max_age: float | None = None
+    max_length_bytes: int | None = None
+    max_segment_size: int = DEFAULT_STREAM_SEGMENT_SIZE
+
+
+def parse_age(text: str) -> float | None:
+    """Seconds in an x-max-age or interval string ("7D", "30m"), or None."""
+    match = _AGE.fullmatch(text)
+    return None if match is None else int(match.group(1)) * AGE_UNITS[match.group(2)]
+
+
+def stream_settings(args: Mapping[str, Any], name: str, vhost: str, *, durable: bool, exclusive: bool,
+                    auto_delete: bool) -> StreamSettings:
+    """A stream's declaration checked as RabbitMQ checks it, in its words."""
+    for refused, prop in ((not durable, "non-durable"), (exclusive, "exclusive-owner"), (auto_delete, "auto-delete")):
+        if refused:
+            raise PreconditionFailed(f"invalid property '{prop}' for queue '{name}' in vhost '{vhost}'")
+    _refuse_foreign(args, NOT_FOR_STREAMS, "rabbit_stream_queue", name, vhost)
+    max_age = _str(args, "x-max-age", name, vhost)
+    age = None if max_age is None else parse_age(max_age)
+    if max_age is not None and age is None:
+        raise _invalid("x-max-age", "invalid_max_age", name, vhost)
+    segment_size = _int(args, "x-stream-max-segment-size-bytes", name, vhost, 1)
+    return StreamSettings(
+        max_age=age,
+        max_length_bytes=_int(args, "x-max-length-bytes", name, vhost, 0),
+        max_segment_size=DEFAULT_STREAM_SEGMENT_SIZE if segment_size is None else segment_size,
     )
 
 

@@ -44,7 +44,7 @@ class Backing:
         if journal is not None and entry.message.persistent:
             journal.enqueued(self.queue, entry)
         self.ready.append(entry)
-        if journal is not None and self.ready.in_memory > journal.queue_budget:
+        if journal is not None and self.over_budget:
             journal.over_budget(self.queue)
 
     def removed(self, entry: Entry) -> None:
@@ -110,12 +110,17 @@ class Backing:
             and message.store_refs == 1
             and entry.store_segment == message.store_segment
             and self.journal is not None
-            and self.journal.is_written(entry)
+            and self.journal.is_written(entry.store_segment, entry.store_offset)
         )
 
     def _unwritten(self, entry: Entry) -> bool:
         """Recorded, but not on disk yet: pageable after a later write."""
-        return entry.store_offset >= 0 and self.journal is not None and not self.journal.is_written(entry)
+        return (entry.store_offset >= 0 and self.journal is not None
+                and not self.journal.is_written(entry.store_segment, entry.store_offset))
+
+    @property
+    def over_budget(self) -> bool:
+        return self.journal is not None and self.ready.in_memory > self.journal.queue_budget
 
     def page_out(self) -> int:
         """Move ready messages beyond the memory budget to disk only."""

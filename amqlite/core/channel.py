@@ -401,10 +401,24 @@ class Channel:
         self._settle(self._take(delivery_tag, multiple), Settlement.ACK, now)
 
     def nack(self, delivery_tag: int, *, now: float, multiple: bool = False, requeue: bool = True) -> None:
-        self._settle(self._take(delivery_tag, multiple), Settlement.REQUEUE if requeue else Settlement.REJECT, now)
+        records = self._refuse_for_streams(self._take(delivery_tag, multiple))
+        self._settle(records, Settlement.REQUEUE if requeue else Settlement.REJECT, now)
 
     def reject(self, delivery_tag: int, *, now: float, requeue: bool = True) -> None:
-        self._settle(self._take(delivery_tag, False), Settlement.REQUEUE if requeue else Settlement.REJECT, now)
+        records = self._refuse_for_streams(self._take(delivery_tag, False))
+        self._settle(records, Settlement.REQUEUE if requeue else Settlement.REJECT, now)
+
+    def _refuse_for_streams(self, records: list[tuple[int, Unacked]]) -> list[tuple[int, Unacked]]:
+        """RabbitMQ closes the connection on a nack or reject of a stream's
+        delivery. The records go back first, so that the close requeues
+        what other queues lent."""
+        for _, (_, queue, _) in records:
+            if queue.is_stream:
+                self.unacked.update(records)
+                self.unacked = OrderedDict(sorted(self.unacked.items()))
+                raise NotImplemented_("basic.nack and basic.reject not supported by stream queues "
+                                      f"queue '{queue.name}' in vhost '{self.vhost.name}'")
+        return records
 
     def recover(self, *, now: float, requeue: bool = True) -> None:
         if not requeue:

@@ -37,12 +37,15 @@ class PublishOutcome:
     for a mandatory message that reached no queue (the client gets
     basic.return 312). ``rejected`` is set when a queue refused it
     (x-overflow reject-publish): a publisher in confirm mode gets a nack.
+    ``streamed`` is set when a stream took it: it is on its way to disk
+    whatever its delivery mode, and its confirm waits for that.
     """
 
     routed: int
     returned: bool = False
     rejected: bool = False
     delayed: bool = False
+    streamed: bool = False
 
 
 @attrs.frozen(slots=True)

@@ -9,13 +9,14 @@ tests run it with no journal at all.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Counter, Protocol
 
 if TYPE_CHECKING:
     from .events import PublishOutcome
     from .exchange import Exchange
     from .message import Entry, Message
     from .queue import Queue
+    from .stream import Stream
 
 
 class Journal(Protocol):
@@ -48,8 +49,8 @@ class Journal(Protocol):
         """The one confirm rule: the position ``synced`` must reach before
         a publisher confirm for this publish may go (0: at once). Called
         right after the publish. A persistent message is confirmed once its
-        record is on disk; a transient, unrouted or refused one (a nack)
-        waits for nothing."""
+        record is on disk, and so is any message a stream took; a
+        transient, unrouted or refused one (a nack) waits for nothing."""
         ...
 
     def exchange_declared(self, exchange: Exchange) -> None: ...
@@ -80,7 +81,9 @@ class Journal(Protocol):
 
     # Paging: the core asks, the driver acts later (after a write, in a thread).
 
-    def is_written(self, entry: Entry) -> bool: ...
+    def is_written(self, segment: int, offset: int) -> bool:
+        """Whether the record at ``offset`` of ``segment`` is on disk."""
+        ...
 
     def over_budget(self, queue: Queue) -> None: ...
 
@@ -89,3 +92,15 @@ class Journal(Protocol):
     def removed_paged(self, queue: Queue, seq: int, segment: int) -> None: ...
 
     def released(self, exchange: Exchange, message: Message) -> None: ...
+
+    # Streams (core/stream.py): every message is recorded, whatever its
+    # delivery mode, and stays until retention truncates the stream.
+
+    def stream_appended(self, stream: Stream, offset: int, message: Message, now: float) -> tuple[int, int]:
+        """Record a message at ``offset``; returns where: (segment, offset)."""
+        ...
+
+    def stream_truncated(self, stream: Stream, first: int, segments: Counter[int]) -> None:
+        """Messages before offset ``first`` are gone; ``segments`` counts
+        the records they leave behind, per segment."""
+        ...

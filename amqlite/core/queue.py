@@ -33,6 +33,9 @@ _COMPACT_SLACK = 1024
 
 
 class Queue:
+    #: A stream (core/stream.py) keeps what it delivers.
+    is_stream = False
+
     def __init__(
         self,
         vhost: VirtualHost,
@@ -476,6 +479,19 @@ class Queue:
         return len(dropped) + paged
 
     # -- paging -------------------------------------------------------------
+
+    @property
+    def over_budget(self) -> bool:
+        """More ready messages in memory than the journal's budget."""
+        return self.backing.over_budget
+
+    def page_out(self) -> int:
+        """Let go of ready messages whose records are on disk (after a write)."""
+        return self.backing.page_out()
+
+    def page_in_requests(self, low_water: int, batch: int) -> list[tuple[int, list[PagedRef]]]:
+        """Batches to read back from disk: (priority, refs)."""
+        return self.backing.page_in_requests(low_water, batch)
 
     def paged_in(self, priority: int, refs: list[PagedRef], messages: list[Message], now: float) -> None:
         """Messages read back from disk for ``refs`` (the backing's page_in_requests)."""

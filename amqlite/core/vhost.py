@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from . import deadletter
-from .arguments import EQUIVALENCE_KEYS, check_equivalent, message_ttl, queue_settings
+from .arguments import EQUIVALENCE_KEYS, check_equivalent, message_ttl, queue_settings, stream_settings
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .events import PublishOutcome
 from .exchange import DELAYED, ROUTING_TYPES, Exchange, delay_of
 from .hashing import CONSISTENT_HASH, validate_consistent_hash_arguments
 from .message import Message
 from .queue import Queue
+from .stream import Stream
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -31,6 +32,7 @@ PREDECLARED = (
 
 # Outcomes are immutable: share the common ones instead of building each.
 ROUTED_TO_ONE = PublishOutcome(routed=1)
+STREAMED_TO_ONE = PublishOutcome(routed=1, streamed=True)
 REJECTED = PublishOutcome(routed=0, rejected=True)
 UNROUTED = PublishOutcome(routed=0)
 RETURNED = PublishOutcome(routed=0, returned=True)
@@ -197,9 +199,9 @@ class VirtualHost:
         """``server_named``: ``name`` is one the caller had the broker make
         up (``Broker.new_name``), so its ``amq.`` prefix is no reservation."""
         if passive:
-            queue = self.get_queue(name, owner)
-            queue.touch(now)
-            return queue
+            found = self.get_queue(name, owner)
+            found.touch(now)
+            return found
         if name == "":
             name = self.broker.new_name("amq.gen-", self.queues)
         elif name.startswith("amq.") and not server_named:
@@ -229,17 +231,22 @@ class VirtualHost:
             check_equivalent("queue", name, self.name, existing.arguments, arguments, EQUIVALENCE_KEYS)
             existing.touch(now)
             return existing
-        settings = queue_settings(arguments, name, self.name)
-        queue = Queue(
-            self,
-            name,
-            settings,
-            durable=durable,
-            exclusive_owner=owner if exclusive else None,
-            auto_delete=auto_delete,
-            arguments=arguments,
-            now=now,
-        )
+        queue: Queue
+        if arguments.get("x-queue-type") == "stream":
+            settings = stream_settings(arguments, name, self.name, durable=durable, exclusive=exclusive,
+                                       auto_delete=auto_delete)
+            queue = Stream(self, name, settings, arguments=arguments, now=now)
+        else:
+            queue = Queue(
+                self,
+                name,
+                queue_settings(arguments, name, self.name),
+                durable=durable,
+                exclusive_owner=owner if exclusive else None,
+                auto_delete=auto_delete,
+                arguments=arguments,
+                now=now,
+            )
         self.queues[name] = queue
         if queue.journal is not None:
             queue.journal.queue_declared(queue)
@@ -340,11 +347,17 @@ class VirtualHost:
                 bcc=tuple(k for k in bcc if isinstance(k, str)) if isinstance(bcc, list) else (),
             )
         if len(queues) == 1:
-            return ROUTED_TO_ONE if queues[0].enqueue(message, ttl, now) else REJECTED
+            queue = queues[0]
+            if not queue.enqueue(message, ttl, now):
+                return REJECTED
+            return STREAMED_TO_ONE if queue.is_stream else ROUTED_TO_ONE
         routed = 0
+        streamed = False
         for queue in queues:
-            routed += queue.enqueue(message, ttl, now)
-        return PublishOutcome(routed=routed, rejected=routed < len(queues))
+            taken = queue.enqueue(message, ttl, now)
+            routed += taken
+            streamed |= taken and queue.is_stream
+        return PublishOutcome(routed=routed, rejected=routed < len(queues), streamed=streamed)
 
     def route(
         self, exchange: Exchange, message: Message, keys: list[str] | None, delayers: list[Exchange] | None = None

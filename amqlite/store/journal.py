@@ -43,6 +43,8 @@ from .records import (
     RETRY,
     RETRY_RECORD,
     SNAPSHOT,
+    TRUNCATE,
+    TRUNCATE_RECORD,
     content,
     load_message,
 )
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from ..core.exchange import Exchange
     from ..core.message import Entry, Message
     from ..core.queue import Queue
+    from ..core.stream import Stream
 
 log = get_logger(__name__)
 
@@ -279,10 +282,30 @@ class DiskJournal:
         # Routed on, it is a new publication to whatever queues it reaches.
         message.store_id = None
 
+    # -- streams (core hooks) ------------------------------------------------
+
+    def stream_appended(self, stream: Stream, offset: int, message: Message, now: float) -> tuple[int, int]:
+        # A PUBLISH record, so that recovery, segment indexes and reads back
+        # serve streams unchanged: seq is the offset, and the expiry column
+        # holds the time it was appended (a stream's messages never expire).
+        head = PUBLISH_HEAD.pack(self._next_msg, stream.store_id, offset, now, 0, len(message.body))
+        self._next_msg += 1
+        segment, position = self._append(PUBLISH, head + content(message), message)
+        self._live[segment] += 2  # its body and its entry, as a paged message counts
+        return segment, position
+
+    def stream_truncated(self, stream: Stream, first: int, segments: Counter[int]) -> None:
+        if self._recovering:
+            return
+        segment, _ = self._append(TRUNCATE, TRUNCATE_RECORD.pack(stream.store_id, first))
+        for target, records_left in segments.items():
+            self._live[target] -= 2 * records_left
+            self._ref(segment, target)
+
     # -- paging (core hooks) -------------------------------------------------
 
-    def is_written(self, entry: Entry) -> bool:
-        return self.log.is_written(entry.store_segment, entry.store_offset)
+    def is_written(self, segment: int, offset: int) -> bool:
+        return self.log.is_written(segment, offset)
 
     def over_budget(self, queue: Queue) -> None:
         self._over_budget[queue] = None
@@ -305,13 +328,10 @@ class DiskJournal:
         (trio thread, after a sync). Returns how many messages went."""
         queues = self._due_after_write | self._over_budget
         self._due_after_write = {}
-        paged = sum(queue.backing.page_out() for queue in queues)
+        paged = sum(queue.page_out() for queue in queues)
         # A queue marked during the write may page more after the next one
         # (its newest messages were not in this batch); keep it while over.
-        self._over_budget = {
-            queue: None for queue in self._over_budget
-            if not queue.deleted and queue.ready.in_memory > self.queue_budget
-        }
+        self._over_budget = {queue: None for queue in self._over_budget if not queue.deleted and queue.over_budget}
         return paged
 
     def page_in_work(self) -> list[tuple[Queue, int, list[PagedRef]]]:
@@ -321,7 +341,7 @@ class DiskJournal:
         return [
             (queue, priority, refs)
             for queue in requests
-            for priority, refs in queue.backing.page_in_requests(low_water, batch)
+            for priority, refs in queue.page_in_requests(low_water, batch)
         ]
 
     def read_paged(self, refs: list[PagedRef]) -> list[Message]:
@@ -369,7 +389,7 @@ class DiskJournal:
     def confirm_position(self, persistent: bool, outcome: PublishOutcome) -> int:
         """See :meth:`amqlite.core.journal.Journal.confirm_position`."""
         stored = outcome.routed or outcome.delayed  # a held message is on disk too
-        return self.position if persistent and stored and not outcome.rejected else 0
+        return self.position if (persistent or outcome.streamed) and stored and not outcome.rejected else 0
 
     @property
     def accepting(self) -> bool:

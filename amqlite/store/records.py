@@ -12,6 +12,7 @@ RETRY       queue id, seq, due: waiting out a retry delay
 MOVE        queue id, old seq, new seq: back from a retry delay, at the tail
 HOLD        msg id, due, vhost, exchange, then the content
 RELEASE     msg id: a held delayed message was routed
+TRUNCATE    queue id, first offset: a stream's retention removed what came before
 ==========  ===================================================================
 
 Content is exchange and routing key (shortstr), the AMQP content header
@@ -31,7 +32,7 @@ from ..core.message import Message
 if TYPE_CHECKING:
     from .segments import SegmentLog
 
-DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE = range(1, 11)
+DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE, TRUNCATE = range(1, 12)
 
 PUBLISH_HEAD = struct.Struct(">QQQdBI")
 ENQUEUE_HEAD = struct.Struct(">QQQd")
@@ -39,6 +40,7 @@ ENTRY = struct.Struct(">QQ")
 COUNT_RECORD = struct.Struct(">QQI")
 RETRY_RECORD = struct.Struct(">QQd")
 MOVE_RECORD = struct.Struct(">QQQ")
+TRUNCATE_RECORD = struct.Struct(">QQ")
 HOLD_HEAD = struct.Struct(">Qd")
 ID = struct.Struct(">Q")
 _LEN = struct.Struct(">I")

@@ -32,6 +32,7 @@ import attrs
 from .. import defaults
 from ..amqp.values import decode_name
 from ..amqp.values import decode_table
+from ..core.stream import Stream
 from ..log import get_logger
 from . import records, segment_index
 from .segment_index import COPY, DELIVERED, MOVED, OUT, RECENT, REMOVED, Rows
@@ -151,6 +152,8 @@ class _Replay:
         #: ENQUEUE records whose PUBLISH was not recent: msg id -> [(key, ENQUEUE segment)].
         self.unresolved: dict[int, list[tuple[tuple[int, int], int]]] = {}
         self.holds: dict[int, tuple[str, str, float, Message, int]] = {}
+        #: Streams' retention: queue id -> (first offset kept, TRUNCATE's segment).
+        self.truncations: dict[int, tuple[int, int]] = {}
         self.indexed: set[int] = set()
 
     def ref(self, segment: int, target: int) -> None:
@@ -286,6 +289,10 @@ class _Replay:
                 else:
                     self.definitions.pop(key, None)
                 self.definition_segments.add(segment)
+        elif kind == records.TRUNCATE:
+            queue_id, first = records.TRUNCATE_RECORD.unpack_from(payload)
+            if first >= self.truncations.get(queue_id, (0, 0))[0]:
+                self.truncations[queue_id] = (first, segment)
         elif kind == records.MOVE:
             queue_id, old_seq, new_seq = records.MOVE_RECORD.unpack_from(payload)
             found = self._locate(queue_id, old_seq)
@@ -397,6 +404,22 @@ def _runs(segments: array[int], start: int, end: int) -> Iterator[tuple[int, int
         start = stop
 
 
+def _restore_stream(stream: Stream, index: _QueueIndex, replay: _Replay) -> None:
+    """A stream's records are PUBLISH records in offset order (seq is the
+    offset, the expiry column the time appended); those before its last
+    TRUNCATE are gone, and that record points at them until their
+    segments are."""
+    first, truncated_in = replay.truncations.get(stream.store_id or 0, (0, 0))
+    seqs, segments = index.seqs, index.segments
+    start = bisect.bisect_left(seqs, first)
+    for segment, _ in _runs(segments, 0, start):
+        replay.ref(truncated_in, segment)
+    for segment, count in _runs(segments, start, len(seqs)):
+        replay.live[segment] += 2 * count
+    stream.restore_log(seqs[start:], segments[start:], index.offsets[start:], index.sizes[start:],
+                       index.expires[start:], end=max(first, seqs[-1] + 1 if seqs else 0))
+
+
 def recover(
     segment_log: SegmentLog,
     directory: Path,
@@ -422,6 +445,9 @@ def recover(
         queue = queues.get(queue_id)
         if queue is None:
             continue  # deleted
+        if isinstance(queue, Stream):
+            _restore_stream(queue, index, replay)
+            continue
         # Never hand out a seq the log still holds, even for removed messages.
         queue.note_seq(max(index.seqs, default=0))
         full = queue.ready.in_memory >= queue_budget  # only restore() below changes it

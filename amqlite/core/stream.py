@@ -1,0 +1,400 @@
+"""A stream: an append-only log of messages that consuming does not remove.
+
+RabbitMQ's stream queue as AMQP 0-9-1 clients see it. Each message gets an
+offset (0, 1, 2 ...) and keeps it. A consumer starts where its
+``x-stream-offset`` says and moves on with a cursor of its own, so any
+number of consumers read everything, each at its own pace; an ack only
+returns credit. Retention removes whole segments from the head: a reader
+left behind moves to the new first offset, as in RabbitMQ.
+
+Memory. With durable storage, a stream keeps its newest messages in memory
+(the journal's queue budget) and, for every other message, where its
+record lies (8 bytes). A reader behind that window reads batches back from
+disk through the journal, as a paged queue does, and holds one batch at a
+time, so memory grows neither with the backlog nor with the readers.
+Without storage (the embedded broker with no data directory) every
+retained message stays in memory.
+
+Chunks. RabbitMQ writes a stream in chunks and seeks by them: ``last`` is
+the first message of the last chunk, a timestamp finds the first chunk
+stamped at or after it. Here too a chunk is what one write of the journal
+carries (without a journal: what was appended at one instant).
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+from collections import Counter, deque
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .arguments import QueueSettings, StreamSettings, parse_age
+from .consumer import Consumer
+from .errors import NotImplemented_, PreconditionFailed
+from .message import GONE, UNACKED, Entry, Message
+from .queue import Queue
+from .ready import PagedRef
+
+if TYPE_CHECKING:
+    from .vhost import VirtualHost
+
+FIRST, LAST, NEXT = "first", "last", "next"
+OFFSET_HEADER = "x-stream-offset"
+#: Messages a reader behind the memory window reads back from disk at once.
+READ_BATCH = 256
+#: After a restart, messages appended within this many seconds share a chunk.
+RECOVERED_CHUNK = 0.001
+
+
+@attrs.define(slots=True, eq=False)
+class _Segment:
+    """A retention unit: retention removes whole segments, never the last."""
+
+    first: int
+    bytes: int = 0
+    #: When its newest message was appended.
+    last_time: float = 0.0
+
+
+@attrs.define(slots=True, eq=False)
+class _Reader:
+    """A consumer's place in the stream."""
+
+    #: Identifies the reader in storage's read requests.
+    key: int
+    #: The offset it gets next.
+    next: int
+    #: Messages read back from disk, from offset ``buffer_first`` on.
+    buffer: deque[Message] = attrs.field(factory=deque)
+    buffer_first: int = 0
+    #: A read from disk is asked for or under way.
+    reading: bool = False
+
+
+def _stamped(message: Message, offset: int) -> Message:
+    """The message as the stream keeps and delivers it: with its offset in
+    the ``x-stream-offset`` header, as RabbitMQ delivers it."""
+    headers = dict(message.properties.headers or {})
+    headers[OFFSET_HEADER] = offset
+    return Message(message.exchange, message.routing_key, message.properties._replace(headers=headers), message.body)
+
+
+class Stream(Queue):
+    is_stream = True
+
+    def __init__(self, vhost: VirtualHost, name: str, settings: StreamSettings, *,
+                 arguments: dict[str, Any] | None = None, now: float = 0.0) -> None:
+        super().__init__(vhost, name, QueueSettings(), durable=True, arguments=arguments, now=now)
+        self.stream_settings = settings
+        #: Offsets of the first retained message and of the next one appended.
+        self.first = 0
+        self.end = 0
+        #: The newest messages, from offset ``_memory_first`` to ``end``.
+        self._memory: deque[Message] = deque()
+        self._memory_first = 0
+        #: Where each retained message's record is (durable storage only):
+        #: journal segment and offset, from offset ``first`` on.
+        self._record_segments = array("I")
+        self._record_offsets = array("I")
+        #: Chunks: first offset and time of each (see the module's docstring).
+        self._chunk_offsets = array("q")
+        self._chunk_times = array("d")
+        self._segments: deque[_Segment] = deque([_Segment(0)])
+        self.bytes = 0
+        self._readers: dict[Consumer, _Reader] = {}
+        self._next_reader = 0
+
+    # -- counts ---------------------------------------------------------
+
+    @property
+    def message_count(self) -> int:
+        """Messages retained, as RabbitMQ's declare-ok reports them (it
+        catches up a moment after a publish; this is exact at once)."""
+        return self.end - self.first
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    # -- appending ------------------------------------------------------
+
+    def enqueue(self, message: Message, message_ttl: float | None, now: float) -> bool:
+        journal = self.journal
+        if journal is not None and not journal.accepting:
+            self.vhost.broker.dropped(self.name, message, "store-unavailable")
+            return False
+        offset = self.end
+        message = _stamped(message, offset)
+        if journal is None:
+            new_chunk = not self._chunk_times or now > self._chunk_times[-1]
+        else:
+            # A chunk is what one write of the journal carries, as in RabbitMQ.
+            new_chunk = offset == self.first or journal.is_written(self._record_segments[-1],
+                                                                    self._record_offsets[-1])
+            segment, position = journal.stream_appended(self, offset, message, now)
+            self._record_segments.append(segment)
+            self._record_offsets.append(position)
+        self._memory.append(message)
+        self.end = offset + 1
+        self._note(offset, len(message.body), now, new_chunk)
+        self.stats.publish += 1
+        if journal is not None and len(self._memory) > journal.queue_budget:
+            journal.over_budget(self)
+        if self.consumers:
+            self.dispatch(now)
+        return True
+
+    def _note(self, offset: int, size: int, now: float, new_chunk: bool, *, retain: bool = True) -> None:
+        """Chunk, segment and (unless recovering) retention bookkeeping of
+        one appended message."""
+        if new_chunk:
+            self._chunk_offsets.append(offset)
+            self._chunk_times.append(now)
+        segment = self._segments[-1]
+        if segment.bytes >= self.stream_settings.max_segment_size:
+            segment = _Segment(offset)
+            self._segments.append(segment)
+            if retain:
+                self._retain(now)
+        segment.bytes += size
+        segment.last_time = now
+        self.bytes += size
+
+    def _retain(self, now: float) -> None:
+        """Remove the oldest segments that retention no longer keeps; done
+        when a segment rolls over, as RabbitMQ does, never the last one."""
+        settings, segments = self.stream_settings, self._segments
+        total, drop = self.bytes, 0
+        while len(segments) - drop > 1:
+            head = segments[drop]
+            too_big = settings.max_length_bytes is not None and total > settings.max_length_bytes
+            too_old = settings.max_age is not None and head.last_time < now - settings.max_age
+            if not (too_big or too_old):
+                break
+            total -= head.bytes
+            drop += 1
+        if drop:
+            for _ in range(drop):
+                segments.popleft()
+            self.bytes = total
+            self._truncate(segments[0].first)
+
+    def _truncate(self, first: int) -> None:
+        gone = first - self.first
+        journal = self.journal
+        if journal is not None:
+            journal.stream_truncated(self, first, Counter(self._record_segments[:gone]))
+            del self._record_segments[:gone]
+            del self._record_offsets[:gone]
+        dropped_from_memory = min(max(0, first - self._memory_first), len(self._memory))
+        for _ in range(dropped_from_memory):
+            self._memory.popleft()
+        self._memory_first = max(self._memory_first, first)
+        chunk = bisect.bisect_right(self._chunk_offsets, first) - 1
+        del self._chunk_offsets[:chunk]
+        del self._chunk_times[:chunk]
+        self._chunk_offsets[0] = first
+        self.first = first
+        for reader in self._readers.values():
+            if reader.next < first:
+                reader.next = first
+                reader.buffer.clear()
+
+    # -- reading --------------------------------------------------------
+
+    def start_offset(self, spec: Any, now: float) -> int:
+        """Where a consumer with ``x-stream-offset: spec`` starts."""
+        if spec is None or spec == NEXT:
+            return self.end
+        if spec == FIRST:
+            return self.first
+        if spec == LAST:
+            return self._chunk_offsets[-1] if self.end > self.first else self.end
+        if isinstance(spec, datetime):
+            return self._offset_at(spec.timestamp())
+        if isinstance(spec, int) and not isinstance(spec, bool):
+            return min(max(spec, self.first), self.end)
+        if isinstance(spec, str) and (age := parse_age(spec)) is not None:
+            return self._offset_at(now - age)
+        # RabbitMQ's channel crashes here (541); a client error is clearer.
+        raise PreconditionFailed(
+            f"invalid x-stream-offset {spec!r}: expected first, last, next, an offset, a timestamp "
+            "or an interval such as 30m, 1h or 7D")
+
+    def _offset_at(self, when: float) -> int:
+        """The first chunk appended at or after ``when``."""
+        chunk = bisect.bisect_left(self._chunk_times, when)
+        return self._chunk_offsets[chunk] if chunk < len(self._chunk_offsets) else self.end
+
+    def add_consumer(self, consumer: Consumer, now: float) -> None:
+        if consumer.no_ack:
+            raise NotImplemented_(f"automatic acknowledgement not supported by stream queues {self._where}")
+        if not consumer.prefetch:
+            raise PreconditionFailed(f"consumer prefetch count is not set for '{self._where}'")
+        start = self.start_offset(consumer.arguments.get(OFFSET_HEADER), now)
+        self._next_reader += 1
+        self._readers[consumer] = _Reader(self._next_reader, start)
+        self.consumers.append(consumer)
+        self.dispatch(now)
+
+    def remove_consumer(self, consumer: Consumer, now: float) -> None:
+        if self._readers.pop(consumer, None) is not None:
+            self.consumers.remove(consumer)
+
+    @property
+    def _where(self) -> str:
+        return f"queue '{self.name}' in vhost '{self.vhost.name}'"
+
+    def dispatch(self, now: float) -> None:
+        if self._dispatching or self.deleted:
+            return
+        self._dispatching = True
+        try:
+            for consumer in list(self.consumers):
+                reader = self._readers.get(consumer)
+                while reader is not None and reader.next < self.end and consumer.has_credit():
+                    message = self._message_for(reader)
+                    if message is None:
+                        break  # on its way back from disk
+                    entry = Entry(message, reader.next)
+                    reader.next += 1
+                    consumer.channel.deliver(consumer, self, entry)
+                    reader = self._readers.get(consumer)  # a delivery may end it (embedded cancel)
+        finally:
+            self._dispatching = False
+
+    def _message_for(self, reader: _Reader) -> Message | None:
+        offset = reader.next
+        if offset >= self._memory_first:
+            reader.buffer.clear()
+            return self._memory[offset - self._memory_first]
+        buffer = reader.buffer
+        if buffer and reader.buffer_first != offset:
+            buffer.clear()  # moved on by retention
+        if not buffer:
+            reader.buffer_first = offset
+        if len(buffer) < READ_BATCH // 2 and reader.buffer_first + len(buffer) < self._memory_first:
+            self._ask_read(reader)  # the next batch, while this one is delivered
+        if not buffer:
+            return None
+        reader.buffer_first += 1
+        return buffer.popleft()
+
+    def _ask_read(self, reader: _Reader) -> None:
+        if not reader.reading and self.journal is not None:
+            reader.reading = True
+            self.journal.wants_page_in(self)
+
+    # -- storage: reads and the memory window --------------------------
+
+    def page_in_requests(self, low_water: int, batch: int) -> list[tuple[int, list[PagedRef]]]:
+        """What readers behind the memory window need from disk: one batch
+        each, keyed by reader."""
+        requests = []
+        for reader in self._readers.values():
+            if not reader.reading:
+                continue
+            start = max(reader.buffer_first + len(reader.buffer), self.first)
+            stop = min(start + READ_BATCH, self._memory_first)
+            if start >= stop:
+                reader.reading = False
+                continue
+            base = self.first
+            requests.append((reader.key, [
+                (self._record_segments[i - base], self._record_offsets[i - base], i, 0) for i in range(start, stop)
+            ]))
+        return requests
+
+    def paged_in(self, priority: int, refs: list[PagedRef], messages: list[Message], now: float) -> None:
+        reader = self._reader(priority)
+        if reader is None:
+            return
+        reader.reading = False
+        if refs and refs[0][2] == reader.buffer_first + len(reader.buffer):
+            reader.buffer.extend(messages)
+        self.dispatch(now)
+
+    def page_in_failed(self, priority: int, refs: list[PagedRef], error: str) -> None:
+        """A reader's batch could not be read: its consumer is cancelled
+        (the client hears basic.cancel), the stream stays as it is."""
+        for consumer, reader in list(self._readers.items()):
+            if reader.key == priority:
+                self.remove_consumer(consumer, 0.0)
+                consumer.channel.server_cancel(consumer)
+
+    def _reader(self, key: int) -> _Reader | None:
+        return next((reader for reader in self._readers.values() if reader.key == key), None)
+
+    @property
+    def over_budget(self) -> bool:
+        journal = self.journal
+        return journal is not None and len(self._memory) > journal.queue_budget
+
+    def page_out(self) -> int:
+        """Let the oldest messages in memory go once their records are on
+        disk; readers read them back from there."""
+        journal = self.journal
+        if journal is None:
+            return 0
+        memory, base, gone = self._memory, self.first, 0
+        while len(memory) > journal.queue_budget:
+            i = self._memory_first - base
+            if not journal.is_written(self._record_segments[i], self._record_offsets[i]):
+                break
+            memory.popleft()
+            self._memory_first += 1
+            gone += 1
+        return gone
+
+    def restore_log(self, offsets: array[int], segments: array[int], positions: array[int], sizes: array[int],
+                    times: array[float], end: int) -> None:
+        """Recovered from the journal: the retained messages (offset order),
+        all on disk; ``end`` is the next offset to hand out."""
+        self.end = max(end, offsets[-1] + 1 if offsets else 0)
+        self.first = offsets[0] if offsets else self.end
+        self._memory_first = self.end
+        self._record_segments = array("I", segments)
+        self._record_offsets = array("I", positions)
+        self._segments = deque([_Segment(self.first)])
+        chunk_times = self._chunk_times
+        for offset, size, when in zip(offsets, sizes, times):
+            # Which write carried each message is not recorded: after a
+            # restart, a chunk is what was appended within a millisecond.
+            self._note(offset, size, when, not chunk_times or when >= chunk_times[-1] + RECOVERED_CHUNK, retain=False)
+
+    # -- what streams refuse or ignore ---------------------------------
+
+    def fetch(self, now: float) -> Entry | None:
+        raise NotImplemented_(f"basic.get not supported by stream queues {self._where}")
+
+    def purge(self) -> int:
+        raise NotImplemented_(f"queue.purge not supported by stream queues {self._where}")
+
+    def lend(self, entry: Entry) -> None:
+        entry.state = UNACKED
+        self.unacked += 1
+
+    def settle(self, entry: Entry) -> None:
+        """An ack returns credit; the message stays in the stream."""
+        if entry.state == UNACKED:
+            self.unacked -= 1
+        entry.state = GONE
+
+    def give_back(self, entry: Entry, requeue: bool, now: float, *, failed: bool = True) -> None:
+        self.settle(entry)  # a closed channel's unacked deliveries: nothing to requeue
+
+    def unlend(self, entry: Entry, now: float) -> None:
+        self.settle(entry)
+
+    def close(self) -> int:
+        self.deleted = True
+        self.timer_at = None
+        if self.journal is not None:
+            self.journal.stream_truncated(self, self.end, Counter(self._record_segments))
+        self._memory.clear()
+        self._readers.clear()
+        return 0
+
