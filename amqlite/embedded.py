@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
+from datetime import datetime
 from pathlib import Path
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -88,6 +89,12 @@ class Delivery:
     @property
     def headers(self) -> dict[str, Any]:
         return self.properties.headers or {}
+
+    @property
+    def offset(self) -> int | None:
+        """Its offset in the stream it came from (None from a queue)."""
+        offset = self.headers.get("x-stream-offset")
+        return offset if isinstance(offset, int) else None
 
     def ack(self, *, multiple: bool = False) -> None:
         self._channel.ack(self.delivery_tag, multiple=multiple)
@@ -409,9 +416,15 @@ class Channel:
         exclusive: bool = False,
         arguments: dict[str, Any] | None = None,
         prefetch: int | None = None,
+        offset: int | str | datetime | None = None,
     ) -> Consumer:
-        """Start a consumer. ``prefetch`` is a shortcut for basic_qos first."""
+        """Start a consumer. ``prefetch`` is a shortcut for basic_qos first.
+        ``offset``, on a stream, is where to start, as ``x-stream-offset``:
+        ``"first"``, ``"last"``, ``"next"`` (the default), an offset, a
+        datetime, or an interval back from now such as ``"1h"`` or ``"7D"``."""
         await trio.lowlevel.checkpoint()
+        if offset is not None:
+            arguments = {**(arguments or {}), "x-stream-offset": offset}
         if prefetch is not None:
             self._run(self._core.qos, prefetch, now=self._broker.now())
         # Register the iterator before the core starts pushing deliveries.

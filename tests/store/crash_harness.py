@@ -60,8 +60,14 @@ FIXED = (("crash.fixed.topic", "topic", "probe.#", None),
          ("crash.fixed.headers", "headers", "", {"x-match": "all", "probe": "yes", "n": 7}))
 #: Small segments: segments fill, roll over and get deleted within a round.
 SEGMENT_SIZE = 16 * 1024
-#: Publisher names: "p*" publish straight to QUEUE (order checked), "d*" through the delayed exchange.
-PUBLISHERS = ("p0", "p1", "d0")
+#: A stream with retention: it truncates itself within a round. Its
+#: publisher sends transient messages: a stream confirms them once on disk.
+STREAM = "crash-stream"
+STREAM_ARGUMENTS = {"x-queue-type": "stream", "x-max-length-bytes": 64 * 1024,
+                    "x-stream-max-segment-size-bytes": 8 * 1024}
+#: Publisher names: "p*" publish straight to QUEUE (order checked), "d*"
+#: through the delayed exchange, "s*" to the stream.
+PUBLISHERS = ("p0", "p1", "d0", "s0")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -81,6 +87,7 @@ def declare(ch: Any) -> None:
     ch.exchange_declare(DELAYED_EXCHANGE, "x-delayed-message", durable=True,
                         arguments={"x-delayed-type": "direct"})
     ch.queue_bind(DELAYED_QUEUE, DELAYED_EXCHANGE, "d")
+    ch.queue_declare(STREAM, durable=True, arguments=STREAM_ARGUMENTS)
 
 
 def publisher(port: int, name: str, first: int, confirmed_file: str, body_size: int) -> None:
@@ -105,7 +112,10 @@ def publisher(port: int, name: str, first: int, confirmed_file: str, body_size: 
         while True:
             ident = f"{name}:{n}"
             try:
-                if delayed:
+                if name.startswith("s"):
+                    ch.basic_publish("", STREAM, ident.encode() + b" " + padding,
+                                     pika.BasicProperties(message_id=ident))
+                elif delayed:
                     ch.basic_publish(DELAYED_EXCHANGE, "d", ident.encode() + b" " + padding, pika.BasicProperties(
                         delivery_mode=2, message_id=ident, headers={"x-delay": rng.randint(0, MAX_DELAY_MS)}))
                 else:
@@ -271,7 +281,9 @@ class Harness:
                    AMQLITE_HOST="127.0.0.1", PYTHONPATH=str(ROOT))
         with open(self.server_log, "wb") as log:
             self.server = subprocess.Popen(
-                [sys.executable, "-m", "amqlite.cli", "serve", "--port", "0", "--data-dir", str(self.data_dir)],
+                # No HTTP: RabbitMQ's management and Prometheus ports may be taken.
+                [sys.executable, "-m", "amqlite.cli", "serve", "--port", "0", "--management-port", "0",
+                 "--prometheus-port", "0", "--data-dir", str(self.data_dir)],
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
     def wait_listening(self, timeout: float = 30.0) -> None:
@@ -344,6 +356,43 @@ class Harness:
         connection.close()
         return found
 
+    def read_stream(self) -> list[tuple[int, str]]:
+        """(offset, id) of everything the stream retains, read from its first offset."""
+        connection = _connect(self.port)
+        ch = connection.channel()
+        declare(ch)
+        count = ch.queue_declare(STREAM, passive=True, durable=True,
+                                 arguments=STREAM_ARGUMENTS).method.message_count
+        ch.basic_qos(prefetch_count=500)
+        found: list[tuple[int, str]] = []
+        ch.basic_consume(STREAM, lambda ch_, method, properties, body: (
+            found.append((properties.headers["x-stream-offset"], properties.message_id)),
+            ch_.basic_ack(method.delivery_tag)), arguments={"x-stream-offset": "first"})
+        deadline = time.monotonic() + 30
+        while len(found) < count and time.monotonic() < deadline:
+            connection.process_data_events(time_limit=0.05)
+        connection.close()
+        return found
+
+    def check_stream(self, label: str) -> None:
+        """Offsets run without a gap; no id twice; every confirmed id newer
+        than the first one retained is there, in publication order."""
+        found = self.read_stream()
+        problems = self.results.problems
+        offsets = [offset for offset, _ in found]
+        if offsets != list(range(offsets[0], offsets[0] + len(offsets))) if offsets else False:
+            problems.append(f"{label}: stream offsets with gaps or repeats")
+        ids = [ident for _, ident in found]
+        numbers = [int(ident.split(":")[1]) for ident in ids]
+        if numbers != sorted(set(numbers)):
+            problems.append(f"{label}: stream ids repeated or out of order")
+        confirmed = {int(ident.split(":")[1]) for path in self.confirmed_files for ident in self._ids(path)
+                     if ident.startswith("s")}
+        lost = {n for n in confirmed if numbers and n > numbers[0]} - set(numbers)
+        if lost:
+            problems.append(f"{label}: stream lost confirmed {sorted(lost)[:10]} ({len(lost)})")
+        self.say(f"{label}: stream={len(found)} from offset {offsets[0] if offsets else '-'}")
+
     def declare_fixed(self) -> None:
         connection = _connect(self.port)
         ch = connection.channel()
@@ -386,7 +435,8 @@ class Harness:
         found = self.browse()
         confirmed: set[str] = set()
         for path in self.confirmed_files:
-            confirmed.update(self._ids(path))
+            confirmed.update(ident for ident in self._ids(path) if not ident.startswith("s"))
+        self.check_stream(label)
         acked = set(self._ids(self.acked_file))
         sending = set(self._ids(Path(f"{self.acked_file}.sending")))
         ids = [ident for ident, _ in found]

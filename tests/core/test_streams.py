@@ -1,0 +1,189 @@
+"""Stream queues in the pure core: offsets, readers, retention, chunks."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from amqlite.core.broker import Broker
+from amqlite.core.channel import Channel
+from amqlite.core.errors import NotImplemented_, PreconditionFailed
+from amqlite.core.stream import Stream
+
+from support import deliveries
+
+STREAM = {"x-queue-type": "stream"}
+
+
+def declare(ch: Channel, name: str = "s", now: float = 0.0, **arguments: object) -> Stream:
+    stream = ch.declare_queue(name, durable=True, arguments={**STREAM, **arguments}, now=now)
+    assert isinstance(stream, Stream)
+    return stream
+
+
+def offsets_of(events: list) -> list[int]:
+    return [event.message.properties.headers["x-stream-offset"] for event in events]
+
+
+def reader(broker: Broker, offset: object = "first", prefetch: int = 1000, now: float = 0.0) -> Channel:
+    ch = broker.connect().open_channel()
+    ch.qos(prefetch, now=now)
+    ch.consume("s", now=now, arguments={"x-stream-offset": offset})
+    return ch
+
+
+def test_every_reader_gets_everything_from_its_offset_and_acks_remove_nothing(broker: Broker, ch: Channel) -> None:
+    stream = declare(ch)
+    for n in range(10):
+        ch.publish(b"%d" % n, routing_key="s", now=0.0)
+    early, late = reader(broker, "first"), reader(broker, 7)
+    got = deliveries(early)
+    assert offsets_of(got) == list(range(10)) and [e.message.body for e in got] == [b"%d" % n for n in range(10)]
+    assert offsets_of(deliveries(late)) == [7, 8, 9]
+    early.ack(got[-1].delivery_tag, multiple=True, now=0.0)
+    assert stream.message_count == 10 and stream.first == 0
+    assert offsets_of(deliveries(reader(broker, "first"))) == list(range(10))
+
+
+def test_prefetch_is_required_and_bounds_each_reader(broker: Broker, ch: Channel) -> None:
+    declare(ch)
+    with pytest.raises(PreconditionFailed, match="consumer prefetch count is not set"):
+        ch.consume("s", now=0.0)
+    for n in range(5):
+        ch.publish(b"x", routing_key="s", now=0.0)
+    slow = reader(broker, "first", prefetch=2)
+    first = deliveries(slow)
+    assert offsets_of(first) == [0, 1]
+    slow.ack(first[0].delivery_tag, now=0.0)
+    assert offsets_of(deliveries(slow)) == [2]
+
+
+def test_get_purge_and_nack_are_refused_at_connection_level(broker: Broker, ch: Channel) -> None:
+    declare(ch)
+    ch.publish(b"x", routing_key="s", now=0.0)
+    for refused in (lambda: ch.get("s", now=0.0), lambda: ch.purge_queue("s")):
+        with pytest.raises(NotImplemented_) as error:
+            refused()
+        assert error.value.connection_level
+    consumer = reader(broker)
+    tag = deliveries(consumer)[0].delivery_tag
+    with pytest.raises(NotImplemented_, match="basic.nack and basic.reject"):
+        consumer.nack(tag, now=0.0)
+    assert tag in consumer.unacked  # still there for the close that follows
+
+
+def test_offsets_by_time_and_interval_find_the_first_chunk_at_or_after(broker: Broker, ch: Channel) -> None:
+    declare(ch)
+    base = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()
+    for minute in range(60):  # one message a minute for an hour
+        ch.publish(b"%d" % minute, routing_key="s", now=base + 60 * minute)
+    end = base + 3600
+    assert offsets_of(deliveries(reader(broker, "30m", now=end)))[0] == 30
+    assert offsets_of(deliveries(reader(broker, "1h", now=end)))[0] == 0
+    assert offsets_of(deliveries(reader(broker, "7D", now=end)))[0] == 0
+    at = datetime.fromtimestamp(base + 60 * 45 - 1, timezone.utc)
+    assert offsets_of(deliveries(reader(broker, at, now=end)))[0] == 45
+    assert deliveries(reader(broker, "1s", now=end)) == []  # nothing that recent
+    assert offsets_of(deliveries(reader(broker, "last", now=end))) == [59]
+
+
+def test_last_is_the_first_message_of_the_last_chunk(broker: Broker, ch: Channel) -> None:
+    declare(ch)
+    ch.publish(b"a", routing_key="s", now=1.0)
+    for body in (b"b", b"c", b"d"):  # appended at one instant: one chunk
+        ch.publish(body, routing_key="s", now=2.0)
+    assert offsets_of(deliveries(reader(broker, "last", now=3.0))) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("spec", ["bogus", 1.5, "10x", True])
+def test_an_unusable_offset_is_406_not_a_crash(broker: Broker, ch: Channel, spec: object) -> None:
+    declare(ch)
+    ch.qos(10, now=0.0)
+    with pytest.raises(PreconditionFailed, match="invalid x-stream-offset"):
+        ch.consume("s", now=0.0, arguments={"x-stream-offset": spec})
+    assert ch.consumers == {}
+
+
+def test_retention_by_size_removes_whole_old_segments_never_the_last(broker: Broker, ch: Channel) -> None:
+    stream = declare(ch, **{"x-max-length-bytes": 250, "x-stream-max-segment-size-bytes": 100})
+    for n in range(100):
+        ch.publish(b"0123456789", routing_key="s", now=float(n))  # 10 segments of 10 messages
+    # Retention ran when the last segment rolled (at offset 90): the sealed
+    # segments within 250 bytes stayed (70-89), then the new one filled up.
+    assert (stream.first, stream.end, stream.bytes, stream.segment_count) == (70, 100, 300, 3)
+    assert offsets_of(deliveries(reader(broker, "first")))[0] == stream.first
+    assert offsets_of(deliveries(reader(broker, 0)))[0] == stream.first
+
+
+def test_retention_by_age_removes_segments_whose_newest_message_is_too_old(broker: Broker, ch: Channel) -> None:
+    stream = declare(ch, **{"x-max-age": "1h", "x-stream-max-segment-size-bytes": 10})
+    for n in range(5):
+        ch.publish(b"0123456789", routing_key="s", now=0.0)  # five full one-message segments
+    ch.publish(b"late", routing_key="s", now=3601.0)  # rolls: the old ones are past an hour
+    assert (stream.first, stream.end, stream.segment_count) == (5, 6, 1)
+
+
+def test_a_reader_on_a_removed_segment_moves_to_the_new_first_offset(broker: Broker, ch: Channel) -> None:
+    stream = declare(ch, **{"x-max-length-bytes": 20, "x-stream-max-segment-size-bytes": 10})
+    ch.publish(b"0123456789", routing_key="s", now=0.0)
+    slow = reader(broker, "first", prefetch=1)
+    assert offsets_of(deliveries(slow)) == [0]
+    for _ in range(10):
+        ch.publish(b"0123456789", routing_key="s", now=0.0)
+    slow.ack(0, multiple=True, now=0.0)
+    assert offsets_of(deliveries(slow)) == [stream.first] and stream.first > 1
+
+
+def test_deleting_a_stream_cancels_its_readers(broker: Broker, ch: Channel) -> None:
+    declare(ch)
+    consumer = reader(broker)
+    ch.delete_queue("s", now=0.0)
+    assert [type(event).__name__ for event in consumer.outbox] == ["ConsumerCancelled"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(st.one_of(
+        st.tuples(st.just("publish"), st.integers(1, 30)),
+        st.tuples(st.just("join"), st.one_of(st.integers(-5, 200), st.sampled_from(["first", "last", "next"]))),
+        st.tuples(st.just("ack"), st.integers(0, 5)),
+    ), max_size=40),
+    segment=st.integers(20, 200),
+    limit=st.one_of(st.none(), st.integers(50, 400)),
+)
+def test_readers_see_each_retained_offset_once_in_order_and_retention_only_moves_them_forward(
+        steps: list[tuple[str, object]], segment: int, limit: int | None) -> None:
+    """Nothing lost, nothing duplicated: a reader receives consecutive
+    offsets from where it started, except where retention removed the
+    segment it was on, and then it goes on at the new first offset."""
+    broker = Broker()
+    ch = broker.connect().open_channel()
+    arguments: dict[str, object] = {"x-stream-max-segment-size-bytes": segment}
+    if limit is not None:
+        arguments["x-max-length-bytes"] = limit
+    stream = declare(ch, **arguments)
+    readers: list[tuple[Channel, list[int]]] = []
+    for kind, value in steps:
+        if kind == "publish":
+            assert isinstance(value, int)
+            for _ in range(value):
+                ch.publish(b"0123456789", routing_key="s", now=0.0)
+        elif kind == "join":
+            readers.append((reader(broker, value, prefetch=7), []))
+        elif readers:
+            assert isinstance(value, int)
+            consumer, _ = readers[value % len(readers)]
+            if consumer.unacked:
+                consumer.ack(0, multiple=True, now=0.0)
+        for consumer, seen in readers:
+            for offset in offsets_of(deliveries(consumer)):
+                if seen:
+                    assert offset == seen[-1] + 1 or offset == stream.first > seen[-1] + 1
+                seen.append(offset)
+            assert not seen or stream.first <= seen[-1] + 1 or consumer.unacked
+    for consumer, seen in readers:
+        assert seen == sorted(set(seen))
+        assert all(offset < stream.end for offset in seen)
