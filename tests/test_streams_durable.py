@@ -113,3 +113,26 @@ async def test_a_deleted_stream_leaves_nothing_live_and_does_not_come_back(tmp_p
         assert sum(broker.core.journal._live.values()) == 0
     async with amqlite.open_broker(data_dir=tmp_path) as broker:
         assert "events" not in broker.core.vhosts["/"].queues
+
+
+async def test_a_groups_committed_offset_survives_a_restart(tmp_path: Path) -> None:
+    async with amqlite.open_broker(data_dir=tmp_path) as broker:
+        ch = await broker.channel()
+        await ch.queue_declare("events", durable=True, arguments=STREAM)
+        await publish(broker, 20)
+        worker = await broker.channel()
+        async with await worker.consume("events", prefetch=5, offset="first",
+                                        arguments={"x-stream-group": "mailer"}) as deliveries:
+            async for delivery in deliveries:
+                delivery.ack()
+                if delivery.offset == 11:
+                    break
+        await trio.sleep(0.05)  # the commit rides the next write
+    async with amqlite.open_broker(data_dir=tmp_path) as broker:
+        assert the_stream(broker).group_offsets["mailer"].committed == 12
+        worker = await broker.channel()
+        async with await worker.consume("events", prefetch=5,
+                                        arguments={"x-stream-group": "mailer"}) as deliveries:
+            async for delivery in deliveries:
+                assert delivery.offset == 12  # resumes right after what was acked
+                break

@@ -104,3 +104,8 @@ class Journal(Protocol):
         """Messages before offset ``first`` are gone; ``segments`` counts
         the records they leave behind, per segment."""
         ...
+
+    def group_committed(self, stream: Stream, group: str, committed: int) -> None:
+        """A consumer group's committed offset on ``stream`` moved; the
+        latest one is written with the next batch."""
+        ...

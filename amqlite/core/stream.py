@@ -34,6 +34,7 @@ import attrs
 from .arguments import QueueSettings, StreamSettings, parse_age
 from .consumer import Consumer
 from .errors import NotImplemented_, PreconditionFailed
+from .groups import GROUP_ARGUMENT, ConsumerGroup, GroupOffset
 from .message import GONE, UNACKED, Entry, Message
 from .queue import Queue
 from .ready import PagedRef
@@ -106,6 +107,11 @@ class Stream(Queue):
         self.bytes = 0
         self._readers: dict[Consumer, _Reader] = {}
         self._next_reader = 0
+        #: Consumer groups' progress here (core/groups.py), and which group
+        #: each delivery still unacked went to.
+        self.group_offsets: dict[str, GroupOffset] = {}
+        self._group_of: dict[Consumer, ConsumerGroup] = {}
+        self._pending: dict[Entry, GroupOffset] = {}
 
     # -- counts ---------------------------------------------------------
 
@@ -202,6 +208,14 @@ class Stream(Queue):
             if reader.next < first:
                 reader.next = first
                 reader.buffer.clear()
+        for offset in self.group_offsets.values():
+            if offset.committed < first:
+                offset.truncated(first)
+                self._committed(offset)
+
+    def _committed(self, offset: GroupOffset) -> None:
+        if self.journal is not None:
+            self.journal.group_committed(self, offset.group, offset.committed)
 
     # -- reading --------------------------------------------------------
 
@@ -235,14 +249,59 @@ class Stream(Queue):
         if not consumer.prefetch:
             raise PreconditionFailed(f"consumer prefetch count is not set for '{self._where}'")
         start = self.start_offset(consumer.arguments.get(OFFSET_HEADER), now)
+        group_name = consumer.arguments.get(GROUP_ARGUMENT)
+        if group_name is not None and not isinstance(group_name, str):
+            raise PreconditionFailed(f"invalid {GROUP_ARGUMENT} {group_name!r}: expected a string")
         self._next_reader += 1
         self._readers[consumer] = _Reader(self._next_reader, start)
         self.consumers.append(consumer)
-        self.dispatch(now)
+        if group_name is None:
+            self.dispatch(now)
+            return
+        # Where a group new to this stream starts; a known one resumes.
+        self.group_offsets.setdefault(group_name, GroupOffset(group_name, start))
+        group = self.vhost.groups.get(group_name)
+        if group is None:
+            group = self.vhost.groups[group_name] = ConsumerGroup(group_name)
+        self._group_of[consumer] = group
+        group.join(self, consumer)
+        group.rebalance(now)
 
     def remove_consumer(self, consumer: Consumer, now: float) -> None:
-        if self._readers.pop(consumer, None) is not None:
-            self.consumers.remove(consumer)
+        if self._readers.pop(consumer, None) is None:
+            return
+        self.consumers.remove(consumer)
+        group = self._group_of.pop(consumer, None)
+        if group is not None:
+            offset = self.group_offsets[group.name]
+            if offset.active is consumer:
+                offset.restart(None, self.first)
+            group.leave(self, consumer)
+            if group.empty:
+                del self.vhost.groups[group.name]
+            else:
+                group.rebalance(now)
+
+    def activate(self, group_name: str, consumer: Consumer, now: float) -> None:
+        """Make ``consumer`` the one that delivers to its group here; it
+        starts at the group's committed offset."""
+        offset = self.group_offsets[group_name]
+        if offset.active is consumer:
+            return
+        offset.restart(consumer, self.first)
+        reader = self._readers[consumer]
+        reader.next = offset.committed
+        reader.buffer.clear()
+        self.dispatch(now)
+
+    def _delivers(self, consumer: Consumer) -> GroupOffset | None | bool:
+        """False if the consumer waits (a group member not active here);
+        else its group's offset, or None outside a group."""
+        group = self._group_of.get(consumer)
+        if group is None:
+            return None
+        offset = self.group_offsets[group.name]
+        return offset if offset.active is consumer else False
 
     @property
     def _where(self) -> str:
@@ -254,12 +313,18 @@ class Stream(Queue):
         self._dispatching = True
         try:
             for consumer in list(self.consumers):
+                group = self._delivers(consumer)
+                if group is False:
+                    continue
                 reader = self._readers.get(consumer)
                 while reader is not None and reader.next < self.end and consumer.has_credit():
                     message = self._message_for(reader)
                     if message is None:
                         break  # on its way back from disk
                     entry = Entry(message, reader.next)
+                    if isinstance(group, GroupOffset):
+                        group.delivered(reader.next)
+                        self._pending[entry] = group
                     reader.next += 1
                     consumer.channel.deliver(consumer, self, entry)
                     reader = self._readers.get(consumer)  # a delivery may end it (embedded cancel)
@@ -349,6 +414,10 @@ class Stream(Queue):
             gone += 1
         return gone
 
+    def restore_group(self, name: str, committed: int) -> None:
+        """A group's committed offset, recovered from the journal."""
+        self.group_offsets[name] = GroupOffset(name, max(committed, self.first))
+
     def restore_log(self, offsets: array[int], segments: array[int], positions: array[int], sizes: array[int],
                     times: array[float], end: int) -> None:
         """Recovered from the journal: the retained messages (offset order),
@@ -378,23 +447,41 @@ class Stream(Queue):
         self.unacked += 1
 
     def settle(self, entry: Entry) -> None:
-        """An ack returns credit; the message stays in the stream."""
+        """An ack returns credit (the message stays in the stream) and
+        moves a group's committed offset on."""
+        self._release(entry)
+        offset = self._pending.pop(entry, None)
+        if offset is not None and offset.acked(entry.seq):
+            self._committed(offset)
+
+    def _release(self, entry: Entry) -> None:
         if entry.state == UNACKED:
             self.unacked -= 1
         entry.state = GONE
 
     def give_back(self, entry: Entry, requeue: bool, now: float, *, failed: bool = True) -> None:
-        self.settle(entry)  # a closed channel's unacked deliveries: nothing to requeue
+        """A closed channel's unacked delivery: nothing to requeue, and for
+        a group not done, so its committed offset stays before it."""
+        self._release(entry)
+        self._pending.pop(entry, None)
 
     def unlend(self, entry: Entry, now: float) -> None:
-        self.settle(entry)
+        self.give_back(entry, True, now)
 
     def close(self) -> int:
         self.deleted = True
         self.timer_at = None
         if self.journal is not None:
             self.journal.stream_truncated(self, self.end, Counter(self._record_segments))
+        for group in set(self._group_of.values()):
+            group.drop_stream(self)
+            if group.empty:
+                self.vhost.groups.pop(group.name, None)
+            else:
+                group.rebalance(self._last_used)
         self._memory.clear()
         self._readers.clear()
+        self._group_of.clear()
+        self._pending.clear()
         return 0
 

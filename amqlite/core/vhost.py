@@ -11,6 +11,7 @@ from .arguments import EQUIVALENCE_KEYS, check_equivalent, message_ttl, queue_se
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .events import PublishOutcome
 from .exchange import DELAYED, ROUTING_TYPES, Exchange, delay_of
+from .groups import ConsumerGroup
 from .hashing import CONSISTENT_HASH, validate_consistent_hash_arguments
 from .message import Message
 from .queue import Queue
@@ -51,6 +52,8 @@ class VirtualHost:
         #: RabbitMQ's vhost limits ("max-connections", "max-queues"); a
         #: negative value, like an absent one, means no limit.
         self.limits: dict[str, int] = {}
+        #: Consumer groups on this vhost's streams (core/groups.py).
+        self.groups: dict[str, ConsumerGroup] = {}
         for ex_name, ex_type in PREDECLARED:
             self.exchanges[ex_name] = Exchange(self, ex_name, ex_type, durable=True)
 

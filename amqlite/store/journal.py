@@ -45,6 +45,8 @@ from .records import (
     SNAPSHOT,
     TRUNCATE,
     TRUNCATE_RECORD,
+    GROUP,
+    GROUP_HEAD,
     content,
     load_message,
 )
@@ -131,6 +133,10 @@ class DiskJournal:
         #: message being released (see _append_releases).
         self._releases: list[tuple[int, int]] = []
         self._releasing: Message | None = None
+        #: Consumer groups' committed offsets not yet appended, and the
+        #: segment of each group's newest GROUP record: (stream id, group).
+        self._group_commits: dict[tuple[Stream, str], int] = {}
+        self._group_records: dict[tuple[int, str], int] = {}
 
     # -- helpers ------------------------------------------------------------
 
@@ -212,6 +218,8 @@ class DiskJournal:
 
     def queue_deleted(self, queue: Queue) -> None:
         self._define(("queue", queue.vhost.name, queue.name), None)
+        for key in [key for key in self._group_records if key[0] == queue.store_id]:
+            self._live[self._group_records.pop(key)] -= 1
 
     # -- messages (core hooks) ----------------------------------------------
 
@@ -294,6 +302,26 @@ class DiskJournal:
         self._live[segment] += 2  # its body and its entry, as a paged message counts
         return segment, position
 
+    def group_committed(self, stream: Stream, group: str, committed: int) -> None:
+        if not self._group_commits and not self.log.dirty and self.log.on_pending is not None:
+            self.log.on_pending()  # an ack alone still needs a write
+        self._group_commits[stream, group] = committed
+
+    def _append_group_commits(self) -> None:
+        """One GROUP record per group that moved since the last batch; the
+        newest record of each group is live, the one it replaces no more."""
+        commits, self._group_commits = self._group_commits, {}
+        for (stream, group), committed in commits.items():
+            if stream.deleted:
+                continue
+            segment, _ = self._append(GROUP, GROUP_HEAD.pack(stream.store_id, committed) + encode_shortstr(group))
+            key = (stream.store_id or 0, group)
+            replaced = self._group_records.get(key)
+            if replaced is not None:
+                self._live[replaced] -= 1
+            self._group_records[key] = segment
+            self._live[segment] += 1
+
     def stream_truncated(self, stream: Stream, first: int, segments: Counter[int]) -> None:
         if self._recovering:
             return
@@ -358,13 +386,15 @@ class DiskJournal:
     @property
     def dirty(self) -> bool:
         """Records wait to be written."""
-        return self.log.dirty or bool(self._releases)
+        return self.log.dirty or bool(self._releases) or bool(self._group_commits)
 
     def take_batch(self) -> tuple[list[tuple[int, bytes]], int]:
         """Everything appended so far, for a writer, and the position it
         reaches (trio thread)."""
         if self._releases:
             self._append_releases()
+        if self._group_commits:
+            self._append_group_commits()
         # Queues over budget so far can page what this batch writes.
         self._due_after_write.update(self._over_budget)
         self._over_budget = {}
@@ -540,6 +570,7 @@ class DiskJournal:
         self._live = recovered.live
         self._refs = recovered.refs
         self._indexed = set(recovered.indexed)
+        self._group_records = dict(recovered.group_records)
 
     def read_message(self, segment: int, offset: int) -> Message:
         """The message of the PUBLISH record at ``offset`` of ``segment``,

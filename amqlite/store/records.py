@@ -13,6 +13,7 @@ MOVE        queue id, old seq, new seq: back from a retry delay, at the tail
 HOLD        msg id, due, vhost, exchange, then the content
 RELEASE     msg id: a held delayed message was routed
 TRUNCATE    queue id, first offset: a stream's retention removed what came before
+GROUP       queue id, committed offset, group name: a consumer group's progress on a stream
 ==========  ===================================================================
 
 Content is exchange and routing key (shortstr), the AMQP content header
@@ -32,7 +33,7 @@ from ..core.message import Message
 if TYPE_CHECKING:
     from .segments import SegmentLog
 
-DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE, TRUNCATE = range(1, 12)
+DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE, TRUNCATE, GROUP = range(1, 13)
 
 PUBLISH_HEAD = struct.Struct(">QQQdBI")
 ENQUEUE_HEAD = struct.Struct(">QQQd")
@@ -41,6 +42,7 @@ COUNT_RECORD = struct.Struct(">QQI")
 RETRY_RECORD = struct.Struct(">QQd")
 MOVE_RECORD = struct.Struct(">QQQ")
 TRUNCATE_RECORD = struct.Struct(">QQ")
+GROUP_HEAD = struct.Struct(">QQ")
 HOLD_HEAD = struct.Struct(">Qd")
 ID = struct.Struct(">Q")
 _LEN = struct.Struct(">I")

@@ -109,6 +109,9 @@ class Recovered:
     refs: dict[int, set[int]]
     #: Sealed segments whose index file was used (see segment_index).
     indexed: set[int]
+    #: The segment of each consumer group's newest GROUP record, by
+    #: (stream id, group); those records are live.
+    group_records: dict[tuple[int, str], int]
 
 
 class _QueueIndex(Rows):
@@ -154,6 +157,9 @@ class _Replay:
         self.holds: dict[int, tuple[str, str, float, Message, int]] = {}
         #: Streams' retention: queue id -> (first offset kept, TRUNCATE's segment).
         self.truncations: dict[int, tuple[int, int]] = {}
+        #: Consumer groups' newest committed offsets: (queue id, group) ->
+        #: (committed, GROUP's segment).
+        self.groups: dict[tuple[int, str], tuple[int, int]] = {}
         self.indexed: set[int] = set()
 
     def ref(self, segment: int, target: int) -> None:
@@ -293,6 +299,10 @@ class _Replay:
             queue_id, first = records.TRUNCATE_RECORD.unpack_from(payload)
             if first >= self.truncations.get(queue_id, (0, 0))[0]:
                 self.truncations[queue_id] = (first, segment)
+        elif kind == records.GROUP:
+            queue_id, committed = records.GROUP_HEAD.unpack_from(payload)
+            group, _ = decode_name(payload, records.GROUP_HEAD.size)
+            self.groups[queue_id, group] = (committed, segment)
         elif kind == records.MOVE:
             queue_id, old_seq, new_seq = records.MOVE_RECORD.unpack_from(payload)
             found = self._locate(queue_id, old_seq)
@@ -420,6 +430,19 @@ def _restore_stream(stream: Stream, index: _QueueIndex, replay: _Replay) -> None
                        index.expires[start:], end=max(first, seqs[-1] + 1 if seqs else 0))
 
 
+def _restore_groups(queues: dict[int, Queue], replay: _Replay) -> dict[tuple[int, str], int]:
+    """Consumer groups' committed offsets back on their streams; the
+    segments of the GROUP records that stay live."""
+    kept = {}
+    for (queue_id, group), (committed, segment) in replay.groups.items():
+        stream = queues.get(queue_id)
+        if isinstance(stream, Stream):
+            stream.restore_group(group, committed)
+            replay.live[segment] += 1
+            kept[queue_id, group] = segment
+    return kept
+
+
 def recover(
     segment_log: SegmentLog,
     directory: Path,
@@ -501,6 +524,7 @@ def recover(
             if message.store_refs == 1:
                 live[body_segment] += 1
             restored += 1
+    group_records = _restore_groups(queues, replay)
     for vhost_name, exchange_name, due, message, segment in replay.holds.values():
         vhost = broker.vhosts.get(vhost_name)
         exchange = vhost.exchanges.get(exchange_name) if vhost is not None else None
@@ -512,4 +536,4 @@ def recover(
     log.info("store.recovered", queues=report.queues, messages=report.messages, paged=report.paged,
              held=report.held, segments=report.segments, seconds=round(report.seconds, 3))
     return Recovered(report, replay.next_msg, replay.next_queue, replay.definitions, replay.snapshot_segment,
-                     replay.definition_segments, live, replay.refs, replay.indexed)
+                     replay.definition_segments, live, replay.refs, replay.indexed, group_records)

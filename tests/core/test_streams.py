@@ -187,3 +187,136 @@ def test_readers_see_each_retained_offset_once_in_order_and_retention_only_moves
     for consumer, seen in readers:
         assert seen == sorted(set(seen))
         assert all(offset < stream.end for offset in seen)
+
+
+# -- consumer groups ------------------------------------------------------------
+
+
+def member(broker: Broker, group: str, stream: str = "s", prefetch: int = 100, **arguments: object) -> Channel:
+    """A member of ``group`` (a connection of its own) consuming ``stream``."""
+    ch = broker.connect().open_channel()
+    ch.qos(prefetch, now=0.0)
+    ch.consume(stream, now=0.0, consumer_tag=f"{group}@{stream}",
+               arguments={"x-stream-group": group, **arguments})
+    return ch
+
+
+def test_one_member_of_a_group_is_active_and_the_next_resumes_after_the_committed_offset(
+        broker: Broker, ch: Channel) -> None:
+    stream = declare(ch)
+    for n in range(10):
+        ch.publish(b"%d" % n, routing_key="s", now=0.0)
+    first = member(broker, "billing", **{"x-stream-offset": "first"})
+    second = member(broker, "billing")
+    got = deliveries(first)
+    assert offsets_of(got) == list(range(10)) and deliveries(second) == []
+    first.ack(got[4].delivery_tag, multiple=True, now=0.0)  # 0-4 done
+    first.ack(got[7].delivery_tag, now=0.0)  # 7 done, 5 and 6 not
+    assert stream.group_offsets["billing"].committed == 5
+    first.close(now=0.0)
+    # At least once: the unacked tail comes again, 7 too (acked past a gap).
+    assert offsets_of(deliveries(second)) == [5, 6, 7, 8, 9]
+
+
+def test_groups_are_independent_and_a_returning_group_resumes(broker: Broker, ch: Channel) -> None:
+    stream = declare(ch)
+    for n in range(6):
+        ch.publish(b"%d" % n, routing_key="s", now=0.0)
+    a = member(broker, "a", **{"x-stream-offset": "first"})
+    b = member(broker, "b", **{"x-stream-offset": 3})
+    got_a, got_b = deliveries(a), deliveries(b)
+    assert (offsets_of(got_a), offsets_of(got_b)) == ([0, 1, 2, 3, 4, 5], [3, 4, 5])
+    a.ack(got_a[2].delivery_tag, multiple=True, now=0.0)
+    a.close(now=0.0)
+    assert "a" not in broker.vhosts["/"].groups and stream.group_offsets["a"].committed == 3
+    # The group's offset wins over the argument, as Kafka's does over auto.offset.reset.
+    back = member(broker, "a", **{"x-stream-offset": "first"})
+    assert offsets_of(deliveries(back)) == [3, 4, 5]
+
+
+def test_a_group_shares_partitions_among_members_and_rebalances(broker: Broker, ch: Channel) -> None:
+    partitions = [f"p{n}" for n in range(4)]
+    for name in partitions:
+        declare(ch, name)
+    members = []
+    for _ in range(2):
+        conn = broker.connect().open_channel()
+        conn.qos(10, now=0.0)
+        for name in partitions:
+            conn.consume(name, now=0.0, arguments={"x-stream-group": "workers", "x-stream-offset": "first"})
+        members.append(conn)
+
+    def owners() -> list[int]:
+        for name in partitions:
+            ch.publish(name.encode(), routing_key=name, now=0.0)
+        served = [sorted(e.message.body.decode() for e in deliveries(m)) for m in members]
+        return [next(i for i, got in enumerate(served) if name in got) for name in partitions]
+
+    assert owners() == [0, 1, 0, 1]  # partition i to member i mod 2
+    third = broker.connect().open_channel()
+    third.qos(10, now=0.0)
+    for name in partitions:
+        third.consume(name, now=0.0, arguments={"x-stream-group": "workers"})
+    members.append(third)
+    assert sorted(set(owners())) == [0, 1, 2]
+    members[0].close(now=0.0)
+    assert set(owners()) == {1, 2}
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(st.one_of(
+    st.tuples(st.just("publish"), st.integers(1, 20)),
+    st.tuples(st.just("join"), st.integers(1, 5)),
+    st.tuples(st.just("ack"), st.integers(0, 100)),
+    st.tuples(st.just("die"), st.integers(0, 100)),
+), max_size=40))
+def test_a_groups_committed_offset_never_passes_an_unacked_message_and_every_message_arrives(
+        steps: list[tuple[str, int]]) -> None:
+    broker = Broker()
+    ch = broker.connect().open_channel()
+    stream = declare(ch)
+    members: list[Channel] = []
+    unacked: dict[Channel, dict[int, int]] = {}  # member -> offset -> delivery tag
+    acked: set[int] = set()
+    delivered: set[int] = set()
+    for kind, value in steps:
+        if kind == "publish":
+            for _ in range(value):
+                ch.publish(b"x", routing_key="s", now=0.0)
+        elif kind == "join":
+            m = member(broker, "g", prefetch=value, **{"x-stream-offset": "first"})
+            members.append(m)
+            unacked[m] = {}
+        elif members and kind == "ack":
+            m = members[value % len(members)]
+            if unacked[m]:
+                offset = sorted(unacked[m])[value % len(unacked[m])]
+                m.ack(unacked[m].pop(offset), now=0.0)
+                acked.add(offset)
+        elif members:
+            m = members.pop(value % len(members))
+            m.close(now=0.0)
+            del unacked[m]
+        for m in members:
+            for event in deliveries(m):
+                offset = event.message.properties.headers["x-stream-offset"]
+                unacked[m][offset] = event.delivery_tag
+                delivered.add(offset)
+        group = stream.group_offsets.get("g")
+        if group is not None:
+            outstanding = {offset for held in unacked.values() for offset in held} - acked
+            # Committed: everything before it was acked at some point.
+            assert all(offset in acked for offset in range(group.committed))
+            assert all(offset >= group.committed for offset in outstanding - acked) or not outstanding
+    if members:
+        # A member left that acks everything: every message reaches the group.
+        while any(unacked.values()):
+            for m in members:
+                for offset, tag in unacked[m].items():
+                    m.ack(tag, now=0.0)
+                    acked.add(offset)
+                unacked[m] = {}
+                for event in deliveries(m):
+                    unacked[m][event.message.properties.headers["x-stream-offset"]] = event.delivery_tag
+        assert acked >= set(range(stream.end))
+        assert stream.group_offsets["g"].committed == stream.end
