@@ -35,6 +35,7 @@ LISTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "consumers": ("/api/consumers", ("consumer_tag", "queue", "ack_required", "prefetch_count")),
     "vhosts": ("/api/vhosts", ("name", "messages")),
     "users": ("/api/users", ("name", "tags")),
+    "groups": ("/api/stream-groups", ("vhost", "stream", "group", "committed_offset", "lag")),
 }
 #: Definitions sections in the order an import needs them.
 SECTIONS = ("vhosts", "users", "permissions", "exchanges", "queues", "bindings")

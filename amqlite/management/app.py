@@ -35,6 +35,7 @@ from ..core.events import GetResult, WaitForDisk
 from ..core.message import Properties
 from ..core.permissions import Permission, TopicPermission, valid_pattern
 from ..core.queue import Queue
+from ..core.stream import Stream
 from ..core.vhost import VirtualHost
 from . import definitions, snapshot
 from .rates import Rates, counters, queue_counters
@@ -218,6 +219,18 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
 
     async def queues(request: Request, user: User) -> Response:
         return listing(request, user, lambda v: v.queues, queue_info)
+
+    async def groups(request: Request, user: User) -> Response:
+        """amqlite's own: every consumer group's committed offset and lag
+        on each stream (partition) it reads."""
+        vhost = param(request, "vhost") if "vhost" in request.path_params else None
+        if vhost is not None and vhost not in broker.vhosts:
+            return not_found()
+        return JSONResponse([
+            snapshot.group_info(stream, offset)
+            for v in visible_vhosts(user, vhost) for _, stream in sorted(v.queues.items())
+            if isinstance(stream, Stream) for _, offset in sorted(stream.group_offsets.items())
+        ])
 
     async def queue(request: Request, user: User) -> Response:
         found = visible_vhosts(user, param(request, "vhost"))
@@ -796,6 +809,8 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         Route("/api/definitions", administrator(post_definitions), methods=["POST"]),
         Route("/api/definitions/{vhost}", administrator(get_definitions), methods=["GET"]),
         Route("/api/definitions/{vhost}", administrator(post_definitions), methods=["POST"]),
+        Route("/api/stream-groups", authenticated(groups)),
+        Route("/api/stream-groups/{vhost}", authenticated(groups)),
         Route("/api/queues", authenticated(queues)),
         Route("/api/queues/{vhost}", authenticated(queues)),
         Route("/api/queues/{vhost}/{name}", authenticated(queue), methods=["GET"]),

@@ -19,11 +19,15 @@ from ..core.connection import Connection
 from ..core.consumer import Consumer
 from ..core.exchange import Exchange
 from ..core.message import Message
+from ..core.groups import GroupOffset
 from ..core.queue import Queue
+from ..core.stream import Stream
 from ..core.vhost import VirtualHost
 
 
 def queue_info(queue: Queue) -> dict[str, Any]:
+    if isinstance(queue, Stream):
+        return stream_info(queue)
     ready = queue.message_count
     return {
         "name": queue.name,
@@ -44,6 +48,50 @@ def queue_info(queue: Queue) -> dict[str, Any]:
         # for a delayed retry.
         "messages_paged": queue.paged_count,
         "messages_delayed": queue.delayed_count,
+    }
+
+
+def stream_info(stream: Stream) -> dict[str, Any]:
+    """A stream as RabbitMQ shows one (every retained message counts as
+    ready), with amqlite's ``stream`` section: offsets, size, and each
+    consumer group's committed offset and lag."""
+    count = stream.message_count
+    return {
+        "name": stream.name,
+        "vhost": stream.vhost.name,
+        "durable": True,
+        "auto_delete": False,
+        "exclusive": False,
+        "arguments": dict(stream.arguments),
+        "type": "stream",
+        "state": "running",
+        "node": "amqlite",
+        "messages": count,
+        "messages_ready": count,
+        "messages_unacknowledged": 0,
+        "consumers": stream.consumer_count,
+        "message_stats": {},
+        "stream": {
+            "first_offset": stream.first,
+            "last_offset": stream.end - 1 if count else None,
+            "bytes": stream.bytes,
+            "segments": stream.segment_count,
+            "groups": [group_info(stream, offset) for _, offset in sorted(stream.group_offsets.items())],
+        },
+    }
+
+
+def group_info(stream: Stream, offset: GroupOffset) -> dict[str, Any]:
+    active = offset.active
+    return {
+        "vhost": stream.vhost.name,
+        "stream": stream.name,
+        "group": offset.group,
+        "committed_offset": offset.committed,
+        "lag": stream.end - offset.committed,
+        "active_consumer": None if active is None else {
+            "consumer_tag": active.tag, "connection": active.channel.connection.name,
+            "channel": active.channel.number},
     }
 
 

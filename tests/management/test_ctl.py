@@ -110,3 +110,35 @@ def test_progress_bar_only_on_a_terminal() -> None:
         bar.close()
     assert shown.getvalue().endswith(f"\rredrive [{'#' * 30}] 4/4\n") and "[" + "#" * 15 + " " * 15 + "] 2/4" in shown.getvalue()
     assert piped.getvalue() == ""
+
+
+def test_streams_and_their_groups_offsets_and_lag_show_in_the_api_and_ctl(managed: ManagedServerThread) -> None:
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.confirm_delivery()
+    for partition in ("orders-0", "orders-1"):
+        channel.queue_declare(partition, durable=True, arguments={"x-queue-type": "stream"})
+    for n in range(10):
+        channel.basic_publish("", "orders-0" if n < 6 else "orders-1", b"order")
+    worker = managed.connect().channel()
+    worker.basic_qos(prefetch_count=10)
+    got = []
+    worker.basic_consume("orders-0", lambda ch, method, props, body: got.append(method.delivery_tag),
+                         arguments={"x-stream-group": "shipping", "x-stream-offset": "first"})
+    while len(got) < 6:
+        worker.connection.process_data_events(time_limit=0.05)
+    worker.basic_ack(got[3], multiple=True)  # offsets 0-3 done
+    worker.connection.process_data_events(time_limit=0.1)
+
+    stream = managed.http().get("/api/queues/%2F/orders-0").json()
+    assert (stream["type"], stream["messages"]) == ("stream", 6)
+    section = stream["stream"]
+    assert (section["first_offset"], section["last_offset"], section["segments"]) == (0, 5, 1)
+    assert [(g["group"], g["committed_offset"], g["lag"]) for g in section["groups"]] == [("shipping", 4, 2)]
+    assert section["groups"][0]["active_consumer"]["channel"] == 1
+    lines = run(managed, "list", "groups").splitlines()
+    assert lines[0].split() == ["vhost", "stream", "group", "committed_offset", "lag"]
+    assert lines[1].split() == ["/", "orders-0", "shipping", "4", "2"]
+    assert len(lines) == 2  # orders-1 has no group yet
+    worker.connection.close()
+    connection.close()
