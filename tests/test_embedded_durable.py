@@ -111,3 +111,29 @@ async def test_a_consistent_hash_exchange_places_each_key_on_the_same_queue_afte
     assert len(before) == len(keys) and set(before.values()) == {"p0", "p1", "p2"}
     async with amqlite.open_broker(data_dir=tmp_path) as broker:
         assert await placement(broker) == before
+
+
+async def test_a_durable_exchanges_deduplication_window_survives_a_restart(tmp_path: Path) -> None:
+    def with_id(n: int) -> Properties:
+        return Properties(delivery_mode=2, headers={"x-deduplication-header": f"id-{n}"})
+
+    async with amqlite.open_broker(data_dir=tmp_path) as broker:
+        ch = await broker.channel()
+        await ch.exchange_declare("orders", "fanout", durable=True,
+                                  arguments={"x-message-deduplication": True, "x-cache-size": 3})
+        await ch.queue_declare("shipping", durable=True)
+        await ch.queue_bind("shipping", "orders")
+        await ch.confirm_select()
+        for n in range(5):  # the window keeps ids 2, 3 and 4
+            await ch.publish(b"%d" % n, exchange="orders", properties=with_id(n))
+    async with amqlite.open_broker(data_dir=tmp_path) as broker:
+        ch = await broker.channel()
+        await ch.confirm_select()
+        for n in (2, 3, 4, 0, 1, 5):  # the known ids first: new ones push the oldest out
+            outcome = await ch.publish(b"%d again" % n, exchange="orders", properties=with_id(n))
+            assert outcome is not None and not outcome.rejected
+        bodies = []
+        while (delivery := await ch.get("shipping", no_ack=True)) is not None:
+            bodies.append(delivery.body)
+        assert bodies == [b"0", b"1", b"2", b"3", b"4", b"0 again", b"1 again", b"5 again"]
+        assert len(broker.core.vhosts["/"].exchanges["orders"].deduplicator) == 3

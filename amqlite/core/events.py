@@ -46,6 +46,9 @@ class PublishOutcome:
     rejected: bool = False
     delayed: bool = False
     streamed: bool = False
+    #: An exchange or queue with deduplication knew its id and dropped it:
+    #: still an ack for the publisher, which may then move on.
+    duplicate: bool = False
 
 
 @attrs.frozen(slots=True)

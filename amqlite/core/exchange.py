@@ -13,6 +13,8 @@ import itertools
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Protocol
 
 from .hashing import CONSISTENT_HASH, MODULUS_HASH, ConsistentHashRouter, ModulusHashRouter
+from .dedup import deduplicator_for
+from .fieldtypes import freeze
 from .headers import headers_match, validate_x_match
 from .message import Message
 from .topic import TopicMatcher
@@ -30,16 +32,6 @@ ROUTING_TYPES = (DIRECT, FANOUT, TOPIC, HEADERS, CONSISTENT_HASH, MODULUS_HASH)
 #: Seconds before a due durable delayed message is tried again while the
 #: journal refuses writes (see :meth:`Exchange.on_timer`).
 HOLD_WHILE_STORE_FAILS = 1.0
-
-
-def freeze(value: Any) -> Hashable:
-    """A hashable, order-insensitive key for binding arguments."""
-    if isinstance(value, dict):
-        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(freeze(v) for v in value)
-    # Python says True == 1; AMQP does not, so keep the type in the key.
-    return (type(value).__name__, value)
 
 
 class Router(Protocol):
@@ -166,6 +158,12 @@ class Exchange:
         self.timer_at: float | None = None
         self._pending: list[tuple[float, int, Message]] = []
         self._order = itertools.count()
+        #: x-message-deduplication (core/dedup.py): duplicates are not routed.
+        self.deduplicator = deduplicator_for(self.arguments, f"exchange '{name}' in vhost '{vhost.name}'")
+        journal = vhost.broker.journal if durable else None
+        if self.deduplicator is not None and journal is not None:
+            self.deduplicator.on_taken = lambda value, expires_at: journal.dedup_taken(self, value, expires_at)
+            self.deduplicator.on_forgotten = journal.dedup_forgotten
 
     @property
     def delayed(self) -> bool:

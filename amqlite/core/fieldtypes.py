@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Hashable
 
 #: How deep field tables and arrays may nest (a headers table is level 1).
 #: Decoding, encoding and the embedded publish all enforce it, so a message
@@ -27,6 +27,17 @@ def nesting(value: Any) -> int:
         deepest = max(deepest, depth)
         stack.extend((child, depth + 1) for child in children)
     return deepest
+
+
+def freeze(value: Any) -> Hashable:
+    """A hashable, order-insensitive key for a field value (binding
+    arguments, message ids)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    # Python says True == 1; AMQP does not, so keep the type in the key.
+    return (type(value).__name__, value)
 
 
 class Long(int):

@@ -50,7 +50,9 @@ class Journal(Protocol):
         a publisher confirm for this publish may go (0: at once). Called
         right after the publish. A persistent message is confirmed once its
         record is on disk, and so is any message a stream took; a
-        transient, unrouted or refused one (a nack) waits for nothing."""
+        duplicate waits for everything appended before it (the original
+        among it); a transient, unrouted or refused one (a nack) waits for
+        nothing."""
         ...
 
     def exchange_declared(self, exchange: Exchange) -> None: ...
@@ -103,6 +105,15 @@ class Journal(Protocol):
     def stream_truncated(self, stream: Stream, first: int, segments: Counter[int]) -> None:
         """Messages before offset ``first`` are gone; ``segments`` counts
         the records they leave behind, per segment."""
+        ...
+
+    def dedup_taken(self, owner: Queue | Exchange, value: Any, expires_at: float | None) -> int:
+        """A deduplicating durable queue or exchange took a message id
+        (core/dedup.py); returns the segment recording it."""
+        ...
+
+    def dedup_forgotten(self, segment: int) -> None:
+        """An id recorded in ``segment`` left the window."""
         ...
 
     def group_committed(self, stream: Stream, group: str, committed: int) -> None:

@@ -15,6 +15,7 @@ from . import deadletter
 from .arguments import DROP_HEAD, REJECT_PUBLISH_DLX, QueueSettings
 from .backing import Backing
 from .consumer import Consumer
+from .dedup import deduplicator_for
 from .errors import AccessRefused
 from .events import WAIT_FOR_DISK, WaitForDisk
 from .message import DELAYED, GONE, READY, UNACKED, Entry, Message
@@ -79,6 +80,13 @@ class Queue:
         # (due, seq, entry) for entries waiting out a retry delay.
         self._retry: list[tuple[float, int, Entry]] = []
         self.stats = QueueStats()
+        #: x-message-deduplication (core/dedup.py); its window is journalled
+        #: on a durable queue.
+        self.deduplicator = deduplicator_for(self.arguments, f"queue '{name}' in vhost '{vhost.name}'")
+        if self.deduplicator is not None and self.journal is not None:
+            journal = self.journal
+            self.deduplicator.on_taken = lambda value, expires_at: journal.dedup_taken(self, value, expires_at)
+            self.deduplicator.on_forgotten = journal.dedup_forgotten
         self._schedule_expires(now)
 
     # -- counts ---------------------------------------------------------
@@ -511,6 +519,8 @@ class Queue:
         """Mark deleted and drop every message it holds; return how many were ready."""
         count = self.ready.count
         self.purge()
+        if self.deduplicator is not None:
+            self.deduplicator.forget_all()
         self.deleted = True
         self.timer_at = None
         return count

@@ -479,6 +479,8 @@ class Stream(Queue):
                 self.vhost.groups.pop(group.name, None)
             else:
                 group.rebalance(self._last_used)
+        if self.deduplicator is not None:
+            self.deduplicator.forget_all()
         self._memory.clear()
         self._readers.clear()
         self._group_of.clear()

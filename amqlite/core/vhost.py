@@ -34,6 +34,9 @@ PREDECLARED = (
 # Outcomes are immutable: share the common ones instead of building each.
 ROUTED_TO_ONE = PublishOutcome(routed=1)
 STREAMED_TO_ONE = PublishOutcome(routed=1, streamed=True)
+#: A duplicate (core/dedup.py): not stored, yet confirmed, once what came
+#: before it is on disk.
+DUPLICATE = PublishOutcome(routed=0, duplicate=True)
 REJECTED = PublishOutcome(routed=0, rejected=True)
 UNROUTED = PublishOutcome(routed=0)
 RETURNED = PublishOutcome(routed=0, returned=True)
@@ -135,6 +138,8 @@ class VirtualHost:
         if exchange.durable and self.broker.journal is not None:
             self.broker.journal.exchange_deleted(exchange)
         exchange.deleted = True
+        if exchange.deduplicator is not None:
+            exchange.deduplicator.forget_all()
         for message in exchange.drop_pending():
             self.broker.dropped(exchange.name, message, "exchange-deleted")
         for (destination, routing_key, _), arguments in list(exchange.bindings.items()):
@@ -305,6 +310,9 @@ class VirtualHost:
         if exchange.internal:
             raise AccessRefused(f"cannot publish to internal {self._where('exchange', exchange_name)}")
         ttl = message_ttl(message.properties.expiration)
+        if exchange.deduplicator is not None and exchange.deduplicator.duplicate(message, now):
+            self.broker.dropped(exchange_name, message, "duplicate")
+            return DUPLICATE
         if exchange.delayed:
             delay = delay_of(message)
             if delay > 0:
@@ -351,16 +359,24 @@ class VirtualHost:
             )
         if len(queues) == 1:
             queue = queues[0]
+            if queue.deduplicator is not None and queue.deduplicator.duplicate(message, now):
+                self.broker.dropped(queue.name, message, "duplicate")
+                return DUPLICATE
             if not queue.enqueue(message, ttl, now):
                 return REJECTED
             return STREAMED_TO_ONE if queue.is_stream else ROUTED_TO_ONE
         routed = 0
-        streamed = False
+        streamed = duplicate = refused = False
         for queue in queues:
+            if queue.deduplicator is not None and queue.deduplicator.duplicate(message, now):
+                self.broker.dropped(queue.name, message, "duplicate")
+                duplicate = True
+                continue
             taken = queue.enqueue(message, ttl, now)
             routed += taken
+            refused |= not taken
             streamed |= taken and queue.is_stream
-        return PublishOutcome(routed=routed, rejected=routed < len(queues), streamed=streamed)
+        return PublishOutcome(routed=routed, rejected=refused, streamed=streamed, duplicate=duplicate)
 
     def route(
         self, exchange: Exchange, message: Message, keys: list[str] | None, delayers: list[Exchange] | None = None

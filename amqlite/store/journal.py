@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .. import defaults
 from ..amqp.values import encode_shortstr, encode_table
+from ..core.exchange import Exchange
 from ..log import get_logger
 from .recovery import Progress, ProgressLog, Recovered, RecoveryReport, recover
 from .records import (
@@ -47,6 +48,8 @@ from .records import (
     TRUNCATE_RECORD,
     GROUP,
     GROUP_HEAD,
+    DEDUP,
+    DEDUP_HEAD,
     content,
     load_message,
 )
@@ -57,7 +60,6 @@ if TYPE_CHECKING:
     from ..core.broker import Broker
     from ..core.events import PublishOutcome
     from ..core.ready import PagedRef
-    from ..core.exchange import Exchange
     from ..core.message import Entry, Message
     from ..core.queue import Queue
     from ..core.stream import Stream
@@ -302,6 +304,19 @@ class DiskJournal:
         self._live[segment] += 2  # its body and its entry, as a paged message counts
         return segment, position
 
+    def dedup_taken(self, owner: Queue | Exchange, value: Any, expires_at: float | None) -> int:
+        if isinstance(owner, Exchange):
+            head = DEDUP_HEAD.pack(0, _NONE if expires_at is None else expires_at) + encode_shortstr(
+                owner.vhost.name) + encode_shortstr(owner.name)
+        else:
+            head = DEDUP_HEAD.pack(owner.store_id, _NONE if expires_at is None else expires_at) + b"\0\0"
+        segment, _ = self._append(DEDUP, head + encode_table({"id": value}))
+        self._live[segment] += 1
+        return segment
+
+    def dedup_forgotten(self, segment: int) -> None:
+        self._live[segment] -= 1
+
     def group_committed(self, stream: Stream, group: str, committed: int) -> None:
         if not self._group_commits and not self.log.dirty and self.log.on_pending is not None:
             self.log.on_pending()  # an ack alone still needs a write
@@ -419,6 +434,8 @@ class DiskJournal:
     def confirm_position(self, persistent: bool, outcome: PublishOutcome) -> int:
         """See :meth:`amqlite.core.journal.Journal.confirm_position`."""
         stored = outcome.routed or outcome.delayed  # a held message is on disk too
+        if outcome.duplicate:
+            return self.position
         return self.position if (persistent or outcome.streamed) and stored and not outcome.rejected else 0
 
     @property

@@ -14,6 +14,8 @@ HOLD        msg id, due, vhost, exchange, then the content
 RELEASE     msg id: a held delayed message was routed
 TRUNCATE    queue id, first offset: a stream's retention removed what came before
 GROUP       queue id, committed offset, group name: a consumer group's progress on a stream
+DEDUP       queue id (0 for an exchange), expires (NaN: never), vhost, exchange,
+            then a table {"id": the message id}: an id a deduplicating owner took
 ==========  ===================================================================
 
 Content is exchange and routing key (shortstr), the AMQP content header
@@ -33,7 +35,7 @@ from ..core.message import Message
 if TYPE_CHECKING:
     from .segments import SegmentLog
 
-DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE, TRUNCATE, GROUP = range(1, 13)
+DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE, TRUNCATE, GROUP, DEDUP = range(1, 14)
 
 PUBLISH_HEAD = struct.Struct(">QQQdBI")
 ENQUEUE_HEAD = struct.Struct(">QQQd")
@@ -43,6 +45,7 @@ RETRY_RECORD = struct.Struct(">QQd")
 MOVE_RECORD = struct.Struct(">QQQ")
 TRUNCATE_RECORD = struct.Struct(">QQ")
 GROUP_HEAD = struct.Struct(">QQ")
+DEDUP_HEAD = struct.Struct(">Qd")
 HOLD_HEAD = struct.Struct(">Qd")
 ID = struct.Struct(">Q")
 _LEN = struct.Struct(">I")

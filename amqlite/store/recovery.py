@@ -32,6 +32,7 @@ import attrs
 from .. import defaults
 from ..amqp.values import decode_name
 from ..amqp.values import decode_table
+from ..core.fieldtypes import freeze
 from ..core.stream import Stream
 from ..log import get_logger
 from . import records, segment_index
@@ -39,6 +40,7 @@ from .segment_index import COPY, DELIVERED, MOVED, OUT, RECENT, REMOVED, Rows
 
 if TYPE_CHECKING:
     from ..core.broker import Broker
+    from ..core.exchange import Exchange
     from ..core.message import Message
     from ..core.queue import Queue
     from .segments import SegmentLog
@@ -160,6 +162,9 @@ class _Replay:
         #: Consumer groups' newest committed offsets: (queue id, group) ->
         #: (committed, GROUP's segment).
         self.groups: dict[tuple[int, str], tuple[int, int]] = {}
+        #: Deduplication windows in log order: (queue id, vhost, exchange)
+        #: -> [(message id, expires, DEDUP's segment)].
+        self.dedup: dict[tuple[int, str, str], list[tuple[Any, float | None, int]]] = {}
         self.indexed: set[int] = set()
 
     def ref(self, segment: int, target: int) -> None:
@@ -303,6 +308,13 @@ class _Replay:
             queue_id, committed = records.GROUP_HEAD.unpack_from(payload)
             group, _ = decode_name(payload, records.GROUP_HEAD.size)
             self.groups[queue_id, group] = (committed, segment)
+        elif kind == records.DEDUP:
+            queue_id, expires = records.DEDUP_HEAD.unpack_from(payload)
+            vhost, offset = decode_name(payload, records.DEDUP_HEAD.size)
+            exchange, offset = decode_name(payload, offset)
+            table, _ = decode_table(payload, offset)
+            self.dedup.setdefault((queue_id, vhost, exchange), []).append(
+                (table["id"], None if math.isnan(expires) else expires, segment))
         elif kind == records.MOVE:
             queue_id, old_seq, new_seq = records.MOVE_RECORD.unpack_from(payload)
             found = self._locate(queue_id, old_seq)
@@ -443,6 +455,31 @@ def _restore_groups(queues: dict[int, Queue], replay: _Replay) -> dict[tuple[int
     return kept
 
 
+def _restore_dedup(broker: Broker, queues: dict[int, Queue], replay: _Replay, now: float) -> None:
+    """Each deduplicating owner's window as it stood: the newest record of
+    each id, unexpired, at most the window's size; those records stay live."""
+    for (queue_id, vhost_name, exchange_name), taken in replay.dedup.items():
+        if queue_id:
+            owner: Queue | Exchange | None = queues.get(queue_id)
+        else:
+            vhost = broker.vhosts.get(vhost_name)
+            owner = vhost.exchanges.get(exchange_name) if vhost is not None else None
+        deduplicator = owner.deduplicator if owner is not None else None
+        if deduplicator is None:
+            continue
+        window: dict[Any, tuple[Any, float | None, int]] = {}
+        for value, expires, segment in taken:
+            key = freeze(value)
+            window.pop(key, None)
+            window[key] = (value, expires, segment)
+        kept = [item for item in window.values() if item[1] is None or item[1] > now]
+        if deduplicator.size is not None:
+            kept = kept[-deduplicator.size:]
+        for value, expires, segment in kept:
+            deduplicator.remember(value, expires, segment)
+            replay.live[segment] += 1
+
+
 def recover(
     segment_log: SegmentLog,
     directory: Path,
@@ -525,6 +562,7 @@ def recover(
                 live[body_segment] += 1
             restored += 1
     group_records = _restore_groups(queues, replay)
+    _restore_dedup(broker, queues, replay, now)
     for vhost_name, exchange_name, due, message, segment in replay.holds.values():
         vhost = broker.vhosts.get(vhost_name)
         exchange = vhost.exchanges.get(exchange_name) if vhost is not None else None
