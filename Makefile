@@ -32,6 +32,8 @@ demo: $(STAMP)
 	$(BIN)/python examples/task_queue.py
 	$(BIN)/python examples/event_bus.py
 	$(BIN)/python examples/embedded_router.py
+	$(BIN)/python examples/event_replay.py
+	$(BIN)/python examples/partitioned_orders.py
 
 # Types are checked as part of the tests.
 test: $(STAMP)

@@ -44,3 +44,25 @@ async def test_embedded_router(autojump_clock: object) -> None:
     assert routed["sensor-alerts"] == ["sensor.kitchen.alert", "sensor.garage.alert"]
     assert routed["reminders"] == []
     assert routed["reminders after 2s"] == ["water the plants"]
+
+
+async def test_event_replay(autojump_clock: object) -> None:
+    example = load("event_replay")
+    result = await example.main()
+    everyone = example.SIGNUPS
+    assert result["recommendations (from day one)"] == everyone
+    assert result["fixed service (last hour)"] == everyone[-6:]  # one an interval of ten minutes
+    assert result["analytics (group)"] == everyone
+    # The replacement resumes right after the 7 the first worker acked: nothing twice, nothing skipped.
+    assert result["welcome-mail (group, first worker)"] + result["welcome-mail (group, replacement)"] == everyone
+    assert result["committed offsets"] == ["analytics=18", "welcome-mail=18"]
+
+
+async def test_partitioned_orders(autojump_clock: object) -> None:
+    example = load("partitioned_orders")
+    result = await example.main()
+    # Each worker is active on exactly one partition, and together on all.
+    assert sorted(len(queues) for queues in result["partitions"].values()) == [1, 1, 1]
+    assert sorted(q for queues in result["partitions"].values() for q in queues) == example.PARTITIONS
+    # Each customer's orders, handled once each, in the order placed.
+    assert result["sequence"] == {c: list(range(example.ORDERS_EACH)) for c in example.CUSTOMERS}
