@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test bench bench-amqp bench-durable bench-scale fuzz venv clean crash interop-pika interop-aiormq screenshots
+.PHONY: run demo test bench bench-amqp bench-durable bench-scale bench-streams fuzz venv clean crash interop-pika interop-aiormq screenshots
 
 RUNTIME := $(VENV)/.runtime
 
@@ -57,6 +57,11 @@ bench-durable: $(STAMP)
 # amqlite against the RabbitMQ at 127.0.0.1:5672 (about 8 minutes).
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/bench_scale.py
+
+# Stream queues against RabbitMQ's, then a 10M-message stream read by 10
+# readers at once (amqlite only): speed and peak RSS (about 20 minutes).
+bench-streams: $(STAMP)
+	$(BIN)/python benchmarks/bench_streams.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

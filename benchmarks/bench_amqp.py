@@ -99,9 +99,10 @@ class Client:
         self.sock.close()
 
 
-def publish_confirmed(host: str, port: int, queue: str, count: int, window: int, durable: bool) -> float:
+def publish_confirmed(host: str, port: int, queue: str, count: int, window: int, durable: bool,
+                      arguments: dict[str, object] | None = None) -> float:
     client = Client(host, port)
-    client.send(1, spec.Queue.Declare(queue=queue, durable=durable))
+    client.send(1, spec.Queue.Declare(queue=queue, durable=durable, arguments=arguments or {}))
     client.expect(spec.Queue.DeclareOk)
     client.send(1, spec.Confirm.Select())
     client.expect(spec.Confirm.SelectOk)
@@ -127,12 +128,13 @@ def publish_confirmed(host: str, port: int, queue: str, count: int, window: int,
     return count / elapsed
 
 
-def consume_acked(host: str, port: int, queue: str, count: int, prefetch: int) -> float:
+def consume_acked(host: str, port: int, queue: str, count: int, prefetch: int,
+                  arguments: dict[str, object] | None = None) -> float:
     client = Client(host, port)
     client.send(1, spec.Basic.Qos(0, prefetch, False))
     client.expect(spec.Basic.QosOk)
     started = time.perf_counter()
-    client.send(1, spec.Basic.Consume(queue=queue, consumer_tag="bench"))
+    client.send(1, spec.Basic.Consume(queue=queue, consumer_tag="bench", arguments=arguments or {}))
     received = 0
     ack = struct.Struct(">BHI4sQBB")
     while received < count:

@@ -172,3 +172,28 @@ def encode_properties(properties: BasicProperties) -> bytes:
 def encode_content_header(class_id: int, body_size: int, properties: BasicProperties) -> bytes:
     """The content-header frame payload (class id, weight 0, body size, properties)."""
     return _HEADER_PREFIX.pack(class_id, 0, body_size) + encode_properties(properties)
+
+
+_CONTENT_TYPE, _CONTENT_ENCODING, _HEADERS = _MASKS[:3]
+_TABLE_SIZE = struct.Struct(">I")
+_LONG_ENTRY = struct.Struct(">cq")
+
+
+def with_long_header(header: bytes, name: str, value: int) -> bytes:
+    """An encoded content header with one more header, ``name`` as a signed
+    64-bit ``l``: byte surgery on the headers table, so a stream stamping
+    each message's offset does not encode the properties again. The caller
+    makes sure ``name`` is not among the headers already."""
+    flags = _HEADER.unpack_from(header)[3]
+    at = _HEADER.size
+    if flags & _CONTENT_TYPE:
+        at += 1 + header[at]
+    if flags & _CONTENT_ENCODING:
+        at += 1 + header[at]
+    entry = encode_shortstr(name) + _LONG_ENTRY.pack(b"l", value)
+    if flags & _HEADERS:
+        (size,) = _TABLE_SIZE.unpack_from(header, at)
+        end = at + 4 + size
+        return b"".join((header[:at], _TABLE_SIZE.pack(size + len(entry)), header[at + 4 : end], entry, header[end:]))
+    prefix = header[: _HEADER.size - 2] + _UINT16.pack(flags | _HEADERS) + header[_HEADER.size : at]
+    return b"".join((prefix, _TABLE_SIZE.pack(len(entry)), entry, header[at:]))

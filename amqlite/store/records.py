@@ -55,7 +55,8 @@ SNAPSHOT = "definitions.snapshot"
 def content(message: Message) -> bytes:
     header = message.wire_header
     if header is None:
-        header = encode_content_header(BASIC_CLASS_ID, len(message.body), message.properties)
+        # Kept: a delivery of the message sends the same bytes.
+        header = message.wire_header = encode_content_header(BASIC_CLASS_ID, len(message.body), message.properties)
     return b"".join((
         encode_shortstr(message.exchange), encode_shortstr(message.routing_key),
         _LEN.pack(len(header)), header, message.body,

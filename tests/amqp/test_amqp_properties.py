@@ -122,3 +122,18 @@ def test_malformed_headers(payload: bytes, error: type[Exception]) -> None:
 def test_unencodable_properties(props: P.BasicProperties) -> None:
     with pytest.raises(SyntaxError_):
         P.encode_properties(props)
+
+
+@given(properties, st.integers(0, 2**63 - 1))
+def test_a_long_header_added_to_encoded_properties_decodes_as_if_encoded_with_it(
+        props: P.BasicProperties, offset: int) -> None:
+    """Streams stamp x-stream-offset into the client's header bytes rather
+    than encoding the properties again: the result must be what encoding
+    them with the header would give, to any decoder."""
+    if props.headers and "x-stream-offset" in props.headers:
+        return  # the caller never asks for a header that is there already
+    header = P.encode_content_header(P.BASIC_CLASS_ID, 123, props)
+    stamped = P.with_long_header(header, "x-stream-offset", offset)
+    class_id, size, decoded = P.decode_content_header(stamped)
+    assert (class_id, size) == (P.BASIC_CLASS_ID, 123)
+    assert decoded == props._replace(headers={**(props.headers or {}), "x-stream-offset": offset})
