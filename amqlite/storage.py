@@ -26,7 +26,7 @@ from .store.journal import DiskJournal
 
 if TYPE_CHECKING:
     from .core.message import Message
-    from .core.queue import Queue
+    from .core.journal import Pageable
     from .core.ready import PagedRef
 
 log = get_logger(__name__)
@@ -177,7 +177,7 @@ class StoreDriver:
                 queue.paged_in(priority, refs, messages, self.now())
             self.on_paged_in()  # a waiting get gets its message or the error
 
-    async def _read_paged(self, queue: Queue, refs: list[PagedRef]) -> list[Message]:
+    async def _read_paged(self, queue: Pageable, refs: list[PagedRef]) -> list[Message]:
         """The messages of ``refs``, retried with backoff; the last error is
         raised once the read failed PAGE_IN_ATTEMPTS times."""
         delay = RETRY_MIN

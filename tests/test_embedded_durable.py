@@ -137,3 +137,9 @@ async def test_a_durable_exchanges_deduplication_window_survives_a_restart(tmp_p
             bodies.append(delivery.body)
         assert bodies == [b"0", b"1", b"2", b"3", b"4", b"0 again", b"1 again", b"5 again"]
         assert len(broker.core.vhosts["/"].exchanges["orders"].deduplicator) == 3
+    async with amqlite.open_broker(data_dir=tmp_path) as broker:
+        # The ids taken after the first restart were journalled too: 0, 1 and 5.
+        ch = await broker.channel()
+        for n in (5, 1, 0):
+            await ch.publish(b"%d thrice" % n, exchange="orders", properties=with_id(n))
+        assert await ch.get("shipping") is None

@@ -8,15 +8,16 @@ direct, a set for fanout, a trie for topic, a list for headers.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Protocol
 
-from .hashing import CONSISTENT_HASH, MODULUS_HASH, ConsistentHashRouter, ModulusHashRouter
+from .. import defaults
 from .dedup import deduplicator_for
+from .delayed import HeldMessages
 from .fieldtypes import freeze
+from .hashing import CONSISTENT_HASH, MODULUS_HASH, ConsistentHashRouter, ModulusHashRouter
 from .headers import headers_match, validate_x_match
 from .message import Message
+from .ready import PagedRef
 from .topic import TopicMatcher
 
 if TYPE_CHECKING:
@@ -156,8 +157,8 @@ class Exchange:
         self.deleted = False
         # Delayed-message exchanges hold messages here until due.
         self.timer_at: float | None = None
-        self._pending: list[tuple[float, int, Message]] = []
-        self._order = itertools.count()
+        journal = vhost.broker.journal
+        self.held = HeldMessages(journal.queue_budget if journal is not None else defaults.QUEUE_MEMORY_BUDGET)
         #: x-message-deduplication (core/dedup.py): duplicates are not routed.
         self.deduplicator = deduplicator_for(self.arguments, f"exchange '{name}' in vhost '{vhost.name}'")
         journal = vhost.broker.journal if durable else None
@@ -212,36 +213,65 @@ class Exchange:
 
     @property
     def pending_count(self) -> int:
-        return len(self._pending)
+        return len(self.held)
 
     def hold(self, message: Message, due: float) -> None:
         journal = self.vhost.broker.journal
+        segment = offset = 0
         if journal is not None and self.durable and message.persistent:
-            journal.held(self, message, due)
-        heapq.heappush(self._pending, (due, next(self._order), message))
-        self.vhost.broker.timers.schedule(self, due)
+            segment, offset = journal.held(self, message, due)
+        if self.held.hold(message, due, segment, offset) and journal is not None:
+            journal.over_budget(self)  # pages out after the next write
+        self.schedule()
+
+    def schedule(self) -> None:
+        """Set the timer for what is held next (after a hold or a restore)."""
+        deadline = self.held.next_deadline()
+        if deadline is not None:
+            self.vhost.broker.timers.schedule(self, deadline)
 
     def on_timer(self, now: float) -> None:
-        pending = self._pending
+        held = self.held
         journal = self.vhost.broker.journal
-        while pending and pending[0][0] <= now:
-            if journal is not None and not journal.accepting and pending[0][2].store_id is not None:
+        while (first := held.peek_due()) is not None and first[0] <= now:
+            message = first[1]
+            if journal is not None and not journal.accepting and message.store_id is not None:
                 # Its durable queues would refuse it while the disk fails, and it
                 # would be lost: it stays held (on disk) until writes work again.
                 self.vhost.broker.timers.schedule(self, now + HOLD_WHILE_STORE_FAILS)
                 return
-            _, _, message = heapq.heappop(pending)
+            held.pop()
             if journal is not None and message.store_id is not None:
                 journal.released(self, message)
             self.vhost.release_delayed(self, message, now)
-        if pending:
-            self.vhost.broker.timers.schedule(self, pending[0][0])
+        if held.bring_back(now) and journal is not None:
+            journal.wants_page_in(self)
+        self.schedule()
 
-    def drop_pending(self) -> list[Message]:
-        dropped = [message for _, _, message in self._pending]
-        self._pending.clear()
+    def drop_pending(self) -> list[Message | None]:
         self.timer_at = None
-        return dropped
+        return self.held.drop_all()
+
+    # -- paging of held messages (core/delayed.py), as the journal drives it
+
+    @property
+    def over_budget(self) -> bool:
+        return self.held.has_unpaged
+
+    def page_out(self) -> int:
+        journal = self.vhost.broker.journal
+        return 0 if journal is None or self.deleted else self.held.page_out(journal.is_written)
+
+    def page_in_requests(self, low_water: int, batch: int) -> list[tuple[int, list[PagedRef]]]:
+        return [] if self.deleted else self.held.page_in_requests()
+
+    def paged_in(self, key: int, refs: list[PagedRef], messages: list[Message], now: float) -> None:
+        self.held.paged_in(key, refs, messages)
+        self.on_timer(now)
+
+    def page_in_failed(self, key: int, refs: list[PagedRef], error: str) -> None:
+        self.held.page_in_failed(key)
+        self.schedule()
 
 
 def delay_of(message: Message) -> float:

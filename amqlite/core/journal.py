@@ -16,7 +16,33 @@ if TYPE_CHECKING:
     from .exchange import Exchange
     from .message import Entry, Message
     from .queue import Queue
+    from .ready import PagedRef
     from .stream import Stream
+    from .vhost import VirtualHost
+
+
+class Pageable(Protocol):
+    """What keeps messages that page to disk and back, driven by the
+    journal: a queue (ready messages), a stream (readers' batches), a
+    delayed exchange (far-future held messages). ``key`` tells apart what
+    one owner reads back at once: a priority level, a reader, a bucket."""
+
+    name: str
+    deleted: bool
+
+    @property
+    def vhost(self) -> VirtualHost: ...
+
+    @property
+    def over_budget(self) -> bool: ...
+
+    def page_out(self) -> int: ...
+
+    def page_in_requests(self, low_water: int, batch: int) -> list[tuple[int, list[PagedRef]]]: ...
+
+    def paged_in(self, key: int, refs: list[PagedRef], messages: list[Message], now: float) -> None: ...
+
+    def page_in_failed(self, key: int, refs: list[PagedRef], error: str) -> None: ...
 
 
 class Journal(Protocol):
@@ -79,7 +105,9 @@ class Journal(Protocol):
 
     def moved(self, queue: Queue, entry: Entry, old_seq: int) -> None: ...
 
-    def held(self, exchange: Exchange, message: Message, due: float) -> None: ...
+    def held(self, exchange: Exchange, message: Message, due: float) -> tuple[int, int]:
+        """Record a message a delayed exchange holds; returns where: (segment, offset)."""
+        ...
 
     # Paging: the core asks, the driver acts later (after a write, in a thread).
 
@@ -87,9 +115,9 @@ class Journal(Protocol):
         """Whether the record at ``offset`` of ``segment`` is on disk."""
         ...
 
-    def over_budget(self, queue: Queue) -> None: ...
+    def over_budget(self, owner: Pageable) -> None: ...
 
-    def wants_page_in(self, queue: Queue) -> None: ...
+    def wants_page_in(self, owner: Pageable) -> None: ...
 
     def removed_paged(self, queue: Queue, seq: int, segment: int) -> None: ...
 

@@ -58,6 +58,7 @@ from .segments import FileSystem, SegmentLog
 
 if TYPE_CHECKING:
     from ..core.broker import Broker
+    from ..core.journal import Pageable
     from ..core.events import PublishOutcome
     from ..core.ready import PagedRef
     from ..core.message import Entry, Message
@@ -112,9 +113,9 @@ class DiskJournal:
         #: Queues over budget: marked since the last batch was taken, and
         #: marked before it (they page once it is written). Then queues
         #: asking for their paged messages back. The driver serves all.
-        self._over_budget: dict[Queue, None] = {}
-        self._due_after_write: dict[Queue, None] = {}
-        self._page_requests: dict[Queue, None] = {}
+        self._over_budget: dict[Pageable, None] = {}
+        self._due_after_write: dict[Pageable, None] = {}
+        self._page_requests: dict[Pageable, None] = {}
         #: Wakes the driver's page-in task.
         self.on_page_request: Callable[[], object] | None = None
         self._recovering = False
@@ -186,9 +187,11 @@ class DiskJournal:
         self._define(("exchange", exchange.vhost.name, exchange.name), None)
         # Its held messages go with it; without a RELEASE they would come back
         # in a durable delayed exchange redeclared under the same name.
-        for _, _, message in exchange._pending:
-            if message.store_id is not None:
-                self.released(exchange, message)
+        if self._releases:
+            self._append_releases()
+        self._releases.extend(exchange.held.records())
+        if self._releases and not self.log.dirty and self.log.on_pending is not None:
+            self.log.on_pending()
 
     @staticmethod
     def _binding_key(source: Exchange, destination: Any, routing_key: str, arguments: dict[str, Any]) -> tuple[str, ...]:
@@ -269,16 +272,15 @@ class DiskJournal:
         segment, _ = self._append(MOVE, MOVE_RECORD.pack(queue.store_id, old_seq, entry.seq))
         self._ref(segment, entry.store_segment)
 
-    def held(self, exchange: Exchange, message: Message, due: float) -> None:
-        if self._recovering:
-            return
+    def held(self, exchange: Exchange, message: Message, due: float) -> tuple[int, int]:
         message.store_id = self._next_msg
         self._next_msg += 1
         payload = HOLD_HEAD.pack(message.store_id, due) + encode_shortstr(exchange.vhost.name) + encode_shortstr(
             exchange.name) + content(message)
-        segment, _ = self._append(HOLD, payload)
+        segment, offset = self._append(HOLD, payload)
         message.store_segment = segment
         self._live[segment] += 1
+        return segment, offset
 
     def released(self, exchange: Exchange, message: Message) -> None:
         # Appended after the records of its routing (see _append_releases).
@@ -350,12 +352,12 @@ class DiskJournal:
     def is_written(self, segment: int, offset: int) -> bool:
         return self.log.is_written(segment, offset)
 
-    def over_budget(self, queue: Queue) -> None:
-        self._over_budget[queue] = None
+    def over_budget(self, owner: Pageable) -> None:
+        self._over_budget[owner] = None
 
-    def wants_page_in(self, queue: Queue) -> None:
-        if queue not in self._page_requests:
-            self._page_requests[queue] = None
+    def wants_page_in(self, owner: Pageable) -> None:
+        if owner not in self._page_requests:
+            self._page_requests[owner] = None
             if self.on_page_request is not None:
                 self.on_page_request()
 
@@ -377,8 +379,8 @@ class DiskJournal:
         self._over_budget = {queue: None for queue in self._over_budget if not queue.deleted and queue.over_budget}
         return paged
 
-    def page_in_work(self) -> list[tuple[Queue, int, list[PagedRef]]]:
-        """Batches to read back: (queue, priority, refs) (trio thread)."""
+    def page_in_work(self) -> list[tuple[Pageable, int, list[PagedRef]]]:
+        """Batches to read back: (owner, key, refs) (trio thread)."""
         requests, self._page_requests = self._page_requests, {}
         low_water, batch = max(1, self.queue_budget // 4), max(1, self.queue_budget // 2)
         return [
@@ -590,8 +592,8 @@ class DiskJournal:
         self._group_records = dict(recovered.group_records)
 
     def read_message(self, segment: int, offset: int) -> Message:
-        """The message of the PUBLISH record at ``offset`` of ``segment``,
-        as its owner queue holds it (store fields set)."""
+        """The message of the PUBLISH or HOLD record at ``offset`` of
+        ``segment``, as its owner holds it (store fields set)."""
         return load_message(self.log, segment, offset)
 
     def close(self) -> None:

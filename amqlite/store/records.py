@@ -75,12 +75,18 @@ def read_message(payload: bytes, offset: int) -> Message:
 
 
 def load_message(log: SegmentLog, segment: int, offset: int) -> Message:
-    """The message of the PUBLISH record at ``offset`` of ``segment``, as
-    its owner queue holds it (store fields set)."""
+    """The message of the PUBLISH or HOLD record at ``offset`` of
+    ``segment``, as its owner (a queue, a delayed exchange) holds it
+    (store fields set)."""
     kind, payload = log.read(segment, offset)
-    if kind != PUBLISH:
-        raise ValueError(f"record at {segment}:{offset} is not a publish")
-    message = read_message(payload, PUBLISH_HEAD.size)
-    message.store_id = PUBLISH_HEAD.unpack_from(payload)[0]
+    if kind == PUBLISH:
+        message = read_message(payload, PUBLISH_HEAD.size)
+    elif kind == HOLD:
+        _, at = decode_name(payload, HOLD_HEAD.size)  # vhost
+        _, at = decode_name(payload, at)  # exchange
+        message = read_message(payload, at)
+    else:
+        raise ValueError(f"record at {segment}:{offset} is not a publish or a hold")
+    message.store_id = ID.unpack_from(payload)[0]  # both begin with the message id
     message.store_segment = segment
     return message

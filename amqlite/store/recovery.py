@@ -131,6 +131,64 @@ class _QueueIndex(Rows):
         return -1
 
 
+class _Holds:
+    """The HOLD records found, as columns (millions may be held: no message
+    is read), and the RELEASE records, by message id."""
+
+    def __init__(self) -> None:
+        self.ids: array[int] = array("Q")
+        self.dues: array[float] = array("d")
+        self.segments: array[int] = array("I")
+        self.offsets: array[int] = array("I")
+        #: Index of each record's exchange in ``exchanges``: (vhost, name).
+        self.owners: array[int] = array("I")
+        self.exchanges: dict[tuple[str, str], int] = {}
+        self.released: dict[int, int] = {}  # msg id -> RELEASE's segment
+
+    def add(self, payload: bytes, segment: int, offset: int) -> None:
+        msg_id, due = records.HOLD_HEAD.unpack_from(payload)
+        vhost, at = decode_name(payload, records.HOLD_HEAD.size)
+        exchange, _ = decode_name(payload, at)
+        self.ids.append(msg_id)
+        self.dues.append(due)
+        self.segments.append(segment)
+        self.offsets.append(offset)
+        self.owners.append(self.exchanges.setdefault((vhost, exchange), len(self.exchanges)))
+
+    def restore(self, broker: Broker, live: Counter[int], ref: Callable[[int, int], None], now: float,
+                read: Callable[[int, int], Message]) -> int:
+        """Give each durable delayed exchange what it still holds: on disk
+        only, but for what is due within a few seconds (or overdue), which
+        is read back now. Returns how many. A RELEASE points at its HOLD's
+        segment."""
+        ids = self.ids
+        released = set()
+        for msg_id, release_segment in self.released.items():
+            # Message ids grow along the log: a HOLD is found by bisection.
+            i = bisect.bisect_left(ids, msg_id)
+            if i < len(ids) and ids[i] == msg_id:
+                released.add(i)
+                ref(release_segment, self.segments[i])
+        owners = []
+        for vhost_name, exchange_name in self.exchanges:
+            vhost = broker.vhosts.get(vhost_name)
+            exchange = vhost.exchanges.get(exchange_name) if vhost is not None else None
+            owners.append(exchange if exchange is not None and exchange.delayed else None)
+        count = 0
+        for i, owner in enumerate(self.owners):
+            exchange = owners[owner]
+            if exchange is None or i in released:
+                continue
+            exchange.held.restore(self.dues[i], ids[i], self.segments[i], self.offsets[i])
+            live[self.segments[i]] += 1
+            count += 1
+        for exchange in owners:
+            if exchange is not None:
+                exchange.held.bring_back(now, read)
+                exchange.schedule()
+        return count
+
+
 class _Replay:
     def __init__(self, log: SegmentLog, progress: Callable[[Progress], None] | None) -> None:
         self.log = log
@@ -156,7 +214,7 @@ class _Replay:
         self.recent_floor = 0  # ids up to here are forgotten
         #: ENQUEUE records whose PUBLISH was not recent: msg id -> [(key, ENQUEUE segment)].
         self.unresolved: dict[int, list[tuple[tuple[int, int], int]]] = {}
-        self.holds: dict[int, tuple[str, str, float, Message, int]] = {}
+        self.holds = _Holds()
         #: Streams' retention: queue id -> (first offset kept, TRUNCATE's segment).
         self.truncations: dict[int, tuple[int, int]] = {}
         #: Consumer groups' newest committed offsets: (queue id, group) ->
@@ -250,7 +308,7 @@ class _Replay:
                 self.messages += 1
                 self._enqueued((queue_id, seq), msg_id, segment)
             else:
-                self._record(segment, kind, payload)
+                self._record(segment, offset, kind, payload)
         self.records = seen
 
     def _load_index(self, index: segment_index.SegmentIndex) -> None:
@@ -270,8 +328,8 @@ class _Replay:
             self.recent.update((msg_id, (segment, offset)) for msg_id, offset in index.recent)
             self._forget_before(index.max_msg_id - RECENT)
             self.next_msg = max(self.next_msg, index.max_msg_id + 1)
-        for _, kind, payload in index.others:
-            self._record(segment, kind, payload)
+        for offset, kind, payload in index.others:
+            self._record(segment, offset, kind, payload)
 
     def _enqueued(self, key: tuple[int, int], msg_id: int, segment: int) -> None:
         """An ENQUEUE record in ``segment``: where its body is, if known yet."""
@@ -282,15 +340,14 @@ class _Replay:
             self.ref(segment, body[0])
             self.enqueued[key] = body
 
-    def _record(self, segment: int, kind: int, payload: bytes) -> None:
+    def _record(self, segment: int, offset: int, kind: int, payload: bytes) -> None:
         """Any record but PUBLISH and ENQUEUE."""
         if kind == records.HOLD:
-            self._hold(payload, segment)
+            self.holds.add(payload, segment, offset)
+            self.next_msg = max(self.next_msg, self.holds.ids[-1] + 1)
         elif kind == records.RELEASE:
             (msg_id,) = records.ID.unpack_from(payload)
-            held = self.holds.pop(msg_id, None)
-            if held is not None:
-                self.ref(segment, held[4])
+            self.holds.released[msg_id] = segment
         elif kind == records.DEFINITION:
             if segment >= self.snapshot_segment:
                 op, _ = decode_table(payload)
@@ -378,15 +435,6 @@ class _Replay:
                     index, i, _ = located
                     index.flags[i] |= REMOVED
                     log.warning("store.enqueue_without_publish", msg_id=msg_id, queue=key[0], seq=key[1])
-
-    def _hold(self, payload: bytes, segment: int) -> None:
-        msg_id, due = records.HOLD_HEAD.unpack_from(payload)
-        vhost, offset = decode_name(payload, records.HOLD_HEAD.size)
-        exchange_name, offset = decode_name(payload, offset)
-        message = records.read_message(payload, offset)
-        message.store_id, message.store_segment = msg_id, segment
-        self.holds[msg_id] = (vhost, exchange_name, due, message, segment)
-        self.next_msg = max(self.next_msg, msg_id + 1)
 
     def restore_definitions(self, broker: Broker, now: float) -> dict[int, Queue]:
         """Declare the durable exchanges, queues and bindings; the queues by store id."""
@@ -563,13 +611,9 @@ def recover(
             restored += 1
     group_records = _restore_groups(queues, replay)
     _restore_dedup(broker, queues, replay, now)
-    for vhost_name, exchange_name, due, message, segment in replay.holds.values():
-        vhost = broker.vhosts.get(vhost_name)
-        exchange = vhost.exchanges.get(exchange_name) if vhost is not None else None
-        if exchange is not None and exchange.delayed:
-            exchange.hold(message, due)
-            live[segment] += 1
-    report = RecoveryReport(len(queues), restored + paged, paged, len(replay.holds), len(segment_log.segments),
+    held = replay.holds.restore(broker, live, replay.ref, now,
+                                lambda segment, offset: records.load_message(segment_log, segment, offset))
+    report = RecoveryReport(len(queues), restored + paged, paged, held, len(segment_log.segments),
                             time.perf_counter() - started)
     log.info("store.recovered", queues=report.queues, messages=report.messages, paged=report.paged,
              held=report.held, segments=report.segments, seconds=round(report.seconds, 3))

@@ -326,8 +326,8 @@ class Conservation(RuleBasedStateMachine):
             assert all(id(e) in indexed for e in with_expiry), f"{queue.name}: expiring entry not indexed"
         dex = vhost.exchanges.get(DEX)
         if dex is not None:
-            assert dex.pending_count == len(dex._pending)
-            for _, _, message in dex._pending:
+            assert dex.pending_count == len(list(dex.held.in_memory()))
+            for _, message in dex.held.in_memory():
                 put(copy_key(message, DEX), "pending", message)
         for i, chan in enumerate(self.chans):
             channel = chan.channel
@@ -448,8 +448,8 @@ class Conservation(RuleBasedStateMachine):
             if deadlines:
                 registered(queue, min(deadlines))
         dex = self.broker.vhosts["/"].exchanges.get(DEX)
-        if dex is not None and dex._pending:
-            registered(dex, min(due for due, _, _ in dex._pending))
+        if dex is not None and dex.pending_count:
+            registered(dex, min(due for due, _ in dex.held.in_memory()))
 
     @invariant()
     def consumers_served(self) -> None:
@@ -665,7 +665,7 @@ class Conservation(RuleBasedStateMachine):
                 assert due > self.now, f"{queue.name}: retry left behind"
         dex = self.broker.vhosts["/"].exchanges.get(DEX)
         if dex is not None:
-            assert all(due > self.now for due, _, _ in dex._pending), "delayed message left behind"
+            assert all(due > self.now for due, _ in dex.held.in_memory()), "delayed message left behind"
 
     # -- administration -------------------------------------------------
 

@@ -190,3 +190,29 @@ def test_close_a_connection_from_the_connections_page(managed: ManagedServerThre
         for _ in range(50):
             victim.process_data_events(time_limit=0.1)
     assert closed.value.reply_text == "CONNECTION_FORCED - Closed from the amqlite dashboard"
+
+
+def test_a_streams_page_shows_its_offsets_and_its_groups(managed: ManagedServerThread,
+                                                          browser: webdriver.Chrome) -> None:
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.confirm_delivery()
+    channel.queue_declare("signups", durable=True, arguments={"x-queue-type": "stream"})
+    for n in range(5):
+        channel.basic_publish("", "signups", b"user-%d" % n)
+    reader = managed.connect().channel()
+    reader.basic_qos(prefetch_count=10)
+    tags: list[int] = []
+    reader.basic_consume("signups", lambda ch, method, props, body: tags.append(method.delivery_tag),
+                         arguments={"x-stream-group": "mailer", "x-stream-offset": "first"})
+    while len(tags) < 5:
+        reader.connection.process_data_events(time_limit=0.05)
+    reader.basic_ack(tags[2], multiple=True)  # offsets 0-2 done
+    reader.connection.process_data_events(time_limit=0.1)
+    log_in(browser, managed, page="queue/%2F/signups")
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "stream-offsets"), "offsets 0 to 4"))
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Stream signups"
+    row = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#stream-groups tbody td")]
+    assert row[:3] == ["mailer", "3", "2"]
+    reader.connection.close()
+    connection.close()

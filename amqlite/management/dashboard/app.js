@@ -251,6 +251,22 @@ function deadLetterQueue(name, bindings, neighbours) {
     a["x-dead-letter-routing-key"] === name || (a["x-dead-letter-exchange"] && sources.has(a["x-dead-letter-exchange"])));
 }
 
+// A stream's offsets and size, and where each consumer group is (docs/streams.md).
+function streamSection(queue) {
+  const stream = queue.stream;
+  if (!stream) return [];
+  const last = stream.last_offset ?? "-";
+  return [
+    el("p", { id: "stream-offsets" },
+      `offsets ${stream.first_offset} to ${last}; ${stream.bytes} bytes in ${stream.segments} segment(s)`),
+    el("h2", {}, "Consumer groups"),
+    table([{ key: "group", label: "Group" }, { key: "committed", label: "Committed offset" }, { key: "lag", label: "Lag" },
+      { key: "active", label: "Active consumer" }],
+      stream.groups.map((g) => ({ values: { group: g.group, committed: g.committed_offset, lag: g.lag,
+        active: g.active_consumer ? g.active_consumer.consumer_tag : "" } })), { id: "stream-groups" }),
+  ];
+}
+
 async function queuePage(vhost, name) {
   const path = `/api/queues/${enc(vhost)}/${enc(name)}`;
   const [queue, bindings, consumers, neighbours] = await Promise.all([
@@ -314,9 +330,10 @@ async function queuePage(vhost, name) {
   redriveForm.hidden = !deadLetterQueue(name, bindings, neighbours);
   const mine = consumers.filter((c) => c.queue.name === name);
   main.replaceChildren(
-    el("h1", {}, `Queue ${name}`),
+    el("h1", {}, `${queue.type === "stream" ? "Stream" : "Queue"} ${name}`),
     el("p", {}, `vhost ${vhost}; ${queue.durable ? "durable" : "transient"}; arguments ${JSON.stringify(queue.arguments)}`),
     totals,
+    ...streamSection(queue),
     el("form", { class: "inline", onsubmit: getMessages }, "Get", count, ackmode, el("button", { id: "get" }, "Get messages")),
     el("form", { class: "inline", onsubmit: publish }, payload, el("button", { id: "publish" }, "Publish")),
     redriveForm,

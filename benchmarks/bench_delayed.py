@@ -1,0 +1,198 @@
+"""Millions of durable delayed messages: memory, start-up, and how late due
+messages fire while they are held.
+
+1. fill: N persistent 100-byte messages into a durable x-delayed-message
+   exchange, delays uniformly random from 1 minute to 30 days, through the
+   pure core and the disk journal directly (no network), paging out after
+   each write as the server's store driver does; the writer ends with
+   kill -9 after its last fsync. RSS of the process holding them.
+2. serve: `amqlite serve` on that data directory: start-up time (recovery,
+   until the port opens) and RSS; then, through a raw-socket client, R
+   messages a second for S seconds with a 1 s delay, and how late each
+   reaches a consumer after its due time (p50, p99, max), while the N are
+   held; RSS at the end.
+
+Usage: python benchmarks/bench_delayed.py [--messages N] [--rate R] [--seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import select
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench_amqp import Client, free_port, machine  # noqa: E402
+from bench_store import rss_bytes  # noqa: E402
+
+from amqlite.amqp import spec  # noqa: E402
+from amqlite.amqp.frames import encode_content, encode_method_frame  # noqa: E402
+from amqlite.core.broker import Broker  # noqa: E402
+from amqlite.core.message import Properties  # noqa: E402
+from amqlite.store.journal import DiskJournal  # noqa: E402
+
+EXCHANGE, QUEUE = "later", "due"
+DELAYED = {"x-delayed-type": "direct"}
+BODY = b"x" * 100
+
+
+def declare(channel: object) -> None:
+    channel.declare_exchange(EXCHANGE, "x-delayed-message", durable=True, arguments=DELAYED)  # type: ignore[attr-defined]
+    channel.declare_queue(QUEUE, durable=True, now=time.time())  # type: ignore[attr-defined]
+    channel.bind_queue(QUEUE, EXCHANGE, "k")  # type: ignore[attr-defined]
+
+
+def fill(directory: Path, count: int) -> dict[str, float]:
+    before = rss_bytes()
+    broker = Broker()
+    journal = DiskJournal(directory)
+    journal.recover(broker, now=time.time())
+    channel = broker.connect().open_channel()
+    declare(channel)
+    rng = random.Random(1)
+    started = time.perf_counter()
+    batch = 10_000
+    for start in range(0, count, batch):
+        now = time.time()
+        for _ in range(start, min(count, start + batch)):
+            delay = rng.randint(60_000, 30 * 86_400_000)
+            channel.publish(BODY, exchange=EXCHANGE, routing_key="k", now=now,
+                            properties=Properties(delivery_mode=2, headers={"x-delay": delay}))
+        pending, position = journal.take_batch()
+        journal.log.write_and_sync(pending)
+        journal.commit(position)  # pages out what this write brought to disk
+        for segment in journal.unindexed_segments():  # the store driver's index task
+            journal.index_segment(segment)
+            journal.indexed(segment)
+    held = broker.vhosts["/"].exchanges[EXCHANGE].held
+    return {"write_rate": count / (time.perf_counter() - started), "rss_delta": rss_bytes() - before,
+            "held": len(held), "paged": held.paged,
+            "bytes_on_disk": sum(p.stat().st_size for p in (directory / "log").iterdir())}
+
+
+def rss_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def serve(directory: Path, rate: int, seconds: float) -> dict[str, float]:
+    port = free_port()
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir",
+         str(directory), "--management-port", "0", "--prometheus-port", "0"],
+        stderr=subprocess.DEVNULL, env={**os.environ, "AMQLITE_LOG_LEVEL": "warning"})
+    try:
+        while True:
+            try:
+                consumer = Client("127.0.0.1", port)
+                break
+            except OSError:
+                if process.poll() is not None or time.perf_counter() - started > 600:
+                    raise RuntimeError("amqlite did not start") from None
+                time.sleep(0.05)
+        startup = time.perf_counter() - started
+        rss_started = rss_of(process.pid)
+        lateness = late_by(consumer, Client("127.0.0.1", port), rate, seconds)
+        rss_end = rss_of(process.pid)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait()
+    lateness.sort()
+    return {"startup": startup, "rss_started": rss_started, "rss_end": rss_end, "p50": lateness[len(lateness) // 2],
+            "p99": lateness[int(len(lateness) * 0.99)], "max": lateness[-1], "samples": len(lateness)}
+
+
+def late_by(consumer: Client, publisher: Client, rate: int, seconds: float) -> list[float]:
+    """Publish ``rate`` messages a second with x-delay 1000 for ``seconds``;
+    how late after its due time each reaches the consumer, in ms."""
+    consumer.send(1, spec.Queue.Declare(queue="lateness", auto_delete=True))
+    consumer.expect(spec.Queue.DeclareOk)
+    consumer.send(1, spec.Queue.Bind(queue="lateness", exchange=EXCHANGE, routing_key="lateness"))
+    consumer.expect(spec.Queue.BindOk)
+    consumer.send(1, spec.Basic.Qos(0, 500, False))
+    consumer.expect(spec.Basic.QosOk)
+    consumer.send(1, spec.Basic.Consume(queue="lateness", consumer_tag="late", no_ack=True))
+    consumer.expect(spec.Basic.ConsumeOk)
+    head = encode_method_frame(1, spec.Basic.Publish(EXCHANGE, "lateness"))
+    properties = Properties(headers={"x-delay": 1000})
+    total, interval = int(rate * seconds), 1 / rate
+    samples: list[float] = []
+    start = time.time()
+    sent = 0
+    deliver = False
+    while len(samples) < total:
+        now = time.time()
+        if sent < total and now >= start + sent * interval:
+            publisher.sock.sendall(head + encode_content(1, 60, properties, struct.pack(">d", now) + BODY, 131072))
+            sent += 1
+        for kind, _, payload in consumer.frames(block=False):
+            if kind == 1 and payload[:4] == b"\x00\x3c\x00\x3c":
+                deliver = True
+            elif kind == 3 and deliver:
+                sent_at = struct.unpack_from(">d", payload)[0]
+                samples.append((time.time() - (sent_at + 1.0)) * 1000)
+                deliver = False
+        select.select([consumer.sock], [], [], 0.0005)
+        if time.time() > start + seconds + 30:
+            raise RuntimeError(f"only {len(samples)} of {total} delayed messages arrived")
+    return samples
+
+
+def child(*args: str) -> dict[str, float]:
+    result = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                            env={**os.environ, "AMQLITE_LOG_LEVEL": "warning"})
+    if result.returncode not in (0, -signal.SIGKILL):
+        raise SystemExit(f"phase {args} failed ({result.returncode}):\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=10_000_000)
+    parser.add_argument("--rate", type=int, default=200, help="delayed messages a second during the lateness run")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    parser.add_argument("--phase", nargs=2, metavar=("PHASE", "DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.messages, args.rate, args.seconds = 20_000, 100, 2.0
+    if args.phase:
+        phase, directory = args.phase
+        if phase == "fill":
+            print(json.dumps(fill(Path(directory), args.messages)), flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)  # a crash right after the last fsync
+        print(json.dumps(serve(Path(directory), args.rate, args.seconds)))
+        return
+    n = args.messages
+    with tempfile.TemporaryDirectory(prefix="amqlite-delayed-bench-") as tmp:
+        common = ["--messages", str(n), "--rate", str(args.rate), "--seconds", str(args.seconds)]
+        written = child(*common, "--phase", "fill", tmp)
+        served = child(*common, "--phase", "serve", tmp)
+    mib = 2**20
+    print(f"machine: {machine()}")
+    print(f"durable delayed messages held: {n:,} x 100 B persistent, delays 1 min to 30 days")
+    print(f"held through core + journal: {written['write_rate']:,.0f} msgs/s; {written['bytes_on_disk'] / n:.0f} B"
+          f" on disk each; RSS {written['rss_delta'] / mib:,.0f} MiB ({written['paged']:,} of"
+          f" {written['held']:,} on disk only)")
+    print(f"amqlite serve after kill -9: start-up {served['startup']:.1f} s, RSS {served['rss_started'] / mib:,.0f} MiB")
+    print(f"{args.rate}/s delayed by 1 s for {args.seconds:g} s while they are held: late by p50"
+          f" {served['p50']:.2f} ms, p99 {served['p99']:.2f} ms, max {served['max']:.2f} ms"
+          f" ({served['samples']:,} messages); RSS then {served['rss_end'] / mib:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
