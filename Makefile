@@ -48,10 +48,12 @@ bench-amqp: $(STAMP)
 	$(BIN)/python benchmarks/bench_amqp.py
 
 # The same with a durable queue and persistent messages (confirms wait for fsync),
-# then disk use, memory and start-up time for a 10M-message backlog.
+# then disk use, memory and start-up time for a 10M-message backlog, and for
+# 10M held delayed messages, with how late due ones fire meanwhile.
 bench-durable: $(STAMP)
 	$(BIN)/python benchmarks/bench_amqp.py --durable
 	$(BIN)/python benchmarks/bench_store.py --messages 10000000
+	$(BIN)/python benchmarks/bench_delayed.py --messages 10000000
 
 # Thousands of connections, fanout to 1,000 queues, 100,000 topic bindings:
 # amqlite against the RabbitMQ at 127.0.0.1:5672 (about 8 minutes).

@@ -150,7 +150,7 @@ async def test_the_alarm_goes_on_at_the_watermark_and_off_below_it(autojump_cloc
     readings = iter([10, 99, 100, 150, 100, 99, 50])
     changes: list[bool] = []
     with capture_logs() as logs, trio.move_on_after(6.5):
-        await watch_memory(100, changes.append, measure=lambda: next(readings))
+        await watch_memory(100, changes.append, measure=lambda enough: next(readings))
     assert changes == [True, False]
     assert [entry["event"] for entry in logs] == ["memory.alarm", "memory.alarm_cleared"]
     assert logs[0]["log_level"] == "error" and logs[0]["watermark_mb"] == round(100 / 2**20, 1)
