@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_amqp import Client, free_port, machine  # noqa: E402
-from bench_store import rss_bytes  # noqa: E402
+from bench_paging import rss_mb  # noqa: E402
+from bench_store import child, rss_bytes  # noqa: E402
 
 from amqlite.amqp import spec  # noqa: E402
 from amqlite.amqp.frames import encode_content, encode_method_frame  # noqa: E402
@@ -81,13 +82,6 @@ def fill(directory: Path, count: int) -> dict[str, float]:
             "bytes_on_disk": sum(p.stat().st_size for p in (directory / "log").iterdir())}
 
 
-def rss_of(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def serve(directory: Path, rate: int, seconds: float) -> dict[str, float]:
     port = free_port()
     started = time.perf_counter()
@@ -105,9 +99,9 @@ def serve(directory: Path, rate: int, seconds: float) -> dict[str, float]:
                     raise RuntimeError("amqlite did not start") from None
                 time.sleep(0.05)
         startup = time.perf_counter() - started
-        rss_started = rss_of(process.pid)
+        rss_started = rss_mb(process.pid)
         lateness = late_by(consumer, Client("127.0.0.1", port), rate, seconds)
-        rss_end = rss_of(process.pid)
+        rss_end = rss_mb(process.pid)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait()
@@ -152,14 +146,6 @@ def late_by(consumer: Client, publisher: Client, rate: int, seconds: float) -> l
     return samples
 
 
-def child(*args: str) -> dict[str, float]:
-    result = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                            env={**os.environ, "AMQLITE_LOG_LEVEL": "warning"})
-    if result.returncode not in (0, -signal.SIGKILL):
-        raise SystemExit(f"phase {args} failed ({result.returncode}):\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=10_000_000)
@@ -180,18 +166,18 @@ def main() -> None:
     n = args.messages
     with tempfile.TemporaryDirectory(prefix="amqlite-delayed-bench-") as tmp:
         common = ["--messages", str(n), "--rate", str(args.rate), "--seconds", str(args.seconds)]
-        written = child(*common, "--phase", "fill", tmp)
-        served = child(*common, "--phase", "serve", tmp)
+        written = child(*common, "--phase", "fill", tmp, script=__file__)
+        served = child(*common, "--phase", "serve", tmp, script=__file__)
     mib = 2**20
     print(f"machine: {machine()}")
     print(f"durable delayed messages held: {n:,} x 100 B persistent, delays 1 min to 30 days")
     print(f"held through core + journal: {written['write_rate']:,.0f} msgs/s; {written['bytes_on_disk'] / n:.0f} B"
           f" on disk each; RSS {written['rss_delta'] / mib:,.0f} MiB ({written['paged']:,} of"
           f" {written['held']:,} on disk only)")
-    print(f"amqlite serve after kill -9: start-up {served['startup']:.1f} s, RSS {served['rss_started'] / mib:,.0f} MiB")
+    print(f"amqlite serve after kill -9: start-up {served['startup']:.1f} s, RSS {served['rss_started']:,.0f} MiB")
     print(f"{args.rate}/s delayed by 1 s for {args.seconds:g} s while they are held: late by p50"
           f" {served['p50']:.2f} ms, p99 {served['p99']:.2f} ms, max {served['max']:.2f} ms"
-          f" ({served['samples']:,} messages); RSS then {served['rss_end'] / mib:,.0f} MiB")
+          f" ({served['samples']:,} messages); RSS then {served['rss_end']:,.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -111,9 +111,11 @@ def drain(broker: Broker, journal: DiskJournal, count: int) -> float:
     return count / (time.perf_counter() - started)
 
 
-def child(*args: str) -> dict[str, float]:
+def child(*args: str, script: str = __file__) -> dict[str, float]:
+    """Run a phase of ``script`` in a process of its own: its last line of
+    output, JSON. A phase may end with kill -9, as a crash would."""
     result = subprocess.run(
-        [sys.executable, __file__, *args], capture_output=True, text=True,
+        [sys.executable, script, *args], capture_output=True, text=True,
         env={**os.environ, "AMQLITE_LOG_LEVEL": "warning"},
     )
     if result.returncode not in (0, -signal.SIGKILL):

@@ -25,18 +25,11 @@ import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 
 from bench_amqp import Client, consume_acked, machine, publish_confirmed, rabbitmq_up, start_amqlite, spec
+from bench_paging import rss_mb
 
 STREAM = {"x-queue-type": "stream"}
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class PeakRss:
@@ -49,7 +42,7 @@ class PeakRss:
 
     def run(self) -> None:
         while not self.stopped.wait(0.2):
-            self.peak = max(self.peak, rss_mib(self.pid))
+            self.peak = max(self.peak, rss_mb(self.pid))
 
     def __enter__(self) -> PeakRss:
         self.thread.start()
@@ -91,7 +84,7 @@ def big_stream(process_pid: int, port: int, args: argparse.Namespace) -> dict[st
     share = args.big // args.readers
     with PeakRss(process_pid) as reading, multiprocessing.Pool(args.readers) as pool:
         rates = pool.starmap(reader, [(port, queue, n * share, share) for n in range(args.readers)])
-    idle = rss_mib(process_pid)
+    idle = rss_mb(process_pid)
     return {"publish_rate": args.big / published, "publish_peak_rss": publishing.peak, "catch_up": catch_up,
             "readers_rate": sum(rates), "readers_peak_rss": reading.peak, "rss_after": idle}
 
