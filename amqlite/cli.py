@@ -9,6 +9,7 @@ exit status 2 for settings that cannot be used, 1 for everything else.
 from __future__ import annotations
 
 import argparse
+import gc
 import getpass
 import signal
 import sys
@@ -66,7 +67,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The cyclic garbage collector's thresholds for ``amqlite serve``. Every
+#: message is a few tracked objects, so the default (a collection every 700
+#: allocations) collects tens of times per thousand messages, for garbage
+#: that reference counting frees anyway: 12% of publish and consume
+#: throughput in bench_amqp.py (docs/performance.md). An application's
+#: choice, so the embedded broker leaves the process's collector alone.
+GC_THRESHOLDS = (50_000, 50, 100)
+
+
 async def _serve(settings: Settings) -> int:
+    gc.set_threshold(*GC_THRESHOLDS)
     server = Server.from_settings(settings)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
