@@ -20,7 +20,7 @@ import uuid
 from typing import Iterator
 
 import pytest
-from reference import rabbitmq_available
+from reference import rabbitmq_unusable
 
 pytest.importorskip("celery")
 
@@ -129,8 +129,8 @@ class CeleryRun:
 @pytest.fixture(params=["amqlite", "rabbitmq"])
 def celery(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[CeleryRun]:
     if request.param == "rabbitmq":
-        if not rabbitmq_available():
-            pytest.skip("reference RabbitMQ is not running at 127.0.0.1:5672")
+        if (unusable := rabbitmq_unusable()) is not None:
+            pytest.skip(unusable)
         queue = f"celery-example-{uuid.uuid4().hex[:12]}"  # the RabbitMQ is shared
         app = CeleryRun("amqp://guest:guest@127.0.0.1:5672//", queue, tmp_path)
         try:

@@ -15,7 +15,7 @@ import pytest
 from amqlite.config import Settings
 
 from .conftest import ManagedServerThread, USERS
-from .test_differential import REFERENCE, _reference_up
+from .test_differential import NO_REFERENCE, REFERENCE, _reference_up
 
 
 def restarted(server: ManagedServerThread, **settings: object) -> ManagedServerThread:
@@ -120,7 +120,7 @@ def test_export_then_import_restores_the_topology(managed: ManagedServerThread, 
         server.stop()
 
 
-@pytest.mark.skipif(not _reference_up(), reason="RabbitMQ's management API is not on 127.0.0.1:15672")
+@pytest.mark.skipif(not _reference_up(), reason=NO_REFERENCE)
 def test_definitions_move_between_amqlite_and_rabbitmq(managed: ManagedServerThread) -> None:
     # The way out to a RabbitMQ cluster: an amqlite export imports into
     # RabbitMQ unchanged, logins included, and back.

@@ -10,19 +10,24 @@ from typing import Any
 import httpx
 import pytest
 
+from reference import rabbitmq_available
+
 from .conftest import ManagedServerThread
 
 REFERENCE = "http://127.0.0.1:15672"
 
 
 def _reference_up() -> bool:
+    if not rabbitmq_available():
+        return False
     try:
         return httpx.get(f"{REFERENCE}/api/whoami", auth=("guest", "guest"), timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
 
-pytestmark = pytest.mark.skipif(not _reference_up(), reason="RabbitMQ's management API is not on 127.0.0.1:15672")
+NO_REFERENCE = "RabbitMQ's management API is not on 127.0.0.1:15672, or the broker is unhealthy"
+pytestmark = pytest.mark.skipif(not _reference_up(), reason=NO_REFERENCE)
 
 #: RabbitMQ fills a new queue's counts only at its next stats emission
 #: (every 5 s), so counts are compared by tests of their own, not here.

@@ -14,9 +14,9 @@ import pytest
 from pika.exceptions import AMQPConnectionError, ChannelClosedByBroker, ConnectionClosedByBroker
 
 from .conftest import ManagedServerThread
-from .test_differential import REFERENCE, _reference_up
+from .test_differential import NO_REFERENCE, REFERENCE, _reference_up
 
-pytestmark = pytest.mark.skipif(not _reference_up(), reason="RabbitMQ's management API is not on 127.0.0.1:15672")
+pytestmark = pytest.mark.skipif(not _reference_up(), reason=NO_REFERENCE)
 
 
 def set_up(http: httpx.Client, vhost: str, user: str) -> None:

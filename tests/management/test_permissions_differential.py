@@ -16,9 +16,9 @@ import pytest
 from pika.exceptions import AMQPChannelError, AMQPConnectionError, ChannelClosedByBroker
 
 from .conftest import ManagedServerThread
-from .test_differential import REFERENCE, _reference_up
+from .test_differential import NO_REFERENCE, REFERENCE, _reference_up
 
-pytestmark = pytest.mark.skipif(not _reference_up(), reason="RabbitMQ's management API is not on 127.0.0.1:15672")
+pytestmark = pytest.mark.skipif(not _reference_up(), reason=NO_REFERENCE)
 
 PERMISSIONS = {"configure": "^c-", "write": "^w-", "read": "^r-"}
 #: Writes to w-topic only under the user's own name; binds from r-topic only to public keys.

@@ -21,7 +21,7 @@ import trio
 
 from amqlite.config import Settings
 from amqlite.server import Server
-from reference import RABBITMQ, rabbitmq_available
+from reference import RABBITMQ, rabbitmq_unusable
 
 from .pika_support import Client
 
@@ -133,8 +133,8 @@ class BrokerUnderTest:
 @pytest.fixture(params=["amqlite", "rabbitmq"])
 def broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
     if request.param == "rabbitmq":
-        if not rabbitmq_available():
-            pytest.skip("reference RabbitMQ is not running at 127.0.0.1:5672")
+        if (unusable := rabbitmq_unusable()) is not None:
+            pytest.skip(unusable)
         yield BrokerUnderTest("rabbitmq", *RABBITMQ)
         return
     server = start_amqlite()
