@@ -234,6 +234,10 @@ class Settings:
         "vm_memory_high_watermark); 0 blocks every publisher")
     memory_high_watermark_bytes: int = _setting(
         0, _integer(0, 2**63 - 1, " bytes"), "the same as an absolute amount, in place of the fraction; 0: unset")
+    memory_paging_ratio: float = _setting(
+        defaults.MEMORY_PAGING_RATIO, _fraction,
+        "part of the watermark above which queues keep fewer messages in memory and page transient ones to "
+        "disk too (RabbitMQ's vm_memory_high_watermark_paging_ratio); 1: only once the alarm is on")
     heartbeat: int = _setting(defaults.HEARTBEAT, _integer(0, 65535, " seconds"),
                               "seconds proposed in connection.tune; 0 disables")
     frame_max: int = _setting(defaults.FRAME_MAX, _integer(defaults.FRAME_MIN_SIZE, 2**32 - 1, " bytes"),

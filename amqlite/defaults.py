@@ -28,6 +28,12 @@ MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 MAX_CONTENT_IN_FLIGHT = 64 * 1024 * 1024
 #: Ready messages a durable queue keeps in memory before paging to disk.
 QUEUE_MEMORY_BUDGET = 20_000
+#: The same while memory is short (above the paging ratio of the memory
+#: high watermark), for every queue, transient messages included.
+PRESSURE_QUEUE_BUDGET = 1_000
+#: As RabbitMQ's vm_memory_high_watermark_paging_ratio default: the part of
+#: the watermark above which queues page transient messages out too.
+MEMORY_PAGING_RATIO = 0.5
 #: Size at which the durable log starts a new segment file, bytes.
 SEGMENT_SIZE = 64 * 1024 * 1024
 #: Seconds between two progress lines while start-up replays the log.

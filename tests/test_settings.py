@@ -42,6 +42,7 @@ BAD = {
     "max_unauthenticated": ("max_unauthenticated = 0", "max_unauthenticated must be 1-"),
     "memory_high_watermark": ("memory_high_watermark = 1.5", "memory_high_watermark must be a fraction from 0 to 1"),
     "memory_high_watermark_bytes": ("memory_high_watermark_bytes = -1", "memory_high_watermark_bytes must be 0-"),
+    "memory_paging_ratio": ("memory_paging_ratio = 2", "memory_paging_ratio must be a fraction from 0 to 1"),
     "frame_max": ("frame_max = 9999999999", "frame_max must be 4096-4294967295 bytes"),
     "channel_max": ("channel_max = 70000", "channel_max must be 0-65535"),
     "max_message_size": ("max_message_size = -1", "max_message_size must be 1-536870912 bytes"),

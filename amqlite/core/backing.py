@@ -6,6 +6,14 @@ reaches storage only through here. So the journal's guards are written once
 (a transient queue has no journal; only a message with a record is
 journaled), and paging (out after writes, back in as the queue runs low,
 failing reads) is one concern apart from delivery.
+
+Transient messages page too, but only under memory pressure: while the
+journal says memory is short, a transient message joining a queue that
+already holds its budget in memory is written as a *spill* record, and
+pages out once that is on disk, like a persistent one. A spill is never
+recovered (a restart forgets transient messages anyway) and needs no
+record to remove it: its record is let go of as the message leaves the
+ready list (delivered, dropped) or comes back from disk.
 """
 
 from __future__ import annotations
@@ -22,10 +30,13 @@ if TYPE_CHECKING:
 
 
 class Backing:
-    def __init__(self, queue: Queue, journal: Journal | None) -> None:
+    def __init__(self, queue: Queue, journal: Journal | None, pager: Journal | None) -> None:
         self.queue = queue
         #: Where persistent messages are recorded; None for transient queues.
         self.journal = journal
+        #: Where ready messages page to: the broker's journal, whatever the
+        #: queue's durability; None for a broker without one.
+        self.pager = pager
         self.ready = ReadyList()
         #: Why the paged messages cannot be read back, once storage gave up
         #: retrying; cleared by the next read that works.
@@ -40,21 +51,36 @@ class Backing:
 
     def append(self, entry: Entry) -> None:
         """A new message joins the end of the queue."""
-        journal = self.journal
+        journal, pager = self.journal, self.pager
         if journal is not None and entry.message.persistent:
             journal.enqueued(self.queue, entry)
+        elif (pager is not None and pager.memory_pressure and entry.expires_at is None
+              and self.ready.in_memory >= pager.queue_budget):
+            pager.spilled(entry)
         self.ready.append(entry)
-        if journal is not None and self.over_budget:
-            journal.over_budget(self.queue)
+        # Only a recorded entry can page: a queue of transient messages in
+        # memory is no business of the pager's.
+        if entry.store_offset >= 0 and self.over_budget:
+            assert pager is not None
+            pager.over_budget(self.queue)
 
     def removed(self, entry: Entry) -> None:
         """The entry left the queue for good (acked, dead-lettered, dropped)."""
-        if entry.store_segment and self.journal is not None:
+        if entry.spilled:
+            self._unspill(entry)
+        elif entry.store_segment and self.journal is not None:
             self.journal.removed(self.queue, entry)
             entry.store_segment = 0
 
+    def _unspill(self, entry: Entry) -> None:
+        assert self.pager is not None
+        self.pager.unspilled(entry.store_segment)
+        entry.spilled, entry.store_segment, entry.store_offset = False, 0, -1
+
     def delivered(self, entry: Entry) -> None:
-        if entry.store_segment and self.journal is not None:
+        if entry.spilled:
+            self._unspill(entry)  # it never pages again (redelivered), so its copy on disk is no use
+        elif entry.store_segment and self.journal is not None:
             self.journal.delivered(self.queue, entry)
 
     def counted(self, entry: Entry) -> None:
@@ -75,16 +101,16 @@ class Backing:
         """Forget every paged message (purge, delete); returns how many."""
         paged = self.ready.drop_paged()
         if paged:
-            assert self.journal is not None
+            assert self.pager is not None
             for segment, _, seq, _ in paged:
-                self.journal.removed_paged(self.queue, seq, segment)
+                self.pager.removed_paged(self.queue, seq, segment)
         return len(paged)
 
     # -- paging -----------------------------------------------------------
 
     def want_page_in(self) -> None:
-        if self.journal is not None and not self.queue.deleted:
-            self.journal.wants_page_in(self.queue)
+        if self.pager is not None and not self.queue.deleted:
+            self.pager.wants_page_in(self.queue)
 
     def check_readable(self) -> None:
         """Refuse to wait for messages storage cannot read back: the client
@@ -98,35 +124,32 @@ class Backing:
 
     def _pageable(self, entry: Entry) -> bool:
         """Can this ready entry live on disk only? Its record must hold it
-        whole (a PUBLISH this queue owns, already written) and nothing about
-        it may live only in memory (a TTL to enforce, a delivery count)."""
+        whole (a spill, or a PUBLISH this queue owns), already written, and
+        nothing about it may live only in memory (a TTL to enforce, a
+        delivery count)."""
+        if (entry.state != READY or entry.expires_at is not None or entry.delivery_count or entry.redelivered
+                or entry.store_offset < 0):
+            return False
         message = entry.message
-        return (
-            entry.state == READY
-            and entry.expires_at is None
-            and not entry.delivery_count
-            and not entry.redelivered
-            and entry.store_offset >= 0
-            and message.store_refs == 1
-            and entry.store_segment == message.store_segment
-            and self.journal is not None
-            and self.journal.is_written(entry.store_segment, entry.store_offset)
-        )
+        if not entry.spilled and (message.store_refs != 1 or entry.store_segment != message.store_segment):
+            return False
+        assert self.pager is not None
+        return self.pager.is_written(entry.store_segment, entry.store_offset)
 
     def _unwritten(self, entry: Entry) -> bool:
         """Recorded, but not on disk yet: pageable after a later write."""
-        return (entry.store_offset >= 0 and self.journal is not None
-                and not self.journal.is_written(entry.store_segment, entry.store_offset))
+        return (entry.store_offset >= 0 and self.pager is not None
+                and not self.pager.is_written(entry.store_segment, entry.store_offset))
 
     @property
     def over_budget(self) -> bool:
-        return self.journal is not None and self.ready.in_memory > self.journal.queue_budget
+        return self.pager is not None and self.ready.in_memory > self.pager.queue_budget
 
     def page_out(self) -> int:
         """Move ready messages beyond the memory budget to disk only."""
-        if self.journal is None or self.queue.deleted:
+        if self.pager is None or self.queue.deleted:
             return 0
-        return len(self.ready.page_out(self.journal.queue_budget, self._pageable, self._unwritten))
+        return len(self.ready.page_out(self.pager.queue_budget, self._pageable, self._unwritten))
 
     def page_in_requests(self, low_water: int, batch: int) -> list[tuple[int, list[PagedRef]]]:
         return [] if self.queue.deleted else self.ready.page_in_requests(low_water, batch)
@@ -136,12 +159,18 @@ class Backing:
         False if they are no longer wanted (purged, deleted)."""
         if self.queue.deleted:
             return False
+        # A spill (no store id) is in memory again as a plain transient entry.
         entries = [
-            Entry(message, seq, priority=priority, store_segment=segment, store_offset=offset)
+            Entry(message, seq, priority=priority) if message.store_id is None
+            else Entry(message, seq, priority=priority, store_segment=segment, store_offset=offset)
             for (segment, offset, seq, _), message in zip(refs, messages, strict=True)
         ]
         if not self.ready.paged_in(priority, refs, entries):
             return False
+        assert self.pager is not None
+        for (segment, _, _, _), message in zip(refs, messages, strict=True):
+            if message.store_id is None:
+                self.pager.unspilled(segment)
         self.page_in_error = None
         return True
 

@@ -53,9 +53,13 @@ class Journal(Protocol):
         nack) instead of accepting what cannot be made durable."""
         ...
 
-    #: Ready messages a durable queue keeps in memory; beyond it they page
-    #: out to disk (see core/ready.py).
+    #: Ready messages a queue keeps in memory; beyond it they page out to
+    #: disk (see core/ready.py). Lower while memory is short.
     queue_budget: int
+
+    #: Memory is short (the server's memory watch says so): transient
+    #: messages beyond the budget are spilled to disk to page out too.
+    memory_pressure: bool
 
     # What the drivers rely on. Positions only grow: every record appended
     # gets one, and the driver's commit step moves ``synced`` up to the end
@@ -120,6 +124,15 @@ class Journal(Protocol):
     def wants_page_in(self, owner: Pageable) -> None: ...
 
     def removed_paged(self, queue: Queue, seq: int, segment: int) -> None: ...
+
+    def spilled(self, entry: Entry) -> None:
+        """Write a transient entry's message, only so that it can page out
+        (core/backing.py); sets the entry's store fields. Never recovered."""
+        ...
+
+    def unspilled(self, segment: int) -> None:
+        """A spill record in ``segment`` is no longer needed."""
+        ...
 
     def released(self, exchange: Exchange, message: Message) -> None: ...
 

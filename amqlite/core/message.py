@@ -92,6 +92,10 @@ class Entry:
     #: segment 0 if not durable.
     store_segment: int = 0
     store_offset: int = -1
+    #: The record at store_segment/store_offset is a spill: a transient
+    #: message written only so that it can page out under memory pressure
+    #: (never recovered, never removed by a record; see core/backing.py).
+    spilled: bool = False
 
     @property
     def size(self) -> int:

@@ -57,7 +57,8 @@ class Queue:
         self.auto_delete = auto_delete
         self.arguments = dict(arguments or {})
         #: Where the ready messages live and how storage hears of them.
-        self.backing = Backing(self, vhost.broker.journal if durable and exclusive_owner is None else None)
+        journal = vhost.broker.journal
+        self.backing = Backing(self, journal if durable and exclusive_owner is None else None, journal)
         self.ready = self.backing.ready
         self.unacked = 0
         self.consumers: list[Consumer] = []

@@ -9,6 +9,7 @@ anything lives in ``amqlite.amqp.engine`` and ``amqlite.core``.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import math
 import secrets
@@ -165,7 +166,13 @@ class Server:
                     nursery.start_soon(driver.run)
                 nursery.start_soon(drive_timers, self.core.timers, self.clock)
                 nursery.start_soon(drive_timers, self.connection_timers, self.clock)
-                nursery.start_soon(watch_memory, watermark(self.settings), self._memory_alarm_changed)
+                limit = watermark(self.settings)
+                nursery.start_soon(watch_memory, limit, self._memory_alarm_changed)
+                if self.journal is not None:
+                    nursery.start_soon(functools.partial(
+                        watch_memory, int(limit * self.settings.memory_paging_ratio), self._memory_pressure_changed,
+                        event="memory.paging", actions=("queues page transient messages to disk",
+                                                        "queues keep their full budget in memory")))
                 for listener in listeners:
                     nursery.start_soon(self._accept, listener, nursery, False)
                 for listener in tls_listeners:
@@ -227,6 +234,16 @@ class Server:
         self.disk_alarm = reason
         for conn in self.connections:
             conn.set_blocked(reason)
+
+    def _memory_pressure_changed(self, on: bool) -> None:
+        journal = self.journal
+        assert journal is not None
+        journal.set_memory_pressure(on)
+        if on:  # queues already over the smaller budget page out after the next write
+            for vhost in self.core.vhosts.values():
+                for queue in vhost.queues.values():
+                    if queue.over_budget:
+                        journal.over_budget(queue)
 
     def _memory_alarm_changed(self, on: bool) -> None:
         self.memory_alarm = on

@@ -5,7 +5,12 @@ At or above it the alarm goes on: connections that publish are no longer
 read from (``connection.blocked`` for clients that asked), while consumers
 go on draining; below it the alarm goes off and they are read again.
 
-"In use" is the resident set less what glibc's heap holds free: freed
+Below it, from RabbitMQ's paging ratio of it on (half, by default), memory
+is short: queues keep a smaller budget of ready messages in memory and page
+transient messages to disk too (core/backing.py), so that the alarm is the
+last resort rather than the first.
+
+"In use" is the anonymous resident set less what glibc's heap holds free: freed
 memory that glibc keeps for reuse is not the broker's to give back, and
 counting it would keep the alarm on after the queues have drained (like
 RabbitMQ's ``allocated`` strategy rather than its ``rss`` one).
@@ -35,7 +40,10 @@ def memory_in_use(enough: int | None = None) -> int:
     delayed messages made due ones fire 20-80 ms late every second), so
     the watch asks for it only when the answer could reach the watermark."""
     with open("/proc/self/statm") as statm:
-        resident = int(statm.read().split()[1]) * _PAGE
+        fields = statm.read().split()
+    # Anonymous pages only: file pages (a segment mapped to be indexed) are
+    # the page cache's, which the kernel reclaims without the broker.
+    resident = (int(fields[1]) - int(fields[2])) * _PAGE
     if enough is not None and resident < enough:
         return resident
     return max(0, resident - (free_bytes() or 0))
@@ -50,17 +58,18 @@ def watermark(settings: Settings) -> int:
 
 async def watch_memory(limit: int, on_change: Callable[[bool], object],
                        measure: Callable[[int | None], int] = memory_in_use,
-                       interval: float = CHECK_INTERVAL) -> None:
+                       interval: float = CHECK_INTERVAL, *, event: str = "memory.alarm",
+                       actions: tuple[str, str] = ("publishers blocked", "publishers read again")) -> None:
     """Call ``on_change(True)`` when usage reaches ``limit``, and
-    ``on_change(False)`` when it falls back below, forever."""
+    ``on_change(False)`` when it falls back below, forever; each change is
+    logged as ``event`` (an error) or ``event``_cleared, with its action."""
     alarm = False
     while True:
         used = measure(None if alarm else limit)
         if (used >= limit) != alarm:
             alarm = not alarm
             (log.error if alarm else log.info)(
-                "memory.alarm" if alarm else "memory.alarm_cleared", used_mb=round(used / 2**20, 1),
-                watermark_mb=round(limit / 2**20, 1),
-                action="publishers blocked" if alarm else "publishers read again")
+                event if alarm else f"{event}_cleared", used_mb=round(used / 2**20, 1),
+                limit_mb=round(limit / 2**20, 1), action=actions[0] if alarm else actions[1])
             on_change(alarm)
         await trio.sleep(interval)

@@ -44,6 +44,7 @@ from .records import (
     RETRY,
     RETRY_RECORD,
     SNAPSHOT,
+    SPILL,
     TRUNCATE,
     TRUNCATE_RECORD,
     GROUP,
@@ -109,7 +110,8 @@ class DiskJournal:
         self._write_failing = False
         #: Free disk space is below the limit (set by the driver's monitor).
         self.disk_low = False
-        self.queue_budget = queue_budget
+        self.queue_budget = self._normal_budget = queue_budget
+        self.memory_pressure = False
         #: Queues over budget: marked since the last batch was taken, and
         #: marked before it (they page once it is written). Then queues
         #: asking for their paged messages back. The driver serves all.
@@ -362,9 +364,28 @@ class DiskJournal:
                 self.on_page_request()
 
     def removed_paged(self, queue: Queue, seq: int, segment: int) -> None:
-        removal, _ = self._append(REMOVE, ENTRY.pack(queue.store_id, seq))
-        self._ref(removal, segment)
-        self._live[segment] -= 2  # the entry and its body, one PUBLISH record
+        # A spill needs no REMOVE: recovery never reads it. On a durable
+        # queue the ref may be a spill or a PUBLISH; a REMOVE of a spill is
+        # one that recovery finds no entry for, and skips.
+        if queue.store_id is not None:
+            removal, _ = self._append(REMOVE, ENTRY.pack(queue.store_id, seq))
+            self._ref(removal, segment)
+        self._live[segment] -= 2  # the entry and its body, one PUBLISH or SPILL record
+
+    def spilled(self, entry: Entry) -> None:
+        entry.store_segment, entry.store_offset = self._append(SPILL, content(entry.message))
+        entry.spilled = True
+        self._live[entry.store_segment] += 2  # as a paged message counts, entry and body
+
+    def unspilled(self, segment: int) -> None:
+        self._live[segment] -= 2
+
+    def set_memory_pressure(self, on: bool) -> None:
+        """While memory is short, queues keep a smaller budget in memory
+        and transient messages beyond it spill to disk (core/backing.py).
+        The caller marks the queues now over budget (over_budget)."""
+        self.memory_pressure = on
+        self.queue_budget = min(self._normal_budget, defaults.PRESSURE_QUEUE_BUDGET) if on else self._normal_budget
 
     # -- paging (driver side) ---------------------------------------------------
 
@@ -394,7 +415,8 @@ class DiskJournal:
         messages = []
         for segment, offset, _, _ in refs:
             message = self.read_message(segment, offset)
-            message.store_refs = 1
+            if message.store_id is not None:  # not a spill
+                message.store_refs = 1
             messages.append(message)
         return messages
 
@@ -550,14 +572,15 @@ class DiskJournal:
         """Write the index file of a sealed segment (worker thread). A
         segment with damaged records gets none: its replay reports them."""
         try:
-            data = self.log.read_segment(segment)
+            with self.log.mapped_segment(segment) as data:
+                index = segment_index.build(segment, data)
+                encoded = None if index is None else segment_index.encode(index, data)
         except FileNotFoundError:
             return  # compacted away meanwhile
-        index = segment_index.build(segment, data)
-        if index is None:
+        if encoded is None:
             log.warning("store.index_skipped", segment=segment, reason="damaged records; replayed at start-up")
         else:
-            self.log.write_index(segment, segment_index.encode(index, data))
+            self.log.write_index(segment, encoded)
 
     def indexed(self, segment: int) -> None:
         """``segment`` was indexed, or failed to be: it is not tried again."""
@@ -592,8 +615,8 @@ class DiskJournal:
         self._group_records = dict(recovered.group_records)
 
     def read_message(self, segment: int, offset: int) -> Message:
-        """The message of the PUBLISH or HOLD record at ``offset`` of
-        ``segment``, as its owner holds it (store fields set)."""
+        """The message of the PUBLISH, HOLD or SPILL record at ``offset``
+        of ``segment``, as its owner holds it (see load_message)."""
         return load_message(self.log, segment, offset)
 
     def close(self) -> None:

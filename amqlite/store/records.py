@@ -16,6 +16,8 @@ TRUNCATE    queue id, first offset: a stream's retention removed what came befor
 GROUP       queue id, committed offset, group name: a consumer group's progress on a stream
 DEDUP       queue id (0 for an exchange), expires (NaN: never), vhost, exchange,
             then a table {"id": the message id}: an id a deduplicating owner took
+SPILL       the content only: a transient message written so that it can page
+            out under memory pressure; recovery skips it
 ==========  ===================================================================
 
 Content is exchange and routing key (shortstr), the AMQP content header
@@ -35,7 +37,7 @@ from ..core.message import Message
 if TYPE_CHECKING:
     from .segments import SegmentLog
 
-DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE, TRUNCATE, GROUP, DEDUP = range(1, 14)
+DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE, TRUNCATE, GROUP, DEDUP, SPILL = range(1, 15)
 
 PUBLISH_HEAD = struct.Struct(">QQQdBI")
 ENQUEUE_HEAD = struct.Struct(">QQQd")
@@ -75,10 +77,12 @@ def read_message(payload: bytes, offset: int) -> Message:
 
 
 def load_message(log: SegmentLog, segment: int, offset: int) -> Message:
-    """The message of the PUBLISH or HOLD record at ``offset`` of
+    """The message of the PUBLISH, HOLD or SPILL record at ``offset`` of
     ``segment``, as its owner (a queue, a delayed exchange) holds it
-    (store fields set)."""
+    (store fields set; none for a spill, which is not journalled)."""
     kind, payload = log.read(segment, offset)
+    if kind == SPILL:
+        return read_message(payload, 0)
     if kind == PUBLISH:
         message = read_message(payload, PUBLISH_HEAD.size)
     elif kind == HOLD:
@@ -86,7 +90,7 @@ def load_message(log: SegmentLog, segment: int, offset: int) -> Message:
         _, at = decode_name(payload, at)  # exchange
         message = read_message(payload, at)
     else:
-        raise ValueError(f"record at {segment}:{offset} is not a publish or a hold")
+        raise ValueError(f"record at {segment}:{offset} is not a publish, a hold or a spill")
     message.store_id = ID.unpack_from(payload)[0]  # both begin with the message id
     message.store_segment = segment
     return message

@@ -24,6 +24,7 @@ no index at all, so every start-up reports the damage.
 from __future__ import annotations
 
 import bisect
+import mmap
 import struct
 import sys
 import zlib
@@ -103,7 +104,7 @@ class SegmentIndex:
     others: list[tuple[int, int, bytes]] = attrs.Factory(list)
 
 
-def build(segment: int, data: bytes) -> SegmentIndex | None:
+def build(segment: int, data: bytes | mmap.mmap) -> SegmentIndex | None:
     """The index of a sealed segment's bytes; None if any record is damaged.
     (A background task's work, but a pass of Python per record all the
     same: names are bound to locals, and no payload is copied.)"""
@@ -112,6 +113,7 @@ def build(segment: int, data: bytes) -> SegmentIndex | None:
     # finds its PUBLISH in this segment by bisection.
     ids, offsets = array("Q"), array("Q")
     publish, enqueue, publish_head, enqueue_head = records.PUBLISH, records.ENQUEUE, records.PUBLISH_HEAD, records.ENQUEUE_HEAD
+    spill = records.SPILL
     unpack_head, crc32, view, size = RECORD_HEAD.unpack_from, zlib.crc32, memoryview(data), len(data)
     rows, rows_of = None, -1
     offset = count = 0
@@ -136,7 +138,7 @@ def build(segment: int, data: bytes) -> SegmentIndex | None:
             at = bisect.bisect_left(ids, msg_id)
             body = offsets[at] if at < len(ids) and ids[at] == msg_id else ELSEWHERE
             index.copies.append((queue_id, seq, msg_id, body))
-        else:
+        elif kind != spill:  # recovery skips spills: the index need not copy them
             index.others.append((offset, kind, data[offset + HEAD_SIZE : end]))
         count += 1
         offset = end
@@ -153,7 +155,7 @@ def _rows(index: SegmentIndex, queue_id: int) -> Rows:
     return rows
 
 
-def encode(index: SegmentIndex, data: bytes) -> bytes:
+def encode(index: SegmentIndex, data: bytes | mmap.mmap) -> bytes:
     """The index file for ``index``, bound to the segment bytes ``data``."""
     parts = [_COUNTS.pack(index.records, index.max_msg_id, len(index.queues), len(index.copies), len(index.recent))]
     for queue_id, rows in index.queues.items():

@@ -17,6 +17,8 @@ short write, a failed fsync or a full disk.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 import re
 import struct
@@ -272,6 +274,18 @@ class SegmentLog:
 
     def read_segment(self, segment: int) -> bytes:
         return self._path(segment).read_bytes()
+
+    @contextlib.contextmanager
+    def mapped_segment(self, segment: int) -> Iterator[bytes | mmap.mmap]:
+        """A sealed segment's bytes, mapped rather than read: they stay in
+        the page cache, not on the heap (indexing a segment read 64 MB onto
+        the heap at each roll, a jump in memory use the memory watch saw)."""
+        with open(self._path(segment), "rb") as file:
+            if not os.fstat(file.fileno()).st_size:
+                yield b""
+                return
+            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                yield data
 
     def read_index(self, segment: int) -> bytes | None:
         """The index file kept beside ``segment``, if there is one."""
