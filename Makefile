@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test bench bench-amqp bench-durable bench-scale bench-streams fuzz venv clean crash interop-pika interop-aiormq screenshots
+.PHONY: run demo test bench bench-amqp bench-durable bench-scale bench-streams bench-engine fuzz venv clean crash interop-pika interop-aiormq screenshots
 
 RUNTIME := $(VENV)/.runtime
 
@@ -64,6 +64,11 @@ bench-scale: $(STAMP)
 # readers at once (amqlite only): speed and peak RSS (about 20 minutes).
 bench-streams: $(STAMP)
 	$(BIN)/python benchmarks/bench_streams.py
+
+# The AMQP engine alone, in-process: CPU per message, steady enough to compare
+# commits (run it from a worktree of the other one).
+bench-engine: $(STAMP)
+	$(BIN)/python benchmarks/bench_engine.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

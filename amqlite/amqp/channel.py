@@ -76,7 +76,7 @@ class Channel:
             raise errors.UnexpectedFrame(f"expected content body, got non content body frame instead ({method.name})")
 
     def begin_publish(self, method: spec.Basic.Publish) -> None:
-        self.expect_method(method)
+        """A basic.publish arrived while awaiting a method (the caller checked)."""
         self._publish = method
         self.state = ChannelState.AWAIT_HEADER
 

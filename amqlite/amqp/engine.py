@@ -26,7 +26,7 @@ from ..core.events import ConsumerCancelled, Deliver, WaitForDisk
 from ..core.message import Message
 from ..log import get_logger
 from . import spec
-from .channel import Channel
+from .channel import Channel, ChannelState
 from .handshake import Handshake, Limits
 from .frames import (
     FRAME_MIN_SIZE,
@@ -300,7 +300,8 @@ class ServerConnection:
         """Handle the frames fed so far, unless a basic.get waits for disk."""
         frame = None
         try:
-            while self.state is not State.CLOSED and not self._waits_for_storage():
+            # _waits_for_storage, inline: this test runs once per frame.
+            while self.state is not State.CLOSED and self._waiting_get is None and self._waiting_commit is None:
                 frame = None  # a frame that fails to decode names no method
                 if (frame := self._decoder.next_frame()) is None:
                     break
@@ -451,7 +452,8 @@ class ServerConnection:
                 self._send(number, spec.Channel.CloseOk())
                 self._forget(ch)
             return
-        ch.expect_method(method)
+        if ch.state is not ChannelState.AWAIT_METHOD:
+            ch.expect_method(method)
         if isinstance(method, spec.Basic.Publish):
             if method.immediate:
                 raise errors.NotImplemented_("immediate=true")

@@ -38,6 +38,10 @@ class Channel:
         self.vhost = connection.vhost
         self.broker = connection.broker
         self.access = connection.access
+        #: Exchanges this channel passed the write check for, when the user
+        #: has no topic permissions: the check then depends on the name
+        #: alone, and the user's rights are fixed for the connection.
+        self._writable: set[str] = set()
         self.stats = connection.broker.stats
         self.consumers: dict[str, Consumer] = {}
         self.unacked: OrderedDict[int, Unacked] = OrderedDict()
@@ -276,11 +280,14 @@ class Channel:
         (and None is returned); otherwise the outcome says where it went."""
         self._require_open()
         access = self.access
-        if access is not None:
+        if access is not None and message.exchange not in self._writable:
             access.write("exchange", message.exchange)
-            exchange = self.vhost.exchanges.get(message.exchange)
-            if exchange is not None and exchange.type == "topic":
-                access.topic_write(message.exchange, message.routing_key)
+            if access.topics:
+                exchange = self.vhost.exchanges.get(message.exchange)
+                if exchange is not None and exchange.type == "topic":
+                    access.topic_write(message.exchange, message.routing_key)
+            else:
+                self._writable.add(message.exchange)
         limit = self.broker.max_message_size
         if len(message.body) > limit:
             raise PreconditionFailed(f"message size {len(message.body)} is larger than configured max size {limit}")

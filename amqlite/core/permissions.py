@@ -51,7 +51,8 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 
 def matches(pattern: str, name: str) -> bool:
     # RabbitMQ: an empty pattern is "no access", not "matches everything".
-    return pattern != "" and _compiled(pattern).search(name) is not None
+    # ".*", the usual grant, matches every name without the regex engine.
+    return pattern == ".*" or (pattern != "" and _compiled(pattern).search(name) is not None)
 
 
 def valid_pattern(pattern: str) -> str | None:

@@ -164,8 +164,10 @@ class ReadyList:
         return level
 
     def append(self, entry: Entry) -> None:
-        level = self._level(entry.priority)
-        (level.tail if level.paging else level.fresh).append(entry)
+        # Once per published message: the paging test inline, not the property.
+        level = self._levels.get(entry.priority) or self._level(entry.priority)
+        paged = level.paged
+        (level.tail if level.inflight or paged.head < len(paged.seqs) else level.fresh).append(entry)
         level.live += 1
         self.count += 1
         self.bytes += len(entry.message.body)
