@@ -116,7 +116,10 @@ class Channel:
         method, header = self._publish, self._header
         assert method is not None and header is not None
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        self._reset(ChannelState.AWAIT_METHOD)
+        # _reset(AWAIT_METHOD), inline: once per published message.
+        self._publish = self._header = None
+        self._body = []
+        self.state = ChannelState.AWAIT_METHOD
         return method, Message(method.exchange, method.routing_key, header.properties, body, header.payload)
 
     def abandon_publish(self) -> spec.Basic.Publish | None:

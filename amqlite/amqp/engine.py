@@ -445,14 +445,15 @@ class ServerConnection:
             if kind is spec.Channel.CloseOk:
                 return
             raise errors.ChannelStateError(f"expected 'channel.open' on channel {number}, got '{method.name}'")
-        if ch.closing:
+        state = ch.state  # the closing test and the method check, once per frame
+        if state is ChannelState.CLOSING:
             if kind is spec.Channel.CloseOk:
                 self._forget(ch)
             elif kind is spec.Channel.Close:
                 self._send(number, spec.Channel.CloseOk())
                 self._forget(ch)
             return
-        if ch.state is not ChannelState.AWAIT_METHOD:
+        if state is not ChannelState.AWAIT_METHOD:
             ch.expect_method(method)
         if isinstance(method, spec.Basic.Publish):
             if method.immediate:
@@ -583,7 +584,7 @@ class ServerConnection:
 
     def _content_header(self, frame: HeaderFrame, now: float) -> None:
         ch = self._channels.get(frame.channel)
-        if ch is None or ch.closing:
+        if ch is None or ch.state is ChannelState.CLOSING:
             if ch is None and self.state is not State.CLOSING:
                 # RabbitMQ: "expected method frame, got non method frame instead".
                 raise errors.UnexpectedFrame(f"content header on channel {frame.channel}, which is not open")
@@ -605,7 +606,7 @@ class ServerConnection:
 
     def _body(self, frame: BodyFrame, now: float) -> None:
         ch = self._channels.get(frame.channel)
-        if ch is None or ch.closing:
+        if ch is None or ch.state is ChannelState.CLOSING:
             if ch is None and self.state is not State.CLOSING:
                 # RabbitMQ: "expected method frame, got non method frame instead".
                 raise errors.UnexpectedFrame(f"content body on channel {frame.channel}, which is not open")

@@ -437,7 +437,7 @@ class Channel:
             self._tx_settles.extend((tag, record, how) for tag, record in records)
             return
         self._apply(records, how, now)
-        requeued = [queue for _, (_, queue, _) in records] if how.requeues else ()
+        requeued = [queue for _, (_, queue, _) in records] if how is not Settlement.ACK and how.requeues else ()
         if self.consumers or requeued:
             self._redispatch(now, requeued)
 
