@@ -53,6 +53,7 @@ from .records import (
     DEDUP_HEAD,
     content,
     load_message,
+    message_of,
 )
 from . import segment_index
 from .segments import FileSystem, SegmentLog
@@ -413,8 +414,9 @@ class DiskJournal:
     def read_paged(self, refs: list[PagedRef]) -> list[Message]:
         """The messages of paged refs, read from disk (worker thread)."""
         messages = []
-        for segment, offset, _, _ in refs:
-            message = self.read_message(segment, offset)
+        locations = [(segment, offset) for segment, offset, _, _ in refs]
+        for (segment, offset), (kind, payload) in zip(locations, self.log.read_many(locations), strict=True):
+            message = message_of(kind, payload, segment, offset)
             if message.store_id is not None:  # not a spill
                 message.store_refs = 1
             messages.append(message)

@@ -81,6 +81,11 @@ def load_message(log: SegmentLog, segment: int, offset: int) -> Message:
     ``segment``, as its owner (a queue, a delayed exchange) holds it
     (store fields set; none for a spill, which is not journalled)."""
     kind, payload = log.read(segment, offset)
+    return message_of(kind, payload, segment, offset)
+
+
+def message_of(kind: int, payload: bytes, segment: int, offset: int) -> Message:
+    """:func:`load_message` for a record already read."""
     if kind == SPILL:
         return read_message(payload, 0)
     if kind == PUBLISH:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from amqlite.store.segments import HEAD_SIZE, FileSystem, SegmentLog
+from amqlite.store.segments import HEAD_SIZE, READ_SPAN, FileSystem, SegmentLog
 
 from faultyfs import FaultyFS
 
@@ -335,3 +335,36 @@ def test_replay_resynchronises_after_a_damaged_stretch(tmp_path: Path, filler: s
     assert path.read_bytes() == bytes(data)
     [report] = logs
     assert report["skipped"] == [{"start": 10 * size, "end": 391 * size, "bytes": 381 * size, "records": None}]
+
+
+def test_read_many_gives_each_record_as_read_does_with_few_reads(tmp_path: Path) -> None:
+    """Records across segments, out of order, one larger than a read's span:
+    each as read() gives it, nearby ones from one read; a damaged one in the
+    middle of a window is refused."""
+    counting = CountingReads()
+    log = SegmentLog(tmp_path, segment_size=64 * 1024, fs=counting)
+    where = [log.append(1 + i % 3, b"record %04d " % i + bytes(i % 50)) for i in range(2000)]
+    where.append(log.append(2, b"big" * READ_SPAN))
+    write_all(log)
+    wanted = where[::3] + [where[-1], where[5], where[1]]
+    one_by_one = [log.read(*location) for location in wanted]
+    counting.reads = 0
+    assert log.read_many(wanted) == one_by_one
+    assert counting.reads < 20  # 671 records, not 671 reads
+    segment, offset = where[100]
+    path = tmp_path / f"{segment:010d}.seg"
+    data = bytearray(path.read_bytes())
+    data[offset + HEAD_SIZE + 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"bad record at {segment}:{offset}"):
+        log.read_many(where[98:103])
+    log.close()
+
+
+class CountingReads(FileSystem):
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        self.reads += 1
+        return super().pread(fd, size, offset)
