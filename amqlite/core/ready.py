@@ -33,6 +33,11 @@ _COMPACT_MIN = 1024
 #: A paged message: (segment, offset of its record, seq, body size).
 PagedRef = tuple[int, int, int, int]
 
+#: Body bytes one page-in brings back at most: a batch is counted in
+#: messages (half the budget), and 10,000 messages of 10 KB read back at
+#: once made memory jump by 100 MB (enough to raise the alarm).
+PAGE_IN_MAX_BYTES = 16 * 2**20
+
 
 class PagedRun:
     """Locations of on-disk messages, oldest first, in compact arrays
@@ -81,8 +86,17 @@ class PagedRun:
                 column[self.head:self.head] = array(column.typecode, values)
         self.bytes += sum(ref[3] for ref in refs)
 
-    def take(self, count: int) -> list[PagedRef]:
+    def take(self, count: int, max_bytes: int | None = None) -> list[PagedRef]:
+        """The oldest ``count`` refs, fewer if their bodies would pass
+        ``max_bytes`` (but at least one)."""
         start, end = self.head, min(self.head + count, len(self.seqs))
+        if max_bytes is not None:
+            sizes, total = self.sizes, 0
+            for at in range(start, end):
+                total += sizes[at]
+                if total > max_bytes and at > start:
+                    end = at
+                    break
         refs = list(zip(self.segments[start:end], self.offsets[start:end], self.seqs[start:end], self.sizes[start:end], strict=True))
         self.head = end
         self.bytes -= sum(ref[3] for ref in refs)
@@ -280,7 +294,7 @@ class ReadyList:
         requests = []
         for priority, level in self._levels.items():
             if len(level.paged) and not level.inflight and len(level.fresh) < low_water:
-                level.inflight = level.paged.take(batch)
+                level.inflight = level.paged.take(batch, PAGE_IN_MAX_BYTES)
                 requests.append((priority, level.inflight))
         return requests
 

@@ -235,3 +235,19 @@ def test_purging_paged_messages_reports_each_drop(tmp_path: Path) -> None:
     # The five in memory show their body; the 45 on disk only cannot.
     assert seen == [("q", b"m%04d" % i, "purged") for i in range(5)] + [("q", None, "purged")] * 45
     assert store.broker.drops["purged"] == 50
+
+
+def test_a_page_in_batch_is_capped_in_bytes_and_never_empty() -> None:
+    """Half the budget of big messages would come back at once (10,000 of
+    10 KB: 100 MB); a batch stops at PAGE_IN_MAX_BYTES of bodies, and one
+    message larger than that still comes back alone."""
+    from amqlite.core.ready import PAGE_IN_MAX_BYTES, PagedRun
+
+    run = PagedRun()
+    size = PAGE_IN_MAX_BYTES // 4
+    for seq in range(10):
+        run.push(1, seq * 100, seq, size)
+    assert [ref[2] for ref in run.take(8, PAGE_IN_MAX_BYTES)] == [0, 1, 2, 3]
+    assert [ref[2] for ref in run.take(8, size // 2)] == [4]
+    assert [ref[2] for ref in run.take(8)] == [5, 6, 7, 8, 9]
+    assert run.bytes == 0
