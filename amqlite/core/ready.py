@@ -274,20 +274,29 @@ class ReadyList:
     def _start_paging(level: _Level, excess: int, pageable: Callable[[Entry], bool],
                       unwritten: Callable[[Entry], bool]) -> list[Entry]:
         """Split ``fresh`` into fresh (oldest), a run of up to ``excess``
-        pageable entries, and tail (newest); returns the run."""
-        entries = list(level.fresh)
-        end = len(entries)
-        while end and unwritten(entries[end - 1]):
-            end -= 1
-        start = end
-        while start and end - start < excess and pageable(entries[start - 1]):
-            start -= 1
-        if start == end:
+        pageable entries, and tail (newest); returns the run. Walks from
+        the newest end and stops at the first entry that cannot go, so a
+        level with nothing to page (transient messages) costs one look,
+        not a copy of the whole level after every write."""
+        tail: list[Entry] = []
+        run: list[Entry] = []
+        for entry in reversed(level.fresh):
+            if not run and unwritten(entry):
+                tail.append(entry)
+            elif len(run) < excess and pageable(entry):
+                run.append(entry)
+            else:
+                break
+        if not run:
             return []
-        level.fresh = deque(entries[:start])
-        level.tail = deque(entries[end:])
-        level.live -= end - start
-        return entries[start:end]
+        fresh = level.fresh
+        for _ in range(len(tail) + len(run)):
+            fresh.pop()
+        tail.reverse()
+        run.reverse()
+        level.tail = deque(tail)
+        level.live -= len(run)
+        return run
 
     def page_in_requests(self, low_water: int, batch: int) -> list[tuple[int, list[PagedRef]]]:
         """Batches to read back, per priority, for levels running low."""
