@@ -52,7 +52,6 @@ from .records import (
     DEDUP,
     DEDUP_HEAD,
     content,
-    load_message,
     message_of,
 )
 from . import segment_index
@@ -615,11 +614,6 @@ class DiskJournal:
         self._refs = recovered.refs
         self._indexed = set(recovered.indexed)
         self._group_records = dict(recovered.group_records)
-
-    def read_message(self, segment: int, offset: int) -> Message:
-        """The message of the PUBLISH, HOLD or SPILL record at ``offset``
-        of ``segment``, as its owner holds it (see load_message)."""
-        return load_message(self.log, segment, offset)
 
     def close(self) -> None:
         """Write what is still pending and release the data directory."""
