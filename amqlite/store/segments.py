@@ -78,9 +78,13 @@ class FileSystem:
         return stats.f_bavail * stats.f_frsize
 
 
+#: The CRC of each kind byte, so that a record's CRC (kind and payload)
+#: continues from it rather than from a copy of the payload with the kind.
+_KIND_CRC = [zlib.crc32(bytes((kind,))) for kind in range(256)]
+
+
 def encode_record(kind: int, payload: bytes) -> bytes:
-    body = bytes((kind,)) + payload
-    return RECORD_HEAD.pack(len(body), zlib.crc32(body), kind) + payload
+    return RECORD_HEAD.pack(len(payload) + 1, zlib.crc32(payload, _KIND_CRC[kind]), kind) + payload
 
 
 def _by_segment(pending: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
@@ -393,7 +397,7 @@ class SegmentLog:
                 window, window_start, at = self.fs.pread(fd, HEAD_SIZE + length - 1, offset), offset, 0
                 end = HEAD_SIZE + length - 1
             payload = window[at + HEAD_SIZE : end]
-            if len(payload) != length - 1 or zlib.crc32(payload, zlib.crc32(bytes((kind,)))) != crc:
+            if len(payload) != length - 1 or zlib.crc32(payload, _KIND_CRC[kind]) != crc:
                 raise ValueError(f"bad record at {segment}:{offset}")
             records.append((kind, payload))
         return records
