@@ -142,6 +142,9 @@ class DiskJournal:
         #: segment of each group's newest GROUP record: (stream id, group).
         self._group_commits: dict[tuple[Stream, str], int] = {}
         self._group_records: dict[tuple[int, str], int] = {}
+        #: Deliveries whose DELIVERED record waits for the next batch: most
+        #: are acked before it is taken, and then need no record at all.
+        self._deliveries: dict[Entry, tuple[Queue, int]] = {}
 
     # -- helpers ------------------------------------------------------------
 
@@ -250,6 +253,8 @@ class DiskJournal:
         self._live[segment] += 1  # the entry
 
     def removed(self, queue: Queue, entry: Entry) -> None:
+        if self._deliveries:
+            self._deliveries.pop(entry, None)  # delivered and gone within one batch
         segment, _ = self._append(REMOVE, ENTRY.pack(queue.store_id, entry.seq))
         self._ref(segment, entry.store_segment)
         self._live[entry.store_segment] -= 1
@@ -259,18 +264,42 @@ class DiskJournal:
             self._live[message.store_segment] -= 1
 
     def delivered(self, queue: Queue, entry: Entry) -> None:
-        segment, _ = self._append(DELIVERED, ENTRY.pack(queue.store_id, entry.seq))
+        # Recorded with the next batch (_append_deliveries), so that a
+        # message acked before then costs a REMOVE only: the record exists
+        # to mark a message redelivered after a crash, and the batch is
+        # what a crash loses or keeps either way.
+        if not self._deliveries and not self.log.dirty and self.log.on_pending is not None:
+            self.log.on_pending()  # a delivery alone still needs a write
+        self._deliveries[entry] = (queue, entry.seq)  # the seq it has now: a MOVE may renumber it
+
+    def _append_delivered(self, entry: Entry, queue: Queue, seq: int) -> None:
+        segment, _ = self._append(DELIVERED, ENTRY.pack(queue.store_id, seq))
         self._ref(segment, entry.store_segment)
 
+    def _append_deliveries(self) -> None:
+        deliveries, self._deliveries = self._deliveries, {}
+        for entry, (queue, seq) in deliveries.items():
+            if not queue.deleted:
+                self._append_delivered(entry, queue, seq)
+
+    def _flush_delivery(self, entry: Entry) -> None:
+        """A record about ``entry`` must follow its DELIVERED: append that now."""
+        delivery = self._deliveries.pop(entry, None) if self._deliveries else None
+        if delivery is not None:
+            self._append_delivered(entry, *delivery)
+
     def counted(self, queue: Queue, entry: Entry) -> None:
+        self._flush_delivery(entry)
         segment, _ = self._append(COUNT, COUNT_RECORD.pack(queue.store_id, entry.seq, entry.delivery_count))
         self._ref(segment, entry.store_segment)
 
     def retrying(self, queue: Queue, entry: Entry, due: float) -> None:
+        self._flush_delivery(entry)
         segment, _ = self._append(RETRY, RETRY_RECORD.pack(queue.store_id, entry.seq, due))
         self._ref(segment, entry.store_segment)
 
     def moved(self, queue: Queue, entry: Entry, old_seq: int) -> None:
+        self._flush_delivery(entry)
         segment, _ = self._append(MOVE, MOVE_RECORD.pack(queue.store_id, old_seq, entry.seq))
         self._ref(segment, entry.store_segment)
 
@@ -426,7 +455,7 @@ class DiskJournal:
     @property
     def dirty(self) -> bool:
         """Records wait to be written."""
-        return self.log.dirty or bool(self._releases) or bool(self._group_commits)
+        return self.log.dirty or bool(self._releases) or bool(self._group_commits) or bool(self._deliveries)
 
     def take_batch(self) -> tuple[list[tuple[int, bytes]], int]:
         """Everything appended so far, for a writer, and the position it
@@ -435,6 +464,8 @@ class DiskJournal:
             self._append_releases()
         if self._group_commits:
             self._append_group_commits()
+        if self._deliveries:
+            self._append_deliveries()
         # Queues over budget so far can page what this batch writes.
         self._due_after_write.update(self._over_budget)
         self._over_budget = {}

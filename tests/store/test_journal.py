@@ -615,3 +615,35 @@ def test_a_delivery_cut_short_by_a_crash_counts_as_returned(tmp_path: Path) -> N
            for g in (store.ch.get("q", now=NOW, no_ack=True) for _ in range(3))}
     assert got == {b"out": (True, 1), b"requeued": (True, 1), b"waiting": (False, 0)}
     store.close()
+
+
+def test_a_delivery_acked_within_the_batch_writes_no_delivered_record(tmp_path: Path) -> None:
+    """DELIVERED records wait for the batch: one acked before it is taken
+    costs a REMOVE only; one still unacked is written and comes back
+    redelivered after a crash; one requeued in the same batch keeps its
+    DELIVERED before its COUNT, so its delivery count comes back right."""
+    from amqlite.store.records import COUNT, DELIVERED, REMOVE
+
+    store = Store(tmp_path)
+    store.ch.declare_queue("q", durable=True, now=1000.0)
+    for body in (b"acked", b"held", b"requeued"):
+        store.ch.publish(body, routing_key="q", properties=PERSISTENT, now=1000.0)
+    store.sync()
+    acked = store.ch.get("q", now=1000.0)
+    held = store.ch.get("q", now=1000.0)
+    requeued = store.ch.get("q", now=1000.0)
+    assert acked is not None and held is not None and requeued is not None
+    store.ch.ack(acked.delivery_tag, now=1000.0)
+    store.ch.nack(requeued.delivery_tag, requeue=True, now=1000.0)
+    before = len(records(tmp_path))
+    store.sync()
+    kinds = [kind for _, kind in records(tmp_path)[before:]]
+    assert sorted(kinds) == sorted([REMOVE, DELIVERED, DELIVERED, COUNT])
+    assert kinds.index(DELIVERED) < kinds.index(COUNT)
+    store = store.restart(crash=True)
+    got = {g.message.body: (g.redelivered, g.delivery_count)
+           for g in iter(lambda: store.ch.get("q", now=1000.0, no_ack=True), None)}
+    # Out at the crash counts as a delivery; back in the queue it does not
+    # again (a DELIVERED after the COUNT would make that 2).
+    assert got == {b"held": (True, 1), b"requeued": (True, 1)}
+    store.close()
