@@ -129,6 +129,8 @@ class CeleryRun:
 @pytest.fixture(params=["amqlite", "rabbitmq"])
 def celery(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[CeleryRun]:
     if request.param == "rabbitmq":
+        # Without a working reference there is nothing to compare against; the
+        # reason (unreachable, or failing declares) is the skip's text.
         if (unusable := rabbitmq_unusable()) is not None:
             pytest.skip(unusable)
         queue = f"celery-example-{uuid.uuid4().hex[:12]}"  # the RabbitMQ is shared

@@ -123,7 +123,9 @@ class _Level:
 
     @property
     def paging(self) -> bool:
-        return bool(len(self.paged) or self.inflight)
+        # Read once per published message (append): no call to PagedRun.__len__.
+        paged = self.paged
+        return bool(self.inflight) or paged.head < len(paged.seqs)
 
     def pop(self) -> Entry | None:
         requeued, fresh = self.requeued, self.fresh
@@ -178,10 +180,8 @@ class ReadyList:
         return level
 
     def append(self, entry: Entry) -> None:
-        # Once per published message: the paging test inline, not the property.
         level = self._levels.get(entry.priority) or self._level(entry.priority)
-        paged = level.paged
-        (level.tail if level.inflight or paged.head < len(paged.seqs) else level.fresh).append(entry)
+        (level.tail if level.paging else level.fresh).append(entry)
         level.live += 1
         self.count += 1
         self.bytes += len(entry.message.body)

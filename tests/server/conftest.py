@@ -133,6 +133,8 @@ class BrokerUnderTest:
 @pytest.fixture(params=["amqlite", "rabbitmq"])
 def broker(request: pytest.FixtureRequest) -> Iterator[BrokerUnderTest]:
     if request.param == "rabbitmq":
+        # Without a working reference there is nothing to compare against; the
+        # reason (unreachable, or failing declares) is the skip's text.
         if (unusable := rabbitmq_unusable()) is not None:
             pytest.skip(unusable)
         yield BrokerUnderTest("rabbitmq", *RABBITMQ)
