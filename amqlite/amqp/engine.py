@@ -458,13 +458,18 @@ class ServerConnection:
         if isinstance(method, spec.Basic.Publish):
             if method.immediate:
                 raise errors.NotImplemented_("immediate=true")
-            ch.begin_publish(method)
             # A publisher from its first basic.publish, finished or not: the
             # memory alarm must also stop one that starts messages and never
             # finishes them. This one's frames are taken; what follows waits.
             self._published = True
             if self._memory_alarm:
                 self._block_for_memory()
+            content = self._decoder.take_content(number, self.broker.max_message_size)
+            if content is None:
+                ch.begin_publish(method)  # its content comes frame by frame
+            else:
+                properties, header, body = content
+                self._route(ch, method, Message(method.exchange, method.routing_key, properties, body, header), now)
             return
         if kind is spec.Channel.Close:
             self._drain(ch, now)
@@ -622,6 +627,10 @@ class ServerConnection:
 
     def _publish(self, ch: Channel, now: float) -> None:
         method, message = ch.take_message()
+        self._route(ch, method, message, now)
+
+    def _route(self, ch: Channel, method: spec.Basic.Publish, message: Message, now: float) -> None:
+        """A whole message published: route it, then return or confirm it."""
         core = ch.core
         try:
             self._check_user_id(message.properties.user_id)

@@ -39,7 +39,7 @@ from typing import Literal, NamedTuple
 from amqlite.defaults import FRAME_MIN_SIZE
 from amqlite.amqp.properties import BasicProperties, decode_content_header_at, encode_content_header
 from amqlite.amqp.spec import Basic, Method, decode_method_at, encode_method
-from amqlite.core.errors import FrameError, SyntaxError_, UnexpectedFrame
+from amqlite.core.errors import AMQPError, FrameError, SyntaxError_, UnexpectedFrame
 
 FRAME_METHOD = 1
 FRAME_HEADER = 2
@@ -179,6 +179,41 @@ class FrameDecoder:
             self._pos = 0
             self._pending.clear()
             self._pending_size = 0
+
+    def take_content(self, channel: int, max_body: int) -> tuple[BasicProperties, bytes, bytes] | None:
+        """A publish's content, if the next two frames are all of it:
+        a basic content header on ``channel`` of at most ``max_body``
+        octets, then one body frame on ``channel`` carrying exactly that.
+        Returns (properties, header payload, body) and consumes both
+        frames; otherwise None and consumes nothing, and the frames take
+        the usual way, one at a time, with whatever errors they earn.
+
+        One message per frame of each kind is how clients publish small
+        messages, and taking the two at once spares the content state
+        machine two trips per message."""
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos < 16:
+            return None
+        frame_type, on, size = _unpack_head(buf, pos)
+        header_end = pos + 7 + size
+        # The body frame's header must be there too: 8 octets past this frame's end.
+        if frame_type != FRAME_HEADER or on != channel or size > self._limit or len(buf) < header_end + 8:
+            return None
+        end, frame_type, on, body_size = _END_AND_HEAD.unpack_from(buf, header_end)
+        body_start = header_end + 8
+        body_end = body_start + body_size
+        if (end != FRAME_END or frame_type != FRAME_BODY or on != channel or body_size > self._limit
+                or not 0 < body_size <= max_body or len(buf) <= body_end or buf[body_end] != FRAME_END):
+            return None
+        try:
+            _, declared, properties = decode_content_header_at(buf, pos + 7, header_end)  # class 60 or it raises
+        except AMQPError:
+            return None  # its error comes when the frame is read the usual way
+        if declared != body_size:
+            return None
+        self._pos = body_end + 1
+        return properties, buf[pos + 7 : header_end], buf[body_start:body_end]
 
     @staticmethod
     def _unusual_frame(frame_type: int, channel: int, size: int) -> Frame:

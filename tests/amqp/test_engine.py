@@ -540,6 +540,31 @@ def test_message_over_max_size_closes_the_channel_406_and_the_connection_carries
     assert ok.message_count == 1
 
 
+def test_a_publish_read_in_one_piece_is_the_publish_read_byte_by_byte() -> None:
+    """Method, header and body in one read take the engine's shortcut
+    (FrameDecoder.take_content); the same bytes a byte at a time take the
+    content state machine. Queues, confirms and deliveries must not tell."""
+    properties = Properties(content_type="text/plain", headers={"k": "v"}, delivery_mode=2, priority=3)
+    messages = [publish(1, "q", b"a" * 200), publish(1, "q", b""), publish(1, "q", b"b" * 300, frame_max=128),
+                method(1, spec.Basic.Publish("", "q")) + header(1, 5, properties) + body(1, b"hello")]
+    delivered = []
+    for pieces in ([b"".join(messages)], [bytes([octet]) for octet in b"".join(messages)]):
+        peer = opened()
+        peer.call(1, spec.Queue.Declare("q"), spec.Queue.DeclareOk)
+        peer.call(1, spec.Confirm.Select(), spec.Confirm.SelectOk)
+        for piece in pieces:
+            peer.send(piece)
+        acks = [m for _, m in peer.methods()]
+        assert all(isinstance(a, spec.Basic.Ack) for a in acks) and acks[-1].delivery_tag == 4, acks
+        peer.send_method(1, spec.Basic.Consume("q", "c", no_ack=True))
+        frames = peer.frames()[1:]  # after the consume-ok
+        delivered.append([(f.properties, f.body_size) if isinstance(f, HeaderFrame) else f.payload
+                          for f in frames if isinstance(f, HeaderFrame | BodyFrame)])
+    whole, byte_by_byte = delivered
+    assert whole == byte_by_byte
+    assert whole[-2:] == [(properties, 5), b"hello"] and whole[:2] == [(Properties(), 200), b"a" * 200]
+
+
 def test_connection_close_from_the_client() -> None:
     peer = opened()
     peer.call(0, spec.Connection.Close(200, "bye"), spec.Connection.CloseOk)
