@@ -27,6 +27,7 @@ from .core.channel import Channel as CoreChannel
 from .core.connection import Connection as CoreConnection
 from .core.events import ConsumerCancelled, Deliver, GetResult, PublishOutcome, WaitForDisk
 from .core.message import EMPTY_PROPERTIES, Properties
+from .core.stream import OFFSET_HEADER
 from .log import get_logger
 from .runtime import Clock, drive_timers
 from .storage import StoreDriver
@@ -93,7 +94,7 @@ class Delivery:
     @property
     def offset(self) -> int | None:
         """Its offset in the stream it came from (None from a queue)."""
-        offset = self.headers.get("x-stream-offset")
+        offset = self.headers.get(OFFSET_HEADER)
         return offset if isinstance(offset, int) else None
 
     def ack(self, *, multiple: bool = False) -> None:
@@ -219,9 +220,13 @@ class Channel:
 
     def _delivery(self, event: Deliver | GetResult, consumer_tag: str | None = None) -> Delivery:
         message = event.message
+        properties = message.properties
+        if isinstance(event, Deliver) and event.stream_offset is not None:
+            # As an AMQP consumer sees it (amqp/engine.py).
+            properties = properties._replace(headers={**(properties.headers or {}), OFFSET_HEADER: event.stream_offset})
         return Delivery(
             message.body,
-            message.properties,
+            properties,
             message.exchange,
             message.routing_key,
             event.redelivered,

@@ -39,7 +39,6 @@ from amqlite.amqp import spec  # noqa: E402
 from amqlite.amqp.frames import encode_content, encode_method_frame  # noqa: E402
 from amqlite import cli  # noqa: E402
 from amqlite.core.message import Properties  # noqa: E402
-from amqlite.amqp.properties import with_long_header  # noqa: E402
 from amqlite.store.journal import DiskJournal  # noqa: E402
 from test_engine import on_disk, opened, write_all  # noqa: E402
 
@@ -81,7 +80,6 @@ def one_run(count: int, kind: str, directory: str | None) -> tuple[float, float]
         peer, store = opened(), Store(None)
     else:
         broker, journal = on_disk(directory)
-        broker.header_stamper = with_long_header
         peer, store = opened(broker=broker), Store(journal)
     conn = peer.conn
     clock = time.perf_counter if directory is None else time.process_time

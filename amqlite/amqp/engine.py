@@ -24,6 +24,7 @@ from ..core.broker import Broker
 from ..core.connection import Connection as CoreConnection
 from ..core.events import ConsumerCancelled, Deliver, WaitForDisk
 from ..core.message import Message
+from ..core.stream import OFFSET_HEADER
 from ..log import get_logger
 from . import spec
 from .channel import Channel, ChannelState
@@ -41,7 +42,7 @@ from .frames import (
     encode_method_frame,
     parse_protocol_header,
 )
-from .properties import BASIC_CLASS_ID, encode_content_header
+from .properties import BASIC_CLASS_ID, encode_content_header, with_long_header
 
 log = get_logger(__name__)
 
@@ -240,7 +241,9 @@ class ServerConnection:
             event = outbox.popleft()
             if type(event) is Deliver:
                 message = event.message
-                if event.delivery_count:
+                if event.stream_offset is not None:
+                    header = self._header_with_offset(message, event.stream_offset)
+                elif event.delivery_count:
                     header = self._header_with_count(message, event.delivery_count)
                 else:
                     header = message.wire_header or self._encoded_header(message)
@@ -273,6 +276,17 @@ class ServerConnection:
         if header is None:
             header = message.wire_header = encode_content_header(BASIC_CLASS_ID, len(message.body), message.properties)
         return header
+
+    @classmethod
+    def _header_with_offset(cls, message: Message, offset: int) -> bytes:
+        """A stream's delivery carries its offset, as RabbitMQ's do: spliced
+        into the header bytes the publisher sent, which the stream keeps."""
+        properties = message.properties
+        headers = properties.headers
+        if headers and OFFSET_HEADER in headers:  # the publisher sent one: the stream's wins
+            properties = properties._replace(headers={**headers, OFFSET_HEADER: offset})
+            return encode_content_header(BASIC_CLASS_ID, len(message.body), properties)
+        return with_long_header(message.wire_header or cls._encoded_header(message), OFFSET_HEADER, offset)
 
     @staticmethod
     def _header_with_count(message: Message, count: int) -> bytes:

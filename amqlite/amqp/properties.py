@@ -176,24 +176,42 @@ def encode_content_header(class_id: int, body_size: int, properties: BasicProper
 
 _CONTENT_TYPE, _CONTENT_ENCODING, _HEADERS = _MASKS[:3]
 _TABLE_SIZE = struct.Struct(">I")
-_LONG_ENTRY = struct.Struct(">cq")
+_INT64 = struct.Struct(">q")
+_long_header_splits: dict[tuple[bytes, str], tuple[bytes, bytes]] = {}
 
 
 def with_long_header(header: bytes, name: str, value: int) -> bytes:
     """An encoded content header with one more header, ``name`` as a signed
     64-bit ``l``: byte surgery on the headers table, so a stream stamping
     each message's offset does not encode the properties again. The caller
-    makes sure ``name`` is not among the headers already."""
+    makes sure ``name`` is not among the headers already.
+
+    A publisher sends the same header bytes message after message, so the
+    bytes around the value are kept per header (as decoded properties are)."""
+    around = _long_header_splits.get((header, name))
+    if around is None:
+        around = _split_for_long_header(header, name)
+        if len(_long_header_splits) >= _RECENT_MAX:
+            _long_header_splits.clear()
+        _long_header_splits[header, name] = around
+    before, after = around
+    return b"".join((before, _INT64.pack(value), after))
+
+
+def _split_for_long_header(header: bytes, name: str) -> tuple[bytes, bytes]:
+    """The header with ``name`` added as an ``l``, as the bytes before the
+    value and the bytes after it."""
     flags = _HEADER.unpack_from(header)[3]
     at = _HEADER.size
     if flags & _CONTENT_TYPE:
         at += 1 + header[at]
     if flags & _CONTENT_ENCODING:
         at += 1 + header[at]
-    entry = encode_shortstr(name) + _LONG_ENTRY.pack(b"l", value)
+    entry = encode_shortstr(name) + b"l"
+    entry_size = len(entry) + _INT64.size
     if flags & _HEADERS:
         (size,) = _TABLE_SIZE.unpack_from(header, at)
         end = at + 4 + size
-        return b"".join((header[:at], _TABLE_SIZE.pack(size + len(entry)), header[at + 4 : end], entry, header[end:]))
+        return header[:at] + _TABLE_SIZE.pack(size + entry_size) + header[at + 4 : end] + entry, header[end:]
     prefix = header[: _HEADER.size - 2] + _UINT16.pack(flags | _HEADERS) + header[_HEADER.size : at]
-    return b"".join((prefix, _TABLE_SIZE.pack(len(entry)), entry, header[at:]))
+    return prefix + _TABLE_SIZE.pack(entry_size) + entry, header[at:]

@@ -43,11 +43,6 @@ class Broker:
         self.on_drop: DropHook | None = None
         #: Durable storage, when the driver has one (see core/journal.py).
         self.journal: Journal | None = None
-        #: Set by a protocol driver: adds a long header to an encoded
-        #: content header (Message.wire_header), so a stream stamping each
-        #: message's offset keeps the client's bytes instead of encoding
-        #: the properties again. The core never reads the bytes.
-        self.header_stamper: Callable[[bytes, str, int], bytes] | None = None
         self._names = itertools.count(1)
         self.add_vhost("/")
 

@@ -321,7 +321,8 @@ class Channel:
             stats.delivered_consume_manual_ack += 1
         self._count_delivery(queue, entry)
         self.buffered += 1
-        self._emit(Deliver(consumer.tag, tag, entry.redelivered, entry.message, entry.delivery_count))
+        self._emit(Deliver(consumer.tag, tag, entry.redelivered, entry.message, entry.delivery_count,
+                           entry.seq if queue.is_stream else None))
 
     def _count_delivery(self, queue: Queue, entry: Entry) -> None:
         """The counts every delivery adds to, consumed or got."""

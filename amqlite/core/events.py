@@ -20,6 +20,9 @@ class Deliver:
     message: Message
     #: Carried for the embedded API and x-delivery-count; 0 on first delivery.
     delivery_count: int
+    #: A stream's delivery: the message's offset, which the delivery carries
+    #: as its x-stream-offset header, as RabbitMQ's do. None from a queue.
+    stream_offset: int | None = None
 
 
 @attrs.frozen(slots=True)

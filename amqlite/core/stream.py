@@ -27,7 +27,7 @@ import bisect
 from array import array
 from collections import Counter, deque
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -35,7 +35,7 @@ from .arguments import QueueSettings, StreamSettings, parse_age
 from .consumer import Consumer
 from .errors import NotImplemented_, PreconditionFailed
 from .groups import GROUP_ARGUMENT, ConsumerGroup, GroupOffset
-from .message import GONE, UNACKED, Entry, Message, Properties
+from .message import GONE, UNACKED, Entry, Message
 from .queue import Queue
 from .ready import PagedRef
 
@@ -73,23 +73,6 @@ class _Reader:
     buffer_first: int = 0
     #: A read from disk is asked for or under way.
     reading: bool = False
-
-
-def _stamped(message: Message, offset: int, stamper: Callable[[bytes, str, int], bytes] | None) -> Message:
-    """The message as the stream keeps and delivers it: with its offset in
-    the ``x-stream-offset`` header, as RabbitMQ delivers it."""
-    properties = message.properties
-    had = properties.headers
-    headers = dict(had or {})
-    headers[OFFSET_HEADER] = offset
-    wire = message.wire_header
-    if wire is not None and stamper is not None and not (had and OFFSET_HEADER in had):
-        wire = stamper(wire, OFFSET_HEADER, offset)
-    else:
-        wire = None
-    # Properties(...) by position: NamedTuple._replace costs three times as much.
-    return Message(message.exchange, message.routing_key,
-                   Properties(properties[0], properties[1], headers, *properties[3:]), message.body, wire)
 
 
 class Stream(Queue):
@@ -142,7 +125,6 @@ class Stream(Queue):
             self.vhost.broker.dropped(self.name, message, "store-unavailable")
             return False
         offset = self.end
-        message = _stamped(message, offset, self.vhost.broker.header_stamper)
         if journal is None:
             new_chunk = not self._chunk_times or now > self._chunk_times[-1]
         else:

@@ -26,7 +26,6 @@ from ..accounts import Accounts
 from ..amqp.engine import ServerConnection, State
 from ..auth import Users, is_loopback
 from ..config import Settings
-from ..amqp.properties import with_long_header
 from ..core.broker import Broker
 from ..log import get_logger
 from ..management import definitions
@@ -106,7 +105,6 @@ class Server:
     @classmethod
     def from_settings(cls, settings: Settings) -> Server:
         core = Broker(name_prefix=secrets.token_hex(4) + "-", max_message_size=settings.max_message_size)
-        core.header_stamper = with_long_header
         for vhost, table in settings.vhosts.items():
             core.add_vhost(vhost).limits = dict(table.get("limits", {}))
         return cls(settings, core, Users.from_settings(settings))

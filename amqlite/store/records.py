@@ -27,6 +27,7 @@ arrived, so a publish is stored without re-encoding.
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import TYPE_CHECKING
 
@@ -54,13 +55,18 @@ _LEN = struct.Struct(">I")
 SNAPSHOT = "definitions.snapshot"
 
 
+#: Exchange names and routing keys repeat from message to message: each
+#: is encoded once.
+_encoded_name = functools.lru_cache(maxsize=4096)(encode_shortstr)
+
+
 def content(message: Message) -> bytes:
     header = message.wire_header
     if header is None:
         # Kept: a delivery of the message sends the same bytes.
         header = message.wire_header = encode_content_header(BASIC_CLASS_ID, len(message.body), message.properties)
     return b"".join((
-        encode_shortstr(message.exchange), encode_shortstr(message.routing_key),
+        _encoded_name(message.exchange), _encoded_name(message.routing_key),
         _LEN.pack(len(header)), header, message.body,
     ))
 

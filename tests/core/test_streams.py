@@ -25,7 +25,7 @@ def declare(ch: Channel, name: str = "s", now: float = 0.0, **arguments: object)
 
 
 def offsets_of(events: list) -> list[int]:
-    return [event.message.properties.headers["x-stream-offset"] for event in events]
+    return [event.stream_offset for event in events]
 
 
 def reader(broker: Broker, offset: object = "first", prefetch: int = 1000, now: float = 0.0) -> Channel:
@@ -299,7 +299,7 @@ def test_a_groups_committed_offset_never_passes_an_unacked_message_and_every_mes
             del unacked[m]
         for m in members:
             for event in deliveries(m):
-                offset = event.message.properties.headers["x-stream-offset"]
+                offset = event.stream_offset
                 unacked[m][offset] = event.delivery_tag
                 delivered.add(offset)
         group = stream.group_offsets.get("g")
@@ -317,6 +317,6 @@ def test_a_groups_committed_offset_never_passes_an_unacked_message_and_every_mes
                     acked.add(offset)
                 unacked[m] = {}
                 for event in deliveries(m):
-                    unacked[m][event.message.properties.headers["x-stream-offset"]] = event.delivery_tag
+                    unacked[m][event.stream_offset] = event.delivery_tag
         assert acked >= set(range(stream.end))
         assert stream.group_offsets["g"].committed == stream.end

@@ -181,3 +181,21 @@ def test_a_stream_reached_through_an_exchange_keeps_routing_key_and_headers(
     _, method, props, body = pump_until(reader.connection, lambda: collector.deliveries)[0]
     assert (method.exchange, method.routing_key, body) == (exchange, "user.signup", b"alice")
     assert props.headers == {"plan": "pro", "x-stream-offset": 0}
+
+
+def test_a_publishers_own_x_stream_offset_header_gives_way_to_the_streams(
+        broker: BrokerUnderTest, client: Client) -> None:
+    """The offset a delivery carries is the stream's, whatever header of
+    that name the publisher sent (RabbitMQ sets the table value)."""
+    channel = client.channel()
+    queue = stream(client, channel)
+    channel.confirm_delivery()
+    channel.basic_publish("", queue, b"m0")
+    channel.basic_publish("", queue, b"m1", pika.BasicProperties(headers={"x-stream-offset": 99, "k": "v"}))
+    reader = client.channel(client.connect())
+    reader.basic_qos(prefetch_count=5)
+    collector = Collector(reader)
+    collector.consume(queue, arguments={"x-stream-offset": "first"})
+    delivered = pump_until(reader.connection, lambda: len(collector.deliveries) == 2 and collector.deliveries)
+    assert [(body, props.headers) for _, _, props, body in delivered] == [
+        (b"m0", {"x-stream-offset": 0}), (b"m1", {"x-stream-offset": 1, "k": "v"})]
