@@ -124,6 +124,9 @@ class ServerConnection:
         self._channels: dict[int, Channel] = {}
         self._dirty: dict[int, None] = {}  # channels whose core outbox has events
         self._confirming: dict[int, None] = {}  # channels with confirms to send
+        #: Channels whose acks returned credit that no delivery used yet
+        #: (see _basic_ack).
+        self._acked: dict[int, Channel] = {}
         self._cancel_notify = False
         #: A basic.get whose answer is on its way back from disk (a paged
         #: queue); later frames wait, so replies keep their order.
@@ -329,10 +332,18 @@ class ServerConnection:
             method = frame.method if isinstance(frame, MethodFrame) else None
             log.exception("connection.internal_error", peer=self.peer, method=method.name if method else None)
             self._connection_error(errors.ConnectionError_("internal error", errors.INTERNAL_ERROR), method, now)
+        if self._acked:
+            self._redispatch_acked(now)
         if self._confirming:
             self._send_confirms()
         if self._out or self._dirty:
             self._wake()
+
+    def _redispatch_acked(self, now: float) -> None:
+        acked, self._acked = self._acked, {}
+        for number, ch in acked.items():
+            if self._channels.get(number) is ch:
+                ch.core.redispatch(now)
 
     def _receive_header(self, data: bytes) -> bytes:
         self._header += data
@@ -452,6 +463,8 @@ class ServerConnection:
             raise errors.UnexpectedFrame(f"{method.name} on channel {number} while {self.state.value}")
         ch = self._channels.get(number)
         kind = type(method)
+        if self._acked and kind is not spec.Basic.Ack:
+            self._redispatch_acked(now)  # deliveries the acks allow come before anything else
         if ch is None:
             if kind is spec.Channel.Open:
                 self._channel_open(number)
@@ -937,7 +950,13 @@ class ServerConnection:
         return None
 
     def _basic_ack(self, ch: Channel, m: spec.Basic.Ack, now: float) -> Any:
-        ch.core.ack(m.delivery_tag, multiple=m.multiple, now=now)
+        # A consumer acks one message at a time, and each ack returns credit
+        # for one delivery: acks read together are settled one by one, and
+        # their credit is filled once, when a frame of another kind comes or
+        # the frames read so far are handled (_redispatch_acked), so a queue
+        # delivers a batch instead of one message per ack.
+        ch.core.ack(m.delivery_tag, multiple=m.multiple, now=now, redispatch=False)
+        self._acked[ch.number] = ch
 
     def _basic_nack(self, ch: Channel, m: spec.Basic.Nack, now: float) -> Any:
         ch.core.nack(m.delivery_tag, multiple=m.multiple, requeue=m.requeue, now=now)

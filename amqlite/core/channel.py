@@ -405,8 +405,11 @@ class Channel:
             taken.append(unacked.popitem(last=False))
         return taken
 
-    def ack(self, delivery_tag: int, *, now: float, multiple: bool = False) -> None:
-        self._settle(self._take(delivery_tag, multiple), Settlement.ACK, now)
+    def ack(self, delivery_tag: int, *, now: float, multiple: bool = False, redispatch: bool = True) -> None:
+        """``redispatch=False`` leaves the credit the ack returns unused
+        until :meth:`redispatch`: a driver handling many acks at once
+        (the AMQP engine, a read's worth) fills it once, after the last."""
+        self._settle(self._take(delivery_tag, multiple), Settlement.ACK, now, redispatch)
 
     def nack(self, delivery_tag: int, *, now: float, multiple: bool = False, requeue: bool = True) -> None:
         records = self._refuse_for_streams(self._take(delivery_tag, multiple))
@@ -433,14 +436,21 @@ class Channel:
             raise NotImplemented_("requeue=false")
         self._settle(self._take(0, True), Settlement.RETURN, now)
 
-    def _settle(self, records: list[tuple[int, Unacked]], how: Settlement, now: float) -> None:
+    def _settle(self, records: list[tuple[int, Unacked]], how: Settlement, now: float,
+                redispatch: bool = True) -> None:
         if self.transactional:
             self._tx_settles.extend((tag, record, how) for tag, record in records)
             return
         self._apply(records, how, now)
         requeued = [queue for _, (_, queue, _) in records] if how is not Settlement.ACK and how.requeues else ()
-        if self.consumers or requeued:
+        if requeued or (redispatch and self.consumers):
             self._redispatch(now, requeued)
+
+    def redispatch(self, now: float) -> None:
+        """Let the queues this channel consumes from deliver to it again
+        (after acks taken with ``redispatch=False``)."""
+        if self.consumers:
+            self._redispatch(now)
 
     def _apply(self, records: list[tuple[int, Unacked]], how: Settlement, now: float) -> None:
         if how is Settlement.ACK:

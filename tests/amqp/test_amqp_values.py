@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from amqp_strategies import field_values, tables, typed
 from hypothesis import given
+from hypothesis import strategies as st
 
 from amqlite.amqp import values
 from amqlite.core.errors import FrameError, SyntaxError_
@@ -216,3 +217,16 @@ def test_decode_and_encode_accept_the_same_depth_without_recursion_limits() -> N
         deep = {"k": [deep]}
     with pytest.raises(SyntaxError_, match="nest deeper"):
         values.encode_table(deep)
+
+
+@given(st.binary(max_size=255), st.binary(max_size=4))
+def test_decode_name_keeps_any_bytes_and_refuses_a_truncated_name(raw: bytes, before: bytes) -> None:
+    """Exchange names and routing keys as the store reads them back: any
+    bytes survive the round trip through encode_shortstr; a name cut short
+    is a FrameError, never a shorter name."""
+    data = before + bytes([len(raw)]) + raw
+    name, end = values.decode_name(data, len(before))
+    assert end == len(data) and values.encode_shortstr(name) == data[len(before):]
+    for cut in range(len(before), len(data)):
+        with pytest.raises(FrameError):
+            values.decode_name(data[:cut], len(before))

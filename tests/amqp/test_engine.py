@@ -565,6 +565,30 @@ def test_a_publish_read_in_one_piece_is_the_publish_read_byte_by_byte() -> None:
     assert whole[-2:] == [(properties, 5), b"hello"] and whole[:2] == [(Properties(), 200), b"a" * 200]
 
 
+def test_acks_read_together_free_credit_once_and_another_method_sees_their_deliveries_first() -> None:
+    """Acks in one read are settled one by one and their credit filled
+    after the last (or before any other method): the consumer gets what
+    its prefetch allows, in order, once each; a basic.cancel behind acks
+    in the same read comes after the deliveries those acks allowed, as if
+    each ack had been handled alone."""
+    peer = opened()
+    peer.call(1, spec.Queue.Declare("q"), spec.Queue.DeclareOk)
+    peer.send(b"".join(publish(1, "q", b"%d" % n) for n in range(10)))
+    peer.call(1, spec.Basic.Qos(0, 3, False), spec.Basic.QosOk)
+    peer.send_method(1, spec.Basic.Consume("q", "c"))
+    delivered = [m for _, m in peer.methods() if isinstance(m, spec.Basic.Deliver)]
+    assert [d.delivery_tag for d in delivered] == [1, 2, 3]
+    peer.send(b"".join(method(1, spec.Basic.Ack(tag)) for tag in (1, 2, 3)))
+    delivered = [m for _, m in peer.methods()]
+    assert [(type(d), d.delivery_tag) for d in delivered] == [(spec.Basic.Deliver, tag) for tag in (4, 5, 6)]
+    peer.send(method(1, spec.Basic.Ack(4)) + method(1, spec.Basic.Ack(5)) + method(1, spec.Basic.Cancel("c")))
+    replies = [m for _, m in peer.methods()]
+    assert [(type(m), getattr(m, "delivery_tag", None)) for m in replies] == [
+        (spec.Basic.Deliver, 7), (spec.Basic.Deliver, 8), (spec.Basic.CancelOk, None)]
+    queue = peer.broker.vhosts["/"].queues["q"]
+    assert (queue.message_count, queue.unacked) == (2, 3)  # 9 and 10 ready; 6, 7 and 8 delivered, unacked
+
+
 def test_connection_close_from_the_client() -> None:
     peer = opened()
     peer.call(0, spec.Connection.Close(200, "bye"), spec.Connection.CloseOk)
