@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import struct
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -31,7 +32,7 @@ from .records import (
     DELIVERED,
     ENQUEUE,
     ENQUEUE_HEAD,
-    ENTRY,
+    ENTRIES_PER_RECORD,
     HOLD,
     HOLD_HEAD,
     ID,
@@ -145,6 +146,10 @@ class DiskJournal:
         #: Deliveries whose DELIVERED record waits for the next batch: most
         #: are acked before it is taken, and then need no record at all.
         self._deliveries: dict[Entry, tuple[Queue, int]] = {}
+        #: Removals waiting for the next batch, (queue id, seq, segment of
+        #: the entry's record): written there as a few REMOVE records of
+        #: many entries each rather than one record per ack.
+        self._removals: list[tuple[int, int, int]] = []
 
     # -- helpers ------------------------------------------------------------
 
@@ -255,8 +260,7 @@ class DiskJournal:
     def removed(self, queue: Queue, entry: Entry) -> None:
         if self._deliveries:
             self._deliveries.pop(entry, None)  # delivered and gone within one batch
-        segment, _ = self._append(REMOVE, ENTRY.pack(queue.store_id, entry.seq))
-        self._ref(segment, entry.store_segment)
+        self._remove_later(queue.store_id, entry.seq, entry.store_segment)
         self._live[entry.store_segment] -= 1
         message = entry.message
         message.store_refs -= 1
@@ -273,14 +277,38 @@ class DiskJournal:
         self._deliveries[entry] = (queue, entry.seq)  # the seq it has now: a MOVE may renumber it
 
     def _append_delivered(self, entry: Entry, queue: Queue, seq: int) -> None:
-        segment, _ = self._append(DELIVERED, ENTRY.pack(queue.store_id, seq))
-        self._ref(segment, entry.store_segment)
+        assert queue.store_id is not None
+        self._append_entries(DELIVERED, [(queue.store_id, seq, entry.store_segment)])
 
     def _append_deliveries(self) -> None:
         deliveries, self._deliveries = self._deliveries, {}
-        for entry, (queue, seq) in deliveries.items():
-            if not queue.deleted:
-                self._append_delivered(entry, queue, seq)
+        self._append_entries(DELIVERED, [
+            (queue.store_id, seq, entry.store_segment)
+            for entry, (queue, seq) in deliveries.items()
+            if not queue.deleted and queue.store_id is not None
+        ])
+
+    def _remove_later(self, queue_id: int | None, seq: int, segment: int) -> None:
+        assert queue_id is not None
+        if not self._removals and not self.log.dirty and self.log.on_pending is not None:
+            self.log.on_pending()  # an ack alone still needs a write
+        self._removals.append((queue_id, seq, segment))
+
+    def _append_removals(self) -> None:
+        removals, self._removals = self._removals, []
+        self._append_entries(REMOVE, removals)
+
+    def _append_entries(self, kind: int, entries: list[tuple[int, int, int]]) -> None:
+        """REMOVE or DELIVERED records for (queue id, seq, segment of the
+        entry's record) entries, up to ENTRIES_PER_RECORD in each: a record
+        is its entries' (queue id, seq) pairs, one after the other."""
+        for start in range(0, len(entries), ENTRIES_PER_RECORD):
+            chunk = entries[start : start + ENTRIES_PER_RECORD]
+            payload = struct.pack(f">{2 * len(chunk)}Q", *[value for queue_id, seq, _ in chunk
+                                                            for value in (queue_id, seq)])
+            segment, _ = self._append(kind, payload)
+            for target in {target for _, _, target in chunk}:
+                self._ref(segment, target)
 
     def _flush_delivery(self, entry: Entry) -> None:
         """A record about ``entry`` must follow its DELIVERED: append that now."""
@@ -397,8 +425,7 @@ class DiskJournal:
         # queue the ref may be a spill or a PUBLISH; a REMOVE of a spill is
         # one that recovery finds no entry for, and skips.
         if queue.store_id is not None:
-            removal, _ = self._append(REMOVE, ENTRY.pack(queue.store_id, seq))
-            self._ref(removal, segment)
+            self._remove_later(queue.store_id, seq, segment)
         self._live[segment] -= 2  # the entry and its body, one PUBLISH or SPILL record
 
     def spilled(self, entry: Entry) -> None:
@@ -455,7 +482,8 @@ class DiskJournal:
     @property
     def dirty(self) -> bool:
         """Records wait to be written."""
-        return self.log.dirty or bool(self._releases) or bool(self._group_commits) or bool(self._deliveries)
+        return (self.log.dirty or bool(self._releases) or bool(self._group_commits) or bool(self._deliveries)
+                or bool(self._removals))
 
     def take_batch(self) -> tuple[list[tuple[int, bytes]], int]:
         """Everything appended so far, for a writer, and the position it
@@ -466,6 +494,8 @@ class DiskJournal:
             self._append_group_commits()
         if self._deliveries:
             self._append_deliveries()
+        if self._removals:
+            self._append_removals()
         # Queues over budget so far can page what this batch writes.
         self._due_after_write.update(self._over_budget)
         self._over_budget = {}

@@ -5,8 +5,11 @@ DEFINITION  an AMQP field table: {"op": ..., ...} for exchanges, queues, binding
 PUBLISH     msg id, queue id, seq, expires (NaN: none), priority, body size,
             then the content (below); the first durable queue a message reaches
 ENQUEUE     msg id, queue id, seq, expires; every further durable queue
-REMOVE      queue id, seq: acked, dead-lettered, expired, dropped or purged
-DELIVERED   queue id, seq: it was handed to a consumer (redelivered after a crash)
+REMOVE      queue id, seq, repeated: acked, dead-lettered, expired, dropped or
+            purged (the removals of a batch share records, up to
+            ENTRIES_PER_RECORD in each)
+DELIVERED   queue id, seq, repeated likewise: handed to a consumer
+            (redelivered after a crash)
 COUNT       queue id, seq, delivery count
 RETRY       queue id, seq, due: waiting out a retry delay
 MOVE        queue id, old seq, new seq: back from a retry delay, at the tail
@@ -43,6 +46,8 @@ DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEA
 PUBLISH_HEAD = struct.Struct(">QQQdBI")
 ENQUEUE_HEAD = struct.Struct(">QQQd")
 ENTRY = struct.Struct(">QQ")
+#: Entries in one REMOVE or DELIVERED record at most (64 KiB of payload).
+ENTRIES_PER_RECORD = 4096
 COUNT_RECORD = struct.Struct(">QQI")
 RETRY_RECORD = struct.Struct(">QQd")
 MOVE_RECORD = struct.Struct(">QQQ")

@@ -383,18 +383,22 @@ class _Replay:
                 self.moved[key] = new_seq
                 index.flags[i] |= MOVED
                 self.retries.pop(key, None)
-        elif kind in (records.REMOVE, records.DELIVERED, records.COUNT, records.RETRY):
+        elif kind in (records.REMOVE, records.DELIVERED):
+            flag = REMOVED if kind == records.REMOVE else DELIVERED | OUT
+            for queue_id, seq in records.ENTRY.iter_unpack(payload):
+                found = self._locate(queue_id, seq)
+                if found is not None:
+                    index, i, _ = found
+                    self.ref(segment, index.segments[i])
+                    index.flags[i] |= flag
+        elif kind in (records.COUNT, records.RETRY):
             queue_id, seq = records.ENTRY.unpack_from(payload)
             found = self._locate(queue_id, seq)
             if found is None:
                 return
             index, i, key = found
             self.ref(segment, index.segments[i])
-            if kind == records.REMOVE:
-                index.flags[i] |= REMOVED
-            elif kind == records.DELIVERED:
-                index.flags[i] |= DELIVERED | OUT
-            elif kind == records.COUNT:
+            if kind == records.COUNT:
                 self.counts[key] = records.COUNT_RECORD.unpack_from(payload)[2]
                 index.flags[i] = (index.flags[i] | DELIVERED) & ~OUT
             else:

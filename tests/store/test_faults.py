@@ -271,7 +271,8 @@ async def test_compaction_failure_is_not_fatal(tmp_path: Path) -> None:
             driven.publish(b"still writing")
             await driven.settle()
         assert any(e["event"] == "store.delete_failed" for e in logs)
-        assert len(store.segments()) > 10
+        # Deleting works: one segment is left; failing, obsolete ones pile up.
+        assert len(store.segments()) > 4
         fs.remove_fails = False
         store.ch.declare_queue("x", durable=True, now=NOW)
         await driven.settle()

@@ -276,6 +276,7 @@ def test_removal_kept_while_what_it_removes_is_on_disk(tmp_path: Path) -> None:
     roll(store)
     assert got is not None
     store.ch.ack(got.delivery_tag, now=NOW)
+    store.sync(compact=False)  # the REMOVE goes with the batch, into the current segment
     removal = store.journal.log.current
     assert removal > messages
     roll(store)
@@ -646,4 +647,34 @@ def test_a_delivery_acked_within_the_batch_writes_no_delivered_record(tmp_path: 
     # Out at the crash counts as a delivery; back in the queue it does not
     # again (a DELIVERED after the COUNT would make that 2).
     assert got == {b"held": (True, 1), b"requeued": (True, 1)}
+    store.close()
+
+
+def test_the_removals_and_deliveries_of_a_batch_share_records_and_recovery_reads_every_entry(
+        tmp_path: Path) -> None:
+    """Acks and deliveries of one batch are written as REMOVE and
+    DELIVERED records of many entries each (ENTRIES_PER_RECORD at most),
+    not one record per message; after a crash every acked message stays
+    gone and every one delivered and not acked comes back redelivered."""
+    from amqlite.store.records import DELIVERED, ENTRIES_PER_RECORD, REMOVE
+
+    count = ENTRIES_PER_RECORD + 904  # two records of each kind
+    store = Store(tmp_path)
+    store.ch.declare_queue("q", durable=True, now=NOW)
+    for n in range(2 * count + 10):
+        store.ch.publish(b"%d" % n, routing_key="q", properties=PERSISTENT, now=NOW)
+    store.sync()
+    for n in range(2 * count):
+        got = store.ch.get("q", now=NOW)
+        assert got is not None
+        if n % 2 == 0:
+            store.ch.ack(got.delivery_tag, now=NOW)
+    before = len(records(tmp_path))
+    store.sync()
+    kinds = [kind for _, kind in records(tmp_path)[before:]]
+    assert sorted(kinds) == [REMOVE, REMOVE, DELIVERED, DELIVERED]
+    store = store.restart(crash=True)
+    left = drain(store.ch, "q")
+    assert left == [(b"%d" % n, True) for n in range(1, 2 * count, 2)] + [
+        (b"%d" % n, False) for n in range(2 * count, 2 * count + 10)]
     store.close()
