@@ -269,18 +269,49 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def run(label: str, host: str, port: int, args: argparse.Namespace) -> dict[str, object]:
+def thread_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds so far of a process's main thread (amqlite's trio
+    thread) and of its other threads (the store's workers), from /proc."""
+    main = other = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a worker thread that just ended
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if task.name == str(pid):
+            main += seconds
+        else:
+            other += seconds
+    return main, other
+
+
+def run(label: str, host: str, port: int, args: argparse.Namespace, pid: int | None = None) -> dict[str, object]:
+    """``pid``: the server's, to report where its CPU went (amqlite's)."""
     pubs, cons = [], []
+    cpu = {"publish": [0.0, 0.0, 0.0], "consume": [0.0, 0.0, 0.0]}  # trio thread, workers, seconds
+
+    def timed(phase: str, work: Callable[[], float]) -> float:
+        before, started = thread_cpu(pid) if pid else (0.0, 0.0), time.perf_counter()
+        rate = work()
+        if pid:
+            after, totals = thread_cpu(pid), cpu[phase]
+            totals[0] += after[0] - before[0]
+            totals[1] += after[1] - before[1]
+            totals[2] += time.perf_counter() - started
+        return rate
+
     for _ in range(args.runs):
         queue = f"bench-{uuid.uuid4().hex[:8]}"
-        pubs.append(publish_confirmed(host, port, queue, args.messages, args.window, args.durable))
-        cons.append(consume_acked(host, port, queue, args.messages, 200))
+        pubs.append(timed("publish", lambda: publish_confirmed(host, port, queue, args.messages, args.window,
+                                                                args.durable)))
+        cons.append(timed("consume", lambda: consume_acked(host, port, queue, args.messages, 200)))
         cleanup = Client(host, port)
         cleanup.send(1, spec.Queue.Delete(queue=queue))
         cleanup.expect(spec.Queue.DeleteOk)
         cleanup.close()
     p50, p99 = latency(host, port, f"lat-{uuid.uuid4().hex[:8]}", 1000, args.latency_seconds)
-    return {"broker": label, "publish": pubs, "consume": cons, "p50": p50, "p99": p99}
+    return {"broker": label, "publish": pubs, "consume": cons, "p50": p50, "p99": p99, "cpu": cpu if pid else None}
 
 
 def polled(args: argparse.Namespace, api_port: int, work: Callable[[], dict[str, object]]) -> dict[str, object]:
@@ -315,7 +346,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="amqlite-bench-") as data_dir:
         process, port, api_port = start_amqlite(data_dir)
         try:
-            results.append(polled(args, api_port, lambda: run("amqlite", "127.0.0.1", port, args)))
+            results.append(polled(args, api_port, lambda: run("amqlite", "127.0.0.1", port, args, process.pid)))
         finally:
             process.terminate()
             process.wait()
@@ -328,6 +359,13 @@ def main() -> None:
         print(f"{r['broker']:10} {statistics.median(pub):>14,.0f} ({min(pub):,.0f}-{max(pub):,.0f})"
               f" {statistics.median(con):>10,.0f} ({min(con):,.0f}-{max(con):,.0f})"
               f" {r['p50']:>8.2f} {r['p99']:>8.2f}")
+    cpu = results[0]["cpu"]
+    if isinstance(cpu, dict):
+        total = args.messages * args.runs
+        print("amqlite server CPU per message: " + ", ".join(
+            f"{phase} {1e6 * (main + workers) / total:.1f} us (trio thread busy {100 * main / seconds:.0f}%,"
+            f" worker threads {100 * workers / seconds:.0f}% of the time)"
+            for phase, (main, workers, seconds) in cpu.items()))
     if len(results) == 2:
         a, b = results
         print(f"ratio amqlite/RabbitMQ: publish {statistics.median(a['publish']) / statistics.median(b['publish']):.2f},"
