@@ -34,7 +34,7 @@ import functools
 import struct
 from typing import TYPE_CHECKING
 
-from ..amqp.properties import BASIC_CLASS_ID, decode_content_header, encode_content_header
+from ..amqp.properties import BASIC_CLASS_ID, decode_content_header_at, encode_content_header
 from ..amqp.values import decode_name, encode_shortstr
 from ..core.message import Message
 
@@ -82,9 +82,9 @@ def read_message(payload: bytes, offset: int) -> Message:
     routing_key, offset = decode_name(payload, offset)
     (size,) = _LEN.unpack_from(payload, offset)
     offset += 4
-    header = payload[offset : offset + size]
-    _, _, properties = decode_content_header(header)
-    return Message(exchange, routing_key, properties, payload[offset + size :], header)
+    end = offset + size
+    _, _, properties = decode_content_header_at(payload, offset, end)  # in place: once per message read back
+    return Message(exchange, routing_key, properties, payload[end:], payload[offset:end])
 
 
 def load_message(log: SegmentLog, segment: int, offset: int) -> Message:
