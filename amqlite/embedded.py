@@ -15,7 +15,7 @@ from collections import deque
 from datetime import datetime
 from pathlib import Path
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Coroutine
 
 import attrs
 import trio
@@ -43,11 +43,11 @@ log = get_logger(__name__)
 SCHEDULE_EVERY = 64
 
 
-async def _paced_checkpoint(calls: int) -> None:
-    if calls % SCHEDULE_EVERY:
-        await trio.lowlevel.checkpoint_if_cancelled()
-    else:
-        await trio.lowlevel.checkpoint()
+def _paced_checkpoint(calls: int) -> Coroutine[Any, Any, None]:
+    """What the ``calls``-th call awaits. A plain function handing over
+    trio's coroutine rather than a coroutine of its own: one frame fewer
+    per message on both hot paths."""
+    return trio.lowlevel.checkpoint_if_cancelled() if calls % SCHEDULE_EVERY else trio.lowlevel.checkpoint()
 
 
 class ChannelClosed(Exception):
