@@ -589,6 +589,30 @@ def test_acks_read_together_free_credit_once_and_another_method_sees_their_deliv
     assert (queue.message_count, queue.unacked) == (2, 3)  # 9 and 10 ready; 6, 7 and 8 delivered, unacked
 
 
+def test_a_streams_deliveries_carry_their_offset_whoever_published() -> None:
+    """A stream keeps messages as published and the engine adds
+    x-stream-offset on the way out: spliced into the header bytes of a
+    message published over AMQP, encoded for one published in process
+    (no header bytes), and in place of a publisher's own value."""
+    peer = opened()
+    peer.call(1, spec.Queue.Declare("s", durable=True, arguments={"x-queue-type": "stream"}), spec.Queue.DeclareOk)
+    mine = Properties(content_type="text/plain", headers={"k": "v"})
+    peer.send(method(1, spec.Basic.Publish("", "s")) + header(1, 2, mine) + body(1, b"m0"))
+    core = peer.broker.connect().open_channel()
+    core.publish(b"m1", routing_key="s", properties=Properties(headers={"x-stream-offset": 99}), now=0.0)
+    core.publish(b"m2", routing_key="s", now=0.0)
+    peer.call(1, spec.Basic.Qos(0, 10, False), spec.Basic.QosOk)
+    peer.send_method(1, spec.Basic.Consume("s", "c", arguments={"x-stream-offset": "first"}))
+    headers = [f.properties for f in peer.frames() if isinstance(f, HeaderFrame)]
+    assert headers == [
+        Properties(content_type="text/plain", headers={"k": "v", "x-stream-offset": 0}),
+        Properties(headers={"x-stream-offset": 1}),
+        Properties(headers={"x-stream-offset": 2}),
+    ]
+    stream = peer.broker.vhosts["/"].queues["s"]
+    assert stream.message_count == 3
+
+
 def test_connection_close_from_the_client() -> None:
     peer = opened()
     peer.call(0, spec.Connection.Close(200, "bye"), spec.Connection.CloseOk)
