@@ -12,8 +12,12 @@ import attrs
 from .message import Message
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Deliver:
+    """A message for a consumer. Mutable, as AMQP methods are (amqp/spec.py):
+    frozen construction costs three times as much, and there is one per
+    delivery. Treat it as a value all the same."""
+
     consumer_tag: str
     delivery_tag: int
     redelivered: bool
