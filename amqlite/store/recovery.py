@@ -223,6 +223,8 @@ class _Replay:
         #: Deduplication windows in log order: (queue id, vhost, exchange)
         #: -> [(message id, expires, DEDUP's segment)].
         self.dedup: dict[tuple[int, str, str], list[tuple[Any, float | None, int]]] = {}
+        #: The owners of the DEDUP records the log ends with (see run).
+        self.trailing_dedup: list[tuple[int, str, str]] = []
         self.indexed: set[int] = set()
 
     def ref(self, segment: int, target: int) -> None:
@@ -272,6 +274,16 @@ class _Replay:
                 self.indexed.add(segment)
             done_bytes += size
             self._report(done + 1, len(sizes), done_bytes, total_bytes)
+        # A DEDUP record goes in just before the record of the message it
+        # admits, in the same batch; a kill that tears the batch between
+        # them would leave the id taken and the message gone, and the
+        # publisher's retry (never confirmed) dropped as a duplicate. So
+        # DEDUP records the log ends with do not count.
+        for key in self.trailing_dedup:
+            self.dedup[key].pop()
+        if self.trailing_dedup:
+            log.warning("store.recovery_dropped_dedup_ids", ids=len(self.trailing_dedup),
+                        reason="the log ends before the messages they admitted")
         self._resolve()
 
     def _replay_segment(self, segment: int, data: bytes, done: int, total: int, done_bytes: int,
@@ -280,8 +292,11 @@ class _Replay:
         # Names bound to locals: this loop runs once per record.
         queues, recent, unpack_publish, publish = self.queues, self.recent, records.PUBLISH_HEAD.unpack_from, records.PUBLISH
         seen, next_report = self.records, self.records + _PROGRESS_RECORDS
+        trailing_dedup = self.trailing_dedup
         for _, offset, kind, payload in self.log.records(segment, data):
             seen += 1
+            if trailing_dedup and kind != records.DEDUP:
+                trailing_dedup.clear()
             if seen >= next_report:
                 next_report += _PROGRESS_RECORDS
                 self.records = seen
@@ -330,6 +345,10 @@ class _Replay:
             self.next_msg = max(self.next_msg, index.max_msg_id + 1)
         for offset, kind, payload in index.others:
             self._record(segment, offset, kind, payload)
+        # An index keeps records other than PUBLISH and ENQUEUE apart from
+        # those: which came last is not known, and a sealed segment was
+        # followed by more of the log anyway.
+        self.trailing_dedup.clear()
 
     def _enqueued(self, key: tuple[int, int], msg_id: int, segment: int) -> None:
         """An ENQUEUE record in ``segment``: where its body is, if known yet."""
@@ -372,6 +391,7 @@ class _Replay:
             table, _ = decode_table(payload, offset)
             self.dedup.setdefault((queue_id, vhost, exchange), []).append(
                 (table["id"], None if math.isnan(expires) else expires, segment))
+            self.trailing_dedup.append((queue_id, vhost, exchange))
         elif kind == records.MOVE:
             queue_id, old_seq, new_seq = records.MOVE_RECORD.unpack_from(payload)
             found = self._locate(queue_id, old_seq)
