@@ -276,10 +276,6 @@ class DiskJournal:
             self.log.on_pending()  # a delivery alone still needs a write
         self._deliveries[entry] = (queue, entry.seq)  # the seq it has now: a MOVE may renumber it
 
-    def _append_delivered(self, entry: Entry, queue: Queue, seq: int) -> None:
-        assert queue.store_id is not None
-        self._append_entries(DELIVERED, [(queue.store_id, seq, entry.store_segment)])
-
     def _append_deliveries(self) -> None:
         deliveries, self._deliveries = self._deliveries, {}
         self._append_entries(DELIVERED, [
@@ -314,7 +310,9 @@ class DiskJournal:
         """A record about ``entry`` must follow its DELIVERED: append that now."""
         delivery = self._deliveries.pop(entry, None) if self._deliveries else None
         if delivery is not None:
-            self._append_delivered(entry, *delivery)
+            queue, seq = delivery
+            assert queue.store_id is not None
+            self._append_entries(DELIVERED, [(queue.store_id, seq, entry.store_segment)])
 
     def counted(self, queue: Queue, entry: Entry) -> None:
         self._flush_delivery(entry)
