@@ -180,13 +180,19 @@ class Worker:
         return up, [repr(o) for o in outcomes if isinstance(o, BaseException)]
 
     async def heartbeats(self) -> None:
+        """A heartbeat on every connection each half interval, as clients
+        send them, spread over the interval: each client's timer starts
+        when it connects, so a real fleet's heartbeats do not arrive as one
+        burst of every connection at once."""
         if not self.heartbeat:
             return
+        slices = 50
         while True:
-            await asyncio.sleep(self.heartbeat / 2)
-            for peer in self.peers:
-                if peer.transport is not None and not peer.closed:
-                    peer.transport.write(HEARTBEAT_FRAME)
+            for k in range(slices):
+                await asyncio.sleep(self.heartbeat / 2 / slices)
+                for peer in self.peers[k::slices]:
+                    if peer.transport is not None and not peer.closed:
+                        peer.transport.write(HEARTBEAT_FRAME)
 
 
 def worker_main(pipe: Pipe, host: str, port: int, queues: list[str | None], heartbeat: int, prefetch: int) -> None:
@@ -372,7 +378,8 @@ def fleet(host: str, port: int, server: Server, args: argparse.Namespace) -> dic
         assert isinstance(histogram, Counter)
         result.update({
             "published": sent, "delivered": sum(histogram.values()), "expected": sent * args.fanout,
-            "p50": percentile(histogram, 0.5), "p99": percentile(histogram, 0.99), "busy_cpu": busy,
+            "p50": percentile(histogram, 0.5), "p90": percentile(histogram, 0.9),
+            "p99": percentile(histogram, 0.99), "p999": percentile(histogram, 0.999), "busy_cpu": busy,
             "up": report["up"], "close_reasons": dict(report["close_reasons"]),  # type: ignore[call-overload]
         })
         producer.close()
@@ -501,7 +508,8 @@ def show(workload: str, broker: str, result: dict[str, object]) -> None:
         print(f"  {broker:9} connect {f('connect_s', '.1f')} s, RSS/conn {f('rss_per_conn', ',.0f')} B,"
               f" idle CPU {f('idle_cpu', '.1%')}, busy CPU {f('busy_cpu', '.0%')}; published {result.get('published')},"
               f" delivered {result.get('delivered')}/{result.get('expected')}, p50 {f('p50', '.2f')} ms,"
-              f" p99 {f('p99', '.2f')} ms, up {result.get('up')}")
+              f" p90 {f('p90', '.2f')} ms, p99 {f('p99', '.2f')} ms, p99.9 {f('p999', '.2f')} ms,"
+              f" up {result.get('up')}")
     elif workload == "idle":
         print(f"  {broker:9} connect {f('connect_s', '.1f')} s, RSS/conn {f('rss_per_conn', ',.0f')} B,"
               f" idle CPU {f('idle_cpu', '.1%')}, up {result.get('up')},"
