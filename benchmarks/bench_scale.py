@@ -356,7 +356,12 @@ def fleet(host: str, port: int, server: Server, args: argparse.Namespace) -> dic
         generators.watch()
         head = encode_method_frame(1, spec.Basic.Publish(exchange, ""))
         interval, sent = 1 / args.rate, 0
-        cpu_before = server.cpu()
+        generator_processes = [Server(proc.pid) for proc in generators.procs if proc.pid is not None]
+
+        def generator_cpu() -> float:  # the consumers' processes and this one, the producer
+            return sum(process.cpu() for process in generator_processes) + time.process_time()
+
+        cpu_before, generator_cpu_before = server.cpu(), generator_cpu()
         start = time.monotonic()
         total = int(args.rate * args.seconds)
         while sent < total:
@@ -371,7 +376,9 @@ def fleet(host: str, port: int, server: Server, args: argparse.Namespace) -> dic
             for _ in producer.frames(block=False):
                 pass
             time.sleep(max(0.0, start + sent * interval - time.monotonic()))
-        busy = (server.cpu() - cpu_before) / (time.monotonic() - start)
+        elapsed = time.monotonic() - start
+        busy = (server.cpu() - cpu_before) / elapsed
+        generator_busy = (generator_cpu() - generator_cpu_before) / elapsed
         time.sleep(2)
         report = generators.report()
         histogram = report["histogram"]
@@ -380,6 +387,7 @@ def fleet(host: str, port: int, server: Server, args: argparse.Namespace) -> dic
             "published": sent, "delivered": sum(histogram.values()), "expected": sent * args.fanout,
             "p50": percentile(histogram, 0.5), "p90": percentile(histogram, 0.9),
             "p99": percentile(histogram, 0.99), "p999": percentile(histogram, 0.999), "busy_cpu": busy,
+            "generator_cpu": generator_busy,
             "up": report["up"], "close_reasons": dict(report["close_reasons"]),  # type: ignore[call-overload]
         })
         producer.close()
@@ -506,7 +514,8 @@ def show(workload: str, broker: str, result: dict[str, object]) -> None:
 
     if workload == "fleet":
         print(f"  {broker:9} connect {f('connect_s', '.1f')} s, RSS/conn {f('rss_per_conn', ',.0f')} B,"
-              f" idle CPU {f('idle_cpu', '.1%')}, busy CPU {f('busy_cpu', '.0%')}; published {result.get('published')},"
+              f" idle CPU {f('idle_cpu', '.1%')}, busy CPU {f('busy_cpu', '.0%')}"
+              f" (load generator {f('generator_cpu', '.0%')}); published {result.get('published')},"
               f" delivered {result.get('delivered')}/{result.get('expected')}, p50 {f('p50', '.2f')} ms,"
               f" p90 {f('p90', '.2f')} ms, p99 {f('p99', '.2f')} ms, p99.9 {f('p999', '.2f')} ms,"
               f" up {result.get('up')}")
