@@ -38,6 +38,7 @@ from ..store.journal import DiskJournal, StoreLocked
 from ..storage import StoreDriver
 from .descriptors import connection_limit, open_files_limit
 from .memory import watch_memory, watermark
+from .rawsocket import RawSocket
 
 log = get_logger(__name__)
 
@@ -416,8 +417,10 @@ class Server:
         self.connections.add(conn)
         if self.memory_alarm:
             conn.set_memory_alarm(True, clock.now())
+        # Plain TCP is read and written as system calls (rawsocket.py); TLS through trio.
+        transport: RawSocket | trio.abc.Stream = RawSocket(stream) if served is stream else served
         try:
-            await _ConnectionDriver(conn, served, clock, self.connection_timers).run()
+            await _ConnectionDriver(conn, transport, clock, self.connection_timers).run()
         except Exception:
             # A bug met while serving one client must not take the listener, and so
             # every other client, down with it: drop this connection and say why.
@@ -455,7 +458,8 @@ def _tls_failure(error: Exception) -> str:
 
 
 class _ConnectionDriver:
-    def __init__(self, conn: ServerConnection, stream: trio.abc.Stream, clock: Clock, timers: Timers) -> None:
+    def __init__(self, conn: ServerConnection, stream: RawSocket | trio.abc.Stream, clock: Clock,
+                 timers: Timers) -> None:
         self.conn = conn
         self.stream = stream
         self.clock = clock
@@ -545,6 +549,10 @@ class _ConnectionDriver:
                 self.readable.unpark_all()
                 if data:
                     await stream.send_all(data)
+                if conn.wants_write():
+                    # Round again without parking: yield, since a raw socket's
+                    # send is not a checkpoint unless its buffer is full.
+                    await trio.lowlevel.checkpoint()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             scope.cancel()
 
