@@ -18,7 +18,8 @@ def test_bench_scale_quick_run_reports_every_workload() -> None:
     out = result.stdout
     assert "failures" not in out and "close_reasons" not in out, out
     # The quick fleet: 20 consumers, 5 of them bound, 200 messages: all delivered.
-    assert re.search(r"fleet:\n  amqlite .*delivered 1000/1000, p50 [\d.]+ ms, p99 [\d.]+ ms, up 20", out), out
+    assert re.search(r"fleet:\n  amqlite .*\(load generator \d+%\).* delivered 1000/1000, p50 [\d.]+ ms,"
+                     r" p90 [\d.]+ ms, p99 [\d.]+ ms, p99.9 [\d.]+ ms, up 20", out), out
     assert re.search(r"idle:\n  amqlite .*up 40, longest server silence", out), out
     fanout = re.search(r"fanout:\n  amqlite +([\d,]+) msgs/s", out)
     topic = re.search(r"topic:\n  amqlite +bind [\d.]+ s, RSS \+\d+ MiB, ([\d,]+) msgs/s", out)

@@ -213,8 +213,18 @@ def test_transient_messages_page_to_disk_before_the_watermark_and_nothing_is_blo
 async def test_the_alarm_goes_on_at_the_watermark_and_off_below_it(autojump_clock: Any) -> None:
     readings = iter([10, 99, 100, 150, 100, 99, 50])
     changes: list[bool] = []
-    with capture_logs() as logs, trio.move_on_after(6.5):
-        await watch_memory(100, changes.append, measure=lambda enough: next(readings))
+    checked_at: list[float] = []
+    start = trio.current_time()
+
+    def measure(enough: int | None) -> int:
+        checked_at.append(trio.current_time() - start)
+        return next(readings)
+
+    with capture_logs() as logs, trio.move_on_after(3.9):
+        await watch_memory(100, changes.append, measure=measure)
     assert changes == [True, False]
+    # Every quarter second while off, so that a fast publisher cannot go far
+    # past the watermark between checks; every second while on (a heap walk each).
+    assert checked_at == [0, 0.25, 0.5, 1.5, 2.5, 3.5, 3.75]
     assert [entry["event"] for entry in logs] == ["memory.alarm", "memory.alarm_cleared"]
     assert logs[0]["log_level"] == "error" and logs[0]["limit_mb"] == round(100 / 2**20, 1)
