@@ -18,7 +18,8 @@ from amqlite.core.broker import Broker
 from amqlite.core.timers import Timers
 from amqlite.runtime import Clock, drive_timers
 from amqlite.server.listener import _ConnectionDriver
-from wire import method, plain
+from amqlite.server.rawsocket import RawSocket
+from wire import method, plain, publish
 
 
 class CountingConnection(ServerConnection):
@@ -115,3 +116,61 @@ async def test_connections_share_one_timer_task_and_a_bug_in_one_ends_only_that_
         assert received.count(b"\x08\x00\x00\x00\x00\x00\x00\xce") >= 9
         assert healthy.state is State.OPEN
         nursery.cancel_scope.cancel()
+
+
+class NeverFullRawSocket(RawSocket):
+    """Reads from its socket; takes every write at once, as a socket whose
+    buffer never fills would, noting how often another task had run by then."""
+
+    def __init__(self, stream: trio.SocketStream, turns: list[int]) -> None:
+        super().__init__(stream)
+        self.turns = turns
+        self.sent_at_turn: list[int] = []
+        self.delivered = 0
+        self.all_delivered = trio.Event()
+        self.expected = 0
+
+    async def send_all(self, data: bytes) -> None:
+        self.sent_at_turn.append(self.turns[0])
+        self.delivered += data.count(b"\x00\x3c\x00\x3c")
+        if self.expected and self.delivered >= self.expected:
+            self.all_delivered.set()
+
+
+async def test_a_writer_that_always_has_more_to_send_still_lets_other_tasks_run() -> None:
+    # A raw socket's send is not a checkpoint, so the writer must yield when it
+    # goes round again without parking: a no-ack consumer of a long queue, on a
+    # client that reads as fast as it comes, would otherwise keep the scheduler
+    # for the whole queue, every other connection waiting meanwhile.
+    clock = Clock()
+    conn = connection(clock, heartbeat=0)
+    ours, theirs = trio.socket.socketpair()
+    turns = [0]
+    raw = NeverFullRawSocket(trio.SocketStream(ours), turns)
+    client = trio.SocketStream(theirs)
+    count = 3000
+
+    async def other_task() -> None:
+        while True:
+            turns[0] += 1
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_ConnectionDriver(conn, raw, clock, Timers()).run)
+        await client.send_all(PROTOCOL_HEADER + method(0, plain())
+                              + method(0, spec.Connection.TuneOk(2047, 131072, 0))
+                              + method(0, spec.Connection.Open("/")) + method(1, spec.Channel.Open())
+                              + method(1, spec.Queue.Declare(queue="q"))
+                              + b"".join(publish(1, "q", b"x" * 2000) for _ in range(count)))
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(other_task)
+        raw.sent_at_turn.clear()
+        raw.expected = raw.delivered + count
+        await client.send_all(method(1, spec.Basic.Consume(queue="q", no_ack=True)))
+        await raw.all_delivered.wait()
+        nursery.cancel_scope.cancel()
+    sends = raw.sent_at_turn
+    assert len(sends) > 10  # the drain took many writes
+    # trio runs the tasks of one batch in either order, so two sends may see the
+    # same count; never three.
+    assert all(sends[i] < sends[i + 2] for i in range(len(sends) - 2)), sends
