@@ -1,6 +1,7 @@
-"""The per-connection trio driver in server/listener.py over an in-memory
-stream and trio's autojump clock: the shared timer task wakes a connection
-at the engine's next deadline instead of polling."""
+"""The per-connection trio driver in server/listener.py: over an in-memory
+stream and trio's autojump clock, the shared timer task wakes a connection
+at the engine's next deadline instead of polling; over a raw socket, the
+writer stays fair to the other tasks."""
 
 from __future__ import annotations
 
