@@ -153,6 +153,12 @@ class DiskJournal:
 
     # -- helpers ------------------------------------------------------------
 
+    def _wake_writer(self) -> None:
+        """Something waits for the next batch that appended no record (yet):
+        wake the writer, unless a record appended already did."""
+        if not self.log.dirty and self.log.on_pending is not None:
+            self.log.on_pending()
+
     def _append(self, kind: int, payload: bytes, about: Message | None = None) -> tuple[int, int]:
         if self._releases and about is not self._releasing:
             self._append_releases()
@@ -200,8 +206,8 @@ class DiskJournal:
         if self._releases:
             self._append_releases()
         self._releases.extend(exchange.held.records())
-        if self._releases and not self.log.dirty and self.log.on_pending is not None:
-            self.log.on_pending()
+        if self._releases:
+            self._wake_writer()
 
     @staticmethod
     def _binding_key(source: Exchange, destination: Any, routing_key: str, arguments: dict[str, Any]) -> tuple[str, ...]:
@@ -272,8 +278,8 @@ class DiskJournal:
         # message acked before then costs a REMOVE only: the record exists
         # to mark a message redelivered after a crash, and the batch is
         # what a crash loses or keeps either way.
-        if not self._deliveries and not self.log.dirty and self.log.on_pending is not None:
-            self.log.on_pending()  # a delivery alone still needs a write
+        if not self._deliveries:
+            self._wake_writer()  # a delivery alone still needs a write
         self._deliveries[entry] = (queue, entry.seq)  # the seq it has now: a MOVE may renumber it
 
     def _append_deliveries(self) -> None:
@@ -286,8 +292,8 @@ class DiskJournal:
 
     def _remove_later(self, queue_id: int | None, seq: int, segment: int) -> None:
         assert queue_id is not None
-        if not self._removals and not self.log.dirty and self.log.on_pending is not None:
-            self.log.on_pending()  # an ack alone still needs a write
+        if not self._removals:
+            self._wake_writer()  # an ack alone still needs a write
         self._removals.append((queue_id, seq, segment))
 
     def _append_removals(self) -> None:
@@ -346,8 +352,7 @@ class DiskJournal:
         assert message.store_id is not None  # held by a durable exchange: it was journalled
         self._releases.append((message.store_id, message.store_segment))
         self._releasing = message
-        if not self.log.dirty and self.log.on_pending is not None:
-            self.log.on_pending()  # routed nowhere durable, it still needs writing
+        self._wake_writer()  # routed nowhere durable, it still needs writing
         # Routed on, it is a new publication to whatever queues it reaches.
         message.store_id = None
 
@@ -377,8 +382,8 @@ class DiskJournal:
         self._live[segment] -= 1
 
     def group_committed(self, stream: Stream, group: str, committed: int) -> None:
-        if not self._group_commits and not self.log.dirty and self.log.on_pending is not None:
-            self.log.on_pending()  # an ack alone still needs a write
+        if not self._group_commits:
+            self._wake_writer()  # an ack alone still needs a write
         self._group_commits[stream, group] = committed
 
     def _append_group_commits(self) -> None:
