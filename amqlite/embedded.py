@@ -27,7 +27,7 @@ from .core.channel import Channel as CoreChannel
 from .core.connection import Connection as CoreConnection
 from .core.events import ConsumerCancelled, Deliver, GetResult, PublishOutcome, WaitForDisk
 from .core.message import EMPTY_PROPERTIES, Properties
-from .core.stream import OFFSET_HEADER
+from .core.stream import OFFSET_HEADER, with_offset
 from .log import get_logger
 from .runtime import Clock, drive_timers
 from .storage import StoreDriver
@@ -227,7 +227,7 @@ class Channel:
         properties = message.properties
         if isinstance(event, Deliver) and event.stream_offset is not None:
             # As an AMQP consumer sees it (amqp/engine.py).
-            properties = properties._replace(headers={**(properties.headers or {}), OFFSET_HEADER: event.stream_offset})
+            properties = with_offset(properties, event.stream_offset)
         return Delivery(
             message.body,
             properties,

@@ -24,7 +24,7 @@ from ..core.broker import Broker
 from ..core.connection import Connection as CoreConnection
 from ..core.events import ConsumerCancelled, Deliver, WaitForDisk
 from ..core.message import Message
-from ..core.stream import OFFSET_HEADER
+from ..core.stream import OFFSET_HEADER, with_offset
 from ..log import get_logger
 from . import spec
 from .channel import Channel, ChannelState
@@ -284,11 +284,9 @@ class ServerConnection:
     def _header_with_offset(cls, message: Message, offset: int) -> bytes:
         """A stream's delivery carries its offset, as RabbitMQ's do: spliced
         into the header bytes the publisher sent, which the stream keeps."""
-        properties = message.properties
-        headers = properties.headers
+        headers = message.properties.headers
         if headers and OFFSET_HEADER in headers:  # the publisher sent one: the stream's wins
-            properties = properties._replace(headers={**headers, OFFSET_HEADER: offset})
-            return encode_content_header(BASIC_CLASS_ID, len(message.body), properties)
+            return encode_content_header(BASIC_CLASS_ID, len(message.body), with_offset(message.properties, offset))
         return with_long_header(message.wire_header or cls._encoded_header(message), OFFSET_HEADER, offset)
 
     @staticmethod
