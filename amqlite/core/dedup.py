@@ -13,6 +13,12 @@ The window: ``x-cache-size`` ids at most (the oldest go first; no bound if
 absent), each for ``x-cache-ttl`` milliseconds (for ever if absent), or for
 the message's own ``x-cache-ttl`` header. On a durable owner, each id taken
 is journalled, so the window survives a restart.
+
+An id counts only once its message is taken: the owner takes it as it
+checks (so that its record precedes the message's in the journal, see
+store/recovery.py), and hands it back with :meth:`Deduplicator.refused`
+when the message is refused after all (``x-overflow: reject-publish``, a
+failing disk), so the publisher's retry is stored rather than dropped.
 """
 
 from __future__ import annotations
@@ -51,6 +57,9 @@ class Deduplicator:
         #: journal segment; and lets go of a record.
         self.on_taken: Callable[[Any, float | None], int] | None = None
         self.on_forgotten: Callable[[int], None] | None = None
+        #: Set on a durable owner: records that the id in a segment was
+        #: handed back (its message refused).
+        self.on_refused: Callable[[Any, int], None] | None = None
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -70,6 +79,17 @@ class Deduplicator:
         self.remember(value, None if ttl is None else now + ttl)
         self._forget_expired(now)
         return False
+
+    def refused(self, message: Message) -> None:
+        """The message :meth:`duplicate` just took in was refused: its id
+        is not remembered after all."""
+        headers = message.properties.headers
+        if not headers or self.header not in headers:
+            return
+        value = headers[self.header]
+        seen = self._seen.pop(freeze(value), None)
+        if seen is not None and seen.segment and self.on_refused is not None:
+            self.on_refused(value, seen.segment)
 
     def remember(self, value: Any, expires_at: float | None, segment: int = 0) -> None:
         """Take an id into the window (``segment``: recovered from there)."""

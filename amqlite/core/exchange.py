@@ -165,6 +165,7 @@ class Exchange:
         if self.deduplicator is not None and journal is not None:
             self.deduplicator.on_taken = lambda value, expires_at: journal.dedup_taken(self, value, expires_at)
             self.deduplicator.on_forgotten = journal.dedup_forgotten
+            self.deduplicator.on_refused = lambda value, segment: journal.dedup_refused(self, value, segment)
 
     @property
     def delayed(self) -> bool:

@@ -157,6 +157,11 @@ class Journal(Protocol):
         """An id recorded in ``segment`` left the window."""
         ...
 
+    def dedup_refused(self, owner: Queue | Exchange, value: Any, segment: int) -> None:
+        """The id recorded in ``segment`` is handed back: its message was
+        refused, and a restart must not remember it either."""
+        ...
+
     def group_committed(self, stream: Stream, group: str, committed: int) -> None:
         """A consumer group's committed offset on ``stream`` moved; the
         latest one is written with the next batch."""

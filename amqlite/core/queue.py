@@ -88,6 +88,7 @@ class Queue:
             journal = self.journal
             self.deduplicator.on_taken = lambda value, expires_at: journal.dedup_taken(self, value, expires_at)
             self.deduplicator.on_forgotten = journal.dedup_forgotten
+            self.deduplicator.on_refused = lambda value, segment: journal.dedup_refused(self, value, segment)
         self._schedule_expires(now)
 
     # -- counts ---------------------------------------------------------

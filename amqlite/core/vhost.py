@@ -310,9 +310,18 @@ class VirtualHost:
         if exchange.internal:
             raise AccessRefused(f"cannot publish to internal {self._where('exchange', exchange_name)}")
         ttl = message_ttl(message.properties.expiration)
-        if exchange.deduplicator is not None and exchange.deduplicator.duplicate(message, now):
+        deduplicator = exchange.deduplicator
+        if deduplicator is not None and deduplicator.duplicate(message, now):
             self.broker.dropped(exchange_name, message, "duplicate")
             return DUPLICATE
+        outcome = self._route_and_enqueue(exchange, message, ttl, mandatory, now)
+        if deduplicator is not None and outcome.rejected:
+            deduplicator.refused(message)  # nacked: the retry must get through
+        return outcome
+
+    def _route_and_enqueue(self, exchange: Exchange, message: Message, ttl: float | None, mandatory: bool,
+                           now: float) -> PublishOutcome:
+        exchange_name = exchange.name
         if exchange.delayed:
             delay = delay_of(message)
             if delay > 0:
@@ -363,6 +372,8 @@ class VirtualHost:
                 self.broker.dropped(queue.name, message, "duplicate")
                 return DUPLICATE
             if not queue.enqueue(message, ttl, now):
+                if queue.deduplicator is not None:
+                    queue.deduplicator.refused(message)
                 return REJECTED
             return STREAMED_TO_ONE if queue.is_stream else ROUTED_TO_ONE
         routed = 0
@@ -373,6 +384,8 @@ class VirtualHost:
                 duplicate = True
                 continue
             taken = queue.enqueue(message, ttl, now)
+            if not taken and queue.deduplicator is not None:
+                queue.deduplicator.refused(message)
             routed += taken
             refused |= not taken
             streamed |= taken and queue.is_stream

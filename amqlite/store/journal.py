@@ -52,6 +52,7 @@ from .records import (
     GROUP_HEAD,
     DEDUP,
     DEDUP_HEAD,
+    REFUSED,
     content,
     message_of,
 )
@@ -369,17 +370,28 @@ class DiskJournal:
         return segment, position
 
     def dedup_taken(self, owner: Queue | Exchange, value: Any, expires_at: float | None) -> int:
-        if isinstance(owner, Exchange):
-            head = DEDUP_HEAD.pack(0, _NONE if expires_at is None else expires_at) + encode_shortstr(
-                owner.vhost.name) + encode_shortstr(owner.name)
-        else:
-            head = DEDUP_HEAD.pack(owner.store_id, _NONE if expires_at is None else expires_at) + b"\0\0"
-        segment, _ = self._append(DEDUP, head + encode_table({"id": value}))
+        segment = self._append_dedup(owner, value, _NONE if expires_at is None else expires_at)
         self._live[segment] += 1
         return segment
 
     def dedup_forgotten(self, segment: int) -> None:
         self._live[segment] -= 1
+
+    def dedup_refused(self, owner: Queue | Exchange, value: Any, segment: int) -> None:
+        # The id again, expired for ever: recovery keeps the newest record
+        # of an id, so this one hides the first, which it keeps on disk
+        # (a reference) for as long as it is there itself.
+        withdrawn = self._append_dedup(owner, value, REFUSED)
+        self._ref(withdrawn, segment)
+        self._live[segment] -= 1
+
+    def _append_dedup(self, owner: Queue | Exchange, value: Any, expires: float) -> int:
+        if isinstance(owner, Exchange):
+            head = DEDUP_HEAD.pack(0, expires) + encode_shortstr(owner.vhost.name) + encode_shortstr(owner.name)
+        else:
+            head = DEDUP_HEAD.pack(owner.store_id, expires) + b"\0\0"
+        segment, _ = self._append(DEDUP, head + encode_table({"id": value}))
+        return segment
 
     def group_committed(self, stream: Stream, group: str, committed: int) -> None:
         if not self._group_commits:

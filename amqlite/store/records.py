@@ -18,7 +18,8 @@ RELEASE     msg id: a held delayed message was routed
 TRUNCATE    queue id, first offset: a stream's retention removed what came before
 GROUP       queue id, committed offset, group name: a consumer group's progress on a stream
 DEDUP       queue id (0 for an exchange), expires (NaN: never), vhost, exchange,
-            then a table {"id": the message id}: an id a deduplicating owner took
+            then a table {"id": the message id}: an id a deduplicating owner took;
+            expires -inf (REFUSED): the id handed back, its message refused
 SPILL       the content only: a transient message written so that it can page
             out under memory pressure; recovery skips it
 ==========  ===================================================================
@@ -31,6 +32,7 @@ arrived, so a publish is stored without re-encoding.
 from __future__ import annotations
 
 import functools
+import math
 import struct
 from typing import TYPE_CHECKING
 
@@ -58,6 +60,8 @@ HOLD_HEAD = struct.Struct(">Qd")
 ID = struct.Struct(">Q")
 _LEN = struct.Struct(">I")
 SNAPSHOT = "definitions.snapshot"
+#: A DEDUP record's expiry that hands the id back (see core/dedup.py).
+REFUSED = -math.inf
 
 
 #: Exchange names and routing keys repeat from message to message: each

@@ -542,7 +542,9 @@ def _restore_dedup(broker: Broker, queues: dict[int, Queue], replay: _Replay, no
         window: dict[Any, tuple[Any, float | None, int]] = {}
         for value, expires, segment in taken:
             key = freeze(value)
-            window.pop(key, None)
+            hidden = window.pop(key, None)
+            if hidden is not None and expires == records.REFUSED:
+                replay.ref(segment, hidden[2])  # handed back: outlives the record taking it
             window[key] = (value, expires, segment)
         kept = [item for item in window.values() if item[1] is None or item[1] > now]
         if deduplicator.size is not None:

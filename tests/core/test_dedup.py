@@ -74,3 +74,26 @@ def test_bad_window_arguments_are_406(broker: Broker, ch: Channel, arguments: di
     with pytest.raises(PreconditionFailed, match="invalid arg"):
         ch.declare_queue("q", arguments={**DEDUP, **arguments}, now=0.0)
     assert "q" not in broker.vhosts["/"].queues
+
+
+@pytest.mark.parametrize("owner", ["queue", "exchange"])
+def test_an_id_whose_message_a_full_queue_refused_is_not_remembered(broker: Broker, ch: Channel, owner: str) -> None:
+    """x-overflow reject-publish nacks the message: the publisher retries,
+    and the retry must be stored once there is room, not acked as a
+    duplicate of a message that was never stored (issue 22, item 2)."""
+    full = {"x-max-length": 1, "x-overflow": "reject-publish"}
+    ch.declare_queue("q", arguments={**full, **(DEDUP if owner == "queue" else {})}, now=0.0)
+    exchange = ""
+    if owner == "exchange":
+        exchange = "dedup"
+        ch.declare_exchange(exchange, "fanout", arguments=DEDUP)
+        ch.bind_queue("q", exchange)
+    ch.publish(b"first", exchange=exchange, routing_key="q", properties=with_id(1), now=0.0)
+    refused = ch.publish(b"second", exchange=exchange, routing_key="q", properties=with_id(2), now=0.0)
+    assert refused is not None and refused.rejected
+    assert drain_get(ch, "q") == [b"first"]
+    retried = ch.publish(b"second", exchange=exchange, routing_key="q", properties=with_id(2), now=1.0)
+    assert retried is not None and retried.routed == 1 and not retried.duplicate
+    again = ch.publish(b"second", exchange=exchange, routing_key="q", properties=with_id(2), now=1.0)
+    assert again is not None and again.duplicate  # taken now: remembered
+    assert drain_get(ch, "q") == [b"second"]
