@@ -76,6 +76,12 @@ def _text(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ValueError(f"{attribute.name} must be a string, not {value!r}")
 
 
+def _secret(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """A string never echoed: a wrong value may still be someone's password."""
+    if not isinstance(value, str):
+        raise ValueError(f"{attribute.name} must be a string")
+
+
 def _flag(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"{attribute.name} must be true or false, not {value!r}")
@@ -187,11 +193,16 @@ def _vhosts(value: Any) -> Mapping[str, Mapping[str, Any]]:
     return {name: {} for name in value}
 
 
-def _setting(default: Any, validator: Validator, help: str, **options: Any) -> Any:
-    """A settings field; ``help`` feeds ``amqlite serve --help``."""
+def _setting(default: Any, validator: Validator, help: str, *, secret: bool = False, **options: Any) -> Any:
+    """A settings field; ``help`` feeds ``amqlite serve --help``. A
+    ``secret`` one (it holds passwords or their hashes) is never echoed:
+    not in its repr, not in an error saying where a bad value came from."""
+    metadata = {"help": help, "secret": secret}
+    if secret:
+        options["repr"] = False
     if callable(default) and not isinstance(default, str):
-        return attrs.field(factory=default, validator=validator, metadata={"help": help}, **options)
-    return attrs.field(default=default, validator=validator, metadata={"help": help}, **options)
+        return attrs.field(factory=default, validator=validator, metadata=metadata, **options)
+    return attrs.field(default=default, validator=validator, metadata=metadata, **options)
 
 
 @attrs.frozen
@@ -259,7 +270,7 @@ class Settings:
     log_format: str = _setting("auto", _one_of(LOG_FORMATS), "auto: console on a terminal, json otherwise")
     log_level: str = _setting("info", _one_of(LOG_LEVELS), "least severe level logged")
     default_user: str = _setting("guest", _text, 'user created at every start, with every vhost; "" for none')
-    default_pass: str = _setting("guest", _text, "its password", repr=False)
+    default_pass: str = _setting("guest", _secret, "its password", secret=True)
     auth_mechanisms: tuple[str, ...] = _setting(
         ("PLAIN", "AMQPLAIN", "EXTERNAL"), _mechanisms,
         "SASL mechanisms offered, in order (RabbitMQ's auth_mechanisms); EXTERNAL only on TLS connections "
@@ -269,7 +280,7 @@ class Settings:
         converter=_as_tuple,
     )
     users: Mapping[str, Any] = _setting(dict, _user_tables,
-                                        "[users.NAME] tables: password or password_hash, vhosts, tags")
+                                        "[users.NAME] tables: password or password_hash, vhosts, tags", secret=True)
     vhosts: Mapping[str, Mapping[str, Any]] = _setting(
         lambda: {"/": {}}, _vhost_tables, "virtual hosts: a list of names, or [vhosts.NAME] tables (description)",
         converter=_vhosts,
@@ -285,6 +296,10 @@ FIELDS: dict[str, attrs.Attribute[Any]] = {field.name: field for field in attrs.
 TABLES = ("users",)
 #: Settings that are lists; comma-separated in the environment.
 LISTS = ("vhosts", "loopback_users", "auth_mechanisms")
+
+
+def _secret_field(name: str) -> bool:
+    return bool(FIELDS[name].metadata["secret"])
 
 
 def env_name(name: str) -> str:
@@ -340,15 +355,17 @@ def load(
             if name not in FIELDS:
                 problems.append(f"{config_file}: {key}: unknown setting")
             else:
-                values[name] = (value, f"{config_file}: {key} = {value!r}")
+                values[name] = (value, f"{config_file}: {key}" if _secret_field(name) else
+                                f"{config_file}: {key} = {value!r}")
     environ = os.environ if environ is None else environ
     for name in FIELDS:
         raw = environ.get(env_name(name))
         if raw is not None and name not in TABLES:
-            values[name] = (_parse(name, raw), f"{env_name(name)}={raw}")
+            values[name] = (_parse(name, raw), env_name(name) if _secret_field(name) else f"{env_name(name)}={raw}")
     for name, value in (overrides or {}).items():
         if value is not None:
-            values[name] = (value, f"--{name.replace('_', '-')} {value}")
+            flag = f"--{name.replace('_', '-')}"
+            values[name] = (value, flag if _secret_field(name) else f"{flag} {value}")
     for name, (value, source) in values.items():
         field = FIELDS[name]
         try:

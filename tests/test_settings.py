@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import amqlite
-from amqlite.auth import LoginRefused, Users
+from amqlite.auth import LoginRefused, Users, hash_password
 from amqlite.config import FIELDS, ConfigError, Settings, load
 
 AMQLITE = [sys.executable, "-m", "amqlite"]
@@ -103,6 +103,24 @@ def test_every_problem_is_reported_not_only_the_first(tmp_path: Path) -> None:
     for part in ("heartbeat must be", "bogus: unknown setting", "users.bob.vhost: unknown key",
                  "users.bob.pasword: unknown key"):
         assert part in message
+
+
+def test_errors_and_reprs_never_echo_a_password_or_its_hash(tmp_path: Path) -> None:
+    hashed = hash_password("hunter2")
+    bad_tables = ('[users.bob]\npassword = "hunter2"\ntags = "administrator"',
+                  f'[users.bob]\npassword_hash = "{hashed}"\ntags = "administrator"',
+                  '[users.bob]\npassword = "hunter2"\npassword_hash = "x"',
+                  'default_pass = ["hunter2"]')
+    for text in bad_tables:
+        with pytest.raises(ConfigError) as error:
+            _load_file(tmp_path, text)
+        assert "hunter2" not in str(error.value) and hashed not in str(error.value)
+        assert str(error.value).startswith(str(tmp_path / "amqlite.toml") + ": ")
+    with pytest.raises(ConfigError) as error:
+        load(environ={}, overrides={"default_pass": ["hunter2"]})
+    assert str(error.value) == "--default-pass: default_pass must be a string"
+    settings = Settings(default_pass="hunter2", users={"bob": {"password_hash": hashed}})
+    assert "hunter2" not in repr(settings) and hashed not in repr(settings)
 
 
 def test_a_user_needs_exactly_one_secret(tmp_path: Path) -> None:
