@@ -27,7 +27,8 @@ from .server import Server, StartupError
 log = get_logger("amqlite")
 
 #: Settings with a flag of their own; every setting has its variable.
-_FLAGS = ("host", "port", "management_port", "prometheus_port", "data_dir", "definitions", "log_level", "log_format")
+_FLAGS = ("host", "port", "management_port", "prometheus_port", "tls_port", "tls_cert", "tls_key", "tls_ca",
+          "tls_verify_peer", "tls_fail_if_no_peer_cert", "data_dir", "definitions", "log_level", "log_format")
 
 
 def _settings_help() -> str:
@@ -52,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", help=FIELDS["port"].metadata["help"])
     serve.add_argument("--management-port", help=FIELDS["management_port"].metadata["help"])
     serve.add_argument("--prometheus-port", help=FIELDS["prometheus_port"].metadata["help"])
+    for name in ("tls_port", "tls_cert", "tls_key", "tls_ca"):
+        serve.add_argument(f"--{name.replace('_', '-')}", help=FIELDS[name].metadata["help"])
+    for name in ("tls_verify_peer", "tls_fail_if_no_peer_cert"):
+        serve.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                           help=FIELDS[name].metadata["help"])
     serve.add_argument("--data-dir", help=FIELDS["data_dir"].metadata["help"])
     serve.add_argument("--definitions", help=FIELDS["definitions"].metadata["help"])
     serve.add_argument("--log-level", choices=LOG_LEVELS, help=FIELDS["log_level"].metadata["help"])
@@ -97,7 +103,7 @@ async def _serve(settings: Settings) -> int:
             try:
                 await nursery.start(server.serve)
             except StartupError as error:
-                log.error("broker.start_failed", reason=str(error))
+                # The one line the operator reads, whatever the log format.
                 print(f"amqlite: {error}", file=sys.stderr)
                 nursery.cancel_scope.cancel()
                 return 1

@@ -64,13 +64,14 @@ class StartupError(Exception):
     """The broker cannot start; the message is one line for the operator."""
 
 
-def _bind_failure(host: str, port: int, error: OSError) -> str:
+def _bind_failure(host: str, port: int, error: OSError, setting: str) -> str:
+    """What to tell the operator, naming the ``setting`` that chose the port."""
     if error.errno == errno.EADDRINUSE:
-        return (f"port {port} is already in use (another broker, such as RabbitMQ?); "
-                "choose one with --port or AMQLITE_PORT")
+        return (f"{setting} {port} is already in use (another broker, such as RabbitMQ?); "
+                f"choose another with --{setting.replace('_', '-')} or AMQLITE_{setting.upper()}")
     if error.errno == errno.EACCES:
-        return f"not allowed to bind port {port}"
-    return f"cannot listen on {host}:{port}: {error.strerror or error}"
+        return f"not allowed to bind {setting} {port}"
+    return f"cannot listen on {host}:{port} ({setting}): {error.strerror or error}"
 
 
 @attrs.define(eq=False)
@@ -138,12 +139,12 @@ class Server:
             # Port 0 picks a free port, except beside a TLS port, where it
             # turns the plain listener off (RabbitMQ: listeners.tcp = none).
             plain_off = self.settings.port == 0 and bool(self.settings.tls_port)
-            listeners = [] if plain_off else await self._listen(self.settings.port)
+            listeners = [] if plain_off else await self._listen(self.settings.port, "port")
             self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
             tls_listeners = []
             if self.tls is not None:
                 try:
-                    tls_listeners = await self._listen(self.settings.tls_port)
+                    tls_listeners = await self._listen(self.settings.tls_port, "tls_port")
                 except StartupError:
                     for listener in listeners:
                         listener.socket.close()
@@ -257,7 +258,7 @@ class Server:
         """The resource alarms in effect, by RabbitMQ's resource names."""
         return [name for name, on in (("memory", self.memory_alarm), ("disk", self.disk_alarm)) if on]
 
-    async def _listen(self, port: int) -> list[trio.SocketListener]:
+    async def _listen(self, port: int, setting: str) -> list[trio.SocketListener]:
         host = self.settings.host
         try:
             if host not in ("", "0.0.0.0", "::"):
@@ -267,7 +268,7 @@ class Server:
             # An ephemeral port: the same one on IPv4 and, where possible, IPv6.
             listeners = await trio.open_tcp_listeners(0, host="0.0.0.0")
         except OSError as error:
-            raise StartupError(_bind_failure(host, port, error)) from None
+            raise StartupError(_bind_failure(host, port, error, setting)) from None
         try:
             listeners += await trio.open_tcp_listeners(listeners[0].socket.getsockname()[1], host="::")
         except OSError as error:

@@ -129,7 +129,7 @@ async def test_an_ipv6_bind_failure_is_logged(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(trio, "open_tcp_listeners", no_ipv6)
     server = Server.from_settings(Settings(host="0.0.0.0", port=0, data_dir=""))
     with structlog.testing.capture_logs() as logs:
-        listeners = await server._listen(0)
+        listeners = await server._listen(0, "port")
     for listener in listeners:
         await listener.aclose()
     warning = [entry for entry in logs if entry["event"] == "broker.ipv6_not_listening"]

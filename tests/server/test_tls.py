@@ -131,6 +131,58 @@ def test_a_missing_key_stops_start_up_with_one_line(files: dict[str, str], tmp_p
         assert (result.returncode, lines) == (1, [expected])
 
 
+def _serve_once(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "amqlite", "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir",
+               str(tmp_path / "data"), "--management-port", "0", "--prometheus-port", "0", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "AMQLITE_LOG_FORMAT": "console", **(env or {})})
+
+
+def test_a_taken_tls_port_names_tls_port_once(files: dict[str, str], tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = _serve_once(tmp_path, "--tls-port", str(port), "--tls-cert", files["cert"], "--tls-key", files["key"])
+    assert result.returncode == 1
+    expected = (f"amqlite: tls_port {port} is already in use (another broker, such as RabbitMQ?); "
+                "choose another with --tls-port or AMQLITE_TLS_PORT")
+    # Console logs: the message is said once, as its own line, not again in a log line.
+    assert result.stderr.count("already in use") == 1 and expected in result.stderr.splitlines()
+
+
+def test_every_tls_setting_has_its_flag(files: dict[str, str], ca: trustme.CA, tmp_path: Path) -> None:
+    # Each flag reaches the settings: the errors that only its value can cause.
+    missing = str(tmp_path / "missing.key")
+    assert "amqlite: TLS certificate or key: No such file or directory" in _serve_once(
+        tmp_path, "--tls-port", str(free_port()), "--tls-cert", files["cert"], "--tls-key", missing).stderr
+    for flag in ("--tls-verify-peer", "--tls-fail-if-no-peer-cert"):
+        assert "amqlite: tls_verify_peer and tls_fail_if_no_peer_cert need tls_ca" in _serve_once(
+            tmp_path, "--tls-port", str(free_port()), "--tls-cert", files["cert"], "--tls-key", files["key"],
+            flag).stderr
+    # --no-... overrides the environment; with --tls-ca the pair is accepted and served.
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "amqlite", "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir",
+         str(tmp_path / "data"), "--management-port", "0", "--prometheus-port", "0", "--tls-port", str(port),
+         "--tls-cert", files["cert"], "--tls-key", files["key"], "--tls-ca", files["ca"], "--no-tls-verify-peer"],
+        stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "AMQLITE_LOG_FORMAT": "json", "AMQLITE_TLS_VERIFY_PEER": "true"})
+    try:
+        assert process.stderr is not None
+        while "broker.listening" not in (line := process.stderr.readline()):
+            assert line, "the broker stopped"
+        assert f"127.0.0.1:{port}" in line
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        connection = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", port, ssl_options=pika.SSLOptions(context, "127.0.0.1"), connection_attempts=1))
+        connection.close()
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def test_tls_settings_from_a_table_and_the_environment(tmp_path: Path) -> None:
     config = tmp_path / "amqlite.toml"
     config.write_text('[tls]\nport = 5671\ncert = "c.pem"\nkey = "k.pem"\nverify_peer = true\n')
