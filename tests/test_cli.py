@@ -51,18 +51,44 @@ def test_serve_reports_bound_port_and_stops_cleanly_on_sigterm() -> None:
         process.wait()
 
 
-def test_port_in_use_exits_at_once_with_a_clear_message() -> None:
+def test_port_in_use_exits_at_once_with_a_clear_message(tmp_path: Path) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
         result = subprocess.run(
-            [*AMQLITE, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            capture_output=True, text=True, timeout=20,
+            [*AMQLITE, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=20, env={**os.environ, "AMQLITE_LOG_FORMAT": "console"},
         )
     assert result.returncode == 1
-    assert f"port {port} is already in use" in result.stderr
+    message = f"amqlite: port {port} is already in use (another broker, such as RabbitMQ?); " \
+              "choose another with --port or AMQLITE_PORT"
+    # Said once (not also as a log line), whatever the log format.
+    assert message in result.stderr.splitlines() and result.stderr.count("already in use") == 1
     assert "Traceback" not in result.stderr
+
+
+def test_the_cli_tests_pass_beside_make_run_and_leave_its_data_dir_alone(tmp_path: Path) -> None:
+    # `make run` in a checkout: a broker holding ./amqlite-data there, from
+    # which the tests then run.
+    env = {key: value for key, value in os.environ.items() if key != "AMQLITE_DATA_DIR"}
+    run = subprocess.Popen([*AMQLITE, "serve", "--host", "127.0.0.1", "--port", "0"], cwd=tmp_path,
+                           stderr=subprocess.PIPE, text=True, env={**env, "AMQLITE_LOG_FORMAT": "json"})
+    try:
+        assert run.stderr is not None
+        while "broker.listening" not in (line := run.stderr.readline()):
+            assert line, "make run's broker stopped"
+        tests = Path(__file__).parent
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tests.parent),
+             f"{tests / 'test_cli.py'}::test_port_in_use_exits_at_once_with_a_clear_message",
+             f"{tests / 'test_settings.py'}::test_bad_flag_value_names_the_flag"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode == 0, result.stdout
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["amqlite-data"]
+    finally:
+        run.terminate()
+        run.wait(10)
 
 
 def test_settings_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
