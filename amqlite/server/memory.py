@@ -10,10 +10,16 @@ is short: queues keep a smaller budget of ready messages in memory and page
 transient messages to disk too (core/backing.py), so that the alarm is the
 last resort rather than the first.
 
-"In use" is the anonymous resident set less what glibc's heap holds free: freed
-memory that glibc keeps for reuse is not the broker's to give back, and
-counting it would keep the alarm on after the queues have drained (like
-RabbitMQ's ``allocated`` strategy rather than its ``rss`` one).
+"In use" is the anonymous resident set once glibc has handed its free pages
+back (RabbitMQ's default ``rss`` strategy, after a trim): freed memory that
+glibc keeps for reuse would otherwise keep the alarm on after the queues
+have drained. It used to be the resident set less glibc's free bytes
+(``mallinfo2().fordblks``), but pages already trimmed stay counted as free
+while no longer resident, so that subtracted them twice: after 300 MB of
+10 KB messages were freed and trimmed, then 300 MB of small objects held,
+it said 26 MB (docs/performance.md). What a trim cannot hand back (free
+bytes inside pages still partly used) is the process's all the same, and
+counts.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Callable
 import trio
 
 from ..config import Settings
-from ..heap import free_bytes
+from ..heap import trim
 from ..log import get_logger
 
 log = get_logger(__name__)
@@ -39,20 +45,34 @@ CHECK_INTERVAL_ALARMED = 1.0
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def memory_in_use(enough: int | None = None) -> int:
-    """The resident set less the heap's free bytes; but where the resident
-    set is below ``enough``, the resident set: glibc's mallinfo2 walks the
-    whole heap, tens of milliseconds on a large fragmented one (10M held
-    delayed messages made due ones fire 20-80 ms late every second), so
-    the watch asks for it only when the answer could reach the watermark."""
-    with open("/proc/self/statm") as statm:
-        fields = statm.read().split()
+#: /proc/self/statm, opened once and held (see resident).
+_statm: int | None = None
+
+
+def resident() -> int:
+    """The anonymous resident set, in bytes. The file stays open: opened at
+    each check, it failed with EMFILE once the process ran out of
+    descriptors, and that ended the broker (issue 21)."""
+    global _statm
+    if _statm is None:
+        _statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+    fields = os.pread(_statm, 256, 0).split()
     # Anonymous pages only: file pages (a segment mapped to be indexed) are
     # the page cache's, which the kernel reclaims without the broker.
-    resident = (int(fields[1]) - int(fields[2])) * _PAGE
-    if enough is not None and resident < enough:
-        return resident
-    return max(0, resident - (free_bytes() or 0))
+    return (int(fields[1]) - int(fields[2])) * _PAGE
+
+
+def memory_in_use(enough: int | None = None) -> int:
+    """The resident set after handing the heap's free pages back to the OS;
+    but where the resident set is below ``enough``, the resident set as it
+    is: the trim walks the heap's free chunks, tens of milliseconds on a
+    large fragmented heap (the walk of mallinfo2, asked once a second, made
+    due delayed messages fire 20-80 ms late), so the watch trims only when
+    the answer could reach the watermark."""
+    used = resident()
+    if enough is not None and used < enough:
+        return used
+    return resident() if trim() else used
 
 
 def watermark(settings: Settings) -> int:
@@ -68,9 +88,19 @@ async def watch_memory(limit: int, on_change: Callable[[bool], object],
     """Call ``on_change(True)`` when usage reaches ``limit``, and
     ``on_change(False)`` when it falls back below, forever; each change is
     logged as ``event`` (an error) or ``event``_cleared, with its action."""
-    alarm = False
+    alarm, failing = False, False
     while True:
-        used = measure(None if alarm else limit)
+        try:
+            used = measure(None if alarm else limit)
+        except OSError as error:
+            # Out of descriptors, say: never the end of the broker; the alarm
+            # stays as it was until a check works again.
+            if not failing:
+                log.warning(f"{event}_check_failed", error=str(error), action="checked again at the next interval")
+            failing = True
+            await trio.sleep(CHECK_INTERVAL_ALARMED if alarm else CHECK_INTERVAL)
+            continue
+        failing = False
         if (used >= limit) != alarm:
             alarm = not alarm
             (log.error if alarm else log.info)(
