@@ -128,7 +128,13 @@ def test_retrying_everything_unconfirmed_after_kill_9_stores_each_id_once(tmp_pa
         pending = sorted(set(range(IDS)) - confirmed(tmp_path))
         retried += len(pending) < IDS
         publisher = run_publisher(broker.port, target, pending, tmp_path)
-        time.sleep(0.3 + rng.random() * 0.7)
+        # The kill must find publishes in flight: on a loaded machine the
+        # publisher can take longer than the random pause just to start.
+        started_with = len(confirmed(tmp_path))
+        deadline = time.monotonic() + 30
+        while len(confirmed(tmp_path)) == started_with and publisher.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.random() * 0.7)
         broker.kill()
         publisher.wait(30)
         broker.start()
