@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, Coroutine
 import attrs
 import trio
 
+from .amqp.properties import check_properties
 from .config import Settings
 from .core import errors
 from .core.broker import Broker as CoreBroker
@@ -395,10 +396,16 @@ class Channel:
         properties: Properties = EMPTY_PROPERTIES,
         mandatory: bool = False,
     ) -> PublishOutcome | None:
-        """:meth:`publish` without the checkpoint, for tight producer loops."""
+        """:meth:`publish` without the checkpoint, for tight producer loops.
+
+        Properties that have no AMQP encoding (``priority="high"``) raise
+        :class:`~amqlite.amqp.properties.InvalidProperty` (a ValueError) and
+        leave the channel open: accepted, such a message would fail every
+        AMQP consumer it reached and the journal that stores it."""
         # Publish and ack skip _run's generic call: they are the hot path.
         if self.closed is not None:
             raise self.closed
+        check_properties(properties)
         try:
             return self._core.publish(
                 body, now=self._broker.now(), exchange=exchange, routing_key=routing_key,

@@ -46,6 +46,10 @@ from .properties import BASIC_CLASS_ID, encode_content_header, with_long_header
 
 log = get_logger(__name__)
 
+#: How encoding a message's properties fails when they hold a value of the
+#: wrong type (the encoder's own error, or Python's from a str or int method).
+_UNENCODABLE = (errors.SyntaxError_, TypeError, ValueError, AttributeError, struct.error)
+
 #: Seconds a client has to answer our connection.close with close-ok.
 CLOSE_TIMEOUT = 5.0
 #: Past this many bytes of replies not yet taken (confirms, returns), the
@@ -244,12 +248,17 @@ class ServerConnection:
             event = outbox.popleft()
             if type(event) is Deliver:
                 message = event.message
-                if event.stream_offset is not None:
-                    header = self._header_with_offset(message, event.stream_offset)
-                elif event.delivery_count:
-                    header = self._header_with_count(message, event.delivery_count)
-                else:
-                    header = message.wire_header or self._encoded_header(message)
+                try:
+                    if event.stream_offset is not None:
+                        header = self._header_with_offset(message, event.stream_offset)
+                    elif event.delivery_count:
+                        header = self._header_with_count(message, event.delivery_count)
+                    else:
+                        header = message.wire_header or self._encoded_header(message)
+                except _UNENCODABLE as problem:
+                    self._drop_unencodable(ch, event.delivery_tag, message, problem, now)
+                    delivered += 1
+                    continue
                 data = encode_deliver(
                     number,
                     event.consumer_tag,
@@ -271,6 +280,23 @@ class ServerConnection:
         if delivered:
             ch.core.delivered(delivered, now=now)
         return written
+
+    def _drop_unencodable(self, ch: Channel, tag: int, message: Message, problem: Exception, now: float) -> None:
+        """A stored message whose properties have no encoding (every entry
+        checks them now; a message from before could still be on disk) is
+        dead-lettered, or dropped where there is no dead-letter exchange, with
+        a log line: it must not close this connection, nor come back to close
+        the next consumer's. A stream's delivery is acked instead (a stream
+        refuses rejects), which moves the consumer past it."""
+        log.error("delivery.unencodable", peer=self.peer, channel=ch.number, exchange=message.exchange,
+                  routing_key=message.routing_key, error=str(problem))
+        unacked = ch.core.unacked.get(tag)
+        if unacked is None:
+            return  # taken with no-ack: settled already
+        if unacked[1].is_stream:
+            ch.core.ack(tag, now=now)
+        else:
+            ch.core.reject(tag, requeue=False, now=now)
 
     @staticmethod
     def _encoded_header(message: Message) -> bytes:
@@ -658,7 +684,6 @@ class ServerConnection:
         """A whole message published: route it, then return or confirm it."""
         core = ch.core
         try:
-            self._check_user_id(message.properties.user_id)
             outcome = core.publish_message(message, mandatory=method.mandatory, now=now)
         except errors.ChannelError as error:
             self._channel_error(ch, error, method, now)
@@ -673,14 +698,6 @@ class ServerConnection:
             required = journal.confirm_position(message.persistent, outcome) if journal is not None else 0
             ch.confirms.append((core.publish_seq, not outcome.rejected, required))
             self._confirming[ch.number] = None
-
-    def _check_user_id(self, user_id: str | None) -> None:
-        # RabbitMQ validates user_id against the authenticated user, so consumers can trust it.
-        assert self.user is not None
-        if user_id is not None and user_id != self.user.name:
-            raise errors.PreconditionFailed(
-                f"user_id property set to '{user_id}' but authenticated user was '{self.user.name}'"
-            )
 
     def _send_return(self, number: int, message: Message) -> None:
         self._send(number, spec.Basic.Return(errors.NO_ROUTE, "NO_ROUTE", message.exchange, message.routing_key))
@@ -933,17 +950,21 @@ class ServerConnection:
             return None
         self._drain(ch, now)
         message = result.message
+        # RabbitMQ's quorum queues put x-delivery-count on every basic.get, 0 the first time.
+        queue = ch.core.vhost.queues.get(name)
+        quorum = queue is not None and queue.arguments.get("x-queue-type") == "quorum"
+        count = result.delivery_count
+        try:
+            header = self._header_with_count(message, count) if count or quorum else None
+            header = header or self._encoded_header(message)
+        except _UNENCODABLE as problem:
+            self._drop_unencodable(ch, result.delivery_tag, message, problem, now)
+            return spec.Basic.GetEmpty()
         self._send(
             ch.number,
             spec.Basic.GetOk(result.delivery_tag, result.redelivered, message.exchange,
                              message.routing_key, result.message_count),
         )
-        # RabbitMQ's quorum queues put x-delivery-count on every basic.get, 0 the first time.
-        queue = ch.core.vhost.queues.get(name)
-        quorum = queue is not None and queue.arguments.get("x-queue-type") == "quorum"
-        count = result.delivery_count
-        header = self._header_with_count(message, count) if count or quorum else None
-        header = header or self._encoded_header(message)
         self._out.append(encode_content_frames(ch.number, header, message.body, self.frame_max))
         return None
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from collections.abc import Mapping
+
 from amqlite.amqp.values import DECODE_ERRORS, decode_error, encode_shortstr, encode_table, read_table
 from amqlite.core.errors import FrameError, SyntaxError_, UnexpectedFrame
 from amqlite.core.message import EMPTY_PROPERTIES
@@ -167,6 +169,63 @@ def encode_properties(properties: BasicProperties) -> bytes:
         raise SyntaxError_(f"content header property out of range: {exc}") from exc
     out[0] = _UINT16.pack(flags)
     return b"".join(out)
+
+
+class InvalidProperty(ValueError):
+    """A property value that has no encoding on the wire. ``reason`` and
+    ``field`` are RabbitMQ's management API words: ``("not_int", "priority")``."""
+
+    def __init__(self, reason: str, field: str, value: Any) -> None:
+        super().__init__(f"property {field}: {reason} (got {value!r:.80})")
+        self.reason = reason
+        self.field = field
+
+
+_MAX_UINT64 = (1 << 64) - 1
+_checked: dict[BasicProperties, None] = {}
+
+
+def check_properties(properties: BasicProperties) -> None:
+    """Raise InvalidProperty unless :func:`encode_properties` can write
+    ``properties``. Entries that build properties in process (the embedded
+    API, the management API) call it, so that a message the broker accepts
+    can always be delivered and journalled; a decoded header needs no check.
+    Properties without headers are remembered once checked (a bounded cache),
+    since a publisher repeats them."""
+    if properties is EMPTY_PROPERTIES:
+        return
+    try:
+        if properties in _checked:
+            return
+    except TypeError:  # headers, or a value of the wrong type that has no hash
+        pass
+    for value, kind, field in zip(properties, _KINDS, BasicProperties._fields):
+        if value is None:
+            continue
+        if kind == _SHORTSTR:
+            if not isinstance(value, str):
+                raise InvalidProperty("not_string", field, value)
+            try:
+                size = len(value.encode("utf-8", "surrogateescape"))
+            except UnicodeEncodeError:
+                raise InvalidProperty("not_encodable", field, value) from None
+            if size > 255:
+                raise InvalidProperty("too_long", field, value)
+        elif kind == _TABLE:
+            if not isinstance(value, Mapping):
+                raise InvalidProperty("not_table", field, value)
+            try:
+                encode_table(value)
+            except (SyntaxError_, TypeError) as exc:
+                raise InvalidProperty("not_encodable", field, str(exc)) from None
+        elif isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidProperty("not_int", field, value)
+        elif not 0 <= value <= (255 if kind == _OCTET else _MAX_UINT64):
+            raise InvalidProperty("out_of_range", field, value)
+    if properties.headers is None:
+        if len(_checked) >= _RECENT_MAX:
+            _checked.clear()
+        _checked[properties] = None
 
 
 def encode_content_header(class_id: int, body_size: int, properties: BasicProperties) -> bytes:

@@ -280,6 +280,11 @@ class Channel:
         (and None is returned); otherwise the outcome says where it went."""
         self._require_open()
         access = self.access
+        # RabbitMQ checks user_id against the authenticated user (the
+        # management API's channel acts as one too), so consumers can trust it.
+        user_id = message.properties.user_id
+        if user_id is not None and access is not None and user_id != access.user:
+            raise PreconditionFailed(f"user_id property set to '{user_id}' but authenticated user was '{access.user}'")
         if access is not None and message.exchange not in self._writable:
             access.write("exchange", message.exchange)
             if access.topics:

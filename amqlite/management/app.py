@@ -22,10 +22,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..accounts import Accounts
+from ..amqp.properties import InvalidProperty, check_properties
 from ..auth import LoginRefused, User, Users, hash_password, is_loopback
 from ..config import USER_LIMITS, VHOST_LIMITS
 from ..core.broker import Broker
@@ -46,6 +47,10 @@ ACK_MODES = frozenset({"ack_requeue_true", "ack_requeue_false", "reject_requeue_
 #: How long ``POST .../get`` waits for paged messages to be read back.
 PAGE_IN_WAIT = 5.0
 
+#: The largest request body read, as RabbitMQ's management.http.max_body_size
+#: (3.11 on) defaults to; a definitions file is the largest body anyone sends.
+MAX_BODY = 20_000_000
+
 #: User tags that grant the management API, as in RabbitMQ.
 MANAGEMENT_TAGS = frozenset({"administrator", "monitoring", "policymaker", "management"})
 
@@ -55,7 +60,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="RabbitMQ Management"'}
 
 
-def error(status: int, error: str, reason: str) -> JSONResponse:
+def error(status: int, error: str, reason: str | list[str]) -> JSONResponse:
     return JSONResponse({"error": error, "reason": reason}, status_code=status,
                         headers=_CHALLENGE if status == 401 else None)
 
@@ -64,16 +69,40 @@ def not_found() -> JSONResponse:
     return error(404, "Object Not Found", "Not Found")
 
 
-class _RawPath:
-    """Route on the undecoded path (see the module docstring)."""
+#: Sent with every response: the dashboard loads its own script and style
+#: only, is never framed, and no response is sniffed into another type.
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; object-src 'none'; "
+                                 b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+]
+
+
+class _Edge:
+    """What every request and response goes through: routes match the
+    undecoded path (see the module docstring), an API path ending in "/"
+    answers as without it (RabbitMQ's, and Celery Flower asks for
+    ``/api/queues/``), and responses carry SECURITY_HEADERS."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("raw_path"):
-            scope = dict(scope, path=scope["raw_path"].decode("latin-1"))
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
+        if path.startswith("/api/") and path.endswith("/"):
+            path = path.rstrip("/")
+        scope = dict(scope, path=path)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def flag(spec: dict[str, Any], key: str, default: bool) -> bool:
@@ -102,6 +131,60 @@ def count_field(spec: dict[str, Any], key: str, default: int | None) -> int | No
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def refusal(failure: AMQPError, *, publishing: bool = False) -> Response:
+    """A broker error as RabbitMQ's API answers it: 404 for a missing
+    resource, 401 for a refused permission, else 400 with the AMQP reply.
+    A publish's refusal is a 400 too (RabbitMQ's comes back as the
+    channel's close)."""
+    if failure.reply_code == NOT_FOUND:
+        return not_found()
+    if publishing:
+        return error(400, "bad_request", f"{failure.reply_code} {failure.reply_text}")
+    if failure.reply_code == ACCESS_REFUSED:
+        return error(401, "not_authorised", failure.reply_text)
+    return error(400, "bad_request", failure.text)
+
+
+def json_properties(given: Any) -> Properties | Response:
+    """Message properties from a publish body, or RabbitMQ's 400 for a value
+    of the wrong type: ``{"reason": ["not_int", "priority"]}``. Unknown keys
+    are ignored, as RabbitMQ does."""
+    if not isinstance(given, dict):
+        return error(400, "bad_request", ["not_table", "properties"])
+    properties = Properties(**{k: v for k, v in given.items() if k in Properties._fields})
+    try:
+        check_properties(properties)
+    except InvalidProperty as problem:
+        return error(400, "bad_request", [problem.reason, problem.field])
+    return properties
+
+
+async def json_body(request: Request) -> bytes | Response:
+    """The request's body, read as it streams in; 415 unless it is JSON (a
+    form or a text/plain post from another site's page is refused before it
+    does anything), 413 past MAX_BODY (without reading the rest)."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        return error(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        return too_large()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return too_large()
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if raw.strip() and not media_type:
+        return error(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
+    return raw
+
+
+def too_large() -> Response:
+    return error(413, "payload_too_large", f"the body is larger than {MAX_BODY} bytes")
 
 
 def _login(request: Request, users: Users) -> User | Response:
@@ -146,7 +229,7 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
             found = queue_rates[queue] = Rates(anyio.current_time)
         return {**snapshot.queue_info(queue), "message_stats": found.message_stats(queue_counters(queue))}
 
-    def on_channel(vhost: str, user: User, operation: Callable[[Channel], Any]) -> Any:
+    def on_channel(vhost: str, user: User, operation: Callable[[Channel], Any], *, publishing: bool = False) -> Any:
         """Run ``operation`` on a channel of a connection opened for this
         request alone, so that changes take the same path (checks, journal)
         as over AMQP. It opens and closes without awaiting in between, so
@@ -159,16 +242,14 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         try:
             return operation(connection.open_channel())
         except AMQPError as failure:
-            if failure.reply_code == NOT_FOUND:
-                return not_found()
-            if failure.reply_code == ACCESS_REFUSED:
-                return error(401, "not_authorised", failure.text)
-            return error(400, "bad_request", failure.text)
+            return refusal(failure, publishing=publishing)
         finally:
             connection.close(now=now())
 
     async def body(request: Request) -> dict[str, Any] | Response:
-        raw = await request.body()
+        raw = await json_body(request)
+        if isinstance(raw, Response):
+            return raw
         try:
             decoded = json.loads(raw) if raw.strip() else {}
         except ValueError:
@@ -342,7 +423,7 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         vhost, name = param(request, "vhost"), param(request, "name")
         if not user.may_open(vhost) or vhost not in broker.vhosts or name not in broker.vhosts[vhost].queues:
             return not_found()
-        connection = broker.connect(vhost, user=user.name, name="management")
+        connection = broker.connect(vhost, user=user.name, name="management", access=user.access(vhost))
         channel = connection.open_channel()
         taken: list[GetResult] = []
         try:
@@ -362,7 +443,7 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
                 else:
                     channel.reject(got.delivery_tag, requeue=requeue, now=now())
         except AMQPError as failure:
-            return error(400, "bad_request", failure.text)
+            return refusal(failure)
         finally:
             connection.close(now=now())
         return JSONResponse([snapshot.message_info(got.message, redelivered=got.redelivered,
@@ -410,8 +491,10 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         spec = await body(request)
         if isinstance(spec, Response):
             return spec
+        properties = json_properties(spec.get("properties") or {})
+        if isinstance(properties, Response):
+            return properties
         try:
-            properties = Properties(**(spec.get("properties") or {}))
             raw = spec.get("payload", "")
             payload = (base64.b64decode(raw, validate=True) if spec.get("payload_encoding") == "base64"
                        else str(raw).encode())
@@ -420,7 +503,7 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         routing_key = str(spec.get("routing_key", ""))
         name = exchange_name(request)
         outcome = on_channel(param(request, "vhost"), user, lambda channel: channel.publish(
-            payload, exchange=name, routing_key=routing_key, properties=properties, now=now()))
+            payload, exchange=name, routing_key=routing_key, properties=properties, now=now()), publishing=True)
         if isinstance(outcome, Response):
             return outcome
         return JSONResponse({"routed": outcome is not None and bool(outcome.routed or outcome.delayed)})
@@ -724,8 +807,11 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         vhost = param(request, "vhost") if "vhost" in request.path_params else None
         if vhost is not None and vhost not in broker.vhosts:
             return not_found()
+        raw = await json_body(request)
+        if isinstance(raw, Response):
+            return raw
         try:
-            loaded = json.loads(await request.body())
+            loaded = json.loads(raw)
             definitions.load(loaded, broker, users, overlay, now=now(), vhost=vhost)
         except (ValueError, definitions.DefinitionsError) as problem:
             return error(400, "bad_request", str(problem))
@@ -752,8 +838,13 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
         """Close a client's connection with connection.close 320, the reason
         from the ``X-Reason`` header, as RabbitMQ does."""
         name = param(request, "name")
-        if close is None or not [c for c in connections_of(user) if c.name == name]:
+        found = [c for c in connections_of(user) if c.name == name]
+        if close is None or not found:
             return not_found()
+        # RabbitMQ's is_authorized_user: monitoring users see everyone's
+        # connections, only administrators close other users'.
+        if "administrator" not in user.tags and found[0].user != user.name:
+            return error(401, "not_authorised", "User not authorised to access object")
         reason = request.headers.get("x-reason", "Closed via management plugin")
         return Response(status_code=204) if close(name, reason) else not_found()
 
@@ -853,4 +944,4 @@ def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
 
     # The dashboard: static files calling this API from the browser.
     routes.append(Mount("/", StaticFiles(directory=DASHBOARD, html=True)))
-    return _RawPath(Starlette(routes=routes, exception_handlers={404: missing}))
+    return _Edge(Starlette(routes=routes, exception_handlers={404: missing}))

@@ -37,7 +37,7 @@ def test_put_declares_then_delete_removes_a_queue(managed: ManagedServerThread) 
 
 def test_bad_body_is_400_and_the_broker_carries_on(managed: ManagedServerThread) -> None:
     http = managed.http()
-    response = http.put("/api/queues/%2F/q", content=b"[not json")
+    response = http.put("/api/queues/%2F/q", content=b"[not json", headers={"content-type": "application/json"})
     assert (response.status_code, response.json()["error"]) == (400, "bad_request")
     assert http.put("/api/queues/%2F/q", json={}).status_code == 201
 

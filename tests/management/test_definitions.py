@@ -105,7 +105,7 @@ def test_export_then_import_restores_the_topology(managed: ManagedServerThread, 
     http.delete("/api/exchanges/%2F/orders")
     http.delete("/api/queues/%2F/paid")
     http.delete("/api/users/erin")
-    assert http.post("/api/definitions", content=path.read_bytes()).status_code == 204
+    assert http.post("/api/definitions", content=path.read_bytes(), headers={"content-type": "application/json"}).status_code == 204
     assert http.get("/api/definitions").json()["bindings"] == exported["bindings"]
     assert managed.http("erin", "pw2").get("/api/whoami").status_code == 200
     response = http.post("/api/definitions", json={"queues": [{"name": "x", "vhost": "nowhere"}]})

@@ -55,7 +55,7 @@ def scenario(base_url: str, queue: str) -> list[Any]:
         step(http.put(path, json={"durable": True, "arguments": {"x-max-length": 5}}))
         step(http.put(path, json={"durable": True, "arguments": {"x-max-length": 5}}))
         step(http.put(path, json={"durable": True, "arguments": {"x-max-length": 6}}))
-        step(http.put(path, content=b"[bad"))
+        step(http.put(path, content=b"[bad", headers={"content-type": "application/json"}))
         step(http.get(path), QUEUE_FIELDS)
         exchange = f"/api/exchanges/%2F/{queue}.x"
         step(http.put(exchange, json={"type": "topic", "durable": True}))
