@@ -182,7 +182,23 @@ class InvalidProperty(ValueError):
 
 
 _MAX_UINT64 = (1 << 64) - 1
-_checked: dict[BasicProperties, None] = {}
+_checked: dict[tuple[Any, ...], None] = {}
+
+
+_PLAIN = frozenset({bool, float, bytes, type(None)})
+_INT64_RANGE = range(-(1 << 63), 1 << 63)
+
+
+def _plain_table(table: Mapping[str, Any]) -> bool:
+    """True for the common headers, ASCII keys and scalar values, which
+    always encode: the quick answer before trying the encoder."""
+    for key, value in table.items():
+        if type(key) is not str or len(key) > 255 or not key.isascii():
+            return False
+        kind = type(value)
+        if not (kind in _PLAIN or (kind is str and value.isascii()) or (kind is int and value in _INT64_RANGE)):
+            return False
+    return True
 
 
 def check_properties(properties: BasicProperties) -> None:
@@ -190,17 +206,29 @@ def check_properties(properties: BasicProperties) -> None:
     ``properties``. Entries that build properties in process (the embedded
     API, the management API) call it, so that a message the broker accepts
     can always be delivered and journalled; a decoded header needs no check.
-    Properties without headers are remembered once checked (a bounded cache),
-    since a publisher repeats them."""
+    The properties other than headers are remembered once checked (a bounded
+    cache), since a publisher repeats them; headers are checked each time."""
     if properties is EMPTY_PROPERTIES:
         return
+    headers = properties.headers
+    if headers is not None:
+        if not isinstance(headers, Mapping):
+            raise InvalidProperty("not_table", "headers", headers)
+        if not _plain_table(headers):
+            try:
+                encode_table(headers)
+            except (SyntaxError_, TypeError) as exc:
+                raise InvalidProperty("not_encodable", "headers", str(exc)) from None
+        scalars: tuple[Any, ...] = properties[:2] + (None,) + properties[3:]
+    else:
+        scalars = properties
     try:
-        if properties in _checked:
+        if scalars in _checked:
             return
-    except TypeError:  # headers, or a value of the wrong type that has no hash
+    except TypeError:  # a value of the wrong type that has no hash
         pass
-    for value, kind, field in zip(properties, _KINDS, BasicProperties._fields):
-        if value is None:
+    for value, kind, field in zip(scalars, _KINDS, BasicProperties._fields):
+        if value is None or kind == _TABLE:
             continue
         if kind == _SHORTSTR:
             if not isinstance(value, str):
@@ -211,21 +239,13 @@ def check_properties(properties: BasicProperties) -> None:
                 raise InvalidProperty("not_encodable", field, value) from None
             if size > 255:
                 raise InvalidProperty("too_long", field, value)
-        elif kind == _TABLE:
-            if not isinstance(value, Mapping):
-                raise InvalidProperty("not_table", field, value)
-            try:
-                encode_table(value)
-            except (SyntaxError_, TypeError) as exc:
-                raise InvalidProperty("not_encodable", field, str(exc)) from None
         elif isinstance(value, bool) or not isinstance(value, int):
             raise InvalidProperty("not_int", field, value)
         elif not 0 <= value <= (255 if kind == _OCTET else _MAX_UINT64):
             raise InvalidProperty("out_of_range", field, value)
-    if properties.headers is None:
-        if len(_checked) >= _RECENT_MAX:
-            _checked.clear()
-        _checked[properties] = None
+    if len(_checked) >= _RECENT_MAX:
+        _checked.clear()
+    _checked[scalars] = None
 
 
 def encode_content_header(class_id: int, body_size: int, properties: BasicProperties) -> bytes:
