@@ -33,7 +33,7 @@ import attrs
 
 from .arguments import QueueSettings, StreamSettings, parse_age
 from .consumer import Consumer
-from .errors import NotImplemented_, PreconditionFailed
+from .errors import NotImplemented_, PreconditionFailed, ResourceLocked
 from .groups import GROUP_ARGUMENT, ConsumerGroup, GroupOffset
 from .message import GONE, UNACKED, Entry, Message, Properties
 from .queue import Queue
@@ -296,6 +296,12 @@ class Stream(Queue):
         group_name = consumer.arguments.get(GROUP_ARGUMENT)
         if group_name is not None and not isinstance(group_name, str):
             raise PreconditionFailed(f"invalid {GROUP_ARGUMENT} {group_name!r}: expected a string")
+        coordinator = self.vhost.coordinator
+        if group_name is not None and coordinator is not None and coordinator.has_members(group_name):
+            # One group, members of one protocol at a time: two would each
+            # read the stream from the same committed offset.
+            raise ResourceLocked(f"consumer group '{group_name}' has Kafka members; "
+                                 f"it can be joined over AMQP once they have left")
         self._next_reader += 1
         self._readers[consumer] = _Reader(self._next_reader, start)
         self.consumers.append(consumer)

@@ -19,6 +19,7 @@ from .stream import Stream
 
 if TYPE_CHECKING:
     from .broker import Broker
+    from .coordinator import Coordinator
     from .connection import Connection
 
 #: Exchanges every vhost has, as in RabbitMQ: (name, type).
@@ -57,6 +58,8 @@ class VirtualHost:
         self.limits: dict[str, int] = {}
         #: Consumer groups on this vhost's streams (core/groups.py).
         self.groups: dict[str, ConsumerGroup] = {}
+        #: Kafka's groups, when Kafka clients use this vhost (core/coordinator.py).
+        self.coordinator: Coordinator | None = None
         for ex_name, ex_type in PREDECLARED:
             self.exchanges[ex_name] = Exchange(self, ex_name, ex_type, durable=True)
 
