@@ -118,7 +118,7 @@ async def test_a_closed_channel_registers_no_zombie_consumer():
 
 async def test_embedded_publish_refuses_headers_no_encoder_could_write():
     from amqlite import Properties
-    from amqlite.core.errors import PreconditionFailed
+    from amqlite.amqp.properties import InvalidProperty
     from amqlite.core.fieldtypes import MAX_NESTING
 
     def nested(depth: int) -> dict:
@@ -131,7 +131,7 @@ async def test_embedded_publish_refuses_headers_no_encoder_could_write():
         ch = await broker.channel()
         await ch.queue_declare("q")
         await ch.publish(b"ok", routing_key="q", properties=Properties(headers=nested(MAX_NESTING)))
-        with pytest.raises(PreconditionFailed, match="nest deeper"):
+        with pytest.raises(InvalidProperty, match="nest deeper"):
             await ch.publish(b"deep", routing_key="q", properties=Properties(headers=nested(2000)))
         other = await broker.channel()
         assert (await other.queue_declare("q", passive=True)).message_count == 1
