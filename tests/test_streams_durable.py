@@ -136,3 +136,30 @@ async def test_a_groups_committed_offset_survives_a_restart(tmp_path: Path) -> N
             async for delivery in deliveries:
                 assert delivery.offset == 12  # resumes right after what was acked
                 break
+
+
+async def test_a_group_offset_set_from_outside_or_deleted_survives_a_restart(tmp_path: Path) -> None:
+    """Kafka's OffsetCommit and DeleteGroups/OffsetDelete act on the same
+    group offsets as x-stream-group consumers, and are journalled alike."""
+    async with amqlite.open_broker(data_dir=tmp_path) as broker:
+        ch = await broker.channel()
+        await ch.queue_declare("events", durable=True, arguments=STREAM)
+        await publish(broker, 20)
+        stream = the_stream(broker)
+        assert stream.commit_group("kafka", 7) == 7
+        assert stream.commit_group("far", 99) == 20  # past the end: the end
+        assert stream.commit_group("gone", 3) == 3
+        await trio.sleep(0.05)
+        assert stream.forget_group("gone") and not stream.forget_group("never")
+        await trio.sleep(0.05)
+    async with amqlite.open_broker(data_dir=tmp_path) as broker:
+        stream = the_stream(broker)
+        assert {name: o.committed for name, o in stream.group_offsets.items()} == {"kafka": 7, "far": 20}
+        worker = await broker.channel()
+        async with await worker.consume("events", prefetch=5, arguments={"x-stream-group": "kafka"}) as deliveries:
+            async for delivery in deliveries:
+                assert delivery.offset == 7  # an AMQP member resumes where Kafka committed
+                break
+    async with amqlite.open_broker(data_dir=tmp_path) as broker:
+        # The deletion stays deleted after a second restart too (its record is kept live).
+        assert "gone" not in the_stream(broker).group_offsets

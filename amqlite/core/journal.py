@@ -166,3 +166,8 @@ class Journal(Protocol):
         """A consumer group's committed offset on ``stream`` moved; the
         latest one is written with the next batch."""
         ...
+
+    def group_forgotten(self, stream: Stream, group: str) -> None:
+        """A group's offset on ``stream`` was deleted (Kafka's DeleteGroups
+        or OffsetDelete): recovery must not bring it back."""
+        ...

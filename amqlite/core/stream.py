@@ -464,6 +464,29 @@ class Stream(Queue):
         self._memory_first += gone
         return gone
 
+    def commit_group(self, name: str, committed: int) -> int:
+        """A group's offset set from outside (Kafka's OffsetCommit), while
+        no member of it consumes here over AMQP; an offset outside the
+        stream is kept as the nearest one it holds, where the group's next
+        reader starts. Returns the offset kept."""
+        committed = min(max(committed, self.first), self.end)
+        offset = self.group_offsets.get(name)
+        if offset is None:
+            offset = self.group_offsets[name] = GroupOffset(name, committed)
+        offset.committed = committed
+        offset.restart(None, self.first)
+        self._committed(offset)
+        return committed
+
+    def forget_group(self, name: str) -> bool:
+        """Delete a group's offset here (Kafka's DeleteGroups, OffsetDelete)
+        while none of its members consumes here; False if it had none."""
+        if self.group_offsets.pop(name, None) is None:
+            return False
+        if self.journal is not None:
+            self.journal.group_forgotten(self, name)
+        return True
+
     def restore_group(self, name: str, committed: int) -> None:
         """A group's committed offset, recovered from the journal."""
         self.group_offsets[name] = GroupOffset(name, max(committed, self.first))

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from ..core.broker import Broker
 from ..core.queue import Queue
+from ..core.stream import Stream
 from ..core.stats import AT_MOST_ONCE, DISABLED, REASONS, Stats
 
 #: (metric name, help, value of a queue) for the queue gauges.
@@ -148,6 +149,14 @@ class BrokerCollector(Collector):
         yield GaugeMetricFamily("amqlite_messages_delayed", "Messages held by delayed-message exchanges",
                                 sum(exchange.pending_count for vhost in broker.vhosts.values()
                                     for exchange in vhost.exchanges.values()))
+        lag = GaugeMetricFamily("amqlite_stream_group_lag",
+                                "Messages in a stream after a consumer group's committed offset (AMQP x-stream-group "
+                                "or Kafka)", labels=["vhost", "stream", "group"])
+        for queue in queues:
+            if isinstance(queue, Stream):
+                for name, offset in sorted(queue.group_offsets.items()):
+                    lag.add_metric([queue.vhost.name, queue.name, name], queue.end - offset.committed)
+        yield lag
         yield from _global_counters(broker.stats)
         dropped = CounterMetricFamily("amqlite_messages_dropped", "Messages dropped, by reason", labels=["reason"])
         for reason, count in sorted(broker.drops.items()):

@@ -49,6 +49,7 @@ from .records import (
     TRUNCATE,
     TRUNCATE_RECORD,
     GROUP,
+    GROUP_FORGOTTEN,
     GROUP_HEAD,
     DEDUP,
     DEDUP_HEAD,
@@ -397,6 +398,11 @@ class DiskJournal:
         if not self._group_commits:
             self._wake_writer()  # an ack alone still needs a write
         self._group_commits[stream, group] = committed
+
+    def group_forgotten(self, stream: Stream, group: str) -> None:
+        # The record stays live while it is the group's newest, so that no
+        # older GROUP record outlives it and brings the offset back.
+        self.group_committed(stream, group, GROUP_FORGOTTEN)
 
     def _append_group_commits(self) -> None:
         """One GROUP record per group that moved since the last batch; the

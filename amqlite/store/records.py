@@ -17,6 +17,7 @@ HOLD        msg id, due, vhost, exchange, then the content
 RELEASE     msg id: a held delayed message was routed
 TRUNCATE    queue id, first offset: a stream's retention removed what came before
 GROUP       queue id, committed offset, group name: a consumer group's progress on a stream
+            (offset GROUP_FORGOTTEN: the group's offset there was deleted)
 DEDUP       queue id (0 for an exchange), expires (NaN: never), vhost, exchange,
             then a table {"id": the message id}: an id a deduplicating owner took;
             expires -inf (REFUSED): the id handed back, its message refused
@@ -55,6 +56,8 @@ RETRY_RECORD = struct.Struct(">QQd")
 MOVE_RECORD = struct.Struct(">QQQ")
 TRUNCATE_RECORD = struct.Struct(">QQ")
 GROUP_HEAD = struct.Struct(">QQ")
+#: The committed offset of a GROUP record that deletes the group's offset.
+GROUP_FORGOTTEN = 2**64 - 1
 DEDUP_HEAD = struct.Struct(">Qd")
 HOLD_HEAD = struct.Struct(">Qd")
 ID = struct.Struct(">Q")

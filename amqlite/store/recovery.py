@@ -521,7 +521,8 @@ def _restore_groups(queues: dict[int, Queue], replay: _Replay) -> dict[tuple[int
     for (queue_id, group), (committed, segment) in replay.groups.items():
         stream = queues.get(queue_id)
         if isinstance(stream, Stream):
-            stream.restore_group(group, committed)
+            if committed != records.GROUP_FORGOTTEN:
+                stream.restore_group(group, committed)
             replay.live[segment] += 1
             kept[queue_id, group] = segment
     return kept

@@ -171,3 +171,31 @@ def test_delayed_exchange_messages_are_a_gauge(managed: ManagedServerThread) -> 
     assert samples[("amqlite_messages_delayed", ())] == 2
     assert samples[("rabbitmq_queue_messages_ready", ())] == 1
     connection.close()
+
+
+def test_stream_group_lag_per_group(managed: ManagedServerThread) -> None:
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.queue_declare("events", durable=True, arguments={"x-queue-type": "stream"})
+    channel.confirm_delivery()
+    for n in range(10):
+        channel.basic_publish("", "events", b"e%d" % n)
+    channel.basic_qos(prefetch_count=3)
+    acked = []
+
+    def on_message(ch: object, method: pika.spec.Basic.Deliver, properties: object, body: bytes) -> None:
+        if len(acked) < 4:
+            channel.basic_ack(method.delivery_tag)
+            acked.append(body)
+
+    channel.basic_consume("events", on_message, arguments={"x-stream-group": "mailer", "x-stream-offset": "first"})
+    while len(acked) < 4:
+        connection.process_data_events(time_limit=0.1)
+    channel.queue_declare("events", passive=True)  # a round trip: the acks are in
+    labels = (("group", "mailer"), ("stream", "events"), ("vhost", "/"))
+    for path in ("/metrics", "/metrics/per-object"):
+        assert scrape(managed, path)[("amqlite_stream_group_lag", labels)] == 6
+    # pika rejects the deliveries it still holds as it closes, which a
+    # stream refuses with 540: that is the close.
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker):
+        connection.close()
