@@ -21,11 +21,12 @@ $(STAMP): $(RUNTIME)
 
 venv: $(STAMP)
 
-# The broker on RabbitMQ's ports, or AMQLITE_*'s; `make run PORT=5673` where
-# RabbitMQ runs: its HTTP ports follow as RabbitMQ's do (+10000 for the
-# management API, +10020 for Prometheus: 15673 and 15693).
+# The broker on RabbitMQ's ports and Kafka's (9092), or AMQLITE_*'s; `make run
+# PORT=5673` where RabbitMQ runs: its HTTP ports follow as RabbitMQ's do (+10000
+# for the management API, +10020 for Prometheus: 15673 and 15693), and Kafka's
+# keeps its distance from 5672 (+3420: 9093), so two brokers share a machine.
 run: $(RUNTIME)
-	$(BIN)/amqlite serve $(if $(PORT),--port $(PORT) --management-port $(shell echo $$(($(PORT) + 10000))) --prometheus-port $(shell echo $$(($(PORT) + 10020))))
+	$(BIN)/amqlite serve $(if $(PORT),--port $(PORT) --management-port $(shell echo $$(($(PORT) + 10000))) --prometheus-port $(shell echo $$(($(PORT) + 10020))) --kafka-port $(shell echo $$(($(PORT) + 3420))))
 
 # The embedded examples, no network.
 demo: $(STAMP)

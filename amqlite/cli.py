@@ -27,7 +27,7 @@ from .server import Server, StartupError
 log = get_logger("amqlite")
 
 #: Settings with a flag of their own; every setting has its variable.
-_FLAGS = ("host", "port", "management_port", "prometheus_port", "tls_port", "tls_cert", "tls_key", "tls_ca",
+_FLAGS = ("host", "port", "management_port", "prometheus_port", "kafka_port", "tls_port", "tls_cert", "tls_key", "tls_ca",
           "tls_verify_peer", "tls_fail_if_no_peer_cert", "data_dir", "definitions", "log_level", "log_format")
 
 
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("tls_verify_peer", "tls_fail_if_no_peer_cert"):
         serve.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
                            help=FIELDS[name].metadata["help"])
+    serve.add_argument("--kafka-port", help=FIELDS["kafka_port"].metadata["help"])
     serve.add_argument("--data-dir", help=FIELDS["data_dir"].metadata["help"])
     serve.add_argument("--definitions", help=FIELDS["definitions"].metadata["help"])
     serve.add_argument("--log-level", choices=LOG_LEVELS, help=FIELDS["log_level"].metadata["help"])

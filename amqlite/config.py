@@ -217,6 +217,17 @@ class Settings:
     management_tls_port: int = _setting(0, _integer(0, 65535),
                                         "HTTPS port for the management API, with tls_cert and tls_key "
                                         "(RabbitMQ's management.ssl.port, 15671 by convention); 0: none")
+    kafka_port: int = _setting(defaults.KAFKA_PORT, _integer(0, 65535),
+                               "Kafka protocol port, on the AMQP host (docs/kafka.md); 0 disables it")
+    kafka_tls_port: int = _setting(0, _integer(0, 65535),
+                                   "Kafka over TLS port, with tls_cert and tls_key and the other tls_* settings; 0: none")
+    kafka_vhost: str = _setting("/", _text, "the vhost whose streams are the Kafka topics (Kafka has no vhosts)")
+    kafka_advertised_host: str = _setting("", _text, "the host Kafka's Metadata tells clients to connect to; "
+                                                     '"": the address each client reached')
+    kafka_auto_create_topics: bool = _setting(True, _flag, "create a one-partition topic (a stream) when a Kafka "
+                                                           "client asks for one that does not exist")
+    kafka_allow_anonymous: bool = _setting(True, _flag, "Kafka clients without SASL act as default_user (with its "
+                                                        "loopback rule), as RabbitMQ's MQTT allow_anonymous")
     data_dir: str = _setting("./amqlite-data", _text,
                              "durable definitions and persistent messages; one broker per directory",
                              converter=_path_text)

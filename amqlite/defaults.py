@@ -10,6 +10,8 @@ from __future__ import annotations
 
 #: RabbitMQ's AMQP port.
 PORT = 5672
+#: Kafka's port.
+KAFKA_PORT = 9092
 #: RabbitMQ's management plugin port (HTTP API).
 MANAGEMENT_PORT = 15672
 #: RabbitMQ's rabbitmq_prometheus port.

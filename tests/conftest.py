@@ -10,6 +10,8 @@ import pytest
 # test servers, and with a reference RabbitMQ that has its plugins enabled.
 os.environ.setdefault("AMQLITE_MANAGEMENT_PORT", "0")
 os.environ.setdefault("AMQLITE_PROMETHEUS_PORT", "0")
+# Nor Kafka (9092 by default), for the same reason; tests/kafka starts its own on a free port.
+os.environ.setdefault("AMQLITE_KAFKA_PORT", "0")
 
 
 @pytest.fixture(autouse=True)

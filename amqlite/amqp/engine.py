@@ -175,6 +175,10 @@ class ServerConnection:
     def _send(self, channel: int, method: spec.Method) -> None:
         self._out.append(encode_method_frame(channel, method))
 
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
     def wants_write(self) -> bool:
         return bool(self._out or self._dirty)
 

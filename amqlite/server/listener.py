@@ -16,14 +16,14 @@ import secrets
 import ssl
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 import attrs
 import trio
 
 from .. import __version__
 from ..accounts import Accounts
-from ..amqp.engine import ServerConnection, State
+from ..amqp.engine import ServerConnection
 from ..auth import Users, is_loopback
 from ..config import Settings
 from ..core.broker import Broker
@@ -37,6 +37,7 @@ from ..runtime import Clock, drive_timers
 from ..store.journal import DiskJournal, StoreLocked
 from ..storage import StoreDriver
 from .descriptors import connection_limit, open_files_limit
+from .kafka_listener import KafkaListeners
 from .memory import watch_memory, watermark
 from .rawsocket import RawSocket
 
@@ -106,6 +107,8 @@ class Server:
     http_ports: dict[str, int] = attrs.field(factory=dict)
     #: Recovery time and the store driver's writes, for Prometheus.
     store_metrics: StoreMetrics = attrs.field(factory=StoreMetrics)
+    #: The Kafka listeners and their connections (server/kafka_listener.py).
+    kafka: KafkaListeners = attrs.field(factory=KafkaListeners)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Server:
@@ -151,10 +154,13 @@ class Server:
                     raise
                 self.tls_addresses = [listener.socket.getsockname()[:2] for listener in tls_listeners]
             try:
+                await self.kafka.listen(self)
                 http = bind_http(self)
-            except OSError as error:
-                for listener in listeners:
+            except (OSError, StartupError) as error:
+                for listener in [*listeners, *tls_listeners, *self.kafka.listeners]:
                     listener.socket.close()
+                if isinstance(error, StartupError):
+                    raise
                 raise StartupError(f"cannot serve HTTP: {error.strerror or error}") from None
             self.connection_limit = connection_limit(self.settings.max_connections, open_files_limit())
             log.info("broker.listening", addresses=[f"{h}:{p}" for h, p in self.addresses], port=self.port,
@@ -180,6 +186,7 @@ class Server:
                     nursery.start_soon(self._accept, listener, nursery, False)
                 for listener in tls_listeners:
                     nursery.start_soon(self._accept, listener, nursery, True)
+                self.kafka.start(self, nursery)
                 for bound in http.values():
                     await nursery.start(serve_http, bound)
                 self.http_ports = {name: bound.port for name, bound in http.items()}
@@ -232,6 +239,7 @@ class Server:
         now = self.clock.now()
         for conn in self.connections:
             conn.resume(now)
+        self.kafka.storage_moved(now)
 
     def _blocked(self, reason: str | None) -> None:
         self.disk_alarm = reason
@@ -316,9 +324,12 @@ class Server:
             raise StartupError("tls_verify_peer and tls_fail_if_no_peer_cert need tls_ca")
         return context
 
-    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery, secure: bool) -> None:
+    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery, secure: bool,
+                      serve: ServeConnection | None = None) -> None:
         """Accept forever. Out of file descriptors (or memory), wait and
-        retry, with one log line per interval rather than one per attempt."""
+        retry, with one log line per interval rather than one per attempt.
+        ``serve`` serves each connection (AMQP's by default); it gets the
+        TLS context in force when the connection came."""
         last_logged = -math.inf
         refused = 0
         async with listener:
@@ -337,7 +348,7 @@ class Server:
                     await trio.sleep(_ACCEPT_RETRY)
                     continue
                 # The context as of now: a reload applies to connections from here on.
-                nursery.start_soon(self._handle, stream, self.tls if secure else None)
+                nursery.start_soon(self._handle, stream, self.tls if secure else None, serve or self._serve)
 
     @property
     def port(self) -> int:
@@ -352,7 +363,8 @@ class Server:
             return f"max_unauthenticated ({self.settings.max_unauthenticated}) connections in the handshake"
         return None
 
-    async def _handle(self, stream: trio.SocketStream, tls: ssl.SSLContext | None = None) -> None:
+    async def _handle(self, stream: trio.SocketStream, tls: ssl.SSLContext | None = None,
+                      serve: ServeConnection | None = None) -> None:
         try:
             peer = stream.socket.getpeername()
         except OSError:
@@ -376,7 +388,7 @@ class Server:
                 self.handshaking -= 1
 
         try:
-            await self._serve(stream, tls, peer, peer_text, authenticated)
+            await (serve or self._serve)(stream, tls, peer, peer_text, authenticated)
         finally:
             authenticated()
             self.admitted -= 1
@@ -387,15 +399,8 @@ class Server:
         served: trio.abc.Stream = stream
         certificate_user = None
         if tls is not None:
-            secure = trio.SSLStream(stream, tls, server_side=True)
-            try:
-                with trio.fail_after(settings.handshake_timeout):
-                    await secure.do_handshake()
-            except (trio.BrokenResourceError, trio.TooSlowError) as error:
-                # A plaintext client, a certificate refused, a peer that stalls:
-                # this connection only, said once, never the listener.
-                log.warning("connection.tls_failed", peer=peer_text, reason=_tls_failure(error))
-                await trio.aclose_forcefully(stream)
+            secure = await self.tls_handshake(stream, tls, peer_text)
+            if secure is None:
                 return
             served = secure
             certificate_user = _common_name(secure.getpeercert())
@@ -439,6 +444,47 @@ class Server:
                 await trio.aclose_forcefully(served)
 
 
+    async def tls_handshake(self, stream: trio.SocketStream, tls: ssl.SSLContext,
+                            peer_text: str) -> trio.SSLStream[trio.SocketStream] | None:
+        """The TLS stream, or None (and the socket closed) when the
+        handshake fails: a plaintext client, a certificate refused, a peer
+        that stalls. This connection only, said once, never the listener."""
+        secure = trio.SSLStream(stream, tls, server_side=True)
+        try:
+            with trio.fail_after(self.settings.handshake_timeout):
+                await secure.do_handshake()
+        except (trio.BrokenResourceError, trio.TooSlowError) as error:
+            log.warning("connection.tls_failed", peer=peer_text, reason=_tls_failure(error))
+            await trio.aclose_forcefully(stream)
+            return None
+        return secure
+
+
+#: Serves one accepted connection: (stream, TLS context, peer, "host:port",
+#: called once the client has authenticated).
+ServeConnection = Callable[[trio.SocketStream, "ssl.SSLContext | None", tuple[str, int], str, Callable[[], None]],
+                           Awaitable[None]]
+
+
+class DrivenConnection(Protocol):
+    """A sans-IO connection engine as _ConnectionDriver drives it (AMQP's, Kafka's)."""
+
+    on_output: Callable[[], object] | None
+    on_readable: Callable[[], object] | None
+    close_reason: str | None
+
+    @property
+    def peer(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    def wants_read(self) -> bool: ...
+    def wants_write(self) -> bool: ...
+    def receive_data(self, data: bytes, now: float) -> None: ...
+    def data_to_send(self, now: float) -> bytes: ...
+    def next_deadline(self) -> float | None: ...
+    def tick(self, now: float) -> None: ...
+
+
 def _common_name(certificate: dict[str, Any] | None) -> str | None:
     """The subject's common name of a verified client certificate (the
     ssl module gives one only when it verified it), or None."""
@@ -459,7 +505,7 @@ def _tls_failure(error: Exception) -> str:
 
 
 class _ConnectionDriver:
-    def __init__(self, conn: ServerConnection, stream: RawSocket | trio.abc.Stream, clock: Clock,
+    def __init__(self, conn: DrivenConnection, stream: RawSocket | trio.abc.Stream, clock: Clock,
                  timers: Timers) -> None:
         self.conn = conn
         self.stream = stream
@@ -501,7 +547,7 @@ class _ConnectionDriver:
             conn.close_reason = conn.close_reason or "internal error"
             self._scope.cancel()
             return
-        if conn.state is State.CLOSED:
+        if conn.closed:
             self.output.unpark_all()  # the writer ends the connection
         else:
             self._reschedule()
@@ -512,7 +558,7 @@ class _ConnectionDriver:
             nursery.start_soon(self._writer, nursery.cancel_scope)
             self._reschedule()
             await self._reader()
-            if self.conn.state is not State.CLOSED:
+            if not self.conn.closed:
                 nursery.cancel_scope.cancel()  # the peer went away
             # Otherwise the writer flushes the last words (close-ok) and ends it;
             # wake it, since closing (on the client's close-ok) may have nothing to send.
@@ -521,11 +567,11 @@ class _ConnectionDriver:
 
     async def _reader(self) -> None:
         conn, stream, clock = self.conn, self.stream, self.clock
-        while conn.state is not State.CLOSED:
+        while not conn.closed:
             # Backpressure is the engine's call (replies the client does not
             # read, a get or commit waiting for the disk).
             while not conn.wants_read():
-                if conn.state is State.CLOSED:
+                if conn.closed:
                     return
                 await self.readable.park()
             try:
@@ -542,7 +588,7 @@ class _ConnectionDriver:
         try:
             while True:
                 while not conn.wants_write():
-                    if conn.state is State.CLOSED:
+                    if conn.closed:
                         scope.cancel()
                         return
                     await self.output.park()

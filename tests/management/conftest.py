@@ -54,7 +54,7 @@ class ManagedServerThread(ServerThread):
 def managed() -> Iterator[ManagedServerThread]:
     data_dir = tempfile.mkdtemp(prefix="amqlite-test-")
     settings = Settings(host="127.0.0.1", port=0, data_dir=data_dir, users=USERS,
-                        vhosts={"/": {}, "other": {}}, management_port=0, prometheus_port=0)
+                        vhosts={"/": {}, "other": {}}, management_port=0, prometheus_port=0, kafka_port=0)
     server = ManagedServerThread(settings)
     server.owned_dir = data_dir
     server.start()
@@ -68,7 +68,7 @@ def unconfigured() -> Iterator[ManagedServerThread]:
     """A managed server with the default settings: guest only, vhost / only."""
     data_dir = tempfile.mkdtemp(prefix="amqlite-test-")
     server = ManagedServerThread(Settings(host="127.0.0.1", port=0, data_dir=data_dir, management_port=0,
-                                          prometheus_port=0))
+                                          prometheus_port=0, kafka_port=0))
     server.owned_dir = data_dir
     server.start()
     yield server

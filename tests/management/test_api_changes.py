@@ -148,7 +148,7 @@ def test_rabbitmq_move_messages_shovel_moves_them_and_disappears(managed: Manage
 
 def test_redrive_moves_messages_paged_out_to_disk_too(tmp_path: Path) -> None:
     settings = Settings(host="127.0.0.1", port=0, data_dir=str(tmp_path), queue_memory_budget=5,
-                        management_port=0, prometheus_port=0)
+                        management_port=0, prometheus_port=0, kafka_port=0)
     server = ManagedServerThread(settings)
     server.start()
     try:

@@ -24,7 +24,7 @@ def restarted(server: ManagedServerThread, **settings: object) -> ManagedServerT
     server.owned_dir, owned = None, server.owned_dir  # stop() would delete the directory
     server.stop()
     again = ManagedServerThread(Settings(host="127.0.0.1", port=0, data_dir=data_dir, users=USERS,
-                                         vhosts={"/": {}, "other": {}}, management_port=0, prometheus_port=0,
+                                         vhosts={"/": {}, "other": {}}, management_port=0, prometheus_port=0, kafka_port=0,
                                          **settings))  # type: ignore[arg-type]
     again.owned_dir = owned
     again.start()

@@ -39,7 +39,8 @@ async def test_busy_management_port_is_a_startup_error() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        settings = Settings(host="127.0.0.1", port=0, data_dir="", management_port=taken.getsockname()[1])
+        settings = Settings(host="127.0.0.1", port=0, data_dir="", management_port=taken.getsockname()[1],
+                            kafka_port=0)
         with pytest.raises(StartupError, match="management port .*in use"):
             await Server.from_settings(settings).serve()
 

@@ -92,16 +92,16 @@ class ServerThread:
         return pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", self.port, **parameters))
 
 
-def start_amqlite(**overrides: object) -> ServerThread:
+def start_amqlite(thread: type[ServerThread] = ServerThread, **overrides: object) -> ServerThread:
     """An amqlite server on an ephemeral port, with a fresh data directory
     unless ``data_dir`` is given (pass the same one again to restart)."""
     owned = None
     if "data_dir" not in overrides:
         owned = overrides["data_dir"] = tempfile.mkdtemp(prefix="amqlite-test-")
-    # No HTTP by default: RabbitMQ's fixed management ports would clash between test servers.
+    # No HTTP or Kafka by default: fixed ports would clash between test servers.
     settings = Settings(**{"host": "127.0.0.1", "port": 0, "management_port": 0, "prometheus_port": 0,  # type: ignore[arg-type]
-                           **overrides})
-    server = ServerThread(settings)
+                           "kafka_port": 0, **overrides})
+    server = thread(settings)
     server.owned_dir = owned
     return server.start()
 

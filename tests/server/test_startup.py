@@ -46,7 +46,8 @@ def _free_port() -> int:
 async def test_the_port_opens_only_after_recovery(tmp_path: Path, stalled_recovery: Any) -> None:
     started, release = stalled_recovery
     port = _free_port()
-    server = Server.from_settings(Settings(host="127.0.0.1", port=port, data_dir=str(tmp_path), management_port=0, prometheus_port=0))
+    server = Server.from_settings(Settings(host="127.0.0.1", port=port, data_dir=str(tmp_path), management_port=0, prometheus_port=0,
+                                           kafka_port=0))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.serve)
         await trio.to_thread.run_sync(started.wait)
@@ -64,7 +65,7 @@ async def test_the_port_opens_only_after_recovery(tmp_path: Path, stalled_recove
 
 async def test_sigterm_during_recovery_stops_cleanly_with_a_log_line(tmp_path: Path, stalled_recovery: Any) -> None:
     started, _ = stalled_recovery
-    settings = Settings(host="127.0.0.1", port=0, data_dir=str(tmp_path))
+    settings = Settings(host="127.0.0.1", port=0, data_dir=str(tmp_path), kafka_port=0)
     status: list[int] = []
     with structlog.testing.capture_logs() as logs:
         async with trio.open_nursery() as nursery:

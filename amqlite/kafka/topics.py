@@ -1,0 +1,116 @@
+"""Topics are streams, in both directions.
+
+- A one-partition topic ``T`` is the stream queue ``T``.
+- A topic of N partitions is a partitioned stream (docs/streams.md): the
+  exchange ``T`` bound to the streams ``T-0`` ... ``T-(N-1)`` and nothing
+  else, RabbitMQ's super-stream naming. Partition *i* is stream ``T-i``.
+
+So every stream declared over AMQP is a topic, and every topic made here
+(by CreateTopics or auto-created) is a stream AMQP clients consume with
+``x-stream-offset``. A stream that is a partition of a partitioned topic
+is listed as that topic's partition, not as a topic of its own (asked for
+by name, it still is one).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, Iterator
+
+import attrs
+
+from ..core.exchange import Exchange
+from ..core.hashing import CONSISTENT_HASH
+from ..core.stream import Stream
+from ..core.vhost import VirtualHost
+
+#: Kafka's legal topic names: at most 249 of these characters, not "." or "..".
+_LEGAL_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+#: The exchange type of a partitioned topic made over Kafka.
+PARTITIONED_EXCHANGE_TYPE = CONSISTENT_HASH
+_TOPIC_IDS = uuid.UUID("6f0cf1b4-58a4-4c4a-9d6b-6b0d9a3e1f52")
+
+
+@attrs.frozen
+class Topic:
+    name: str
+    #: Partition i is ``partitions[i]``.
+    partitions: tuple[Stream, ...]
+    #: The partitioned stream's exchange; None for a one-partition topic.
+    exchange: Exchange | None = None
+
+    @property
+    def topic_id(self) -> uuid.UUID:
+        """A stable id for Metadata v10+ (Kafka's are random at creation;
+        streams have none, so it is derived from the name)."""
+        return uuid.uuid5(_TOPIC_IDS, self.name)
+
+
+def invalid_name(name: str) -> str | None:
+    """Why ``name`` cannot be a Kafka topic, or None."""
+    if name in (".", "..") or not _LEGAL_NAME.fullmatch(name):
+        return "topic names are 1-249 of a-z, A-Z, 0-9, '.', '_', '-', and not '.' or '..'"
+    return None
+
+
+def find(vhost: VirtualHost, name: str) -> Topic | None:
+    """The topic ``name``: a stream of that name, else a partitioned stream."""
+    queue = vhost.queues.get(name)
+    if isinstance(queue, Stream):
+        return Topic(name, (queue,))
+    exchange = vhost.exchanges.get(name)
+    return None if exchange is None else find_partitioned(exchange)
+
+
+def _partitions(exchange: Exchange) -> tuple[Stream, ...]:
+    """The streams ``NAME-0`` ... ``NAME-(N-1)`` when they are exactly what
+    the exchange is bound to; () when it is not a partitioned stream."""
+    streams: dict[int, Stream] = {}
+    prefix = exchange.name + "-"
+    for destination, _, _ in exchange.bindings:
+        if not isinstance(destination, Stream) or not destination.name.startswith(prefix):
+            return ()
+        index = destination.name[len(prefix):]
+        if not index.isdigit() or str(int(index)) != index:
+            return ()
+        streams[int(index)] = destination
+    if not streams or sorted(streams) != list(range(len(streams))):
+        return ()
+    return tuple(streams[i] for i in range(len(streams)))
+
+
+def every(vhost: VirtualHost) -> Iterator[Topic]:
+    """Every topic in ``vhost``, in name order."""
+    partitioned = [topic for exchange in vhost.exchanges.values()
+                   if exchange.name and (topic := find_partitioned(exchange)) is not None
+                   and not isinstance(vhost.queues.get(exchange.name), Stream)]
+    taken = {stream.name for topic in partitioned for stream in topic.partitions}
+    single = [Topic(queue.name, (queue,)) for queue in vhost.queues.values()
+              if isinstance(queue, Stream) and queue.name not in taken]
+    yield from sorted((*partitioned, *single), key=lambda topic: topic.name)
+
+
+def find_partitioned(exchange: Exchange) -> Topic | None:
+    partitions = _partitions(exchange)
+    return Topic(exchange.name, partitions, exchange) if partitions else None
+
+
+def create(vhost: VirtualHost, name: str, partitions: int, arguments: dict[str, Any], now: float) -> Topic:
+    """Declare the streams (and exchange) of a new topic. ``arguments`` are
+    the streams' (retention: x-max-age, x-max-length-bytes ...). Errors are
+    the core's (AMQPError: a limit reached, a bad argument)."""
+    stream_arguments = {"x-queue-type": "stream", **arguments}
+    if partitions == 1:
+        stream = vhost.declare_queue(name, owner=None, now=now, durable=True, arguments=stream_arguments)
+        assert isinstance(stream, Stream)
+        return Topic(name, (stream,))
+    exchange = vhost.declare_exchange(name, PARTITIONED_EXCHANGE_TYPE, durable=True)
+    streams = []
+    for index in range(partitions):
+        stream = vhost.declare_queue(f"{name}-{index}", owner=None, now=now, durable=True,
+                                     arguments=stream_arguments)
+        assert isinstance(stream, Stream)
+        vhost.bind_queue(stream.name, name, "1", None, None)  # "1": the weight, for a consistent hash
+        streams.append(stream)
+    return Topic(name, tuple(streams), exchange)
