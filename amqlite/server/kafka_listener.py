@@ -16,13 +16,12 @@ import attrs
 import trio
 
 from ..auth import is_loopback
-from ..kafka.engine import KafkaConnection
-from ..kafka.registry import APIS
-from ..kafka.session import KafkaSettings, Session
 from ..log import get_logger
 from .rawsocket import RawSocket
 
 if TYPE_CHECKING:
+    from ..kafka.engine import KafkaConnection
+    from ..kafka.session import KafkaSettings
     from .listener import Server
 
 log = get_logger(__name__)
@@ -36,6 +35,10 @@ class KafkaListeners:
     #: (listener, TLS or not), bound by :meth:`listen` or :meth:`serve`.
     _secure: dict[trio.SocketListener, bool] = attrs.field(factory=dict)
     connections: set[KafkaConnection] = attrs.field(factory=set)
+
+    # amqlite.kafka is imported only where a Kafka port is bound: kio imports
+    # hypothesis when it is installed (a second of start-up, and a .hypothesis
+    # directory in the working directory, in a development environment).
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -65,6 +68,8 @@ class KafkaListeners:
                      vhost=settings.kafka_vhost)
 
     async def _bind(self, server: Server, port: int, *, secure: bool) -> list[trio.SocketListener]:
+        from ..kafka import registry  # noqa: F401 (loaded now, not when the first client comes)
+
         bound = await server._listen(port, "kafka_tls_port" if secure else "kafka_port")
         for listener in bound:
             self._secure[listener] = secure
@@ -92,6 +97,8 @@ class KafkaListeners:
 
 
 def kafka_settings(server: Server, stream: trio.SocketStream) -> KafkaSettings:
+    from ..kafka.session import KafkaSettings
+
     settings = server.settings
     host, port = stream.socket.getsockname()[:2]
     return KafkaSettings(
@@ -106,6 +113,9 @@ def kafka_settings(server: Server, stream: trio.SocketStream) -> KafkaSettings:
 async def serve_connection(server: Server, stream: trio.SocketStream, tls: ssl.SSLContext | None,
                            peer: tuple[str, int], peer_text: str, authenticated: Callable[[], None]) -> None:
     """One Kafka client, from the TLS handshake (if any) to the close."""
+    from ..kafka.engine import KafkaConnection
+    from ..kafka.registry import APIS
+    from ..kafka.session import Session
     # The driver AMQP connections use; imported here, as listener.py imports this module.
     from .listener import _ConnectionDriver
 
