@@ -52,6 +52,11 @@ def _seconds(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise ValueError(f"{attribute.name} must be a number of seconds, more than 0 and at most 3600")
 
 
+def _delay(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 300:
+        raise ValueError(f"{attribute.name} must be a number of seconds from 0 to 300")
+
+
 def _fraction(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise ValueError(f"{attribute.name} must be a fraction from 0 to 1, not {value!r}")
@@ -228,6 +233,9 @@ class Settings:
                                                            "client asks for one that does not exist")
     kafka_allow_anonymous: bool = _setting(True, _flag, "Kafka clients without SASL act as default_user (with its "
                                                         "loopback rule), as RabbitMQ's MQTT allow_anonymous")
+    kafka_group_initial_rebalance_delay: float = _setting(
+        3.0, _delay, "seconds a new Kafka consumer group waits for more members before its first rebalance "
+                     "(Kafka's group.initial.rebalance.delay.ms); 0: none")
     data_dir: str = _setting("./amqlite-data", _text,
                              "durable definitions and persistent messages; one broker per directory",
                              converter=_path_text)

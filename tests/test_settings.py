@@ -31,6 +31,8 @@ BAD = {
     "kafka_advertised_host": ("kafka_advertised_host = []", "kafka_advertised_host must be a string"),
     "kafka_auto_create_topics": ('kafka_auto_create_topics = "no"', "kafka_auto_create_topics must be true or false"),
     "kafka_allow_anonymous": ("kafka_allow_anonymous = 1", "kafka_allow_anonymous must be true or false"),
+    "kafka_group_initial_rebalance_delay": ("kafka_group_initial_rebalance_delay = -1",
+                                            "kafka_group_initial_rebalance_delay must be a number of seconds from 0"),
     "data_dir": ("data_dir = 1", "data_dir must be a string"),
     "definitions": ("definitions = []", "definitions must be a string"),
     "tls_port": ("tls_port = -1", "tls_port must be 0-65535"),

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import metadata, versions
+from . import groups, groups_offsets, metadata, versions
 from .apis import Api
 
 MODULES: tuple[ModuleType, ...] = (
     versions,   # ApiVersions
     metadata,   # Metadata
+    groups,     # FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, List/Describe/DeleteGroups
+    groups_offsets,  # OffsetCommit, OffsetFetch, OffsetDelete
 )
 
 

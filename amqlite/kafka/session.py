@@ -29,6 +29,8 @@ class KafkaSettings:
     #: Clients that do not authenticate act as this user; "" refuses them.
     anonymous_user: str = ""
     node_id: int = 0
+    #: Seconds a new consumer group waits for more members (core/coordinator.py).
+    group_initial_rebalance_delay: float = 3.0
     cluster_id: str = "amqlite"
 
 

@@ -107,6 +107,7 @@ def kafka_settings(server: Server, stream: trio.SocketStream) -> KafkaSettings:
         advertised_port=port,
         auto_create_topics=settings.kafka_auto_create_topics,
         anonymous_user=settings.default_user if settings.kafka_allow_anonymous else "",
+        group_initial_rebalance_delay=settings.kafka_group_initial_rebalance_delay,
     )
 
 
