@@ -37,6 +37,30 @@ def check_password(password_hash: str, password: str) -> bool:
     return hmac.compare_digest(digest, hashlib.sha256(salt + password.encode()).digest())
 
 
+#: Kafka's default iteration count for SCRAM credentials.
+SCRAM_ITERATIONS = 4096
+
+
+@attrs.frozen
+class ScramCredential:
+    """What a SCRAM server keeps for a user (RFC 5802): never the password."""
+
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+    server_key: bytes
+
+
+def scram_credential(password: str, hash_name: str, salt: bytes | None = None,
+                     iterations: int = SCRAM_ITERATIONS) -> ScramCredential:
+    """The SCRAM credential of ``password`` for ``hash_name`` ("sha256", "sha512")."""
+    salt = os.urandom(16) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac(hash_name, password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hash_name).digest()
+    return ScramCredential(salt, iterations, hashlib.new(hash_name, client_key).digest(),
+                           hmac.new(salted, b"Server Key", hash_name).digest())
+
+
 def is_loopback(host: str) -> bool:
     """Whether a peer's address is a loopback one, what ``loopback_users``
     are limited to (any of 127.0.0.0/8 and ::1)."""
@@ -112,12 +136,32 @@ class Users:
         #: setting apart from the user, as RabbitMQ's loopback_users, so
         #: that changing guest's password does not open guest to the network.
         self.loopback_users = frozenset(loopback_users)
+        #: Passwords known in clear (the settings'), by user, with the hash
+        #: they were known under: SCRAM credentials are made from them when
+        #: first needed, and only while the user still has that hash.
+        self._passwords: dict[str, tuple[str, str]] = {}
+        self._scram: dict[tuple[str, str, str], ScramCredential] = {}
 
     def add(self, user: User) -> None:
         self._users[user.name] = user
 
     def get(self, name: str) -> User | None:
         return self._users.get(name)
+
+    def scram_credential(self, name: str, hash_name: str) -> ScramCredential | None:
+        """The user's SCRAM credential for ``hash_name``, or None: no such
+        user, or one whose password amqlite never saw in clear (only a
+        hash: a definitions file, ``hash-password``, the management API),
+        from which SCRAM's salted password cannot be made."""
+        user = self._users.get(name)
+        known = self._passwords.get(name)
+        if user is None or known is None or known[0] != user.password_hash:
+            return None
+        key = (name, user.password_hash, hash_name)
+        credential = self._scram.get(key)
+        if credential is None:
+            credential = self._scram[key] = scram_credential(known[1], hash_name)
+        return credential
 
     def remove(self, name: str) -> bool:
         return self._users.pop(name, None) is not None
@@ -144,11 +188,15 @@ class Users:
         redefine it. Settings have validated every table already."""
         registry = cls(loopback_users=settings.loopback_users)
         if settings.default_user:
-            registry.add(User(settings.default_user, hash_password(settings.default_pass), tags=("administrator",)))
+            password_hash = hash_password(settings.default_pass)
+            registry.add(User(settings.default_user, password_hash, tags=("administrator",)))
+            registry._passwords[settings.default_user] = (password_hash, settings.default_pass)
         for name, spec in settings.users.items():
             password_hash = spec.get("password_hash") or hash_password(spec["password"])
             registry.add(User(name, password_hash, permissions_from(spec), tuple(spec.get("tags", [])),
                               topic_permissions_from(spec), dict(spec.get("limits", {}))))
+            if "password" in spec:
+                registry._passwords[name] = (password_hash, spec["password"])
         return registry
 
 

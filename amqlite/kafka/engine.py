@@ -236,17 +236,20 @@ class KafkaConnection:
                           api_version=request.api_version, client_id=request.client_id)
             self._answer_error(request, ErrorCode.unknown_server_error, None)
             return
-        if reply is None:
-            return  # no response (a Produce with acks=0)
-        slot = _Slot(request, is_flexible(request.api_key, request.api_version))
-        self._slots.append(slot)
-        if isinstance(reply, Pending):
-            slot.pending = reply
-            reply.deliver = lambda late: self._fill(slot, late)
-            if reply.done:
-                raise AssertionError("a handler returned a Pending it had completed")
-            return
-        self._fill(slot, reply)
+        if self._handshake_deadline is not None and self.session.user is not None:
+            self.authenticated()  # through SASL
+        if reply is not None:  # None: no response (a Produce with acks=0)
+            slot = _Slot(request, is_flexible(request.api_key, request.api_version))
+            self._slots.append(slot)
+            if isinstance(reply, Pending):
+                slot.pending = reply
+                reply.deliver = lambda late: self._fill(slot, late)
+                if reply.done:
+                    raise AssertionError("a handler returned a Pending it had completed")
+            else:
+                self._fill(slot, reply)
+        if self.session.close_reason is not None:
+            self._close(self.session.close_reason)
 
     def _answer_error(self, request: Request, code: ErrorCode, reason: str | None) -> None:
         """Answer ``request`` with nothing but ``code``; close the connection

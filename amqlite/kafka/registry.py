@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import groups, groups_offsets, metadata, versions
+from . import groups, groups_offsets, metadata, sasl, versions
 from .apis import Api
 
 MODULES: tuple[ModuleType, ...] = (
@@ -17,6 +17,7 @@ MODULES: tuple[ModuleType, ...] = (
     metadata,   # Metadata
     groups,     # FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, List/Describe/DeleteGroups
     groups_offsets,  # OffsetCommit, OffsetFetch, OffsetDelete
+    sasl,       # SaslHandshake, SaslAuthenticate
 )
 
 

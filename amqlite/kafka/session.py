@@ -14,6 +14,7 @@ from ..core.permissions import Access, matches
 if TYPE_CHECKING:
     from ..core.vhost import VirtualHost
     from .apis import Api
+    from .sasl import SaslState
 
 
 @attrs.frozen
@@ -47,6 +48,10 @@ class Session:
     client_id: str | None = None
     #: How it authenticated ("anonymous", "PLAIN", "SCRAM-SHA-256" ...), for the log.
     mechanism: str | None = None
+    #: SASL in progress (sasl.py), from SaslHandshake on.
+    sasl: SaslState | None = None
+    #: Set by a handler: the connection ends once its response is sent.
+    close_reason: str | None = None
 
     @property
     def vhost(self) -> VirtualHost:
