@@ -283,7 +283,11 @@ class Settings:
                                     "0: derived from the open-files limit, keeping descriptors for the store "
                                     "and the log, as RabbitMQ does")
     max_unauthenticated: int = _setting(defaults.MAX_UNAUTHENTICATED, _integer(1, 2**31 - 1),
-                                        "connections still in the handshake at once; more are closed at accept")
+                                        "connections still in the handshake at once, per listener (HTTP ones: "
+                                        "open at once); more are closed at accept")
+    max_unauthenticated_per_address: int = _setting(
+        defaults.MAX_UNAUTHENTICATED_PER_ADDRESS, _integer(1, 2**31 - 1),
+        "of those, the most from one source address, per listener; more are closed at accept")
     handshake_timeout: float = _setting(defaults.HANDSHAKE_TIMEOUT, _seconds,
                                         "seconds a client has to complete connection.open")
     log_format: str = _setting("auto", _one_of(LOG_FORMATS), "auto: console on a terminal, json otherwise")

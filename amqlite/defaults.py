@@ -47,5 +47,7 @@ DISK_FREE_LIMIT = 50_000_000
 MEMORY_HIGH_WATERMARK = 0.4
 #: Connections still in the handshake (not yet authenticated) at once.
 MAX_UNAUTHENTICATED = 1000
+#: Of those, the most from one source address, so that one cannot lock out the others.
+MAX_UNAUTHENTICATED_PER_ADDRESS = 100
 #: Seconds a client has to finish the AMQP handshake (RabbitMQ: 10 s).
 HANDSHAKE_TIMEOUT = 10.0

@@ -48,6 +48,8 @@ BAD = {
     "max_content_in_flight": ("max_content_in_flight = 0", "max_content_in_flight must be 1-"),
     "auth_mechanisms": ('auth_mechanisms = ["PLAIN", "KERBEROS"]', "auth_mechanisms must be a non-empty list of"),
     "max_unauthenticated": ("max_unauthenticated = 0", "max_unauthenticated must be 1-"),
+    "max_unauthenticated_per_address": ("max_unauthenticated_per_address = 0",
+                                        "max_unauthenticated_per_address must be 1-"),
     "memory_high_watermark": ("memory_high_watermark = 1.5", "memory_high_watermark must be a fraction from 0 to 1"),
     "memory_high_watermark_bytes": ("memory_high_watermark_bytes = -1", "memory_high_watermark_bytes must be 0-"),
     "memory_paging_ratio": ("memory_paging_ratio = 2", "memory_paging_ratio must be a fraction from 0 to 1"),

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+import functools
+import socket
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
 from hypercorn.config import Config, Sockets
-from hypercorn.trio.run import worker_serve
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 from starlette.types import ASGIApp
+
+if TYPE_CHECKING:
+    from ..server.admission import Gate
 
 
 @attrs.frozen
@@ -44,9 +51,29 @@ def bind(app: ASGIApp, host: str, port: int, *, certfile: str = "", keyfile: str
     return BoundApp(app, config, sockets)
 
 
-async def serve(bound: BoundApp, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until cancelled; started (with Hypercorn's bind URLs) once it accepts."""
+async def serve(bound: BoundApp, gate: Gate | None = None, *,
+                task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled; started once it accepts. With a ``gate``,
+    only the connections it admits are served, each holding its place
+    until closed (server/admission.py): an HTTP socket is a descriptor
+    and a peer that has not logged in, as an AMQP one is.
+
+    Hypercorn's worker_serve, less what amqlite does not use (the ASGI
+    lifespan: the apps have no start-up or shutdown handlers), so that the
+    listeners can be gated."""
+    config = bound.config
     # Starlette's and Hypercorn's ASGI type hints differ; the protocol is the same.
-    app = cast(Any, bound.app)
-    await worker_serve(wrap_app(app, bound.config.wsgi_max_body_size, None), bound.config,
-                       sockets=bound.sockets, task_status=task_status)
+    app = wrap_app(cast(Any, bound.app), config.wsgi_max_body_size, None)
+    handler = functools.partial(TCPServer, app, config, WorkerContext(None), ConnectionState({}))
+
+    def listener(sock: socket.socket) -> trio.abc.Listener[Any]:
+        plain = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        return plain if gate is None else gate.listen(plain)
+
+    listeners = [listener(sock) for sock in bound.sockets.insecure_sockets]
+    if bound.sockets.secure_sockets:
+        context = config.create_ssl_context()
+        assert context is not None  # bind() set the certificate and key
+        listeners += [trio.SSLListener(listener(sock), context, https_compatible=True)
+                      for sock in bound.sockets.secure_sockets]
+    await trio.serve_listeners(cast(Any, handler), listeners, task_status=task_status)

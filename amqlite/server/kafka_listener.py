@@ -1,10 +1,11 @@
 """The Kafka listeners' trio side: bind, accept, drive each connection.
 
 Thin, as the AMQP driver is: connections are accepted by the server's own
-loop (the descriptor budget, max_connections and the handshake pool are
-shared with AMQP, and a Kafka client counts as handshaking until it has
-authenticated), read and written by the same connection driver, and
-everything that decides anything lives in ``amqlite.kafka``.
+loop (the descriptor budget, max_connections, is shared with AMQP; each
+Kafka port has its own handshake pool, as each AMQP one does, and a Kafka
+client counts as handshaking until it has authenticated), read and
+written by the same connection driver, and everything that decides
+anything lives in ``amqlite.kafka``.
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ class KafkaListeners:
 
     def start(self, server: Server, nursery: trio.Nursery, listeners: list[trio.SocketListener] | None = None) -> None:
         for listener in self.listeners if listeners is None else listeners:
-            nursery.start_soon(server._accept, listener, nursery, self._secure[listener],
+            secure = self._secure[listener]
+            gate = server.gate("kafka_tls_port" if secure else "kafka_port")
+            nursery.start_soon(server._accept, listener, nursery, gate, secure,
                                lambda *args: serve_connection(server, *args))
 
     async def serve(self, server: Server, port: int = 0, *,
@@ -122,7 +125,7 @@ async def serve_connection(server: Server, stream: trio.SocketStream, tls: ssl.S
 
     served: trio.abc.Stream = stream
     if tls is not None:
-        secure = await server.tls_handshake(stream, tls, peer_text)
+        secure = await server.tls_handshake(stream, tls, peer_text, "kafka_tls_port")
         if secure is None:
             return
         served = secure

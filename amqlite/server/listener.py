@@ -36,7 +36,8 @@ from ..core.timers import Timers
 from ..runtime import Clock, drive_timers
 from ..store.journal import DiskJournal, StoreLocked
 from ..storage import StoreDriver
-from .descriptors import connection_limit, open_files_limit
+from .admission import Budget, Gate, Summary, Ticket
+from .descriptors import connection_limit, open_files_limit, raise_open_files_limit
 from .kafka_listener import KafkaListeners
 from .memory import watch_memory, watermark
 from .rawsocket import RawSocket
@@ -44,12 +45,6 @@ from .rawsocket import RawSocket
 log = get_logger(__name__)
 
 _RECEIVE_SIZE = 256 * 1024
-# accept() errors that mean "out of descriptors or memory": transient, so
-# the listener waits and retries (as trio's serve_listeners does, but with
-# one log line per interval instead of a traceback per attempt).
-_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
-_ACCEPT_RETRY = 0.1
-_ACCEPT_LOG_INTERVAL = 10.0
 _VIRTUAL_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
 #: Connection deadlines are rounded up to this grain, so that one wake-up of
 #: the timer task serves every connection due in the same grain: heartbeats
@@ -90,14 +85,15 @@ class Server:
     memory_alarm: bool = False
     #: Why the store refuses persistent publishes (the disk alarm), if it does.
     disk_alarm: str | None = None
-    #: max_connections, or what the open-files limit leaves room for.
-    connection_limit: int = 0
+    #: The sockets every listener together may hold: max_connections, or
+    #: what the open-files limit leaves room for (admission.py).
+    budget: Budget = attrs.field(factory=lambda: Budget(0))
+    #: Each listener's admission, by the setting that names its port.
+    gates: dict[str, Gate] = attrs.field(factory=dict)
+    #: Refusals and failed handshakes, one line per kind and interval.
+    summary: Summary = attrs.field(factory=Summary)
     #: The TLS listener's context (None without tls_port); SIGHUP replaces it.
     tls: ssl.SSLContext | None = None
-    #: Connections taken (TLS handshakes included) and not yet closed.
-    admitted: int = 0
-    #: Of those, the ones not yet through connection.open.
-    handshaking: int = 0
     addresses: list[tuple[str, int]] = attrs.field(factory=list)
     #: Where the TLS listener is bound, if tls_port is set.
     tls_addresses: list[tuple[str, int]] = attrs.field(factory=list)
@@ -162,10 +158,10 @@ class Server:
                 if isinstance(error, StartupError):
                     raise
                 raise StartupError(f"cannot serve HTTP: {error.strerror or error}") from None
-            self.connection_limit = connection_limit(self.settings.max_connections, open_files_limit())
+            self.budget.limit = self._connection_limit()
             log.info("broker.listening", addresses=[f"{h}:{p}" for h, p in self.addresses], port=self.port,
                      tls_addresses=[f"{h}:{p}" for h, p in self.tls_addresses] or None,
-                     data_dir=self.settings.data_dir, version=__version__, max_connections=self.connection_limit)
+                     data_dir=self.settings.data_dir, version=__version__, max_connections=self.budget.limit)
             async with trio.open_nursery() as nursery:
                 if self.journal is not None:
                     driver = StoreDriver(self.journal, on_synced=self._synced, on_blocked=self._blocked,
@@ -182,13 +178,14 @@ class Server:
                         watch_memory, int(limit * self.settings.memory_paging_ratio), self._memory_pressure_changed,
                         event="memory.paging", actions=("queues page transient messages to disk",
                                                         "queues keep their full budget in memory")))
+                nursery.start_soon(self.summary.run)
                 for listener in listeners:
-                    nursery.start_soon(self._accept, listener, nursery, False)
+                    nursery.start_soon(self._accept, listener, nursery, self.gate("port"), False)
                 for listener in tls_listeners:
-                    nursery.start_soon(self._accept, listener, nursery, True)
+                    nursery.start_soon(self._accept, listener, nursery, self.gate("tls_port"), True)
                 self.kafka.start(self, nursery)
-                for bound in http.values():
-                    await nursery.start(serve_http, bound)
+                for name, bound in http.items():
+                    await nursery.start(serve_http, bound, self.gate(f"{name}_port"))
                 self.http_ports = {name: bound.port for name, bound in http.items()}
                 task_status.started(self)
         finally:
@@ -324,74 +321,58 @@ class Server:
             raise StartupError("tls_verify_peer and tls_fail_if_no_peer_cert need tls_ca")
         return context
 
-    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery, secure: bool,
+    def _connection_limit(self) -> int:
+        """max_connections, within what the open-files limit (raised as far
+        as it may be) leaves room for; or that room."""
+        configured = self.settings.max_connections
+        open_files = raise_open_files_limit(configured) if configured else open_files_limit()
+        limit = connection_limit(configured, open_files)
+        if configured > limit:
+            log.warning("broker.max_connections_lowered", configured=configured, max_connections=limit,
+                        open_files=open_files, hint="raise the open-files limit (ulimit -n)")
+        return limit
+
+    def gate(self, listener: str) -> Gate:
+        """The admission of the listener whose port ``listener`` names."""
+        if listener not in self.gates:
+            settings = self.settings
+            self.gates[listener] = Gate(listener, self.budget, settings.max_unauthenticated,
+                                        settings.max_unauthenticated_per_address, self.summary)
+        return self.gates[listener]
+
+    @property
+    def handshaking(self) -> int:
+        """AMQP connections (either port) not yet through connection.open."""
+        return sum(self.gates[name].unauthenticated for name in ("port", "tls_port") if name in self.gates)
+
+    async def _accept(self, listener: trio.SocketListener, nursery: trio.Nursery, gate: Gate, secure: bool,
                       serve: ServeConnection | None = None) -> None:
-        """Accept forever. Out of file descriptors (or memory), wait and
-        retry, with one log line per interval rather than one per attempt.
-        ``serve`` serves each connection (AMQP's by default); it gets the
-        TLS context in force when the connection came."""
-        last_logged = -math.inf
-        refused = 0
+        """Accept what ``gate`` admits, forever (it waits out a lack of
+        descriptors). ``serve`` serves each connection (AMQP's by default);
+        it gets the TLS context in force when the connection came."""
         async with listener:
             while True:
-                try:
-                    stream = await listener.accept()
-                except OSError as error:
-                    if error.errno not in _ACCEPT_CAPACITY_ERRNOS:
-                        raise
-                    refused += 1
-                    now = trio.current_time()
-                    if now - last_logged >= _ACCEPT_LOG_INTERVAL:
-                        log.error("broker.accept_failed", reason=error.strerror, attempts=refused,
-                                  hint="raise the open-files limit (ulimit -n) or max_connections")
-                        last_logged, refused = now, 0
-                    await trio.sleep(_ACCEPT_RETRY)
-                    continue
+                stream, ticket = await gate.accept(listener)
                 # The context as of now: a reload applies to connections from here on.
-                nursery.start_soon(self._handle, stream, self.tls if secure else None, serve or self._serve)
+                nursery.start_soon(self._handle, stream, ticket, self.tls if secure else None, serve or self._serve)
 
     @property
     def port(self) -> int:
         """The plain AMQP port, or the TLS one when the plain listener is off."""
         return (self.addresses or self.tls_addresses)[0][1]
 
-    def _refusal(self) -> str | None:
-        """Why a new connection cannot be taken now, if it cannot."""
-        if self.admitted >= self.connection_limit:
-            return f"max_connections ({self.connection_limit}) reached"
-        if self.handshaking >= self.settings.max_unauthenticated:
-            return f"max_unauthenticated ({self.settings.max_unauthenticated}) connections in the handshake"
-        return None
-
-    async def _handle(self, stream: trio.SocketStream, tls: ssl.SSLContext | None = None,
-                      serve: ServeConnection | None = None) -> None:
+    async def _handle(self, stream: trio.SocketStream, ticket: Ticket, tls: ssl.SSLContext | None,
+                      serve: ServeConnection) -> None:
+        # What an unauthenticated peer holds is bounded: its gate's pool and
+        # its address's share of it, the handshake timeout, and frames of
+        # at most 4096 bytes until tune-ok.
         try:
             peer = stream.socket.getpeername()
-        except OSError:
-            return
-        peer_text = f"{peer[0]}:{peer[1]}"
-        refusal = self._refusal()
-        if refusal is not None:
-            log.warning("connection.refused", peer=peer_text, reason=refusal)
+            await serve(stream, tls, peer, f"{peer[0]}:{peer[1]}", ticket.logged_in)
+        except OSError:  # gone before it was served
             await trio.aclose_forcefully(stream)
-            return
-        # What an unauthenticated peer holds is bounded: this count, the
-        # handshake timeout, and frames of at most 4096 bytes until tune-ok.
-        self.admitted += 1
-        self.handshaking += 1
-        counted = True
-
-        def authenticated() -> None:
-            nonlocal counted
-            if counted:
-                counted = False
-                self.handshaking -= 1
-
-        try:
-            await (serve or self._serve)(stream, tls, peer, peer_text, authenticated)
         finally:
-            authenticated()
-            self.admitted -= 1
+            ticket.closed()
 
     async def _serve(self, stream: trio.SocketStream, tls: ssl.SSLContext | None, peer: tuple[str, int],
                      peer_text: str, authenticated: Callable[[], None]) -> None:
@@ -444,17 +425,19 @@ class Server:
                 await trio.aclose_forcefully(served)
 
 
-    async def tls_handshake(self, stream: trio.SocketStream, tls: ssl.SSLContext,
-                            peer_text: str) -> trio.SSLStream[trio.SocketStream] | None:
+    async def tls_handshake(self, stream: trio.SocketStream, tls: ssl.SSLContext, peer_text: str,
+                            listener: str = "tls_port") -> trio.SSLStream[trio.SocketStream] | None:
         """The TLS stream, or None (and the socket closed) when the
         handshake fails: a plaintext client, a certificate refused, a peer
-        that stalls. This connection only, said once, never the listener."""
+        that stalls. This connection only, never the listener; said in
+        the summary, since a flood of them is one event."""
         secure = trio.SSLStream(stream, tls, server_side=True)
         try:
             with trio.fail_after(self.settings.handshake_timeout):
                 await secure.do_handshake()
         except (trio.BrokenResourceError, trio.TooSlowError) as error:
-            log.warning("connection.tls_failed", peer=peer_text, reason=_tls_failure(error))
+            self.summary.note("warning", "connection.tls_failed", _tls_failure(error), listener=listener,
+                              peer=peer_text)
             await trio.aclose_forcefully(stream)
             return None
         return secure

@@ -8,6 +8,7 @@ library would: oversized frames, bad frame ends, methods out of order.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -28,15 +29,23 @@ class Closed(Exception):
 
 
 class RawClient:
-    def __init__(self, host: str, port: int, *, timeout: float = 5.0, rcvbuf: int | None = None) -> None:
-        if rcvbuf is None:
+    def __init__(self, host: str, port: int, *, timeout: float = 5.0, rcvbuf: int | None = None,
+                 source: str | None = None, tls: ssl.SSLContext | None = None) -> None:
+        """``source``: the local address to connect from (127.0.0.2: another
+        host, as far as the server can tell); ``tls``: AMQPS."""
+        if rcvbuf is None and source is None:
             self.sock = socket.create_connection((host, port), timeout=timeout)
-        else:  # a small receive window has to be set before connecting
+        else:
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if rcvbuf is not None:  # a small receive window has to be set before connecting
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if source is not None:
+                self.sock.bind((source, 0))
             self.sock.settimeout(timeout)
             self.sock.connect((host, port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname=host)
         self.timeout = timeout
         self.decoder = FrameDecoder(0)
         self.raw = b""  # bytes seen before the decoder took over (protocol header replies)

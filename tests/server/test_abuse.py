@@ -10,14 +10,23 @@ add up); ``make test`` runs each once. docs/operations.md has the table.
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import socket
+import ssl
 import struct
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pika
 import pytest
+import trustme
+from structlog.testing import capture_logs
 
 from amqlite.amqp import spec
 from amqlite.amqp.frames import MethodFrame
@@ -213,3 +222,136 @@ def test_slowloris_peers_are_dropped_at_the_handshake_timeout_and_cost_others_no
         for peer in peers:
             peer.close()
         server.stop()
+
+
+# -- floods: no peer that has not logged in stops the broker or locks others out (issue 21)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _eof(sock: socket.socket, timeout: float = 10) -> bool:
+    """Whether the server closed ``sock`` within ``timeout``."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_a_pre_login_flood_from_one_address_locks_out_no_one_else(tmp_path: Path) -> None:
+    # Stalled TLS handshakes from 127.0.0.1, 250 per round: they filled the
+    # one pool every listener shared, and new clients on both ports were
+    # refused until the handshake timeout, with a warning line each.
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    server = start_amqlite(port=_free_port(), tls_port=_free_port(), tls_cert=str(cert), tls_key=str(key),
+                           max_unauthenticated=200, max_unauthenticated_per_address=20, handshake_timeout=60.0)
+    assert server.server is not None
+    plain, secure = server.server.addresses[0][1], server.server.tls_addresses[0][1]
+    flood: list[socket.socket] = []
+    try:
+        with capture_logs() as logs:
+            for _ in range(ROUNDS):
+                flood += [socket.create_connection(("127.0.0.1", secure)) for _ in range(250)]
+                assert _eof(flood[-1])  # refused, so every one before it has been seen
+                # Another address on either port, and this one on the other port, are served.
+                for port, tls, source in ((plain, None, "127.0.0.2"), (secure, context, "127.0.0.2"),
+                                          (plain, None, "127.0.0.1")):
+                    with RawClient("127.0.0.1", port, source=source, tls=tls) as other:
+                        other.handshake()
+        assert server.call(lambda: server.server.gates["tls_port"].unauthenticated) == 20
+        refused = [entry for entry in logs if entry["event"] == "connection.refused"]
+        # One line at once; the rest are counted for the summary at the interval's end.
+        assert len(refused) == 1 and refused[0]["listener"] == "tls_port"
+        assert refused[0]["reason"] == "max_unauthenticated_per_address (20) connections not yet logged in"
+    finally:
+        for sock in flood:
+            sock.close()
+        server.stop()
+
+
+def _serve_limited(tmp_path: Path, open_files: int, **env: str) -> tuple[subprocess.Popen[bytes], Path, dict[str, int]]:
+    """`amqlite serve` under ``ulimit -n open_files``, every listener on; its log and ports."""
+    ports = {name: _free_port() for name in ("port", "management_port", "prometheus_port")}
+    log = tmp_path / "broker.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--data-dir", str(tmp_path / "data"),
+         *(arg for name, port in ports.items() for arg in (f"--{name.replace('_', '-')}", str(port)))],
+        env={**os.environ, "AMQLITE_LOG_FORMAT": "json", **env}, stderr=log.open("w"),
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files)))
+    deadline = time.monotonic() + 15
+    while '"broker.listening"' not in log.read_text():
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    return process, log, ports
+
+
+def _served(ports: dict[str, int], source: str = "127.0.0.1") -> None:
+    """A persistent publish confirmed over AMQP, and the management API's
+    overview; retried for a while: a crowd just closed takes the server a
+    moment to see go."""
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", ports["port"], connection_attempts=25,
+                                                                   retry_delay=0.2))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    channel.queue_declare("kept", durable=True)
+    channel.basic_publish("", "kept", b"x" * 1000, pika.BasicProperties(delivery_mode=2))
+    connection.close()
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(transport=transport, auth=("guest", "guest"), timeout=10) as http:
+        assert http.get(f"http://127.0.0.1:{ports['management_port']}/api/overview").status_code == 200
+
+
+def test_idle_http_sockets_count_against_the_descriptor_budget(tmp_path: Path) -> None:
+    # ulimit -n 256 and 300 idle sockets on the management port: the memory
+    # watch could not open /proc/self/statm, and the broker exited 1.
+    process, log, ports = _serve_limited(tmp_path, 256)
+    try:
+        for _ in range(ROUNDS):
+            for target in ("management_port", "prometheus_port", "port"):
+                crowd = [socket.create_connection(("127.0.0.1", ports[target])) for _ in range(300)]
+                assert _eof(crowd[-1])  # past the budget or the address's share: refused at accept
+                if target == "management_port":  # the others, once the budget is spent, refuse all
+                    _served(ports, source="127.0.0.2")
+                time.sleep(0.5)  # a round of the memory watch with the descriptors taken
+                assert process.poll() is None, log.read_text()[-3000:]
+                for sock in crowd:
+                    sock.close()
+            _served(ports, source="127.0.0.2")
+        refused = [json.loads(line) for line in log.read_text().splitlines() if '"connection.refused"' in line]
+        assert {entry["listener"] for entry in refused} == {"management_port", "prometheus_port", "port"}
+        assert len(refused) <= 3 * (1 + ROUNDS)  # one line per listener and interval, not one per socket
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0
+
+
+def test_max_connections_above_the_open_files_limit_is_lowered(tmp_path: Path) -> None:
+    process, log, ports = _serve_limited(tmp_path, 256, AMQLITE_MAX_CONNECTIONS="1000",
+                                         AMQLITE_MAX_UNAUTHENTICATED_PER_ADDRESS="1000")
+    try:
+        lowered = next(json.loads(line) for line in log.read_text().splitlines()
+                       if '"broker.max_connections_lowered"' in line)
+        assert (lowered["configured"], lowered["max_connections"]) == (1000, int((256 - 100) * 0.9))
+        for _ in range(ROUNDS):
+            crowd = [socket.create_connection(("127.0.0.1", ports["port"])) for _ in range(300)]
+            assert _eof(crowd[-1])
+            time.sleep(0.5)
+            assert process.poll() is None, log.read_text()[-3000:]
+            for sock in crowd:
+                sock.close()
+            _served(ports)
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0

@@ -110,13 +110,34 @@ async def test_running_out_of_descriptors_logs_a_line_per_interval_not_per_attem
     listener = _ExhaustedListener(failures=1000)  # 100 s of retries
     with structlog.testing.capture_logs() as logs:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(server._accept, listener, nursery, None)
+            nursery.start_soon(server.summary.run)
+            nursery.start_soon(server._accept, listener, nursery, server.gate("port"), False)
             await trio.sleep(200)
             nursery.cancel_scope.cancel()
     assert listener.attempts == 1001  # it kept retrying, and accepts again afterwards
     lines = [entry for entry in logs if entry["event"] == "broker.accept_failed"]
-    assert 5 <= len(lines) <= 11
-    assert sum(line["attempts"] for line in lines) <= 1000 and lines[0]["reason"] == "Too many open files"
+    assert 5 <= len(lines) <= 12
+    assert sum(line["count"] for line in lines) == 1000 and lines[0]["reason"] == "Too many open files"
+    assert lines[0]["listener"] == "port" and "ulimit -n" in lines[0]["hint"]
+
+
+async def test_any_accept_failure_is_retried_never_ending_the_broker(autojump_clock: Any) -> None:
+    class Failing(_ExhaustedListener):
+        async def accept(self) -> Any:
+            self.attempts += 1
+            if self.attempts <= self.failures:
+                raise OSError(errno.EPROTO, "Protocol error")
+            await trio.sleep_forever()
+
+    server = Server.from_settings(Settings(data_dir=""))
+    listener = Failing(failures=5)
+    with structlog.testing.capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server._accept, listener, nursery, server.gate("port"), False)
+            await trio.sleep(5)
+            nursery.cancel_scope.cancel()
+    assert listener.attempts == 6
+    assert [entry["reason"] for entry in logs if entry["event"] == "broker.accept_failed"] == ["Protocol error"]
 
 
 async def test_an_ipv6_bind_failure_is_logged(monkeypatch: pytest.MonkeyPatch) -> None:

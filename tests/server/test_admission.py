@@ -1,0 +1,71 @@
+"""Admission at accept (server/admission.py): the shared descriptor budget,
+each listener's pool of connections not yet logged in with its cap per
+source address, and refusals said once per interval with a count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+import trio
+
+from amqlite.server.admission import Budget, Gate, Summary
+
+
+def gates(limit: int = 100, pool: int = 10, per_address: int = 3) -> tuple[Gate, Gate]:
+    budget, summary = Budget(limit), Summary()
+    return (Gate("port", budget, pool, per_address, summary), Gate("tls_port", budget, pool, per_address, summary))
+
+
+async def test_one_address_takes_its_share_of_a_listeners_pool_and_no_more() -> None:
+    plain, _ = gates()
+    with structlog.testing.capture_logs():
+        flood = [plain.admit("10.0.0.1") for _ in range(5)]
+    assert [ticket is not None for ticket in flood] == [True, True, True, False, False]
+    assert plain.admit("10.0.0.2") is not None  # another address is let in
+    # Logged in, a connection leaves the pool and its address's share; closed, the budget.
+    ticket = flood[0]
+    assert ticket is not None
+    ticket.logged_in()
+    assert (plain.unauthenticated, plain.by_address["10.0.0.1"], plain.budget.taken) == (3, 2, 4)
+    assert plain.admit("10.0.0.1") is not None
+    ticket.closed()
+    ticket.closed()  # once only
+    assert plain.budget.taken == 4 and plain.unauthenticated == 4
+
+
+async def test_each_listener_has_its_own_pool_and_all_share_the_budget() -> None:
+    plain, secure = gates(limit=12, pool=4, per_address=100)
+    with structlog.testing.capture_logs() as logs:
+        assert all(secure.admit(f"10.0.0.{n}") for n in range(4))
+        assert secure.admit("10.0.1.1") is None  # its pool is full
+        assert all(plain.admit(f"10.0.0.{n}") for n in range(4))  # this one's is not
+        for ticket in [plain.admit("10.0.2.1"), secure.admit("10.0.2.2")]:
+            assert ticket is None
+    assert [entry["reason"] for entry in logs] == ["max_unauthenticated (4) connections not yet logged in"] * 2
+    assert [entry["listener"] for entry in logs] == ["tls_port", "port"]
+    third = Gate("management_port", plain.budget, 10, 10, plain.summary)
+    tickets = [third.admit("10.0.3.1") for _ in range(5)]
+    assert [ticket is not None for ticket in tickets] == [True] * 4 + [False]  # 12 sockets in all
+    assert third.refusal("10.0.3.9") == "max_connections (12) reached"
+
+
+async def test_repeated_refusals_are_one_line_per_interval_with_a_count(autojump_clock: Any) -> None:
+    summary = Summary(interval=10.0)
+    with structlog.testing.capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(summary.run)
+            for _ in range(250):  # 25 s of a flood, 10 refusals a second
+                summary.note("warning", "connection.refused", "max_unauthenticated (1) ...", listener="port",
+                             peer="10.0.0.1")
+                summary.note("warning", "connection.refused", "max_unauthenticated (1) ...", listener="tls_port",
+                             peer="10.0.0.1")
+                await trio.sleep(0.1)
+            await trio.sleep(60)  # quiet: nothing more to say
+            nursery.cancel_scope.cancel()
+    for listener in ("port", "tls_port"):
+        lines = [entry for entry in logs if entry["listener"] == listener]
+        # The first at once, then one per interval: at 10, 20 and 30 s.
+        counts = [line["count"] for line in lines]
+        assert len(counts) == 4 and counts[0] == 1 and sum(counts) == 250 and counts[-1] == 50
+        assert all(line["log_level"] == "warning" and line["peer"] == "10.0.0.1" for line in lines)
