@@ -14,7 +14,8 @@ from .. import defaults
 from .dedup import deduplicator_for
 from .delayed import HeldMessages
 from .fieldtypes import freeze
-from .hashing import CONSISTENT_HASH, MODULUS_HASH, ConsistentHashRouter, ModulusHashRouter
+from .hashing import (CONSISTENT_HASH, MODULUS_HASH, MURMUR2_HASH, ConsistentHashRouter, ModulusHashRouter,
+                      Murmur2HashRouter)
 from .headers import headers_match, validate_x_match
 from .message import Message
 from .ready import PagedRef
@@ -29,7 +30,7 @@ FANOUT = "fanout"
 TOPIC = "topic"
 HEADERS = "headers"
 DELAYED = "x-delayed-message"
-ROUTING_TYPES = (DIRECT, FANOUT, TOPIC, HEADERS, CONSISTENT_HASH, MODULUS_HASH)
+ROUTING_TYPES = (DIRECT, FANOUT, TOPIC, HEADERS, CONSISTENT_HASH, MODULUS_HASH, MURMUR2_HASH)
 #: Seconds before a due durable delayed message is tried again while the
 #: journal refuses writes (see :meth:`Exchange.on_timer`).
 HOLD_WHILE_STORE_FAILS = 1.0
@@ -121,6 +122,7 @@ ROUTERS: dict[str, Callable[[dict[str, Any]], Router]] = {
     HEADERS: lambda arguments: HeadersRouter(),
     CONSISTENT_HASH: ConsistentHashRouter,
     MODULUS_HASH: ModulusHashRouter,
+    MURMUR2_HASH: Murmur2HashRouter,
 }
 
 

@@ -13,7 +13,13 @@ keys. It hashes the routing key, or the header named by the exchange's
 number of bindings, over the bound destinations sorted by name; binding
 keys are ignored, and a destination bound twice gets twice the share.
 
-The hash is the first 8 bytes of BLAKE2b, stable across restarts and
+``x-murmur2-hash`` is amqlite's, for Kafka topics of several partitions:
+each binding's key is its partition number (0 ... N-1), and a message goes
+to partition ``(murmur2(routing key) & 0x7fffffff) % N``, Kafka's default
+partitioner (Java, kafka-python, aiokafka), so that an AMQP publisher and
+a Kafka producer with the same key feed the same partition.
+
+The other two hash with the first 8 bytes of BLAKE2b, stable across restarts and
 machines, but not Erlang's ``phash2``: the same key may land on a
 different queue here than in RabbitMQ (docs/concepts.md).
 """
@@ -21,6 +27,7 @@ different queue here than in RabbitMQ (docs/concepts.md).
 from __future__ import annotations
 
 import hashlib
+import struct
 from typing import Any, Iterable
 
 from .errors import PreconditionFailed
@@ -28,6 +35,7 @@ from .message import Message
 
 CONSISTENT_HASH = "x-consistent-hash"
 MODULUS_HASH = "x-modulus-hash"
+MURMUR2_HASH = "x-murmur2-hash"
 #: The properties hash-property may name, as the plugin allows.
 HASHABLE_PROPERTIES = ("correlation_id", "message_id", "timestamp")
 
@@ -128,3 +136,63 @@ class ModulusHashRouter:
         if not self._destinations:
             return ()
         return (self._destinations[stable_hash(routing_key) % len(self._destinations)],)
+
+
+_SEED = 0x9747B28C
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+_WORDS = struct.Struct("<I")
+
+
+def murmur2(data: bytes) -> int:
+    """Java's ``org.apache.kafka.common.utils.Utils.murmur2``: a signed
+    32-bit int."""
+    length = len(data)
+    h = (_SEED ^ length) & _MASK
+    whole = length & ~3
+    for (k,) in _WORDS.iter_unpack(data[:whole]):
+        k = (k * _M) & _MASK
+        k ^= k >> 24
+        k = (k * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    extra = length & 3
+    if extra == 3:
+        h ^= data[whole + 2] << 16
+    if extra >= 2:
+        h ^= data[whole + 1] << 8
+    if extra >= 1:
+        h ^= data[whole]
+        h = (h * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    h ^= h >> 15
+    return h - 0x100000000 if h & 0x80000000 else h
+
+
+def kafka_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for ``key``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class Murmur2HashRouter:
+    def __init__(self, arguments: dict[str, Any]) -> None:
+        #: Partition number -> destination.
+        self._partitions: dict[int, Any] = {}
+
+    def add(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
+        if not routing_key.isdigit() or str(int(routing_key)) != routing_key:
+            raise PreconditionFailed(f"the binding key of an {MURMUR2_HASH} exchange is a partition number "
+                                     f"(0, 1 ...), not {routing_key!r}")
+        self._partitions[int(routing_key)] = destination
+
+    def remove(self, destination: Any, routing_key: str, arguments: dict[str, Any]) -> None:
+        if routing_key.isdigit() and self._partitions.get(int(routing_key)) is destination:
+            del self._partitions[int(routing_key)]
+
+    def route(self, routing_key: str, message: Message) -> Iterable[Any]:
+        """Partitions 0 ... N-1 all bound: the one the key hashes to;
+        otherwise (a partition missing) nowhere, as a Kafka producer
+        cannot send to a partition that is not there."""
+        count = len(self._partitions)
+        destination = self._partitions.get(kafka_partition(routing_key.encode(), count)) if count else None
+        return () if destination is None else (destination,)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .message import Entry, Message
     from .queue import Queue
     from .ready import PagedRef
-    from .stream import Stream
+    from .stream import Batch, Stream
     from .vhost import VirtualHost
 
 
@@ -141,6 +141,11 @@ class Journal(Protocol):
 
     def stream_appended(self, stream: Stream, offset: int, message: Message, now: float) -> tuple[int, int]:
         """Record a message at ``offset``; returns where: (segment, offset)."""
+        ...
+
+    def stream_batch_appended(self, stream: Stream, offset: int, batch: Batch, now: float) -> tuple[int, int]:
+        """Record a batch whose first message is at ``offset``: one record
+        for all of its messages; returns where: (segment, offset)."""
         ...
 
     def stream_truncated(self, stream: Stream, first: int, segments: Counter[int]) -> None:

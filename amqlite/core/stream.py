@@ -27,7 +27,8 @@ import bisect
 from array import array
 from collections import Counter, deque
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from itertools import repeat
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -35,6 +36,7 @@ from .arguments import QueueSettings, StreamSettings, parse_age
 from .consumer import Consumer
 from .errors import NotImplemented_, PreconditionFailed, ResourceLocked
 from .groups import GROUP_ARGUMENT, ConsumerGroup, GroupOffset
+from .idempotence import ProducerStates
 from .message import GONE, UNACKED, Entry, Message, Properties
 from .queue import Queue
 from .ready import PagedRef
@@ -48,6 +50,21 @@ OFFSET_HEADER = "x-stream-offset"
 READ_BATCH = 256
 #: After a restart, messages appended within this many seconds share a chunk.
 RECOVERED_CHUNK = 0.001
+
+
+class Batch(Protocol):
+    """Messages appended at once and kept as they arrived: a Kafka record
+    batch (amqlite/kafka/mapping.py). The stream stores its bytes whole,
+    gives it an offset per message, hands it whole to readers that take
+    batches, and asks it for messages only for AMQP readers."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def record_count(self) -> int: ...
+
+    def message(self, offset: int) -> Message: ...
 
 
 def with_offset(properties: Properties, offset: int) -> Properties:
@@ -76,19 +93,23 @@ class _Window:
     __slots__ = ("_items", "_head")
 
     def __init__(self) -> None:
-        self._items: list[Message | None] = []
+        self._items: list[Message | Batch | None] = []
         self._head = 0
 
     def __len__(self) -> int:
         return len(self._items) - self._head
 
-    def __getitem__(self, position: int) -> Message:
+    def __getitem__(self, position: int) -> Message | Batch:
         message = self._items[self._head + position]
         assert message is not None  # only the dropped slots, before head, are None
         return message
 
     def append(self, message: Message) -> None:
         self._items.append(message)
+
+    def extend(self, batch: Batch, count: int) -> None:
+        """A batch, at each of its ``count`` positions."""
+        self._items.extend(repeat(batch, count))
 
     def drop(self, count: int) -> None:
         """The ``count`` oldest messages, gone."""
@@ -159,6 +180,8 @@ class Stream(Queue):
         self.group_offsets: dict[str, GroupOffset] = {}
         self._group_of: dict[Consumer, ConsumerGroup] = {}
         self._pending: dict[Entry, GroupOffset] = {}
+        #: Idempotent Kafka producers' last batches here.
+        self.producers = ProducerStates()
 
     # -- counts ---------------------------------------------------------
 
@@ -198,6 +221,31 @@ class Stream(Queue):
         if self.consumers:
             self.dispatch(now)
         return True
+
+    def append_batch(self, batch: Batch, now: float) -> int | None:
+        """Append a batch whose first message is at offset ``end``; returns
+        that offset, or None if storage refuses writes (as enqueue drops)."""
+        journal = self.journal
+        if journal is not None and not journal.accepting:
+            return None
+        offset, count = self.end, batch.record_count
+        if journal is None:
+            new_chunk = not self._chunk_times or now > self._chunk_times[-1]
+        else:
+            new_chunk = offset == self.first or journal.is_written(self._record_segments[-1],
+                                                                    self._record_offsets[-1])
+            segment, position = journal.stream_batch_appended(self, offset, batch, now)
+            self._record_segments.extend(repeat(segment, count))
+            self._record_offsets.extend(repeat(position, count))
+        self._memory.extend(batch, count)
+        self.end = offset + count
+        self._note(offset, len(batch.data), now, new_chunk)
+        self.stats.publish += count
+        if journal is not None and len(self._memory) > journal.queue_budget:
+            journal.over_budget(self)
+        if self.consumers:
+            self.dispatch(now)
+        return offset
 
     def _note(self, offset: int, size: int, now: float, new_chunk: bool, *, retain: bool = True) -> None:
         """Chunk, segment and (unless recovering) retention bookkeeping of
@@ -385,7 +433,8 @@ class Stream(Queue):
         offset = reader.next
         if offset >= self._memory_first:
             reader.buffer.clear()
-            return self._memory[offset - self._memory_first]
+            kept = self._memory[offset - self._memory_first]
+            return kept if isinstance(kept, Message) else kept.message(offset)
         buffer = reader.buffer
         if buffer and reader.buffer_first != offset:
             buffer.clear()  # moved on by retention

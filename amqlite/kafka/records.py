@@ -158,7 +158,7 @@ def parse(data: bytes) -> Batch:
         if len(data) > _PREFIX.size and data[_PREFIX.size - 1] != MAGIC:
             raise UnsupportedMagic(f"magic {data[_PREFIX.size - 1]}: only record batches v2 are supported")
         raise CorruptRecord(f"a batch of {len(data)} bytes")
-    base_offset, length, _, magic = _PREFIX.unpack_from(data)
+    _, length, _, magic = _PREFIX.unpack_from(data)
     if magic != MAGIC:
         raise UnsupportedMagic(f"magic {magic}: only record batches v2 (magic 2) are supported")
     if length + LOG_OVERHEAD != len(data):
@@ -167,16 +167,21 @@ def parse(data: bytes) -> Batch:
     view = memoryview(data)
     if crc32c.crc32c(view[_CRC_START:]) != crc:
         raise CorruptRecord("CRC-32C mismatch")
-    (attributes, last_delta, base_ts, max_ts, producer_id, epoch, base_seq, count) = _HEADER.unpack_from(data, _CRC_START)
-    if count < 1 or last_delta != count - 1:
-        raise CorruptRecord(f"{count} records with last offset delta {last_delta}")
-    batch = Batch(bytes(data), base_offset, attributes, last_delta, base_ts, max_ts, producer_id, epoch, base_seq, count)
+    batch = stored(bytes(data))
+    if batch.record_count < 1 or batch.last_offset_delta != batch.record_count - 1:
+        raise CorruptRecord(f"{batch.record_count} records with last offset delta {batch.last_offset_delta}")
     try:
-        payload = decompress(attributes & COMPRESSION_MASK, view[HEADER_SIZE:])
+        payload = decompress(batch.compression, view[HEADER_SIZE:])
     except cramjam.DecompressionError as error:
         raise CorruptRecord(f"cannot decompress: {error}") from error
-    _check_lengths(payload, count)
+    _check_lengths(payload, batch.record_count)
     return batch
+
+
+def stored(data: bytes) -> Batch:
+    """A batch checked when it came in (:func:`parse`), read back."""
+    base_offset = _OFFSET.unpack_from(data)[0]
+    return Batch(data, base_offset, *_HEADER.unpack_from(data, _CRC_START))
 
 
 def _check_lengths(payload: bytes | memoryview, count: int) -> None:

@@ -54,8 +54,12 @@ from .records import (
     DEDUP,
     DEDUP_HEAD,
     REFUSED,
+    BATCH,
+    BATCH_HEAD,
+    batch_of,
     content,
     message_of,
+    stream_entry,
 )
 from . import segment_index
 from .segments import FileSystem, SegmentLog
@@ -67,7 +71,8 @@ if TYPE_CHECKING:
     from ..core.ready import PagedRef
     from ..core.message import Entry, Message
     from ..core.queue import Queue
-    from ..core.stream import Stream
+    from ..core.stream import Batch, Stream
+    from ..kafka.mapping import StoredBatch
 
 log = get_logger(__name__)
 
@@ -370,6 +375,14 @@ class DiskJournal:
         self._live[segment] += 2  # its body and its entry, as a paged message counts
         return segment, position
 
+    def stream_batch_appended(self, stream: Stream, offset: int, batch: Batch, now: float) -> tuple[int, int]:
+        # Each offset counts as a message record would (two), so that
+        # retention's per-offset counts (stream_truncated) and recovery's
+        # add up the same for batches.
+        segment, position = self._append(BATCH, BATCH_HEAD.pack(stream.store_id, offset, now) + batch.data)
+        self._live[segment] += 2 * batch.record_count
+        return segment, position
+
     def dedup_taken(self, owner: Queue | Exchange, value: Any, expires_at: float | None) -> int:
         segment = self._append_dedup(owner, value, _NONE if expires_at is None else expires_at)
         self._live[segment] += 1
@@ -490,13 +503,28 @@ class DiskJournal:
     def read_paged(self, refs: list[PagedRef]) -> list[Message]:
         """The messages of paged refs, read from disk (worker thread)."""
         messages = []
-        locations = [(segment, offset) for segment, offset, _, _ in refs]
-        for (segment, offset), (kind, payload) in zip(locations, self.log.read_many(locations), strict=True):
+        # A batch's offsets share its record: read and decoded once.
+        locations = list(dict.fromkeys((segment, offset) for segment, offset, _, _ in refs))
+        read = dict(zip(locations, self.log.read_many(locations), strict=True))
+        batches: dict[tuple[int, int], StoredBatch] = {}
+        for segment, offset, seq, _ in refs:
+            kind, payload = read[segment, offset]
+            if kind == BATCH:
+                batch = batches.get((segment, offset))
+                if batch is None:
+                    batch = batches[segment, offset] = batch_of(payload)
+                messages.append(batch.message(seq))
+                continue
             message = message_of(kind, payload, segment, offset)
             if message.store_id is not None:  # not a spill
                 message.store_refs = 1
             messages.append(message)
         return messages
+
+    def read_stream(self, locations: list[tuple[int, int]]) -> list[Message | StoredBatch]:
+        """What a stream keeps at each of ``locations`` (its records, each
+        once), for readers that take batches (worker thread)."""
+        return [stream_entry(kind, payload) for kind, payload in self.log.read_many(locations)]
 
     # -- the driver's side --------------------------------------------------
 

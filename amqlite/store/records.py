@@ -23,6 +23,9 @@ DEDUP       queue id (0 for an exchange), expires (NaN: never), vhost, exchange,
             expires -inf (REFUSED): the id handed back, its message refused
 SPILL       the content only: a transient message written so that it can page
             out under memory pressure; recovery skips it
+BATCH       queue id, first offset, time appended, then a Kafka record batch
+            (v2) as its producer sent it: a stream's messages appended at
+            once, each offset counting as a message record
 ==========  ===================================================================
 
 Content is exchange and routing key (shortstr), the AMQP content header
@@ -40,11 +43,14 @@ from typing import TYPE_CHECKING
 from ..amqp.properties import BASIC_CLASS_ID, decode_content_header_at, encode_content_header
 from ..amqp.values import decode_name, encode_shortstr
 from ..core.message import Message
+from ..kafka import records as kafka_records
+from ..kafka.mapping import StoredBatch
 
 if TYPE_CHECKING:
     from .segments import SegmentLog
 
-DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE, TRUNCATE, GROUP, DEDUP, SPILL = range(1, 15)
+(DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE, TRUNCATE, GROUP, DEDUP, SPILL,
+ BATCH) = range(1, 16)
 
 PUBLISH_HEAD = struct.Struct(">QQQdBI")
 ENQUEUE_HEAD = struct.Struct(">QQQd")
@@ -61,6 +67,7 @@ GROUP_FORGOTTEN = 2**64 - 1
 DEDUP_HEAD = struct.Struct(">Qd")
 HOLD_HEAD = struct.Struct(">Qd")
 ID = struct.Struct(">Q")
+BATCH_HEAD = struct.Struct(">QQd")
 _LEN = struct.Struct(">I")
 SNAPSHOT = "definitions.snapshot"
 #: A DEDUP record's expiry that hands the id back (see core/dedup.py).
@@ -117,3 +124,18 @@ def message_of(kind: int, payload: bytes, segment: int, offset: int) -> Message:
     message.store_id = ID.unpack_from(payload)[0]  # both begin with the message id
     message.store_segment = segment
     return message
+
+
+def batch_of(payload: bytes) -> StoredBatch:
+    """The batch of a BATCH record."""
+    return StoredBatch(kafka_records.stored(payload[BATCH_HEAD.size:]))
+
+
+def stream_entry(kind: int, payload: bytes) -> Message | StoredBatch:
+    """What a stream keeps at an offset, read back for a reader that takes
+    batches: the batch of a BATCH record, the message of a PUBLISH."""
+    if kind == BATCH:
+        return batch_of(payload)
+    if kind == PUBLISH:
+        return read_message(payload, PUBLISH_HEAD.size)
+    raise ValueError(f"a record of kind {kind} is not a stream's")

@@ -35,6 +35,7 @@ from ..amqp.values import decode_table
 from ..core.fieldtypes import freeze
 from ..core.stream import Stream
 from ..log import get_logger
+from ..kafka import records as kafka_records
 from . import records, segment_index
 from .segment_index import COPY, DELIVERED, MOVED, OUT, RECENT, REMOVED, Rows
 
@@ -226,6 +227,9 @@ class _Replay:
         #: The owners of the DEDUP records the log ends with (see run).
         self.trailing_dedup: list[tuple[int, str, str]] = []
         self.indexed: set[int] = set()
+        #: Idempotent producers' batches per stream, in log order:
+        #: queue id -> [(producer id, epoch, first seq, last seq, first offset)].
+        self.producers: dict[int, list[tuple[int, int, int, int, int]]] = {}
 
     def ref(self, segment: int, target: int) -> None:
         if target != segment:
@@ -359,6 +363,21 @@ class _Replay:
             self.ref(segment, body[0])
             self.enqueued[key] = body
 
+    def _batch(self, segment: int, offset: int, payload: bytes) -> None:
+        """A stream's BATCH record: an entry per offset, all pointing at it,
+        and its producer's sequences."""
+        queue_id, first, appended = records.BATCH_HEAD.unpack_from(payload)
+        batch = kafka_records.stored(payload[records.BATCH_HEAD.size:records.BATCH_HEAD.size + kafka_records.HEADER_SIZE])
+        count = batch.record_count
+        index = self._index(queue_id)
+        size = (len(payload) - records.BATCH_HEAD.size) // count
+        for i in range(first, first + count):
+            index.add(i, 0, segment, offset, appended, 0, size, 0)
+        self.messages += count
+        if batch.producer_id >= 0:
+            self.producers.setdefault(queue_id, []).append(
+                (batch.producer_id, batch.producer_epoch, batch.base_sequence, batch.last_sequence, first))
+
     def _record(self, segment: int, offset: int, kind: int, payload: bytes) -> None:
         """Any record but PUBLISH and ENQUEUE."""
         if kind == records.HOLD:
@@ -376,6 +395,8 @@ class _Replay:
                 else:
                     self.definitions.pop(key, None)
                 self.definition_segments.add(segment)
+        elif kind == records.BATCH:
+            self._batch(segment, offset, payload)
         elif kind == records.TRUNCATE:
             queue_id, first = records.TRUNCATE_RECORD.unpack_from(payload)
             if first >= self.truncations.get(queue_id, (0, 0))[0]:
@@ -512,6 +533,10 @@ def _restore_stream(stream: Stream, index: _QueueIndex, replay: _Replay) -> None
         replay.live[segment] += 2 * count
     stream.restore_log(seqs[start:], segments[start:], index.offsets[start:], index.sizes[start:],
                        index.expires[start:], end=max(first, seqs[-1] + 1 if seqs else 0))
+    # A retry of a batch that reached the disk before a crash is still a
+    # duplicate: its producer's last sequences come back with the log.
+    for producer_id, epoch, first_seq, last_seq, offset in replay.producers.get(stream.store_id or 0, ()):
+        stream.producers.appended(producer_id, epoch, first_seq, last_seq, offset)
 
 
 def _restore_groups(queues: dict[int, Queue], replay: _Replay) -> dict[tuple[int, str], int]:
