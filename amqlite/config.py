@@ -276,6 +276,10 @@ class Settings:
                                 "open channels per connection; 0 means the protocol's 65535")
     max_message_size: int = _setting(defaults.MAX_MESSAGE_SIZE, _integer(1, 512 * 1024 * 1024, " bytes"),
                                      "largest message body, bytes (RabbitMQ allows at most 512 MiB)")
+    consumer_timeout: int = _setting(
+        0, _integer(0, 2**31 - 1, " milliseconds"),
+        "milliseconds a delivery may stay unacked before its channel is closed (406) and it is requeued, where a "
+        "queue sets no x-consumer-timeout; 0: no limit (RabbitMQ's 30-minute default killed long Celery tasks)")
     max_content_in_flight: int = _setting(
         defaults.MAX_CONTENT_IN_FLIGHT, _integer(1, 2**63 - 1, " bytes"),
         "bytes of partially received messages one connection may hold (at least max_message_size)")

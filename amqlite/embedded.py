@@ -26,7 +26,7 @@ from .core import errors
 from .core.broker import Broker as CoreBroker
 from .core.channel import Channel as CoreChannel
 from .core.connection import Connection as CoreConnection
-from .core.events import ConsumerCancelled, Deliver, GetResult, PublishOutcome, WaitForDisk
+from .core.events import AckTimedOut, ConsumerCancelled, Deliver, GetResult, PublishOutcome, WaitForDisk
 from .core.message import EMPTY_PROPERTIES, Properties
 from .core.stream import OFFSET_HEADER, with_offset
 from .log import get_logger
@@ -214,6 +214,9 @@ class Channel:
         consumers = self._consumers
         while outbox:
             event = outbox.popleft()
+            if isinstance(event, AckTimedOut):
+                self._timed_out(event)
+                return
             consumer = consumers.get(event.consumer_tag)
             if consumer is None:
                 continue
@@ -222,6 +225,16 @@ class Channel:
             elif isinstance(event, ConsumerCancelled):
                 consumers.pop(event.consumer_tag, None)
                 consumer._end()
+
+    def _timed_out(self, event: AckTimedOut) -> None:
+        """The core closed the channel for a consumer timeout and requeued
+        what it held, buffered deliveries too: they are not handed out."""
+        log.info("channel.error", channel=self.number, reply_code=event.error.reply_code,
+                 reply_text=event.error.reply_text, consumer_tag=event.consumer_tag, queue=event.queue,
+                 delivery_tag=event.delivery_tag)
+        for consumer in self._consumers.values():
+            consumer._buffer.clear()
+        self._close(event.error)
 
     def _delivery(self, event: Deliver | GetResult, consumer_tag: str | None = None) -> Delivery:
         message = event.message
@@ -577,7 +590,7 @@ async def open_broker(settings: Settings | None = None, **overrides: Any) -> Asy
     """Run an in-process broker for the duration of the block.
 
     It takes the server's :class:`~amqlite.config.Settings` (those that
-    mean something in process: ``data_dir``, ``max_message_size``,
+    mean something in process: ``data_dir``, ``max_message_size``, ``consumer_timeout``,
     ``queue_memory_budget``, ``segment_size``, ``vhosts``), or keyword
     overrides of them, validated alike: ``open_broker(data_dir=path)``.
     Unlike ``amqlite serve`` it keeps nothing on disk unless given a
@@ -586,7 +599,8 @@ async def open_broker(settings: Settings | None = None, **overrides: Any) -> Asy
     ready messages a durable queue pages to disk.
     """
     settings = attrs.evolve(settings or Settings(data_dir=""), **overrides)
-    core = CoreBroker(name_prefix=secrets.token_hex(4) + "-", max_message_size=settings.max_message_size)
+    core = CoreBroker(name_prefix=secrets.token_hex(4) + "-", max_message_size=settings.max_message_size,
+                      consumer_timeout=settings.consumer_timeout / 1000 or None)
     for vhost in settings.vhosts:
         core.add_vhost(vhost)
     broker = Broker(core)

@@ -22,7 +22,7 @@ from ..auth import User, Users
 from ..core import errors
 from ..core.broker import Broker
 from ..core.connection import Connection as CoreConnection
-from ..core.events import ConsumerCancelled, Deliver, WaitForDisk
+from ..core.events import AckTimedOut, ConsumerCancelled, Deliver, WaitForDisk
 from ..core.message import Message
 from ..core.stream import OFFSET_HEADER, with_offset
 from ..log import get_logger
@@ -248,6 +248,7 @@ class ServerConnection:
         frame_max = self.frame_max
         number = ch.number
         written = delivered = 0
+        timed_out = None
         while outbox and written < budget:
             event = outbox.popleft()
             if type(event) is Deliver:
@@ -279,10 +280,15 @@ class ServerConnection:
                 delivered += 1
             elif type(event) is ConsumerCancelled and self._cancel_notify:
                 self._send(number, spec.Basic.Cancel(event.consumer_tag, True))
+            elif type(event) is AckTimedOut:
+                timed_out = event  # the last event: the core closed the channel
         if not outbox:
             self._dirty.pop(number, None)
         if delivered:
             ch.core.delivered(delivered, now=now)
+        if timed_out is not None and not ch.closing:
+            self._channel_error(ch, timed_out.error, None, now, consumer_tag=timed_out.consumer_tag,
+                                queue=timed_out.queue, delivery_tag=timed_out.delivery_tag)
         return written
 
     def _drop_unencodable(self, ch: Channel, tag: int, message: Message, problem: Exception, now: float) -> None:
@@ -501,6 +507,11 @@ class ServerConnection:
                 return
             raise errors.ChannelStateError(f"expected 'channel.open' on channel {number}, got '{method.name}'")
         state = ch.state  # the closing test and the method check, once per frame
+        if state is not ChannelState.CLOSING and ch.core.closed:
+            # The core closed it on its own (a consumer timeout): say so
+            # first; this frame was sent before the client knew.
+            self._drain(ch, now)
+            state = ch.state
         if state is ChannelState.CLOSING:
             if kind is spec.Channel.CloseOk:
                 self._forget(ch)
@@ -575,9 +586,10 @@ class ServerConnection:
         self._dirty.pop(ch.number, None)
         self._confirming.pop(ch.number, None)
 
-    def _channel_error(self, ch: Channel, error: errors.AMQPError, method: spec.Method | None, now: float) -> None:
+    def _channel_error(self, ch: Channel, error: errors.AMQPError, method: spec.Method | None, now: float,
+                       **detail: object) -> None:
         log.info("channel.error", peer=self.peer, channel=ch.number, reply_code=error.reply_code,
-                 reply_text=error.reply_text, method=method.name if method else None)
+                 reply_text=error.reply_text, method=method.name if method else None, **detail)
         self._drain(ch, now)
         if ch.confirms:
             self._send_channel_confirms(ch)

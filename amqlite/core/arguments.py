@@ -43,6 +43,7 @@ EQUIVALENCE_KEYS = (
     "x-queue-type",
     "x-max-age",
     "x-stream-max-segment-size-bytes",
+    "x-consumer-timeout",
 )
 
 
@@ -81,6 +82,9 @@ class QueueSettings:
     single_active_consumer: bool = False
     delivery_limit: int | None = None
     retry: RetryPolicy | None = None
+    #: x-consumer-timeout in seconds: a delivery unacked for longer closes
+    #: its channel (core/channel.py). None: the broker's default applies.
+    consumer_timeout: float | None = None
 
 
 def _fail(key: str, what: str, name: str, vhost: str, value: Any) -> PreconditionFailed:
@@ -152,6 +156,7 @@ def queue_settings(args: Mapping[str, Any] | None, name: str, vhost: str) -> Que
     limit = _int(args, "x-delivery-limit", name, vhost, 0)
     if limit is None and retry is not None:
         limit = DEFAULT_RETRY_DELIVERY_LIMIT
+    consumer_timeout = _int(args, "x-consumer-timeout", name, vhost, 0)
     return QueueSettings(
         message_ttl=None if ttl is None else ttl / 1000,
         expires=None if expires is None else expires / 1000,
@@ -164,6 +169,7 @@ def queue_settings(args: Mapping[str, Any] | None, name: str, vhost: str) -> Que
         single_active_consumer=sac,
         delivery_limit=limit,
         retry=retry,
+        consumer_timeout=None if consumer_timeout is None else consumer_timeout / 1000,
     )
 
 

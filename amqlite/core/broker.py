@@ -27,11 +27,15 @@ DropHook = Callable[[str, Message | None, str], None]
 
 
 class Broker:
-    def __init__(self, *, name_prefix: str = "", max_message_size: int = defaults.MAX_MESSAGE_SIZE) -> None:
+    def __init__(self, *, name_prefix: str = "", max_message_size: int = defaults.MAX_MESSAGE_SIZE,
+                 consumer_timeout: float | None = None) -> None:
         #: Makes generated names unique across broker runs; the driver
         #: passes something random, since the core has no randomness.
         self.name_prefix = name_prefix
         self.max_message_size = max_message_size
+        #: Seconds a delivery may stay unacked where a queue sets no
+        #: x-consumer-timeout; None: no limit (see core/channel.py).
+        self.consumer_timeout = consumer_timeout
         self.timers = Timers()
         self.vhosts: dict[str, VirtualHost] = {}
         self.connections: set[Connection] = set()

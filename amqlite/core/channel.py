@@ -7,13 +7,14 @@ so the protocol layer and the embedded API share one model.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .arguments import amqp_type
 from .consumer import Consumer
 from .errors import ChannelStateError, NotAllowed, NotImplemented_, NotFound, PreconditionFailed
-from .events import ConsumerCancelled, Deliver, GetResult, PublishOutcome, WaitForDisk
+from .events import AckTimedOut, ConsumerCancelled, Deliver, GetResult, PublishOutcome, WaitForDisk
 from .exchange import Exchange
 from .fieldtypes import MAX_NESTING, nesting
 from .message import EMPTY_PROPERTIES, Entry, Message, Properties
@@ -28,7 +29,12 @@ if TYPE_CHECKING:
 #: what a slow reader (or a no-ack consumer) can make the broker buffer.
 DEFAULT_BUFFER_LIMIT = 1000
 
-Unacked = tuple[Entry, Queue, "Consumer | None"]
+#: An unacked delivery: the entry, its queue, its consumer (None for
+#: basic.get) and when it was delivered (the visible age, core/inflight.py).
+Unacked = tuple[Entry, Queue, "Consumer | None", float]
+
+# Rebuild the deadline heap once stale items outnumber live ones by this much.
+_COMPACT_SLACK = 1024
 
 
 class Channel:
@@ -55,7 +61,7 @@ class Channel:
         self.consumer_unacked = 0
         self.buffered = 0
         self.buffer_limit = DEFAULT_BUFFER_LIMIT
-        self.outbox: deque[Deliver | ConsumerCancelled] = deque()
+        self.outbox: deque[Deliver | ConsumerCancelled | AckTimedOut] = deque()
         #: Called when the outbox becomes non-empty; a driver's wake-up.
         self.notify: Callable[[], None] | None = None
         self.confirm = False
@@ -65,6 +71,12 @@ class Channel:
         self._tx_publishes: list[tuple[str, Message, bool]] = []
         self._tx_settles: list[tuple[int, Unacked, Settlement]] = []
         self.closed = False
+        #: Consumer timeouts: (deadline, delivery tag, timeout) for the
+        #: deliveries that have one, earliest first. Settled tags stay
+        #: behind until they reach the top or the heap is compacted.
+        self._deadlines: list[tuple[float, int, float]] = []
+        #: The broker's timers call :meth:`on_timer` at this time.
+        self.timer_at: float | None = None
 
     def _require_open(self) -> None:
         # A closed channel must not declare, publish or register a consumer
@@ -217,6 +229,7 @@ class Channel:
             priority=priority,
             prefetch=self.prefetch,
             arguments=arguments,
+            timeout=self._consumer_timeout(target, arguments),
         )
         self.consumers[consumer_tag] = consumer
         try:
@@ -225,6 +238,21 @@ class Channel:
             del self.consumers[consumer_tag]  # refused: queue in exclusive use
             raise
         return consumer_tag
+
+    def _consumer_timeout(self, queue: Queue, arguments: dict[str, Any]) -> float | None:
+        """The queue's timeout (or the broker's default), lowered by the
+        consumer's own x-consumer-timeout: a consumer may ask to be held to
+        less, never to more than the operator allows."""
+        timeout = queue.consumer_timeout
+        mine = arguments.get("x-consumer-timeout")
+        if mine is None:
+            return timeout
+        if isinstance(mine, bool) or not isinstance(mine, int) or mine < 0:
+            raise PreconditionFailed(
+                f"invalid arg 'x-consumer-timeout' for queue '{queue.name}' in vhost '{self.vhost.name}': "
+                f'"expected a non-negative integer of milliseconds, got {mine!r}"'
+            )
+        return mine / 1000 if timeout is None else min(timeout, mine / 1000)
 
     def cancel(self, consumer_tag: str, *, now: float, undelivered: Iterable[int] = ()) -> bool:
         """Stop a consumer. ``undelivered`` names deliveries the driver
@@ -310,7 +338,7 @@ class Channel:
 
     # -- deliveries -----------------------------------------------------
 
-    def deliver(self, consumer: Consumer, queue: Queue, entry: Entry) -> None:
+    def deliver(self, consumer: Consumer, queue: Queue, entry: Entry, now: float) -> None:
         """Called by a queue that chose ``consumer`` for ``entry``."""
         self._next_tag += 1
         tag = self._next_tag
@@ -322,8 +350,10 @@ class Channel:
             queue.lend(entry)
             consumer.unacked += 1
             self.consumer_unacked += 1
-            self.unacked[tag] = (entry, queue, consumer)
+            self.unacked[tag] = (entry, queue, consumer, now)
             stats.delivered_consume_manual_ack += 1
+            if consumer.timeout is not None:
+                self._watch(tag, consumer.timeout, now)
         self._count_delivery(queue, entry)
         self.buffered += 1
         self._emit(Deliver(consumer.tag, tag, entry.redelivered, entry.message, entry.delivery_count,
@@ -337,7 +367,7 @@ class Channel:
             self.stats.redelivered += 1
             counts.redeliver += 1
 
-    def _emit(self, event: Deliver | ConsumerCancelled) -> None:
+    def _emit(self, event: Deliver | ConsumerCancelled | AckTimedOut) -> None:
         self.outbox.append(event)
         if len(self.outbox) == 1 and self.notify is not None:
             self.notify()
@@ -369,10 +399,48 @@ class Channel:
             stats.delivered_get_auto_ack += 1
         else:
             target.lend(entry)
-            self.unacked[tag] = (entry, target, None)
+            self.unacked[tag] = (entry, target, None, now)
             stats.delivered_get_manual_ack += 1
+            timeout = target.consumer_timeout
+            if timeout is not None:
+                self._watch(tag, timeout, now)
         self._count_delivery(target, entry)
         return GetResult(tag, entry.redelivered, entry.message, target.message_count, entry.delivery_count)
+
+    # -- consumer timeouts ----------------------------------------------
+
+    def _watch(self, tag: int, timeout: float, now: float) -> None:
+        """Delivery ``tag`` must be settled within ``timeout`` seconds."""
+        deadlines = self._deadlines
+        heapq.heappush(deadlines, (now + timeout, tag, timeout))
+        if len(deadlines) > 2 * len(self.unacked) + _COMPACT_SLACK:
+            self._deadlines = [item for item in deadlines if item[1] in self.unacked]
+            heapq.heapify(self._deadlines)
+        self.broker.timers.schedule(self, now + timeout)
+
+    def on_timer(self, now: float) -> None:
+        """A consumer timeout may have passed: if a delivery is still
+        unacked past it, close the channel with RabbitMQ's 406 (which
+        requeues everything it held); otherwise wait for the next one."""
+        if self.closed:
+            return
+        deadlines, unacked = self._deadlines, self.unacked
+        while deadlines and deadlines[0][1] not in unacked:
+            heapq.heappop(deadlines)
+        if not deadlines:
+            return
+        deadline, tag, timeout = deadlines[0]
+        if deadline > now:
+            self.broker.timers.schedule(self, deadline)
+            return
+        _, queue, consumer, _ = unacked[tag]
+        error = PreconditionFailed(
+            f"delivery acknowledgement on channel {self.number} timed out. Timeout value used: "
+            f"{round(timeout * 1000)} ms. This timeout value can be configured, see consumers doc guide "
+            "to learn more"
+        )
+        self.close(now=now)
+        self._emit(AckTimedOut(error, consumer.tag if consumer is not None else None, queue.name, tag))
 
     def _redispatch(self, now: float, requeued: Iterable[Queue] = ()) -> None:
         """Let queues deliver again: those this channel consumes from (its
@@ -428,7 +496,7 @@ class Channel:
         """RabbitMQ closes the connection on a nack or reject of a stream's
         delivery. The records go back first, so that the close requeues
         what other queues lent."""
-        for _, (_, queue, _) in records:
+        for _, (_, queue, _, _) in records:
             if queue.is_stream:
                 self.unacked.update(records)
                 self.unacked = OrderedDict(sorted(self.unacked.items()))
@@ -447,7 +515,7 @@ class Channel:
             self._tx_settles.extend((tag, record, how) for tag, record in records)
             return
         self._apply(records, how, now)
-        requeued = [queue for _, (_, queue, _) in records] if how is not Settlement.ACK and how.requeues else ()
+        requeued = [queue for _, (_, queue, _, _) in records] if how is not Settlement.ACK and how.requeues else ()
         if requeued or (redispatch and self.consumers):
             self._redispatch(now, requeued)
 
@@ -460,7 +528,7 @@ class Channel:
     def _apply(self, records: list[tuple[int, Unacked]], how: Settlement, now: float) -> None:
         if how is Settlement.ACK:
             self.stats.acknowledged += len(records)
-        for _, (entry, queue, consumer) in records:
+        for _, (entry, queue, consumer, _) in records:
             if consumer is not None:
                 consumer.unacked -= 1
                 self.consumer_unacked -= 1
@@ -502,7 +570,7 @@ class Channel:
         ]
         for tag, record, how in settles:
             self._apply([(tag, record)], how, now)
-        requeued = [queue for _, (_, queue, _), how in settles if how.requeues]
+        requeued = [queue for _, (_, queue, _, _), how in settles if how.requeues]
         if self.consumers or requeued:
             self._redispatch(now, requeued)
         return outcomes
@@ -535,7 +603,7 @@ class Channel:
             self._rollback()
             self.transactional = False
         unacked, self.unacked = self.unacked, OrderedDict()
-        for entry, queue, consumer in unacked.values():
+        for entry, queue, consumer, _ in unacked.values():
             if consumer is not None:
                 consumer.unacked -= 1
                 self.consumer_unacked -= 1
@@ -544,7 +612,8 @@ class Channel:
         for consumer in consumers.values():
             consumer.queue.remove_consumer(consumer, now)
         # Other consumers of those queues can have the requeued messages now.
-        for queue in {queue: None for _, queue, _ in unacked.values()}:
+        for queue in {queue: None for _, queue, _, _ in unacked.values()}:
             queue.dispatch(now)
         self.outbox.clear()
+        self._deadlines.clear()
         self.connection.channels.pop(self.number, None)

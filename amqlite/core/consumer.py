@@ -24,6 +24,9 @@ class Consumer:
     prefetch: int = 0
     arguments: dict[str, Any] = attrs.field(factory=dict)
     unacked: int = 0
+    #: Seconds a delivery to it may stay unacked before its channel is
+    #: closed (x-consumer-timeout); None: no limit.
+    timeout: float | None = None
 
     def has_credit(self) -> bool:
         channel = self.channel

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import attrs
 
+from .errors import PreconditionFailed
 from .message import Message
 
 
@@ -34,6 +35,20 @@ class ConsumerCancelled:
     """The server cancelled a consumer, e.g. because its queue was deleted."""
 
     consumer_tag: str
+
+
+@attrs.frozen(slots=True)
+class AckTimedOut:
+    """A delivery stayed unacked past its consumer timeout: the core has
+    closed the channel and requeued what it held; the driver tells the
+    client with ``error`` (channel.close 406, as RabbitMQ 3.12+)."""
+
+    error: PreconditionFailed
+    #: The delivery that timed out, for the log line: its consumer's tag
+    #: (None for basic.get), its queue and its delivery tag.
+    consumer_tag: str | None
+    queue: str
+    delivery_tag: int
 
 
 @attrs.frozen(slots=True)

@@ -107,6 +107,13 @@ class Queue:
         return len(self._retry)
 
     @property
+    def consumer_timeout(self) -> float | None:
+        """Seconds a delivery from here may stay unacked: x-consumer-timeout,
+        else the broker's default (None: no limit)."""
+        timeout = self.settings.consumer_timeout
+        return self.vhost.broker.consumer_timeout if timeout is None else timeout
+
+    @property
     def paged_count(self) -> int:
         """Ready messages kept on disk only (paged out)."""
         return self.ready.paged
@@ -198,7 +205,7 @@ class Queue:
                     self._leave(entry)
                     self._dead_letter(entry.message, deadletter.EXPIRED, now)
                     continue
-                consumer.channel.deliver(consumer, self, entry)
+                consumer.channel.deliver(consumer, self, entry, now)
         finally:
             self._dispatching = False
         if ready.paged and self.consumers:

@@ -424,7 +424,7 @@ class Stream(Queue):
                         group.delivered(reader.next)
                         self._pending[entry] = group
                     reader.next += 1
-                    consumer.channel.deliver(consumer, self, entry)
+                    consumer.channel.deliver(consumer, self, entry, now)
                     reader = self._readers.get(consumer)  # a delivery may end it (embedded cancel)
         finally:
             self._dispatching = False

@@ -108,7 +108,8 @@ class Server:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Server:
-        core = Broker(name_prefix=secrets.token_hex(4) + "-", max_message_size=settings.max_message_size)
+        core = Broker(name_prefix=secrets.token_hex(4) + "-", max_message_size=settings.max_message_size,
+                     consumer_timeout=settings.consumer_timeout / 1000 or None)
         for vhost, table in settings.vhosts.items():
             core.add_vhost(vhost).limits = dict(table.get("limits", {}))
         return cls(settings, core, Users.from_settings(settings))

@@ -333,7 +333,7 @@ class Conservation(RuleBasedStateMachine):
             channel = chan.channel
             assert channel.buffered >= 0
             assert list(channel.unacked) == list(chan.unacked), f"channel {i}: unacked tags differ from deliveries"
-            for tag, (entry, queue, consumer) in channel.unacked.items():
+            for tag, (entry, queue, consumer, _) in channel.unacked.items():
                 key, model_queue, ctag = chan.unacked[tag]
                 assert entry.state == UNACKED, f"unacked {key} in state {entry.state}"
                 assert queue is model_queue
@@ -342,10 +342,10 @@ class Conservation(RuleBasedStateMachine):
                 put(key, f"unacked:{i}", entry.message)
             for ctag, consumer in channel.consumers.items():
                 assert ctag in chan.consumers
-                assert consumer.unacked == sum(1 for _, _, c in channel.unacked.values() if c is consumer) >= 0
+                assert consumer.unacked == sum(1 for _, _, c, _ in channel.unacked.values() if c is consumer) >= 0
             assert set(channel.consumers) == set(chan.consumers)
         for queue in self.every_queue:
-            held = sum(1 for chan in self.chans for _, q, _ in chan.channel.unacked.values() if q is queue)
+            held = sum(1 for chan in self.chans for _, q, _, _ in chan.channel.unacked.values() if q is queue)
             assert queue.unacked == held, (queue.name, queue.unacked, held)
         for key, message in self.acked:
             put(key, "acked", message)
