@@ -44,6 +44,7 @@ BAD = {
     "segment_size": ("segment_size = 10", "segment_size must be 1024-"),
     "queue_memory_budget": ("queue_memory_budget = 0", "queue_memory_budget must be 1-"),
     "heartbeat": ("heartbeat = -5", "heartbeat must be 0-65535 seconds"),
+    "consumer_timeout": ("consumer_timeout = -1", "consumer_timeout must be 0-2147483647 milliseconds"),
     "disk_free_limit": ("disk_free_limit = -1", "disk_free_limit must be 0-"),
     "max_content_in_flight": ("max_content_in_flight = 0", "max_content_in_flight must be 1-"),
     "auth_mechanisms": ('auth_mechanisms = ["PLAIN", "KERBEROS"]', "auth_mechanisms must be a non-empty list of"),
