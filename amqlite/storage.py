@@ -41,6 +41,8 @@ TRIM_INTERVAL = 10.0
 #: Seconds between two looks at the free disk space; more often while low.
 DISK_CHECK_INTERVAL = 5.0
 DISK_CHECK_INTERVAL_LOW = 1.0
+#: Seconds from a change of definitions to the snapshot that holds it.
+SNAPSHOT_DELAY = 1.0
 
 
 class WriteObserver(Protocol):
@@ -83,6 +85,8 @@ class StoreDriver:
         self._trim_wanted = False
         self._trim_wakeup = trio.lowlevel.ParkingLot()
         self._index_wakeup = trio.lowlevel.ParkingLot()
+        self._snapshot_wakeup = trio.lowlevel.ParkingLot()
+        self._snapshot_lock = trio.Lock()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -90,6 +94,7 @@ class StoreDriver:
             nursery.start_soon(self._page_in_loop)
             nursery.start_soon(self._trim_loop)
             nursery.start_soon(self._index_loop)
+            nursery.start_soon(self._snapshot_loop)
             if self.disk_free_limit:
                 nursery.start_soon(self._disk_monitor)
 
@@ -128,6 +133,29 @@ class StoreDriver:
                 if low:
                     self._wakeup.unpark_all()  # a drained log may roll and compact at once
             await trio.sleep(DISK_CHECK_INTERVAL_LOW if low else DISK_CHECK_INTERVAL)
+
+    async def _write_snapshot(self) -> None:
+        """Write the definitions snapshot as they are now (one writer at a time)."""
+        journal = self.journal
+        async with self._snapshot_lock:
+            snapshot = journal.snapshot_payload()
+            await trio.to_thread.run_sync(journal.write_snapshot, snapshot.payload)
+            journal.snapshot_written(snapshot)
+
+    async def _snapshot_loop(self) -> None:
+        """Keep the snapshot a second copy of every definition, beside the
+        log's records: rewritten SNAPSHOT_DELAY after definitions change (a
+        burst of declarations makes one), not while the disk is low."""
+        journal = self.journal
+        while True:
+            while not journal.snapshot_stale or journal.disk_low:
+                await self._snapshot_wakeup.park()
+            await trio.sleep(SNAPSHOT_DELAY)
+            try:
+                await self._write_snapshot()
+            except OSError as error:
+                log.warning("store.snapshot_failed", error=str(error), errno=error.errno, action="retried later")
+                await trio.sleep(RETRY_MAX)
 
     async def _trim_loop(self) -> None:
         """After writes (acks, purges, deletes and page-outs free memory),
@@ -212,7 +240,6 @@ class StoreDriver:
             # records appended during the write (an ack making an old segment
             # obsolete, say) are not on disk when compaction runs.
             obsolete = journal.obsolete_segments()
-            snapshot = journal.snapshot_payload() if obsolete and journal.needs_snapshot(obsolete) else None
             # Records taken from the log are written or put back, even when
             # the server is stopping: journal.close() writes what is left.
             with trio.CancelScope(shield=True):
@@ -241,18 +268,19 @@ class StoreDriver:
             self._trim_wanted = True
             self._trim_wakeup.unpark_all()
             self._index_wakeup.unpark_all()
+            if journal.snapshot_stale:
+                self._snapshot_wakeup.unpark_all()
             if obsolete:
-                await self._compact(obsolete, snapshot)
+                await self._compact(obsolete)
 
-    async def _compact(self, obsolete: list[int], snapshot: tuple[bytes, int] | None) -> None:
-        """Delete segments made obsolete by records now on disk. A failure
+    async def _compact(self, obsolete: list[int]) -> None:
+        """Delete segments made obsolete by records now on disk, after a
+        new snapshot if they hold definition records it lacks. A failure
         (say, no room for the snapshot) is logged and retried later."""
         journal = self.journal
         try:
-            if snapshot is not None:
-                payload, segment = snapshot
-                await trio.to_thread.run_sync(journal.write_snapshot, payload)
-                journal.snapshot_written(segment)
+            if journal.needs_snapshot(obsolete):
+                await self._write_snapshot()
             deleted = await trio.to_thread.run_sync(journal.delete_segments, obsolete)
         except OSError as error:
             log.warning("store.compaction_failed", error=str(error), errno=error.errno)

@@ -20,6 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+import attrs
+
 from .. import defaults
 from ..amqp.values import encode_shortstr, encode_table
 from ..core.exchange import Exchange
@@ -58,11 +60,12 @@ from .records import (
     BATCH_HEAD,
     batch_of,
     content,
+    encode_snapshot,
     message_of,
     stream_entry,
 )
 from . import segment_index
-from .segments import FileSystem, SegmentLog
+from .segments import HEAD_SIZE, FileSystem, SegmentLog
 
 if TYPE_CHECKING:
     from ..core.broker import Broker
@@ -86,6 +89,16 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, list):
         return [_canonical(item) for item in value]
     return value
+
+
+@attrs.frozen
+class Snapshot:
+    """A snapshot file's bytes; the segment the definitions are current as
+    of, and how many definition changes the journal had made by then."""
+
+    payload: bytes
+    segment: int
+    changes: int
 
 
 class StoreLocked(Exception):
@@ -142,6 +155,16 @@ class DiskJournal:
         self._snapshot_segment = 0
         #: Segments holding definition records newer than the snapshot.
         self._definition_segments: set[int] = set()
+        #: Each definition's newest record: (segment, bytes). The log keeps
+        #: every definition as well as the snapshot, so that either can
+        #: restore it (see _relocate_definitions): these records are live.
+        self._definition_records: dict[tuple[str, ...], tuple[int, int]] = {}
+        #: Live definition records per segment: how many, and their bytes.
+        self._definition_live: Counter[int] = Counter()
+        self._definition_bytes: Counter[int] = Counter()
+        #: Definition changes made, and made as of the snapshot on disk.
+        self._definition_changes = 0
+        self._snapshot_changes = 0
         #: RELEASE records not yet appended, (msg id, HOLD segment), and the
         #: message being released (see _append_releases).
         self._releases: list[tuple[int, int]] = []
@@ -189,13 +212,55 @@ class DiskJournal:
     def _define(self, key: tuple[str, ...], table: dict[str, Any] | None) -> None:
         if self._recovering:
             return  # replaying what is already on disk
-        op: dict[str, Any] = {"op": "delete" if table is None else "set", "key": list(key)}
         if table is None:
             self._definitions.pop(key, None)
         else:
-            self._definitions[key] = op["value"] = table
-        segment, _ = self._append(DEFINITION, encode_table(op))
+            self._definitions[key] = table
+        self._definition_changes += 1
+        self._write_definition(key, table)
+
+    def _write_definition(self, key: tuple[str, ...], table: dict[str, Any] | None) -> None:
+        """A DEFINITION record setting or deleting ``key``. The newest record
+        of a definition is live; a deletion stays as long as the record it
+        cancels (a reference), so the log alone never brings it back."""
+        op: dict[str, Any] = {"op": "delete" if table is None else "set", "key": list(key)}
+        if table is not None:
+            op["value"] = table
+        payload = encode_table(op)
+        segment, _ = self._append(DEFINITION, payload)
         self._definition_segments.add(segment)
+        replaced = self._definition_records.pop(key, None)
+        if replaced is not None:
+            old_segment, old_size = replaced
+            self._live[old_segment] -= 1
+            self._definition_live[old_segment] -= 1
+            self._definition_bytes[old_segment] -= old_size
+            if not self._definition_live[old_segment]:
+                del self._definition_live[old_segment], self._definition_bytes[old_segment]
+            if table is None:
+                self._ref(segment, old_segment)
+        if table is not None:
+            size = HEAD_SIZE + len(payload)
+            self._definition_records[key] = (segment, size)
+            self._live[segment] += 1
+            self._definition_live[segment] += 1
+            self._definition_bytes[segment] += size
+
+    def _relocate_definitions(self) -> None:
+        """Write again the definitions of sealed segments where they are
+        all that is still live and take less than half the bytes, so those
+        segments can go while the log still holds every definition (a
+        damaged or missing snapshot then loses nothing). Half: a copy
+        always frees more than it writes, so copies are never copied on."""
+        log_ = self.log
+        movable = {segment for segment, count in self._definition_live.items()
+                   if segment != log_.current and self._live[segment] == count
+                   and 2 * self._definition_bytes[segment] < log_.size(segment)}
+        if not movable:
+            return
+        for key, (segment, _) in list(self._definition_records.items()):
+            if segment in movable:
+                self._write_definition(key, self._definitions[key])
 
     # -- definitions (core hooks) -------------------------------------------
 
@@ -545,6 +610,8 @@ class DiskJournal:
             self._append_deliveries()
         if self._removals:
             self._append_removals()
+        if self._definition_live:
+            self._relocate_definitions()
         # Queues over budget so far can page what this batch writes.
         self._due_after_write.update(self._over_budget)
         self._over_budget = {}
@@ -601,8 +668,12 @@ class DiskJournal:
         """Start a new segment if nothing in the current one is live any
         more, so compaction may delete it: the way a drained broker gets its
         disk space back while it is low. True if it rolled."""
-        log_ = self.log
-        if self._live[log_.current] or log_.dirty:
+        log_, current = self.log, self.log.current
+        # Definition records are copied on (see _relocate_definitions),
+        # unless they are most of the segment: then it is not rolled either.
+        definitions = self._definition_live[current]
+        if (self._live[current] != definitions or log_.dirty
+                or definitions and 2 * self._definition_bytes[current] >= log_.size(current)):
             return False
         before = log_.current
         log_.roll()
@@ -625,17 +696,24 @@ class DiskJournal:
     def needs_snapshot(self, segments: list[int]) -> bool:
         return any(segment in self._definition_segments for segment in segments)
 
-    def snapshot_payload(self) -> tuple[bytes, int]:
+    @property
+    def snapshot_stale(self) -> bool:
+        """Definitions changed since the snapshot on disk was taken: the
+        driver writes a new one soon, so that the snapshot as well as the
+        log holds every definition."""
+        return self._definition_changes != self._snapshot_changes
+
+    def snapshot_payload(self) -> Snapshot:
         """The current definitions and the segment they are current as of,
         for :meth:`write_snapshot` (trio thread)."""
         segment = self.log.current
-        payload = encode_table({
+        payload = encode_snapshot({
             "segment": segment,
             "next_msg": self._next_msg,
             "next_queue": self._next_queue,
             "definitions": [{"key": list(k), "value": v} for k, v in self._definitions.items()],
         })
-        return payload, segment
+        return Snapshot(payload, segment, self._definition_changes)
 
     def write_snapshot(self, payload: bytes) -> None:
         """Atomically replace the snapshot file (worker thread)."""
@@ -647,9 +725,11 @@ class DiskJournal:
         os.replace(temp, path)
         self.fs.fsync_dir(self.directory)
 
-    def snapshot_written(self, segment: int) -> None:
-        """Definition records before ``segment`` are now in the snapshot.
-        (Those in ``segment`` itself may be newer; replay keeps them.)"""
+    def snapshot_written(self, snapshot: Snapshot) -> None:
+        """Definition records before its segment are now in the snapshot.
+        (Those in the segment itself may be newer; replay keeps them.)"""
+        segment = snapshot.segment
+        self._snapshot_changes = max(self._snapshot_changes, snapshot.changes)
         self._snapshot_segment = segment
         self._definition_segments = {s for s in self._definition_segments if s >= segment}
 
@@ -724,6 +804,19 @@ class DiskJournal:
         self._refs = recovered.refs
         self._indexed = set(recovered.indexed)
         self._group_records = dict(recovered.group_records)
+        self._definition_records = dict(recovered.definition_records)
+        for segment, size in self._definition_records.values():
+            self._definition_live[segment] += 1
+            self._definition_bytes[segment] += size
+        # The log holds every definition: one it lacks (damaged, from a
+        # data directory older than that rule, or a quarantine queue) is
+        # written again, and so is a snapshot that should be there.
+        for key, table in self._definitions.items():
+            if key not in self._definition_records:
+                self._write_definition(key, table)
+                self._definition_changes += 1
+        if recovered.snapshot_lost:
+            self._definition_changes += 1
 
     def close(self) -> None:
         """Write what is still pending and release the data directory."""

@@ -38,10 +38,12 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from typing import TYPE_CHECKING
+import zlib
+from typing import TYPE_CHECKING, Any
 
+from ..core.errors import FrameError
 from ..amqp.properties import BASIC_CLASS_ID, decode_content_header_at, encode_content_header
-from ..amqp.values import decode_name, encode_shortstr
+from ..amqp.values import decode_name, decode_table, encode_shortstr, encode_table
 from ..core.message import Message
 from ..kafka import records as kafka_records
 from ..kafka.mapping import StoredBatch
@@ -70,6 +72,10 @@ ID = struct.Struct(">Q")
 BATCH_HEAD = struct.Struct(">QQd")
 _LEN = struct.Struct(">I")
 SNAPSHOT = "definitions.snapshot"
+#: A snapshot file: this magic, the CRC-32 of the table that follows, the
+#: table. (Files written before the magic hold the table alone.)
+SNAPSHOT_MAGIC = b"AMQLSNP2"
+_SNAPSHOT_CRC = struct.Struct(">I")
 #: A DEDUP record's expiry that hands the id back (see core/dedup.py).
 REFUSED = -math.inf
 
@@ -77,6 +83,30 @@ REFUSED = -math.inf
 #: Exchange names and routing keys repeat from message to message: each
 #: is encoded once.
 _encoded_name = functools.lru_cache(maxsize=4096)(encode_shortstr)
+
+
+def encode_snapshot(table: dict[str, Any]) -> bytes:
+    body = encode_table(table)
+    return SNAPSHOT_MAGIC + _SNAPSHOT_CRC.pack(zlib.crc32(body)) + body
+
+
+def decode_snapshot(data: bytes) -> dict[str, Any]:
+    """The table of a snapshot file; ValueError if it is damaged."""
+    if data.startswith(SNAPSHOT_MAGIC):
+        start = len(SNAPSHOT_MAGIC) + _SNAPSHOT_CRC.size
+        if len(data) < start or _SNAPSHOT_CRC.unpack_from(data, len(SNAPSHOT_MAGIC))[0] != zlib.crc32(data[start:]):
+            raise ValueError("checksum mismatch")
+        data = data[start:]
+    try:
+        table, end = decode_table(data)
+        if end != len(data):
+            raise ValueError(f"{len(data) - end} bytes after the table")
+        int(table["segment"]), int(table["next_msg"]), int(table["next_queue"])
+        definitions = {tuple(item["key"]): item["value"] for item in table["definitions"]}
+    except (FrameError, LookupError, TypeError, ValueError) as error:
+        raise ValueError(f"not a snapshot: {error!r}") from None
+    table["definitions"] = definitions
+    return table
 
 
 def content(message: Message) -> bytes:

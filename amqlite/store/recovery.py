@@ -37,6 +37,7 @@ from ..core.stream import Stream
 from ..log import get_logger
 from ..kafka import records as kafka_records
 from . import records, segment_index
+from .segments import HEAD_SIZE
 from .segment_index import COPY, DELIVERED, MOVED, OUT, RECENT, REMOVED, Rows
 
 if TYPE_CHECKING:
@@ -115,6 +116,11 @@ class Recovered:
     #: The segment of each consumer group's newest GROUP record, by
     #: (stream id, group); those records are live.
     group_records: dict[tuple[int, str], int]
+    #: The record holding each definition, (segment, bytes); those are live.
+    #: A definition without one is written again.
+    definition_records: dict[tuple[str, ...], tuple[int, int]]
+    #: No sound snapshot was found where one should be: write one.
+    snapshot_lost: bool
 
 
 class _QueueIndex(Rows):
@@ -196,8 +202,18 @@ class _Replay:
         self.progress = progress
         self.queues: dict[int, _QueueIndex] = {}
         self.definitions: dict[tuple[str, ...], dict[str, Any]] = {}
+        #: The snapshot's definitions (None: no sound snapshot), the segment
+        #: it is current as of, and whether one should have been there.
+        self.snapshot: dict[tuple[str, ...], dict[str, Any]] | None = None
         self.snapshot_segment = 0
+        self.snapshot_lost = False
+        #: DEFINITION records in log order: (segment, bytes, key, value or None).
+        self.definition_ops: list[tuple[int, int, tuple[str, ...], dict[str, Any] | None]] = []
         self.definition_segments: set[int] = set()
+        #: The record holding each definition: (segment, bytes).
+        self.definition_records: dict[tuple[str, ...], tuple[int, int]] = {}
+        #: Ids of every queue a definition names, deleted ones included.
+        self.known_queues: set[int] = set()
         self.next_msg = 1
         self.next_queue = 1
         self.live: Counter[int] = Counter()
@@ -250,14 +266,59 @@ class _Replay:
         return None if i < 0 else (index, i, key)
 
     def read_snapshot(self, directory: Path) -> None:
+        """The definitions snapshot, if there is a sound one. A damaged one
+        is reported and set aside: the log holds every definition too."""
         path = directory / records.SNAPSHOT
-        if path.exists():
-            snapshot, _ = decode_table(path.read_bytes())
-            self.snapshot_segment = int(snapshot["segment"])
-            self.next_msg = int(snapshot["next_msg"])
-            self.next_queue = int(snapshot["next_queue"])
-            for item in snapshot["definitions"]:
-                self.definitions[tuple(item["key"])] = item["value"]
+        try:
+            snapshot = records.decode_snapshot(path.read_bytes())
+        except FileNotFoundError:
+            self.snapshot_lost = bool(self.log.segments) and self.log.segments[0] > 1
+            if self.snapshot_lost:
+                # Compaction wrote one before it deleted the first segment.
+                log.warning("store.snapshot_missing", file=path.name,
+                            action="definitions restored from the log's records")
+            return
+        except (OSError, ValueError) as error:
+            self.snapshot_lost = True
+            log.warning("store.snapshot_damaged", file=path.name, error=str(error),
+                        action="definitions restored from the log's records")
+            return
+        self.snapshot = snapshot["definitions"]
+        self.snapshot_segment = int(snapshot["segment"])
+        self.next_msg = int(snapshot["next_msg"])
+        self.next_queue = int(snapshot["next_queue"])
+
+    def finish_definitions(self) -> None:
+        """The definitions as they stand: the snapshot's, with the log's
+        newer records applied; or, without a sound snapshot, all the log's
+        records. Then which record holds each definition (those are live),
+        and the references that keep a deletion as long as what it deletes."""
+        definitions = self.definitions = dict(self.snapshot or {})
+        newest: dict[tuple[str, ...], tuple[int, int, dict[str, Any]]] = {}
+        for segment, size, key, value in self.definition_ops:
+            if self.snapshot is None or segment >= self.snapshot_segment:
+                if value is None:
+                    definitions.pop(key, None)
+                else:
+                    definitions[key] = value
+                self.definition_segments.add(segment)
+            replaced = newest.pop(key, None)
+            if value is not None:
+                newest[key] = (segment, size, value)
+                if key[0] == "queue":
+                    self.known_queues.add(int(value["id"]))
+            elif replaced is not None:
+                self.ref(segment, replaced[0])
+        for value in definitions.values():
+            if "id" in value:
+                self.known_queues.add(int(value["id"]))
+        # A record is the definition's only if it says what the definitions say.
+        self.definition_records = {key: (segment, size) for key, (segment, size, value) in newest.items()
+                                   if definitions.get(key) == value}
+        for segment, _ in self.definition_records.values():
+            self.live[segment] += 1
+        self.next_queue = max([self.next_queue, *(queue_id + 1 for queue_id in self.known_queues),
+                               *(queue_id + 1 for queue_id in self.queues)])
 
     def _report(self, done: int, total: int, bytes_done: int, bytes_total: int) -> None:
         if self.progress is not None:
@@ -387,14 +448,9 @@ class _Replay:
             (msg_id,) = records.ID.unpack_from(payload)
             self.holds.released[msg_id] = segment
         elif kind == records.DEFINITION:
-            if segment >= self.snapshot_segment:
-                op, _ = decode_table(payload)
-                key = tuple(op["key"])
-                if op["op"] == "set":
-                    self.definitions[key] = op["value"]
-                else:
-                    self.definitions.pop(key, None)
-                self.definition_segments.add(segment)
+            op, _ = decode_table(payload)
+            self.definition_ops.append((segment, HEAD_SIZE + len(payload), tuple(op["key"]),
+                                        op["value"] if op["op"] == "set" else None))
         elif kind == records.BATCH:
             self._batch(segment, offset, payload)
         elif kind == records.TRUNCATE:
@@ -507,6 +563,38 @@ class _Replay:
         return queues
 
 
+#: Where the messages of a queue whose declaration is lost come back
+#: (vhost "/", then the queue's store id): see docs/operations.md.
+QUARANTINE = "amqlite.recovered."
+
+
+def _quarantine(broker: Broker, queues: dict[int, Queue], replay: _Replay, now: float) -> set[int]:
+    """Queues the log holds messages of but no definition names, not even
+    a deleted one: their declaration was damaged or lost with the
+    snapshot. Their messages come back in a durable queue of their own
+    (no arguments, so none expires or is dropped), which is then defined
+    like any other. Returns their ids."""
+    quarantined = set()
+    for queue_id, index in replay.queues.items():
+        if queue_id in queues or queue_id in replay.known_queues:
+            continue
+        first = replay.truncations.get(queue_id, (0, 0))[0]  # a stream's retention
+        alive = sum(1 for seq, flags in zip(index.seqs, index.flags) if not flags & REMOVED and seq >= first)
+        if not alive:
+            continue
+        name = f"{QUARANTINE}{queue_id}"
+        vhost = broker.add_vhost("/")
+        queue = vhost.declare_queue(name, owner=None, now=now, durable=True, auto_delete=False, arguments={})
+        queue.store_id = queue_id
+        queues[queue_id] = queue
+        replay.definitions[("queue", "/", name)] = {"id": queue_id, "auto_delete": False, "arguments": {}}
+        quarantined.add(queue_id)
+        log.warning("store.queue_quarantined", queue_id=queue_id, queue=name, vhost="/", messages=alive,
+                    reason="no definition of the queue survived (damaged record, snapshot lost)",
+                    action="its messages are in this queue; move them where they belong")
+    return quarantined
+
+
 def _runs(segments: array[int], start: int, end: int) -> Iterator[tuple[int, int]]:
     """(segment, count) of each run of one segment in ``segments[start:end]``:
     a queue's entries are in log order, so its segments never decrease and
@@ -596,8 +684,9 @@ def recover(
     replay = _Replay(segment_log, progress)
     replay.read_snapshot(directory)
     replay.run()
-
+    replay.finish_definitions()
     queues = replay.restore_definitions(broker, now)
+    quarantined = _quarantine(broker, queues, replay, now)
     live = replay.live
     restored = paged = 0
     messages: dict[int, Message] = {}  # those that several durable queues hold
@@ -608,6 +697,11 @@ def recover(
         if isinstance(queue, Stream):
             _restore_stream(queue, index, replay)
             continue
+        lost_expiry = queue_id in quarantined  # a stream's column holds times appended, not expiries
+        if lost_expiry:
+            first = replay.truncations.get(queue_id, (0, 0))[0]
+            for i in range(bisect.bisect_left(index.seqs, first)):
+                index.flags[i] |= REMOVED
         # Never hand out a seq the log still holds, even for removed messages.
         queue.note_seq(max(index.seqs, default=0))
         full = queue.ready.in_memory >= queue_budget  # only restore() below changes it
@@ -638,7 +732,7 @@ def recover(
                 paged += 1
                 continue
             key = (queue_id, seqs[j])
-            expires = index.expires[j]
+            expires = math.nan if lost_expiry else index.expires[j]
             body = replay.enqueued.get(key)
             body_segment, body_offset = body if body is not None else (segment, offset)
             message = messages.get(index.msg_ids[j]) if body is not None else None
@@ -670,4 +764,5 @@ def recover(
     log.info("store.recovered", queues=report.queues, messages=report.messages, paged=report.paged,
              held=report.held, segments=report.segments, seconds=round(report.seconds, 3))
     return Recovered(report, replay.next_msg, replay.next_queue, replay.definitions, replay.snapshot_segment,
-                     replay.definition_segments, live, replay.refs, replay.indexed, group_records)
+                     replay.definition_segments, live, replay.refs, replay.indexed, group_records,
+                     replay.definition_records, replay.snapshot_lost)

@@ -350,6 +350,10 @@ class SegmentLog:
         self.segments.append(self.current)
         self._size = 0
 
+    def size(self, segment: int) -> int:
+        """Bytes of ``segment``, written or waiting to be."""
+        return self._size if segment == self.current else self._sealed.get(segment, self._written.get(segment, 0))
+
     def is_written(self, segment: int, offset: int) -> bool:
         """Whether the record at ``offset`` of ``segment`` is on disk (synced)."""
         return offset < self._written.get(segment, 0)

@@ -4,6 +4,7 @@ tests/faultyfs.py, shared with the server tests."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -36,24 +37,28 @@ class Store:
     def queue(self, name: str) -> Any:
         return self.vhost.queues[name]
 
-    def sync(self, *, compact: bool = True, index: bool = True) -> list[int]:
+    def sync(self, *, compact: bool = True, index: bool = True, snapshot: bool = False) -> list[int]:
         """Write and fsync what is pending; then delete what that made
-        obsolete and index what got sealed (the driver's order). Returns the
-        deleted segments."""
+        obsolete and index what got sealed (the driver's order). With
+        ``snapshot``, the snapshot the driver writes a second after a change
+        of definitions is written now. Returns the deleted segments."""
         journal = self.journal
         pending, position = journal.take_batch()
         obsolete = journal.obsolete_segments() if compact else []
-        snapshot = journal.snapshot_payload() if obsolete and journal.needs_snapshot(obsolete) else None
         journal.log.write_and_sync(pending)
         journal.commit(position)
-        if snapshot is not None:
-            journal.write_snapshot(snapshot[0])
-            journal.snapshot_written(snapshot[1])
+        if obsolete and journal.needs_snapshot(obsolete) or snapshot and journal.snapshot_stale:
+            self.write_snapshot()
         deleted = journal.delete_segments(obsolete) if obsolete else []
         journal.forget(deleted)
         if index:
             self.index()
         return deleted
+
+    def write_snapshot(self) -> None:
+        snapshot = self.journal.snapshot_payload()
+        self.journal.write_snapshot(snapshot.payload)
+        self.journal.snapshot_written(snapshot)
 
     def index(self) -> list[int]:
         """Write the index files of sealed segments, as the driver's index
@@ -91,6 +96,12 @@ class Store:
 
     def segments(self) -> list[int]:
         return sorted(int(p.stem) for p in (self.directory / "log").glob("*.seg"))
+
+
+def live(journal: DiskJournal) -> Counter[int]:
+    """Live things per segment but definition records (which are live
+    while they are the newest of their definition)."""
+    return +(journal._live - journal._definition_live)
 
 
 def records(directory: Path) -> list[tuple[int, int]]:

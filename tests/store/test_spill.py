@@ -17,7 +17,7 @@ from amqlite.core.events import Deliver
 from amqlite.core.message import Properties
 from amqlite.store import records, segment_index
 
-from .support import PERSISTENT, TINY, Store
+from .support import PERSISTENT, TINY, Store, live
 from .test_paging import consume_all
 
 NOW = 1000.0
@@ -47,7 +47,7 @@ def test_under_pressure_transient_messages_beyond_the_budget_page_out_and_come_b
     store.sync()
     assert (ready.count, ready.in_memory, ready.paged) == (50, 5, 45)
     assert consume_all(store, "q") == [b"m%04d" % i for i in range(50)]
-    assert ready.paged == 0 and not +store.journal._live  # every spill let go of
+    assert ready.paged == 0 and not live(store.journal)  # every spill let go of
 
 
 def test_pressure_lowers_the_budget_and_lifting_it_restores_it(tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_purge_and_delete_let_go_of_spilled_messages(tmp_path: Path) -> None:
     assert store.queue("q").ready.paged == 97 and store.queue("d").ready.paged == 97
     assert store.ch.purge_queue("q") == 100
     assert store.ch.delete_queue("d", now=NOW) == 100
-    assert not +store.journal._live
+    assert not live(store.journal)
     store.sync()
     store.sync()
     assert len(store.segments()) <= 2  # the spills' segments are deleted
@@ -101,7 +101,7 @@ def test_a_delivered_spill_is_let_go_of_and_requeued_stays_in_memory(tmp_path: P
     ready = store.queue("q").ready
     assert ready.paged == 1  # the third; the requeued one stays in memory
     assert consume_all(store, "q") == [b"m0001", b"m0002"]
-    assert not +store.journal._live
+    assert not live(store.journal)
 
 
 def test_a_segment_index_does_not_copy_spills(tmp_path: Path) -> None:
@@ -182,7 +182,7 @@ def pressure_comes_and_goes(seed: int, directory: Path) -> Outcome:
         for side, ch in enumerate((consumer, reference)):
             take(side, ch)
     queue = store.queue("q")
-    outcome = Outcome(acked, n, queue.message_count, queue.ready.paged, len(+store.journal._live), paged)
+    outcome = Outcome(acked, n, queue.message_count, queue.ready.paged, len(live(store.journal)), paged)
     store.close()
     return outcome
 

@@ -1,0 +1,126 @@
+"""Damage to a stopped data directory: declarations are kept twice (the
+snapshot and the log each restore every definition), a queue whose every
+declaration is gone brings its messages back in a quarantine queue, and
+every loss is reported (issue 22, items 1 and 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from structlog.testing import capture_logs
+
+from amqlite.store.recovery import QUARANTINE
+from amqlite.store.records import SNAPSHOT
+
+from .support import PERSISTENT, Store, drain
+
+NOW = 1000.0
+
+
+def flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def segment(directory: Path, number: int) -> Path:
+    return directory / "log" / f"{number:010d}.seg"
+
+
+def queue_with_messages(directory: Path, count: int, **kwargs: object) -> Store:
+    store = Store(directory, **kwargs)  # type: ignore[arg-type]
+    store.ch.declare_queue("orders", durable=True, now=NOW, arguments={"x-max-priority": 3})
+    for i in range(count):
+        store.ch.publish(b"%d" % i, routing_key="orders", properties=PERSISTENT, now=NOW)
+    store.sync(snapshot=True)
+    store.close()
+    return store
+
+
+def events(logs: list[dict], name: str) -> list[dict]:
+    return [entry for entry in logs if entry["event"] == name]
+
+
+def test_a_damaged_declaration_record_loses_nothing_the_snapshot_restores_it(tmp_path: Path) -> None:
+    queue_with_messages(tmp_path, 50)
+    flip(segment(tmp_path, 1), 20)  # inside the first record: the queue's declaration
+    with capture_logs() as logs:
+        store = Store(tmp_path)
+    assert events(logs, "store.corrupt_segment")
+    assert store.queue("orders").settings.max_priority == 3
+    assert [body for body, _ in drain(store.ch, "orders")] == [b"%d" % i for i in range(50)]
+    store.close()
+
+
+def test_a_damaged_snapshot_falls_back_to_the_log_and_says_so(tmp_path: Path) -> None:
+    queue_with_messages(tmp_path, 10)
+    flip(tmp_path / SNAPSHOT, 30)
+    with capture_logs() as logs:
+        store = Store(tmp_path)  # no traceback
+    [warning] = events(logs, "store.snapshot_damaged")
+    assert warning["file"] == SNAPSHOT and "log" in warning["action"]
+    assert store.queue("orders").settings.max_priority == 3
+    assert len(drain(store.ch, "orders")) == 10
+    store.sync(snapshot=True)  # the driver writes a sound one again
+    store.close()
+    with capture_logs() as logs:
+        Store(tmp_path).close()
+    assert not events(logs, "store.snapshot_damaged")
+
+
+def test_garbage_for_a_snapshot_is_reported_not_a_traceback(tmp_path: Path) -> None:
+    queue_with_messages(tmp_path, 3)
+    for garbage in (b"", b"\x00\x00\x00\x05abcde", b"AMQLSNP2\x00\x00"):
+        (tmp_path / SNAPSHOT).write_bytes(garbage)
+        with capture_logs() as logs:
+            store = Store(tmp_path)
+        assert events(logs, "store.snapshot_damaged"), garbage
+        assert store.queue("orders").message_count == 3
+        store.close()
+
+
+def test_the_log_alone_restores_definitions_whose_first_records_were_compacted(tmp_path: Path) -> None:
+    """A definition's record is copied forward before its segment goes,
+    so a lost snapshot loses no definition even after compaction."""
+    store = Store(tmp_path, segment_size=4096)
+    store.ch.declare_exchange("ex", "topic", durable=True)
+    store.ch.declare_queue("orders", durable=True, now=NOW)
+    store.ch.bind_queue("orders", "ex", "o.#")
+    for i in range(200):
+        store.ch.publish(b"x" * 100, routing_key="orders", properties=PERSISTENT, now=NOW)
+    store.sync()
+    drain(store.ch, "orders")
+    for _ in range(3):
+        store.sync()
+    assert store.segments()[0] > 1  # the declarations' first segment is gone
+    store.ch.publish(b"kept", exchange="ex", routing_key="o.1", properties=PERSISTENT, now=NOW)
+    store.sync()
+    store.close()
+    (tmp_path / SNAPSHOT).unlink()
+    with capture_logs() as logs:
+        store = Store(tmp_path)
+    assert events(logs, "store.snapshot_missing")
+    assert {(d.name, key) for (d, key, _) in store.vhost.exchanges["ex"].bindings} == {("orders", "o.#")}
+    assert drain(store.ch, "orders") == [(b"kept", False)]
+    store.close()
+
+
+def test_messages_of_a_queue_with_no_declaration_left_come_back_in_quarantine(tmp_path: Path) -> None:
+    queue_with_messages(tmp_path, 40, segment_size=1024)
+    (tmp_path / SNAPSHOT).unlink()
+    flip(segment(tmp_path, 1), 20)
+    with capture_logs() as logs:
+        store = Store(tmp_path, segment_size=1024)
+    [warning] = events(logs, "store.queue_quarantined")
+    name = f"{QUARANTINE}{warning['queue_id']}"
+    assert warning["queue"] == name and warning["messages"] == 40
+    assert "orders" not in store.vhost.queues
+    # Compaction keeps every segment that holds them; a restart keeps the queue.
+    for _ in range(3):
+        store.sync()
+    store = store.restart(crash=True)
+    with capture_logs() as logs:
+        store = store.restart()
+    assert not events(logs, "store.queue_quarantined")  # a queue like any other now
+    assert [body for body, _ in drain(store.ch, name)] == [b"%d" % i for i in range(40)]
+    store.close()
