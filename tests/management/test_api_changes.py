@@ -43,7 +43,7 @@ def test_bad_body_is_400_and_the_broker_carries_on(managed: ManagedServerThread)
 
 
 def test_monitoring_user_cannot_reach_a_vhost_it_may_not_open(managed: ManagedServerThread) -> None:
-    assert managed.http("limited", "pw").put("/api/queues/%2F/q", json={}).status_code == 404
+    assert managed.http("limited", "pw").put("/api/queues/%2F/q", json={}).status_code == 401
     assert managed.http().get("/api/queues/%2F/q").status_code == 404
 
 

@@ -180,7 +180,7 @@ def test_responses_carry_the_security_headers(managed: ManagedServerThread) -> N
 
 
 def test_a_body_over_the_limit_is_refused_without_being_read(managed: ManagedServerThread) -> None:
-    from amqlite.management.app import MAX_BODY
+    from amqlite.management.api import MAX_BODY
     http = managed.http()
     declared = http.post("/api/definitions", content=b" " * (MAX_BODY + 1), headers={"content-type": "application/json"})
     assert declared.status_code == 413
