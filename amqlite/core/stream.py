@@ -48,6 +48,12 @@ FIRST, LAST, NEXT = "first", "last", "next"
 OFFSET_HEADER = "x-stream-offset"
 #: Messages a reader behind the memory window reads back from disk at once.
 READ_BATCH = 256
+#: A read from disk for a reader that takes batches: at most this many
+#: offsets, or READ_BATCH records, whichever comes first.
+BATCH_READ_OFFSETS = 4096
+#: The fourth field of a PagedRef asking storage for what the stream keeps
+#: there, whole (a batch, or a message), rather than the message at it.
+WHOLE = 1
 #: After a restart, messages appended within this many seconds share a chunk.
 RECOVERED_CHUNK = 0.001
 
@@ -63,6 +69,9 @@ class Batch(Protocol):
 
     @property
     def record_count(self) -> int: ...
+
+    @property
+    def base_offset(self) -> int: ...
 
     def message(self, offset: int) -> Message: ...
 
@@ -137,6 +146,17 @@ class _Segment:
 
 
 @attrs.define(slots=True, eq=False)
+class _BatchRead:
+    """A read from disk for a reader that takes batches (a Kafka Fetch)."""
+
+    offset: int
+    #: What was read, with the first offset of each; None until it came.
+    entries: list[tuple[int, Message | Batch]] | None = None
+    #: Asked for, not yet handed to storage.
+    asked: bool = True
+
+
+@attrs.define(slots=True, eq=False)
 class _Reader:
     """A consumer's place in the stream."""
 
@@ -182,6 +202,10 @@ class Stream(Queue):
         self._pending: dict[Entry, GroupOffset] = {}
         #: Idempotent Kafka producers' last batches here.
         self.producers = ProducerStates()
+        #: Reads from disk for readers that take batches, by ticket (< 0,
+        #: apart from the readers' keys).
+        self._batch_reads: dict[int, _BatchRead] = {}
+        self._next_ticket = 0
 
     # -- counts ---------------------------------------------------------
 
@@ -330,6 +354,11 @@ class Stream(Queue):
             f"invalid x-stream-offset {spec!r}: expected first, last, next, an offset, a timestamp "
             "or an interval such as 30m, 1h or 7D")
 
+    def appended_at(self, offset: int) -> float:
+        """When ``offset`` was appended, as its chunk says (a retained offset)."""
+        chunk = bisect.bisect_right(self._chunk_offsets, offset) - 1
+        return self._chunk_times[max(chunk, 0)] if self._chunk_times else 0.0
+
     def _offset_at(self, when: float) -> int:
         """The first chunk appended at or after ``when``."""
         chunk = bisect.bisect_left(self._chunk_times, when)
@@ -452,12 +481,79 @@ class Stream(Queue):
             reader.reading = True
             self.journal.wants_page_in(self)
 
+    # -- readers that take batches (Kafka Fetch) ----------------------
+
+    def entries_from(self, offset: int, max_bytes: int) -> list[tuple[int, Message | Batch]] | None:
+        """What the stream keeps from ``offset`` on, from memory: each batch
+        whole (one that begins before ``offset`` too) and each message,
+        with its first offset, up to ``max_bytes`` (the first entry
+        whatever its size). None if ``offset`` is before the memory
+        window: ask storage with :meth:`ask_entries`."""
+        if offset < self._memory_first:
+            return None
+        memory, size = self._memory, 0
+        entries: list[tuple[int, Message | Batch]] = []
+        position, stop = offset - self._memory_first, self.end - self._memory_first
+        while position < stop and (size < max_bytes or not entries):
+            kept = memory[position]
+            if isinstance(kept, Message):
+                entries.append((self._memory_first + position, kept))
+                size += len(kept.body) + 32
+                position += 1
+            else:
+                base = kept.base_offset
+                entries.append((base, kept))
+                size += len(kept.data)
+                position = base + kept.record_count - self._memory_first
+        return entries
+
+    def ask_entries(self, offset: int) -> int:
+        """Ask storage for what the stream keeps from ``offset`` on (before
+        the memory window); returns the ticket to take it with."""
+        self._next_ticket -= 1
+        self._batch_reads[self._next_ticket] = _BatchRead(offset)
+        if self.journal is not None:
+            self.journal.wants_page_in(self)
+        return self._next_ticket
+
+    def take_entries(self, ticket: int) -> list[tuple[int, Message | Batch]] | None:
+        """What the read of ``ticket`` gave, once it came (then forgotten)."""
+        read = self._batch_reads.get(ticket)
+        if read is None or read.entries is None:
+            return None
+        del self._batch_reads[ticket]
+        return read.entries
+
+    def forget_entries(self, ticket: int) -> None:
+        self._batch_reads.pop(ticket, None)
+
+    def _batch_read_refs(self, read: _BatchRead) -> list[PagedRef]:
+        """One ref per record from ``read.offset`` on, up to READ_BATCH
+        records or BATCH_READ_OFFSETS offsets, before the memory window."""
+        base, segments, positions = self.first, self._record_segments, self._record_offsets
+        start = max(read.offset, base)
+        stop = min(start + BATCH_READ_OFFSETS, self._memory_first)
+        refs: list[PagedRef] = []
+        last = (-1, -1)
+        for i in range(start, stop):
+            where = (segments[i - base], positions[i - base])
+            if where != last:
+                if len(refs) == READ_BATCH:
+                    break
+                refs.append((where[0], where[1], i, WHOLE))
+                last = where
+        return refs
+
     # -- storage: reads and the memory window --------------------------
 
     def page_in_requests(self, low_water: int, batch: int) -> list[tuple[int, list[PagedRef]]]:
         """What readers behind the memory window need from disk: one batch
         each, keyed by reader."""
         requests = []
+        for ticket, read in self._batch_reads.items():
+            if read.asked:
+                read.asked = False
+                requests.append((ticket, self._batch_read_refs(read)))
         for reader in self._readers.values():
             if not reader.reading:
                 continue
@@ -473,6 +569,13 @@ class Stream(Queue):
         return requests
 
     def paged_in(self, priority: int, refs: list[PagedRef], messages: list[Message], now: float) -> None:
+        read = self._batch_reads.get(priority)
+        if read is not None:
+            # WHOLE refs: each entry as kept, at the first offset of its ref.
+            entries: list[tuple[int, Message | Batch]] = [(ref[2], entry) for ref, entry in zip(refs, messages)]
+            read.entries = [(entry.base_offset if not isinstance(entry, Message) else offset, entry)
+                            for offset, entry in entries]
+            return
         reader = self._reader(priority)
         if reader is None:
             return
@@ -483,7 +586,12 @@ class Stream(Queue):
 
     def page_in_failed(self, priority: int, refs: list[PagedRef], error: str) -> None:
         """A reader's batch could not be read: its consumer is cancelled
-        (the client hears basic.cancel), the stream stays as it is."""
+        (the client hears basic.cancel), the stream stays as it is. A read
+        for a reader that takes batches comes back empty."""
+        read = self._batch_reads.get(priority)
+        if read is not None:
+            read.entries = []
+            return
         for consumer, reader in list(self._readers.items()):
             if reader.key == priority:
                 self.remove_consumer(consumer, 0.0)

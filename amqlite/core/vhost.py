@@ -20,6 +20,7 @@ from .stream import Stream
 if TYPE_CHECKING:
     from .broker import Broker
     from .coordinator import Coordinator
+    from .idempotence import ProducerIds
     from .connection import Connection
 
 #: Exchanges every vhost has, as in RabbitMQ: (name, type).
@@ -60,6 +61,8 @@ class VirtualHost:
         self.groups: dict[str, ConsumerGroup] = {}
         #: Kafka's groups, when Kafka clients use this vhost (core/coordinator.py).
         self.coordinator: Coordinator | None = None
+        #: Idempotent Kafka producers' ids (core/idempotence.py), made on first use.
+        self.producer_ids: ProducerIds | None = None
         for ex_name, ex_type in PREDECLARED:
             self.exchanges[ex_name] = Exchange(self, ex_name, ex_type, durable=True)
 

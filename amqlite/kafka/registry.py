@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import groups, groups_offsets, metadata, sasl, versions
+from . import fetch, groups, groups_offsets, metadata, offsets, produce, sasl, versions
 from .apis import Api
 
 MODULES: tuple[ModuleType, ...] = (
@@ -18,6 +18,9 @@ MODULES: tuple[ModuleType, ...] = (
     groups,     # FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, List/Describe/DeleteGroups
     groups_offsets,  # OffsetCommit, OffsetFetch, OffsetDelete
     sasl,       # SaslHandshake, SaslAuthenticate
+    produce,    # Produce, InitProducerId
+    fetch,      # Fetch
+    offsets,    # ListOffsets
 )
 
 

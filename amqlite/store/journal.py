@@ -25,6 +25,7 @@ import attrs
 from .. import defaults
 from ..amqp.values import encode_shortstr, encode_table
 from ..core.exchange import Exchange
+from ..core.stream import WHOLE
 from ..log import get_logger
 from .recovery import Progress, ProgressLog, Recovered, RecoveryReport, recover
 from .records import (
@@ -566,14 +567,19 @@ class DiskJournal:
         ]
 
     def read_paged(self, refs: list[PagedRef]) -> list[Message]:
-        """The messages of paged refs, read from disk (worker thread)."""
-        messages = []
+        """The messages of paged refs, read from disk (worker thread). A
+        stream's WHOLE ref gets what the stream keeps there: a batch is
+        not made into messages (core/stream.py, entries_from)."""
+        messages: list[Any] = []
         # A batch's offsets share its record: read and decoded once.
         locations = list(dict.fromkeys((segment, offset) for segment, offset, _, _ in refs))
         read = dict(zip(locations, self.log.read_many(locations), strict=True))
         batches: dict[tuple[int, int], StoredBatch] = {}
-        for segment, offset, seq, _ in refs:
+        for segment, offset, seq, whole in refs:
             kind, payload = read[segment, offset]
+            if whole == WHOLE:
+                messages.append(stream_entry(kind, payload))
+                continue
             if kind == BATCH:
                 batch = batches.get((segment, offset))
                 if batch is None:
@@ -586,10 +592,6 @@ class DiskJournal:
             messages.append(message)
         return messages
 
-    def read_stream(self, locations: list[tuple[int, int]]) -> list[Message | StoredBatch]:
-        """What a stream keeps at each of ``locations`` (its records, each
-        once), for readers that take batches (worker thread)."""
-        return [stream_entry(kind, payload) for kind, payload in self.log.read_many(locations)]
 
     # -- the driver's side --------------------------------------------------
 
