@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from .arguments import QueueSettings, StreamSettings, parse_age
+from .arguments import QueueSettings, StreamSettings, parse_age, stream_settings
 from .consumer import Consumer
 from .errors import NotImplemented_, PreconditionFailed, ResourceLocked
 from .groups import GROUP_ARGUMENT, ConsumerGroup, GroupOffset
@@ -332,6 +332,18 @@ class Stream(Queue):
     def _committed(self, offset: GroupOffset) -> None:
         if self.journal is not None:
             self.journal.group_committed(self, offset.group, offset.committed)
+
+    def reconfigure(self, arguments: dict[str, Any]) -> None:
+        """Take new arguments (retention: Kafka's AlterConfigs), checked as a
+        declaration's are (PreconditionFailed) and kept in the stream's
+        journalled definition. Retention applies them when the next segment
+        rolls over, as it does declared ones."""
+        settings = stream_settings(arguments, self.name, self.vhost.name, durable=True, exclusive=False,
+                                   auto_delete=False)
+        self.arguments = dict(arguments)
+        self.stream_settings = settings
+        if self.journal is not None:
+            self.journal.queue_declared(self)
 
     # -- reading --------------------------------------------------------
 

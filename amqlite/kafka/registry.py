@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import fetch, groups, groups_offsets, metadata, offsets, produce, sasl, versions
+from . import admin, fetch, groups, groups_offsets, metadata, offsets, produce, sasl, versions
 from .apis import Api
 
 MODULES: tuple[ModuleType, ...] = (
@@ -21,6 +21,7 @@ MODULES: tuple[ModuleType, ...] = (
     produce,    # Produce, InitProducerId
     fetch,      # Fetch
     offsets,    # ListOffsets
+    admin,      # Create/DeleteTopics, CreatePartitions, Describe/Alter/IncrementalAlterConfigs, DescribeCluster
 )
 
 

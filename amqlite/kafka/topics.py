@@ -100,17 +100,42 @@ def create(vhost: VirtualHost, name: str, partitions: int, arguments: dict[str, 
     """Declare the streams (and exchange) of a new topic. ``arguments`` are
     the streams' (retention: x-max-age, x-max-length-bytes ...). Errors are
     the core's (AMQPError: a limit reached, a bad argument)."""
-    stream_arguments = {"x-queue-type": "stream", **arguments}
     if partitions == 1:
-        stream = vhost.declare_queue(name, owner=None, now=now, durable=True, arguments=stream_arguments)
+        stream = vhost.declare_queue(name, owner=None, now=now, durable=True,
+                                     arguments={"x-queue-type": "stream", **arguments})
         assert isinstance(stream, Stream)
         return Topic(name, (stream,))
     exchange = vhost.declare_exchange(name, PARTITIONED_EXCHANGE_TYPE, durable=True)
-    streams = []
-    for index in range(partitions):
-        stream = vhost.declare_queue(f"{name}-{index}", owner=None, now=now, durable=True,
-                                     arguments=stream_arguments)
+    return add_partitions(vhost, Topic(name, (), exchange), partitions, arguments, now)
+
+
+def add_partitions(vhost: VirtualHost, topic: Topic, count: int, arguments: dict[str, Any], now: float) -> Topic:
+    """Grow a partitioned topic to ``count`` partitions: streams
+    ``NAME-n`` ... bound to its exchange."""
+    assert topic.exchange is not None
+    streams = list(topic.partitions)
+    for index in range(len(streams), count):
+        stream = vhost.declare_queue(f"{topic.name}-{index}", owner=None, now=now, durable=True,
+                                     arguments={"x-queue-type": "stream", **arguments})
         assert isinstance(stream, Stream)
-        vhost.bind_queue(stream.name, name, "1", None, None)  # "1": the weight, for a consistent hash
+        vhost.bind_queue(stream.name, topic.name, "1", None, None)  # "1": the weight, for a consistent hash
         streams.append(stream)
-    return Topic(name, tuple(streams), exchange)
+    return Topic(topic.name, tuple(streams), topic.exchange)
+
+
+def names_taken(vhost: VirtualHost, name: str, partitions: int) -> list[str]:
+    """What a new topic of ``partitions`` would be declared over that exists
+    already (a queue or exchange of another kind, a stray partition)."""
+    wanted = [name] if partitions == 1 else [f"{name}-{index}" for index in range(partitions)]
+    taken = [queue for queue in wanted if queue in vhost.queues]
+    if partitions > 1 and name in vhost.exchanges:
+        taken.append(name)
+    return taken
+
+
+def delete(vhost: VirtualHost, topic: Topic, now: float) -> None:
+    """Delete the topic's streams (their consumers are cancelled) and exchange."""
+    for stream in topic.partitions:
+        vhost.delete_queue(stream, now)
+    if topic.exchange is not None:
+        vhost.delete_exchange(topic.name)
