@@ -87,6 +87,7 @@ class StoreDriver:
         self._index_wakeup = trio.lowlevel.ParkingLot()
         self._snapshot_wakeup = trio.lowlevel.ParkingLot()
         self._snapshot_lock = trio.Lock()
+        self._manifest_lock = trio.Lock()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -176,16 +177,33 @@ class StoreDriver:
         journal = self.journal
         while True:
             segments = [] if journal.disk_low else journal.unindexed_segments()
-            if not segments:
+            if not segments and not (journal.manifest_stale and not journal.disk_low):
                 await self._index_wakeup.park()
                 continue
             for segment in segments:
                 try:
-                    await trio.to_thread.run_sync(journal.index_segment, segment)
+                    summary = await trio.to_thread.run_sync(journal.index_segment, segment)
                 except OSError as error:
+                    summary = None
                     log.warning("store.index_failed", segment=segment, error=str(error),
                                 action="the segment is replayed at start-up")
                 journal.indexed(segment)
+                if summary is not None:
+                    journal.summarized(segment, summary)
+            if journal.manifest_stale:
+                try:
+                    await self._write_manifest()
+                except OSError as error:
+                    journal.manifest_stale = True
+                    log.warning("store.manifest_failed", error=str(error), action="retried after the next write")
+
+    async def _write_manifest(self, leaving: list[int] | None = None) -> None:
+        """Write the manifest (see store/manifest.py) as it stands, without
+        the segments ``leaving`` (one writer at a time)."""
+        journal = self.journal
+        async with self._manifest_lock:
+            payload = journal.manifest_payload(leaving or ())
+            await trio.to_thread.run_sync(journal.write_manifest, payload)
 
     async def _page_in_loop(self) -> None:
         """Read paged messages back for queues running low, in a worker
@@ -281,6 +299,9 @@ class StoreDriver:
         try:
             if journal.needs_snapshot(obsolete):
                 await self._write_snapshot()
+            # Before they go: a segment the manifest names and that is not
+            # there is a lost one.
+            await self._write_manifest(obsolete)
             deleted = await trio.to_thread.run_sync(journal.delete_segments, obsolete)
         except OSError as error:
             log.warning("store.compaction_failed", error=str(error), errno=error.errno)

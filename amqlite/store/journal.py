@@ -18,7 +18,7 @@ import os
 import struct
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Collection
 
 import attrs
 
@@ -27,7 +27,9 @@ from ..amqp.values import encode_shortstr, encode_table
 from ..core.exchange import Exchange
 from ..core.stream import WHOLE
 from ..log import get_logger
-from .recovery import Progress, ProgressLog, Recovered, RecoveryReport, recover
+from . import manifest as manifest_file
+from .manifest import MANIFEST, Manifest, SegmentSummary
+from .recovery import Progress, ProgressLog, Recovered, RecoveryReport, recover, segment_summary
 from .records import (
     COUNT,
     COUNT_RECORD,
@@ -166,6 +168,10 @@ class DiskJournal:
         #: Definition changes made, and made as of the snapshot on disk.
         self._definition_changes = 0
         self._snapshot_changes = 0
+        #: What each sealed segment held when it was sealed (see manifest),
+        #: and whether the manifest on disk says otherwise.
+        self._summaries: dict[int, SegmentSummary] = {}
+        self.manifest_stale = False
         #: RELEASE records not yet appended, (msg id, HOLD segment), and the
         #: message being released (see _append_releases).
         self._releases: list[tuple[int, int]] = []
@@ -719,7 +725,10 @@ class DiskJournal:
 
     def write_snapshot(self, payload: bytes) -> None:
         """Atomically replace the snapshot file (worker thread)."""
-        path = self.directory / SNAPSHOT
+        self._replace_file(SNAPSHOT, payload)
+
+    def _replace_file(self, name: str, payload: bytes) -> None:
+        path = self.directory / name
         temp = path.with_suffix(".tmp")
         with open(temp, "wb") as file:
             self.fs.write(file, payload)
@@ -751,6 +760,7 @@ class DiskJournal:
 
     def forget(self, segments: list[int]) -> None:
         for segment in segments:
+            self._summaries.pop(segment, None)
             self._live.pop(segment, None)
             self._refs.pop(segment, None)
             self._indexed.discard(segment)
@@ -761,19 +771,38 @@ class DiskJournal:
         """Sealed segments whose index file is still to be written (trio thread)."""
         return [segment for segment in self.log.sealed() if segment not in self._indexed]
 
-    def index_segment(self, segment: int) -> None:
-        """Write the index file of a sealed segment (worker thread). A
-        segment with damaged records gets none: its replay reports them."""
+    def index_segment(self, segment: int) -> SegmentSummary | None:
+        """Write the index file of a sealed segment (worker thread) and
+        return its summary for the manifest. A segment with damaged records
+        gets neither: its replay reports them."""
         try:
             with self.log.mapped_segment(segment) as data:
                 index = segment_index.build(segment, data)
                 encoded = None if index is None else segment_index.encode(index, data)
+                size = len(data)
         except FileNotFoundError:
-            return  # compacted away meanwhile
-        if encoded is None:
+            return None  # compacted away meanwhile
+        if index is None or encoded is None:
             log.warning("store.index_skipped", segment=segment, reason="damaged records; replayed at start-up")
-        else:
-            self.log.write_index(segment, encoded)
+            return None
+        self.log.write_index(segment, encoded)
+        return segment_summary(index, size)
+
+    def summarized(self, segment: int, summary: SegmentSummary) -> None:
+        """A sealed segment's summary, for the next manifest (trio thread)."""
+        if segment in self.log.segments:
+            self._summaries[segment] = summary
+            self.manifest_stale = True
+
+    def manifest_payload(self, leaving: Collection[int] = ()) -> bytes:
+        """The manifest as it stands without the segments ``leaving`` (trio thread)."""
+        summaries = {segment: summary for segment, summary in self._summaries.items() if segment not in leaving}
+        self.manifest_stale = False
+        return manifest_file.encode(Manifest(self.log.current, summaries))
+
+    def write_manifest(self, payload: bytes) -> None:
+        """Atomically replace the manifest (worker thread)."""
+        self._replace_file(MANIFEST, payload)
 
     def indexed(self, segment: int) -> None:
         """``segment`` was indexed, or failed to be: it is not tried again."""
@@ -819,6 +848,8 @@ class DiskJournal:
                 self._definition_changes += 1
         if recovered.snapshot_lost:
             self._definition_changes += 1
+        self._summaries = dict(recovered.summaries)
+        self.manifest_stale = True  # as of now: segments may have gone, or it was missing
 
     def close(self) -> None:
         """Write what is still pending and release the data directory."""

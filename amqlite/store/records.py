@@ -72,10 +72,11 @@ ID = struct.Struct(">Q")
 BATCH_HEAD = struct.Struct(">QQd")
 _LEN = struct.Struct(">I")
 SNAPSHOT = "definitions.snapshot"
-#: A snapshot file: this magic, the CRC-32 of the table that follows, the
-#: table. (Files written before the magic hold the table alone.)
+#: A file of tables the store keeps beside the log (the snapshot, the
+#: manifest) is its magic, the CRC-32 of the table, the table. (Snapshots
+#: written before the magic hold the table alone.)
 SNAPSHOT_MAGIC = b"AMQLSNP2"
-_SNAPSHOT_CRC = struct.Struct(">I")
+_CHECKED_CRC = struct.Struct(">I")
 #: A DEDUP record's expiry that hands the id back (see core/dedup.py).
 REFUSED = -math.inf
 
@@ -85,27 +86,42 @@ REFUSED = -math.inf
 _encoded_name = functools.lru_cache(maxsize=4096)(encode_shortstr)
 
 
-def encode_snapshot(table: dict[str, Any]) -> bytes:
+def encode_checked(magic: bytes, table: dict[str, Any]) -> bytes:
     body = encode_table(table)
-    return SNAPSHOT_MAGIC + _SNAPSHOT_CRC.pack(zlib.crc32(body)) + body
+    return magic + _CHECKED_CRC.pack(zlib.crc32(body)) + body
+
+
+def decode_checked(magic: bytes, data: bytes, *, bare: bool = False) -> dict[str, Any]:
+    """The table of a file :func:`encode_checked` wrote (or, if ``bare``,
+    a table alone); ValueError if it is damaged."""
+    if data.startswith(magic):
+        start = len(magic) + _CHECKED_CRC.size
+        if len(data) < start or _CHECKED_CRC.unpack_from(data, len(magic))[0] != zlib.crc32(data[start:]):
+            raise ValueError("checksum mismatch")
+        data = data[start:]
+    elif not bare:
+        raise ValueError("not written by amqlite")
+    try:
+        table, end = decode_table(data)
+    except FrameError as error:
+        raise ValueError(str(error)) from None
+    if end != len(data):
+        raise ValueError(f"{len(data) - end} bytes after the table")
+    return table
+
+
+def encode_snapshot(table: dict[str, Any]) -> bytes:
+    return encode_checked(SNAPSHOT_MAGIC, table)
 
 
 def decode_snapshot(data: bytes) -> dict[str, Any]:
-    """The table of a snapshot file; ValueError if it is damaged."""
-    if data.startswith(SNAPSHOT_MAGIC):
-        start = len(SNAPSHOT_MAGIC) + _SNAPSHOT_CRC.size
-        if len(data) < start or _SNAPSHOT_CRC.unpack_from(data, len(SNAPSHOT_MAGIC))[0] != zlib.crc32(data[start:]):
-            raise ValueError("checksum mismatch")
-        data = data[start:]
+    """The table of a snapshot file, its definitions by key; ValueError if it is damaged."""
+    table = decode_checked(SNAPSHOT_MAGIC, data, bare=True)
     try:
-        table, end = decode_table(data)
-        if end != len(data):
-            raise ValueError(f"{len(data) - end} bytes after the table")
         int(table["segment"]), int(table["next_msg"]), int(table["next_queue"])
-        definitions = {tuple(item["key"]): item["value"] for item in table["definitions"]}
-    except (FrameError, LookupError, TypeError, ValueError) as error:
+        table["definitions"] = {tuple(item["key"]): item["value"] for item in table["definitions"]}
+    except (LookupError, TypeError, ValueError) as error:
         raise ValueError(f"not a snapshot: {error!r}") from None
-    table["definitions"] = definitions
     return table
 
 

@@ -37,6 +37,8 @@ from ..core.stream import Stream
 from ..log import get_logger
 from ..kafka import records as kafka_records
 from . import records, segment_index
+from .manifest import MANIFEST, Manifest, SegmentSummary
+from . import manifest as manifest_file
 from .segments import HEAD_SIZE
 from .segment_index import COPY, DELIVERED, MOVED, OUT, RECENT, REMOVED, Rows
 
@@ -121,6 +123,8 @@ class Recovered:
     definition_records: dict[tuple[str, ...], tuple[int, int]]
     #: No sound snapshot was found where one should be: write one.
     snapshot_lost: bool
+    #: What each sealed segment held when it was sealed (see manifest).
+    summaries: dict[int, SegmentSummary]
 
 
 class _QueueIndex(Rows):
@@ -197,8 +201,8 @@ class _Holds:
 
 
 class _Replay:
-    def __init__(self, log: SegmentLog, progress: Callable[[Progress], None] | None) -> None:
-        self.log = log
+    def __init__(self, log: SegmentLog | None, progress: Callable[[Progress], None] | None) -> None:
+        self._log = log  # None: a scratch replay of records handed to it
         self.progress = progress
         self.queues: dict[int, _QueueIndex] = {}
         self.definitions: dict[tuple[str, ...], dict[str, Any]] = {}
@@ -242,10 +246,19 @@ class _Replay:
         self.dedup: dict[tuple[int, str, str], list[tuple[Any, float | None, int]]] = {}
         #: The owners of the DEDUP records the log ends with (see run).
         self.trailing_dedup: list[tuple[int, str, str]] = []
+        #: Seqs of REMOVE records whose entry was not found, per queue.
+        self.removed_elsewhere: dict[int, array[int]] = {}
         self.indexed: set[int] = set()
+        #: Each segment's size as found, before any torn tail was cut.
+        self.sizes: dict[int, int] = {}
         #: Idempotent producers' batches per stream, in log order:
         #: queue id -> [(producer id, epoch, first seq, last seq, first offset)].
         self.producers: dict[int, list[tuple[int, int, int, int, int]]] = {}
+
+    @property
+    def log(self) -> SegmentLog:
+        assert self._log is not None, "a scratch replay reads no log"
+        return self._log
 
     def ref(self, segment: int, target: int) -> None:
         if target != segment:
@@ -326,7 +339,7 @@ class _Replay:
             self.progress(Progress(done, total, self.records, self.messages, round(percent, 1)))
 
     def run(self) -> None:
-        sizes = self.log.segment_sizes()
+        sizes = self.sizes = self.log.segment_sizes()
         total_bytes, done_bytes = sum(sizes.values()), 0
         for done, (segment, size) in enumerate(sizes.items()):
             index = segment_index.decode(self.log.read_index(segment), segment, size,
@@ -488,6 +501,12 @@ class _Replay:
                     index, i, _ = found
                     self.ref(segment, index.segments[i])
                     index.flags[i] |= flag
+                elif flag == REMOVED:
+                    # Its entry's segment is gone: compacted, or lost (see _report_losses).
+                    removed = self.removed_elsewhere.get(queue_id)
+                    if removed is None:
+                        removed = self.removed_elsewhere[queue_id] = array("Q")
+                    removed.append(seq)
         elif kind in (records.COUNT, records.RETRY):
             queue_id, seq = records.ENTRY.unpack_from(payload)
             found = self._locate(queue_id, seq)
@@ -561,6 +580,104 @@ class _Replay:
                 if exchange is not None and target is not None:
                     exchange.bind(target, routing_key, dict(value["arguments"]))
         return queues
+
+
+def _read_manifest(directory: Path, segment_log: SegmentLog) -> Manifest | None:
+    path = directory / MANIFEST
+    try:
+        return manifest_file.decode(path.read_bytes())
+    except FileNotFoundError:
+        if len(segment_log.segments) > 1:
+            log.warning("store.manifest_missing", file=path.name,
+                        action="losses in sealed segments cannot be counted at this start; a new one is written")
+    except (OSError, ValueError) as error:
+        log.warning("store.manifest_damaged", file=path.name, error=str(error),
+                    action="losses in sealed segments cannot be counted at this start; a new one is written")
+    return None
+
+
+def found_summaries(replay: _Replay, sizes: dict[int, int]) -> dict[int, SegmentSummary]:
+    """What the replay found in each segment of ``sizes``, as manifest
+    summaries: a queue's entries are in log order, so a run of one
+    segment gives its count and its first and last seq."""
+    queues: dict[int, list[tuple[int, int, int, int]]] = {}
+    for queue_id, index in replay.queues.items():
+        start = 0
+        for segment, count in _runs(index.segments, 0, len(index.segments)):
+            queues.setdefault(segment, []).append(
+                (queue_id, count, index.seqs[start], index.seqs[start + count - 1]))
+            start += count
+    holds: dict[int, tuple[int, int, int]] = {}
+    ids = replay.holds.ids
+    start = 0
+    for segment, count in _runs(replay.holds.segments, 0, len(ids)):
+        holds[segment] = (count, ids[start], ids[start + count - 1])
+        start += count
+    return {segment: SegmentSummary(size, tuple(queues.get(segment, ())), holds.get(segment, (0, 0, 0)))
+            for segment, size in sizes.items()}
+
+
+def segment_summary(index: segment_index.SegmentIndex, size: int) -> SegmentSummary:
+    """The manifest summary of a segment just indexed (the driver's index
+    task): its records replayed into a scratch replay, so each kind means
+    what it means at start-up."""
+    scratch = _Replay(None, None)
+    for queue_id, rows in index.queues.items():
+        scratch._index(queue_id).extend(rows)
+    for offset, kind, payload in index.others:
+        scratch._record(index.segment, offset, kind, payload)
+    ids = scratch.holds.ids
+    return SegmentSummary(
+        size, tuple((queue_id, len(rows.seqs), min(rows.seqs), max(rows.seqs))
+                    for queue_id, rows in scratch.queues.items() if rows.seqs),
+        (len(ids), min(ids), max(ids)) if ids else (0, 0, 0))
+
+
+def _report_losses(replay: _Replay, manifest: Manifest, found: dict[int, SegmentSummary],
+                   queues: dict[int, Queue], damaged: set[int]) -> int:
+    """Compare each sealed segment's summary with what the replay found
+    there: entries missing that no later record removed are lost. One
+    ``store.messages_lost`` line per segment, naming the queues, how many
+    and which seqs (a stream's offsets). Returns how many were lost."""
+    removed = {queue_id: sorted(seqs) for queue_id, seqs in replay.removed_elsewhere.items()}
+    released = sorted(replay.holds.released)
+    total = 0
+    for segment, expected in sorted(manifest.summaries.items()):
+        got = found.get(segment)
+        if got is not None and got.size == expected.size and segment not in damaged:
+            continue
+        reason = ("missing" if got is None else f"cut to {got.size} of {expected.size} bytes"
+                  if got.size < expected.size else "damaged records")
+        present = {queue_id: count for queue_id, count, _, _ in (got.queues if got is not None else ())}
+        lost_queues: list[dict[str, Any]] = []
+        for queue_id, count, first, last in expected.queues:
+            queue = queues.get(queue_id)
+            if queue is None:
+                continue  # deleted since
+            gone = bisect.bisect_right(removed.get(queue_id, ()), last) - bisect.bisect_left(
+                removed.get(queue_id, ()), first)
+            if isinstance(queue, Stream):
+                retained = replay.truncations.get(queue_id, (0, 0))[0]
+                if last < retained:
+                    continue
+                gone = max(gone, retained - first)  # retention removed what came before
+            lost = count - present.get(queue_id, 0) - gone
+            if lost > 0:
+                lost_queues.append({"queue": queue.name, "vhost": queue.vhost.name, "messages": lost,
+                                    "offsets" if isinstance(queue, Stream) else "seqs": [first, last]})
+        count, first, last = expected.holds
+        held = count - (got.holds[0] if got is not None else 0) - (
+            bisect.bisect_right(released, last) - bisect.bisect_left(released, first)) if count else 0
+        messages = sum(int(item["messages"]) for item in lost_queues)
+        if messages or held > 0:
+            total += messages
+            log.warning("store.messages_lost", segment=f"{segment:010d}.seg", reason=reason, messages=messages,
+                        queues=lost_queues, held_delayed=max(held, 0))
+    newest = max(found, default=0)
+    if manifest.current > newest:
+        log.warning("store.segment_missing", segments=[f"{s:010d}.seg" for s in range(newest + 1, manifest.current + 1)],
+                    reason="the newest segments are gone", messages="unknown: not summarised until sealed")
+    return total
 
 
 #: Where the messages of a queue whose declaration is lost come back
@@ -683,10 +800,18 @@ def recover(
     started = time.perf_counter()
     replay = _Replay(segment_log, progress)
     replay.read_snapshot(directory)
+    manifest = _read_manifest(directory, segment_log)
     replay.run()
     replay.finish_definitions()
     queues = replay.restore_definitions(broker, now)
     quarantined = _quarantine(broker, queues, replay, now)
+    contents = found_summaries(replay, replay.sizes)
+    if manifest is not None:
+        _report_losses(replay, manifest, contents, queues, segment_log.damaged)
+    # What each sealed segment held when sealed, damaged or not, so a
+    # damaged one is reported at every start until compaction deletes it.
+    summaries = {segment: manifest.summaries.get(segment, summary) if manifest is not None else summary
+                 for segment, summary in contents.items() if segment != segment_log.current}
     live = replay.live
     restored = paged = 0
     messages: dict[int, Message] = {}  # those that several durable queues hold
@@ -765,4 +890,4 @@ def recover(
              held=report.held, segments=report.segments, seconds=round(report.seconds, 3))
     return Recovered(report, replay.next_msg, replay.next_queue, replay.definitions, replay.snapshot_segment,
                      replay.definition_segments, live, replay.refs, replay.indexed, group_records,
-                     replay.definition_records, replay.snapshot_lost)
+                     replay.definition_records, replay.snapshot_lost, summaries)

@@ -82,6 +82,11 @@ class Rows:
         self.sizes.append(size)
         self.flags.append(flags if expires != expires else flags | EXPIRES)  # NaN: no expiry
 
+    def extend(self, other: Rows) -> None:
+        self.segments.extend(other.segments)
+        for mine, theirs in zip(self.columns(), other.columns()):
+            mine.extend(theirs)  # type: ignore[arg-type]
+
     def columns(self) -> list[array[int] | array[float]]:
         """The columns an index file holds, in its order."""
         return [self.seqs, self.msg_ids, self.offsets, self.expires, self.priorities, self.sizes, self.flags]

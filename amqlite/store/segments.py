@@ -184,6 +184,8 @@ class SegmentLog:
         self._file_segment = 0
         #: Segments a failed write may have left bytes in beyond ``_written``.
         self._damaged: set[int] = set()
+        #: Segments whose replay skipped damaged records (start-up).
+        self.damaged: set[int] = set()
         #: Positions: every appended byte gets one; ``synced`` trails ``appended``.
         self.appended = 0
         self.synced = 0
@@ -255,6 +257,7 @@ class SegmentLog:
             skipped.append({"start": offset, "end": resume, "bytes": resume - offset, "records": records})
             offset = resume
         if skipped:
+            self.damaged.add(segment)
             counts = [item["records"] for item in skipped]
             log.warning(
                 "store.corrupt_segment",

@@ -49,6 +49,8 @@ class Store:
         journal.commit(position)
         if obsolete and journal.needs_snapshot(obsolete) or snapshot and journal.snapshot_stale:
             self.write_snapshot()
+        if obsolete:
+            journal.write_manifest(journal.manifest_payload(obsolete))
         deleted = journal.delete_segments(obsolete) if obsolete else []
         journal.forget(deleted)
         if index:
@@ -63,10 +65,15 @@ class Store:
     def index(self) -> list[int]:
         """Write the index files of sealed segments, as the driver's index
         task does. Returns the segments indexed."""
-        segments = self.journal.unindexed_segments()
+        journal = self.journal
+        segments = journal.unindexed_segments()
         for segment in segments:
-            self.journal.index_segment(segment)
-            self.journal.indexed(segment)
+            summary = journal.index_segment(segment)
+            journal.indexed(segment)
+            if summary is not None:
+                journal.summarized(segment, summary)
+        if journal.manifest_stale:
+            journal.write_manifest(journal.manifest_payload())
         return segments
 
     def page_in(self, now: float = 1000.0) -> int:

@@ -124,3 +124,118 @@ def test_messages_of_a_queue_with_no_declaration_left_come_back_in_quarantine(tm
     assert not events(logs, "store.queue_quarantined")  # a queue like any other now
     assert [body for body, _ in drain(store.ch, name)] == [b"%d" % i for i in range(40)]
     store.close()
+
+
+def published(directory: Path, *, stream: bool = False, acks: int = 0, compact: bool = True) -> tuple[int, list[int]]:
+    """200 messages on "q" in segments of 4 KiB, the first ``acks`` acked,
+    everything written and indexed (so the manifest knows every sealed
+    segment). Returns how many are left and the sealed segments."""
+    store = Store(directory, segment_size=4096)
+    arguments = {"x-queue-type": "stream"} if stream else {}
+    store.ch.declare_queue("q", durable=True, now=NOW, arguments=arguments)
+    for i in range(200):
+        store.ch.publish(b"%03d" % i + b"." * 60, routing_key="q", properties=PERSISTENT, now=NOW)
+    for _ in range(acks):
+        got = store.ch.get("q", now=NOW)
+        assert got is not None
+        store.ch.ack(got.delivery_tag, now=NOW)
+    store.sync(compact=compact)
+    store.sync(compact=compact)
+    sealed = store.segments()[:-1]
+    assert len(sealed) >= 3
+    store.close()
+    return 200 - acks, sealed
+
+
+def lost_lines(logs: list[dict]) -> list[dict]:
+    return events(logs, "store.messages_lost")
+
+
+def test_a_deleted_sealed_segment_is_reported_with_its_queue_and_count(tmp_path: Path) -> None:
+    left, sealed = published(tmp_path, acks=5)  # acked ones are not lost
+    segment(tmp_path, sealed[1]).unlink()
+    with capture_logs() as logs:
+        store = Store(tmp_path, segment_size=4096)
+    [line] = lost_lines(logs)
+    back = len(drain(store.ch, "q"))
+    assert line["segment"] == f"{sealed[1]:010d}.seg" and line["reason"] == "missing"
+    [queue] = line["queues"]
+    assert queue["queue"] == "q" and queue["messages"] == line["messages"] == left - back > 0
+    store.index()  # the driver writes the manifest again at once
+    store.close()
+    with capture_logs() as logs:
+        Store(tmp_path, segment_size=4096).close()
+    assert not lost_lines(logs)  # said once
+
+
+def test_a_deleted_segment_whose_messages_were_all_acked_loses_nothing(tmp_path: Path) -> None:
+    left, sealed = published(tmp_path, acks=62, compact=False)
+    store = Store(tmp_path, segment_size=4096)
+    assert sealed[1] in store.journal.obsolete_segments()  # all acked, compaction not yet run
+    store.crash()
+    segment(tmp_path, sealed[1]).unlink()
+    with capture_logs() as logs:
+        store = Store(tmp_path, segment_size=4096)
+    assert not lost_lines(logs)
+    assert len(drain(store.ch, "q")) == left
+    store.close()
+
+
+def test_a_segment_cut_in_half_reports_the_messages_cut(tmp_path: Path) -> None:
+    left, sealed = published(tmp_path)
+    path = segment(tmp_path, sealed[0])
+    size = path.stat().st_size
+    path.write_bytes(path.read_bytes()[: size // 2])
+    with capture_logs() as logs:
+        store = Store(tmp_path, segment_size=4096)
+    [line] = lost_lines(logs)
+    back = len(drain(store.ch, "q"))
+    assert line["reason"] == f"cut to {size // 2} of {size} bytes"
+    assert line["messages"] == left - back > 0
+    store.close()
+
+
+def test_a_flipped_byte_in_a_message_reports_that_message(tmp_path: Path) -> None:
+    left, sealed = published(tmp_path)
+    flip(segment(tmp_path, sealed[1]), 300)
+    with capture_logs() as logs:
+        store = Store(tmp_path, segment_size=4096)
+    [line] = lost_lines(logs)
+    assert line["reason"] == "damaged records" and line["messages"] == 1
+    assert len(drain(store.ch, "q")) == left - 1
+    store.close()
+
+
+def test_a_stream_reports_the_offsets_it_lost(tmp_path: Path) -> None:
+    _, sealed = published(tmp_path, stream=True)
+    segment(tmp_path, sealed[1]).unlink()
+    with capture_logs() as logs:
+        store = Store(tmp_path, segment_size=4096)
+    [line] = lost_lines(logs)
+    [queue] = line["queues"]
+    first, last = queue["offsets"]
+    assert queue["messages"] == last - first + 1 > 0 and first > 0
+    store.close()
+
+
+def test_compaction_is_not_taken_for_loss(tmp_path: Path) -> None:
+    left, sealed = published(tmp_path, acks=120)
+    assert sealed[0] > 1  # the first segments were compacted
+    with capture_logs() as logs:
+        store = Store(tmp_path, segment_size=4096)
+    assert not lost_lines(logs) and not events(logs, "store.manifest_missing")
+    assert len(drain(store.ch, "q")) == left
+    store.close()
+
+
+def test_a_deleted_manifest_is_reported_and_written_again(tmp_path: Path) -> None:
+    from amqlite.store.manifest import MANIFEST
+
+    published(tmp_path)
+    (tmp_path / MANIFEST).unlink()
+    with capture_logs() as logs:
+        store = Store(tmp_path, segment_size=4096)
+    assert events(logs, "store.manifest_missing")
+    store.index()
+    store.close()
+    assert (tmp_path / MANIFEST).exists()

@@ -90,8 +90,10 @@ def test_flipped_byte_in_an_older_segment_keeps_the_rest_of_it(tmp_path: Path) -
         store = Store(tmp_path, segment_size=8192, queue_budget=100_000)
     assert bodies(store) == [b"m%05d" % i for i in range(600) if i != lost]
     assert path.stat().st_size == before
-    assert [(e["event"], e["skipped_bytes"]) for e in logs if e["log_level"] == "warning"] == [
-        ("store.corrupt_segment", size)]
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [(e["event"], e.get("skipped_bytes")) for e in warnings] == [
+        ("store.corrupt_segment", size), ("store.messages_lost", None)]
+    assert warnings[1]["segment"] == path.name and warnings[1]["messages"] == 1  # the one message, named
     store.close()
 
 
@@ -108,7 +110,8 @@ def test_garbage_to_the_end_of_an_older_segment_is_left_on_disk(tmp_path: Path) 
     lost = found.index((path, offset, size))
     assert bodies(store) == [b"m%05d" % i for i in range(300) if i != lost]
     assert path.read_bytes() == before
-    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["store.corrupt_segment"]
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["store.corrupt_segment",
+                                                                           "store.messages_lost"]
     store.close()
 
 
