@@ -459,7 +459,8 @@ class ServerConnection:
         assert user is not None
         self._check_connection_limits(user, vhost)
         self.vhost = vhost
-        self.core = self.broker.connect(vhost, user=user.name, name=self.peer, access=user.access(vhost))
+        self.core = self.broker.connect(vhost, user=user.name, name=self.peer, access=user.access(vhost),
+                                        client_properties=self._handshake.client_properties)
         self.state = State.OPEN
         self._send(0, spec.Connection.OpenOk())
         if self.on_open is not None:

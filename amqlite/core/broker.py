@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from typing import Callable, Container
+from typing import Any, Callable, Container, Mapping
 
 from .connection import Connection
 from .. import defaults
@@ -57,11 +57,12 @@ class Broker:
         return vhost
 
     def connect(self, vhost: str = "/", *, user: str = "guest", name: str = "",
-                access: Access | None = None) -> Connection:
+                access: Access | None = None, client_properties: Mapping[str, Any] | None = None) -> Connection:
         target = self.vhosts.get(vhost)
         if target is None:
             raise NotAllowed(f"vhost {vhost} not found")
-        connection = Connection(self, target, user=user, name=name, access=access)
+        connection = Connection(self, target, user=user, name=name, access=access,
+                                client_properties=client_properties or {})
         self.connections.add(connection)
         return connection
 

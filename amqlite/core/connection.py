@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .channel import Channel
 from .errors import ChannelStateError
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 class Connection:
     def __init__(self, broker: Broker, vhost: VirtualHost, *, user: str = "guest", name: str = "",
-                 access: Access | None = None) -> None:
+                 access: Access | None = None, client_properties: Mapping[str, Any] | None = None) -> None:
         self.broker = broker
         self.vhost = vhost
         self.user = user
@@ -24,6 +24,9 @@ class Connection:
         #: definitions import, the management API acting as an administrator).
         self.access = access
         self.name = name
+        #: What the client said about itself in connection.start-ok (product,
+        #: version, the connection_name its user gave it), for the management API.
+        self.client_properties: Mapping[str, Any] = client_properties or {}
         self.channels: dict[int, Channel] = {}
         self.exclusive_queues: set[Queue] = set()
         self.closed = False

@@ -152,7 +152,7 @@ def overview(broker: Broker, *, listeners: list[dict[str, Any]], version: str) -
 
 
 def connection_info(connection: Connection) -> dict[str, Any]:
-    return {
+    shown = {
         "name": connection.name,
         "user": connection.user,
         "vhost": connection.vhost.name,
@@ -160,7 +160,14 @@ def connection_info(connection: Connection) -> dict[str, Any]:
         "state": "running",
         "protocol": "AMQP 0-9-1",
         "node": "amqlite",
+        "client_properties": jsonable(dict(connection.client_properties)),
     }
+    # RabbitMQ's field for the name a client gives its connection (pika's
+    # client_properties={"connection_name": ...}), there only when given.
+    given = connection.client_properties.get("connection_name")
+    if isinstance(given, str) and given:
+        shown["user_provided_name"] = given
+    return shown
 
 
 def _channel_name(channel: Channel) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -35,11 +36,15 @@ def browser() -> Iterator[webdriver.Chrome]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM  # type: ignore[assignment]
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1200,900"):
+                 "--window-size=1200,900", "--lang=en-US"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     yield driver
+    # The dashboard works under its own Content-Security-Policy: nothing it does is refused.
+    refused = [entry["message"] for entry in driver.get_log("browser") if "Content Security Policy" in entry["message"]]
     driver.quit()
+    assert not refused, refused
 
 
 def wait(driver: webdriver.Chrome, condition: object, timeout: float = 15) -> object:
@@ -160,6 +165,10 @@ def test_redrive_a_dead_letter_queue_from_its_page(managed: ManagedServerThread,
     channel.queue_delete("parking")  # behind the page's back: Get shows the API's error
     browser.find_element(By.ID, "get").click()
     wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "error"), "Object Not Found: Not Found"))
+    # ... where the eye is: beside the forms, and at the top of the window.
+    assert text_of(browser, "#action-error") == "Object Not Found: Not Found"
+    error, main = browser.find_element(By.ID, "error"), browser.find_element(By.ID, "main")
+    assert error.location["y"] < main.location["y"]
     connection.close()
 
 
@@ -212,7 +221,70 @@ def test_a_streams_page_shows_its_offsets_and_its_groups(managed: ManagedServerT
     log_in(browser, managed, page="queue/%2F/signups")
     wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "stream-offsets"), "offsets 0 to 4"))
     assert browser.find_element(By.TAG_NAME, "h1").text == "Stream signups"
+    # Get and Purge always fail on a stream: not offered.
+    assert not browser.find_elements(By.ID, "get") and not browser.find_elements(By.ID, "purge")
+    assert browser.find_element(By.ID, "publish").is_displayed()
     row = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#stream-groups tbody td")]
     assert row[:3] == ["mailer", "3", "2"]
     reader.connection.close()
     connection.close()
+
+
+def test_a_refused_action_shows_an_error_and_keeps_the_user_logged_in(managed: ManagedServerThread,
+                                                                     browser: webdriver.Chrome) -> None:
+    """A monitoring user sees everyone's connections but may not close
+    another user's: RabbitMQ's 401 not_authorised is an error on the page,
+    not the end of the session (only credentials that fail do that)."""
+    victim = managed.connect()
+    log_in(browser, managed, user="monitor", password="pw")
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "who"), "monitor"))
+    browser.get(f"http://127.0.0.1:{managed.management_port}/#/connections")
+    close = "#connections button.close"
+    wait(browser, expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, close))).click()  # type: ignore[union-attr]
+    wait(browser, expected_conditions.alert_is_present()).accept()  # type: ignore[attr-defined]
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "error"), "not authorised to access"))
+    assert browser.current_url.endswith("#/connections")
+    assert browser.find_element(By.ID, "nav").is_displayed()
+    assert text_of(browser, "#who") == "monitor"
+    victim.process_data_events(time_limit=0.2)
+    assert victim.is_open
+    victim.close()
+
+
+def test_a_missing_queue_shows_nothing_of_the_queue_before(managed: ManagedServerThread,
+                                                            browser: webdriver.Chrome) -> None:
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.queue_declare("present")
+    for _ in range(1234):
+        channel.basic_publish("", "present", b"x")
+    log_in(browser, managed, page="queue/%2F/present")
+    # Counts with thousands separators.
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "queue-messages"), "1,234"))
+    browser.get(f"http://127.0.0.1:{managed.management_port}/#/queue/%2F/absent")
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "error"), "Object Not Found"))
+    assert not browser.find_elements(By.ID, "queue-messages")
+    assert "present" not in text_of(browser, "#main")
+    connection.close()
+
+
+def test_connections_show_the_name_the_client_gave(managed: ManagedServerThread, browser: webdriver.Chrome) -> None:
+    named = managed.connect(client_properties={"connection_name": "billing-worker"})
+    unnamed = managed.connect()
+    log_in(browser, managed, page="connections")
+    wait(browser, expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#connections tbody tr")))
+    wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#connections tbody tr")) == 2)
+    names = sorted(row.find_element(By.CSS_SELECTOR, "td").text
+                   for row in browser.find_elements(By.CSS_SELECTOR, "#connections tbody tr"))
+    assert names == ["", "billing-worker"]
+    named.close()
+    unnamed.close()
+
+
+def test_the_rate_chart_has_a_time_axis(managed: ManagedServerThread, browser: webdriver.Chrome) -> None:
+    log_in(browser, managed)
+    # Two samples of the overview (the page polls every 5 s) make the first rate.
+    wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, "#rates-axis span")) == 3, timeout=20)
+    labels = [span.text for span in browser.find_elements(By.CSS_SELECTOR, "#rates-axis span")]
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d( [AP]M)?", label) for label in labels), labels
+    assert labels[0] <= labels[2] or labels[2].startswith("00")  # oldest on the left

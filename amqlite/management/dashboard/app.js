@@ -10,6 +10,8 @@ const SCRIPT = { "X-Requested-With": "XMLHttpRequest" };
 const main = document.getElementById("main");
 const errorBox = document.getElementById("error");
 let timer = null;
+// The page the content on screen belongs to (its hash).
+let shown = null;
 
 function credentials() {
   return sessionStorage.getItem("amqlite-auth");
@@ -21,7 +23,9 @@ async function api(method, path, body, headers = {}) {
     headers: { Authorization: "Basic " + credentials(), "Content-Type": "application/json", ...SCRIPT, ...headers },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  if (response.status === 401 && path !== "/api/whoami") {
+  // RabbitMQ answers 401 both to credentials that no longer log in and to
+  // an action the user may not take: only the first ends the session.
+  if (response.status === 401 && path !== "/api/whoami" && !(await loggedIn())) {
     sessionStorage.removeItem("amqlite-auth");
     location.hash = "#/login";
     throw new Error("Login failed");
@@ -36,16 +40,28 @@ async function api(method, path, body, headers = {}) {
   return text ? JSON.parse(text) : null;
 }
 
+async function loggedIn() {
+  const response = await fetch("/api/whoami", { headers: { Authorization: "Basic " + credentials(), ...SCRIPT } });
+  return response.ok;
+}
+
+// Counts with thousands separators, in the browser's language.
+const fmt = (value) => typeof value === "number" ? value.toLocaleString() : value;
+
 function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attributes)) {
     if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    // Through the CSSOM: the Content-Security-Policy refuses style attributes.
+    else if (key === "style") node.style.cssText = value;
     else node.setAttribute(key, value);
   }
   for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   return node;
 }
 
+// Errors show at the top of the window (the box stays there as the page
+// scrolls), and an action's also beside the action (see queuePage).
 function showError(error) {
   errorBox.textContent = error ? String(error.message || error) : "";
   errorBox.hidden = !error;
@@ -78,7 +94,7 @@ function table(columns, rows, { id, sortable = false } = {}) {
     }
     body.replaceChildren(...sorted.map((row) => el("tr", { "data-name": row.name ?? "" },
       ...columns.map((c) => el("td", typeof row.values[c.key] === "number" ? { class: "num" } : {},
-        row.cells && row.cells[c.key] ? row.cells[c.key] : row.values[c.key] ?? "")))));
+        row.cells && row.cells[c.key] ? row.cells[c.key] : fmt(row.values[c.key] ?? ""))))));
   };
   for (const c of columns) {
     const attributes = sortable ? { "data-key": c.key } : {};
@@ -137,33 +153,49 @@ const SERIES = [
   ["ack", "acked", "#ff7f0e"], ["dead_lettered", "dead-lettered", "#d62728"],
 ];
 
+// Rates between consecutive samples, each at the time of the later one.
 function rates() {
   const points = [];
   for (let i = 1; i < history.length; i++) {
     const [t0, a] = history[i - 1], [t1, b] = history[i];
     const seconds = Math.max((t1 - t0) / 1000, 0.001);
-    points.push(Object.fromEntries(SERIES.map(([key]) => [key, Math.max(0, ((b[key] || 0) - (a[key] || 0)) / seconds)])));
+    points.push({ time: t1, ...Object.fromEntries(SERIES.map(([key]) =>
+      [key, Math.max(0, ((b[key] || 0) - (a[key] || 0)) / seconds)])) });
   }
   return points;
 }
 
-function drawChart(canvas) {
+const clock = (time) => new Date(time).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+
+// The lines over a time axis: x is each sample's time, labelled below the
+// chart at its start, middle and end (the axis element).
+function drawChart(canvas, axis) {
   const ctx = canvas.getContext("2d");
   const points = rates();
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   const top = Math.max(1, ...points.flatMap((p) => SERIES.map(([key]) => p[key])));
+  const first = points.length ? points[0].time : Date.now(), last = points.length ? points.at(-1).time : first;
+  const span = Math.max(1, last - first);
+  const xOf = (time) => ((time - first) / span) * (canvas.width - 10) + 5;
+  ctx.strokeStyle = "#eee";
+  for (const time of [first, first + span / 2, last]) {
+    ctx.beginPath();
+    ctx.moveTo(xOf(time), 0);
+    ctx.lineTo(xOf(time), canvas.height);
+    ctx.stroke();
+  }
   for (const [key, , colour] of SERIES) {
     ctx.strokeStyle = colour;
     ctx.beginPath();
     points.forEach((p, i) => {
-      const x = (i / Math.max(1, points.length - 1)) * (canvas.width - 10) + 5;
       const y = canvas.height - 5 - (p[key] / top) * (canvas.height - 20);
-      i ? ctx.lineTo(x, y) : ctx.moveTo(x, y);
+      i ? ctx.lineTo(xOf(p.time), y) : ctx.moveTo(xOf(p.time), y);
     });
     ctx.stroke();
   }
   ctx.fillStyle = "#555";
   ctx.fillText(`${top.toFixed(1)} msg/s`, 8, 12);
+  axis.replaceChildren(...(points.length ? [first, first + span / 2, last] : []).map((t) => el("span", {}, clock(t))));
 }
 
 async function overviewPage() {
@@ -172,8 +204,9 @@ async function overviewPage() {
   history.push([Date.now(), stats]);
   if (history.length > 60) history.shift();
   const totals = data.queue_totals, objects = data.object_totals;
-  const box = (label, value, id) => el("div", {}, label, el("b", { id }, value));
+  const box = (label, value, id) => el("div", {}, label, el("b", { id }, fmt(value)));
   const canvas = el("canvas", { id: "rates", width: 640, height: 200 });
+  const axis = el("div", { id: "rates-axis", class: "axis" });
   const last = rates().at(-1) || {};
   main.replaceChildren(
     el("h1", {}, "Overview"),
@@ -185,8 +218,8 @@ async function overviewPage() {
     el("h2", {}, "Message rates"),
     el("p", { class: "legend" }, ...SERIES.map(([key, label, colour]) =>
       el("span", { style: `color:${colour}` }, `${label} ${(last[key] || 0).toFixed(1)}/s`))),
-    canvas);
-  drawChart(canvas);
+    canvas, axis);
+  drawChart(canvas, axis);
 }
 
 function queueRow(q) {
@@ -275,17 +308,27 @@ async function queuePage(vhost, name) {
   const output = el("div", { id: "queue-output" });
   const totals = el("div", { class: "totals" });
   const showCounts = (q) => totals.replaceChildren(
-    el("div", {}, "Messages", el("b", { id: "queue-messages" }, q.messages)),
-    el("div", {}, "Ready", el("b", {}, q.messages_ready)),
-    el("div", {}, "Unacked", el("b", {}, q.messages_unacknowledged)),
-    el("div", {}, "Paged", el("b", {}, q.messages_paged ?? 0)),
-    el("div", {}, "Consumers", el("b", {}, q.consumers)));
+    el("div", {}, "Messages", el("b", { id: "queue-messages" }, fmt(q.messages))),
+    el("div", {}, "Ready", el("b", {}, fmt(q.messages_ready))),
+    el("div", {}, "Unacked", el("b", {}, fmt(q.messages_unacknowledged))),
+    el("div", {}, "Paged", el("b", {}, fmt(q.messages_paged ?? 0))),
+    el("div", {}, "Consumers", el("b", {}, fmt(q.consumers))));
   // After an action, the counts it changed; the forms and the output stay as they are.
   const refreshCounts = async () => showCounts(await api("GET", path));
   showCounts(queue);
+  // An action's error shows beside the forms, where the user just clicked, and at the top.
+  const actionError = el("p", { id: "action-error", class: "error", role: "alert", hidden: "" });
   const act = (fn) => async (event) => {
     event.preventDefault();
-    try { showError(null); await fn(); } catch (error) { showError(error); }
+    try {
+      showError(null);
+      actionError.hidden = true;
+      await fn();
+    } catch (error) {
+      showError(error);
+      actionError.textContent = String(error.message || error);
+      actionError.hidden = false;
+    }
   };
   const count = el("input", { id: "get-count", type: "number", value: 5, min: 1, style: "width:5em" });
   const ackmode = el("select", { id: "get-ackmode" },
@@ -329,16 +372,20 @@ async function queuePage(vhost, name) {
   const redriveForm = el("form", { class: "inline", onsubmit: redrive }, redriveTo, el("button", { id: "redrive" }, "Redrive"));
   redriveForm.hidden = !deadLetterQueue(name, bindings, neighbours);
   const mine = consumers.filter((c) => c.queue.name === name);
+  // A stream is read by consumers from an offset: RabbitMQ refuses basic.get and purge on one.
+  const stream = queue.type === "stream";
   main.replaceChildren(
-    el("h1", {}, `${queue.type === "stream" ? "Stream" : "Queue"} ${name}`),
+    el("h1", {}, `${stream ? "Stream" : "Queue"} ${name}`),
     el("p", {}, `vhost ${vhost}; ${queue.durable ? "durable" : "transient"}; arguments ${JSON.stringify(queue.arguments)}`),
     totals,
     ...streamSection(queue),
-    el("form", { class: "inline", onsubmit: getMessages }, "Get", count, ackmode, el("button", { id: "get" }, "Get messages")),
+    ...(stream ? [] : [el("form", { class: "inline", onsubmit: getMessages }, "Get", count, ackmode,
+                          el("button", { id: "get" }, "Get messages"))]),
     el("form", { class: "inline", onsubmit: publish }, payload, el("button", { id: "publish" }, "Publish")),
     redriveForm,
-    el("form", { class: "inline" }, el("button", { id: "purge", onclick: purge }, "Purge"),
+    el("form", { class: "inline" }, ...(stream ? [] : [el("button", { id: "purge", onclick: purge }, "Purge")]),
       el("button", { id: "delete", onclick: remove }, "Delete")),
+    actionError,
     output,
     el("h2", {}, "Bindings"),
     table([{ key: "source", label: "From" }, { key: "routing_key", label: "Routing key" }],
@@ -368,10 +415,12 @@ async function connectionsPage() {
       render();
     } catch (error) { showError(error); }
   };
+  // The name a client gave its connection (user_provided_name) says whose it is better than its address.
   main.replaceChildren(el("h1", {}, "Connections"), table(
-    [{ key: "name", label: "Name" }, { key: "user", label: "User" }, { key: "vhost", label: "Vhost" },
-     { key: "channels", label: "Channels" }, { key: "close", label: "" }],
-    connections.map((c) => ({ name: c.name, values: { name: c.name, user: c.user, vhost: c.vhost, channels: c.channels },
+    [{ key: "client", label: "Client name" }, { key: "name", label: "Address" }, { key: "user", label: "User" },
+     { key: "vhost", label: "Vhost" }, { key: "channels", label: "Channels" }, { key: "close", label: "" }],
+    connections.map((c) => ({ name: c.name, values: { client: c.user_provided_name ?? "", name: c.name, user: c.user,
+                                                      vhost: c.vhost, channels: c.channels },
                               cells: { close: el("button", { class: "close", onclick: close(c.name) }, "Close") } })),
     { id: "connections" }));
 }
@@ -403,8 +452,13 @@ async function render() {
   try {
     if (page === "queue") await queuePage(decodeURIComponent(rest[0]), decodeURIComponent(rest[1]));
     else await (pages[page] || overviewPage)();
+    shown = location.hash;
     showError(null);
   } catch (error) {
+    // A page that could not load shows nothing of the page before it (a
+    // missing queue must not show the last queue's heading and counts); a
+    // list whose refresh failed keeps its last content under the error.
+    if (shown !== location.hash) main.replaceChildren();
     showError(error);
   }
   // Lists refresh themselves; a queue page waits for the user (its forms keep their input).
