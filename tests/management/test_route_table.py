@@ -11,6 +11,7 @@ the test's time."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 import time
 import uuid
 from typing import Any, Iterator
@@ -232,3 +233,12 @@ def test_every_route_answers_every_kind_of_user_as_rabbitmq_does(fixtures: tuple
     differences = {key: (theirs[key], mine[key]) for key in theirs if theirs[key] != mine[key]}
     assert not differences, "\n".join(f"{m} {p} as {k}: RabbitMQ {t}, amqlite {o}"
                                       for (m, p, k), (t, o) in sorted(differences.items()))
+
+
+def test_the_docs_list_every_route_with_its_rule() -> None:
+    """docs/management.md's route table is the table's: same rows, same rules."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "management.md").read_text()
+    listed = set(re.findall(r"^\| (GET|PUT|POST|DELETE) \| `([^`]+)` \| [^|]+ \| ([^|]+?) \|", docs, re.M))
+    short = {"any": "ANY", "vhost": "VHOST", "vhost, visible": "VHOST_VISIBLE", "owner": "OWNER",
+             "policymaker": "POLICYMAKER", "administrator": "ADMINISTRATOR"}
+    assert {(m, p, short[w]) for m, p, w in listed} == {(r.method, r.path, r.who.name) for r in ROUTES}
