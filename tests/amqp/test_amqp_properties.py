@@ -139,3 +139,48 @@ def test_a_long_header_added_to_encoded_properties_decodes_as_if_encoded_with_it
         class_id, size, decoded = P.decode_content_header(stamped)
         assert (class_id, size) == (P.BASIC_CLASS_ID, 123)
         assert decoded == props._replace(headers={**(props.headers or {}), "x-stream-offset": value})
+
+
+# -- check_properties: what the embedded and management APIs accept ------
+
+#: Any Python value a caller might pass as a property, of any type.
+anything = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(),
+                     st.text(max_size=300), st.binary(max_size=10), st.lists(st.integers(), max_size=3),
+                     st.dictionaries(st.text(max_size=5), st.integers(), max_size=3))
+
+
+@given(st.dictionaries(st.sampled_from(P.BasicProperties._fields), anything, max_size=3))
+def test_what_the_check_accepts_always_encodes(values: dict[str, object]) -> None:
+    candidate = P.BasicProperties(**values)  # type: ignore[arg-type]
+    try:
+        P.check_properties(candidate)
+    except P.InvalidProperty as refused:
+        assert refused.field in P.BasicProperties._fields
+        return
+    P.encode_properties(candidate)  # raises nothing
+
+
+@given(properties)
+def test_the_check_accepts_every_decodable_set_of_properties(given_properties: P.BasicProperties) -> None:
+    P.check_properties(given_properties)
+    P.check_properties(P.decode_content_header(P.encode_content_header(60, 0, given_properties))[2])
+
+
+@pytest.mark.parametrize("properties, reason", [
+    (P.BasicProperties(priority="high"), ("not_int", "priority")),  # type: ignore[arg-type]
+    (P.BasicProperties(delivery_mode=True), ("not_int", "delivery_mode")),
+    (P.BasicProperties(priority=256), ("out_of_range", "priority")),
+    (P.BasicProperties(timestamp=-1), ("out_of_range", "timestamp")),
+    (P.BasicProperties(app_id=b"x"), ("not_string", "app_id")),  # type: ignore[arg-type]
+    (P.BasicProperties(message_id="\ud800"), ("not_encodable", "message_id")),
+    (P.BasicProperties(reply_to="é" * 128), ("too_long", "reply_to")),
+    (P.BasicProperties(headers=[1]), ("not_table", "headers")),  # type: ignore[arg-type]
+    (P.BasicProperties(headers={"k": object()}), ("not_encodable", "headers")),
+    (P.BasicProperties(headers={"k": 2**64}), ("not_encodable", "headers")),
+])
+def test_the_check_names_the_property_and_the_problem(properties: P.BasicProperties,
+                                                      reason: tuple[str, str]) -> None:
+    with pytest.raises(P.InvalidProperty) as refused:
+        P.check_properties(properties)
+    assert (refused.value.reason, refused.value.field) == reason
+    assert isinstance(refused.value, ValueError)
