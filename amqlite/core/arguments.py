@@ -44,6 +44,8 @@ EQUIVALENCE_KEYS = (
     "x-max-age",
     "x-stream-max-segment-size-bytes",
     "x-consumer-timeout",
+    "x-message-group-header",
+    "x-message-group-in-flight",
 )
 
 
@@ -85,6 +87,11 @@ class QueueSettings:
     #: x-consumer-timeout in seconds: a delivery unacked for longer closes
     #: its channel (core/channel.py). None: the broker's default applies.
     consumer_timeout: float | None = None
+    #: x-message-group-header: the header whose value groups messages
+    #: (core/messagegroups.py); None: no groups.
+    group_header: str | None = None
+    #: x-message-group-in-flight: messages of one group out at once.
+    group_in_flight: int = 1
 
 
 def _fail(key: str, what: str, name: str, vhost: str, value: Any) -> PreconditionFailed:
@@ -157,6 +164,12 @@ def queue_settings(args: Mapping[str, Any] | None, name: str, vhost: str) -> Que
     if limit is None and retry is not None:
         limit = DEFAULT_RETRY_DELIVERY_LIMIT
     consumer_timeout = _int(args, "x-consumer-timeout", name, vhost, 0)
+    group_header = _str(args, "x-message-group-header", name, vhost)
+    if group_header == "":
+        raise _invalid("x-message-group-header", '"expected a header name"', name, vhost)
+    group_in_flight = _int(args, "x-message-group-in-flight", name, vhost, 1)
+    if group_in_flight is not None and group_header is None:
+        raise _invalid("x-message-group-in-flight", "group_in_flight_but_no_group_header", name, vhost)
     return QueueSettings(
         message_ttl=None if ttl is None else ttl / 1000,
         expires=None if expires is None else expires / 1000,
@@ -170,6 +183,8 @@ def queue_settings(args: Mapping[str, Any] | None, name: str, vhost: str) -> Que
         delivery_limit=limit,
         retry=retry,
         consumer_timeout=None if consumer_timeout is None else consumer_timeout / 1000,
+        group_header=group_header,
+        group_in_flight=1 if group_in_flight is None else group_in_flight,
     )
 
 
@@ -180,6 +195,7 @@ NOT_FOR_STREAMS = (
     "x-message-ttl", "x-expires", "x-max-length", "x-overflow", "x-dead-letter-exchange",
     "x-dead-letter-routing-key", "x-max-priority", "x-single-active-consumer", "x-delivery-limit",
     "x-delayed-retry-min", "x-delayed-retry-max", "x-delayed-retry-multiplier",
+    "x-message-group-header", "x-message-group-in-flight",
 )
 #: RabbitMQ's default segment size for streams.
 DEFAULT_STREAM_SEGMENT_SIZE = 500_000_000

@@ -19,6 +19,7 @@ from .dedup import deduplicator_for
 from .errors import AccessRefused
 from .events import WAIT_FOR_DISK, WaitForDisk
 from .message import DELAYED, GONE, READY, UNACKED, Entry, Message
+from .messagegroups import PARK_LIMIT, MessageGroups
 from .ready import PagedRef
 from .stats import AT_MOST_ONCE, DISABLED, QueueStats
 
@@ -81,6 +82,9 @@ class Queue:
         # (due, seq, entry) for entries waiting out a retry delay.
         self._retry: list[tuple[float, int, Entry]] = []
         self.stats = QueueStats()
+        #: x-message-group-header (core/messagegroups.py); None without.
+        self.groups = (None if settings.group_header is None
+                       else MessageGroups(settings.group_header, settings.group_in_flight))
         #: x-message-deduplication (core/dedup.py); its window is journalled
         #: on a durable queue.
         self.deduplicator = deduplicator_for(self.arguments, f"queue '{name}' in vhost '{vhost.name}'")
@@ -96,7 +100,13 @@ class Queue:
     @property
     def message_count(self) -> int:
         """Ready messages, as reported by queue.declare-ok and basic.get-ok."""
-        return self.ready.count
+        groups = self.groups
+        return self.ready.count if groups is None else self.ready.count + groups.parked
+
+    @property
+    def _ready_bytes(self) -> int:
+        groups = self.groups
+        return self.ready.bytes if groups is None else self.ready.bytes + groups.parked_bytes
 
     @property
     def consumer_count(self) -> int:
@@ -144,6 +154,8 @@ class Queue:
             ttl = message_ttl
         if ttl is not None:
             self._index_expiry(entry, now + ttl)
+        if self.groups is not None:
+            self.groups.joined(entry, now)
         self.backing.append(entry)
         self.stats.publish += 1
         if self.consumers:
@@ -157,16 +169,16 @@ class Queue:
         return True
 
     def _full(self, incoming: int) -> bool:
-        settings, ready = self.settings, self.ready
-        if settings.max_length is not None and ready.count + 1 > settings.max_length:
+        settings = self.settings
+        if settings.max_length is not None and self.message_count + 1 > settings.max_length:
             return True
-        return settings.max_length_bytes is not None and ready.bytes + incoming > settings.max_length_bytes
+        return settings.max_length_bytes is not None and self._ready_bytes + incoming > settings.max_length_bytes
 
     def _drop_head_over_limit(self, now: float) -> None:
         settings, ready = self.settings, self.ready
         while ready.count and (
-            (settings.max_length is not None and ready.count > settings.max_length)
-            or (settings.max_length_bytes is not None and ready.bytes > settings.max_length_bytes)
+            (settings.max_length is not None and self.message_count > settings.max_length)
+            or (settings.max_length_bytes is not None and self._ready_bytes > settings.max_length_bytes)
         ):
             entry = self._pop_ready()
             if entry is None:
@@ -178,6 +190,8 @@ class Queue:
 
     def _leave(self, entry: Entry) -> None:
         """The entry is done here: acked, dead-lettered, expired or dropped."""
+        if self.groups is not None:
+            self.groups.left(entry)
         entry.state = GONE
         self.backing.removed(entry)
 
@@ -187,20 +201,39 @@ class Queue:
             self._expiring -= 1
         return entry
 
+    def _next_ready(self) -> Entry | None:
+        """The next message that may go out: the head of the ready list,
+        or with message groups the next whose group's turn it is (others
+        are parked on the way, and count as ready still)."""
+        groups = self.groups
+        if groups is None:
+            return self._pop_ready()
+        entry = groups.next_parked()
+        if entry is not None:
+            if entry.expires_at is not None:
+                self._expiring -= 1
+            return entry
+        while groups.parked < PARK_LIMIT and (entry := self._pop_ready()) is not None:
+            if groups.take(entry):
+                return entry
+            if entry.expires_at is not None:
+                self._expiring += 1  # still ready, and still expiring
+        return None
+
     def dispatch(self, now: float) -> None:
         """Push ready messages to consumers while any has credit."""
-        ready = self.ready
-        if not ready.count or self._dispatching or self.deleted:
+        if not self.message_count or self._dispatching or self.deleted:
             return
+        ready = self.ready
         self._dispatching = True
         try:
-            while ready.count and self.consumers:
+            while self.message_count and self.consumers:
                 consumer = self._pick_consumer()
                 if consumer is None:
                     break
-                entry = self._pop_ready()
+                entry = self._next_ready()
                 if entry is None:
-                    break  # the rest is on disk, on its way back
+                    break  # the rest is on disk, on its way back, or waits its group's turn
                 if entry.expires_at is not None and entry.expires_at < now:
                     self._leave(entry)
                     self._dead_letter(entry.message, deadletter.EXPIRED, now)
@@ -232,7 +265,7 @@ class Queue:
         when the queue is empty."""
         self._last_used = now
         self._schedule_expires(now)
-        while (entry := self._pop_ready()) is not None:
+        while (entry := self._next_ready()) is not None:
             if entry.expires_at is not None and entry.expires_at < now:
                 self._leave(entry)
                 self._dead_letter(entry.message, deadletter.EXPIRED, now)
@@ -320,6 +353,8 @@ class Queue:
                 return
             self._index_expiry(entry, entry.expires_at)
         entry.state = READY
+        if self.groups is not None:
+            self.groups.returned(entry)
         if to_tail:
             old_seq = entry.seq
             self._seq += 1
@@ -357,7 +392,9 @@ class Queue:
         while retry and retry[0][0] <= now:
             _, _, entry = heapq.heappop(retry)
             if entry.state == DELAYED:
-                self._make_ready(entry, now, to_tail=True)
+                # A grouped message goes back to the head of its group,
+                # which waited for it; others to the tail, as LavinMQ.
+                self._make_ready(entry, now, to_tail=self.groups is None)
                 released = True
         expires = self.settings.expires
         if expires is not None and not self.consumers and self._last_used + expires <= now:
@@ -376,9 +413,11 @@ class Queue:
 
     def _expire(self, entry: Entry, now: float) -> None:
         """A ready entry past its deadline leaves from wherever it sits."""
+        parked = self.groups is not None and self.groups.is_parked(entry)
         self._leave(entry)
         self._expiring -= 1
-        self.ready.discard(entry)
+        if not parked:
+            self.ready.discard(entry)
         self._dead_letter(entry.message, deadletter.EXPIRED, now)
 
     # -- dead-lettering and drops ---------------------------------------
@@ -447,6 +486,8 @@ class Queue:
             if expires_at is not None:
                 self._index_expiry(entry, expires_at)
             self.ready.append(entry)
+        if self.groups is not None:
+            self.groups.joined(entry, now)
         return entry
 
     def note_seq(self, seq: int) -> None:
@@ -455,7 +496,10 @@ class Queue:
 
     def restore_paged(self, priority: int, segment: int, offset: int, seq: int, size: int) -> bool:
         """Put back a recovered message as paged (on disk only), in seq order.
-        False if it has to come back in memory instead."""
+        False if it has to come back in memory instead: always with message
+        groups, whose members must be known by their headers."""
+        if self.groups is not None:
+            return False
         if self.settings.max_priority is not None:
             priority = min(priority, self.settings.max_priority)
         else:
@@ -471,6 +515,8 @@ class Queue:
         start-up pays one call per run, not one per message. Only for a
         queue without priorities (every message at level 0)."""
         assert self.settings.max_priority is None
+        if self.groups is not None:
+            return False
         if not self.ready.restore_paged_run(0, segments, offsets, seqs, sizes):
             return False
         self._seq = max(self._seq, seqs[-1])
@@ -481,6 +527,8 @@ class Queue:
     def purge(self) -> int:
         """Drop every ready and retry-delayed message; unacked ones stay."""
         dropped = self.ready.drain()
+        if self.groups is not None:
+            dropped += self.groups.drain_parked()
         for _, _, entry in self._retry:
             if entry.state == DELAYED:
                 dropped.append(entry)
@@ -526,7 +574,7 @@ class Queue:
 
     def close(self) -> int:
         """Mark deleted and drop every message it holds; return how many were ready."""
-        count = self.ready.count
+        count = self.message_count
         self.purge()
         if self.deduplicator is not None:
             self.deduplicator.forget_all()
