@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test bench bench-amqp bench-durable bench-scale bench-streams bench-engine fuzz venv clean crash interop-pika interop-aiormq screenshots
+.PHONY: run demo test bench bench-amqp bench-durable bench-scale bench-streams bench-kafka bench-engine fuzz venv clean crash interop-pika interop-aiormq screenshots
 
 RUNTIME := $(VENV)/.runtime
 
@@ -65,6 +65,12 @@ bench-scale: $(STAMP)
 # readers at once (amqlite only): speed and peak RSS (about 20 minutes).
 bench-streams: $(STAMP)
 	$(BIN)/python benchmarks/bench_streams.py
+
+# Kafka (confluent-kafka, acks=all, idempotence) against RabbitMQ's stream
+# queues over AMQP and amqlite's own AMQP stream path; then 10 readers of a
+# 10M-record topic, with the server's RSS.
+bench-kafka: $(STAMP)
+	$(BIN)/python benchmarks/bench_kafka.py
 
 # The AMQP engine alone, in-process: CPU per message, steady enough to compare
 # commits (run it from a worktree of the other one).

@@ -623,12 +623,15 @@ class Stream(Queue):
         journal = self.journal
         if journal is None:
             return 0
-        gone = 0
-        while len(self._memory) - gone > journal.queue_budget:
-            i = self._memory_first + gone - self.first
+        memory, gone = self._memory, 0
+        while len(memory) - gone > journal.queue_budget:
+            offset = self._memory_first + gone
+            i = offset - self.first
             if not journal.is_written(self._record_segments[i], self._record_offsets[i]):
                 break
-            gone += 1
+            kept = memory[gone]
+            # A batch goes whole: its offsets share one record.
+            gone += 1 if isinstance(kept, Message) else kept.base_offset + kept.record_count - offset
         self._memory.drop(gone)
         self._memory_first += gone
         return gone

@@ -50,6 +50,7 @@ _LENGTH_AT = 8
 #: baseOffset + batchLength: what batchLength does not count.
 LOG_OVERHEAD = 12
 _OFFSET = struct.Struct(">q")
+_LENGTH = struct.Struct(">i")
 
 #: The xerial snappy framing Java's client writes (kafka-python too).
 _XERIAL_MAGIC = b"\x82SNAPPY\x00"
@@ -91,6 +92,11 @@ class Batch(NamedTuple):
     producer_epoch: int
     base_sequence: int
     record_count: int
+
+    @property
+    def size(self) -> int:
+        """Bytes of the whole batch, as its header says."""
+        return LOG_OVERHEAD + _LENGTH.unpack_from(self.data, _LENGTH_AT)[0]
 
     @property
     def compression(self) -> int:
@@ -189,12 +195,23 @@ def _check_lengths(payload: bytes | memoryview, count: int) -> None:
     count or lengths lie is refused whole, before anything is stored."""
     at, size = 0, len(payload)
     for _ in range(count):
-        length, at = read_varint(payload, at)
+        if at >= size:
+            break
+        # Lengths in one or two bytes (records under 8 KiB) inline: this
+        # loop runs once per record produced.
+        raw = payload[at]
+        if raw < 0x80:
+            at += 1
+        elif at + 1 < size and payload[at + 1] < 0x80:
+            raw = (raw & 0x7F) | (payload[at + 1] << 7)
+            at += 2
+        else:
+            raw, at = read_varint(payload, at)
+            raw = (raw << 1) ^ (raw >> 63)  # back to the zigzag form
+        length = (raw >> 1) ^ -(raw & 1)
         if length < 6:  # attributes, three varints, two lengths, a count
             raise CorruptRecord(f"record length {length}")
         at += length
-        if at > size:
-            break
     if at != size:
         raise CorruptRecord(f"{count} records for {size} bytes")
 

@@ -70,6 +70,9 @@ DEDUP_HEAD = struct.Struct(">Qd")
 HOLD_HEAD = struct.Struct(">Qd")
 ID = struct.Struct(">Q")
 BATCH_HEAD = struct.Struct(">QQd")
+#: What recovery reads of a BATCH record (and a segment index keeps): its
+#: head and the Kafka batch's header, not the records.
+BATCH_PREFIX = BATCH_HEAD.size + kafka_records.HEADER_SIZE
 _LEN = struct.Struct(">I")
 SNAPSHOT = "definitions.snapshot"
 #: A file of tables the store keeps beside the log (the snapshot, the

@@ -441,10 +441,10 @@ class _Replay:
         """A stream's BATCH record: an entry per offset, all pointing at it,
         and its producer's sequences."""
         queue_id, first, appended = records.BATCH_HEAD.unpack_from(payload)
-        batch = kafka_records.stored(payload[records.BATCH_HEAD.size:records.BATCH_HEAD.size + kafka_records.HEADER_SIZE])
+        batch = kafka_records.stored(payload[records.BATCH_HEAD.size:records.BATCH_PREFIX])
         count = batch.record_count
         index = self._index(queue_id)
-        size = (len(payload) - records.BATCH_HEAD.size) // count
+        size = batch.size // count
         for i in range(first, first + count):
             index.add(i, 0, segment, offset, appended, 0, size, 0)
         self.messages += count

@@ -118,7 +118,7 @@ def build(segment: int, data: bytes | mmap.mmap) -> SegmentIndex | None:
     # finds its PUBLISH in this segment by bisection.
     ids, offsets = array("Q"), array("Q")
     publish, enqueue, publish_head, enqueue_head = records.PUBLISH, records.ENQUEUE, records.PUBLISH_HEAD, records.ENQUEUE_HEAD
-    spill = records.SPILL
+    spill, batch = records.SPILL, records.BATCH
     unpack_head, crc32, view, size = RECORD_HEAD.unpack_from, zlib.crc32, memoryview(data), len(data)
     rows, rows_of = None, -1
     offset = count = 0
@@ -143,6 +143,8 @@ def build(segment: int, data: bytes | mmap.mmap) -> SegmentIndex | None:
             at = bisect.bisect_left(ids, msg_id)
             body = offsets[at] if at < len(ids) and ids[at] == msg_id else ELSEWHERE
             index.copies.append((queue_id, seq, msg_id, body))
+        elif kind == batch:  # recovery reads a batch's header only
+            index.others.append((offset, kind, data[offset + HEAD_SIZE : offset + HEAD_SIZE + records.BATCH_PREFIX]))
         elif kind != spill:  # recovery skips spills: the index need not copy them
             index.others.append((offset, kind, data[offset + HEAD_SIZE : end]))
         count += 1
