@@ -25,7 +25,9 @@ venv: $(STAMP)
 # PORT=5673` where RabbitMQ runs: its HTTP ports follow as RabbitMQ's do (+10000
 # for the management API, +10020 for Prometheus: 15673 and 15693), and Kafka's
 # keeps its distance from 5672 (+3420: 9093), so two brokers share a machine.
+# First, the `amqlite ctl` line that reaches this broker.
 run: $(RUNTIME)
+	@echo "amqlite ctl for this broker: $(if $(PORT),AMQLITE_MANAGEMENT_PORT=$(shell echo $$(($(PORT) + 10000))) )$(BIN)/amqlite ctl list queues"
 	$(BIN)/amqlite serve $(if $(PORT),--port $(PORT) --management-port $(shell echo $$(($(PORT) + 10000))) --prometheus-port $(shell echo $$(($(PORT) + 10020))) --kafka-port $(shell echo $$(($(PORT) + 3420))))
 
 # The embedded examples, no network.

@@ -17,10 +17,12 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
-DEFAULT_URL = "http://guest:guest@localhost:15672"
+#: The user both amqlite and RabbitMQ create at start; ``export`` leaves it
+#: out, so that an import does not overwrite the target's own (its password hash).
+DEFAULT_USER = "guest"
 #: Messages moved per request by ``redrive``; definitions posted per request by ``import``.
 BATCH = 1000
 
@@ -45,12 +47,28 @@ class CtlError(Exception):
     """What went wrong, as the one line the user sees."""
 
 
+def default_url(environ: Mapping[str, str] = os.environ) -> str:
+    """AMQLITE_URL, else the local broker on AMQLITE_MANAGEMENT_PORT (what
+    ``amqlite serve`` there would use), else on RabbitMQ's 15672."""
+    if environ.get("AMQLITE_URL"):
+        return environ["AMQLITE_URL"]
+    return f"http://guest:guest@localhost:{environ.get('AMQLITE_MANAGEMENT_PORT') or 15672}"
+
+
 class Api:
     """The management API at ``url`` (credentials in the URL, as rabbitmqadmin's -u/-p)."""
 
     def __init__(self, url: str) -> None:
+        if "://" not in url:  # host:port, as rabbitmqadmin's -H and -P
+            url = f"http://{url}"
         parts = urlsplit(url)
-        self.base = urlunsplit((parts.scheme, f"{parts.hostname}:{parts.port or 15672}", "", "", ""))
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+            raise CtlError(f"--url {url}: expected http://[USER:PASSWORD@]HOST[:PORT] or HOST:PORT")
+        self.base = urlunsplit((parts.scheme, f"{parts.hostname}:{port or 15672}", "", "", ""))
         credentials = f"{parts.username or 'guest'}:{parts.password or 'guest'}"
         self.auth = "Basic " + base64.b64encode(credentials.encode()).decode()
 
@@ -138,53 +156,88 @@ def slices(definitions: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield {section: items[start : start + BATCH]}
 
 
-def import_definitions(api: Api, definitions: dict[str, Any]) -> int:
+def import_definitions(api: Api, definitions: dict[str, Any], vhost: str | None = None) -> int:
+    """Post the definitions a slice at a time; into ``vhost`` only, if given."""
     total = sum(len(definitions.get(section) or []) for section in SECTIONS)
     progress = Progress(total, "import")
     done = 0
     for part in slices(definitions):
-        api.call("POST", "/api/definitions", part)
+        api.call("POST", "/api/definitions" + (f"/{_path(vhost)}" if vhost else ""), part)
         done += sum(len(items) for items in part.values())
         progress.update(done)
     progress.close()
     return done
 
 
+def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every subcommand takes, before it or after it."""
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS  # after it, only what is given
+
+    parser.add_argument("--url", default=default(None),
+                        help="the management API, with credentials: http://USER:PASSWORD@HOST:PORT or HOST:PORT "
+                             "(default: AMQLITE_URL, else the local broker on AMQLITE_MANAGEMENT_PORT, else "
+                             "on 15672; guest:guest)")
+    parser.add_argument("--format", choices=("table", "json"), default=default("table"))
+    parser.add_argument("--vhost", default=default(None),
+                        help="for purge, delete, redrive and set-permissions (default /); for export and import, "
+                             "that vhost's definitions only")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="amqlite ctl", description="Manage a running broker (amqlite or RabbitMQ) through its management API.")
-    parser.add_argument("--url", default=os.environ.get("AMQLITE_URL", DEFAULT_URL),
-                        help=f"the management API, with credentials (default AMQLITE_URL or {DEFAULT_URL})")
-    parser.add_argument("--format", choices=("table", "json"), default="table")
-    parser.add_argument("--vhost", default="/", help="for purge, delete, redrive and set-permissions (default /)")
+    _common(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _common(common, defaults=False)
     commands = parser.add_subparsers(dest="action", required=True)
-    listing = commands.add_parser("list", help="list objects")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, parents=[common])
+
+    listing = command("list", help="list objects")
     listing.add_argument("kind", choices=sorted(LISTS))
-    commands.add_parser("status", help="what the broker holds, in one screen")
-    purge = commands.add_parser("purge", help="remove every ready message of a queue")
+    command("status", help="what the broker holds, in one screen")
+    purge = command("purge", help="remove every ready message of a queue")
     purge.add_argument("queue")
-    delete = commands.add_parser("delete", help="delete a queue or an exchange")
+    delete = command("delete", help="delete a queue or an exchange")
     delete.add_argument("kind", choices=("queue", "exchange"))
     delete.add_argument("name")
-    move = commands.add_parser("redrive", help="move dead-lettered messages back where they died, or --to a queue")
+    move = command("redrive", help="move dead-lettered messages back where they died, or --to a queue")
     move.add_argument("queue")
     move.add_argument("--to")
     move.add_argument("--limit", type=int)
-    export = commands.add_parser("export", help="write the definitions (RabbitMQ's JSON) to FILE, or - for stdout")
+    export = command("export", help="write the definitions (RabbitMQ's JSON) to FILE, or - for stdout")
     export.add_argument("file")
-    load = commands.add_parser("import", help="load definitions from FILE, or - for stdin")
+    export.add_argument("--with-default-user", action="store_true",
+                        help=f"keep the {DEFAULT_USER} user and its permissions: left out by default, since importing "
+                             "them overwrites the target's own")
+    load = command("import", help="load definitions from FILE, or - for stdin")
     load.add_argument("file")
-    user = commands.add_parser("add-user", help="create or update a user; the password is read from stdin")
+    user = command("add-user", help="create or update a user; the password is read from stdin")
     user.add_argument("name")
     user.add_argument("--tags", default="", help="comma-separated: administrator, monitoring, management, ...")
-    grant = commands.add_parser("set-permissions", help="let a user open --vhost")
+    remove = command("delete-user", help="delete a user")
+    remove.add_argument("name")
+    grant = command("set-permissions", help="let a user open --vhost")
     grant.add_argument("user")
     return parser
 
 
+def without_default_user(definitions: dict[str, Any]) -> dict[str, Any]:
+    """The definitions less DEFAULT_USER and its permissions."""
+    kept = dict(definitions)
+    for section, key in (("users", "name"), ("permissions", "user"), ("topic_permissions", "user")):
+        if section in definitions:
+            kept[section] = [item for item in definitions[section] or [] if item.get(key) != DEFAULT_USER]
+    return kept
+
+
 def run(args: argparse.Namespace, out: IO[str]) -> None:
-    api = Api(args.url)
+    api = Api(args.url or default_url())
     as_json = args.format == "json"
+    scope = args.vhost  # export and import: one vhost's definitions, if given
+    args.vhost = args.vhost or "/"
     if args.action == "list":
         path, columns = LISTS[args.kind]
         rows = api.call("GET", path)
@@ -210,7 +263,10 @@ def run(args: argparse.Namespace, out: IO[str]) -> None:
         print(json.dumps({"moved": moved}) if as_json else f"moved {moved} messages from {args.queue} {where}",
               file=out)
     elif args.action == "export":
-        text = json.dumps(api.call("GET", "/api/definitions"), indent=1)
+        exported = api.call("GET", "/api/definitions" + (f"/{_path(scope)}" if scope else ""))
+        if not args.with_default_user:
+            exported = without_default_user(exported)
+        text = json.dumps(exported, indent=1)
         if args.file == "-":
             print(text, file=out)
         else:
@@ -227,13 +283,16 @@ def run(args: argparse.Namespace, out: IO[str]) -> None:
             raise CtlError(f"{args.file}: not JSON ({failure})") from None
         if not isinstance(definitions, dict):
             raise CtlError(f"{args.file}: definitions must be a JSON object")
-        print(f"imported {import_definitions(api, definitions)} definitions", file=out)
+        print(f"imported {import_definitions(api, definitions, scope)} definitions", file=out)
     elif args.action == "add-user":
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise CtlError("no password on stdin")
         api.call("PUT", f"/api/users/{_path(args.name)}", {"password": password, "tags": args.tags})
         print(f"user {args.name} set", file=out)
+    elif args.action == "delete-user":
+        api.call("DELETE", f"/api/users/{_path(args.name)}")
+        print(f"deleted user {args.name}", file=out)
     elif args.action == "set-permissions":
         api.call("PUT", f"/api/permissions/{_path(args.vhost, args.user)}",
                  {"configure": ".*", "write": ".*", "read": ".*"})
