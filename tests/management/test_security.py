@@ -9,7 +9,6 @@ import time
 from typing import Iterator
 
 import httpx
-import pika
 import pytest
 
 from amqlite.amqp.properties import InvalidProperty
