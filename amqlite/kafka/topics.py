@@ -21,14 +21,16 @@ from typing import Any, Iterator
 import attrs
 
 from ..core.exchange import Exchange
-from ..core.hashing import CONSISTENT_HASH
+from ..core.hashing import MURMUR2_HASH
 from ..core.stream import Stream
 from ..core.vhost import VirtualHost
 
 #: Kafka's legal topic names: at most 249 of these characters, not "." or "..".
 _LEGAL_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 #: The exchange type of a partitioned topic made over Kafka.
-PARTITIONED_EXCHANGE_TYPE = CONSISTENT_HASH
+#: Kafka's default partitioner, so that an AMQP publish with routing key K
+#: reaches the partition a Kafka producer's key K does (core/hashing.py).
+PARTITIONED_EXCHANGE_TYPE = MURMUR2_HASH
 _TOPIC_IDS = uuid.UUID("6f0cf1b4-58a4-4c4a-9d6b-6b0d9a3e1f52")
 
 
@@ -118,7 +120,10 @@ def add_partitions(vhost: VirtualHost, topic: Topic, count: int, arguments: dict
         stream = vhost.declare_queue(f"{topic.name}-{index}", owner=None, now=now, durable=True,
                                      arguments={"x-queue-type": "stream", **arguments})
         assert isinstance(stream, Stream)
-        vhost.bind_queue(stream.name, topic.name, "1", None, None)  # "1": the weight, for a consistent hash
+        # The partition number for Kafka's partitioner; a partitioned
+        # stream declared over AMQP with a consistent hash takes a weight.
+        key = str(index) if topic.exchange.type == MURMUR2_HASH else "1"
+        vhost.bind_queue(stream.name, topic.name, key, None, None)
         streams.append(stream)
     return Topic(topic.name, tuple(streams), topic.exchange)
 

@@ -62,7 +62,7 @@ def test_confluent_creates_topics_as_streams_and_partitioned_streams(kafka_serve
                                                "x-stream-max-segment-size-bytes": 1000000}
     vhost_names = kafka_server.call(lambda: (sorted(_vhost(kafka_server).queues),
                                              _vhost(kafka_server).exchanges["three"].type))
-    assert vhost_names == (["one", "three-0", "three-1", "three-2"], "x-consistent-hash")
+    assert vhost_names == (["one", "three-0", "three-1", "three-2"], "x-murmur2-hash")
     again = _results(admin.create_topics([NewTopic("one", 1, 1)]))
     assert again["one"].code() == 36  # TOPIC_ALREADY_EXISTS
     listed = admin.list_topics(timeout=10).topics

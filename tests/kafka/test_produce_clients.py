@@ -72,3 +72,108 @@ def test_confluent_kafka_round_trip(kafka_server: KafkaServerThread) -> None:
         assert message.key() == b"key-%d" % (i % 7)
         assert message.headers() == [("n", b"%d" % i), ("empty", None), ("n", b"again")]
         assert message.timestamp()[1] == 1_700_000_000_000 + i
+
+
+def test_confluent_kafka_seeks_by_offset_and_time_and_reads_from_latest(kafka_server: KafkaServerThread) -> None:
+    topic = topic_name()
+    produce_confluent(kafka_server.bootstrap, topic, 20)
+    got = consume_confluent(kafka_server.bootstrap, topic, 5, assign=[TopicPartition(topic, 0, 12)])
+    assert [m.offset() for m in got] == [12, 13, 14, 15, 16]
+    # By time: everything so far was appended before `middle`, the rest after.
+    time.sleep(0.05)
+    middle = int(time.time() * 1000)
+    time.sleep(0.05)
+    produce_confluent(kafka_server.bootstrap, topic, 5)
+    consumer = Consumer({"bootstrap.servers": kafka_server.bootstrap, "group.id": "seek"})
+    [found] = consumer.offsets_for_times([TopicPartition(topic, 0, middle)], timeout=10)
+    assert found.offset == 20
+    [past] = consumer.offsets_for_times([TopicPartition(topic, 0, int(time.time() * 1000) + 60_000)], timeout=10)
+    assert past.offset == -1  # nothing at or after it
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    assert (low, high) == (0, 25)
+    consumer.close()
+
+
+def test_kafka_python_produce_consume_seek(kafka_server: KafkaServerThread) -> None:
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.structs import TopicPartition as KPTopicPartition
+
+    topic = topic_name()
+    producer = KafkaProducer(bootstrap_servers=kafka_server.bootstrap, acks="all")  # idempotent by default
+    futures = [producer.send(topic, value=b"v%d" % i, key=b"k%d" % (i % 3), headers=[("i", b"%d" % i)],
+                             timestamp_ms=1_600_000_000_000 + i) for i in range(N)]
+    producer.flush(30)
+    assert [f.get(10).offset for f in futures] == list(range(N))
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=kafka_server.bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=10_000)
+    partition = KPTopicPartition(topic, 0)
+    consumer.assign([partition])
+    consumer.seek_to_beginning(partition)
+    got = [next(consumer) for _ in range(N)]
+    assert [(m.offset, m.key, m.value, m.headers, m.timestamp) for m in got] == [
+        (i, b"k%d" % (i % 3), b"v%d" % i, [("i", b"%d" % i)], 1_600_000_000_000 + i) for i in range(N)]
+    consumer.seek(partition, 40)
+    assert next(consumer).offset == 40
+    # From latest: only what comes after the consumer is placed.
+    consumer.seek_to_end(partition)
+    assert consumer.position(partition) == N
+    producer = KafkaProducer(bootstrap_servers=kafka_server.bootstrap, acks="all")
+    producer.send(topic, value=b"late").get(10)
+    producer.close()
+    late = next(consumer)
+    assert (late.offset, late.value) == (N, b"late")
+    assert consumer.end_offsets([partition]) == {partition: N + 1}
+    assert consumer.beginning_offsets([partition]) == {partition: 0}
+    found = consumer.offsets_for_times({partition: 0})[partition]
+    assert found is not None and found.offset == 0
+    consumer.close()
+
+
+def test_aiokafka_produce_consume_seek() -> None:
+    from kafka_support import start_kafka
+
+    server = start_kafka()
+    try:
+        asyncio.run(_aiokafka(server.bootstrap))
+    finally:
+        server.stop()
+
+
+async def _aiokafka(bootstrap: str) -> None:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.structs import TopicPartition as AIOTopicPartition
+
+    topic = topic_name()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+    await producer.start()
+    try:
+        sent = [await producer.send_and_wait(topic, value=b"a%d" % i, key=b"k", headers=[("h", b"x")])
+                for i in range(10)]
+        batch = producer.create_batch()
+        for i in range(10, 20):
+            batch.append(key=None, value=b"a%d" % i, timestamp=None)
+        await producer.send_batch(batch, topic, partition=0)
+    finally:
+        await producer.stop()
+    assert [m.offset for m in sent] == list(range(10))
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partition = AIOTopicPartition(topic, 0)
+        consumer.assign([partition])
+        await consumer.seek_to_beginning(partition)
+        got = []
+        while len(got) < 20:
+            for records in (await consumer.getmany(timeout_ms=2000)).values():
+                got.extend(records)
+        assert [(m.offset, m.value) for m in got] == [(i, b"a%d" % i) for i in range(20)]
+        assert got[0].key == b"k" and list(got[0].headers) == [("h", b"x")]
+        consumer.seek(partition, 15)
+        [first, *_] = (await consumer.getmany(partition, timeout_ms=5000))[partition]
+        assert first.offset == 15
+        times = await consumer.offsets_for_times({partition: 0})
+        assert times[partition] is not None and times[partition].offset == 0
+        assert await consumer.end_offsets([partition]) == {partition: 20}
+    finally:
+        await consumer.stop()
