@@ -1,0 +1,151 @@
+"""Idempotent produce across kill -9: a batch acknowledged (acks=all: on
+disk) and then sent again after the broker was killed and restarted is a
+duplicate, answered with the offset it got the first time and not stored
+twice; the producer's next batch follows; a gap is OUT_OF_ORDER_SEQUENCE_NUMBER
+and an older epoch INVALID_PRODUCER_EPOCH. Wire-level, so that the retry is
+exactly the same batch, as a client's is."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from kio.schema.metadata.v4.request import MetadataRequest, MetadataRequestTopic
+from kio.schema.produce.v7.request import PartitionProduceData, ProduceRequest, TopicProduceData
+
+from amqlite.kafka import records
+from amqlite.kafka.records import Record
+from kafka_support import decode_response, request_frame, split_responses
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCER, EPOCH = 123_456, 0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Broker:
+    def __init__(self, data_dir: Path, log_dir: Path) -> None:
+        self.data_dir, self.log_dir, self.starts = data_dir, log_dir, 0
+        self.kafka_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.starts += 1
+        log = self.log_dir / f"server-{self.starts}.log"
+        env = dict(os.environ, AMQLITE_LOG_FORMAT="json", PYTHONPATH=str(ROOT))
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+                 "--management-port", "0", "--prometheus-port", "0", "--kafka-port", str(self.kafka_port),
+                 "--data-dir", str(self.data_dir)], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.kafka_port), timeout=0.2).close()
+                return
+            except OSError:
+                assert self.process.poll() is None, log.read_text()
+                time.sleep(0.05)
+        raise AssertionError("the broker did not start")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+class Client:
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.correlation = 0
+
+    def call(self, body: object) -> object:
+        self.correlation += 1
+        self.sock.sendall(request_frame(body, self.correlation))
+        head = self._read(4)
+        frame = self._read(struct.unpack(">i", head)[0])
+        [frame] = split_responses(head + frame)
+        correlation, response = decode_response(frame, body.__api_key__, body.__version__)  # type: ignore[attr-defined]
+        assert correlation == self.correlation
+        return response
+
+    def _read(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            assert chunk, "the broker closed the connection"
+            data += chunk
+        return data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def batch(sequence: int, count: int, epoch: int = EPOCH) -> bytes:
+    rows = [Record(i, 1_700_000_000_000, b"k", b"record-%d" % (sequence + i)) for i in range(count)]
+    return records.encode(0, rows, producer_id=PRODUCER, producer_epoch=epoch, base_sequence=sequence)
+
+
+def produce(client: Client, data: bytes) -> tuple[int, int]:
+    request = ProduceRequest(transactional_id=None, acks=-1, timeout=datetime.timedelta(seconds=10), topic_data=(
+        TopicProduceData(name="orders", partition_data=(PartitionProduceData(index=0, records=data),)),))
+    response = client.call(request)
+    [topic] = response.responses  # type: ignore[attr-defined]
+    [partition] = topic.partition_responses
+    return int(partition.error_code.value), int(partition.base_offset)
+
+
+def test_a_retry_after_kill_9_is_a_duplicate_with_its_first_offset(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "data", tmp_path)
+    broker.start()
+    try:
+        client = Client(broker.kafka_port)
+        client.call(MetadataRequest(topics=(MetadataRequestTopic(name="orders"),), allow_auto_topic_creation=True))
+        assert produce(client, batch(0, 10)) == (0, 0)
+        assert produce(client, batch(10, 10)) == (0, 10)
+        assert produce(client, batch(10, 10)) == (0, 10)  # a retry, broker up
+        client.close()
+        broker.kill()
+        broker.start()
+        client = Client(broker.kafka_port)
+        assert produce(client, batch(10, 10)) == (0, 10)  # the retry after the crash: a duplicate
+        assert produce(client, batch(0, 10)) == (0, 0)
+        assert produce(client, batch(20, 5)) == (0, 20)  # the next one follows
+        assert produce(client, batch(40, 5)) == (45, -1)  # OUT_OF_ORDER_SEQUENCE_NUMBER
+        assert produce(client, batch(0, 5, epoch=1)) == (0, 25)  # a new epoch starts at 0 ...
+        assert produce(client, batch(25, 5, epoch=0)) == (47, -1)  # ... and fences the old one
+        client.close()
+        broker.kill()
+        broker.start()
+        client = Client(broker.kafka_port)
+        assert produce(client, batch(0, 5, epoch=1)) == (0, 25)
+        assert produce(client, batch(25, 5, epoch=0)) == (47, -1)
+        client.close()
+        # Stored once each: 30 records, in the order first acknowledged.
+        consumer = Consumer({"bootstrap.servers": f"127.0.0.1:{broker.kafka_port}", "group.id": "check",
+                             "enable.auto.commit": False})
+        consumer.assign([TopicPartition("orders", 0, 0)])
+        got: list[tuple[int, bytes]] = []
+        deadline = time.monotonic() + 30
+        while len(got) < 30 and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                got.append((message.offset(), message.value()))
+        low, high = consumer.get_watermark_offsets(TopicPartition("orders", 0), timeout=10)
+        consumer.close()
+        assert (low, high) == (0, 30)
+        assert got == [(i, b"record-%d" % i) for i in range(25)] + [(25 + i, b"record-%d" % i) for i in range(5)]
+    finally:
+        broker.kill()
