@@ -49,8 +49,10 @@ def metadata(session: Session, request: Request, now: float) -> Any:
                     by_id = {topic.topic_id: topic for topic in topics.every(vhost)}
                 found = by_id.get(entry.topic_id)
                 if found is None or not session.may_see(found.name):
+                    # The name is nullable from v12, the version that serves lookups by id.
                     answers.append(build(cls, "MetadataResponseTopic", error_code=ErrorCode.unknown_topic_id,
-                                         name=None, topic_id=entry.topic_id, partitions=()))
+                                         name=None if request.api_version >= 12 else "", topic_id=entry.topic_id,
+                                         partitions=()))
                 else:
                     answers.append(_topic(cls, found, session.settings.node_id))
                 continue

@@ -170,7 +170,42 @@ def decode_body(cls: type[Any], frame: bytes, offset: int) -> Any:
     if reader is None:
         reader = _READERS[cls] = entity_reader(cls)
     body, _ = reader(frame, offset)
+    _check_nulls(body)
     return body
+
+
+def _check_nulls(entity: Any) -> None:
+    """ValueError for a null where the schema has none: kio reads a null
+    array or string whatever the field's nullability, and a handler would
+    trip on it (Kafka refuses such a request too)."""
+    for name, nullable, nested in _null_rules(type(entity)):
+        value = getattr(entity, name)
+        if value is None:
+            if not nullable:
+                raise ValueError(f"{type(entity).__name__}.{name} is null")
+        elif nested:
+            for item in value if isinstance(value, tuple) else (value,):
+                _check_nulls(item)
+
+
+_NULL_RULES: dict[type[Any], list[tuple[str, bool, bool]]] = {}
+
+
+def _null_rules(cls: type[Any]) -> list[tuple[str, bool, bool]]:
+    """(field, may be null, holds entities) for each field of ``cls``."""
+    rules = _NULL_RULES.get(cls)
+    if rules is None:
+        rules = []
+        for name, hint in typing.get_type_hints(cls).items():
+            if name.startswith("__"):
+                continue
+            args = typing.get_args(hint)
+            nullable = type(None) in args
+            inner = next((arg for arg in args if arg is not type(None)), hint) if nullable else hint
+            element = typing.get_args(inner)[0] if typing.get_origin(inner) is tuple else inner
+            rules.append((name, nullable, dataclasses.is_dataclass(element)))
+        _NULL_RULES[cls] = rules
+    return rules
 
 
 def encode_response(correlation_id: int, body: Any) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import struct
+import uuid
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -240,3 +241,27 @@ def test_a_client_that_never_authenticates_is_closed_at_the_handshake_timeout() 
     assert not conn.closed
     conn.tick(10.0)
     assert conn.closed and "handshake_timeout" in (conn.close_reason or "")
+
+
+def test_a_null_where_the_schema_has_none_is_invalid_request_not_a_handler_failure() -> None:
+    # ListGroups v4's states filter is a non-nullable array sent as null (compact length 0): kio reads
+    # None, on which the handler tripped (found by the fuzz target).
+    conn = engine()
+    header = struct.pack(">hhih", 16, 4, 3, -1) + b"\0"
+    body = b"\0\0"  # states_filter: null; no tagged fields
+    conn.receive_data(struct.pack(">i", len(header) + len(body)) + header + body, 0.0)
+    (frame,) = split_responses(conn.data_to_send(0.0))
+    assert decode_response(frame, 16, 4)[1].error_code == ErrorCode.invalid_request and not conn.closed
+
+
+def test_metadata_v10_by_an_unknown_topic_id_answers_unknown_topic_id() -> None:
+    from kio.schema.metadata.v10.request import MetadataRequest, MetadataRequestTopic
+
+    conn = engine()
+    body = MetadataRequest(topics=(MetadataRequestTopic(topic_id=uuid.uuid4(), name=None),),
+                           allow_auto_topic_creation=False, include_cluster_authorized_operations=False,
+                           include_topic_authorized_operations=False)
+    conn.receive_data(request_frame(body, 4), 0.0)
+    (frame,) = split_responses(conn.data_to_send(0.0))
+    (answer,) = decode_response(frame, METADATA, 10)[1].topics
+    assert answer.error_code == ErrorCode.unknown_topic_id and answer.name == ""

@@ -94,3 +94,15 @@ def test_without_auto_create_an_unknown_topic_stays_unknown(no_auto_create: Kafk
     assert metadata.topics["missing"].error is not None
     assert metadata.topics["missing"].error.code() == 3  # UNKNOWN_TOPIC_OR_PARTITION
     assert no_auto_create.call(lambda: "missing" in no_auto_create.server.core.vhosts["/"].queues) is False  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is not installed (Debian's kcat; .ci/run installs it)")
+def test_kcat_produces_and_consumes_with_keys_and_headers(kafka_server: KafkaServerThread) -> None:
+    produced = subprocess.run(["kcat", "-P", "-b", kafka_server.bootstrap, "-t", "kc", "-K", ":", "-H", "h1=v1"],
+                              input="k1:hello\nk2:world\n", capture_output=True, text=True, timeout=30)
+    assert produced.returncode == 0, produced.stderr
+    consumed = subprocess.run(["kcat", "-C", "-b", kafka_server.bootstrap, "-t", "kc", "-e", "-o", "beginning",
+                               "-f", "%k=%s %h %o\n"], capture_output=True, text=True, timeout=30, check=True)
+    assert consumed.stdout == "k1=hello h1=v1 0\nk2=world h1=v1 1\n"
+    stream = kafka_server.call(lambda: kafka_server.server.core.vhosts["/"].queues["kc"])  # type: ignore[union-attr]
+    assert isinstance(stream, Stream) and stream.end == 2
