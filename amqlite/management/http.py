@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import socket
 from typing import TYPE_CHECKING, Any, cast
 
@@ -15,8 +14,12 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 from starlette.types import ASGIApp
 
+from ..log import get_logger
+
 if TYPE_CHECKING:
     from ..server.admission import Gate
+
+log = get_logger(__name__)
 
 
 @attrs.frozen
@@ -64,7 +67,17 @@ async def serve(bound: BoundApp, gate: Gate | None = None, *,
     config = bound.config
     # Starlette's and Hypercorn's ASGI type hints differ; the protocol is the same.
     app = wrap_app(cast(Any, bound.app), config.wsgi_max_body_size, None)
-    handler = functools.partial(TCPServer, app, config, WorkerContext(None), ConnectionState({}))
+    worker, state = WorkerContext(None), ConnectionState({})
+
+    async def handler(stream: trio.abc.Stream) -> None:
+        try:
+            await TCPServer(app, config, worker, state, cast(Any, stream))
+        except Exception:
+            # As for AMQP: one connection's failure ends that connection, not
+            # the listener and with it the broker.
+            log.exception("http.connection_crashed")
+        finally:
+            await trio.aclose_forcefully(stream)  # and its place in the gate given back
 
     def listener(sock: socket.socket) -> trio.abc.Listener[Any]:
         plain = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
@@ -72,8 +85,8 @@ async def serve(bound: BoundApp, gate: Gate | None = None, *,
 
     listeners = [listener(sock) for sock in bound.sockets.insecure_sockets]
     if bound.sockets.secure_sockets:
-        context = config.create_ssl_context()
-        assert context is not None  # bind() set the certificate and key
-        listeners += [trio.SSLListener(listener(sock), context, https_compatible=True)
+        tls = config.create_ssl_context()
+        assert tls is not None  # bind() set the certificate and key
+        listeners += [trio.SSLListener(listener(sock), tls, https_compatible=True)
                       for sock in bound.sockets.secure_sockets]
-    await trio.serve_listeners(cast(Any, handler), listeners, task_status=task_status)
+    await trio.serve_listeners(handler, listeners, task_status=task_status)

@@ -4,11 +4,18 @@ source address, and refusals said once per interval with a count."""
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
+import httpx
+import pytest
 import structlog
 import trio
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
+from amqlite.management import http
 from amqlite.server.admission import Budget, Gate, Summary
 
 
@@ -69,3 +76,35 @@ async def test_repeated_refusals_are_one_line_per_interval_with_a_count(autojump
         counts = [line["count"] for line in lines]
         assert len(counts) == 4 and counts[0] == 1 and sum(counts) == 250 and counts[-1] == 50
         assert all(line["log_level"] == "warning" and line["peer"] == "10.0.0.1" for line in lines)
+
+
+async def test_http_connections_hold_a_place_until_closed_and_a_crash_ends_only_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real, served = http.TCPServer, []
+
+    def crashing_first(*args: Any) -> Any:
+        served.append(args)
+        if len(served) == 1:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return real(*args)
+
+    monkeypatch.setattr(http, "TCPServer", crashing_first)
+    app = Starlette(routes=[Route("/", lambda request: PlainTextResponse("ok"))])
+    bound = http.bind(app, "127.0.0.1", 0)
+    plain, _ = gates(limit=10, pool=10, per_address=10)
+    with structlog.testing.capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(http.serve, bound, plain)
+            url = f"http://127.0.0.1:{bound.port}/"
+            async with httpx.AsyncClient() as client:
+                with pytest.raises(httpx.HTTPError):
+                    await client.get(url)  # its connection crashed: closed, the listener serving on
+                response = await client.get(url)
+                assert response.text == "ok"
+                assert plain.budget.taken == 1  # the keep-alive connection holds its place
+            with trio.fail_after(5):
+                while plain.budget.taken:
+                    await trio.sleep(0.01)
+            assert plain.unauthenticated == 0 and plain.by_address == {}
+            nursery.cancel_scope.cancel()
+    assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == ["http.connection_crashed"]
