@@ -288,10 +288,10 @@ function deadLetterQueue(name, bindings, neighbours) {
 function streamSection(queue) {
   const stream = queue.stream;
   if (!stream) return [];
-  const last = stream.last_offset ?? "-";
+  const last = stream.last_offset ?? "-";  // fmt leaves the dash as it is
   return [
     el("p", { id: "stream-offsets" },
-      `offsets ${stream.first_offset} to ${last}; ${stream.bytes} bytes in ${stream.segments} segment(s)`),
+      `offsets ${fmt(stream.first_offset)} to ${fmt(last)}; ${fmt(stream.bytes)} bytes in ${fmt(stream.segments)} segment(s)`),
     el("h2", {}, "Consumer groups"),
     table([{ key: "group", label: "Group" }, { key: "committed", label: "Committed offset" }, { key: "lag", label: "Lag" },
       { key: "active", label: "Active consumer" }],
