@@ -53,7 +53,9 @@ READ_BATCH = 256
 BATCH_READ_OFFSETS = 4096
 #: The fourth field of a PagedRef asking storage for what the stream keeps
 #: there, whole (a batch, or a message), rather than the message at it.
-WHOLE = 1
+#: Negative: a queue's refs hold the message's size there, and a body of
+#: one byte was read as a stream's whole entry.
+WHOLE = -1
 #: After a restart, messages appended within this many seconds share a chunk.
 RECOVERED_CHUNK = 0.001
 
