@@ -15,6 +15,7 @@ Both the server and the embedded broker run it.
 
 from __future__ import annotations
 
+import errno
 import time
 from typing import TYPE_CHECKING, Callable, Protocol
 
@@ -41,6 +42,8 @@ TRIM_INTERVAL = 10.0
 #: Seconds between two looks at the free disk space; more often while low.
 DISK_CHECK_INTERVAL = 5.0
 DISK_CHECK_INTERVAL_LOW = 1.0
+#: The most the reserve holds (never more than disk_free_limit).
+RESERVE_SIZE = 16 * 2**20
 #: Seconds from a change of definitions to the snapshot that holds it.
 SNAPSHOT_DELAY = 1.0
 
@@ -87,6 +90,21 @@ class StoreDriver:
         self._index_wakeup = trio.lowlevel.ParkingLot()
         self._snapshot_wakeup = trio.lowlevel.ParkingLot()
         self._snapshot_lock = trio.Lock()
+        #: Space kept in RESERVE for settling on a full disk, and whether
+        #: the file holds it now.
+        self.reserve_size = min(RESERVE_SIZE, disk_free_limit)
+        self._reserve_kept = False
+        self._disk_check = trio.lowlevel.ParkingLot()
+        #: Bytes of the batch being written, and of all batches taken.
+        self._in_flight = 0
+        self._taken_total = 0
+        if disk_free_limit:
+            # Before the first publish: the reserve, then the room left.
+            self._reserve_kept = journal.keep_reserve(self.reserve_size)
+            if not self._reserve_kept:
+                log.warning("store.reserve_missing", reserve_mb=round(self.reserve_size / 2**20, 1),
+                            action="a full disk may stop acks from being written; retried when space is back")
+            journal.room = max(0, journal.free_bytes() - disk_free_limit)
         self._manifest_lock = trio.Lock()
 
     async def run(self) -> None:
@@ -115,25 +133,69 @@ class StoreDriver:
         """Refuse persistent publishes while free space is below the limit,
         as RabbitMQ's disk alarm does, so that what must always be written
         (acks, removals, definitions) still finds room, and draining the
-        queues can give the space back (see the write loop)."""
-        journal, limit = self.journal, self.disk_free_limit
+        queues can give the space back (see the write loop). Between two
+        looks the write loop counts down what it writes from the room
+        left, so the limit holds whatever the publish rate."""
+        journal = self.journal
         while True:
+            # What is being written, or gets written while we look, may not
+            # show in the figure yet: it is taken off (at worst twice).
+            unseen = self._in_flight - self._taken_total
             try:
                 free = await trio.to_thread.run_sync(journal.free_bytes)
             except OSError as error:
                 log.warning("store.disk_check_failed", error=str(error))
-                free = limit
-            low = free < limit
-            if low != journal.disk_low:
-                journal.disk_low = low
-                (log.error if low else log.info)(
-                    "store.disk_alarm" if low else "store.disk_alarm_cleared",
-                    free_mb=round(free / 2**20, 1), limit_mb=round(limit / 2**20, 1),
-                    action="persistent publishes refused" if low else "persistent publishes accepted again")
-                self._report_blocked()
-                if low:
-                    self._wakeup.unpark_all()  # a drained log may roll and compact at once
-            await trio.sleep(DISK_CHECK_INTERVAL_LOW if low else DISK_CHECK_INTERVAL)
+            else:
+                await self._measured(free - unseen - self._taken_total)
+            with trio.move_on_after(DISK_CHECK_INTERVAL_LOW if journal.disk_low else DISK_CHECK_INTERVAL):
+                await self._disk_check.park()
+
+    async def _measured(self, free: int) -> None:
+        """A fresh look at the free space: the room left, and the alarm.
+        With the reserve given up, the alarm clears only once there is
+        room for the reserve again, which is then taken back."""
+        journal, limit = self.journal, self.disk_free_limit
+        journal.room = max(0, free - limit)
+        if journal.disk_low and not self._reserve_kept and free >= limit + self.reserve_size:
+            self._reserve_kept = await trio.to_thread.run_sync(journal.keep_reserve, self.reserve_size)
+            if self._reserve_kept:
+                free -= self.reserve_size
+                journal.room = max(0, free - limit)
+                log.info("store.reserve_kept", reserve_mb=round(self.reserve_size / 2**20, 1))
+        self._set_low(free < limit or not self._reserve_kept and journal.disk_low, free)
+
+    def _set_low(self, low: bool, free: int) -> None:
+        journal, limit = self.journal, self.disk_free_limit
+        if low == journal.disk_low:
+            return
+        journal.disk_low = low
+        (log.error if low else log.info)(
+            "store.disk_alarm" if low else "store.disk_alarm_cleared",
+            free_mb=round(free / 2**20, 1), limit_mb=round(limit / 2**20, 1),
+            action="persistent publishes refused" if low else "persistent publishes accepted again")
+        self._report_blocked()
+        if low:
+            self._wakeup.unpark_all()  # a drained log may roll and compact at once
+            self._disk_check.unpark_all()  # the estimate ran out: look at the real figure
+
+    def _taken(self, size: int) -> None:
+        """``size`` bytes are being written: less room left until the next look."""
+        self._taken_total += size
+        room = self.journal.room
+        if room is not None:
+            self.journal.room = room = room - size
+            if room <= 0 and not self.journal.disk_low:
+                self._set_low(True, room + self.disk_free_limit)
+
+    async def _release_reserve(self) -> None:
+        """The disk is full: give up the reserve, so the acks and removals
+        waiting can be written and compaction can run. Persistent publishes
+        stay refused until there is room for the reserve again."""
+        released = await trio.to_thread.run_sync(self.journal.release_reserve)
+        self._reserve_kept = False
+        log.warning("store.reserve_released", released_mb=round(released / 2**20, 1),
+                    action="acks and compaction written in it; persistent publishes refused until space is back")
+        self._set_low(True, 0)
 
     async def _write_snapshot(self) -> None:
         """Write the definitions snapshot as they are now (one writer at a time)."""
@@ -258,18 +320,27 @@ class StoreDriver:
             # records appended during the write (an ack making an old segment
             # obsolete, say) are not on disk when compaction runs.
             obsolete = journal.obsolete_segments()
+            size = self._in_flight = sum(len(data) for _, data in pending)
+            self._taken(size)
             # Records taken from the log are written or put back, even when
             # the server is stopping: journal.close() writes what is left.
             with trio.CancelScope(shield=True):
                 try:
                     seconds = await trio.to_thread.run_sync(_timed, log_.write_and_sync, pending)
                     failure = None
+                    self._in_flight = 0
                 except OSError as error:
                     failure = self._write_error = error
+                    self._in_flight = 0
+                    if journal.room is not None:
+                        journal.room += size  # put back, counted again when taken again
                     if journal.write_failed(pending):
                         log.error("store.write_failed", error=str(failure), errno=failure.errno,
                                   action="persistent publishes refused until the disk accepts writes")
                         self._report_blocked()
+                    if failure.errno == errno.ENOSPC and self._reserve_kept:
+                        await self._release_reserve()
+                        continue  # at once: the reserve is there for this write
             if failure is not None:
                 await trio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)

@@ -83,6 +83,9 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 _NONE = math.nan
+#: A file of zeros in the data directory, given up when the disk is full so
+#: that acks, removals and compaction can still be written (see storage.py).
+RESERVE = "reserve"
 
 
 def _canonical(value: Any) -> Any:
@@ -134,6 +137,9 @@ class DiskJournal:
         self._write_failing = False
         #: Free disk space is below the limit (set by the driver's monitor).
         self.disk_low = False
+        #: Bytes that may still be appended before free space would fall
+        #: below the limit (the driver's estimate; None: no limit).
+        self.room: int | None = None
         self.queue_budget = self._normal_budget = queue_budget
         self.memory_pressure = False
         #: Queues over budget: marked since the last batch was taken, and
@@ -653,7 +659,8 @@ class DiskJournal:
         """False while writes fail or free disk space is below the limit:
         persistent publishes are refused then, so the space left stays for
         what must always be written (acks, removals, definitions)."""
-        return not (self._write_failing or self.disk_low)
+        room = self.room
+        return not (self._write_failing or self.disk_low or room is not None and self.log.pending_bytes >= room)
 
     def commit(self, position: int) -> bool:
         """The batch up to ``position`` is on disk (trio thread): confirms
@@ -689,6 +696,34 @@ class DiskJournal:
 
     def free_bytes(self) -> int:
         return self.fs.free_bytes(self.directory)
+
+    # -- the reserve: room to settle on a full disk ---------------------------
+
+    def keep_reserve(self, size: int) -> bool:
+        """Make sure ``RESERVE`` holds ``size`` bytes of the disk (worker
+        thread); False if there is no room for it."""
+        path = self.directory / RESERVE
+        try:
+            if path.exists() and path.stat().st_size >= size:
+                return True
+            with open(path, "wb") as file:
+                self.fs.allocate(file, size)
+                self.fs.fsync(file)
+        except OSError:
+            self.fs.remove(path)
+            return False
+        return True
+
+    def release_reserve(self) -> int:
+        """Give the reserve's space back, for the records that settle
+        messages and for compaction (worker thread). Returns its bytes."""
+        path = self.directory / RESERVE
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        self.fs.remove(path)
+        return size
 
     def obsolete_segments(self) -> list[int]:
         """Segments that can go, oldest first (trio thread)."""

@@ -72,6 +72,10 @@ class FileSystem:
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
 
+    def allocate(self, file: BinaryIO, size: int) -> None:
+        """Give ``file`` ``size`` bytes of disk (ENOSPC if there is no room)."""
+        os.posix_fallocate(file.fileno(), 0, size)
+
     def free_bytes(self, path: Path) -> int:
         """Space left to an unprivileged writer on the file system of ``path``."""
         stats = os.statvfs(path)
@@ -439,6 +443,11 @@ class SegmentLog:
     @property
     def dirty(self) -> bool:
         return bool(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes appended and not yet handed to a writer."""
+        return self._pending_size
 
     def take_pending(self) -> tuple[list[tuple[int, bytes]], int]:
         """Hand the appended records to a writer (trio thread)."""
