@@ -1,5 +1,6 @@
-"""Queues: list, show, declare, delete, purge, and the message operations
-(get, redrive, RabbitMQ's "move messages" shovel)."""
+"""Queues: list, show, declare, delete, purge, the message operations
+(get, redrive, RabbitMQ's "move messages" shovel), and streams' consumer
+groups."""
 
 from __future__ import annotations
 
