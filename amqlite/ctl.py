@@ -34,7 +34,8 @@ LISTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "bindings": ("/api/bindings", ("vhost", "source", "destination", "destination_type", "routing_key")),
     "connections": ("/api/connections", ("name", "user", "vhost", "channels")),
     "channels": ("/api/channels", ("name", "user", "vhost", "consumer_count", "messages_unacknowledged")),
-    "consumers": ("/api/consumers", ("consumer_tag", "queue", "ack_required", "prefetch_count")),
+    "consumers": ("/api/consumers", ("consumer_tag", "queue", "ack_required", "prefetch_count",
+                                     "messages_unacknowledged", "oldest_unacked_seconds")),
     "vhosts": ("/api/vhosts", ("name", "messages")),
     "users": ("/api/users", ("name", "tags")),
     "groups": ("/api/stream-groups", ("vhost", "stream", "group", "committed_offset", "lag")),
@@ -97,6 +98,8 @@ def _path(*segments: str) -> str:
 
 
 def _cell(value: Any) -> str:
+    if value is None:
+        return ""
     if isinstance(value, list):
         return ",".join(str(item) for item in value)
     if isinstance(value, dict):

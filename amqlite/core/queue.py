@@ -123,6 +123,16 @@ class Queue:
         timeout = self.settings.consumer_timeout
         return self.vhost.broker.consumer_timeout if timeout is None else timeout
 
+    def group_counts(self) -> tuple[int, int, float | None] | None:
+        """With message groups: (groups with messages, groups whose message
+        out waits out a retry delay, when the oldest group began); else None."""
+        groups = self.groups
+        if groups is None:
+            return None
+        backoff = {groups.key(entry) for _, _, entry in self._retry if entry.state == DELAYED}
+        backoff.discard(None)
+        return len(groups.groups), len(backoff), groups.oldest_since()
+
     @property
     def paged_count(self) -> int:
         """Ready messages kept on disk only (paged out)."""

@@ -146,7 +146,7 @@ class Api:
         found = self.queue_rates.get(queue)
         if found is None:
             found = self.queue_rates[queue] = Rates(anyio.current_time)
-        return {**snapshot.queue_info(queue), "message_stats": found.message_stats(queue_counters(queue))}
+        return {**snapshot.queue_info(queue, self.now()), "message_stats": found.message_stats(queue_counters(queue))}
 
     async def saved(self, response: Response) -> Response:
         """Persist the accounts overlay (fsync: in a worker thread), then answer."""

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..core.broker import Broker
+from ..core.inflight import age, consumer_oldest, queue_oldest
 from ..core.queue import Queue
 from ..core.stream import Stream
 from ..core.stats import AT_MOST_ONCE, DISABLED, REASONS, Stats
@@ -125,8 +126,9 @@ class StoreMetrics(Collector):
 
 
 class BrokerCollector(Collector):
-    def __init__(self, broker: Broker, *, per_object: bool) -> None:
+    def __init__(self, broker: Broker, now: Callable[[], float], *, per_object: bool) -> None:
         self.broker = broker
+        self.now = now
         self.per_object = per_object
 
     def collect(self) -> Iterator[Metric]:
@@ -146,6 +148,7 @@ class BrokerCollector(Collector):
             else:
                 family = GaugeMetricFamily(name, help_text, sum(value(q) for q in queues))
             yield family
+        yield from self._ages(queues)
         yield GaugeMetricFamily("amqlite_messages_delayed", "Messages held by delayed-message exchanges",
                                 sum(exchange.pending_count for vhost in broker.vhosts.values()
                                     for exchange in vhost.exchanges.values()))
@@ -164,6 +167,55 @@ class BrokerCollector(Collector):
         yield dropped
 
 
+    def _ages(self, queues: list[Queue]) -> Iterator[Metric]:
+        """Long tasks and message groups: how long the oldest unacked
+        delivery of each queue and consumer has been out (0: none), and
+        each grouped queue's groups. Without per-object labels, the
+        oldest over all (the figure an alert wants)."""
+        now, per_object = self.now(), self.per_object
+        broker = self.broker
+        labels = ["vhost", "queue"] if per_object else []
+        queue_age = GaugeMetricFamily("amqlite_queue_oldest_unacked_seconds",
+                                      "Seconds the queue's oldest unacked delivery has been out", labels=labels)
+        consumer_age = GaugeMetricFamily(
+            "amqlite_consumer_oldest_unacked_seconds", "Seconds the consumer's oldest unacked delivery has been out",
+            labels=["vhost", "queue", "channel", "consumer_tag"] if per_object else [])
+        groups = GaugeMetricFamily("amqlite_queue_message_groups", "Message groups with messages", labels=labels)
+        backoff = GaugeMetricFamily("amqlite_queue_message_groups_in_backoff",
+                                    "Message groups whose message out waits out a retry delay", labels=labels)
+        group_age = GaugeMetricFamily("amqlite_queue_oldest_message_group_seconds",
+                                      "Seconds since the oldest message group got its first message", labels=labels)
+        oldest = {"queue": 0.0, "consumer": 0.0, "groups": 0.0, "backoff": 0.0, "group": 0.0}
+        for queue in queues:
+            name = [queue.vhost.name, queue.name]
+            seconds = age(queue_oldest(broker, queue), now) or 0.0
+            if per_object:
+                queue_age.add_metric(name, seconds)
+            oldest["queue"] = max(oldest["queue"], seconds)
+            for consumer in queue.consumers:
+                held = age(consumer_oldest(consumer), now) or 0.0
+                if per_object:
+                    channel = consumer.channel
+                    consumer_age.add_metric(
+                        [*name, f"{channel.connection.name} ({channel.number})", consumer.tag], held)
+                oldest["consumer"] = max(oldest["consumer"], held)
+            counts = queue.group_counts()
+            if counts is not None:
+                since = age(counts[2], now) or 0.0
+                if per_object:
+                    groups.add_metric(name, counts[0])
+                    backoff.add_metric(name, counts[1])
+                    group_age.add_metric(name, since)
+                oldest["groups"] += counts[0]
+                oldest["backoff"] += counts[1]
+                oldest["group"] = max(oldest["group"], since)
+        if not per_object:
+            for family, key in ((queue_age, "queue"), (consumer_age, "consumer"), (groups, "groups"),
+                                (backoff, "backoff"), (group_age, "group")):
+                family.add_metric([], oldest[key])
+        yield from (queue_age, consumer_age, groups, backoff, group_age)
+
+
 class AlarmsCollector(Collector):
     """RabbitMQ's alarm gauges: 1 while the alarm is in effect."""
 
@@ -180,14 +232,15 @@ class AlarmsCollector(Collector):
                                 int("disk" in now_in_effect))
 
 
-def create_metrics_app(broker: Broker, store: StoreMetrics | None = None,
+def create_metrics_app(broker: Broker, now: Callable[[], float], store: StoreMetrics | None = None,
                        alarms: Callable[[], Collection[str]] | None = None) -> Starlette:
-    """The Prometheus endpoints; ``store`` when the broker has a data
-    directory, ``alarms`` (which resource alarms are on) when it serves."""
+    """The Prometheus endpoints, reading the broker's clock ``now``;
+    ``store`` when the broker has a data directory, ``alarms`` (which
+    resource alarms are on) when it serves."""
     registries = {}
     for per_object in (False, True):
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(BrokerCollector(broker, per_object=per_object))
+        registry.register(BrokerCollector(broker, now, per_object=per_object))
         if store is not None:
             registry.register(store)
         if alarms is not None:

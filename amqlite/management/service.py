@@ -44,8 +44,8 @@ def bind_http(server: Server) -> dict[str, BoundApp]:
         "management": (settings.management_port, lambda: management_app(server), False),
         # HTTPS with the AMQP listener's certificate (RabbitMQ's management.ssl.port).
         "management_tls": (settings.management_tls_port, lambda: management_app(server), True),
-        "prometheus": (settings.prometheus_port, lambda: create_metrics_app(server.core, store, server.alarms),
-                       False),
+        "prometheus": (settings.prometheus_port,
+                       lambda: create_metrics_app(server.core, server.clock.now, store, server.alarms), False),
     }
     if settings.management_tls_port:
         if not settings.tls_cert or not settings.tls_key:

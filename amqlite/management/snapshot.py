@@ -20,16 +20,17 @@ from ..core.consumer import Consumer
 from ..core.exchange import Exchange
 from ..core.message import Message
 from ..core.groups import GroupOffset
+from ..core.inflight import age, consumer_oldest, queue_oldest
 from ..core.queue import Queue
 from ..core.stream import Stream
 from ..core.vhost import VirtualHost
 
 
-def queue_info(queue: Queue) -> dict[str, Any]:
+def queue_info(queue: Queue, now: float) -> dict[str, Any]:
     if isinstance(queue, Stream):
         return stream_info(queue)
     ready = queue.message_count
-    return {
+    shown = {
         "name": queue.name,
         "vhost": queue.vhost.name,
         "durable": queue.durable,
@@ -48,7 +49,14 @@ def queue_info(queue: Queue) -> dict[str, Any]:
         # for a delayed retry.
         "messages_paged": queue.paged_count,
         "messages_delayed": queue.delayed_count,
+        # amqlite's own: how long the oldest unacked delivery has been out (long tasks).
+        "oldest_unacked_seconds": age(queue_oldest(queue.vhost.broker, queue), now),
     }
+    groups = queue.group_counts()
+    if groups is not None:
+        count, in_backoff, oldest = groups
+        shown["message_groups"] = {"groups": count, "in_backoff": in_backoff, "oldest_group_seconds": age(oldest, now)}
+    return shown
 
 
 def stream_info(stream: Stream) -> dict[str, Any]:
@@ -192,7 +200,7 @@ def channel_info(channel: Channel) -> dict[str, Any]:
     }
 
 
-def consumer_info(consumer: Consumer) -> dict[str, Any]:
+def consumer_info(consumer: Consumer, now: float) -> dict[str, Any]:
     return {
         "consumer_tag": consumer.tag,
         "queue": {"name": consumer.queue.name, "vhost": consumer.queue.vhost.name},
@@ -204,6 +212,9 @@ def consumer_info(consumer: Consumer) -> dict[str, Any]:
         "prefetch_count": consumer.prefetch,
         "arguments": dict(consumer.arguments),
         "active": True,
+        # amqlite's own: unacked deliveries, and how long the oldest has been out.
+        "messages_unacknowledged": consumer.unacked,
+        "oldest_unacked_seconds": age(consumer_oldest(consumer), now),
     }
 
 

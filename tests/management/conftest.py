@@ -40,7 +40,8 @@ class ManagedServerThread(ServerThread):
     async def _serving(self, nursery: trio.Nursery) -> None:
         assert self.server is not None
         app = management_app(self.server)
-        metrics = create_metrics_app(self.server.core, self.server.store_metrics, self.server.alarms)
+        metrics = create_metrics_app(self.server.core, self.server.clock.now, self.server.store_metrics,
+                                     self.server.alarms)
         for bound in (bind(app, "127.0.0.1", 0), bind(metrics, "127.0.0.1", 0)):
             await nursery.start(serve, bound)
             self.ports.append(bound.port)

@@ -288,3 +288,32 @@ def test_the_rate_chart_has_a_time_axis(managed: ManagedServerThread, browser: w
     labels = [span.text for span in browser.find_elements(By.CSS_SELECTOR, "#rates-axis span")]
     assert all(re.fullmatch(r"\d\d:\d\d:\d\d( [AP]M)?", label) for label in labels), labels
     assert labels[0] <= labels[2] or labels[2].startswith("00")  # oldest on the left
+
+
+def test_a_delivery_out_too_long_is_highlighted(managed: ManagedServerThread, browser: webdriver.Chrome) -> None:
+    """Queues and a queue's consumers show the oldest unacked delivery's age,
+    highlighted past five minutes; grouped queues show their groups."""
+    from .test_long_tasks_and_groups import age_deliveries, hold_one
+
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.queue_declare("renders", arguments={"x-message-group-header": "customer"})
+    channel.queue_declare("quick")
+    channel.queue_declare("idle")
+    channel.basic_publish("", "renders", b"frame", pika.BasicProperties(headers={"customer": "acme"}))
+    channel.basic_publish("", "quick", b"x")
+    workers = [hold_one(managed, "renders"), hold_one(managed, "quick")]
+    age_deliveries(managed, 400)
+    log_in(browser, managed, page="queues")
+    late = "#queues tr[data-name='renders'] td:last-child span.late"
+    wait(browser, expected_conditions.presence_of_element_located((By.CSS_SELECTOR, late)))
+    assert text_of(browser, late).endswith("min")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#queues span.late")) == 2  # not idle's
+    browser.get(f"http://127.0.0.1:{managed.management_port}/#/queue/%2F/renders")
+    wait(browser, expected_conditions.presence_of_element_located((By.ID, "queue-groups")))
+    assert text_of(browser, "#queue-groups") == "1"
+    assert browser.find_elements(By.CSS_SELECTOR, "#queue-oldest-unacked span.late")
+    assert browser.find_elements(By.CSS_SELECTOR, "#queue-consumers td span.late")
+    for worker, _ in workers:
+        worker.connection.close()
+    connection.close()

@@ -222,13 +222,26 @@ async function overviewPage() {
   drawChart(canvas, axis);
 }
 
+// An unacked delivery out this long is highlighted: a task that may be
+// stuck, or one that a consumer timeout would end (docs/concepts.md).
+const LATE_SECONDS = 300;
+
+// How long the oldest unacked delivery has been out; "" when none is.
+function ageCell(seconds) {
+  if (seconds === null || seconds === undefined) return el("span", {}, "");
+  const text = seconds < 120 ? `${seconds.toFixed(1)} s` : seconds < 7200 ? `${(seconds / 60).toFixed(1)} min`
+    : `${(seconds / 3600).toFixed(1)} h`;
+  return el("span", seconds >= LATE_SECONDS ? { class: "late", title: `out for over ${LATE_SECONDS / 60} minutes` } : {}, text);
+}
+
 function queueRow(q) {
   const link = el("a", { href: `#/queue/${enc(q.vhost)}/${enc(q.name)}` }, q.name);
   return {
     name: q.name,
     values: { vhost: q.vhost, name: q.name, messages: q.messages, ready: q.messages_ready,
-              unacked: q.messages_unacknowledged, paged: q.messages_paged ?? 0, consumers: q.consumers },
-    cells: { name: link },
+              unacked: q.messages_unacknowledged, paged: q.messages_paged ?? 0, consumers: q.consumers,
+              oldest: q.oldest_unacked_seconds ?? -1 },
+    cells: { name: link, oldest: ageCell(q.oldest_unacked_seconds) },
   };
 }
 
@@ -257,7 +270,7 @@ function queuesTable(queues) {
   const columns = [
     { key: "vhost", label: "Vhost" }, { key: "name", label: "Name" }, { key: "messages", label: "Messages" },
     { key: "ready", label: "Ready" }, { key: "unacked", label: "Unacked" }, { key: "paged", label: "Paged" },
-    { key: "consumers", label: "Consumers" },
+    { key: "consumers", label: "Consumers" }, { key: "oldest", label: "Oldest unacked" },
   ];
   return table(columns, queues.filter((q) => q.name.toLowerCase().includes(queueFilter.toLowerCase())).map(queueRow), { id: "queues", sortable: true });
 }
@@ -312,7 +325,13 @@ async function queuePage(vhost, name) {
     el("div", {}, "Ready", el("b", {}, fmt(q.messages_ready))),
     el("div", {}, "Unacked", el("b", {}, fmt(q.messages_unacknowledged))),
     el("div", {}, "Paged", el("b", {}, fmt(q.messages_paged ?? 0))),
-    el("div", {}, "Consumers", el("b", {}, fmt(q.consumers))));
+    el("div", {}, "Consumers", el("b", {}, fmt(q.consumers))),
+    el("div", {}, "Oldest unacked", el("b", { id: "queue-oldest-unacked" }, ageCell(q.oldest_unacked_seconds))),
+    ...(q.message_groups ? [
+      el("div", {}, "Message groups", el("b", { id: "queue-groups" }, fmt(q.message_groups.groups))),
+      el("div", {}, "Groups in backoff", el("b", { id: "queue-groups-backoff" }, fmt(q.message_groups.in_backoff))),
+      el("div", {}, "Oldest group", el("b", { id: "queue-oldest-group" }, ageCell(q.message_groups.oldest_group_seconds))),
+    ] : []));
   // After an action, the counts it changed; the forms and the output stay as they are.
   const refreshCounts = async () => showCounts(await api("GET", path));
   showCounts(queue);
@@ -392,9 +411,11 @@ async function queuePage(vhost, name) {
       bindings.map((b) => ({ values: { source: b.source || "(default)", routing_key: b.routing_key } }))),
     el("h2", {}, "Consumers"),
     table([{ key: "tag", label: "Tag" }, { key: "channel", label: "Channel" }, { key: "ack", label: "Ack required" },
-           { key: "prefetch", label: "Prefetch" }],
+           { key: "prefetch", label: "Prefetch" }, { key: "unacked", label: "Unacked" },
+           { key: "oldest", label: "Oldest unacked" }],
       mine.map((c) => ({ values: { tag: c.consumer_tag, channel: c.channel_details.name, ack: String(c.ack_required),
-                                   prefetch: c.prefetch_count } }))));
+                                   prefetch: c.prefetch_count, unacked: c.messages_unacknowledged ?? 0 },
+                         cells: { oldest: ageCell(c.oldest_unacked_seconds) } })), { id: "queue-consumers" }));
 }
 
 async function exchangesPage() {

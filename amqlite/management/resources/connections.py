@@ -49,6 +49,7 @@ async def list_consumers(call: Call) -> Response:
     vhost = call.optional("vhost")
     if vhost is not None:
         call.vhost()
-    return JSONResponse([snapshot.consumer_info(consumer) for v in call.visible_vhosts(vhost)
+    now = call.api.now()
+    return JSONResponse([snapshot.consumer_info(consumer, now) for v in call.visible_vhosts(vhost)
                          for _, q in sorted(v.queues.items()) for consumer in q.consumers])
 
