@@ -57,6 +57,11 @@ class KafkaListeners:
     async def listen(self, server: Server) -> None:
         """Bind kafka_port and kafka_tls_port, as the settings ask (0: not)."""
         settings = server.settings
+        if (settings.kafka_port or settings.kafka_tls_port) and settings.kafka_vhost not in server.core.vhosts:
+            from .listener import StartupError
+
+            raise StartupError(f"kafka_vhost {settings.kafka_vhost!r} is not a vhost (vhosts: "
+                               f"{', '.join(sorted(server.core.vhosts))})")
         if settings.kafka_port:
             await self._bind(server, settings.kafka_port, secure=False)
         if settings.kafka_tls_port:

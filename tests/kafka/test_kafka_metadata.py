@@ -5,6 +5,9 @@ auto-created as streams, and the broker is advertised where it was reached."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+from pathlib import Path
 import shutil
 import subprocess
 from typing import Iterator
@@ -106,3 +109,44 @@ def test_kcat_produces_and_consumes_with_keys_and_headers(kafka_server: KafkaSer
     assert consumed.stdout == "k1=hello h1=v1 0\nk2=world h1=v1 1\n"
     stream = kafka_server.call(lambda: kafka_server.server.core.vhosts["/"].queues["kc"])  # type: ignore[union-attr]
     assert isinstance(stream, Stream) and stream.end == 2
+
+
+def test_metadata_lists_only_what_the_user_may_use_and_auto_create_needs_configure() -> None:
+    users = {"narrow": {"password": "pw", "permissions": {"/": {"configure": "^$", "write": "^$", "read": "^seen"}}}}
+    server = start_kafka(users=users, kafka_allow_anonymous=False)
+    try:
+        declare_streams(server)
+        server.call(lambda: server.server.core.vhosts["/"].declare_queue(  # type: ignore[union-attr]
+            "seen-events", owner=None, now=0.0, durable=True, arguments={"x-queue-type": "stream"}))
+        admin = AdminClient({"bootstrap.servers": server.bootstrap, "security.protocol": "SASL_PLAINTEXT",
+                             "sasl.mechanism": "PLAIN", "sasl.username": "narrow", "sasl.password": "pw"})
+        assert set(admin.list_topics(timeout=10).topics) == {"seen-events"}
+        hidden = admin.list_topics(topic="events", timeout=10).topics["events"]
+        assert hidden.error is not None and hidden.error.code() == 29  # TOPIC_AUTHORIZATION_FAILED
+        refused = admin.list_topics(topic="seen-new", timeout=10).topics["seen-new"]
+        assert refused.error is not None and refused.error.code() == 29  # may read it, not create it
+        assert server.call(lambda: "seen-new" in server.server.core.vhosts["/"].queues) is False  # type: ignore[union-attr]
+    finally:
+        server.stop()
+
+
+def test_topics_live_in_kafka_vhost_and_the_advertised_host_is_the_setting() -> None:
+    server = start_kafka(vhosts=["/", "kafka"], kafka_vhost="kafka", kafka_advertised_host="localhost")
+    try:
+        declare_streams(server)  # in "/": not topics here
+        server.call(lambda: server.server.core.vhosts["kafka"].declare_queue(  # type: ignore[union-attr]
+            "there", owner=None, now=0.0, durable=True, arguments={"x-queue-type": "stream"}))
+        metadata = AdminClient({"bootstrap.servers": server.bootstrap}).list_topics(timeout=10)
+        assert set(metadata.topics) == {"there"}
+        assert [(b.host, b.port) for b in metadata.brokers.values()] == [("localhost", server.kafka_port)]
+    finally:
+        server.stop()
+
+
+def test_a_kafka_vhost_that_does_not_exist_stops_start_up(tmp_path: Path) -> None:
+    # Checked before binding: port 1 is never tried.
+    result = subprocess.run([sys.executable, "-m", "amqlite", "serve", "--port", "0", "--kafka-port", "1",
+                             "--data-dir", str(tmp_path)], env={**os.environ, "AMQLITE_KAFKA_VHOST": "nope"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "kafka_vhost 'nope' is not a vhost (vhosts: /)" in result.stderr
