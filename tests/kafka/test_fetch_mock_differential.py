@@ -46,6 +46,8 @@ def mock() -> Any:
     brokers = keeper.list_topics(timeout=10).brokers
     [(host, port)] = [(b.host, b.port) for b in brokers.values()]
     yield {"bootstrap.servers": f"{host}:{port}"}
+    keeper.flush(10)
+    keeper.close()  # the mock's threads end here, not at interpreter exit
 
 
 @pytest.mark.parametrize("codec", CODECS)
