@@ -77,6 +77,10 @@ class Channel:
         self._deadlines: list[tuple[float, int, float]] = []
         #: The broker's timers call :meth:`on_timer` at this time.
         self.timer_at: float | None = None
+        #: Queues with message groups that a settlement here may have let
+        #: move on (the next of a group): they deliver at the next redispatch,
+        #: to whichever consumer, like a requeue's queue.
+        self._groups_moved: dict[Queue, None] = {}
 
     def _require_open(self) -> None:
         # A closed channel must not declare, publish or register a consumer
@@ -515,15 +519,21 @@ class Channel:
             self._tx_settles.extend((tag, record, how) for tag, record in records)
             return
         self._apply(records, how, now)
-        requeued = [queue for _, (_, queue, _, _) in records] if how is not Settlement.ACK and how.requeues else ()
-        if requeued or (redispatch and self.consumers):
-            self._redispatch(now, requeued)
+        requeued = [queue for _, (_, queue, _, _) in records] if how is not Settlement.ACK and how.requeues else []
+        if requeued or (redispatch and (self.consumers or self._groups_moved)):
+            self._redispatch(now, requeued + self._take_groups_moved())
 
     def redispatch(self, now: float) -> None:
         """Let the queues this channel consumes from deliver to it again
         (after acks taken with ``redispatch=False``)."""
-        if self.consumers:
-            self._redispatch(now)
+        if self.consumers or self._groups_moved:
+            self._redispatch(now, self._take_groups_moved())
+
+    def _take_groups_moved(self) -> list[Queue]:
+        if not self._groups_moved:
+            return []
+        moved, self._groups_moved = list(self._groups_moved), {}
+        return moved
 
     def _apply(self, records: list[tuple[int, Unacked]], how: Settlement, now: float) -> None:
         if how is Settlement.ACK:
@@ -532,6 +542,8 @@ class Channel:
             if consumer is not None:
                 consumer.unacked -= 1
                 self.consumer_unacked -= 1
+            if queue.groups is not None:
+                self._groups_moved[queue] = None
             if how is Settlement.ACK:
                 queue.settle(entry)
                 queue.stats.ack += 1
@@ -570,7 +582,7 @@ class Channel:
         ]
         for tag, record, how in settles:
             self._apply([(tag, record)], how, now)
-        requeued = [queue for _, (_, queue, _, _), how in settles if how.requeues]
+        requeued = [queue for _, (_, queue, _, _), how in settles if how.requeues] + self._take_groups_moved()
         if self.consumers or requeued:
             self._redispatch(now, requeued)
         return outcomes

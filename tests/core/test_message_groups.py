@@ -207,3 +207,28 @@ def test_bad_arguments_are_refused(ch, arguments, text):
 def test_a_stream_refuses_groups(ch):
     with pytest.raises(PreconditionFailed, match="x-message-group-header"):
         ch.declare_queue("s", durable=True, arguments={"x-queue-type": "stream", **GROUPED}, now=0)
+
+
+def test_an_ack_on_another_channel_lets_the_group_move_on(ch, conn):
+    """The ack of a basic.get on a channel without consumers still lets
+    the next of the group go to a waiting consumer elsewhere."""
+    ch.declare_queue("q", arguments=GROUPED, now=0)
+    publish(ch, "a1", "a")
+    publish(ch, "a2", "a")
+    got = ch.get("q", now=0)
+    waiting = conn.open_channel()
+    waiting.consume("q", now=0)
+    assert deliveries(waiting) == []
+    ch.ack(got.delivery_tag, now=0)
+    assert bodies(deliveries(waiting)) == [b"a2"]
+
+
+def test_a_dead_letter_on_another_channel_lets_the_group_move_on(ch, conn):
+    ch.declare_queue("q", arguments=GROUPED, now=0)
+    publish(ch, "a1", "a")
+    publish(ch, "a2", "a")
+    got = ch.get("q", now=0)
+    waiting = conn.open_channel()
+    waiting.consume("q", now=0)
+    ch.reject(got.delivery_tag, requeue=False, now=0)
+    assert bodies(deliveries(waiting)) == [b"a2"]
