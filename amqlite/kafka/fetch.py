@@ -52,10 +52,12 @@ class _Partition:
     max_bytes: int
     stream: Stream | None = None
     error: int = 0
-    #: The read from disk under way (Stream.ask_entries), and what it gave.
+    #: The read from disk under way (Stream.ask_entries).
     ticket: int | None = None
+    #: What it sends; from memory, looked at again on each poll.
     data: list[bytes] = attrs.Factory(list)
     size: int = 0
+    from_disk: bool = False
 
 
 class _Fetch:
@@ -76,12 +78,22 @@ class _Fetch:
     def reading(self) -> bool:
         return any(partition.ticket is not None for partition in self.partitions)
 
+    @property
+    def failed(self) -> bool:
+        """A partition has an error: Kafka answers at once."""
+        return any(partition.error for partition in self.partitions)
+
     def gather(self) -> None:
-        """Fill the partitions that have nothing yet."""
+        """Fill the partitions, those served from memory again (more may
+        have come since the last look)."""
+        for partition in self.partitions:
+            if not partition.from_disk:
+                partition.data.clear()
+                partition.size = 0
         left = self.max_bytes - self.size
         for partition in self.partitions:
             stream = partition.stream
-            if stream is None or partition.error or partition.size:
+            if stream is None or partition.error or partition.from_disk:
                 continue
             if not stream.first <= partition.offset <= stream.end:
                 partition.error = ErrorCode.offset_out_of_range.value
@@ -94,6 +106,7 @@ class _Fetch:
                 if entries is None:
                     continue  # still on its way
                 partition.ticket = None
+                partition.from_disk = True
             else:
                 entries = stream.entries_from(partition.offset, limit)
                 if entries is None:
@@ -196,13 +209,15 @@ def fetch(session: Session, request: Request, now: float) -> Any:
     state = _Fetch(request.api_version, partitions, body.max_bytes, body.min_bytes)
     state.gather()
     wait = body.max_wait.total_seconds()
-    if not state.reading and (state.size >= state.min_bytes or wait <= 0):
+    if state.failed or not state.reading and (state.size >= state.min_bytes or wait <= 0):
+        state.cancel()
         return state.encode()
     pending = Pending(deadline=now + wait)
 
     def poll(now: float) -> None:
         state.gather()
-        if not state.reading and state.size >= state.min_bytes:
+        if state.failed or not state.reading and state.size >= state.min_bytes:
+            state.cancel()
             pending.complete(state.encode())
 
     def timed_out(now: float) -> bytes:

@@ -177,3 +177,31 @@ async def _aiokafka(bootstrap: str) -> None:
         assert await consumer.end_offsets([partition]) == {partition: 20}
     finally:
         await consumer.stop()
+
+
+def test_fetch_behind_the_memory_window_reads_batches_and_messages_back_from_disk() -> None:
+    from kafka_support import start_kafka
+
+    server = start_kafka(queue_memory_budget=50)
+    try:
+        topic = topic_name()
+        produce_confluent(server.bootstrap, topic, 400, **{"batch.num.messages": 30})
+        connection = server.connect()
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for n in range(300):
+            channel.basic_publish("", topic, b"amqp-%d" % n)
+        connection.close()
+        produce_confluent(server.bootstrap, topic, 400, **{"batch.num.messages": 30})
+        time.sleep(0.2)  # the last write's page-out
+        stream = server.call(lambda: server.server.core.vhosts["/"].queues[topic])  # type: ignore[union-attr]
+        assert server.call(lambda: stream._memory_first) > 900  # the rest is on disk only
+        got = consume_confluent(server.bootstrap, topic, 1100, assign=[TopicPartition(topic, 0, 0)])
+        assert [m.offset() for m in got] == list(range(1100))
+        values = [m.value() for m in got]
+        assert values[:400] == [b"value-%d" % i for i in range(400)]
+        assert values[400:700] == [b"amqp-%d" % n for n in range(300)]
+        assert values[700:] == [b"value-%d" % i for i in range(400)]
+        assert got[450].key() is None and got[0].headers() == [("n", b"0"), ("empty", None), ("n", b"again")]
+    finally:
+        server.stop()
