@@ -54,6 +54,10 @@ MAX_IN_FLIGHT = 64
 OUTPUT_HIGH_WATER = 4 * 1024 * 1024
 #: Kafka's socket.request.max.bytes default: the largest request.
 MAX_REQUEST_SIZE = 100 * 1024 * 1024
+#: Seconds without a request or a response after which a connection with
+#: nothing outstanding is closed: Kafka's connections.max.idle.ms (clients
+#: close theirs at 9 minutes, and reconnect when they need to).
+IDLE_TIMEOUT = 600.0
 #: The largest request before authentication, Kafka's
 #: sasl.server.max.receive.size: a stranger's claim is believed this far.
 MAX_UNAUTHENTICATED_REQUEST = 512 * 1024
@@ -82,6 +86,7 @@ class KafkaConnection:
         self.close_reason: str | None = None
         self.max_request_size = max_request_size
         self._handshake_deadline: float | None = now + handshake_timeout
+        self._last_active = now
         self._buffer = bytearray()
         self._slots: deque[_Slot] = deque()
         self._out: list[bytes] = []
@@ -115,6 +120,8 @@ class KafkaConnection:
         out = b"".join(self._out)
         self._out.clear()
         self.buffered_output = 0
+        if out:
+            self._last_active = now
         if self.state is State.CLOSING and not self._slots:
             self.state = State.CLOSED
         return out
@@ -122,6 +129,7 @@ class KafkaConnection:
     def receive_data(self, data: bytes, now: float) -> None:
         if self.state is not State.OPEN or not data:
             return
+        self._last_active = now
         self._buffer += data
         limit = self.max_request_size if self.session.user is not None else MAX_UNAUTHENTICATED_REQUEST
         try:
@@ -141,6 +149,8 @@ class KafkaConnection:
                      if slot.pending is not None and slot.pending.deadline is not None and not slot.pending.done]
         if self._handshake_deadline is not None and self.session.user is None:
             deadlines.append(self._handshake_deadline)
+        if not self._slots:
+            deadlines.append(self._last_active + IDLE_TIMEOUT)
         return min(deadlines, default=None)
 
     def tick(self, now: float) -> None:
@@ -148,6 +158,9 @@ class KafkaConnection:
             return
         if self.session.user is None and self._handshake_deadline is not None and now >= self._handshake_deadline:
             self._close("no authentication within handshake_timeout")
+            return
+        if not self._slots and now >= self._last_active + IDLE_TIMEOUT:
+            self._close(f"idle for {IDLE_TIMEOUT:.0f} s (Kafka's connections.max.idle.ms)")
             return
         for slot in list(self._slots):
             pending = slot.pending

@@ -11,6 +11,7 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 
 from amqlite.kafka.apis import Api, Pending
+from amqlite.kafka.engine import IDLE_TIMEOUT
 from amqlite.kafka.protocol import Request, build
 from amqlite.kafka.registry import APIS
 from amqlite.kafka.session import Session
@@ -162,7 +163,7 @@ def test_a_pending_response_at_its_deadline_takes_what_on_deadline_gives() -> No
     conn.tick(10.5)
     (frame,) = split_responses(conn.data_to_send(10.5))
     assert decode_response(frame, DELETE_RECORDS, 1)[0] == 8
-    assert conn.next_deadline() is None
+    assert conn.next_deadline() == 10.5 + IDLE_TIMEOUT  # nothing outstanding: only the idle limit
 
 
 def test_a_lost_connection_cancels_what_is_pending() -> None:
@@ -232,7 +233,7 @@ def test_anonymous_clients_act_as_the_default_user_and_leave_the_handshake_pool(
     assert not authenticated and conn.next_deadline() == 10.0
     conn.receive_data(request_frame(request(METADATA, 1, topics=None), 2), 0.0)
     assert authenticated == [True] and conn.session.user is not None and conn.session.user.name == "guest"
-    assert conn.next_deadline() is None
+    assert conn.next_deadline() == IDLE_TIMEOUT  # the handshake deadline is gone
 
 
 def test_a_client_that_never_authenticates_is_closed_at_the_handshake_timeout() -> None:
@@ -265,3 +266,20 @@ def test_metadata_v10_by_an_unknown_topic_id_answers_unknown_topic_id() -> None:
     (frame,) = split_responses(conn.data_to_send(0.0))
     (answer,) = decode_response(frame, METADATA, 10)[1].topics
     assert answer.error_code == ErrorCode.unknown_topic_id and answer.name == ""
+
+
+def test_an_idle_connection_closes_after_kafkas_idle_limit_but_not_while_a_response_is_due() -> None:
+    conn = engine(apis=_apis(lambda session, request, now: Pending()))
+    conn.receive_data(request_frame(request(METADATA, 1, topics=None), 1), 0.0)  # logs in (anonymous)
+    conn.data_to_send(5.0)
+    assert conn.next_deadline() == 5.0 + IDLE_TIMEOUT
+    conn.tick(5.0 + IDLE_TIMEOUT - 1)
+    assert not conn.closed
+    conn.receive_data(_delete_records(2), 100.0)  # a long poll outstanding: not idle
+    assert conn.next_deadline() is None
+    conn.tick(100.0 + 2 * IDLE_TIMEOUT)
+    assert not conn.closed
+    idle = engine(anonymous_user="")
+    idle.session.user = conn.session.user  # logged in, so the handshake timeout is not what closes it
+    idle.tick(IDLE_TIMEOUT)
+    assert idle.closed and "idle" in (idle.close_reason or "")

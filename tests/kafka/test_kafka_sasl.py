@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from amqlite.auth import Users, hash_password
 from amqlite.config import Settings
+from amqlite.kafka.engine import IDLE_TIMEOUT
 from kafka_support import KafkaServerThread, decode_response, engine, request, request_frame, split_responses, start_kafka
 
 USERS = {
@@ -107,7 +108,7 @@ def test_plain_at_the_engine_and_the_handshake_pool() -> None:
     handshake, result = _plain(conn, "guest", "guest")
     assert set(handshake.mechanisms) == set(MECHANISMS)
     assert result.error_code == ErrorCode.none and conn.session.user is not None
-    assert authenticated == [True] and conn.next_deadline() is None and not conn.closed
+    assert authenticated == [True] and conn.next_deadline() == IDLE_TIMEOUT and not conn.closed
 
 
 def test_guest_is_refused_from_afar_whatever_the_password() -> None:
