@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pika
 import pytest
 
 from .conftest import ManagedServerThread
@@ -76,3 +77,19 @@ def test_export_and_import(managed: ManagedServerThread, tmp_path: Path) -> None
     admin(managed, "delete", "exchange", "name=billing")
     assert "Uploaded definitions" in admin(managed, "import", str(exported))
     assert "billing\tinvoices\tnew" in admin(managed, "list", "bindings", "source", "destination", "routing_key")
+
+
+def test_declare_a_grouped_queue_and_read_its_groups_and_ages(managed: ManagedServerThread) -> None:
+    """Issue 25: a queue with message groups and a consumer timeout declared
+    by rabbitmqadmin; its groups and the oldest unacked age read back."""
+    admin(managed, "declare", "queue", "name=orders",
+          'arguments={"x-message-group-header": "customer", "x-consumer-timeout": 3600000}')
+    connection = managed.connect()
+    channel = connection.channel()
+    for customer in ("acme", "acme", "globex"):
+        channel.basic_publish("", "orders", b"x", pika.BasicProperties(headers={"customer": customer}))
+    channel.basic_get("orders")  # acme's first, unacked
+    shown = admin(managed, "list", "queues", "name", "message_groups.groups", "oldest_unacked_seconds")
+    name, groups, oldest = shown.split("\n")[1].split("\t")
+    assert (name, groups) == ("orders", "2") and float(oldest) >= 0
+    connection.close()
