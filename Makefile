@@ -57,6 +57,7 @@ bench-durable: $(STAMP)
 	$(BIN)/python benchmarks/bench_amqp.py --durable
 	$(BIN)/python benchmarks/bench_store.py --messages 10000000
 	$(BIN)/python benchmarks/bench_delayed.py --messages 10000000
+	$(BIN)/python benchmarks/bench_delayed.py --held 1000000
 
 # Thousands of connections, fanout to 1,000 queues, 100,000 topic bindings:
 # amqlite against the RabbitMQ at 127.0.0.1:5672 (about 8 minutes).

@@ -11,8 +11,16 @@ messages fire while they are held.
    messages a second for S seconds with a 1 s delay, and how late each
    reaches a consumer after its due time (p50, p99, max), while the N are
    held; RSS at the end.
+3. held (--held N): memory per held message on a running `amqlite serve`
+   fed over AMQP: N persistent 100-byte messages published with confirms
+   to a durable x-delayed-message exchange, once all with x-delay of one
+   hour (the common "retry in an hour"), once with delays spread from 1
+   minute to 30 days, each on a fresh data directory. Once the last is
+   confirmed, the server's RSS is read every second until it has not
+   moved for HELD_SETTLE seconds; RSS per held message is its growth from
+   just before the first publish, divided by N.
 
-Usage: python benchmarks/bench_delayed.py [--messages N] [--rate R] [--seconds S]
+Usage: python benchmarks/bench_delayed.py [--messages N] [--rate R] [--seconds S] [--held N]
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_amqp import Client, free_port, machine  # noqa: E402
+from bench_amqp import Client, free_port, machine, start_amqlite  # noqa: E402
 from bench_paging import rss_mb  # noqa: E402
 from bench_store import child, rss_bytes  # noqa: E402
 
@@ -146,11 +154,80 @@ def late_by(consumer: Client, publisher: Client, rate: int, seconds: float) -> l
     return samples
 
 
+#: Seconds the server's RSS must stay put (within 1 MiB) before it is read as
+#: settled: the store driver trims freed memory at most every 10 s.
+HELD_SETTLE = 15.0
+HOUR_MS = 3_600_000
+
+
+def held_memory(count: int, spread: bool) -> dict[str, float]:
+    """RSS per held message of ``count`` published over AMQP (see the docstring)."""
+    with tempfile.TemporaryDirectory(prefix="amqlite-held-bench-") as tmp:
+        process, port, _ = start_amqlite(tmp)
+        try:
+            client = Client("127.0.0.1", port)
+            client.send(1, spec.Exchange.Declare(exchange=EXCHANGE, type="x-delayed-message", durable=True,
+                                                 arguments=DELAYED))
+            client.expect(spec.Exchange.DeclareOk)
+            client.send(1, spec.Queue.Declare(queue=QUEUE, durable=True))
+            client.expect(spec.Queue.DeclareOk)
+            client.send(1, spec.Queue.Bind(queue=QUEUE, exchange=EXCHANGE, routing_key="k"))
+            client.expect(spec.Queue.BindOk)
+            client.send(1, spec.Confirm.Select())
+            client.expect(spec.Confirm.SelectOk)
+            time.sleep(2)
+            before = rss_mb(process.pid)
+            started = time.perf_counter()
+            publish_delayed(client, count, spread)
+            rate = count / (time.perf_counter() - started)
+            peak = settled = rss_mb(process.pid)
+            still_since = time.monotonic()
+            while time.monotonic() - still_since < HELD_SETTLE:
+                time.sleep(1)
+                now = rss_mb(process.pid)
+                peak = max(peak, now)
+                if abs(now - settled) > 1:
+                    settled, still_since = now, time.monotonic()
+            client.close()
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait()
+    return {"rate": rate, "before": before, "peak": peak, "settled": settled,
+            "per_message": (settled - before) * 2**20 / count}
+
+
+def publish_delayed(client: Client, count: int, spread: bool) -> None:
+    """Persistent messages with confirms, 2,000 at most unconfirmed."""
+    head = encode_method_frame(1, spec.Basic.Publish(EXCHANGE, "k"))
+    rng = random.Random(1)
+    shared = head + encode_content(1, 60, Properties(delivery_mode=2, headers={"x-delay": HOUR_MS}), BODY, 131072)
+    sent = confirmed = 0
+    while confirmed < count:
+        if sent < count and sent - confirmed < 2000:
+            n = min(100, count - sent, 2000 - (sent - confirmed))
+            if spread:
+                frames = b"".join(head + encode_content(
+                    1, 60, Properties(delivery_mode=2, headers={"x-delay": rng.randint(60_000, 30 * 86_400_000)}),
+                    BODY, 131072) for _ in range(n))
+            else:
+                frames = shared * n
+            client.sock.sendall(frames)
+            sent += n
+        for kind, _, payload in client.frames(block=sent - confirmed >= 2000 or sent == count):
+            if kind == 1 and payload[:4] == b"\x00\x3c\x00\x50":  # basic.ack
+                tag, multiple = struct.unpack_from(">QB", payload, 4)
+                confirmed = tag if multiple else max(confirmed, tag)
+            elif kind == 1 and payload[:4] == b"\x00\x3c\x00\x78":  # basic.nack
+                raise RuntimeError("publish nacked")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=10_000_000)
     parser.add_argument("--rate", type=int, default=200, help="delayed messages a second during the lateness run")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--held", type=int, metavar="N",
+                        help="only the memory per held message over AMQP, with N messages per distribution")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
     parser.add_argument("--phase", nargs=2, metavar=("PHASE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -162,6 +239,15 @@ def main() -> None:
             print(json.dumps(fill(Path(directory), args.messages)), flush=True)
             os.kill(os.getpid(), signal.SIGKILL)  # a crash right after the last fsync
         print(json.dumps(serve(Path(directory), args.rate, args.seconds)))
+        return
+    if args.held:
+        print(f"machine: {machine()}")
+        for spread in (False, True):
+            held = held_memory(args.held, spread)
+            print(f"held over AMQP: {args.held:,} x 100 B persistent, x-delay "
+                  f"{'1 min to 30 days' if spread else 'all 1 hour'}: published {held['rate']:,.0f} msgs/s; RSS"
+                  f" {held['before']:,.0f} MiB before, peak {held['peak']:,.0f}, settled {held['settled']:,.0f}:"
+                  f" {held['per_message']:,.0f} B per held message")
         return
     n = args.messages
     with tempfile.TemporaryDirectory(prefix="amqlite-delayed-bench-") as tmp:

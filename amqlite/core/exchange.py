@@ -218,12 +218,12 @@ class Exchange:
     def pending_count(self) -> int:
         return len(self.held)
 
-    def hold(self, message: Message, due: float) -> None:
+    def hold(self, message: Message, due: float, now: float) -> None:
         journal = self.vhost.broker.journal
         segment = offset = 0
         if journal is not None and self.durable and message.persistent:
             segment, offset = journal.held(self, message, due)
-        if self.held.hold(message, due, segment, offset) and journal is not None:
+        if self.held.hold(message, due, now, segment, offset) and journal is not None:
             journal.over_budget(self)  # pages out after the next write
         self.schedule()
 

@@ -331,7 +331,7 @@ class VirtualHost:
         if exchange.delayed:
             delay = delay_of(message)
             if delay > 0:
-                exchange.hold(message, now + delay)
+                exchange.hold(message, now + delay, now)
                 return PublishOutcome(routed=0, delayed=True)
         delayers: list[Exchange] = []
         queues = self.route(exchange, message, None, delayers)
@@ -341,7 +341,7 @@ class VirtualHost:
             # since storage tracks a held message apart from queued ones.
             due = now + delay_of(message)
             for delayer in delayers:
-                delayer.hold(attrs.evolve(message, store_id=None, store_segment=0, store_refs=0), due)
+                delayer.hold(attrs.evolve(message, store_id=None, store_segment=0, store_refs=0), due, now)
             if not queues:
                 return PublishOutcome(routed=0, delayed=True)
             return attrs.evolve(self._enqueue(queues, message, ttl, False, now, exchange_name), delayed=True)
