@@ -48,6 +48,8 @@ from .session import Session
 
 log = get_logger(__name__)
 
+#: Produce's key: what the memory alarm holds back.
+PRODUCE = 0
 #: Requests whose responses are outstanding before reading pauses.
 MAX_IN_FLIGHT = 64
 #: Bytes of responses waiting for the client before reading pauses.
@@ -98,12 +100,24 @@ class KafkaConnection:
         #: Called once, when the client has authenticated.
         self.on_authenticated: Callable[[], None] | None = None
         self.requests = 0
+        #: The broker's memory alarm is on, and this connection has produced:
+        #: it is not read until the alarm clears, as AMQP publishers are not.
+        self._memory_alarm = False
+        self._produced = False
 
     # -- the driver's side -------------------------------------------------
 
     def wants_read(self) -> bool:
         return (self.state is State.OPEN and len(self._slots) < MAX_IN_FLIGHT
-                and self.buffered_output <= OUTPUT_HIGH_WATER)
+                and self.buffered_output <= OUTPUT_HIGH_WATER and not (self._memory_alarm and self._produced))
+
+    def set_memory_alarm(self, on: bool) -> None:
+        """The broker's memory alarm went on or off. A producer's
+        connection is not read while it is on (its client's requests wait,
+        then time out and are retried, idempotently); consumers go on."""
+        self._memory_alarm = on
+        if not on and self.on_readable is not None:
+            self.on_readable()
 
     def wants_write(self) -> bool:
         return bool(self._out)
@@ -205,6 +219,8 @@ class KafkaConnection:
         session = self.session
         if session.client_id is None:
             session.client_id = request.client_id
+        if request.api_key == PRODUCE:
+            self._produced = True
         api = session.apis.get(request.api_key)
         if api is None or not api.min_version <= request.api_version <= api.max_version:
             if api is not None and api.any_version and request.api_version > api.max_version:

@@ -139,6 +139,8 @@ async def serve_connection(server: Server, stream: trio.SocketStream, tls: ssl.S
                       peer_loopback=is_loopback(peer[0]))
     conn = KafkaConnection(session, now=clock.now(), handshake_timeout=server.settings.handshake_timeout)
     conn.on_authenticated = authenticated
+    if server.memory_alarm:
+        conn.set_memory_alarm(True)
     kafka = server.kafka
     kafka.connections.add(conn)
     transport: RawSocket | trio.abc.Stream = RawSocket(stream) if served is stream else served

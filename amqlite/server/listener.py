@@ -259,6 +259,8 @@ class Server:
         now = self.clock.now()
         for conn in self.connections:
             conn.set_memory_alarm(on, now)
+        for kafka in self.kafka.connections:
+            kafka.set_memory_alarm(on)
 
     def alarms(self) -> list[str]:
         """The resource alarms in effect, by RabbitMQ's resource names."""

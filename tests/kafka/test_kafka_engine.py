@@ -283,3 +283,18 @@ def test_an_idle_connection_closes_after_kafkas_idle_limit_but_not_while_a_respo
     idle.session.user = conn.session.user  # logged in, so the handshake timeout is not what closes it
     idle.tick(IDLE_TIMEOUT)
     assert idle.closed and "idle" in (idle.close_reason or "")
+
+
+def test_the_memory_alarm_stops_reading_producers_not_consumers() -> None:
+    producer, consumer = engine(), engine()
+    produce = request(0, 9, transactional_id=None, acks=-1, timeout=datetime.timedelta(seconds=1), topic_data=())
+    producer.receive_data(request_frame(produce, 1), 0.0)
+    consumer.receive_data(request_frame(request(METADATA, 1, topics=None), 1), 0.0)
+    woken: list[bool] = []
+    producer.on_readable = lambda: woken.append(True)
+    for conn in (producer, consumer):
+        conn.data_to_send(0.0)
+        conn.set_memory_alarm(True)
+    assert not producer.wants_read() and consumer.wants_read()
+    producer.set_memory_alarm(False)
+    assert producer.wants_read() and woken == [True]
