@@ -49,10 +49,6 @@ class _Refused(Exception):
         self.message = message
 
 
-def _user(session: Session) -> str | None:
-    return session.user.name if session.user else None
-
-
 # -- CreateTopics ------------------------------------------------------------
 
 
@@ -116,7 +112,7 @@ def _create(session: Session, wanted: Any, validate_only: bool, now: float) -> t
     except AMQPError as error:
         raise _Refused(ErrorCode.invalid_config, error.text) from None
     log.info("kafka.topic_created", topic=name, partitions=partitions, arguments=arguments, peer=session.peer,
-             user=_user(session))
+             user=session.user_name)
     return topic.topic_id, partitions, arguments
 
 
@@ -143,7 +139,7 @@ def delete_topics(session: Session, request: Request, now: float) -> Any:
         else:
             topics.delete(vhost, topic, now)
             log.info("kafka.topic_deleted", topic=topic.name, partitions=len(topic.partitions), peer=session.peer,
-                     user=_user(session))
+                     user=session.user_name)
         results.append(build(cls, "DeletableTopicResult", name=topic.name if topic else name,
                              topic_id=topic.topic_id if topic else topic_id, error_code=code, error_message=message))
     return build(cls, throttle_time=_NO_THROTTLE, responses=tuple(results))
@@ -193,7 +189,7 @@ def _grow(session: Session, wanted: Any, validate_only: bool, now: float) -> Non
     except AMQPError as error:
         raise _Refused(ErrorCode.invalid_request, error.text) from None
     log.info("kafka.partitions_created", topic=topic.name, partitions=wanted.count, before=have, peer=session.peer,
-             user=_user(session))
+             user=session.user_name)
 
 
 # -- configs ---------------------------------------------------------------
@@ -292,7 +288,7 @@ def _alter(session: Session, request: Request, now: float,
                     for partition in topic.partitions:
                         partition.reconfigure(arguments)
                     log.info("kafka.topic_configured", topic=topic.name, arguments=arguments, peer=session.peer,
-                             user=_user(session))
+                             user=session.user_name)
             except (ConfigError, AMQPError) as error:
                 raise _Refused(ErrorCode.invalid_config, getattr(error, "text", None) or str(error)) from None
         except _Refused as refused:

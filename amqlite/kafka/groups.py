@@ -118,7 +118,7 @@ def join_group(session: Session, request: Request, now: float) -> Any:
                           if not session.allowed("read", topic)})
         if refused:
             log.info("kafka.group_refused", group=body.group_id, topics=refused, peer=session.peer,
-                     user=session.user.name if session.user else None)
+                     user=session.user_name)
             return respond(JoinResult(ErrorCode.group_authorization_failed.value, body.member_id))
     session_timeout = body.session_timeout.total_seconds()
     rebalance_timeout = body.rebalance_timeout.total_seconds() if version >= 1 else session_timeout
@@ -239,7 +239,7 @@ def _delete(session: Session, name: str) -> ErrorCode:
     for _, _, stream in where:
         stream.forget_group(name)
     log.info("kafka.group_deleted", group=name, offsets=len(where), peer=session.peer,
-             user=session.user.name if session.user else None)
+             user=session.user_name)
     return ErrorCode.none
 
 

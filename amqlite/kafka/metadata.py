@@ -81,7 +81,7 @@ def _named(session: Session, cls: type[Any], name: str, auto_create: bool, now: 
         log.warning("kafka.topic_not_created", topic=name, peer=session.peer, reason=error.text)
         return _error(cls, name, ErrorCode.invalid_topic_exception)
     log.info("kafka.topic_created", topic=name, partitions=1, how="auto-created", peer=session.peer,
-             user=session.user.name if session.user else None)
+             user=session.user_name)
     return _topic(cls, topic, session.settings.node_id)
 
 

@@ -58,6 +58,11 @@ class Session:
         return self.broker.vhosts[self.settings.vhost]
 
     @property
+    def user_name(self) -> str | None:
+        """Who the client is, for log lines (None before it logs in)."""
+        return self.user.name if self.user else None
+
+    @property
     def access(self) -> Access:
         """The user's permissions in the Kafka vhost (after authentication)."""
         assert self.user is not None, "handlers run after authentication"

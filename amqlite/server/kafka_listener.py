@@ -152,7 +152,7 @@ async def serve_connection(server: Server, stream: trio.SocketStream, tls: ssl.S
     finally:
         conn.connection_lost()
         kafka.connections.discard(conn)
-        log.info("kafka.connection_closed", peer=peer_text, user=session.user.name if session.user else None,
+        log.info("kafka.connection_closed", peer=peer_text, user=session.user_name,
                  client_id=session.client_id, requests=conn.requests, reason=conn.close_reason)
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(served)
