@@ -519,9 +519,12 @@ class Channel:
             self._tx_settles.extend((tag, record, how) for tag, record in records)
             return
         self._apply(records, how, now)
-        requeued = [queue for _, (_, queue, _, _) in records] if how is not Settlement.ACK and how.requeues else []
-        if requeued or (redispatch and (self.consumers or self._groups_moved)):
-            self._redispatch(now, requeued + self._take_groups_moved())
+        requeued = [queue for _, (_, queue, _, _) in records] if how is not Settlement.ACK and how.requeues else ()
+        moved = self._groups_moved
+        if requeued or (redispatch and (self.consumers or moved)):
+            if moved:
+                requeued = [*requeued, *self._take_groups_moved()]
+            self._redispatch(now, requeued)
 
     def redispatch(self, now: float) -> None:
         """Let the queues this channel consumes from deliver to it again

@@ -232,9 +232,9 @@ class Queue:
 
     def dispatch(self, now: float) -> None:
         """Push ready messages to consumers while any has credit."""
-        if not self.message_count or self._dispatching or self.deleted:
-            return
         ready, groups = self.ready, self.groups
+        if not (ready.count or (groups is not None and groups.parked)) or self._dispatching or self.deleted:
+            return
         # Without groups, straight from the ready list: one call fewer per delivery.
         take = self._pop_ready if groups is None else self._next_ready
         self._dispatching = True
