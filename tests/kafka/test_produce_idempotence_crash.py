@@ -149,3 +149,63 @@ def test_a_retry_after_kill_9_is_a_duplicate_with_its_first_offset(tmp_path: Pat
         assert got == [(i, b"record-%d" % i) for i in range(25)] + [(25 + i, b"record-%d" % i) for i in range(5)]
     finally:
         broker.kill()
+
+
+def test_an_idempotent_client_producing_through_kill_9_stores_each_record_once(tmp_path: Path) -> None:
+    """librdkafka (enable.idempotence) resends what was in flight when the
+    broker died, with the same sequence numbers, once it is back on the
+    same port: what reached the disk is a duplicate, the rest is stored;
+    every record once, in order."""
+    import threading
+
+    from confluent_kafka import Producer
+
+    broker = Broker(tmp_path / "data", tmp_path)
+    broker.start()
+    bootstrap = f"127.0.0.1:{broker.kafka_port}"
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                         "linger.ms": 2, "batch.num.messages": 20, "message.timeout.ms": 120_000,
+                         "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 200})
+    failed: list[object] = []
+    delivered = [0]
+    total = 3000
+
+    def report(error: object, message: object) -> None:
+        if error is not None:
+            failed.append(error)
+        else:
+            delivered[0] += 1
+
+    def produce_all() -> None:
+        for n in range(total):
+            producer.produce("trail", b"r-%d" % n, on_delivery=report)
+            if n % 20 == 0:
+                producer.poll(0)
+                time.sleep(0.004)
+
+    try:
+        producer.produce("trail", b"first", on_delivery=report)  # the topic made
+        assert producer.flush(30) == 0
+        sender = threading.Thread(target=produce_all)
+        sender.start()
+        time.sleep(0.4)
+        broker.kill()
+        assert 1 < delivered[0] < total  # killed mid-stream
+        time.sleep(0.3)
+        broker.start()
+        sender.join(60)
+        assert producer.flush(90) == 0 and not failed, failed[:3]
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False})
+        consumer.assign([TopicPartition("trail", 0, 0)])
+        values: list[bytes] = []
+        deadline = time.monotonic() + 60
+        while len(values) < total + 1 and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                values.append(message.value())
+        _, high = consumer.get_watermark_offsets(TopicPartition("trail", 0), timeout=10)
+        consumer.close()
+        assert high == total + 1
+        assert values == [b"first"] + [b"r-%d" % n for n in range(total)]
+    finally:
+        broker.kill()
