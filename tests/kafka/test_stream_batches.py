@@ -120,3 +120,24 @@ async def test_batches_read_back_from_disk_and_survive_a_restart(tmp_path: Path)
         assert verdict is Verdict.DUPLICATE
         assert want[offset][1] == b"value-%d-0" % last
         assert stream.producers.check(42, 0, 3 * last + 3, 3 * last + 5) == (Verdict.APPEND, -1)
+
+
+async def test_batches_recover_from_segment_indexes(tmp_path: Path) -> None:
+    """Sealed segments get an index file, which keeps a BATCH record's
+    header only; a restart that loads them finds every offset and the
+    producer's sequences all the same."""
+    want = expected(PLAN)
+    async with amqlite.open_broker(data_dir=tmp_path, segment_size=4096) as broker:
+        ch = await broker.channel()
+        await ch.queue_declare("events", durable=True, arguments=STREAM)
+        await fill(broker, PLAN)
+        with trio.fail_after(10):
+            while len(list(tmp_path.rglob("*.idx"))) < 3:
+                await trio.sleep(0.01)
+    async with amqlite.open_broker(data_dir=tmp_path, segment_size=4096) as broker:
+        stream = the_stream(broker)
+        assert (stream.first, stream.end) == (0, len(want))
+        got = await read_all(broker, len(want))
+        assert [(offset, body) for offset, body, _ in got] == want
+        last = max(n for kind, n in PLAN if kind == "k")
+        assert stream.producers.check(42, 0, 3 * last, 3 * last + 2)[0] is Verdict.DUPLICATE
