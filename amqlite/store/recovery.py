@@ -254,6 +254,8 @@ class _Replay:
         #: Idempotent producers' batches per stream, in log order:
         #: queue id -> [(producer id, epoch, first seq, last seq, first offset)].
         self.producers: dict[int, list[tuple[int, int, int, int, int]]] = {}
+        #: Streams whose rows are out of offset order (see _batch).
+        self.unsorted: set[int] = set()
 
     @property
     def log(self) -> SegmentLog:
@@ -444,6 +446,10 @@ class _Replay:
         batch = kafka_records.stored(payload[records.BATCH_HEAD.size:records.BATCH_PREFIX])
         count = batch.record_count
         index = self._index(queue_id)
+        if index.seqs and index.seqs[-1] > first:
+            # From a segment index, which gives a segment's PUBLISH rows
+            # before its other records: this stream's rows need sorting.
+            self.unsorted.add(queue_id)
         size = batch.size // count
         for i in range(first, first + count):
             index.add(i, 0, segment, offset, appended, 0, size, 0)
@@ -730,6 +736,11 @@ def _restore_stream(stream: Stream, index: _QueueIndex, replay: _Replay) -> None
     TRUNCATE are gone, and that record points at them until their
     segments are."""
     first, truncated_in = replay.truncations.get(stream.store_id or 0, (0, 0))
+    if stream.store_id in replay.unsorted:
+        order = sorted(range(len(index.seqs)), key=index.seqs.__getitem__)
+        for column in (index.seqs, index.segments, index.offsets, index.sizes):
+            column[:] = array(column.typecode, [column[i] for i in order])
+        index.expires[:] = array("d", [index.expires[i] for i in order])
     seqs, segments = index.seqs, index.segments
     start = bisect.bisect_left(seqs, first)
     for segment, _ in _runs(segments, 0, start):
