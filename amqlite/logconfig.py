@@ -12,8 +12,11 @@ import structlog
 def configure(log_format: str = "auto", level: str = "info") -> None:
     if log_format == "auto":
         log_format = "console" if sys.stderr.isatty() else "json"
+    # Plain tracebacks: with rich installed, structlog's default shows each
+    # frame's local variables, and a local may be a password.
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if log_format == "console" else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        if log_format == "console" else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[
