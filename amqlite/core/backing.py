@@ -106,6 +106,16 @@ class Backing:
                 self.pager.removed_paged(self.queue, seq, segment)
         return len(paged)
 
+    def remove_paged(self, priority: int, seq: int) -> bool:
+        """The paged message ``seq`` left from the middle of the queue
+        (redriven, deleted); False if it is not on disk only now."""
+        ref = self.ready.remove_paged(priority, seq)
+        if ref is None:
+            return False
+        assert self.pager is not None
+        self.pager.removed_paged(self.queue, seq, ref[0])
+        return True
+
     # -- paging -----------------------------------------------------------
 
     def want_page_in(self) -> None:

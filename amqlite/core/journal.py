@@ -125,6 +125,11 @@ class Journal(Protocol):
 
     def removed_paged(self, queue: Queue, seq: int, segment: int) -> None: ...
 
+    def read_paged(self, refs: list[PagedRef]) -> list[Message]:
+        """The messages of paged refs, read from disk (a driver's worker
+        thread: page-in, and browsing with core/browse.py)."""
+        ...
+
     def spilled(self, entry: Entry) -> None:
         """Write a transient entry's message, only so that it can page out
         (core/backing.py); sets the entry's store fields. Never recovered."""

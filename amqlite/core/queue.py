@@ -134,6 +134,11 @@ class Queue:
         return len(groups.groups), len(backoff), groups.oldest_since()
 
     @property
+    def last_seq(self) -> int:
+        """The seq of the newest message accepted so far."""
+        return self._seq
+
+    @property
     def paged_count(self) -> int:
         """Ready messages kept on disk only (paged out)."""
         return self.ready.paged
@@ -425,12 +430,18 @@ class Queue:
 
     def _expire(self, entry: Entry, now: float) -> None:
         """A ready entry past its deadline leaves from wherever it sits."""
+        self.take_ready(entry)
+        self._dead_letter(entry.message, deadletter.EXPIRED, now)
+
+    def take_ready(self, entry: Entry) -> None:
+        """A ready entry leaves from wherever it sits, for good (expired,
+        or redriven or deleted by the workbench, core/redrive.py)."""
         parked = self.groups is not None and self.groups.is_parked(entry)
         self._leave(entry)
-        self._expiring -= 1
+        if entry.expires_at is not None:
+            self._expiring -= 1
         if not parked:
             self.ready.discard(entry)
-        self._dead_letter(entry.message, deadletter.EXPIRED, now)
 
     # -- dead-lettering and drops ---------------------------------------
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import heapq
 from array import array
+from bisect import bisect_left
 from collections import deque
-from typing import Callable
+from typing import Callable, Iterator
 
 from .message import READY, Entry
 
@@ -85,6 +86,27 @@ class PagedRun:
                                       strict=True):
                 column[self.head:self.head] = array(column.typecode, values)
         self.bytes += sum(ref[3] for ref in refs)
+
+    def refs(self) -> Iterator[PagedRef]:
+        for at in range(self.head, len(self.seqs)):
+            yield self.segments[at], self.offsets[at], self.seqs[at], self.sizes[at]
+
+    def find(self, seq: int) -> int | None:
+        """Where the run holds ``seq`` (seqs ascend), or None."""
+        at = bisect_left(self.seqs, seq, self.head)
+        return at if at < len(self.seqs) and self.seqs[at] == seq else None
+
+    def remove(self, seq: int) -> PagedRef | None:
+        """Take the ref of ``seq`` out of the run, wherever it is; None if
+        the run does not hold it."""
+        at = self.find(seq)
+        if at is None:
+            return None
+        ref = (self.segments[at], self.offsets[at], self.seqs[at], self.sizes[at])
+        for column in (self.segments, self.offsets, self.seqs, self.sizes):
+            del column[at]
+        self.bytes -= ref[3]
+        return ref
 
     def take(self, count: int, max_bytes: int | None = None) -> list[PagedRef]:
         """The oldest ``count`` refs, fewer if their bodies would pass
@@ -209,6 +231,35 @@ class ReadyList:
                 if level.paging:
                     return None  # lower priorities wait for this level's page-in
         return None
+
+    def walk(self) -> Iterator[Entry | tuple[int, PagedRef]]:
+        """Every ready message in delivery order, taking none: an entry in
+        memory, or (priority, ref) for one on disk (see core/browse.py)."""
+        for priority in self._order:
+            level = self._levels[priority]
+            for _, entry in sorted(level.requeued):
+                if entry.state == READY:
+                    yield entry
+            yield from (entry for entry in level.fresh if entry.state == READY)
+            yield from ((priority, ref) for ref in level.inflight)
+            yield from ((priority, ref) for ref in level.paged.refs())
+            yield from (entry for entry in level.tail if entry.state == READY)
+
+    def holds_paged(self, priority: int, seq: int) -> bool:
+        """Whether the message ``seq`` is on disk only now (not being read back)."""
+        level = self._levels.get(priority)
+        return level is not None and level.paged.find(seq) is not None
+
+    def remove_paged(self, priority: int, seq: int) -> PagedRef | None:
+        """Forget the paged message ``seq`` (it left from the middle of the
+        queue); None if it is not on disk only now (read back, or being)."""
+        level = self._levels.get(priority)
+        ref = None if level is None else level.paged.remove(seq)
+        if ref is not None:
+            self.count -= 1
+            self.bytes -= ref[3]
+            self.paged -= 1
+        return ref
 
     def discard(self, entry: Entry) -> None:
         """Account for ``entry`` having left while still indexed here.
