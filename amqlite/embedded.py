@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, Coroutine
 import attrs
 import trio
 
+from . import workbench
 from .amqp.properties import check_properties
 from .config import Settings
 from .core import errors
@@ -27,7 +28,10 @@ from .core.broker import Broker as CoreBroker
 from .core.channel import Channel as CoreChannel
 from .core.connection import Connection as CoreConnection
 from .core.events import AckTimedOut, ConsumerCancelled, Deliver, GetResult, PublishOutcome, WaitForDisk
-from .core.message import EMPTY_PROPERTIES, Properties
+from .core.browse import Filter
+from .core.message import EMPTY_PROPERTIES, Entry, Message, Properties
+from .core.queue import Queue as CoreQueue
+from .core.redrive import COUNT, DELETE, REDRIVE, Job
 from .core.stream import OFFSET_HEADER, with_offset
 from .log import get_logger
 from .runtime import Clock, drive_timers
@@ -69,6 +73,18 @@ class DeclareOk:
     queue: str
     message_count: int
     consumer_count: int
+
+
+@attrs.frozen(slots=True)
+class Browsed:
+    """A message seen by :meth:`Channel.queue_browse`, still in its queue."""
+
+    position: int
+    message: Message
+    redelivered: bool
+    delivery_count: int
+    #: Read from disk: the queue holds it paged out.
+    paged: bool
 
 
 @attrs.define(slots=True, eq=False)
@@ -365,6 +381,56 @@ class Channel:
         An amqlite extension: RabbitMQ needs a shovel or a script for this.
         """
         return await self._op(self._core.redrive_queue, queue, now=self._broker.now(), to=to, limit=limit)
+
+    # -- the dead-letter workbench (amqlite/workbench.py) -----------------
+
+    def _source(self, queue: str) -> CoreQueue:
+        found: CoreQueue = self._run(self._core.vhost.get_queue, queue, self._core.connection)
+        if self._core.access is not None:
+            self._run(self._core.access.read, "queue", queue)
+        return found
+
+    async def queue_browse(self, queue: str, *, offset: int = 0, limit: int = 50,
+                           filter: Filter | None = None) -> list[Browsed]:
+        """Up to ``limit`` ready messages of ``queue`` (those matching
+        ``filter``), from position ``offset``, in delivery order, without
+        consuming them: nothing about them or their order changes. Messages
+        paged out to disk are read from there."""
+        await trio.lowlevel.checkpoint()
+        shown, _ = await workbench.browse(self._broker.core, self._source(queue), offset, limit, filter or Filter())
+        return [Browsed(position, message, item.redelivered if isinstance(item, Entry) else False,
+                        item.delivery_count if isinstance(item, Entry) else 0, not isinstance(item, Entry))
+                for position, item, message in shown if message is not None]
+
+    async def queue_redrive_matching(self, queue: str, filter: Filter | None = None, *, to: str | None = None,
+                                     rate: float | None = None, limit: int | None = None,
+                                     dry_run: bool = False) -> Job:
+        """Redrive the ready messages of ``queue`` that match ``filter`` to
+        where each died (or ``to``), at most ``rate`` a second and ``limit``
+        in all; with ``dry_run`` only count them. Returns the finished job
+        (``matched``, ``done``, ``skipped``). Run it in a task of your own
+        to watch its progress meanwhile (``jobs`` lists it)."""
+        await trio.lowlevel.checkpoint()
+        source = self._source(queue)
+        if to is not None:
+            self._run(self._core.vhost.get_queue, to, self._core.connection)
+            if self._core.access is not None:
+                self._run(self._core.access.write, "queue", to)
+        jobs = workbench.jobs_of(self._broker.core, self._broker.now)
+        job = jobs.create(self._core.vhost.name, source, COUNT if dry_run else REDRIVE, filter or Filter(), to=to,
+                          rate=None if dry_run else rate, limit=limit)
+        await jobs.run(job)
+        return job
+
+    async def queue_delete_matching(self, queue: str, filter: Filter) -> int:
+        """Delete the ready messages of ``queue`` that match ``filter``
+        (logged with the count); returns how many."""
+        await trio.lowlevel.checkpoint()
+        source = self._source(queue)
+        jobs = workbench.jobs_of(self._broker.core, self._broker.now)
+        job = jobs.create(self._core.vhost.name, source, DELETE, filter)
+        await jobs.run(job)
+        return job.done
 
     async def queue_delete(self, queue: str, *, if_unused: bool = False, if_empty: bool = False) -> int:
         return await self._op(

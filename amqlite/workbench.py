@@ -129,11 +129,11 @@ class Jobs:
             if vhost is None or queue is None:
                 job.fail(f"queue '{job.queue}' was deleted", self.now())
                 return
+            items = job.candidates(queue, BATCH)
             due = job.next_due(self.now())
-            if due > self.now():
+            if items and due > self.now():
                 await trio.sleep(due - self.now())
                 continue
-            items = job.candidates(queue, BATCH)
             messages = await read(self.broker, items)
             before = (job.cursor, job.done)
             job.apply(vhost, queue, list(zip(items, messages, strict=True)), self.now())

@@ -84,14 +84,21 @@ def redrive(vhost: VirtualHost, source: Queue, now: float, *, to: str | None = N
 
 def redriven(message: Message, found: tuple[str, str, str] | None, now: float) -> Message:
     """The copy that goes back: the exchange and routing key it had when
-    it died (``found``, from :func:`origin`), ``x-redrive-count`` one up and
-    ``x-last-redrive`` now, so a message that keeps coming back shows it."""
-    headers = dict(message.headers)
-    count = headers.get("x-redrive-count")
-    headers["x-redrive-count"] = Long((count if isinstance(count, int) else 0) + 1)
-    headers["x-last-redrive"] = datetime.datetime.fromtimestamp(int(now), tz=datetime.timezone.utc)
+    it died (``found``, from :func:`origin`), and for a dead letter
+    ``x-redrive-count`` one up and ``x-last-redrive`` now, so a message that
+    keeps coming back shows it. A message that never died is only moved
+    (RabbitMQ's "move messages" shovel adds nothing either)."""
+    # Always a new message: the destination records its own copy, whatever
+    # storage did with the source's (a paged one comes read from disk).
     exchange, routing_key = (message.exchange, message.routing_key) if found is None else found[1:]
-    return Message(exchange, routing_key, message.properties._replace(headers=headers), message.body)
+    properties = message.properties
+    if "x-death" in message.headers:
+        headers = dict(message.headers)
+        count = headers.get("x-redrive-count")
+        headers["x-redrive-count"] = Long((count if isinstance(count, int) else 0) + 1)
+        headers["x-last-redrive"] = datetime.datetime.fromtimestamp(int(now), tz=datetime.timezone.utc)
+        properties = properties._replace(headers=headers)
+    return Message(exchange, routing_key, properties, message.body)
 
 
 def _key(item: Item) -> tuple[int, int]:

@@ -21,7 +21,7 @@ import attrs
 from starlette.responses import Response
 
 from .api import Call
-from .resources import accounts, connections, exchanges, node, queues, vhosts
+from .resources import accounts, connections, exchanges, node, queues, vhosts, workbench
 from .rules import Need, Who, configure, read, write
 
 Handler = Callable[[Call], Awaitable[Response]]
@@ -95,6 +95,17 @@ ROUTES = [
     Route("DELETE", "/api/queues/{vhost}/{name}/contents", "queue", VHOST, queues.purge, (read(Q),)),
     Route("POST", "/api/queues/{vhost}/{name}/get", "message", VHOST, queues.get, (read(Q),)),
     Route("POST", "/api/queues/{vhost}/{name}/redrive", "message", VHOST, queues.redrive, (read(Q),),
+          amqlite_only=True),
+    Route("GET", "/api/queues/{vhost}/{name}/messages", "message", VHOST, workbench.messages, (read(Q),),
+          amqlite_only=True),
+    Route("POST", "/api/queues/{vhost}/{name}/messages/delete", "message", VHOST, workbench.delete_matching,
+          (read(Q),), amqlite_only=True),
+    Route("POST", "/api/queues/{vhost}/{name}/redrives", "redrive job", VHOST, workbench.start_redrive, (read(Q),),
+          amqlite_only=True),
+    Route("GET", "/api/redrives", "redrive job", VHOST, workbench.list_redrives, amqlite_only=True),
+    Route("GET", "/api/redrives/{vhost}", "redrive job", VHOST, workbench.list_redrives, amqlite_only=True),
+    Route("GET", "/api/redrives/{vhost}/{id}", "redrive job", VHOST, workbench.show_redrive, amqlite_only=True),
+    Route("DELETE", "/api/redrives/{vhost}/{id}", "redrive job", VHOST, workbench.cancel_redrive,
           amqlite_only=True),
     Route("GET", "/api/queues/{vhost}/{name}/bindings", "binding", VHOST, exchanges.queue_bindings),
     Route("GET", "/api/stream-groups", "stream group", VHOST, queues.stream_groups, amqlite_only=True),
