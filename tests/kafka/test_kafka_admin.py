@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import NewPartitions as AIONewPartitions
 from aiokafka.admin import NewTopic as AIONewTopic
+from aiokafka.admin.config_resource import ConfigResource as AIOConfigResource
+from aiokafka.admin.config_resource import ConfigResourceType as AIOResourceType
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
 from kafka.admin import ConfigResource as KafkaPythonResource
@@ -153,13 +156,21 @@ def test_kafka_python_admin_round_trip(kafka_server: KafkaServerThread) -> None:
     assert kafka_server.call(lambda: list(_vhost(kafka_server).queues)) == []
 
 
-def test_aiokafka_admin_creates_and_deletes(kafka_server: KafkaServerThread) -> None:
+def test_aiokafka_admin_creates_alters_grows_and_deletes(kafka_server: KafkaServerThread) -> None:
     async def run() -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka_server.bootstrap)
         await admin.start()
         try:
             await admin.create_topics([AIONewTopic("aio", 3, 1)])
             assert sorted(await admin.list_topics()) == ["aio"]
+            await admin.alter_configs([AIOConfigResource(AIOResourceType.TOPIC, "aio",
+                                                         configs={"retention.bytes": "7000"})])
+            assert _arguments(kafka_server, "aio-2") == {"x-queue-type": "stream", "x-max-length-bytes": 7000}
+            (described,) = await admin.describe_configs([AIOConfigResource(AIOResourceType.TOPIC, "aio")])
+            (resource,) = described.resources
+            assert ("retention.bytes", "7000") in [(entry[0], entry[1]) for entry in resource[4]]
+            await admin.create_partitions({"aio": AIONewPartitions(4)})
+            assert kafka_server.call(lambda: "aio-3" in _vhost(kafka_server).queues)
             await admin.delete_topics(["aio"])
         finally:
             await admin.close()
