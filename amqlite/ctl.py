@@ -2,9 +2,9 @@
 rabbitmqadmin but smaller. It speaks only the HTTP API (RabbitMQ's paths),
 so it works against RabbitMQ too where the API overlaps.
 
-Long operations go in steps the API already offers, so they can show
-progress: a redrive moves a batch per request, an import posts the
-definitions a slice at a time. Output is a table, or JSON for scripts;
+Long operations show progress: a redrive is a job the API runs and
+reports on (polled here), an import posts the definitions a slice at a
+time. Output is a table, or JSON for scripts;
 every failure is one line on stderr and exit code 1.
 """
 
@@ -15,16 +15,19 @@ import base64
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from typing import IO, Any, Iterator, Mapping
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 #: The user both amqlite and RabbitMQ create at start; ``export`` leaves it
 #: out, so that an import does not overwrite the target's own (its password hash).
 DEFAULT_USER = "guest"
-#: Messages moved per request by ``redrive``; definitions posted per request by ``import``.
+#: Definitions posted per request by ``import``.
 BATCH = 1000
+#: Seconds between two looks at a running redrive job.
+POLL = 0.2
 
 #: The columns ``list`` shows per kind, and the API path it reads.
 LISTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -39,6 +42,7 @@ LISTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "vhosts": ("/api/vhosts", ("name", "messages")),
     "users": ("/api/users", ("name", "tags")),
     "groups": ("/api/stream-groups", ("vhost", "stream", "group", "committed_offset", "lag")),
+    "redrives": ("/api/redrives", ("vhost", "id", "queue", "action", "state", "matched", "done", "skipped", "user")),
 }
 #: Definitions sections in the order an import needs them.
 SECTIONS = ("vhosts", "users", "permissions", "exchanges", "queues", "bindings")
@@ -131,23 +135,65 @@ class Progress:
             self.stream.write("\n")
 
 
-def redrive(api: Api, vhost: str, queue: str, to: str | None, limit: int | None) -> int:
-    """Move up to ``limit`` messages a batch at a time; how many moved."""
+def redrive(api: Api, vhost: str, queue: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Start a redrive job (``body`` as the API takes it) and follow it to
+    its end with a progress bar; its last report."""
+    path = f"/api/queues/{_path(vhost, queue)}/redrives"
+    if body.get("dry_run"):
+        return dict(api.call("POST", path, body))
     total = api.call("GET", f"/api/queues/{_path(vhost, queue)}")["messages_ready"]
-    goal = total if limit is None else min(limit, total)
-    progress = Progress(goal, "redrive")
-    moved = 0
-    while moved < goal:
-        body: dict[str, Any] = {"limit": min(BATCH, goal - moved)}
-        if to is not None:
-            body["to"] = to
-        step = api.call("POST", f"/api/queues/{_path(vhost, queue)}/redrive", body)["moved"]
-        if not step:
-            break  # the rest has nowhere to go (no x-death, a full destination)
-        moved += step
-        progress.update(moved)
+    limit = body.get("limit")
+    progress = Progress(total if limit is None else min(limit, total), "redrive")
+    job = api.call("POST", path, body)
+    try:
+        while job["state"] == "running":
+            time.sleep(POLL)
+            job = api.call("GET", f"/api/redrives/{_path(vhost)}/{job['id']}")
+            progress.update(job["done"])
+    except KeyboardInterrupt:
+        job = api.call("DELETE", f"/api/redrives/{_path(vhost)}/{job['id']}")
     progress.close()
-    return moved
+    if job["state"] == "failed":
+        raise CtlError(f"redrive of {queue} failed after moving {job['done']}: {job['error']}")
+    return dict(job)
+
+
+def filter_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The workbench filter the options ask for (the API's field names)."""
+    chosen: dict[str, Any] = {}
+    for option, field in (("reason", "reason"), ("died_in", "queue"), ("min_deaths", "min_deaths"),
+                          ("max_deaths", "max_deaths"), ("routing_key", "routing_key"), ("since", "since"),
+                          ("until", "until")):
+        if getattr(args, option) is not None:
+            chosen[field] = getattr(args, option)
+    headers = {}
+    for pair in args.header or ():
+        name, equals, value = pair.partition("=")
+        if not equals or not name:
+            raise CtlError(f"--header {pair}: expected NAME=VALUE")
+        headers[name] = value
+    if headers:
+        chosen["headers"] = headers
+    return chosen
+
+
+def browse_rows(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One table row per browsed message: where it is, why it died, a preview."""
+    rows = []
+    for message in messages:
+        deaths = message.get("x_death") or []
+        headers = (message.get("properties") or {}).get("headers", {}) if message.get("properties") else {}
+        shown = {name: value for name, value in headers.items() if not name.startswith("x-")}
+        payload = message.get("payload", message.get("error", ""))
+        rows.append({
+            "position": message["position"], "routing_key": message.get("routing_key"),
+            "reason": deaths[0].get("reason") if deaths else None, "died_in": deaths[0].get("queue") if deaths else None,
+            "deaths": sum(int(death.get("count", 1)) for death in deaths),
+            "redrives": headers.get("x-redrive-count"),
+            "headers": " ".join(f"{name}={value}" for name, value in shown.items()),
+            "payload": payload if len(payload) <= 40 else payload[:39] + "…",
+        })
+    return rows
 
 
 def slices(definitions: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -183,7 +229,7 @@ def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
                              "on 15672; guest:guest)")
     parser.add_argument("--format", choices=("table", "json"), default=default("table"))
     parser.add_argument("--vhost", default=default(None),
-                        help="for purge, delete, redrive and set-permissions (default /); for export and import, "
+                        help="for purge, delete, browse, redrive, delete-messages and set-permissions (default /); for export and import, "
                              "that vhost's definitions only")
 
 
@@ -206,10 +252,29 @@ def _parser() -> argparse.ArgumentParser:
     delete = command("delete", help="delete a queue or an exchange")
     delete.add_argument("kind", choices=("queue", "exchange"))
     delete.add_argument("name")
-    move = command("redrive", help="move dead-lettered messages back where they died, or --to a queue")
+    look = command("browse", help="show a queue's ready messages without consuming them")
+    look.add_argument("queue")
+    look.add_argument("--offset", type=int, default=0, help="position to start from (0: the head)")
+    look.add_argument("--limit", type=int, default=20)
+    move = command("redrive", help="move dead-lettered messages back where they died, or --to a queue; "
+                                   "with a filter, only those that match")
     move.add_argument("queue")
     move.add_argument("--to")
     move.add_argument("--limit", type=int)
+    move.add_argument("--rate", type=float, help="messages per second at most")
+    move.add_argument("--dry-run", action="store_true", help="only count what would move")
+    drop = command("delete-messages", help="delete a queue's ready messages that match a filter")
+    drop.add_argument("queue")
+    drop.add_argument("--all", action="store_true", help="with no filter: delete every ready message")
+    for sub in (look, move, drop):
+        sub.add_argument("--reason", choices=("rejected", "expired", "maxlen", "delivery_limit"))
+        sub.add_argument("--died-in", metavar="QUEUE", help="died in this queue")
+        sub.add_argument("--min-deaths", type=int)
+        sub.add_argument("--max-deaths", type=int)
+        sub.add_argument("--header", action="append", metavar="NAME=VALUE")
+        sub.add_argument("--routing-key")
+        sub.add_argument("--since", help="first death at or after: epoch seconds or ISO 8601")
+        sub.add_argument("--until", help="first death before: epoch seconds or ISO 8601")
     export = command("export", help="write the definitions (RabbitMQ's JSON) to FILE, or - for stdout")
     export.add_argument("file")
     export.add_argument("--with-default-user", action="store_true",
@@ -260,11 +325,39 @@ def run(args: argparse.Namespace, out: IO[str]) -> None:
     elif args.action == "delete":
         api.call("DELETE", f"/api/{args.kind}s/{_path(args.vhost, args.name)}")
         print(f"deleted {args.kind} {args.name}", file=out)
+    elif args.action == "browse":
+        query = {"offset": args.offset, "limit": args.limit, **{
+            key: value for key, value in filter_of(args).items() if key != "headers"}}
+        query.update({f"header.{name}": value for name, value in filter_of(args).get("headers", {}).items()})
+        page = api.call("GET", f"/api/queues/{_path(args.vhost, args.queue)}/messages?{urlencode(query)}")
+        if as_json:
+            print(json.dumps(page, indent=1), file=out)
+        else:
+            print(table(browse_rows(page["messages"]), ("position", "routing_key", "reason", "died_in", "deaths",
+                                                         "redrives", "headers", "payload")), file=out)
+            more = f"; more from --offset {page['next']}" if page["next"] is not None else ""
+            print(f"{len(page['messages'])} of {page['messages_ready']} ready messages{more}", file=out)
     elif args.action == "redrive":
-        moved = redrive(api, args.vhost, args.queue, args.to, args.limit)
+        body: dict[str, Any] = {"filter": filter_of(args), "dry_run": args.dry_run}
+        for key in ("to", "limit", "rate"):
+            if getattr(args, key) is not None:
+                body[key] = getattr(args, key)
+        job = redrive(api, args.vhost, args.queue, body)
         where = f"to {args.to}" if args.to else "back to the queues they died in"
-        print(json.dumps({"moved": moved}) if as_json else f"moved {moved} messages from {args.queue} {where}",
-              file=out)
+        skipped = f" ({job['skipped']} left in place: nowhere to go)" if job["skipped"] else ""
+        if as_json:
+            print(json.dumps(job), file=out)
+        elif args.dry_run:
+            print(f"{job['matched']} messages of {args.queue} would move {where}", file=out)
+        else:
+            cancelled = " (cancelled)" if job["state"] == "cancelled" else ""
+            print(f"moved {job['done']} messages from {args.queue} {where}{skipped}{cancelled}", file=out)
+    elif args.action == "delete-messages":
+        chosen = filter_of(args)
+        if not chosen and not args.all:
+            raise CtlError("give a filter, or --all to delete every ready message")
+        done = api.call("POST", f"/api/queues/{_path(args.vhost, args.queue)}/messages/delete", {"filter": chosen})
+        print(json.dumps(done) if as_json else f"deleted {done['deleted']} messages from {args.queue}", file=out)
     elif args.action == "export":
         exported = api.call("GET", "/api/definitions" + (f"/{_path(scope)}" if scope else ""))
         if not args.with_default_user:

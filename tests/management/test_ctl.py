@@ -8,11 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pika
 import pytest
 
 from amqlite import ctl
 
-from .conftest import ManagedServerThread
+from .conftest import ManagedServerThread, dead_letter_setup
 
 
 def run(server: ManagedServerThread, *args: str, user: str = "guest:guest") -> str:
@@ -42,8 +43,7 @@ def test_list_as_a_table_and_as_json(managed: ManagedServerThread) -> None:
     connection.close()
 
 
-def test_redrive_moves_in_batches_with_a_limit(managed: ManagedServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ctl, "BATCH", 2)
+def test_redrive_moves_with_a_limit(managed: ManagedServerThread) -> None:
     connection = managed.connect()
     channel = connection.channel()
     channel.queue_declare("parked")
@@ -54,6 +54,47 @@ def test_redrive_moves_in_batches_with_a_limit(managed: ManagedServerThread, mon
         "moved 5 messages from parked to retry-here\n"
     assert channel.queue_declare("retry-here", passive=True).method.message_count == 5
     assert channel.queue_declare("parked", passive=True).method.message_count == 2
+    connection.close()
+
+
+def test_browse_filter_redrive_at_a_rate_and_delete_dead_letters(managed: ManagedServerThread,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ctl, "POLL", 0.05)
+    connection = managed.connect()
+    channel = connection.channel()
+    dead_letter_setup(channel, "orders", "dead")
+    for n in range(6):
+        channel.basic_publish("", "orders", b"order %d" % n,
+                              pika.BasicProperties(headers={"customer": "acme" if n % 2 else "initech"}))
+        method, _, _ = channel.basic_get("orders")
+        channel.basic_reject(method.delivery_tag, requeue=False)
+    lines = run(managed, "browse", "dead", "--header", "customer=acme").splitlines()
+    assert lines[0].split() == ["position", "routing_key", "reason", "died_in", "deaths", "redrives", "headers",
+                                "payload"]
+    assert [line.split()[:5] for line in lines[1:4]] == [[str(n), "orders", "rejected", "orders", "1"]
+                                                         for n in (1, 3, 5)]
+    assert lines[1].endswith("customer=acme  order 1") and lines[-1] == "3 of 6 ready messages"
+    assert "more from --offset 2" in run(managed, "browse", "dead", "--limit", "2").splitlines()[-1]
+    page = json.loads(run(managed, "--format", "json", "browse", "dead", "--offset", "4"))
+    assert [m["payload"] for m in page["messages"]] == ["order 4", "order 5"]
+
+    assert run(managed, "redrive", "dead", "--header", "customer=acme", "--dry-run") == \
+        "3 messages of dead would move back to the queues they died in\n"
+    assert run(managed, "redrive", "dead", "--header", "customer=acme", "--rate", "20") == \
+        "moved 3 messages from dead back to the queues they died in\n"
+    assert [channel.basic_get("orders", auto_ack=True)[2] for _ in range(3)] == [b"order 1", b"order 3", b"order 5"]
+    jobs = run(managed, "list", "redrives").splitlines()
+    assert jobs[-1].split()[:8] == ["/", "2", "dead", "redrive", "done", "3", "3", "0"]
+
+    assert run(managed, "redrive", "dead", "--died-in", "orders", "--to", "orders", "--limit", "1") == \
+        "moved 1 messages from dead to orders\n"
+    assert run(managed, "delete-messages", "dead", "--reason", "rejected") == "deleted 2 messages from dead\n"
+    assert channel.queue_declare("dead", passive=True).method.message_count == 0
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert ctl.main(["--url", f"http://guest:guest@127.0.0.1:{managed.management_port}", "delete-messages",
+                     "dead"], out=out) == 1
+    assert "--all" in err.getvalue()
     connection.close()
 
 
