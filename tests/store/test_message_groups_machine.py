@@ -22,6 +22,7 @@ from amqlite.core.message import Properties
 from .support import Store
 
 QUEUE = "orders"
+DEAD = "orders.dead"
 GROUPS = ("a", "b", "c", None)
 CONSUMERS = 3
 
@@ -34,10 +35,12 @@ class GroupMachine(RuleBasedStateMachine):
         super().__init__()
         self.directory = Path(tempfile.mkdtemp(prefix="amqlite-groups-"))
         self.store = Store(self.directory)
+        self.store.ch.declare_queue(DEAD, durable=True, now=0)
         self.store.ch.declare_queue(QUEUE, durable=True, now=0,
                                     arguments={"x-message-group-header": "customer", **self.arguments})
         self.now = 0.0
         self.published: dict[int, str | None] = {}  # message number -> group
+        #: Finished: acked, or dead-lettered (at the delivery limit).
         self.acked: set[int] = set()
         #: Deliveries a consumer holds: (channel index, delivery tag) -> message number.
         self.held: dict[tuple[int, int], int] = {}
@@ -45,6 +48,8 @@ class GroupMachine(RuleBasedStateMachine):
         self._open_consumers()
 
     def _open_consumers(self) -> None:
+        self.dead = self.store.broker.connect().open_channel()
+        self.dead.consume(DEAD, no_ack=True, now=self.now)
         self.channels = []
         for _ in range(CONSUMERS):
             channel = self.store.broker.connect().open_channel()
@@ -55,6 +60,13 @@ class GroupMachine(RuleBasedStateMachine):
 
     def _collect(self) -> None:
         """Take every delivery the channels were given, checking each."""
+        dead = [e for e in self.dead.outbox if isinstance(e, Deliver)]
+        self.dead.outbox.clear()
+        self.dead.delivered(len(dead), now=self.now)
+        for event in dead:
+            number = int(event.message.body)
+            assert number not in self.acked, f"message {number} dead-lettered after it finished"
+            self.acked.add(number)
         for i, channel in enumerate(self.channels):
             events = [e for e in channel.outbox if isinstance(e, Deliver)]
             channel.outbox.clear()
@@ -135,13 +147,16 @@ class GroupMachine(RuleBasedStateMachine):
     @invariant()
     def nothing_lost(self) -> None:
         queue = self.store.queue(QUEUE)
-        assert queue.message_count + queue.unacked == len(self.published) - len(self.acked)
+        out = queue.message_count + queue.unacked + queue.delayed_count
+        assert out == len(self.published) - len(self.acked)
         assert queue.unacked == len(self.held)
 
     def drain(self) -> None:
         """In the end, ack whatever comes until nothing is held: every
         message published comes, and is acked."""
         for _ in range(4 * len(self.published) + 10):
+            if not self.held:
+                self.tick()  # a message waiting out its backoff comes back
             if not self.held:
                 break
             (i, tag), number = next(iter(self.held.items()))
@@ -165,5 +180,18 @@ class PriorityGroupMachine(GroupMachine):
 
 
 class TestPriorityGroups(PriorityGroupMachine.TestCase):  # type: ignore[name-defined,misc]
+    settings = settings(max_examples=60, stateful_step_count=40, deadline=None,
+                        suppress_health_check=[HealthCheck.too_slow])
+
+
+class RetryGroupMachine(GroupMachine):
+    """A failure waits out its backoff holding only its group; at the
+    delivery limit it is dead-lettered and the group moves on."""
+
+    arguments = {"x-delayed-retry-min": 1000, "x-delivery-limit": 2, "x-dead-letter-exchange": "",
+                 "x-dead-letter-routing-key": DEAD}
+
+
+class TestRetryGroups(RetryGroupMachine.TestCase):  # type: ignore[name-defined,misc]
     settings = settings(max_examples=60, stateful_step_count=40, deadline=None,
                         suppress_health_check=[HealthCheck.too_slow])
