@@ -317,3 +317,79 @@ def test_a_delivery_out_too_long_is_highlighted(managed: ManagedServerThread, br
     for worker, _ in workers:
         worker.connection.close()
     connection.close()
+
+
+def test_browse_a_dead_letter_queue_and_redrive_what_a_filter_matches(managed: ManagedServerThread,
+                                                                     browser: webdriver.Chrome) -> None:
+    connection = managed.connect()
+    channel = connection.channel()
+    dead_letter_setup(channel, "work", "parking")
+    for n in range(25):
+        customer = "acme" if n % 2 else "initech"
+        channel.basic_publish("", "work", b"job %d" % n, pika.BasicProperties(headers={"customer": customer}))
+        method, _, _ = channel.basic_get("work")
+        channel.basic_reject(method.delivery_tag, requeue=False)
+
+    log_in(browser, managed, page="queue/%2F/parking")
+    wait(browser, expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#browse tbody tr")))
+    assert [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#browse th")] == \
+        ["Position", "Routing key", "Headers", "x-death", "Body"]
+
+    def rows() -> list[list[str]]:
+        return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+                for tr in browser.find_elements(By.CSS_SELECTOR, "#browse tbody tr")]
+
+    assert rows()[0] == ["0", "work", "customer=initech", "rejected in work ×1", "job 0"]
+    assert len(rows()) == 20 and text_of(browser, "#browse-summary") == "Positions 1 to 20 of 25 ready"
+    browser.find_element(By.ID, "browse-next").click()
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "browse-summary"), "Positions 21 to 25"))
+    assert [row[4] for row in rows()] == [f"job {n}" for n in range(20, 25)]
+    assert not browser.find_element(By.ID, "browse-next").is_enabled()
+    browser.find_element(By.ID, "browse-previous").click()
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "browse-summary"), "Positions 1 to 20"))
+
+    browser.find_element(By.ID, "filter-header").send_keys("customer=acme")
+    browser.find_element(By.ID, "browse-button").click()
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.CSS_SELECTOR, "#browse tbody tr td"), "1"))
+    assert [row[0] for row in rows()] == [str(n) for n in range(1, 25, 2)]
+    assert {row[2] for row in rows()} == {"customer=acme"}
+    # Browsing took nothing and marked nothing.
+    assert channel.queue_declare("parking", passive=True).method.message_count == 25
+
+    browser.find_element(By.ID, "redrive-dry").click()
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "redrive-result"), "12 message(s) would move."))
+    browser.find_element(By.ID, "redrive-rate").send_keys("40")
+    browser.find_element(By.ID, "redrive").click()
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "redrive-result"), "Moved 12 message(s)."))
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "queue-messages"), "13"))
+    moved = [channel.basic_get("work", auto_ack=True) for _ in range(12)]
+    assert [body for _, _, body in moved] == [b"job %d" % n for n in range(1, 25, 2)]
+    assert {properties.headers["x-redrive-count"] for _, properties, _ in moved} == {1}
+
+    browser.find_element(By.ID, "filter-header").clear()
+    browser.find_element(By.ID, "filter-header").send_keys("customer=initech")
+    browser.find_element(By.ID, "filter-min-deaths").send_keys("1")
+    browser.find_element(By.ID, "delete-matching").click()
+    browser.switch_to.alert.accept()
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "delete-result"), "Deleted 13 message(s)."))
+    assert channel.queue_declare("parking", passive=True).method.message_count == 0
+    connection.close()
+
+
+def test_browsing_in_the_dashboard_leaves_order_and_redelivered_flags_as_they_were(
+        managed: ManagedServerThread, browser: webdriver.Chrome) -> None:
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.queue_declare("orders")
+    for n in range(30):
+        channel.basic_publish("", "orders", b"order %d" % n)
+    method, _, _ = channel.basic_get("orders")
+    channel.basic_nack(method.delivery_tag, requeue=True)  # "order 0" back at the head, redelivered
+    log_in(browser, managed, page="queue/%2F/orders")
+    wait(browser, expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#browse tbody tr")))
+    browser.find_element(By.ID, "browse-next").click()
+    wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "browse-summary"), "Positions 21 to 30"))
+    got = [channel.basic_get("orders", auto_ack=True) for _ in range(30)]
+    assert [body for _, _, body in got] == [b"order %d" % n for n in range(30)]
+    assert [method.redelivered for method, _, _ in got] == [True] + [False] * 29
+    connection.close()

@@ -313,6 +313,57 @@ function streamSection(queue) {
   ];
 }
 
+// --- the dead-letter workbench on a queue's page (docs/management.md) ---
+
+const BROWSE_PAGE = 20;
+
+// The filter fields of the browse form, as the API's filter object.
+function workbenchFilter(fields) {
+  const filter = {};
+  if (fields.reason.value) filter.reason = fields.reason.value;
+  if (fields.diedIn.value) filter.queue = fields.diedIn.value;
+  if (fields.routingKey.value) filter.routing_key = fields.routingKey.value;
+  if (fields.minDeaths.value) filter.min_deaths = Number(fields.minDeaths.value);
+  const header = fields.header.value;
+  if (header) {
+    const at = header.indexOf("=");
+    if (at < 1) throw new Error("header filter: NAME=VALUE");
+    filter.headers = { [header.slice(0, at)]: header.slice(at + 1) };
+  }
+  return filter;
+}
+
+// A filter object as a browse's query parameters.
+function filterQuery(filter) {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(filter)) {
+    if (key === "headers") for (const [name, v] of Object.entries(value)) query.set(`header.${name}`, v);
+    else query.set(key, value);
+  }
+  return query;
+}
+
+// One browsed message's deaths, newest first: "rejected in work ×2".
+function deathSummary(message) {
+  return (message.x_death || []).map((d) => `${d.reason} in ${d.queue} ×${d.count}`).join("; ");
+}
+
+function headerSummary(message) {
+  const headers = (message.properties && message.properties.headers) || {};
+  // x-death has a column; its x-first-death-* and x-last-death-* summaries would only repeat it.
+  return Object.entries(headers).filter(([name]) => !/^x-(death$|first-death-|last-death-)/.test(name))
+    .map(([name, value]) => `${name}=${typeof value === "object" ? JSON.stringify(value) : value}`).join(" ");
+}
+
+function browseTable(messages) {
+  const columns = [{ key: "position", label: "Position" }, { key: "routing_key", label: "Routing key" },
+    { key: "headers", label: "Headers" }, { key: "deaths", label: "x-death" }, { key: "payload", label: "Body" }];
+  return table(columns, messages.map((m) => ({ values: {
+    position: m.position, routing_key: m.routing_key ?? "", headers: headerSummary(m), deaths: deathSummary(m),
+    payload: m.error ?? (m.payload_encoding === "base64" ? `(base64) ${m.payload}` : m.payload)
+      + (m.payload_bytes > 1024 ? " …" : "") } })), { id: "browse" });
+}
+
 async function queuePage(vhost, name) {
   const path = `/api/queues/${enc(vhost)}/${enc(name)}`;
   const [queue, bindings, consumers, neighbours] = await Promise.all([
@@ -370,11 +421,73 @@ async function queuePage(vhost, name) {
     output.replaceChildren(el("p", { id: "publish-result" }, result.routed ? "Published." : "Not routed."));
     await refreshCounts();
   });
+  // Browse: the ready messages a page at a time, changing nothing in the queue.
+  const fields = {
+    reason: el("select", { id: "filter-reason" }, el("option", { value: "" }, "any reason"),
+      ...["rejected", "expired", "maxlen", "delivery_limit"].map((r) => el("option", { value: r }, r))),
+    diedIn: el("input", { id: "filter-died-in", placeholder: "died in queue" }),
+    header: el("input", { id: "filter-header", placeholder: "header=value" }),
+    routingKey: el("input", { id: "filter-routing-key", placeholder: "routing key" }),
+    minDeaths: el("input", { id: "filter-min-deaths", type: "number", min: 0, placeholder: "min deaths", style: "width:7em" }),
+  };
+  const browseOutput = el("div", { id: "browse-output" });
+  let offsets = [0];  // where each page shown so far began: Previous goes back one
+  const showBrowse = async (offset) => {
+    const query = filterQuery(workbenchFilter(fields));
+    query.set("offset", offset);
+    query.set("limit", BROWSE_PAGE);
+    const page = await api("GET", `${path}/messages?${query}`);
+    const first = page.messages.length ? page.messages[0].position + 1 : 0;
+    const last = page.messages.length ? page.messages[page.messages.length - 1].position + 1 : 0;
+    const previous = el("button", { id: "browse-previous", type: "button" }, "Previous");
+    const next = el("button", { id: "browse-next", type: "button" }, "Next");
+    previous.disabled = offsets.length < 2;
+    next.disabled = page.next === null;
+    previous.addEventListener("click", act(async () => { offsets.pop(); await showBrowse(offsets[offsets.length - 1]); }));
+    next.addEventListener("click", act(async () => { offsets.push(page.next); await showBrowse(page.next); }));
+    browseOutput.replaceChildren(
+      el("p", { id: "browse-summary" }, page.messages.length
+        ? `Positions ${fmt(first)} to ${fmt(last)} of ${fmt(page.messages_ready)} ready`
+        : `No messages shown of ${fmt(page.messages_ready)} ready`),
+      browseTable(page.messages), el("div", { class: "inline" }, previous, next));
+  };
+  const browse = act(async () => { offsets = [0]; await showBrowse(0); });
+  // A redrive is a job: started here, then its progress polled until it ends.
+  const redriveRate = el("input", { id: "redrive-rate", type: "number", min: 0, step: "any",
+                                    placeholder: "messages/s (default: all at once)", style: "width:16em" });
+  const redriveBody = (dryRun) => {
+    const body = { filter: workbenchFilter(fields), dry_run: dryRun };
+    if (redriveTo.value) body.to = redriveTo.value;
+    if (redriveRate.value && !dryRun) body.rate = Number(redriveRate.value);
+    return body;
+  };
   const redrive = act(async () => {
-    const body = redriveTo.value ? { to: redriveTo.value } : {};
-    const result = await api("POST", `${path}/redrive`, body);
-    output.replaceChildren(el("p", { id: "redrive-result" }, `Moved ${result.moved} message(s).`));
+    let job = await api("POST", `${path}/redrives`, redriveBody(false));
+    const progress = el("p", { id: "redrive-result" });
+    output.replaceChildren(progress);
+    for (;;) {
+      progress.textContent = job.state === "running"
+        ? `Redrive ${job.id}: moved ${fmt(job.done)} of ${fmt(job.matched)} matched so far…`
+        : `Moved ${fmt(job.done)} message(s).` + (job.skipped ? ` ${fmt(job.skipped)} left in place (nowhere to go).` : "")
+          + (job.state !== "done" ? ` Redrive ${job.state}${job.error ? ": " + job.error : ""}.` : "");
+      if (job.state !== "running" || !document.body.contains(progress)) break;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      job = await api("GET", `/api/redrives/${enc(vhost)}/${job.id}`);
+    }
     await refreshCounts();
+    await showBrowse(0);
+  });
+  const dryRun = act(async () => {
+    const job = await api("POST", `${path}/redrives`, redriveBody(true));
+    output.replaceChildren(el("p", { id: "redrive-result" }, `${fmt(job.matched)} message(s) would move.`));
+  });
+  const deleteMatching = act(async () => {
+    const filter = workbenchFilter(fields);
+    if (!confirm(Object.keys(filter).length ? `Delete the messages of ${name} that match?` : `Delete every ready message of ${name}?`)) return;
+    const result = await api("POST", `${path}/messages/delete`, { filter });
+    output.replaceChildren(el("p", { id: "delete-result" }, `Deleted ${fmt(result.deleted)} message(s).`));
+    await refreshCounts();
+    await showBrowse(0);
   });
   const purge = act(async () => {
     if (!confirm(`Purge ${name}?`)) return;
@@ -388,7 +501,8 @@ async function queuePage(vhost, name) {
     location.hash = "#/queues";
   });
   // Redrive is for dead letters: shown where they are, so that no one moves a work queue by mistake.
-  const redriveForm = el("form", { class: "inline", onsubmit: redrive }, redriveTo, el("button", { id: "redrive" }, "Redrive"));
+  const redriveForm = el("form", { class: "inline", onsubmit: redrive }, redriveTo, redriveRate,
+    el("button", { id: "redrive" }, "Redrive"), el("button", { id: "redrive-dry", type: "button", onclick: dryRun }, "Dry run"));
   redriveForm.hidden = !deadLetterQueue(name, bindings, neighbours);
   const mine = consumers.filter((c) => c.queue.name === name);
   // A stream is read by consumers from an offset: RabbitMQ refuses basic.get and purge on one.
@@ -406,6 +520,11 @@ async function queuePage(vhost, name) {
       el("button", { id: "delete", onclick: remove }, "Delete")),
     actionError,
     output,
+    ...(stream ? [] : [el("h2", {}, "Messages"),
+      el("form", { class: "inline", id: "browse-form", onsubmit: browse }, fields.reason, fields.diedIn, fields.header,
+        fields.routingKey, fields.minDeaths, el("button", { id: "browse-button" }, "Browse"),
+        el("button", { id: "delete-matching", type: "button", onclick: deleteMatching }, "Delete matching")),
+      browseOutput]),
     el("h2", {}, "Bindings"),
     table([{ key: "source", label: "From" }, { key: "routing_key", label: "Routing key" }],
       bindings.map((b) => ({ values: { source: b.source || "(default)", routing_key: b.routing_key } }))),
@@ -416,6 +535,7 @@ async function queuePage(vhost, name) {
       mine.map((c) => ({ values: { tag: c.consumer_tag, channel: c.channel_details.name, ack: String(c.ack_required),
                                    prefetch: c.prefetch_count, unacked: c.messages_unacknowledged ?? 0 },
                          cells: { oldest: ageCell(c.oldest_unacked_seconds) } })), { id: "queue-consumers" }));
+  if (!stream) await showBrowse(0);
 }
 
 async function exchangesPage() {
