@@ -89,10 +89,14 @@ fuzz: $(STAMP)
 	    tests/server/test_fuzz.py tests/amqp/test_amqp_fuzz.py tests/server/test_abuse.py tests/kafka/test_kafka_fuzz.py
 
 # A long kill -9 campaign against `amqlite serve` (the suite runs 3 rounds):
-# no confirmed message lost or duplicated, order kept. AMQLITE_CRASH_ROUNDS sets the rounds.
+# no confirmed message lost or duplicated, order kept. Then the damage
+# campaign: random bytes flipped, files deleted or cut in a stopped data
+# directory, every confirmed message back or reported lost with matching
+# counts (the suite runs 3 rounds). AMQLITE_CRASH_ROUNDS sets the rounds.
 crash: $(STAMP)
 	AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/crash_harness.py
 	AMQLITE_QUEUE_MEMORY_BUDGET=30 AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/crash_harness.py
+	AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/damage_harness.py
 
 # Client libraries' own suites against amqlite (local: they need PIKA_SRC or
 # AIORMQ_SRC, a checkout of the client; see docs/amqp.md).

@@ -95,7 +95,7 @@ def serve(directory: Path, rate: int, seconds: float) -> dict[str, float]:
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir",
-         str(directory), "--management-port", "0", "--prometheus-port", "0"],
+         str(directory), "--management-port", "0", "--prometheus-port", "0", "--kafka-port", "0"],
         stderr=subprocess.DEVNULL, env={**os.environ, "AMQLITE_LOG_LEVEL": "warning"})
     try:
         while True:

@@ -33,6 +33,7 @@ from typing import Callable
 
 import attrs
 
+from ..amqp.values import decode_name, encode_shortstr
 from . import records
 from .segments import HEAD_SIZE, RECORD_HEAD
 
@@ -45,9 +46,9 @@ REMOVED, DELIVERED, OUT, COPY, MOVED, EXPIRES = 1, 2, 4, 8, 16, 32
 #: ENQUEUE records that follow them.
 RECENT = 4096
 
-_MAGIC = b"AMQLIDX1"
+_MAGIC = b"AMQLIDX2"
 _HEADER = struct.Struct(">8sBQQII")  # magic, little-endian?, segment, segment size, segment CRC, body CRC
-_COUNTS = struct.Struct(">QQIII")  # records, highest msg id, queues, copies, recent
+_COUNTS = struct.Struct(">QQIIIII")  # records, highest msg id, queues, copies, recent, held, their exchanges
 _QUEUE = struct.Struct(">QI")  # queue id, rows
 _OTHER = struct.Struct(">QBI")  # offset, kind, payload length
 _LITTLE = sys.byteorder == "little"
@@ -92,6 +93,40 @@ class Rows:
         return [self.seqs, self.msg_ids, self.offsets, self.expires, self.priorities, self.sizes, self.flags]
 
 
+class Holds:
+    """HOLD records as columns: millions may be held, and no message is
+    read (message id, due time, where the record is, which exchange)."""
+
+    def __init__(self) -> None:
+        self.ids: array[int] = array("Q")
+        self.dues: array[float] = array("d")
+        self.segments: array[int] = array("I")
+        self.offsets: array[int] = array("I")
+        #: Index of each record's exchange in ``exchanges``: (vhost, name).
+        self.owners: array[int] = array("I")
+        self.exchanges: dict[tuple[str, str], int] = {}
+        self._owners: dict[bytes, int] = {}  # encoded names -> index in exchanges
+
+    def add(self, payload: bytes, segment: int, offset: int) -> None:
+        """The HOLD record at ``offset`` of ``segment``."""
+        msg_id, due = records.HOLD_HEAD.unpack_from(payload)
+        start = records.HOLD_HEAD.size
+        end = start + 1 + payload[start]
+        end += 1 + payload[end]
+        # The names as they are on disk: decoded once per exchange, not per record.
+        owner = self._owners.get(payload[start:end])
+        if owner is None:
+            vhost, at = decode_name(payload, start)
+            exchange, _ = decode_name(payload, at)
+            owner = self._owners[payload[start:end]] = self.exchanges.setdefault((vhost, exchange),
+                                                                                  len(self.exchanges))
+        self.ids.append(msg_id)
+        self.dues.append(due)
+        self.segments.append(segment)
+        self.offsets.append(offset)
+        self.owners.append(owner)
+
+
 @attrs.define
 class SegmentIndex:
     segment: int
@@ -105,7 +140,10 @@ class SegmentIndex:
     copies: list[tuple[int, int, int, int]] = attrs.Factory(list)
     #: The last RECENT PUBLISH records: (msg id, offset).
     recent: list[tuple[int, int]] = attrs.Factory(list)
-    #: Every record that is neither PUBLISH nor ENQUEUE: (offset, kind, payload).
+    #: The HOLD records (built); how many were appended (decoded).
+    holds: Holds = attrs.Factory(Holds)
+    held: int = 0
+    #: Every other record but spills: (offset, kind, payload).
     others: list[tuple[int, int, bytes]] = attrs.Factory(list)
 
 
@@ -118,7 +156,7 @@ def build(segment: int, data: bytes | mmap.mmap) -> SegmentIndex | None:
     # finds its PUBLISH in this segment by bisection.
     ids, offsets = array("Q"), array("Q")
     publish, enqueue, publish_head, enqueue_head = records.PUBLISH, records.ENQUEUE, records.PUBLISH_HEAD, records.ENQUEUE_HEAD
-    spill, batch = records.SPILL, records.BATCH
+    spill, batch, hold = records.SPILL, records.BATCH, records.HOLD
     unpack_head, crc32, view, size = RECORD_HEAD.unpack_from, zlib.crc32, memoryview(data), len(data)
     rows, rows_of = None, -1
     offset = count = 0
@@ -145,6 +183,8 @@ def build(segment: int, data: bytes | mmap.mmap) -> SegmentIndex | None:
             index.copies.append((queue_id, seq, msg_id, body))
         elif kind == batch:  # recovery reads a batch's header only
             index.others.append((offset, kind, data[offset + HEAD_SIZE : offset + HEAD_SIZE + records.BATCH_PREFIX]))
+        elif kind == hold:
+            index.holds.add(data[offset + HEAD_SIZE : end], segment, offset)
         elif kind != spill:  # recovery skips spills: the index need not copy them
             index.others.append((offset, kind, data[offset + HEAD_SIZE : end]))
         count += 1
@@ -164,12 +204,16 @@ def _rows(index: SegmentIndex, queue_id: int) -> Rows:
 
 def encode(index: SegmentIndex, data: bytes | mmap.mmap) -> bytes:
     """The index file for ``index``, bound to the segment bytes ``data``."""
-    parts = [_COUNTS.pack(index.records, index.max_msg_id, len(index.queues), len(index.copies), len(index.recent))]
+    holds = index.holds
+    parts = [_COUNTS.pack(index.records, index.max_msg_id, len(index.queues), len(index.copies), len(index.recent),
+                          len(holds.ids), len(holds.exchanges))]
     for queue_id, rows in index.queues.items():
         parts.append(_QUEUE.pack(queue_id, len(rows.seqs)))
         parts.extend(column.tobytes() for column in rows.columns())
     parts.extend(array("Q", column).tobytes() for column in zip(*index.copies))
     parts.extend(array("Q", column).tobytes() for column in zip(*index.recent))
+    parts.extend(encode_shortstr(vhost) + encode_shortstr(exchange) for vhost, exchange in holds.exchanges)
+    parts.extend(column.tobytes() for column in (holds.ids, holds.dues, holds.offsets, holds.owners))
     for offset, kind, payload in index.others:
         parts.append(_OTHER.pack(offset, kind, len(payload)))
         parts.append(payload)
@@ -178,7 +222,7 @@ def encode(index: SegmentIndex, data: bytes | mmap.mmap) -> bytes:
 
 
 def decode(blob: bytes | None, segment: int, size: int, checksum: Callable[[], int],
-           rows: Callable[[int], Rows]) -> SegmentIndex | None:
+           rows: Callable[[int], Rows], holds: Holds) -> SegmentIndex | None:
     """The index in ``blob`` if it is intact and describes ``segment`` as it
     is now, ``size`` bytes whose CRC-32 ``checksum()`` computes (last: it
     reads the whole segment); None otherwise. The entries are appended
@@ -191,7 +235,7 @@ def decode(blob: bytes | None, segment: int, size: int, checksum: Callable[[], i
     if (magic != _MAGIC or little != _LITTLE or indexed != segment or indexed_size != size
             or zlib.crc32(body) != body_crc or checksum() != data_crc):
         return None
-    count, max_msg_id, queues, copies, recent = _COUNTS.unpack_from(body)
+    count, max_msg_id, queues, copies, recent, held, exchanges = _COUNTS.unpack_from(body)
     index = SegmentIndex(segment, count, max_msg_id)
     at = _COUNTS.size
     for _ in range(queues):
@@ -216,6 +260,26 @@ def decode(blob: bytes | None, segment: int, size: int, checksum: Callable[[], i
         index.copies = list(zip(*[numbers(copies) for _ in range(4)]))
     if recent:
         index.recent = list(zip(numbers(recent), numbers(recent)))
+    if held:
+        # Appended straight to ``holds`` as the queues' rows are; each
+        # exchange named here by its number there.
+        owners = []
+        for _ in range(exchanges):
+            vhost, at = decode_name(body, at)
+            exchange, at = decode_name(body, at)
+            owners.append(holds.exchanges.setdefault((vhost, exchange), len(holds.exchanges)))
+        for column in (holds.ids, holds.dues, holds.offsets):
+            column.frombytes(body[at : at + held * column.itemsize])
+            at += held * column.itemsize
+        holds.segments.extend(array("I", [segment]) * held)
+        local = array("I")
+        local.frombytes(body[at : at + held * local.itemsize])
+        at += held * local.itemsize
+        if len(owners) == 1:
+            holds.owners.extend(array("I", owners) * held)
+        else:
+            holds.owners.extend(array("I", [owners[owner] for owner in local]))
+        index.held = held
     while at < len(body):
         offset, kind, length = _OTHER.unpack_from(body, at)
         at += _OTHER.size

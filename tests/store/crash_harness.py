@@ -283,7 +283,7 @@ class Harness:
             self.server = subprocess.Popen(
                 # No HTTP: RabbitMQ's management and Prometheus ports may be taken.
                 [sys.executable, "-m", "amqlite.cli", "serve", "--port", "0", "--management-port", "0",
-                 "--prometheus-port", "0", "--data-dir", str(self.data_dir)],
+                 "--prometheus-port", "0", "--kafka-port", "0", "--data-dir", str(self.data_dir)],
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
     def wait_listening(self, timeout: float = 30.0) -> None:

@@ -64,7 +64,7 @@ class Broker:
         with open(log, "wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", "0",
-                 "--management-port", "0", "--prometheus-port", "0", "--data-dir", str(self.data_dir)],
+                 "--management-port", "0", "--prometheus-port", "0", "--kafka-port", "0", "--data-dir", str(self.data_dir)],
                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

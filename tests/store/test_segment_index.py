@@ -42,12 +42,18 @@ def setup(store: Store) -> None:
     ch.bind_queue("b", "fan", "")
     ch.bind_queue("dead", "dlx", "")
     ch.bind_queue("a", "later", "")
+    # Streams, deduplication (a queue, a stream, an exchange), consumer groups.
+    dedup = {"x-message-deduplication": True}
+    ch.declare_queue("s", durable=True, now=NOW, arguments={"x-queue-type": "stream", **dedup})
+    ch.declare_queue("d", durable=True, now=NOW, arguments={**dedup, "x-cache-size": 3})
+    ch.declare_exchange("once", "fanout", durable=True, arguments=dedup)
+    ch.bind_queue("b", "once", "")
 
 
-QUEUES = ["a", "b", "r", "dead"]
+QUEUES = ["a", "b", "r", "dead", "d"]
 operations = st.lists(st.tuples(
-    st.sampled_from(["direct", "fanout", "ttl", "retry", "delayed", "get", "ack", "requeue", "tick", "sync",
-                     "unbind"]),
+    st.sampled_from(["direct", "fanout", "ttl", "retry", "delayed", "far", "get", "ack", "requeue", "tick", "sync",
+                     "unbind", "stream", "dedup", "once", "group"]),
     st.integers(0, 3)), min_size=30, max_size=120)
 
 
@@ -85,6 +91,16 @@ def run(store: Store, ops: list[tuple[str, int]]) -> float:
             store.sync()
         elif op == "unbind":
             ch.unbind_queue("b", "fan", "") if arg else ch.bind_queue("b", "fan", "")
+        elif op == "far":  # held for hours: on disk only, in a far bucket
+            ch.publish(body, exchange="later", routing_key="",
+                       properties=Properties(delivery_mode=2, headers={"x-delay": 3_600_000 * (arg + 1)}), now=now)
+        elif op in ("stream", "dedup", "once"):  # ids repeat: some are duplicates
+            exchange, key = ("once", "") if op == "once" else ("", "s" if op == "stream" else "d")
+            ch.publish(body, exchange=exchange, routing_key=key, now=now,
+                       properties=Properties(delivery_mode=2, headers={"x-deduplication-header": arg}))
+        elif op == "group":
+            stream = store.queue("s")
+            stream.commit_group(f"g{arg % 2}", stream.end - arg)
     store.sync()
     return now
 
@@ -107,9 +123,16 @@ def state(store: Store, now: float) -> object:
             message = item.message
             got.append((message.body, item.redelivered, item.delivery_count, message.properties.expiration))
         queues[name] = (counts, got)
-    held = store.vhost.exchanges["later"].pending_count
+    later = store.vhost.exchanges["later"]
+    held = (later.pending_count, later.held.next_deadline())
+    stream = store.queue("s")
+    streams = (stream.first, stream.end, sorted((name, offset.committed) for name, offset in
+                                                stream.group_offsets.items()))
+    windows = [sorted(map(repr, owner.deduplicator._seen)) for owner in (stream, store.queue("d"),
+                                                                        store.vhost.exchanges["once"])]
     journal = store.journal
-    return queues, held, dict(journal._live), journal._refs, journal._next_msg, sorted(journal._definitions)
+    return (queues, held, streams, windows, dict(journal._live), journal._refs, journal._next_msg,
+            sorted(journal._definitions))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -226,20 +249,32 @@ def test_an_index_records_what_the_segment_holds() -> None:
     def publish(msg_id: int, queue: int, seq: int) -> bytes:
         return records.PUBLISH_HEAD.pack(msg_id, queue, seq, math.nan, 0, 3) + b"\0\0\0\0\0\0body"
 
+    def hold(msg_id: int, due: float, exchange: str) -> bytes:
+        return records.HOLD_HEAD.pack(msg_id, due) + b"\x01/" + bytes([len(exchange)]) + exchange.encode() + b"content"
+
     log_records = [
         encode_record(records.PUBLISH, publish(7, 1, 1)),
         encode_record(records.ENQUEUE, records.ENQUEUE_HEAD.pack(7, 2, 1, 5.0)),
         encode_record(records.ENQUEUE, records.ENQUEUE_HEAD.pack(3, 2, 2, math.nan)),  # body in an earlier segment
         encode_record(records.REMOVE, records.ENTRY.pack(1, 1)),
         encode_record(records.PUBLISH, publish(8, 1, 2)),
+        encode_record(records.HOLD, hold(9, 50.0, "later")),
+        encode_record(records.HOLD, hold(10, 60.0, "other")),
     ]
     data = b"".join(log_records)
     queues: dict[int, segment_index.Rows] = {1: segment_index.Rows()}
     queues[1].add(1, 1, 4, 99, math.nan, 0, 3, 0)  # decoding appends to what a queue already has
+    holds = segment_index.Holds()
+    holds.add(hold(2, 10.0, "other"), 4, 77)  # and to the held messages found before
     blob = segment_index.encode(segment_index.build(5, data) or pytest.fail(), data)
     index = segment_index.decode(blob, 5, len(data), lambda: zlib.crc32(data),
-                                 lambda queue: queues.setdefault(queue, segment_index.Rows()))
-    assert index is not None and (index.records, index.max_msg_id, index.entries) == (5, 8, 4)
+                                 lambda queue: queues.setdefault(queue, segment_index.Rows()), holds)
+    assert index is not None and (index.records, index.max_msg_id, index.entries, index.held) == (7, 8, 4, 2)
+    # HOLD records as columns, their exchanges numbered as the replay numbers them.
+    assert (list(holds.ids), list(holds.dues), list(holds.segments)) == ([2, 9, 10], [10.0, 50.0, 60.0], [4, 5, 5])
+    assert list(holds.offsets) == [77, sum(map(len, log_records[:5])), sum(map(len, log_records[:6]))]
+    assert [list(holds.exchanges)[owner] for owner in holds.owners] == [("/", "other"), ("/", "later"),
+                                                                        ("/", "other")]
     a, b = queues[1], queues[2]
     assert (list(a.seqs), list(a.msg_ids), list(a.flags), list(a.segments)) == ([1, 1, 2], [1, 7, 8], [0, 0, 0],
                                                                                   [4, 5, 5])
@@ -249,4 +284,5 @@ def test_an_index_records_what_the_segment_holds() -> None:
     assert index.recent == [(7, 0), (8, a.offsets[2])]
     offset = sum(map(len, log_records[:3]))
     assert index.others == [(offset, records.REMOVE, records.ENTRY.pack(1, 1))]
-    assert segment_index.decode(blob, 6, len(data), lambda: zlib.crc32(data), lambda queue: pytest.fail()) is None
+    assert segment_index.decode(blob, 6, len(data), lambda: zlib.crc32(data), lambda queue: pytest.fail(),
+                                holds) is None
