@@ -149,7 +149,7 @@ class Queue:
         """Accept a routed message. False if x-overflow refused it."""
         settings = self.settings
         if settings.max_length is not None or settings.max_length_bytes is not None:
-            if settings.overflow != DROP_HEAD and self._full(len(message.body)):
+            if self.refuses(message):
                 if settings.overflow == REJECT_PUBLISH_DLX:
                     # Dead-lettering accounts for it (and reports a drop if it fails).
                     self._dead_letter(message, deadletter.MAXLEN, now)
@@ -182,6 +182,13 @@ class Queue:
         if settings.max_length is not None or settings.max_length_bytes is not None:
             self._drop_head_over_limit(now)
         return True
+
+    def refuses(self, message: Message) -> bool:
+        """Whether x-overflow (reject-publish, reject-publish-dlx) would
+        refuse ``message`` now: a redrive leaves it where it is instead."""
+        settings = self.settings
+        return ((settings.max_length is not None or settings.max_length_bytes is not None)
+                and settings.overflow != DROP_HEAD and self._full(len(message.body)))
 
     def _full(self, incoming: int) -> bool:
         settings = self.settings

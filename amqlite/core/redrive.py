@@ -72,7 +72,8 @@ def redrive(vhost: VirtualHost, source: Queue, now: float, *, to: str | None = N
             kept.append(entry)
             continue
         message = redriven(entry.message, found, now)
-        if destination.enqueue(message, message_ttl(message.properties.expiration), now):
+        ttl = message_ttl(message.properties.expiration)
+        if not destination.refuses(message) and destination.enqueue(message, ttl, now):
             source.settle(entry)
             moved += 1
         else:
@@ -244,7 +245,9 @@ class Job:
         if destination is None or destination is source or destination.deleted:
             return False
         copy = redriven(message, found, now)
-        return destination.enqueue(copy, message_ttl(copy.properties.expiration), now)
+        # A full destination that dead-letters what it refuses must not get
+        # the copy at all: the original stays here.
+        return not destination.refuses(copy) and destination.enqueue(copy, message_ttl(copy.properties.expiration), now)
 
     def finish(self, state: str, now: float) -> None:
         if self.state == RUNNING:

@@ -204,3 +204,21 @@ def test_a_redrive_moves_each_matching_message_exactly_once(messages, died_in, t
     for got in back:
         assert got.message.headers["x-redrive-count"] == 1
         assert got.message.routing_key == got.message.headers["x-death"][0]["queue"]
+
+
+def test_a_full_destination_that_dead_letters_refusals_gets_no_copy() -> None:
+    """Before, the copy it refused was dead-lettered back into the
+    dead-letter queue while the original stayed there: a duplicate."""
+    broker, ch = _setup()
+    ch.declare_queue("full", now=0, arguments={"x-max-length": 1, "x-overflow": "reject-publish-dlx",
+                                               "x-dead-letter-exchange": "dlx"})
+    ch.publish(b"occupant", routing_key="full", now=0)
+    ch.publish(b"x", exchange="work", routing_key="a", now=0)
+    _reject_all(ch, "a")
+    job = _job(broker, REDRIVE, Filter(), to="full")
+    _run(broker, job, now=1)
+    assert (job.matched, job.done, job.skipped) == (1, 0, 1)
+    assert ch.redrive_queue("dlq", now=1, to="full") == 0
+    queues = broker.vhosts["/"].queues
+    assert [e.message.body for e in page(queues["dlq"], 0, 10)] == [b"x"]
+    assert queues["full"].message_count == 1
