@@ -1,0 +1,386 @@
+"""Consumer groups through kafka-python, aiokafka and confluent-kafka: three
+members share a three-partition topic and rebalance as they come and go
+(leaving, or going silent until their session times out); their commits
+are the streams' x-stream-group offsets, where a member taking over a
+partition resumes, over Kafka or over AMQP; one group switches protocol
+and back, visible in the management API and Prometheus meanwhile.
+
+The topics are seeded over AMQP. Members are checked through what the
+group protocol gives them (assignments, committed offsets, positions),
+so these tests need no Fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from typing import Callable, Iterator, Protocol
+
+import httpx
+import pytest
+import trio
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import IncompatibleBrokerVersion as AioIncompatibleBrokerVersion
+from aiokafka.structs import TopicPartition as AioTopicPartition
+from confluent_kafka import Consumer as ConfluentConsumer
+from confluent_kafka import TopicPartition as ConfluentTopicPartition
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KafkaTopicPartition
+from kafka.errors import IncompatibleBrokerVersion, RebalanceInProgressError
+from kafka.structs import OffsetAndMetadata
+
+from amqlite.core.stream import Stream
+from amqlite.management.http import bind, serve
+from amqlite.management.metrics import create_metrics_app
+from amqlite.management.service import management_app
+
+from kafka_support import KafkaServerThread
+from server.conftest import start_amqlite
+
+TOPIC = "orders"
+PARTITIONS = 3
+PER_PARTITION = 10
+ALL = set(range(PARTITIONS))
+SESSION_MS = 6000  # the coordinator's minimum, Kafka's group.min.session.timeout.ms
+
+
+class GroupServer(KafkaServerThread):
+    """Kafka, the management API and Prometheus, each on a free port."""
+
+    management_port = 0
+    prometheus_port = 0
+
+    async def _serving(self, nursery: trio.Nursery) -> None:
+        await super()._serving(nursery)
+        assert self.server is not None
+        ports = []
+        for app in (management_app(self.server),
+                    create_metrics_app(self.server.core, self.server.store_metrics, self.server.alarms)):
+            bound = bind(app, "127.0.0.1", 0)
+            await nursery.start(serve, bound)
+            ports.append(bound.port)
+        self.management_port, self.prometheus_port = ports
+
+
+@pytest.fixture
+def server() -> Iterator[GroupServer]:
+    started = start_amqlite(GroupServer, kafka_group_initial_rebalance_delay=0)
+    assert isinstance(started, GroupServer)
+    declare_partitioned(started)
+    yield started
+    started.stop()
+
+
+def declare_partitioned(server: KafkaServerThread) -> None:
+    """The topic as a partitioned stream, PER_PARTITION messages in each."""
+    connection = server.connect()
+    channel = connection.channel()
+    channel.confirm_delivery()
+    channel.exchange_declare(TOPIC, "x-consistent-hash", durable=True)
+    for n in range(PARTITIONS):
+        channel.queue_declare(f"{TOPIC}-{n}", durable=True, arguments={"x-queue-type": "stream"})
+        channel.queue_bind(f"{TOPIC}-{n}", TOPIC, "1")
+        for i in range(PER_PARTITION):
+            channel.basic_publish("", f"{TOPIC}-{n}", b"p%d-%d" % (n, i))
+    connection.close()
+
+
+class Member(Protocol):
+    def pump(self) -> None:
+        """Let the client do its group work for a moment."""
+
+    def assigned(self) -> set[int]: ...
+
+    def commit(self, offsets: dict[int, int]) -> None: ...
+
+    def committed(self) -> dict[int, int | None]: ...
+
+    def position(self, partition: int) -> int | None:
+        """Where the member would read next; None if the client cannot say without fetching."""
+
+    def close(self) -> None:
+        """Leave the group."""
+
+
+class KafkaPythonMember:
+    def __init__(self, bootstrap: str, group: str, name: str) -> None:
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id=name,
+                                      enable_auto_commit=False, session_timeout_ms=SESSION_MS,
+                                      heartbeat_interval_ms=500, auto_offset_reset="earliest")
+        # kafka-python may join before it has the topic's metadata, assign
+        # nothing and join again once it has; with it first, it joins once.
+        assert self.consumer.partitions_for_topic(TOPIC) == ALL
+        self.consumer.subscribe([TOPIC])
+
+    def pump(self) -> None:
+        try:
+            self.consumer.poll(timeout_ms=50)
+        except IncompatibleBrokerVersion:
+            pass  # poll fetches after its group work; Fetch is another API's
+
+    def assigned(self) -> set[int]:
+        return {tp.partition for tp in self.consumer.assignment()}
+
+    def commit(self, offsets: dict[int, int]) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.consumer.commit({KafkaTopicPartition(TOPIC, p): OffsetAndMetadata(o, "", -1)
+                                      for p, o in offsets.items()})
+                return
+            except RebalanceInProgressError:
+                # kafka-python joins again when its metadata moves (it
+                # alternates between all topics and its own): as its error
+                # says, poll, then commit again.
+                assert time.monotonic() < deadline
+                self.pump()
+
+    def committed(self) -> dict[int, int | None]:
+        return {p: self.consumer.committed(KafkaTopicPartition(TOPIC, p)) for p in ALL}
+
+    def position(self, partition: int) -> int | None:
+        return self.consumer.position(KafkaTopicPartition(TOPIC, partition))
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)
+
+
+class ConfluentMember:
+    def __init__(self, bootstrap: str, group: str, name: str) -> None:
+        self.consumer = ConfluentConsumer({
+            "bootstrap.servers": bootstrap, "group.id": group, "client.id": name, "enable.auto.commit": False,
+            "session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": 500, "auto.offset.reset": "earliest",
+            "log_level": 0})
+        self.consumer.subscribe([TOPIC])
+
+    def pump(self) -> None:
+        self.consumer.poll(0.05)
+
+    def assigned(self) -> set[int]:
+        return {tp.partition for tp in self.consumer.assignment()}
+
+    def commit(self, offsets: dict[int, int]) -> None:
+        self.consumer.commit(offsets=[ConfluentTopicPartition(TOPIC, p, o) for p, o in offsets.items()],
+                             asynchronous=False)
+
+    def committed(self) -> dict[int, int | None]:
+        found = self.consumer.committed([ConfluentTopicPartition(TOPIC, p) for p in ALL], timeout=10)
+        return {tp.partition: tp.offset if tp.offset >= 0 else None for tp in found}
+
+    def position(self, partition: int) -> int | None:
+        return None  # librdkafka knows a position once it has fetched
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class AiokafkaMember:
+    """aiokafka's consumer on an asyncio loop the test turns by hand."""
+
+    def __init__(self, bootstrap: str, group: str, name: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+        async def start() -> AIOKafkaConsumer:
+            consumer = AIOKafkaConsumer(TOPIC, bootstrap_servers=bootstrap, group_id=group, client_id=name,
+                                        enable_auto_commit=False, session_timeout_ms=SESSION_MS,
+                                        heartbeat_interval_ms=500, auto_offset_reset="earliest")
+            await consumer.start()
+            return consumer
+        self.consumer = loop.run_until_complete(start())
+
+    def pump(self) -> None:
+        self.loop.run_until_complete(asyncio.sleep(0.05))
+
+    def assigned(self) -> set[int]:
+        return {tp.partition for tp in self.consumer.assignment()}
+
+    def commit(self, offsets: dict[int, int]) -> None:
+        self.loop.run_until_complete(self.consumer.commit({AioTopicPartition(TOPIC, p): o for p, o in offsets.items()}))
+
+    def committed(self) -> dict[int, int | None]:
+        return {p: self.loop.run_until_complete(self.consumer.committed(AioTopicPartition(TOPIC, p))) for p in ALL}
+
+    def position(self, partition: int) -> int | None:
+        return self.loop.run_until_complete(self.consumer.position(AioTopicPartition(TOPIC, partition)))
+
+    def close(self) -> None:
+        try:
+            self.loop.run_until_complete(self.consumer.stop())
+        except (AioIncompatibleBrokerVersion, asyncio.CancelledError):
+            pass  # its fetcher task ended on a broker without Fetch; the LeaveGroup went first
+
+
+def settle(members: list[Member], done: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, [m.assigned() for m in members]
+        for member in members:
+            member.pump()
+
+
+def shared(members: list[Member]) -> bool:
+    """Every partition assigned to exactly one member, every member busy."""
+    assigned = [m.assigned() for m in members]
+    return all(assigned) and sorted(p for a in assigned for p in a) == sorted(ALL)
+
+
+def stream_offsets(server: KafkaServerThread, group: str) -> dict[int, int | None]:
+    """The group's offset on each partition's stream, as AMQP sees it."""
+    assert server.server is not None
+    queues = server.server.core.vhosts["/"].queues
+    offsets: dict[int, int | None] = {}
+    for n in ALL:
+        stream = queues[f"{TOPIC}-{n}"]
+        assert isinstance(stream, Stream)
+        offset = stream.group_offsets.get(group)
+        offsets[n] = None if offset is None else offset.committed
+    return offsets
+
+
+def amqp_first_offset(server: KafkaServerThread, stream: str, group: str) -> int:
+    """The first offset an x-stream-group consumer of ``group`` gets (left
+    unacked: pika would reject anything it still held at the cancel, which
+    a stream refuses)."""
+    connection = server.connect()
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=1)
+    for method, properties, _ in channel.consume(stream, arguments={"x-stream-group": group}, inactivity_timeout=10):
+        assert method is not None, "no delivery"
+        offset = properties.headers["x-stream-offset"]
+        break
+    channel.cancel()
+    connection.close()
+    return int(offset)
+
+
+def three_members_come_and_go(server: GroupServer, make: Callable[[str], Member], group: str) -> None:
+    first = make("first")
+    settle([first], lambda: first.assigned() == ALL)
+    first.commit({0: 3, 1: 4, 2: 5})
+    second = make("second")
+    settle([first, second], lambda: shared([first, second]))
+    third = make("third")
+    members = [first, second, third]
+    settle(members, lambda: shared(members) and all(len(m.assigned()) == 1 for m in members))
+    assert stream_offsets(server, group) == {0: 3, 1: 4, 2: 5}
+
+    owner = next(m for m in members if 1 in m.assigned())
+    owner.commit({1: 8})
+    first.close()
+    members.remove(first)
+    settle(members, lambda: shared(members))
+    assert members[0].committed() == {0: 3, 1: 8, 2: 5}
+    members[0].close()
+    last = members[1]
+    settle([last], lambda: last.assigned() == ALL)
+    # The last member resumes where the group committed, whoever committed.
+    assert last.committed() == {0: 3, 1: 8, 2: 5}
+    for partition, offset in {0: 3, 1: 8, 2: 5}.items():
+        assert last.position(partition) in (None, offset)
+    last.close()
+    # Over AMQP the same group starts at the same offsets.
+    assert amqp_first_offset(server, f"{TOPIC}-1", group) == 8
+    assert amqp_first_offset(server, f"{TOPIC}-2", group) == 5
+
+
+def test_kafka_python_group_of_three(server: GroupServer) -> None:
+    three_members_come_and_go(server, lambda name: KafkaPythonMember(server.bootstrap, "kp", name), "kp")
+
+
+def test_confluent_group_of_three(server: GroupServer) -> None:
+    three_members_come_and_go(server, lambda name: ConfluentMember(server.bootstrap, "ck", name), "ck")
+
+
+def test_aiokafka_group_of_three(server: GroupServer) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        three_members_come_and_go(server, lambda name: AiokafkaMember(server.bootstrap, "ak", name, loop), "ak")
+    finally:
+        loop.close()
+
+
+#: A member in a process of its own, killed by the test: it says when it
+#: has partitions, then heartbeats (kafka-python's heartbeat thread) until killed.
+_CRASHING_MEMBER = """
+import sys, time
+from kafka import KafkaConsumer
+from kafka.errors import IncompatibleBrokerVersion, RebalanceInProgressError
+consumer = KafkaConsumer(bootstrap_servers=sys.argv[1], group_id="crash", client_id="doomed",
+                         enable_auto_commit=False, session_timeout_ms=%d, heartbeat_interval_ms=500)
+consumer.subscribe([sys.argv[2]])
+while True:
+    try:
+        consumer.poll(timeout_ms=100)
+    except IncompatibleBrokerVersion:
+        pass
+    if consumer.assignment():
+        print(sorted(tp.partition for tp in consumer.assignment()), flush=True)
+""" % SESSION_MS
+
+
+def test_a_killed_member_loses_its_partitions_after_its_session(server: GroupServer) -> None:
+    """A member whose process dies (kill -9: no LeaveGroup) is dropped once
+    its session times out, and its partitions go to the others."""
+    doomed = subprocess.Popen([sys.executable, "-c", _CRASHING_MEMBER, server.bootstrap, TOPIC],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        members: list[Member] = [ConfluentMember(server.bootstrap, "crash", f"m{i}") for i in range(2)]
+        settle(members, lambda: all(len(m.assigned()) == 1 for m in members) and len(
+            members[0].assigned() | members[1].assigned()) == 2)
+        assert doomed.stdout is not None and doomed.stdout.readline().strip() != ""
+    finally:
+        doomed.kill()
+        doomed.wait()
+    killed = time.monotonic()
+    settle(members, lambda: shared(members), timeout=4 * SESSION_MS / 1000)
+    assert time.monotonic() - killed >= SESSION_MS / 1000 * 0.8  # not before its session ran out
+    for member in members:
+        member.close()
+
+
+def test_one_group_switches_protocol_and_back(server: GroupServer) -> None:
+    """Kafka commits, AMQP resumes there and acks on, Kafka resumes there;
+    the management API and Prometheus show the one group throughout."""
+    kafka = KafkaPythonMember(server.bootstrap, "switch", "kafka-1")
+    settle([kafka], lambda: kafka.assigned() == ALL)
+    kafka.commit({0: 2})
+    kafka.close()
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{server.management_port}", auth=("guest", "guest")) as api:
+        listed = {(g["stream"], g["group"]): g for g in api.get("/api/stream-groups").json()}
+        assert (listed[f"{TOPIC}-0", "switch"]["committed_offset"], listed[f"{TOPIC}-0", "switch"]["lag"]) == (2, 8)
+
+        connection = server.connect()
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=5)
+        got = []
+        for method, properties, _ in channel.consume(f"{TOPIC}-0", arguments={"x-stream-group": "switch"},
+                                                     inactivity_timeout=10):
+            assert method is not None
+            got.append(properties.headers["x-stream-offset"])
+            channel.basic_ack(method.delivery_tag)
+            if len(got) == PER_PARTITION - 2:
+                break  # the end of the stream: nothing left in pika's hands
+        assert got == list(range(2, PER_PARTITION))  # AMQP resumes where Kafka committed
+        channel.queue_declare(f"{TOPIC}-0", passive=True)  # a round trip: the acks are in
+        listed = {(g["stream"], g["group"]): g for g in api.get("/api/stream-groups").json()}
+        assert listed[f"{TOPIC}-0", "switch"]["committed_offset"] == PER_PARTITION
+        assert listed[f"{TOPIC}-0", "switch"]["active_consumer"] is not None
+        channel.cancel()
+        channel.confirm_delivery()
+        for n in range(3):
+            channel.basic_publish("", f"{TOPIC}-0", b"later-%d" % n)
+        connection.close()
+
+    metrics = httpx.get(f"http://127.0.0.1:{server.prometheus_port}/metrics", timeout=10).text
+    assert f'amqlite_stream_group_lag{{group="switch",stream="{TOPIC}-0",vhost="/"}} 3.0' in metrics
+    back = AiokafkaMember(server.bootstrap, "switch", "kafka-2", asyncio.new_event_loop())
+    try:
+        settle([back], lambda: back.assigned() == ALL)
+        assert back.committed()[0] == PER_PARTITION  # Kafka resumes where AMQP acked
+        assert back.position(0) == PER_PARTITION
+    finally:
+        back.close()
+        back.loop.close()
