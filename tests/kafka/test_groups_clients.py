@@ -5,9 +5,7 @@ are the streams' x-stream-group offsets, where a member taking over a
 partition resumes, over Kafka or over AMQP; one group switches protocol
 and back, visible in the management API and Prometheus meanwhile.
 
-The topics are seeded over AMQP. Members are checked through what the
-group protocol gives them (assignments, committed offsets, positions),
-so these tests need no Fetch.
+The topics are seeded over AMQP; members read them over Kafka.
 """
 
 from __future__ import annotations
@@ -16,19 +14,18 @@ import asyncio
 import subprocess
 import sys
 import time
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator
 
 import httpx
 import pytest
 import trio
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import IncompatibleBrokerVersion as AioIncompatibleBrokerVersion
 from aiokafka.structs import TopicPartition as AioTopicPartition
 from confluent_kafka import Consumer as ConfluentConsumer
 from confluent_kafka import TopicPartition as ConfluentTopicPartition
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaTopicPartition
-from kafka.errors import IncompatibleBrokerVersion, RebalanceInProgressError
+from kafka.errors import RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 
 from amqlite.core.stream import Stream
@@ -87,25 +84,48 @@ def declare_partitioned(server: KafkaServerThread) -> None:
     connection.close()
 
 
-class Member(Protocol):
+class Member:
+    """One group member through some client. ``pump`` lets the client do
+    its group work and fetch for a moment; ``first_read`` is the first
+    offset it read on each partition since that partition became its own."""
+
+    def __init__(self) -> None:
+        self.first_read: dict[int, int] = {}
+        self._held: set[int] = set()
+        #: What it held when the test last looked (see ``resumed``).
+        self.marked: set[int] = set()
+
     def pump(self) -> None:
-        """Let the client do its group work for a moment."""
+        read = self._poll()
+        held = self.assigned()
+        for partition in held - self._held:
+            self.first_read.pop(partition, None)
+        self._held = held
+        for partition, offset in read:
+            if partition in held:
+                self.first_read.setdefault(partition, offset)
 
-    def assigned(self) -> set[int]: ...
+    def _poll(self) -> list[tuple[int, int]]:
+        """(partition, offset) of the records a poll returned."""
+        raise NotImplementedError
 
-    def commit(self, offsets: dict[int, int]) -> None: ...
+    def assigned(self) -> set[int]:
+        raise NotImplementedError
 
-    def committed(self) -> dict[int, int | None]: ...
+    def commit(self, offsets: dict[int, int]) -> None:
+        raise NotImplementedError
 
-    def position(self, partition: int) -> int | None:
-        """Where the member would read next; None if the client cannot say without fetching."""
+    def committed(self) -> dict[int, int | None]:
+        raise NotImplementedError
 
     def close(self) -> None:
         """Leave the group."""
+        raise NotImplementedError
 
 
-class KafkaPythonMember:
+class KafkaPythonMember(Member):
     def __init__(self, bootstrap: str, group: str, name: str) -> None:
+        super().__init__()
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id=name,
                                       enable_auto_commit=False, session_timeout_ms=SESSION_MS,
                                       heartbeat_interval_ms=500, auto_offset_reset="earliest")
@@ -114,11 +134,9 @@ class KafkaPythonMember:
         assert self.consumer.partitions_for_topic(TOPIC) == ALL
         self.consumer.subscribe([TOPIC])
 
-    def pump(self) -> None:
-        try:
-            self.consumer.poll(timeout_ms=50)
-        except IncompatibleBrokerVersion:
-            pass  # poll fetches after its group work; Fetch is another API's
+    def _poll(self) -> list[tuple[int, int]]:
+        batches = self.consumer.poll(timeout_ms=50)
+        return [(tp.partition, record.offset) for tp, records in batches.items() for record in records]
 
     def assigned(self) -> set[int]:
         return {tp.partition for tp in self.consumer.assignment()}
@@ -140,23 +158,24 @@ class KafkaPythonMember:
     def committed(self) -> dict[int, int | None]:
         return {p: self.consumer.committed(KafkaTopicPartition(TOPIC, p)) for p in ALL}
 
-    def position(self, partition: int) -> int | None:
-        return self.consumer.position(KafkaTopicPartition(TOPIC, partition))
-
     def close(self) -> None:
         self.consumer.close(autocommit=False)
 
 
-class ConfluentMember:
+class ConfluentMember(Member):
     def __init__(self, bootstrap: str, group: str, name: str) -> None:
+        super().__init__()
         self.consumer = ConfluentConsumer({
             "bootstrap.servers": bootstrap, "group.id": group, "client.id": name, "enable.auto.commit": False,
             "session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": 500, "auto.offset.reset": "earliest",
             "log_level": 0})
         self.consumer.subscribe([TOPIC])
 
-    def pump(self) -> None:
-        self.consumer.poll(0.05)
+    def _poll(self) -> list[tuple[int, int]]:
+        message = self.consumer.poll(0.05)
+        if message is None or message.error() is not None:
+            return []
+        return [(message.partition(), message.offset())]
 
     def assigned(self) -> set[int]:
         return {tp.partition for tp in self.consumer.assignment()}
@@ -169,17 +188,15 @@ class ConfluentMember:
         found = self.consumer.committed([ConfluentTopicPartition(TOPIC, p) for p in ALL], timeout=10)
         return {tp.partition: tp.offset if tp.offset >= 0 else None for tp in found}
 
-    def position(self, partition: int) -> int | None:
-        return None  # librdkafka knows a position once it has fetched
-
     def close(self) -> None:
         self.consumer.close()
 
 
-class AiokafkaMember:
+class AiokafkaMember(Member):
     """aiokafka's consumer on an asyncio loop the test turns by hand."""
 
     def __init__(self, bootstrap: str, group: str, name: str, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
         self.loop = loop
 
         async def start() -> AIOKafkaConsumer:
@@ -190,8 +207,9 @@ class AiokafkaMember:
             return consumer
         self.consumer = loop.run_until_complete(start())
 
-    def pump(self) -> None:
-        self.loop.run_until_complete(asyncio.sleep(0.05))
+    def _poll(self) -> list[tuple[int, int]]:
+        batches = self.loop.run_until_complete(self.consumer.getmany(timeout_ms=50))
+        return [(tp.partition, record.offset) for tp, records in batches.items() for record in records]
 
     def assigned(self) -> set[int]:
         return {tp.partition for tp in self.consumer.assignment()}
@@ -202,14 +220,8 @@ class AiokafkaMember:
     def committed(self) -> dict[int, int | None]:
         return {p: self.loop.run_until_complete(self.consumer.committed(AioTopicPartition(TOPIC, p))) for p in ALL}
 
-    def position(self, partition: int) -> int | None:
-        return self.loop.run_until_complete(self.consumer.position(AioTopicPartition(TOPIC, partition)))
-
     def close(self) -> None:
-        try:
-            self.loop.run_until_complete(self.consumer.stop())
-        except (AioIncompatibleBrokerVersion, asyncio.CancelledError):
-            pass  # its fetcher task ended on a broker without Fetch; the LeaveGroup went first
+        self.loop.run_until_complete(self.consumer.stop())
 
 
 def settle(members: list[Member], done: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -224,6 +236,17 @@ def shared(members: list[Member]) -> bool:
     """Every partition assigned to exactly one member, every member busy."""
     assigned = [m.assigned() for m in members]
     return all(assigned) and sorted(p for a in assigned for p in a) == sorted(ALL)
+
+
+def resumed(members: list[Member], committed: dict[int, int]) -> None:
+    """Each member reads each partition it got since the last look from the
+    group's committed offset on it (from the first offset where none is)."""
+    def gained(member: Member) -> set[int]:
+        return member.assigned() - member.marked
+    settle(members, lambda: all(gained(m) <= set(m.first_read) for m in members))
+    for member in members:
+        assert {p: member.first_read[p] for p in gained(member)} == {p: committed.get(p, 0) for p in gained(member)}
+        member.marked = member.assigned()
 
 
 def stream_offsets(server: KafkaServerThread, group: str) -> dict[int, int | None]:
@@ -258,27 +281,30 @@ def amqp_first_offset(server: KafkaServerThread, stream: str, group: str) -> int
 def three_members_come_and_go(server: GroupServer, make: Callable[[str], Member], group: str) -> None:
     first = make("first")
     settle([first], lambda: first.assigned() == ALL)
-    first.commit({0: 3, 1: 4, 2: 5})
+    resumed([first], {})  # nothing committed yet: auto.offset.reset=earliest
+    committed = {0: 3, 1: 4, 2: 5}
+    first.commit(committed)
     second = make("second")
     settle([first, second], lambda: shared([first, second]))
+    resumed([first, second], committed)
     third = make("third")
     members = [first, second, third]
     settle(members, lambda: shared(members) and all(len(m.assigned()) == 1 for m in members))
-    assert stream_offsets(server, group) == {0: 3, 1: 4, 2: 5}
+    resumed(members, committed)
+    assert stream_offsets(server, group) == committed
 
     owner = next(m for m in members if 1 in m.assigned())
+    committed[1] = 8
     owner.commit({1: 8})
     first.close()
     members.remove(first)
     settle(members, lambda: shared(members))
-    assert members[0].committed() == {0: 3, 1: 8, 2: 5}
+    resumed(members, committed)
+    assert members[0].committed() == committed
     members[0].close()
     last = members[1]
     settle([last], lambda: last.assigned() == ALL)
-    # The last member resumes where the group committed, whoever committed.
-    assert last.committed() == {0: 3, 1: 8, 2: 5}
-    for partition, offset in {0: 3, 1: 8, 2: 5}.items():
-        assert last.position(partition) in (None, offset)
+    resumed([last], committed)  # whoever committed, the last member resumes there
     last.close()
     # Over AMQP the same group starts at the same offsets.
     assert amqp_first_offset(server, f"{TOPIC}-1", group) == 8
@@ -306,15 +332,12 @@ def test_aiokafka_group_of_three(server: GroupServer) -> None:
 _CRASHING_MEMBER = """
 import sys, time
 from kafka import KafkaConsumer
-from kafka.errors import IncompatibleBrokerVersion, RebalanceInProgressError
+from kafka.errors import RebalanceInProgressError
 consumer = KafkaConsumer(bootstrap_servers=sys.argv[1], group_id="crash", client_id="doomed",
                          enable_auto_commit=False, session_timeout_ms=%d, heartbeat_interval_ms=500)
 consumer.subscribe([sys.argv[2]])
 while True:
-    try:
-        consumer.poll(timeout_ms=100)
-    except IncompatibleBrokerVersion:
-        pass
+    consumer.poll(timeout_ms=100)
     if consumer.assignment():
         print(sorted(tp.partition for tp in consumer.assignment()), flush=True)
 """ % SESSION_MS
@@ -380,7 +403,8 @@ def test_one_group_switches_protocol_and_back(server: GroupServer) -> None:
     try:
         settle([back], lambda: back.assigned() == ALL)
         assert back.committed()[0] == PER_PARTITION  # Kafka resumes where AMQP acked
-        assert back.position(0) == PER_PARTITION
+        resumed([back], {0: PER_PARTITION, 1: 0, 2: 0})
+        assert back.first_read[0] == PER_PARTITION  # the first record published after AMQP's acks
     finally:
         back.close()
         back.loop.close()
