@@ -274,6 +274,9 @@ class Coordinator:
         self._ids = itertools.count(1)
         #: When the broker's timer index calls :meth:`on_timer`.
         self.timer_at: float | None = None
+        #: The latest ``now`` any call brought: the time of an answer given
+        #: later, for work that waited for it.
+        self.now = 0.0
 
     # -- membership -------------------------------------------------------
 
@@ -380,6 +383,10 @@ class Coordinator:
     def _update_member(self, group: Group, member: Member, protocols: list[tuple[str, bytes]],
                        reply: JoinReply, now: float) -> None:
         member.protocols = protocols
+        if member.join_reply is not None:
+            # A second JoinGroup while the first waits (Kafka would drop the
+            # first unanswered): the first hears to join again.
+            member.join_reply(JoinResult(REBALANCE_IN_PROGRESS, member.id))
         member.join_reply = reply
         self._prepare_rebalance(group, now)
 
@@ -592,6 +599,7 @@ class Coordinator:
     def _settle(self, name: str, now: float) -> None:
         """After any change: complete a join phase that has everyone, and
         tell the broker's timers when this needs looking at next."""
+        self.now = max(self.now, now)
         group = self.groups.get(name)
         if (group is not None and group.state is State.PREPARING_REBALANCE
                 and group.initial_remaining is None and group.all_joined()):

@@ -18,7 +18,10 @@ members are AMQP consumers is listed and described with protocol type
 from __future__ import annotations
 
 import datetime
+import functools
+from collections import deque
 from typing import Any, Callable, TypeVar
+from weakref import WeakKeyDictionary
 
 from ..core.coordinator import (
     GROUP_ID_NOT_FOUND, NONE, NON_EMPTY_GROUP, Coordinator, GroupSummary, JoinResult, MemberSummary, Settings,
@@ -56,19 +59,64 @@ def coordinator(session: Session) -> Coordinator:
     return vhost.coordinator
 
 
-def _later(start: Callable[[Callable[[T], None]], None], respond: Callable[[T], Any]) -> Any:
+#: The group requests of a connection that wait behind a parked JoinGroup
+#: or SyncGroup of the same connection. Kafka reads nothing more from a
+#: connection until it has answered its request, so a Heartbeat or a
+#: second JoinGroup sent meanwhile is handled only after the rebalance; the
+#: engine reads on (clients pipeline), so group requests keep that order
+#: here: handled at once, kafka-python's stray Heartbeat heard
+#: REBALANCE_IN_PROGRESS after its JoinGroup had completed, and joined
+#: again, round after round.
+_waiting: WeakKeyDictionary[Session, deque[Callable[[], None]]] = WeakKeyDictionary()
+
+
+def in_order(handler: Callable[[Session, Request, float], Any]) -> Callable[[Session, Request, float], Any]:
+    @functools.wraps(handler)
+    def handle(session: Session, request: Request, now: float) -> Any:
+        queue = _waiting.get(session)
+        if queue is None:
+            return handler(session, request, now)
+        pending = Pending()
+
+        def resume() -> None:
+            reply = handler(session, request, coordinator(session).now)
+            if isinstance(reply, Pending):
+                reply.deliver = pending.complete
+                pending.poll = reply.poll
+            else:
+                pending.complete(reply)
+        queue.append(resume)
+        return pending
+    return handle
+
+
+def _later(session: Session, start: Callable[[Callable[[T], None]], None], respond: Callable[[T], Any]) -> Any:
     """Run a coordinator call whose answer comes now or later: the response
-    now, else a Pending that the answer completes."""
+    now, else a Pending that the answer completes, behind which the
+    connection's next group requests wait."""
     now_answered: list[T] = []
     pending = Pending()
+
+    def gone() -> None:
+        _waiting.pop(session, None)
+    pending.on_cancel = gone
 
     def reply(result: T) -> None:
         if pending.deliver is None:
             now_answered.append(result)
-        else:
-            pending.complete(respond(result))
+            return
+        pending.complete(respond(result))
+        queue = _waiting.pop(session, None)
+        while queue:
+            queue.popleft()()
+            if session in _waiting:  # parked again: the rest wait behind that
+                _waiting[session].extend(queue)
+                return
     start(reply)
-    return respond(now_answered[0]) if now_answered else pending
+    if now_answered:
+        return respond(now_answered[0])
+    _waiting[session] = deque()
+    return pending
 
 
 def _client_host(session: Session) -> str:
@@ -99,6 +147,7 @@ def find_coordinator(session: Session, request: Request, now: float) -> Any:
 # -- membership --------------------------------------------------------------
 
 
+@in_order
 def join_group(session: Session, request: Request, now: float) -> Any:
     body, cls, version = request.body, request.response_type(), request.api_version
     protocols = [(p.name, p.metadata) for p in body.protocols]
@@ -122,13 +171,14 @@ def join_group(session: Session, request: Request, now: float) -> Any:
             return respond(JoinResult(ErrorCode.group_authorization_failed.value, body.member_id))
     session_timeout = body.session_timeout.total_seconds()
     rebalance_timeout = body.rebalance_timeout.total_seconds() if version >= 1 else session_timeout
-    return _later(lambda reply: coordinator(session).join(
+    return _later(session, lambda reply: coordinator(session).join(
         body.group_id, body.member_id, getattr(body, "group_instance_id", None),
         protocol_type=body.protocol_type, protocols=protocols, session_timeout=session_timeout,
         rebalance_timeout=rebalance_timeout, client_id=request.client_id or "", client_host=_client_host(session),
         require_known_member_id=version >= 4, now=now, reply=reply), respond)
 
 
+@in_order
 def sync_group(session: Session, request: Request, now: float) -> Any:
     body, cls = request.body, request.response_type()
 
@@ -137,12 +187,13 @@ def sync_group(session: Session, request: Request, now: float) -> Any:
                      protocol_type=result.protocol_type, protocol_name=result.protocol, assignment=result.assignment)
 
     assignments = {a.member_id: a.assignment for a in body.assignments}
-    return _later(lambda reply: coordinator(session).sync(
+    return _later(session, lambda reply: coordinator(session).sync(
         body.group_id, body.member_id, getattr(body, "group_instance_id", None), body.generation_id, assignments,
         protocol_type=getattr(body, "protocol_type", None), protocol=getattr(body, "protocol_name", None),
         now=now, reply=reply), respond)
 
 
+@in_order
 def heartbeat(session: Session, request: Request, now: float) -> Any:
     body = request.body
     error = coordinator(session).heartbeat(body.group_id, body.member_id, getattr(body, "group_instance_id", None),
@@ -150,6 +201,7 @@ def heartbeat(session: Session, request: Request, now: float) -> Any:
     return build(request.response_type(), throttle_time=NO_THROTTLE, error_code=ErrorCode(error))
 
 
+@in_order
 def leave_group(session: Session, request: Request, now: float) -> Any:
     body, cls = request.body, request.response_type()
     if request.api_version < 3:

@@ -22,7 +22,7 @@ from typing import Any
 from ..core.coordinator import GROUP_SUBSCRIBED_TO_TOPIC
 from ..core.stream import Stream
 from .apis import Api, Pending
-from .groups import coordinator, offset_streams
+from .groups import in_order, coordinator, offset_streams
 from .protocol import ErrorCode, Request, build
 from .session import Session
 from . import topics
@@ -43,6 +43,7 @@ def _partition(session: Session, topic: str, index: int) -> Stream | ErrorCode:
     return found.partitions[index]
 
 
+@in_order
 def offset_commit(session: Session, request: Request, now: float) -> Any:
     body, cls = request.body, request.response_type()
     generation = body.generation_id_or_member_epoch
@@ -78,6 +79,7 @@ def offset_commit(session: Session, request: Request, now: float) -> Any:
     return pending
 
 
+@in_order
 def offset_fetch(session: Session, request: Request, now: float) -> Any:
     body, cls = request.body, request.response_type()
     if request.api_version < 8:

@@ -352,3 +352,15 @@ async def test_one_group_has_members_of_one_protocol_at_a_time(autojump_clock: o
         assert kafka.one.error == NONE
         with pytest.raises(ResourceLocked, match="has Kafka members"):
             await channel.consume("s", prefetch=10, arguments={"x-stream-group": "g"})
+
+
+def test_a_second_join_of_a_waiting_member_answers_the_first(broker: Broker) -> None:
+    """Every JoinGroup is answered: the one a second replaces hears to join
+    again (a client with two connections, or one that gave up waiting)."""
+    c = make(broker)
+    a_id, b_id = stable_pair(broker, c)
+    first = join(c, a_id, now=1)
+    second = join(c, a_id, now=2)
+    assert first.one.error == REBALANCE_IN_PROGRESS and second.results == []
+    join(c, b_id, now=3)
+    assert second.one.generation == 2  # type: ignore[union-attr]

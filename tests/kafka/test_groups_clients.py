@@ -41,6 +41,7 @@ PARTITIONS = 3
 PER_PARTITION = 10
 ALL = set(range(PARTITIONS))
 SESSION_MS = 6000  # the coordinator's minimum, Kafka's group.min.session.timeout.ms
+HEARTBEAT_MS = 500
 
 
 class GroupServer(KafkaServerThread):
@@ -128,7 +129,7 @@ class KafkaPythonMember(Member):
         super().__init__()
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id=name,
                                       enable_auto_commit=False, session_timeout_ms=SESSION_MS,
-                                      heartbeat_interval_ms=500, auto_offset_reset="earliest")
+                                      heartbeat_interval_ms=HEARTBEAT_MS, auto_offset_reset="earliest")
         # kafka-python may join before it has the topic's metadata, assign
         # nothing and join again once it has; with it first, it joins once.
         assert self.consumer.partitions_for_topic(TOPIC) == ALL
@@ -142,18 +143,7 @@ class KafkaPythonMember(Member):
         return {tp.partition for tp in self.consumer.assignment()}
 
     def commit(self, offsets: dict[int, int]) -> None:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.consumer.commit({KafkaTopicPartition(TOPIC, p): OffsetAndMetadata(o, "", -1)
-                                      for p, o in offsets.items()})
-                return
-            except RebalanceInProgressError:
-                # kafka-python joins again when its metadata moves (it
-                # alternates between all topics and its own): as its error
-                # says, poll, then commit again.
-                assert time.monotonic() < deadline
-                self.pump()
+        self.consumer.commit({KafkaTopicPartition(TOPIC, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
 
     def committed(self) -> dict[int, int | None]:
         return {p: self.consumer.committed(KafkaTopicPartition(TOPIC, p)) for p in ALL}
@@ -232,6 +222,22 @@ def settle(members: list[Member], done: Callable[[], bool], timeout: float = 30.
             member.pump()
 
 
+def commit(members: list[Member], owner: Member, offsets: dict[int, int]) -> None:
+    """``owner`` commits. kafka-python joins again now and then when its
+    metadata moves (it refreshes it for no topics, then for its own), and
+    refuses to commit meanwhile: as its error says, the members poll (the
+    rebalance needs them all) and it commits again."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            owner.commit(offsets)
+            return
+        except RebalanceInProgressError:
+            assert time.monotonic() < deadline
+            for member in members:
+                member.pump()
+
+
 def shared(members: list[Member]) -> bool:
     """Every partition assigned to exactly one member, every member busy."""
     assigned = [m.assigned() for m in members]
@@ -283,7 +289,7 @@ def three_members_come_and_go(server: GroupServer, make: Callable[[str], Member]
     settle([first], lambda: first.assigned() == ALL)
     resumed([first], {})  # nothing committed yet: auto.offset.reset=earliest
     committed = {0: 3, 1: 4, 2: 5}
-    first.commit(committed)
+    commit([first], first, committed)
     second = make("second")
     settle([first, second], lambda: shared([first, second]))
     resumed([first, second], committed)
@@ -295,7 +301,7 @@ def three_members_come_and_go(server: GroupServer, make: Callable[[str], Member]
 
     owner = next(m for m in members if 1 in m.assigned())
     committed[1] = 8
-    owner.commit({1: 8})
+    commit(members, owner, {1: 8})
     first.close()
     members.remove(first)
     settle(members, lambda: shared(members))
@@ -368,7 +374,7 @@ def test_one_group_switches_protocol_and_back(server: GroupServer) -> None:
     the management API and Prometheus show the one group throughout."""
     kafka = KafkaPythonMember(server.bootstrap, "switch", "kafka-1")
     settle([kafka], lambda: kafka.assigned() == ALL)
-    kafka.commit({0: 2})
+    commit([kafka], kafka, {0: 2})
     kafka.close()
 
     with httpx.Client(base_url=f"http://127.0.0.1:{server.management_port}", auth=("guest", "guest")) as api:

@@ -317,3 +317,36 @@ def test_membership_and_offsets_need_read_permission() -> None:
     commit = call(conn, commit_request(2, "", -1, {("events", 0): 1, ("secret", 0): 1}, group="solo"))
     assert {t.name: t.partitions[0].error_code for t in commit.topics} == {
         "events": ErrorCode.none, "secret": ErrorCode.topic_authorization_failed}
+
+
+def test_group_requests_behind_a_parked_join_wait_for_it() -> None:
+    """Kafka reads a connection's next request once it has answered the
+    last: a Heartbeat sent behind a waiting JoinGroup is handled after the
+    rebalance, in the new generation's state, not during it."""
+    broker = Broker()
+    stream_with(broker)
+    a, b = engine(broker), engine(broker)
+    ids = []
+    for conn in (a, b):
+        ids.append(call(conn, join_request(5)).member_id)
+        send(conn, join_request(5, ids[-1]))
+    broker.tick(3.0)
+    broker.tick(6.0)  # B came during the initial delay: it ran again
+    assert [answers(conn, join_request(5))[0].generation_id for conn in (a, b)] == [1, 1]
+    for conn, member in zip((a, b), ids):
+        synced = call(conn, request(SYNC_GROUP, 3, group_id="g", generation_id=1, member_id=member,
+                                    group_instance_id=None, assignments=()))
+        assert synced.error_code == ErrorCode.none
+    send(a, join_request(5, ids[0]), correlation_id=2)  # a rebalance: A waits for B
+    send(a, request(HEARTBEAT, 3, group_id="g", generation_id=1, member_id=ids[0], group_instance_id=None),
+         correlation_id=3)
+    assert a.data_to_send(3.0) == b""  # both wait
+    send(b, join_request(5, ids[1]), correlation_id=2)  # B is in: generation 2
+    frames = split_responses(a.data_to_send(3.0))
+    assert len(frames) == 2
+    _, joined_again = decode_response(frames[0], JOIN_GROUP, 5)
+    _, beat = decode_response(frames[1], HEARTBEAT, 3)
+    assert joined_again.generation_id == 2
+    # Handled after the join: generation 1 is over (handled during it, the
+    # answer REBALANCE_IN_PROGRESS would send the member round again).
+    assert beat.error_code == ErrorCode.illegal_generation
