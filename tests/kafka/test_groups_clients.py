@@ -55,7 +55,8 @@ class GroupServer(KafkaServerThread):
         assert self.server is not None
         ports = []
         for app in (management_app(self.server),
-                    create_metrics_app(self.server.core, self.server.store_metrics, self.server.alarms)):
+                    create_metrics_app(self.server.core, self.server.clock.now, self.server.store_metrics,
+                                       self.server.alarms)):
             bound = bind(app, "127.0.0.1", 0)
             await nursery.start(serve, bound)
             ports.append(bound.port)
