@@ -14,6 +14,7 @@ by name, it still is one).
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from typing import Any, Iterator
@@ -46,7 +47,12 @@ class Topic:
     def topic_id(self) -> uuid.UUID:
         """A stable id for Metadata v10+ (Kafka's are random at creation;
         streams have none, so it is derived from the name)."""
-        return uuid.uuid5(_TOPIC_IDS, self.name)
+        return _topic_id(self.name)
+
+
+@functools.lru_cache(maxsize=65536)
+def _topic_id(name: str) -> uuid.UUID:
+    return uuid.uuid5(_TOPIC_IDS, name)  # 10 us, for every topic of every Metadata response
 
 
 def invalid_name(name: str) -> str | None:
