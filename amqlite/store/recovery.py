@@ -40,7 +40,7 @@ from . import records, segment_index
 from .manifest import MANIFEST, Manifest, SegmentSummary
 from . import manifest as manifest_file
 from .segments import HEAD_SIZE
-from .segment_index import COPY, DELIVERED, MOVED, OUT, RECENT, REMOVED, Holds, Rows
+from .segment_index import DELIVERED, MOVED, OUT, RECENT, REMOVED, Holds, Rows
 
 if TYPE_CHECKING:
     from ..core.broker import Broker
@@ -365,7 +365,9 @@ class _Replay:
                         total_bytes: int) -> None:
         """Replay one segment record by record."""
         # Names bound to locals: this loop runs once per record.
-        queues, recent, unpack_publish, publish = self.queues, self.recent, records.PUBLISH_HEAD.unpack_from, records.PUBLISH
+        queues, recent, publish, entry = self.queues, self.recent, records.PUBLISH, segment_index.entry
+        roles, an_entry, held, skipped = (segment_index.ROLES.get, segment_index.ENTRY, segment_index.HELD,
+                                          segment_index.SKIPPED)
         seen, next_report = self.records, self.records + _PROGRESS_RECORDS
         trailing_dedup = self.trailing_dedup
         for _, offset, kind, payload in self.log.records(segment, data):
@@ -376,13 +378,17 @@ class _Replay:
                 next_report += _PROGRESS_RECORDS
                 self.records = seen
                 self._report(done, total, done_bytes + offset, total_bytes)
-            if kind == publish:
-                msg_id, queue_id, seq, expires, priority, size = unpack_publish(payload)
+            role = roles(kind)
+            if role == an_entry:
+                msg_id, queue_id, seq, expires, priority, size, flags = entry(kind, payload, 0)
                 index = queues.get(queue_id)
                 if index is None:
                     index = self._index(queue_id)
-                index.add(seq, msg_id, segment, offset, expires, priority, size, 0)
+                index.add(seq, msg_id, segment, offset, expires, priority, size, flags)
                 self.messages += 1
+                if kind != publish:
+                    self._enqueued((queue_id, seq), msg_id, segment)
+                    continue
                 recent[msg_id] = (segment, offset)
                 floor = msg_id - RECENT
                 if floor == self.recent_floor + 1:  # the usual case, inline
@@ -392,12 +398,11 @@ class _Replay:
                     self._forget_before(floor)
                 if msg_id >= self.next_msg:
                     self.next_msg = msg_id + 1
-            elif kind == records.ENQUEUE:
-                msg_id, queue_id, seq, expires = records.ENQUEUE_HEAD.unpack_from(payload)
-                self._index(queue_id).add(seq, msg_id, segment, offset, expires, 0, 0, COPY)
+            elif role == held:
+                self.holds.add(payload, segment, offset)
+                self.next_msg = max(self.next_msg, self.holds.ids[-1] + 1)
                 self.messages += 1
-                self._enqueued((queue_id, seq), msg_id, segment)
-            else:
+            elif role != skipped:
                 self._record(segment, offset, kind, payload)
         self.records = seen
 
@@ -456,12 +461,9 @@ class _Replay:
                 (batch.producer_id, batch.producer_epoch, batch.base_sequence, batch.last_sequence, first))
 
     def _record(self, segment: int, offset: int, kind: int, payload: bytes) -> None:
-        """Any record but PUBLISH and ENQUEUE."""
-        if kind == records.HOLD:
-            self.holds.add(payload, segment, offset)
-            self.next_msg = max(self.next_msg, self.holds.ids[-1] + 1)
-            self.messages += 1
-        elif kind == records.RELEASE:
+        """A record applied in log order (segment_index.APPLIED): in a
+        replay, or from an index file."""
+        if kind == records.RELEASE:
             (msg_id,) = records.ID.unpack_from(payload)
             self.holds.released[msg_id] = segment
         elif kind == records.DEFINITION:

@@ -42,6 +42,28 @@ from .segments import HEAD_SIZE, RECORD_HEAD
 #: stopped; a copy whose body another queue's PUBLISH holds (ENQUEUE); moved
 #: to a new seq; with an expiry. An entry with no flag can come back paged.
 REMOVED, DELIVERED, OUT, COPY, MOVED, EXPIRES = 1, 2, 4, 8, 16, 32
+#: What each kind of record is to start-up (records.py has the layouts),
+#: in one place for the replay, the index build and the index load:
+#: ENTRY makes a queue entry (:func:`entry` reads it; an index keeps these
+#: as columns); HELD is a held delayed message (:meth:`Holds.add`; columns
+#: too); SKIPPED is never recovered; every other kind is APPLIED in log
+#: order by recovery's ``_Replay._record``, and an index keeps the record
+#: verbatim, or the first KEPT[kind] bytes of its payload. A new kind that
+#: is applied in order needs its branch in ``_record`` and nothing here.
+ENTRY, HELD, SKIPPED, APPLIED = range(4)
+ROLES = {records.PUBLISH: ENTRY, records.ENQUEUE: ENTRY, records.HOLD: HELD, records.SPILL: SKIPPED}
+KEPT = {records.BATCH: records.BATCH_PREFIX}
+
+
+def entry(kind: int, data: bytes | mmap.mmap, at: int) -> tuple[int, int, int, float, int, int, int]:
+    """The queue entry of the PUBLISH or ENQUEUE record whose payload starts
+    at ``at``: (msg id, queue id, seq, expiry (NaN: none), priority, body
+    size, flags). An ENQUEUE is a COPY: its body is its PUBLISH's."""
+    if kind == records.PUBLISH:
+        return (*records.PUBLISH_HEAD.unpack_from(data, at), 0)
+    return (*records.ENQUEUE_HEAD.unpack_from(data, at), 0, 0, COPY)
+
+
 #: How many recent PUBLISH locations (by msg id) replay remembers for the
 #: ENQUEUE records that follow them.
 RECENT = 4096
@@ -155,8 +177,7 @@ def build(segment: int, data: bytes | mmap.mmap) -> SegmentIndex | None:
     # PUBLISH records in log order; their msg ids only grow, so an ENQUEUE
     # finds its PUBLISH in this segment by bisection.
     ids, offsets = array("Q"), array("Q")
-    publish, enqueue, publish_head, enqueue_head = records.PUBLISH, records.ENQUEUE, records.PUBLISH_HEAD, records.ENQUEUE_HEAD
-    spill, batch, hold = records.SPILL, records.BATCH, records.HOLD
+    roles, publish = ROLES.get, records.PUBLISH
     unpack_head, crc32, view, size = RECORD_HEAD.unpack_from, zlib.crc32, memoryview(data), len(data)
     rows, rows_of = None, -1
     offset = count = 0
@@ -167,26 +188,26 @@ def build(segment: int, data: bytes | mmap.mmap) -> SegmentIndex | None:
         end = offset + 8 + length
         if not length or end > size or crc32(view[offset + 8 : end]) != crc:
             return None
-        if kind == publish:
-            msg_id, queue_id, seq, expires, priority, body_size = publish_head.unpack_from(data, offset + HEAD_SIZE)
+        role = roles(kind, APPLIED)
+        if role == ENTRY:
+            msg_id, queue_id, seq, expires, priority, body_size, flags = entry(kind, data, offset + HEAD_SIZE)
             if queue_id != rows_of:
                 rows, rows_of = _rows(index, queue_id), queue_id
             assert rows is not None
-            rows.add(seq, msg_id, segment, offset, expires, priority, body_size, 0)
-            ids.append(msg_id)
-            offsets.append(offset)
-        elif kind == enqueue:
-            msg_id, queue_id, seq, expires = enqueue_head.unpack_from(data, offset + HEAD_SIZE)
-            _rows(index, queue_id).add(seq, msg_id, segment, offset, expires, 0, 0, COPY)
-            at = bisect.bisect_left(ids, msg_id)
-            body = offsets[at] if at < len(ids) and ids[at] == msg_id else ELSEWHERE
-            index.copies.append((queue_id, seq, msg_id, body))
-        elif kind == batch:  # recovery reads a batch's header only
-            index.others.append((offset, kind, data[offset + HEAD_SIZE : offset + HEAD_SIZE + records.BATCH_PREFIX]))
-        elif kind == hold:
+            rows.add(seq, msg_id, segment, offset, expires, priority, body_size, flags)
+            if kind == publish:
+                ids.append(msg_id)
+                offsets.append(offset)
+            else:
+                at = bisect.bisect_left(ids, msg_id)
+                body = offsets[at] if at < len(ids) and ids[at] == msg_id else ELSEWHERE
+                index.copies.append((queue_id, seq, msg_id, body))
+        elif role == HELD:
             index.holds.add(data[offset + HEAD_SIZE : end], segment, offset)
-        elif kind != spill:  # recovery skips spills: the index need not copy them
-            index.others.append((offset, kind, data[offset + HEAD_SIZE : end]))
+        elif role == APPLIED:
+            kept = KEPT.get(kind)
+            index.others.append((offset, kind, data[offset + HEAD_SIZE : end if kept is None
+                                                    else offset + HEAD_SIZE + kept]))
         count += 1
         offset = end
     index.records = count
