@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import trio
 
-from .heap import Trimmer
+from .heap import TRIM_INTERVAL, Trimmer
 from .log import get_logger
 from .store.journal import DiskJournal
 
@@ -37,8 +37,6 @@ RETRY_MIN = 0.1
 RETRY_MAX = 5.0
 #: Reads of paged messages tried before their queue reports the failure.
 PAGE_IN_ATTEMPTS = 5
-#: Least time between two trims of the heap (see heap.py).
-TRIM_INTERVAL = 10.0
 #: Seconds between two looks at the free disk space; more often while low.
 DISK_CHECK_INTERVAL = 5.0
 DISK_CHECK_INTERVAL_LOW = 1.0

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
+import trio
 
 from amqlite import heap
+from amqlite.core.broker import Broker
+from amqlite.core.channel import Channel
 
-pytestmark = pytest.mark.skipif(heap.free_bytes() is None, reason="needs glibc 2.33+ (mallinfo2, malloc_trim)")
+glibc = pytest.mark.skipif(heap.free_bytes() is None, reason="needs glibc 2.33+ (mallinfo2, malloc_trim)")
 
 # In a fresh interpreter: the test process's own heap history would blur it.
 _PROBE = """
@@ -35,6 +39,7 @@ print(peak, freed, resident_mb(), released, trimmer())
 """
 
 
+@glibc
 def test_a_trim_returns_freed_memory_once_and_not_again() -> None:
     out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True).stdout
     peak, freed, trimmed, released, again = out.split()
@@ -42,3 +47,49 @@ def test_a_trim_returns_freed_memory_once_and_not_again() -> None:
     assert int(released) >= 80 * 2**20
     assert int(trimmed) < int(peak) - 60
     assert again == "None"  # trimmed pages still count as free: no second trim for nothing
+
+
+MIB = 2**20
+
+
+def fill(channel: Channel, count: int) -> None:
+    for _ in range(count):
+        channel.publish(bytes(MIB), routing_key="q", now=0.0)
+
+
+async def test_a_purge_and_a_drain_of_transient_messages_trim_the_heap(mock_clock: Any) -> None:
+    """Issue 22, item 7: only disk writes led to a trim, so after a drain
+    or purge of transient messages the memory stayed resident. 80 MiB of
+    messages leaving the queues (purged, or consumed and acked) trigger a
+    trim within a second; 20 MiB do not, nor does anything within
+    TRIM_INTERVAL of the last trim."""
+    # Time jumps only once nothing has run for 0.1 s of real time: the
+    # trim runs in a worker thread, which an immediate jump would outrun.
+    mock_clock.autojump_threshold = 0.1
+    core = Broker()
+    channel = core.connect().open_channel()
+    channel.declare_queue("q", now=0.0)
+    trims: list[float] = []
+
+    def trim() -> int:  # in a worker thread
+        trims.append(trio.from_thread.run_sync(trio.current_time))
+        return 0
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(heap.trim_after_frees, lambda: core.freed_bytes, trim)
+        fill(channel, 20)
+        channel.purge_queue("q")
+        await trio.sleep(5)
+        assert trims == []  # 20 MiB: not worth a walk of the heap
+        fill(channel, 80)
+        channel.purge_queue("q")
+        purged_at = trio.current_time()
+        await trio.sleep(1.5)
+        assert len(trims) == 1 and trims[0] - purged_at <= heap.FREED_CHECK_INTERVAL + 0.01
+
+        fill(channel, 80)
+        while (got := channel.get("q", now=0.0)) is not None:  # drained, acked one by one
+            channel.ack(got.delivery_tag, now=0.0)
+        await trio.sleep(heap.TRIM_INTERVAL + 1.5)
+        assert len(trims) == 2 and trims[1] - trims[0] >= heap.TRIM_INTERVAL
+        nursery.cancel_scope.cancel()

@@ -45,6 +45,10 @@ class Broker:
         self.stats = Stats()
         #: Called for every dropped message: (queue or exchange, message, reason).
         self.on_drop: DropHook | None = None
+        #: Body bytes of the messages that left queues (acked, purged,
+        #: deleted, expired, dead-lettered), once per queue: the driver
+        #: trims the heap when it has grown enough (heap.trim_after_frees).
+        self.freed_bytes = 0
         #: Durable storage, when the driver has one (see core/journal.py).
         self.journal: Journal | None = None
         self._names = itertools.count(1)

@@ -216,6 +216,7 @@ class Queue:
             self.groups.left(entry)
         entry.state = GONE
         self.backing.removed(entry)
+        self.vhost.broker.freed_bytes += len(entry.message.body)
 
     def _pop_ready(self) -> Entry | None:
         entry = self.ready.pop()

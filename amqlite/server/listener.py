@@ -27,6 +27,7 @@ from ..amqp.engine import ServerConnection
 from ..auth import Users, is_loopback
 from ..config import Settings
 from ..core.broker import Broker
+from ..heap import Trimmer, trim_after_frees
 from ..log import get_logger
 from ..management import definitions
 from ..management.http import serve as serve_http
@@ -164,11 +165,13 @@ class Server:
                      tls_addresses=[f"{h}:{p}" for h, p in self.tls_addresses] or None,
                      data_dir=self.settings.data_dir, version=__version__, max_connections=self.budget.limit)
             async with trio.open_nursery() as nursery:
+                trimmer = Trimmer()  # one for both tasks: each trim sets the next one's baseline
+                nursery.start_soon(trim_after_frees, lambda: self.core.freed_bytes, trimmer)
                 if self.journal is not None:
                     driver = StoreDriver(self.journal, on_synced=self._synced, on_blocked=self._blocked,
                                          now=self.clock.now, on_paged_in=self._resume,
                                          disk_free_limit=self.settings.disk_free_limit,
-                                         observer=self.store_metrics)
+                                         observer=self.store_metrics, trim_heap=trimmer)
                     nursery.start_soon(driver.run)
                 nursery.start_soon(drive_timers, self.core.timers, self.clock)
                 nursery.start_soon(drive_timers, self.connection_timers, self.clock)
