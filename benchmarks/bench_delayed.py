@@ -155,12 +155,12 @@ def late_by(consumer: Client, publisher: Client, rate: int, seconds: float) -> l
 
 
 #: Seconds the server's RSS must stay put (within 1 MiB) before it is read as
-#: settled: the store driver trims freed memory at most every 10 s.
+#: settled (--settle): the store driver trims freed memory at most every 10 s.
 HELD_SETTLE = 15.0
 HOUR_MS = 3_600_000
 
 
-def held_memory(count: int, spread: bool) -> dict[str, float]:
+def held_memory(count: int, spread: bool, settle: float) -> dict[str, float]:
     """RSS per held message of ``count`` published over AMQP (see the docstring)."""
     with tempfile.TemporaryDirectory(prefix="amqlite-held-bench-") as tmp:
         process, port, _ = start_amqlite(tmp)
@@ -182,7 +182,7 @@ def held_memory(count: int, spread: bool) -> dict[str, float]:
             rate = count / (time.perf_counter() - started)
             peak = settled = rss_mb(process.pid)
             still_since = time.monotonic()
-            while time.monotonic() - still_since < HELD_SETTLE:
+            while time.monotonic() - still_since < settle:
                 time.sleep(1)
                 now = rss_mb(process.pid)
                 peak = max(peak, now)
@@ -228,6 +228,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--held", type=int, metavar="N",
                         help="only the memory per held message over AMQP, with N messages per distribution")
+    parser.add_argument("--settle", type=float, default=HELD_SETTLE, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
     parser.add_argument("--phase", nargs=2, metavar=("PHASE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -243,7 +244,7 @@ def main() -> None:
     if args.held:
         print(f"machine: {machine()}")
         for spread in (False, True):
-            held = held_memory(args.held, spread)
+            held = held_memory(args.held, spread, args.settle)
             print(f"held over AMQP: {args.held:,} x 100 B persistent, x-delay "
                   f"{'1 min to 30 days' if spread else 'all 1 hour'}: published {held['rate']:,.0f} msgs/s; RSS"
                   f" {held['before']:,.0f} MiB before, peak {held['peak']:,.0f}, settled {held['settled']:,.0f}:"

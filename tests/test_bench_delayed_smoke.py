@@ -15,3 +15,12 @@ def test_bench_delayed_quick_run_reports_memory_start_up_and_lateness() -> None:
     out = result.stdout
     assert "durable delayed messages held: 20,000" in out
     assert "start-up" in out and "late by p50" in out and "(200 messages)" in out
+
+
+def test_bench_delayed_held_reports_rss_per_held_message_for_both_distributions() -> None:
+    result = subprocess.run([sys.executable, str(SCRIPT), "--held", "2000", "--settle", "1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("held over AMQP: 2,000")]
+    assert len(lines) == 2 and "all 1 hour" in lines[0] and "1 min to 30 days" in lines[1]
+    assert all(line.endswith("B per held message") for line in lines)

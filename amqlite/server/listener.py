@@ -166,7 +166,7 @@ class Server:
                      data_dir=self.settings.data_dir, version=__version__, max_connections=self.budget.limit)
             async with trio.open_nursery() as nursery:
                 trimmer = Trimmer()  # one for both tasks: each trim sets the next one's baseline
-                nursery.start_soon(trim_after_frees, lambda: self.core.freed_bytes, trimmer)
+                nursery.start_soon(trim_after_frees, lambda: self.core.freed_bytes, trimmer.trim_now)
                 if self.journal is not None:
                     driver = StoreDriver(self.journal, on_synced=self._synced, on_blocked=self._blocked,
                                          now=self.clock.now, on_paged_in=self._resume,

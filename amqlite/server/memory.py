@@ -30,7 +30,7 @@ from typing import Callable
 import trio
 
 from ..config import Settings
-from ..heap import trim
+from ..heap import PAGE, resident, trim
 from ..log import get_logger
 
 log = get_logger(__name__)
@@ -42,24 +42,6 @@ log = get_logger(__name__)
 #: check walks the heap (see memory_in_use), so CHECK_INTERVAL_ALARMED.
 CHECK_INTERVAL = 0.25
 CHECK_INTERVAL_ALARMED = 1.0
-_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-#: /proc/self/statm, opened once and held (see resident).
-_statm: int | None = None
-
-
-def resident() -> int:
-    """The anonymous resident set, in bytes. The file stays open: opened at
-    each check, it failed with EMFILE once the process ran out of
-    descriptors, and that ended the broker (issue 21)."""
-    global _statm
-    if _statm is None:
-        _statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
-    fields = os.pread(_statm, 256, 0).split()
-    # Anonymous pages only: file pages (a segment mapped to be indexed) are
-    # the page cache's, which the kernel reclaims without the broker.
-    return (int(fields[1]) - int(fields[2])) * _PAGE
 
 
 def memory_in_use(enough: int | None = None) -> int:
@@ -79,7 +61,7 @@ def watermark(settings: Settings) -> int:
     """The watermark in bytes: the absolute setting, else the fraction of RAM."""
     if settings.memory_high_watermark_bytes:
         return settings.memory_high_watermark_bytes
-    return int(settings.memory_high_watermark * _PAGE * os.sysconf("SC_PHYS_PAGES"))
+    return int(settings.memory_high_watermark * PAGE * os.sysconf("SC_PHYS_PAGES"))
 
 
 async def watch_memory(limit: int, on_change: Callable[[bool], object],
