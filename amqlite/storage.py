@@ -200,7 +200,7 @@ class StoreDriver:
         journal = self.journal
         async with self._snapshot_lock:
             snapshot = journal.snapshot_payload()
-            await trio.to_thread.run_sync(journal.write_snapshot, snapshot.payload)
+            await trio.to_thread.run_sync(lambda: journal.write_snapshot(snapshot.payload))
             journal.snapshot_written(snapshot)
 
     async def _snapshot_loop(self) -> None:
@@ -262,8 +262,8 @@ class StoreDriver:
         the segments ``leaving`` (one writer at a time)."""
         journal = self.journal
         async with self._manifest_lock:
-            payload = journal.manifest_payload(leaving or ())
-            await trio.to_thread.run_sync(journal.write_manifest, payload)
+            manifest = journal.manifest_payload(leaving or ())
+            await trio.to_thread.run_sync(journal.write_manifest, manifest)
 
     async def _page_in_loop(self) -> None:
         """Read paged messages back for queues running low, in a worker

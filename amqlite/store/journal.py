@@ -99,12 +99,18 @@ def _canonical(value: Any) -> Any:
 
 @attrs.frozen
 class Snapshot:
-    """A snapshot file's bytes; the segment the definitions are current as
-    of, and how many definition changes the journal had made by then."""
+    """A snapshot's table, the segment its definitions are current as of,
+    and how many definition changes the journal had made by then."""
 
-    payload: bytes
+    table: dict[str, Any]
     segment: int
     changes: int
+
+    @property
+    def payload(self) -> bytes:
+        """The file's bytes (encoded in a worker thread: thousands of
+        definitions take a while)."""
+        return encode_snapshot(self.table)
 
 
 class StoreLocked(Exception):
@@ -750,13 +756,13 @@ class DiskJournal:
         """The current definitions and the segment they are current as of,
         for :meth:`write_snapshot` (trio thread)."""
         segment = self.log.current
-        payload = encode_snapshot({
+        table = {
             "segment": segment,
             "next_msg": self._next_msg,
             "next_queue": self._next_queue,
             "definitions": [{"key": list(k), "value": v} for k, v in self._definitions.items()],
-        })
-        return Snapshot(payload, segment, self._definition_changes)
+        }
+        return Snapshot(table, segment, self._definition_changes)
 
     def write_snapshot(self, payload: bytes) -> None:
         """Atomically replace the snapshot file (worker thread)."""
@@ -829,15 +835,15 @@ class DiskJournal:
             self._summaries[segment] = summary
             self.manifest_stale = True
 
-    def manifest_payload(self, leaving: Collection[int] = ()) -> bytes:
+    def manifest_payload(self, leaving: Collection[int] = ()) -> Manifest:
         """The manifest as it stands without the segments ``leaving`` (trio thread)."""
         summaries = {segment: summary for segment, summary in self._summaries.items() if segment not in leaving}
         self.manifest_stale = False
-        return manifest_file.encode(Manifest(self.log.current, summaries))
+        return Manifest(self.log.current, summaries)
 
-    def write_manifest(self, payload: bytes) -> None:
+    def write_manifest(self, manifest: Manifest) -> None:
         """Atomically replace the manifest (worker thread)."""
-        self._replace_file(MANIFEST, payload)
+        self._replace_file(MANIFEST, manifest_file.encode(manifest))
 
     def indexed(self, segment: int) -> None:
         """``segment`` was indexed, or failed to be: it is not tried again."""
