@@ -54,6 +54,8 @@ PRODUCE = 0
 MAX_IN_FLIGHT = 64
 #: Bytes of responses waiting for the client before reading pauses.
 OUTPUT_HIGH_WATER = 4 * 1024 * 1024
+#: Refused requests logged per connection; the rest are counted in its close line.
+LOGGED_REFUSALS = 5
 #: Kafka's socket.request.max.bytes default: the largest request.
 MAX_REQUEST_SIZE = 100 * 1024 * 1024
 #: Seconds without a request or a response after which a connection with
@@ -100,6 +102,8 @@ class KafkaConnection:
         #: Called once, when the client has authenticated.
         self.on_authenticated: Callable[[], None] | None = None
         self.requests = 0
+        #: Requests answered with an error for what they were (unreadable, unknown).
+        self.refused = 0
         #: The broker's memory alarm is on, and this connection has produced:
         #: it is not read until the alarm clears, as AMQP publishers are not.
         self._memory_alarm = False
@@ -284,7 +288,8 @@ class KafkaConnection:
         """Answer ``request`` with nothing but ``code``; close the connection
         when this API and version have no response schema to say it in."""
         cls = response_type(request.api_key, request.api_version)
-        if reason is not None or cls is None:
+        self.refused += 1
+        if (reason is not None or cls is None) and self.refused <= LOGGED_REFUSALS:
             log.warning("kafka.request_refused", peer=self.session.peer, api_key=request.api_key,
                         api_version=request.api_version, client_id=request.client_id, error=code.name,
                         reason=reason or "no such API or version")

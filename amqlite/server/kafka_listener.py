@@ -153,6 +153,7 @@ async def serve_connection(server: Server, stream: trio.SocketStream, tls: ssl.S
         conn.connection_lost()
         kafka.connections.discard(conn)
         log.info("kafka.connection_closed", peer=peer_text, user=session.user_name,
-                 client_id=session.client_id, requests=conn.requests, reason=conn.close_reason)
+                 client_id=session.client_id, requests=conn.requests, refused=conn.refused,
+                 reason=conn.close_reason)
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(served)

@@ -9,9 +9,10 @@ import uuid
 from typing import Any
 
 from kio.schema.errors import ErrorCode
+from structlog.testing import capture_logs
 
 from amqlite.kafka.apis import Api, Pending
-from amqlite.kafka.engine import IDLE_TIMEOUT
+from amqlite.kafka.engine import IDLE_TIMEOUT, LOGGED_REFUSALS
 from amqlite.kafka.protocol import Request, build
 from amqlite.kafka.registry import APIS
 from amqlite.kafka.session import Session
@@ -298,3 +299,12 @@ def test_the_memory_alarm_stops_reading_producers_not_consumers() -> None:
     assert not producer.wants_read() and consumer.wants_read()
     producer.set_memory_alarm(False)
     assert producer.wants_read() and woken == [True]
+
+
+def test_a_flood_of_bad_requests_logs_a_few_lines_and_counts_the_rest() -> None:
+    conn = engine()
+    with capture_logs() as logs:
+        for n in range(50):
+            conn.receive_data(raw_frame(METADATA, 1, n, b"\xff\xff" + b"\x00\x00\x00\x05\x00"), 0.0)
+    assert len([entry for entry in logs if entry["event"] == "kafka.request_refused"]) == LOGGED_REFUSALS
+    assert conn.refused == 50 and len(split_responses(conn.data_to_send(0.0))) == 50
