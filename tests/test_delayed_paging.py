@@ -10,6 +10,7 @@ import random
 import tracemalloc
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 from hypothesis import given, settings
@@ -18,7 +19,8 @@ from hypothesis import strategies as st
 import amqlite
 from amqlite import Properties
 from amqlite.core.broker import Broker
-from amqlite.core.delayed import BUCKET, PRELOAD, HeldMessages
+from amqlite.core import delayed
+from amqlite.core.delayed import BUCKET, LATER, PRELOAD, HeldMessages
 from amqlite.core.message import Message
 from amqlite.store.journal import DiskJournal
 
@@ -165,6 +167,37 @@ def test_a_bucket_comes_back_preload_seconds_before_it_starts() -> None:
             fired.append((first[0], held.pop()))
     assert [message for _, message in fired] == messages  # in due order, none lost
     assert all(due >= (due // BUCKET) * BUCKET - PRELOAD for due, _ in fired)
+
+
+def test_a_later_bucket_splits_a_step_at_a_time_and_its_minutes_wait_for_the_end(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An hour bucket of 1,000,000 records split at once stopped the event
+    loop for 0.8 s: it splits SPLIT_STEP records per timer step, and no
+    minute of that hour comes back before the split ends (even with the
+    timer an hour late, as after a stop), so nothing fires early or twice."""
+    monkeypatch.setattr(delayed, "SPLIT_STEP", 3)
+    held = HeldMessages(budget=4)
+    hour = 100 * LATER
+    disk = {(1, n): Message("", "k", Properties(), b"%d" % n, store_id=n) for n in range(20)}
+    for n in range(20):
+        held.restore(hour + 10 * n, n, 1, n)  # the hour's first 200 s
+    now = hour - PRELOAD  # its first minute is due back too
+    fired: list[bytes] = []
+    mid_split = 0
+    while len(fired) < 20:
+        deadline = held.next_deadline()
+        assert deadline is not None and mid_split < 50
+        now = max(now, deadline)
+        if held.bring_back(now):
+            for key, refs in held.page_in_requests():
+                held.paged_in(key, refs, [disk[segment, offset] for segment, offset, _, _ in refs])
+        if held._later.records:  # mid-split: no minute came back
+            assert held.peek_due() is None and held.next_deadline() == deadline
+            mid_split += 1
+        while (first := held.peek_due()) is not None and first[0] <= now:
+            fired.append(held.pop().body)
+    assert sorted(fired, key=int) == [b"%d" % n for n in range(20)] and len(held) == 0
+    assert mid_split == 6  # 20 records, 3 a step: the seventh step ends it
 
 
 @settings(max_examples=80, deadline=None)
