@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 def management_app(server: Server) -> ASGIApp:
     """The management API over a running server's broker, users and client connections."""
     listeners = [{"protocol": "amqp", "ip_address": address, "port": port} for address, port in server.addresses]
+    # Kafka's as RabbitMQ names its plugins' listeners ("mqtt", "stream", "stream/ssl").
+    listeners += [{"protocol": "kafka", "ip_address": address, "port": port}
+                  for address, port in server.kafka.addresses]
+    listeners += [{"protocol": "kafka/ssl", "ip_address": address, "port": port}
+                  for address, port in server.kafka.tls_addresses]
 
     def close(name: str, reason: str) -> bool:
         for conn in server.connections:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 import shutil
 import subprocess
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -150,3 +150,23 @@ def test_a_kafka_vhost_that_does_not_exist_stops_start_up(tmp_path: Path) -> Non
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "kafka_vhost 'nope' is not a vhost (vhosts: /)" in result.stderr
+
+
+def test_the_management_overview_lists_the_kafka_listener() -> None:
+    from management.conftest import ManagedServerThread
+    from server.conftest import start_amqlite
+
+    class ManagedKafka(KafkaServerThread, ManagedServerThread):
+        async def _serving(self, nursery: Any) -> None:
+            await KafkaServerThread._serving(self, nursery)  # bound first, so the API reports it
+            await ManagedServerThread._serving(self, nursery)
+
+    server = start_amqlite(ManagedKafka)
+    assert isinstance(server, ManagedKafka)
+    try:
+        with server.http() as http:
+            listeners = http.get("/api/overview").json()["listeners"]
+        assert {"protocol": "kafka", "port": server.kafka_port} in [
+            {"protocol": entry["protocol"], "port": entry["port"]} for entry in listeners]
+    finally:
+        server.stop()
