@@ -7,6 +7,7 @@ and no message is lost."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +22,10 @@ from amqlite.core.message import Properties
 
 from .support import Store
 
+#: A short slice in make test; AMQLITE_FUZZ_EXAMPLES (make fuzz) for a campaign.
+SETTINGS = settings(max_examples=int(os.environ.get("AMQLITE_FUZZ_EXAMPLES", "30")),
+                    stateful_step_count=int(os.environ.get("AMQLITE_FUZZ_STEPS", "40")), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 QUEUE = "orders"
 DEAD = "orders.dead"
 GROUPS = ("a", "b", "c", None)
@@ -155,7 +160,7 @@ class GroupMachine(RuleBasedStateMachine):
         """In the end, ack whatever comes until nothing is held: every
         message published comes, and is acked."""
         for _ in range(4 * len(self.published) + 10):
-            if not self.held:
+            while not self.held and self.store.queue(QUEUE).delayed_count:
                 self.tick()  # a message waiting out its backoff comes back
             if not self.held:
                 break
@@ -168,8 +173,7 @@ class GroupMachine(RuleBasedStateMachine):
 
 
 class TestGroups(GroupMachine.TestCase):  # type: ignore[name-defined,misc]
-    settings = settings(max_examples=60, stateful_step_count=40, deadline=None,
-                        suppress_health_check=[HealthCheck.too_slow])
+    settings = SETTINGS
 
 
 
@@ -180,8 +184,7 @@ class PriorityGroupMachine(GroupMachine):
 
 
 class TestPriorityGroups(PriorityGroupMachine.TestCase):  # type: ignore[name-defined,misc]
-    settings = settings(max_examples=60, stateful_step_count=40, deadline=None,
-                        suppress_health_check=[HealthCheck.too_slow])
+    settings = SETTINGS
 
 
 class RetryGroupMachine(GroupMachine):
@@ -193,5 +196,4 @@ class RetryGroupMachine(GroupMachine):
 
 
 class TestRetryGroups(RetryGroupMachine.TestCase):  # type: ignore[name-defined,misc]
-    settings = settings(max_examples=60, stateful_step_count=40, deadline=None,
-                        suppress_health_check=[HealthCheck.too_slow])
+    settings = SETTINGS
