@@ -14,6 +14,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 from starlette.types import ASGIApp
 
+from ..defaults import HANDSHAKE_TIMEOUT
 from ..log import get_logger
 
 if TYPE_CHECKING:
@@ -35,15 +36,20 @@ class BoundApp:
         return int((self.sockets.secure_sockets or self.sockets.insecure_sockets)[0].getsockname()[1])
 
 
-def bind(app: ASGIApp, host: str, port: int, *, certfile: str = "", keyfile: str = "") -> BoundApp:
+def bind(app: ASGIApp, host: str, port: int, *, certfile: str = "", keyfile: str = "",
+         handshake_timeout: float = HANDSHAKE_TIMEOUT) -> BoundApp:
     """Bind ``host:port`` (0 picks a free port), for HTTPS with ``certfile``
-    and ``keyfile``. Raises OSError at once, before anything runs, so that
-    the caller can report it plainly rather than out of Hypercorn's
-    nurseries in exception groups."""
+    and ``keyfile``, whose TLS handshake must end within
+    ``handshake_timeout`` seconds. Raises OSError at once, before anything
+    runs, so that the caller can report it plainly rather than out of
+    Hypercorn's nurseries in exception groups."""
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     if certfile:
         config.certfile, config.keyfile = certfile, keyfile
+        # Hypercorn's own is 60 s: a stalled handshake held its socket (and
+        # its place in the gate) six times as long as on the AMQPS port.
+        config.ssl_handshake_timeout = handshake_timeout
     # amqlite logs through structlog; Hypercorn's access log would be a
     # second, unstructured stream.
     config.accesslog = None

@@ -63,7 +63,8 @@ def bind_http(server: Server) -> dict[str, BoundApp]:
             if port:
                 try:
                     bound[name] = bind(make_app(), host, port, certfile=settings.tls_cert if secure else "",
-                                       keyfile=settings.tls_key if secure else "")
+                                       keyfile=settings.tls_key if secure else "",
+                                       handshake_timeout=settings.handshake_timeout)
                 except OSError as error:
                     raise OSError(error.errno, f"{name} port {host}:{port}: {error.strerror or error}") from None
     except OSError:

@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -392,5 +393,28 @@ def test_the_management_api_over_https_with_the_same_certificate(files: dict[str
         assert response.json() == {"name": "guest", "tags": ["administrator"]}
         with pytest.raises(httpx.ConnectError):  # it is HTTPS only, and the CA is checked
             httpx.get(f"https://127.0.0.1:{port}/api/whoami", auth=("guest", "guest"))
+    finally:
+        server.stop()
+
+
+def test_the_https_management_port_ends_a_stalled_handshake_at_handshake_timeout(files: dict[str, str],
+                                                                                  ca: trustme.CA) -> None:
+    # Hypercorn's own TLS handshake timeout is 60 s; the port follows amqlite's setting, as AMQPS does.
+    port = free_port()
+    server = serve(files, management_tls_port=port, handshake_timeout=1.0)
+    try:
+        silent = socket.create_connection(("127.0.0.1", port))
+        half = socket.create_connection(("127.0.0.1", port))
+        half.sendall(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03")  # the start of a client hello
+        started = time.monotonic()
+        for stalled in (silent, half):
+            stalled.settimeout(10)
+            try:
+                assert stalled.recv(1) == b""
+            except ConnectionResetError:
+                pass
+            stalled.close()
+        assert 0.9 <= time.monotonic() - started < 3
+        assert served_certificate(port, ca)  # and the port serves on
     finally:
         server.stop()
