@@ -291,7 +291,8 @@ class Settings:
                                         "open at once); more are closed at accept")
     max_unauthenticated_per_address: int = _setting(
         defaults.MAX_UNAUTHENTICATED_PER_ADDRESS, _integer(1, 2**31 - 1),
-        "of those, the most from one source address, per listener; more are closed at accept")
+        "connections not yet logged in from one source address, on all listeners together (at most half of "
+        "max_connections); more are closed at accept")
     handshake_timeout: float = _setting(defaults.HANDSHAKE_TIMEOUT, _seconds,
                                         "seconds a client has to complete connection.open")
     log_format: str = _setting("auto", _one_of(LOG_FORMATS), "auto: console on a terminal, json otherwise")

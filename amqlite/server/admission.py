@@ -12,9 +12,12 @@ no peer that has not logged in can stop the broker or lock others out:
   (``max_unauthenticated``). A shared pool let 1,000 stalled TLS handshakes
   refuse new clients on the plain port as well. An HTTP connection logs in
   per request, so it holds its place for as long as it is open.
-- a **cap per source address** within each pool
-  (``max_unauthenticated_per_address``), so a flood from one address cannot
-  fill the pool and lock out a client from another.
+- a **share per source address** of the connections not yet logged in,
+  on all listeners together (``max_unauthenticated_per_address``, and never
+  more than half the budget), so that a flood from one address leaves room
+  for clients from others. A share per listener let one address hold 100
+  sockets on each of five ports: under ``ulimit -n 256`` (a budget of 140)
+  that spent the budget, and everyone was refused.
 
 A flood makes thousands of refusals a second; :class:`Summary` says them
 as one line per interval with a count, rather than one line each (the
@@ -81,35 +84,48 @@ class Summary:
 
 @attrs.define(eq=False)
 class Budget:
-    """The sockets every listener together may hold open."""
+    """What every listener shares: the sockets they may hold open together,
+    and each source address's connections not yet logged in."""
 
     limit: int
+    #: max_unauthenticated_per_address.
+    per_address: int
     taken: int = 0
+    #: Connections not yet logged in (HTTP ones: not closed), by source address, on every listener.
+    by_address: dict[str, int] = attrs.field(factory=dict)
+
+    @property
+    def address_share(self) -> int:
+        """The most connections one address may hold before login: its
+        setting, but at most half the budget, so that others find room."""
+        return max(1, min(self.per_address, self.limit // 2))
 
 
 @attrs.define(eq=False)
 class Gate:
-    """One listener's admission: the shared budget, its own pool of
-    connections not yet logged in, and the cap per source address."""
+    """One listener's admission: the shared budget and address shares, and
+    its own pool of connections not yet logged in."""
 
     #: The setting that names the listener (port, tls_port, management_port, ...).
     listener: str
     budget: Budget
     pool: int
-    per_address: int
     summary: Summary
     #: Connections admitted and not yet logged in (or, for HTTP, not closed).
     unauthenticated: int = 0
-    by_address: dict[str, int] = attrs.field(factory=dict)
 
     def refusal(self, address: str) -> str | None:
         """Why a connection from ``address`` cannot be taken now, if it cannot."""
-        if self.budget.taken >= self.budget.limit:
-            return f"max_connections ({self.budget.limit}) reached"
+        budget = self.budget
+        if budget.taken >= budget.limit:
+            return f"max_connections ({budget.limit}) reached"
         if self.unauthenticated >= self.pool:
             return f"max_unauthenticated ({self.pool}) connections not yet logged in"
-        if self.by_address.get(address, 0) >= self.per_address:
-            return f"max_unauthenticated_per_address ({self.per_address}) connections not yet logged in"
+        share = budget.address_share
+        if budget.by_address.get(address, 0) >= share:
+            bound = (f"max_unauthenticated_per_address ({share})" if share == budget.per_address
+                     else f"half of max_connections ({share})")
+            return f"{bound} connections from this address not yet logged in on any listener"
         return None
 
     def admit(self, address: str) -> Ticket | None:
@@ -118,9 +134,10 @@ class Gate:
         if reason is not None:
             self.summary.note("warning", "connection.refused", reason, listener=self.listener, peer=address)
             return None
-        self.budget.taken += 1
+        budget = self.budget
+        budget.taken += 1
         self.unauthenticated += 1
-        self.by_address[address] = self.by_address.get(address, 0) + 1
+        budget.by_address[address] = budget.by_address.get(address, 0) + 1
         return Ticket(self, address)
 
     async def accept(self, listener: trio.SocketListener) -> tuple[trio.SocketStream, Ticket]:
@@ -168,13 +185,13 @@ class Ticket:
         if self._logged_in:
             return
         self._logged_in = True
-        gate = self.gate
-        gate.unauthenticated -= 1
-        left = gate.by_address[self.address] - 1
+        self.gate.unauthenticated -= 1
+        by_address = self.gate.budget.by_address
+        left = by_address[self.address] - 1
         if left:
-            gate.by_address[self.address] = left
+            by_address[self.address] = left
         else:
-            del gate.by_address[self.address]
+            del by_address[self.address]
 
     def closed(self) -> None:
         if self._closed:

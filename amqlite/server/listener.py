@@ -87,8 +87,9 @@ class Server:
     #: Why the store refuses persistent publishes (the disk alarm), if it does.
     disk_alarm: str | None = None
     #: The sockets every listener together may hold: max_connections, or
-    #: what the open-files limit leaves room for (admission.py).
-    budget: Budget = attrs.field(factory=lambda: Budget(0))
+    #: what the open-files limit leaves room for; and each address's share (admission.py).
+    budget: Budget = attrs.field(default=attrs.Factory(
+        lambda self: Budget(0, self.settings.max_unauthenticated_per_address), takes_self=True))
     #: Each listener's admission, by the setting that names its port.
     gates: dict[str, Gate] = attrs.field(factory=dict)
     #: Refusals and failed handshakes, one line per kind and interval.
@@ -341,9 +342,7 @@ class Server:
     def gate(self, listener: str) -> Gate:
         """The admission of the listener whose port ``listener`` names."""
         if listener not in self.gates:
-            settings = self.settings
-            self.gates[listener] = Gate(listener, self.budget, settings.max_unauthenticated,
-                                        settings.max_unauthenticated_per_address, self.summary)
+            self.gates[listener] = Gate(listener, self.budget, self.settings.max_unauthenticated, self.summary)
         return self.gates[listener]
 
     @property

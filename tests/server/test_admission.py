@@ -1,6 +1,7 @@
 """Admission at accept (server/admission.py): the shared descriptor budget,
-each listener's pool of connections not yet logged in with its cap per
-source address, and refusals said once per interval with a count."""
+each listener's pool of connections not yet logged in, each source
+address's share of those across listeners, and refusals said once per
+interval with a count."""
 
 from __future__ import annotations
 
@@ -20,11 +21,11 @@ from amqlite.server.admission import Budget, Gate, Summary
 
 
 def gates(limit: int = 100, pool: int = 10, per_address: int = 3) -> tuple[Gate, Gate]:
-    budget, summary = Budget(limit), Summary()
-    return (Gate("port", budget, pool, per_address, summary), Gate("tls_port", budget, pool, per_address, summary))
+    budget, summary = Budget(limit, per_address), Summary()
+    return (Gate("port", budget, pool, summary), Gate("tls_port", budget, pool, summary))
 
 
-async def test_one_address_takes_its_share_of_a_listeners_pool_and_no_more() -> None:
+async def test_one_address_takes_its_share_and_no_more() -> None:
     plain, _ = gates()
     with structlog.testing.capture_logs():
         flood = [plain.admit("10.0.0.1") for _ in range(5)]
@@ -34,7 +35,7 @@ async def test_one_address_takes_its_share_of_a_listeners_pool_and_no_more() -> 
     ticket = flood[0]
     assert ticket is not None
     ticket.logged_in()
-    assert (plain.unauthenticated, plain.by_address["10.0.0.1"], plain.budget.taken) == (3, 2, 4)
+    assert (plain.unauthenticated, plain.budget.by_address["10.0.0.1"], plain.budget.taken) == (3, 2, 4)
     assert plain.admit("10.0.0.1") is not None
     ticket.closed()
     ticket.closed()  # once only
@@ -51,10 +52,31 @@ async def test_each_listener_has_its_own_pool_and_all_share_the_budget() -> None
             assert ticket is None
     assert [entry["reason"] for entry in logs] == ["max_unauthenticated (4) connections not yet logged in"] * 2
     assert [entry["listener"] for entry in logs] == ["tls_port", "port"]
-    third = Gate("management_port", plain.budget, 10, 10, plain.summary)
+    third = Gate("management_port", plain.budget, 10, plain.summary)
     tickets = [third.admit("10.0.3.1") for _ in range(5)]
     assert [ticket is not None for ticket in tickets] == [True] * 4 + [False]  # 12 sockets in all
     assert third.refusal("10.0.3.9") == "max_connections (12) reached"
+
+
+async def test_an_address_share_holds_across_listeners_and_leaves_room_for_others() -> None:
+    # One address used to have a share of each listener's pool: 100 on
+    # each of five ports spent a budget of 140, and everyone was refused.
+    plain, secure = gates(limit=140, pool=1000, per_address=100)
+    http = Gate("management_port", plain.budget, 1000, plain.summary)
+    with structlog.testing.capture_logs() as logs:
+        admitted = [gate.admit("127.0.0.1") for gate in (plain, secure, http) for _ in range(40)]
+    assert sum(ticket is not None for ticket in admitted) == 70  # half the budget, below its setting of 100
+    assert {entry["reason"] for entry in logs} == {
+        "half of max_connections (70) connections from this address not yet logged in on any listener"}
+    assert all(gate.admit(f"127.0.0.{n}") for gate in (plain, secure, http) for n in range(2, 12))
+    # With room in the budget, the setting is the bound; logging in gives a place back.
+    wide, _ = gates(limit=10_000, pool=1000, per_address=100)
+    tickets = [wide.admit("10.0.0.1") for _ in range(100)]
+    assert wide.refusal("10.0.0.1") == ("max_unauthenticated_per_address (100) connections from this address "
+                                        "not yet logged in on any listener")
+    assert tickets[0] is not None
+    tickets[0].logged_in()
+    assert wide.refusal("10.0.0.1") is None
 
 
 async def test_repeated_refusals_are_one_line_per_interval_with_a_count(autojump_clock: Any) -> None:
@@ -105,6 +127,6 @@ async def test_http_connections_hold_a_place_until_closed_and_a_crash_ends_only_
             with trio.fail_after(5):
                 while plain.budget.taken:
                     await trio.sleep(0.01)
-            assert plain.unauthenticated == 0 and plain.by_address == {}
+            assert plain.unauthenticated == 0 and plain.budget.by_address == {}
             nursery.cancel_scope.cancel()
     assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == ["http.connection_crashed"]

@@ -91,8 +91,10 @@ def test_a_closed_channel_frees_its_place_under_channel_max(server: ServerThread
 def test_max_connections_refuses_the_third() -> None:
     server = start_amqlite(max_connections=2)
     try:
-        first, second = RawClient("127.0.0.1", server.port), RawClient("127.0.0.1", server.port)
+        # One after the other: one address may hold only half of max_connections before login.
+        first = RawClient("127.0.0.1", server.port)
         first.handshake()
+        second = RawClient("127.0.0.1", server.port)
         second.handshake()
         with RawClient("127.0.0.1", server.port) as third:
             try:
@@ -320,7 +322,9 @@ def test_the_default_connection_limit_keeps_descriptors_for_the_store(tmp_path: 
         listening = next(json.loads(line) for line in log.read_text().splitlines() if '"broker.listening"' in line)
         assert listening["max_connections"] == int((128 - 100) * 0.9)
         publisher = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
-        crowd = [socket.create_connection(("127.0.0.1", port)) for _ in range(150)]  # past the limit, and the descriptors
+        # Past the limit, and the descriptors; from three addresses, since one may take only half the limit.
+        crowd = [socket.create_connection(("127.0.0.1", port), source_address=(f"127.0.0.{n}", 0))
+                 for n in (2, 3, 4) for _ in range(50)]
         channel = publisher.channel()
         channel.queue_declare("durable", durable=True)
         channel.confirm_delivery()
