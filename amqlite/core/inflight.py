@@ -25,10 +25,22 @@ def consumer_oldest(consumer: Consumer) -> float | None:
 
 
 def queue_oldest(broker: Broker, queue: Queue) -> float | None:
-    """When the queue's oldest unacked delivery (consumed or got) went out."""
+    """When the queue's oldest unacked delivery (consumed or got) went out.
+
+    Usually every unacked delivery is held by one of the queue's consumers,
+    and their oldest are found at the front of their channels; only when
+    some are not (basic.get, a cancelled consumer's) are all channels read."""
     if not queue.unacked:
         return None
     oldest = None
+    held = 0
+    for consumer in queue.consumers:
+        held += consumer.unacked
+        at = consumer_oldest(consumer)
+        if at is not None and (oldest is None or at < oldest):
+            oldest = at
+    if held == queue.unacked:
+        return oldest
     for connection in broker.connections:
         for channel in connection.channels.values():
             for _, source, _, delivered_at in channel.unacked.values():

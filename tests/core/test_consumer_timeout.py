@@ -157,3 +157,35 @@ def test_the_deadline_heap_stays_bounded(broker, ch):
         [delivery] = deliveries(ch)
         ch.ack(delivery.delivery_tag, now=n / 1000)
     assert len(ch._deadlines) <= 2 * len(ch.unacked) + 1024 + 1
+
+
+def test_oldest_unacked_of_queues_and_consumers(broker, conn):
+    from amqlite.core.inflight import consumer_oldest, queue_oldest
+
+    first, second, getter = conn.open_channel(), conn.open_channel(), conn.open_channel()
+    first.declare_queue("q", now=0)
+    first.declare_queue("other", now=0)
+    queue = broker.vhosts["/"].queues["q"]
+    assert queue_oldest(broker, queue) is None
+    first.publish(b"1", routing_key="other", now=0)
+    first.consume("other", consumer_tag="o", now=1)  # holds a delivery of another queue, older
+    for at in (2, 3, 4):
+        first.publish(b"x", routing_key="q", now=at)
+    first.qos(1, now=5)
+    first.consume("q", consumer_tag="a", now=5)
+    second.qos(1, now=6)
+    second.consume("q", consumer_tag="b", now=6)
+    deliveries(first), deliveries(second)
+    a, b = first.consumers["a"], second.consumers["b"]
+    assert (consumer_oldest(a), consumer_oldest(b)) == (5, 6)
+    assert queue_oldest(broker, queue) == 5
+    got = getter.get("q", now=7)  # the third, held by no consumer
+    first.cancel("a", now=8)  # its delivery stays unacked on the channel
+    assert queue_oldest(broker, queue) == 5
+    tag = next(tag for tag, record in first.unacked.items() if record[2] is a)
+    first.ack(tag, now=9)
+    assert queue_oldest(broker, queue) == 6
+    second.ack(0, multiple=True, now=9)
+    assert queue_oldest(broker, queue) == 7
+    getter.ack(got.delivery_tag, now=10)
+    assert queue_oldest(broker, queue) is None and consumer_oldest(b) is None
