@@ -10,6 +10,7 @@ from typing import Iterator
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from amqlite.amqp.properties import InvalidProperty
 from amqlite.core.message import Message, Properties
@@ -146,6 +147,43 @@ def test_a_stored_message_that_cannot_be_encoded_is_dead_lettered_not_fatal(mana
     assert client.is_open
     assert channel.queue_declare("work", passive=True).method.message_count == 0
     assert channel.queue_declare("dead", passive=True).method.message_count == 1
+    client.close()
+
+
+@pytest.mark.parametrize("taken", ["consumed", "got"])
+def test_a_stored_message_that_cannot_be_encoded_is_dropped_with_a_log_line_where_it_cannot_be_dead_lettered(
+        managed: ManagedServerThread, taken: str) -> None:
+    """With no dead-letter exchange, on basic.get as on basic.deliver: the
+    poison goes, said once in the log, the connection carries on and the
+    next message comes."""
+    client = managed.connect()
+    channel = client.channel()
+    queue = f"work-{taken}"
+    channel.queue_declare(queue)
+
+    def poison() -> None:
+        assert managed.server is not None
+        bad = Message("", queue, Properties(priority="high"), b"poison")  # type: ignore[arg-type]
+        managed.server.core.vhosts["/"].publish("", bad, False, managed.server.clock.now())
+
+    managed.call(poison)
+    channel.basic_publish("", queue, b"fine")
+    received: list[bytes] = []
+    with capture_logs() as logs:
+        if taken == "got":
+            assert channel.basic_get(queue) == (None, None, None)  # basic.get-empty in its place
+            received.append(channel.basic_get(queue, auto_ack=True)[2])
+        else:
+            channel.basic_consume(queue, lambda ch, method, props, body: (received.append(body),
+                                                                          ch.basic_ack(method.delivery_tag)))
+            deadline = time.monotonic() + 10
+            while not received and time.monotonic() < deadline:
+                client.process_data_events(0.05)
+    assert received == [b"fine"]
+    assert client.is_open
+    assert channel.queue_declare(queue, passive=True).method.message_count == 0
+    dropped = [entry for entry in logs if entry["event"] == "delivery.unencodable"]
+    assert len(dropped) == 1 and dropped[0]["routing_key"] == queue and dropped[0]["log_level"] == "error"
     client.close()
 
 
