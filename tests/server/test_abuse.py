@@ -34,6 +34,7 @@ from amqlite.amqp.properties import BasicProperties
 from amqlite.server.memory import memory_in_use
 
 from .conftest import BrokerUnderTest, start_amqlite
+from .pika_support import wait_for
 from .rawamqp import Closed, RawClient, body, frame, header, method
 
 ROUNDS = int(os.environ.get("AMQLITE_ABUSE_ROUNDS", "1"))
@@ -283,11 +284,18 @@ def test_a_pre_login_flood_from_one_address_locks_out_no_one_else(tmp_path: Path
                 # 127.0.0.1 has spent its share, on the other port too (item 1's follow-up).
                 with RawClient("127.0.0.1", plain) as same, pytest.raises(Closed):
                     same.handshake()
-        assert server.call(lambda: server.server.gates["tls_port"].unauthenticated) == 100
-        refused = [(entry["listener"], entry["reason"]) for entry in logs if entry["event"] == "connection.refused"]
-        # One line per listener at once; the rest are counted for the summary at the interval's end.
+            assert server.call(lambda: server.server.gates["tls_port"].unauthenticated) == 100
+            # The flood gives up: 100 handshakes fail at once.
+            for sock in flood:
+                sock.close()
+            wait_for(lambda: server.call(lambda: server.server.gates["tls_port"].unauthenticated) == 0)
+        # One line per kind and listener at once; the rest are counted for a
+        # summary line (with its interval's seconds) at the interval's end.
+        at_once = [entry for entry in logs if "seconds" not in entry]
+        refused = [(entry["listener"], entry["reason"]) for entry in at_once if entry["event"] == "connection.refused"]
         reason = "max_unauthenticated_per_address (100) connections from this address not yet logged in on any listener"
         assert refused == [("tls_port", reason), ("port", reason)]
+        assert len([entry for entry in at_once if entry["event"] == "connection.tls_failed"]) == 1
     finally:
         for sock in flood:
             sock.close()
