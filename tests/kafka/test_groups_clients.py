@@ -20,6 +20,8 @@ import httpx
 import pytest
 import trio
 from aiokafka import AIOKafkaConsumer
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from aiokafka.structs import TopicPartition as AioTopicPartition
 from confluent_kafka import Consumer as ConfluentConsumer
 from confluent_kafka import TopicPartition as ConfluentTopicPartition
@@ -154,12 +156,12 @@ class KafkaPythonMember(Member):
 
 
 class ConfluentMember(Member):
-    def __init__(self, bootstrap: str, group: str, name: str) -> None:
+    def __init__(self, bootstrap: str, group: str, name: str, assignor: str = "range,roundrobin") -> None:
         super().__init__()
         self.consumer = ConfluentConsumer({
             "bootstrap.servers": bootstrap, "group.id": group, "client.id": name, "enable.auto.commit": False,
             "session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": 500, "auto.offset.reset": "earliest",
-            "log_level": 0})
+            "partition.assignment.strategy": assignor, "log_level": 0})
         self.consumer.subscribe([TOPIC])
 
     def _poll(self) -> list[tuple[int, int]]:
@@ -186,14 +188,16 @@ class ConfluentMember(Member):
 class AiokafkaMember(Member):
     """aiokafka's consumer on an asyncio loop the test turns by hand."""
 
-    def __init__(self, bootstrap: str, group: str, name: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, bootstrap: str, group: str, name: str, loop: asyncio.AbstractEventLoop,
+                 assignors: tuple[type, ...] = (RangePartitionAssignor,)) -> None:
         super().__init__()
         self.loop = loop
 
         async def start() -> AIOKafkaConsumer:
             consumer = AIOKafkaConsumer(TOPIC, bootstrap_servers=bootstrap, group_id=group, client_id=name,
                                         enable_auto_commit=False, session_timeout_ms=SESSION_MS,
-                                        heartbeat_interval_ms=500, auto_offset_reset="earliest")
+                                        heartbeat_interval_ms=500, auto_offset_reset="earliest",
+                                        partition_assignment_strategy=assignors)
             await consumer.start()
             return consumer
         self.consumer = loop.run_until_complete(start())
@@ -322,14 +326,19 @@ def test_kafka_python_group_of_three(server: GroupServer) -> None:
     three_members_come_and_go(server, lambda name: KafkaPythonMember(server.bootstrap, "kp", name), "kp")
 
 
-def test_confluent_group_of_three(server: GroupServer) -> None:
-    three_members_come_and_go(server, lambda name: ConfluentMember(server.bootstrap, "ck", name), "ck")
+@pytest.mark.parametrize("assignor", ["range,roundrobin", "roundrobin", "cooperative-sticky"])
+def test_confluent_group_of_three(server: GroupServer, assignor: str) -> None:
+    """librdkafka's assignors, its incremental cooperative one included:
+    the broker relays what the leader assigns, two rounds or one."""
+    three_members_come_and_go(server, lambda name: ConfluentMember(server.bootstrap, "ck", name, assignor), "ck")
 
 
-def test_aiokafka_group_of_three(server: GroupServer) -> None:
+@pytest.mark.parametrize("assignor", [RangePartitionAssignor, StickyPartitionAssignor])
+def test_aiokafka_group_of_three(server: GroupServer, assignor: type) -> None:
     loop = asyncio.new_event_loop()
     try:
-        three_members_come_and_go(server, lambda name: AiokafkaMember(server.bootstrap, "ak", name, loop), "ak")
+        three_members_come_and_go(
+            server, lambda name: AiokafkaMember(server.bootstrap, "ak", name, loop, (assignor,)), "ak")
     finally:
         loop.close()
 
