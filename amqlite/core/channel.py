@@ -249,7 +249,7 @@ class Channel:
         less, never to more than the operator allows."""
         timeout = queue.consumer_timeout
         mine = arguments.get("x-consumer-timeout")
-        if mine is None:
+        if mine is None or queue.is_stream:
             return timeout
         if isinstance(mine, bool) or not isinstance(mine, int) or mine < 0:
             raise PreconditionFailed(

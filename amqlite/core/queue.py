@@ -119,7 +119,10 @@ class Queue:
     @property
     def consumer_timeout(self) -> float | None:
         """Seconds a delivery from here may stay unacked: x-consumer-timeout,
-        else the broker's default (None: no limit)."""
+        else the broker's default (None: no limit). Not on a stream, whose
+        deliveries stay in the log whatever a consumer does (as RabbitMQ)."""
+        if self.is_stream:
+            return None
         timeout = self.settings.consumer_timeout
         return self.vhost.broker.consumer_timeout if timeout is None else timeout
 

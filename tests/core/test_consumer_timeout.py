@@ -189,3 +189,15 @@ def test_oldest_unacked_of_queues_and_consumers(broker, conn):
     assert queue_oldest(broker, queue) == 7
     getter.ack(got.delivery_tag, now=10)
     assert queue_oldest(broker, queue) is None and consumer_oldest(b) is None
+
+
+def test_streams_have_no_consumer_timeout():
+    broker = Broker(consumer_timeout=1.0)
+    ch = broker.connect().open_channel()
+    ch.declare_queue("s", durable=True, arguments={"x-queue-type": "stream"}, now=0)
+    ch.publish(b"a", routing_key="s", now=0)
+    ch.qos(10, now=0)
+    ch.consume("s", arguments={"x-stream-offset": "first", "x-consumer-timeout": 500}, now=0)
+    assert len(deliveries(ch)) == 1
+    broker.tick(60)
+    assert not ch.closed
