@@ -264,7 +264,7 @@ def test_the_alarm_counts_what_is_held_after_a_trim_and_not_what_was_freed() -> 
     out = subprocess.run([sys.executable, "-c", _ACCOUNTING_PROBE], capture_output=True, text=True, check=True).stdout
     freed, counted_freed, holding, counted_holding = map(int, out.split())
     assert counted_freed < freed - 150 * 2**20  # freed and not handed back: not the broker's
-    assert holding > counted_holding > 160 * 2**20
+    assert holding >= counted_holding > 160 * 2**20
 
 
 # Issue 21, item 8: the watch opened /proc/self/statm at each check; out of
