@@ -92,26 +92,37 @@ def fill(channel: Channel, count: int) -> None:
         channel.publish(bytes(MIB), routing_key="q", now=0.0)
 
 
-async def test_a_purge_and_a_drain_of_transient_messages_trim_the_heap(mock_clock: Any) -> None:
+async def test_a_purge_and_a_drain_of_transient_messages_trim_the_heap(autojump_clock: Any) -> None:
     """Issue 22, item 7: only disk writes led to a trim, so after a drain
     or purge of transient messages the memory stayed resident. 80 MiB of
     messages leaving the queues (purged, or consumed and acked) trigger a
-    trim within a second; 20 MiB do not, nor does anything within
-    TRIM_INTERVAL of the last trim."""
-    # Time jumps only once nothing has run for 0.1 s of real time: the
-    # trim runs in a worker thread, which an immediate jump would outrun.
-    mock_clock.autojump_threshold = 0.1
+    trim at the next look, within a second; 20 MiB do not, nor does
+    anything within TRIM_INTERVAL of the last trim. The trim runs in a
+    worker thread, which the autojump clock may outrun: times are those
+    of the looks at the count, on the trio thread."""
     core = Broker()
     channel = core.connect().open_channel()
     channel.declare_queue("q", now=0.0)
-    trims: list[float] = []
+    looks: list[tuple[float, int]] = []
+    trims: list[int] = []
+
+    def freed() -> int:
+        looks.append((trio.current_time(), core.freed_bytes))
+        return core.freed_bytes
 
     def trim() -> int:  # in a worker thread
-        trims.append(trio.from_thread.run_sync(trio.current_time))
+        trims.append(len(looks))  # after which look
         return 0
 
+    async def trimmed(count: int) -> float:
+        """When the look that led to trim number ``count`` was."""
+        while len(trims) < count:
+            await trio.sleep(0.1)
+        return looks[trims[count - 1] - 1][0]
+
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(heap.trim_after_frees, lambda: core.freed_bytes, trim)
+        nursery.start_soon(heap.trim_after_frees, freed, trim)
+        await trio.sleep(0)
         fill(channel, 20)
         channel.purge_queue("q")
         await trio.sleep(5)
@@ -119,12 +130,14 @@ async def test_a_purge_and_a_drain_of_transient_messages_trim_the_heap(mock_cloc
         fill(channel, 80)
         channel.purge_queue("q")
         purged_at = trio.current_time()
-        await trio.sleep(1.5)
-        assert len(trims) == 1 and trims[0] - purged_at <= heap.FREED_CHECK_INTERVAL + 0.01
+        first = await trimmed(1)
+        assert first - purged_at <= heap.FREED_CHECK_INTERVAL
 
         fill(channel, 80)
         while (got := channel.get("q", now=0.0)) is not None:  # drained, acked one by one
             channel.ack(got.delivery_tag, now=0.0)
-        await trio.sleep(heap.TRIM_INTERVAL + 1.5)
-        assert len(trims) == 2 and trims[1] - trims[0] >= heap.TRIM_INTERVAL
+        second = await trimmed(2)
+        assert second - first >= heap.TRIM_INTERVAL
+        await trio.sleep(3 * heap.TRIM_INTERVAL)
+        assert len(trims) == 2  # nothing more left the queues
         nursery.cancel_scope.cancel()
