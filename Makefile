@@ -52,12 +52,14 @@ bench-amqp: $(STAMP)
 
 # The same with a durable queue and persistent messages (confirms wait for fsync),
 # then disk use, memory and start-up time for a 10M-message backlog, and for
-# 10M held delayed messages, with how late due ones fire meanwhile.
+# 10M held delayed messages, with how late due ones fire meanwhile; RSS per
+# held delayed message over AMQP; memory handed back after drains and purges.
 bench-durable: $(STAMP)
 	$(BIN)/python benchmarks/bench_amqp.py --durable
 	$(BIN)/python benchmarks/bench_store.py --messages 10000000
 	$(BIN)/python benchmarks/bench_delayed.py --messages 10000000
 	$(BIN)/python benchmarks/bench_delayed.py --held 1000000
+	$(BIN)/python benchmarks/bench_memory.py --messages 150000
 
 # Thousands of connections, fanout to 1,000 queues, 100,000 topic bindings:
 # amqlite against the RabbitMQ at 127.0.0.1:5672 (about 8 minutes).
@@ -65,9 +67,11 @@ bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/bench_scale.py
 
 # Stream queues against RabbitMQ's, then a 10M-message stream read by 10
-# readers at once (amqlite only): speed and peak RSS (about 20 minutes).
+# readers at once (amqlite only): speed and peak RSS (about 20 minutes); the
+# cost of a read by offset in a stream held in memory.
 bench-streams: $(STAMP)
 	$(BIN)/python benchmarks/bench_streams.py
+	$(BIN)/python benchmarks/bench_stream_reads.py --sizes 1000000 4000000
 
 # Kafka (confluent-kafka, acks=all, idempotence) against RabbitMQ's stream
 # queues over AMQP and amqlite's own AMQP stream path; then 10 readers of a
