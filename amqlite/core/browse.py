@@ -36,10 +36,17 @@ def walk(queue: Queue) -> Iterator[Item]:
     """The queue's ready messages in delivery order, taking none. With
     message groups, parked messages (next out, once their group's turn
     comes) go first, oldest first."""
-    if queue.groups is not None:
-        yield from sorted((entry for group in queue.groups.groups.values() for entry in group.parked.values()),
-                          key=lambda entry: entry.seq)
+    yield from parked(queue)
     yield from queue.ready.walk()
+
+
+def parked(queue: Queue) -> list[Entry]:
+    """With message groups, the messages waiting for their group's turn
+    out of the ready list (a few), oldest first."""
+    if queue.groups is None:
+        return []
+    return sorted((entry for group in queue.groups.groups.values() for entry in group.parked.values()),
+                  key=lambda entry: entry.seq)
 
 
 def page(queue: Queue, offset: int, limit: int) -> list[Item]:

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import heapq
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
+from itertools import islice
 from typing import Callable, Iterator
 
 from .message import READY, Entry
@@ -87,8 +88,9 @@ class PagedRun:
                 column[self.head:self.head] = array(column.typecode, values)
         self.bytes += sum(ref[3] for ref in refs)
 
-    def refs(self) -> Iterator[PagedRef]:
-        for at in range(self.head, len(self.seqs)):
+    def refs(self, after: int = -1) -> Iterator[PagedRef]:
+        """The refs, oldest first; only those with a seq above ``after``."""
+        for at in range(bisect_right(self.seqs, after, self.head), len(self.seqs)):
             yield self.segments[at], self.offsets[at], self.seqs[at], self.sizes[at]
 
     def find(self, seq: int) -> int | None:
@@ -127,6 +129,15 @@ class PagedRun:
                 del column[: self.head]
             self.head = 0
         return refs
+
+
+def _ready_after(entries: deque[Entry], seq: int) -> Iterator[Entry]:
+    """The ready entries of a seq-ordered deque with a seq above ``seq``."""
+    start = bisect_right(entries, seq, key=lambda entry: entry.seq) if seq >= 0 else 0
+    # islice skips in C; indexing a deque in a loop would cost O(n) a step.
+    for entry in islice(entries, start, None):
+        if entry.state == READY:
+            yield entry
 
 
 class _Level:
@@ -232,18 +243,26 @@ class ReadyList:
                     return None  # lower priorities wait for this level's page-in
         return None
 
-    def walk(self) -> Iterator[Entry | tuple[int, PagedRef]]:
+    def walk(self, after: tuple[int, int] | None = None) -> Iterator[Entry | tuple[int, PagedRef]]:
         """Every ready message in delivery order, taking none: an entry in
-        memory, or (priority, ref) for one on disk (see core/browse.py)."""
+        memory, or (priority, ref) for one on disk (see core/browse.py).
+        With ``after`` (priority, seq), only those after that point, found
+        by bisection: each part of a level is in seq order."""
         for priority in self._order:
+            seq = -1
+            if after is not None:
+                if priority > after[0]:
+                    continue
+                if priority == after[0]:
+                    seq = after[1]
             level = self._levels[priority]
             for _, entry in sorted(level.requeued):
-                if entry.state == READY:
+                if entry.state == READY and entry.seq > seq:
                     yield entry
-            yield from (entry for entry in level.fresh if entry.state == READY)
-            yield from ((priority, ref) for ref in level.inflight)
-            yield from ((priority, ref) for ref in level.paged.refs())
-            yield from (entry for entry in level.tail if entry.state == READY)
+            yield from _ready_after(level.fresh, seq)
+            yield from ((priority, ref) for ref in level.inflight if ref[2] > seq)
+            yield from ((priority, ref) for ref in level.paged.refs(seq))
+            yield from _ready_after(level.tail, seq)
 
     def holds_paged(self, priority: int, seq: int) -> bool:
         """Whether the message ``seq`` is on disk only now (not being read back)."""

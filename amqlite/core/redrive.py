@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .arguments import message_ttl
-from .browse import Filter, Item, walk
+from .browse import Filter, Item, parked
 from .fieldtypes import Long
 from .message import READY, Entry, Message
 
@@ -171,17 +171,20 @@ class Job:
         return now + (1 - self._tokens) / self.rate
 
     def candidates(self, queue: Queue, batch: int) -> list[Item]:
-        """The next ``batch`` messages to visit, in delivery order."""
+        """The next ``batch`` messages to visit, in delivery order: the
+        ready list from the cursor on (found by bisection, not walked from
+        the head), and any parked by message groups."""
         if self.state != RUNNING:
             return []
         cursor, until = self.cursor, self.until_seq
-        chosen: list[Item] = []
-        for item in walk(queue):
-            key = _key(item)
-            if key > cursor and key[1] <= until:
+        chosen: list[Item] = [entry for entry in parked(queue) if cursor < _key(entry) and entry.seq <= until]
+        found = 0
+        for item in queue.ready.walk(after=(-cursor[0], cursor[1])):
+            if _key(item)[1] <= until:
                 chosen.append(item)
-                if len(chosen) >= batch and queue.groups is None:
-                    break  # without groups the walk is in key order
+                found += 1
+                if found >= batch:
+                    break
         chosen.sort(key=_key)
         return chosen[:batch]
 

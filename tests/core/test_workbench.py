@@ -15,11 +15,11 @@ from amqlite.core.browse import Filter, page, parse_filter
 from amqlite.core.redrive import COUNT, DELETE, DONE, REDRIVE, Job
 
 
-def _setup() -> tuple[Broker, object]:
+def _setup(dlq_arguments: dict | None = None) -> tuple[Broker, object]:
     broker = Broker()
     ch = broker.connect().open_channel()
     ch.declare_exchange("dlx", "fanout")
-    ch.declare_queue("dlq", now=0)
+    ch.declare_queue("dlq", now=0, arguments=dlq_arguments)
     ch.bind_queue("dlq", "dlx")
     ch.declare_exchange("work", "direct")
     for name in ("a", "b"):
@@ -177,18 +177,24 @@ def test_messages_that_die_again_after_the_start_are_left_for_the_next_job() -> 
     assert job.state == DONE and job.done == 1 and queue.message_count == 1
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 2), st.booleans()), max_size=25),
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 2), st.booleans(), st.integers(0, 2)), max_size=25),
        st.one_of(st.none(), st.sampled_from("ab")), st.one_of(st.none(), st.integers(0, 2)),
-       st.integers(1, 7), st.one_of(st.none(), st.integers(0, 10)))
-def test_a_redrive_moves_each_matching_message_exactly_once(messages, died_in, tag, batch, limit) -> None:
-    broker, ch = _setup()
-    for n, (queue, t, first) in enumerate(messages):
-        ch.publish(b"%d" % n, exchange="work", routing_key=queue, properties=props(headers={"t": t}), now=0)
+       st.integers(1, 7), st.one_of(st.none(), st.integers(0, 10)), st.integers(0, 4))
+def test_a_redrive_moves_each_matching_message_exactly_once(messages, died_in, tag, batch, limit, requeued) -> None:
+    """With priorities in the dead-letter queue, some of its messages
+    requeued (out of publication order), and steps of any size."""
+    broker, ch = _setup({"x-max-priority": 2})
+    for n, (queue, t, first, priority) in enumerate(messages):
+        ch.publish(b"%d" % n, exchange="work", routing_key=queue,
+                   properties=props(headers={"t": t}, priority=priority), now=0)
         if first:
             _reject_all(ch, queue)
     _reject_all(ch, "a")
     _reject_all(ch, "b")
+    taken = [ch.get("dlq", now=0) for _ in range(requeued)]
+    for got in reversed([got for got in taken if got is not None]):
+        ch.reject(got.delivery_tag, requeue=True, now=0)
     queues = broker.vhosts["/"].queues
     before = [e.message.body for e in page(queues["dlq"], 0, 1000)]
     chosen = Filter(queue=died_in, headers={} if tag is None else {"t": str(tag)})
