@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test bench bench-amqp bench-durable bench-scale bench-streams bench-kafka bench-engine fuzz venv clean crash interop-pika interop-aiormq screenshots
+.PHONY: run demo test bench bench-amqp bench-durable bench-scale bench-streams bench-kafka bench-engine bench-workbench fuzz venv clean crash interop-pika interop-aiormq screenshots
 
 RUNTIME := $(VENV)/.runtime
 
@@ -78,6 +78,11 @@ bench-streams: $(STAMP)
 # 10M-record topic, with the server's RSS.
 bench-kafka: $(STAMP)
 	$(BIN)/python benchmarks/bench_kafka.py
+
+# The dead-letter workbench on a 1M-message, mostly paged queue: browse at
+# the head, middle and end, a filtered browse, a dry run and a redrive.
+bench-workbench: $(STAMP)
+	$(BIN)/python benchmarks/bench_workbench.py
 
 # The AMQP engine alone, in-process: CPU per message, steady enough to compare
 # commits (run it from a worktree of the other one).

@@ -35,6 +35,11 @@ async def test_browse_reads_paged_messages_from_disk_and_changes_nothing(tmp_pat
         assert [b.position for b in shown] == list(range(40, 50))
         assert [b.message.body for b in shown] == [b"%03d" % i for i in range(40, 50)]
         assert all(b.paged and not b.redelivered for b in shown)
+        everything = [b.message.body for b in await ch.queue_browse("dlq", limit=1000)]
+        assert everything == [b"%03d" % i for i in range(100)]
+        for offset in (0, 3, 7, 8, 9, 50, 95, 99, 100):  # across memory and disk, where a paged run is skipped
+            page = await ch.queue_browse("dlq", offset=offset, limit=7)
+            assert [b.message.body for b in page] == everything[offset:offset + 7], offset
         poison = await ch.queue_browse("dlq", limit=100, filter=Filter(headers={"kind": "poison"}))
         assert [b.message.body for b in poison] == [b"%03d" % i for i in range(0, 100, 3)]
         assert queue.paged_count == paged_before and queue.message_count == 100

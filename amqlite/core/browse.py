@@ -12,7 +12,7 @@ from disk, off the queue's own page-in path (amqlite/workbench.py).
 from __future__ import annotations
 
 import datetime
-from itertools import islice
+from itertools import chain, islice
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Union
 
 import attrs
@@ -51,7 +51,8 @@ def parked(queue: Queue) -> list[Entry]:
 
 def page(queue: Queue, offset: int, limit: int) -> list[Item]:
     """Up to ``limit`` ready messages from position ``offset`` (0: the head)."""
-    return list(islice(walk(queue), offset, offset + limit))
+    first = parked(queue)
+    return list(islice(chain(first[offset:], queue.ready.walk(skip=max(0, offset - len(first)))), limit))
 
 
 def seq_of(item: Item) -> int:

@@ -24,7 +24,7 @@ import heapq
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
-from itertools import islice
+from itertools import chain, islice
 from typing import Callable, Iterator
 
 from .message import READY, Entry
@@ -88,9 +88,13 @@ class PagedRun:
                 column[self.head:self.head] = array(column.typecode, values)
         self.bytes += sum(ref[3] for ref in refs)
 
-    def refs(self, after: int = -1) -> Iterator[PagedRef]:
-        """The refs, oldest first; only those with a seq above ``after``."""
-        for at in range(bisect_right(self.seqs, after, self.head), len(self.seqs)):
+    def start_after(self, seq: int) -> int:
+        """Where the refs with a seq above ``seq`` begin (seqs ascend)."""
+        return bisect_right(self.seqs, seq, self.head)
+
+    def refs(self, start: int) -> Iterator[PagedRef]:
+        """The refs from index ``start`` (:meth:`start_after`) on, oldest first."""
+        for at in range(start, len(self.seqs)):
             yield self.segments[at], self.offsets[at], self.seqs[at], self.sizes[at]
 
     def find(self, seq: int) -> int | None:
@@ -243,11 +247,12 @@ class ReadyList:
                     return None  # lower priorities wait for this level's page-in
         return None
 
-    def walk(self, after: tuple[int, int] | None = None) -> Iterator[Entry | tuple[int, PagedRef]]:
+    def walk(self, after: tuple[int, int] | None = None, skip: int = 0) -> Iterator[Entry | tuple[int, PagedRef]]:
         """Every ready message in delivery order, taking none: an entry in
         memory, or (priority, ref) for one on disk (see core/browse.py).
         With ``after`` (priority, seq), only those after that point, found
-        by bisection: each part of a level is in seq order."""
+        by bisection: each part of a level is in seq order. ``skip`` leaves
+        out that many first; a paged run is skipped over, not walked."""
         for priority in self._order:
             seq = -1
             if after is not None:
@@ -258,11 +263,27 @@ class ReadyList:
             level = self._levels[priority]
             for _, entry in sorted(level.requeued):
                 if entry.state == READY and entry.seq > seq:
+                    if skip:
+                        skip -= 1
+                    else:
+                        yield entry
+            reading: Iterator[Entry | tuple[int, PagedRef]] = ((priority, ref) for ref in level.inflight
+                                                                if ref[2] > seq)
+            for item in chain(_ready_after(level.fresh, seq), reading):
+                if skip:
+                    skip -= 1
+                else:
+                    yield item
+            paged = level.paged
+            start = paged.start_after(seq)
+            skipped = min(skip, len(paged.seqs) - start)
+            skip -= skipped
+            yield from ((priority, ref) for ref in paged.refs(start + skipped))
+            for entry in _ready_after(level.tail, seq):
+                if skip:
+                    skip -= 1
+                else:
                     yield entry
-            yield from _ready_after(level.fresh, seq)
-            yield from ((priority, ref) for ref in level.inflight if ref[2] > seq)
-            yield from ((priority, ref) for ref in level.paged.refs(seq))
-            yield from _ready_after(level.tail, seq)
 
     def holds_paged(self, priority: int, seq: int) -> bool:
         """Whether the message ``seq`` is on disk only now (not being read back)."""

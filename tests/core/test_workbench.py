@@ -228,3 +228,27 @@ def test_a_full_destination_that_dead_letters_refusals_gets_no_copy() -> None:
     queues = broker.vhosts["/"].queues
     assert [e.message.body for e in page(queues["dlq"], 0, 10)] == [b"x"]
     assert queues["full"].message_count == 1
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 3), max_size=30), st.integers(0, 6), st.integers(0, 35), st.integers(1, 10))
+def test_a_browse_shows_exactly_the_delivery_order(priorities, requeued, offset, limit) -> None:
+    """Whatever the priorities and requeues, the browse is what consumers
+    would get, page by page; and browsing changes nothing of it."""
+    broker = Broker()
+    ch = broker.connect().open_channel()
+    ch.declare_queue("q", now=0, arguments={"x-max-priority": 3})
+    for n, priority in enumerate(priorities):
+        ch.publish(b"%d" % n, routing_key="q", properties=props(priority=priority), now=0)
+    taken = [got for got in (ch.get("q", now=0) for _ in range(requeued)) if got is not None]
+    for got in taken[::2]:
+        ch.reject(got.delivery_tag, requeue=True, now=0)
+    for got in taken[1::2]:
+        ch.ack(got.delivery_tag, now=0)
+    queue = broker.vhosts["/"].queues["q"]
+    shown = [entry.message.body for entry in page(queue, 0, 100)]
+    assert [entry.message.body for entry in page(queue, offset, limit)] == shown[offset:offset + limit]
+    delivered = []
+    while (got := ch.get("q", now=0, no_ack=True)) is not None:
+        delivered.append(got.message.body)
+    assert delivered == shown
