@@ -106,15 +106,14 @@ class Backing:
                 self.pager.removed_paged(self.queue, seq, segment)
         return len(paged)
 
-    def remove_paged(self, priority: int, seq: int) -> bool:
-        """The paged message ``seq`` left from the middle of the queue
-        (redriven, deleted); False if it is not on disk only now."""
-        ref = self.ready.remove_paged(priority, seq)
-        if ref is None:
-            return False
-        assert self.pager is not None
-        self.pager.removed_paged(self.queue, seq, ref[0])
-        return True
+    def remove_paged(self, priority: int, seqs: list[int]) -> None:
+        """The paged messages ``seqs`` left from the middle of the queue
+        (redriven, deleted)."""
+        refs = self.ready.remove_paged(priority, seqs)
+        if refs:
+            assert self.pager is not None
+            for segment, _, seq, _ in refs:
+                self.pager.removed_paged(self.queue, seq, segment)
 
     # -- paging -----------------------------------------------------------
 

@@ -102,17 +102,24 @@ class PagedRun:
         at = bisect_left(self.seqs, seq, self.head)
         return at if at < len(self.seqs) and self.seqs[at] == seq else None
 
-    def remove(self, seq: int) -> PagedRef | None:
-        """Take the ref of ``seq`` out of the run, wherever it is; None if
-        the run does not hold it."""
-        at = self.find(seq)
-        if at is None:
-            return None
-        ref = (self.segments[at], self.offsets[at], self.seqs[at], self.sizes[at])
-        for column in (self.segments, self.offsets, self.seqs, self.sizes):
-            del column[at]
-        self.bytes -= ref[3]
-        return ref
+    def remove(self, seqs: list[int]) -> list[PagedRef]:
+        """Take the refs of ``seqs`` out of the run, wherever they are;
+        those it holds. One pass over the columns for them all: deleting
+        one at a time moved a million-entry run's tail once per message."""
+        found = sorted(at for at in map(self.find, seqs) if at is not None)
+        if not found:
+            return []
+        refs = [(self.segments[at], self.offsets[at], self.seqs[at], self.sizes[at]) for at in found]
+        bounds = [self.head, *found, len(self.seqs)]
+        for name in ("segments", "offsets", "seqs", "sizes"):
+            column: array[int] = getattr(self, name)
+            kept = array(column.typecode, column[bounds[0]:bounds[1]])
+            for start, end in zip(bounds[1:-1], bounds[2:], strict=True):
+                kept.extend(column[start + 1:end])
+            setattr(self, name, kept)
+        self.head = 0
+        self.bytes -= sum(ref[3] for ref in refs)
+        return refs
 
     def take(self, count: int, max_bytes: int | None = None) -> list[PagedRef]:
         """The oldest ``count`` refs, fewer if their bodies would pass
@@ -290,16 +297,15 @@ class ReadyList:
         level = self._levels.get(priority)
         return level is not None and level.paged.find(seq) is not None
 
-    def remove_paged(self, priority: int, seq: int) -> PagedRef | None:
-        """Forget the paged message ``seq`` (it left from the middle of the
-        queue); None if it is not on disk only now (read back, or being)."""
+    def remove_paged(self, priority: int, seqs: list[int]) -> list[PagedRef]:
+        """Forget the paged messages ``seqs`` (they left from the middle of
+        the queue); the refs of those that were on disk only."""
         level = self._levels.get(priority)
-        ref = None if level is None else level.paged.remove(seq)
-        if ref is not None:
-            self.count -= 1
-            self.bytes -= ref[3]
-            self.paged -= 1
-        return ref
+        refs = [] if level is None else level.paged.remove(seqs)
+        self.count -= len(refs)
+        self.bytes -= sum(ref[3] for ref in refs)
+        self.paged -= len(refs)
+        return refs
 
     def discard(self, entry: Entry) -> None:
         """Account for ``entry`` having left while still indexed here.

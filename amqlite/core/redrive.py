@@ -204,15 +204,27 @@ class Job:
             self.finish(DONE, now)
             return
         self._refill(now)
+        # Paged messages that left, taken off the disk run at once at the end.
+        gone: dict[int, list[int]] = {}
+        try:
+            self._visit(vhost, queue, visited, now, gone)
+        finally:
+            for priority, seqs in gone.items():
+                queue.backing.remove_paged(priority, seqs)
+        if self.limit is not None and self.done >= self.limit:
+            self.finish(DONE, now)
+
+    def _visit(self, vhost: VirtualHost, queue: Queue, visited: list[tuple[Item, Message | None]], now: float,
+               gone: dict[int, list[int]]) -> None:
         for item, message in visited:
             if self.limit is not None and self.done >= self.limit:
-                break
+                return
             if isinstance(item, Entry):
                 if item.state != READY:
                     self.cursor = _key(item)
                     continue  # taken meanwhile: delivered, expired
             elif not queue.ready.holds_paged(item[0], item[1][2]):
-                break  # read back (or being read back) from disk: visited again next step
+                return  # read back (or being read back) from disk: visited again next step
             if message is None:
                 self.scanned += 1
                 self.skipped += 1
@@ -230,7 +242,10 @@ class Job:
             if self.action == COUNT:
                 continue
             if self.action == DELETE or self._redrive(vhost, queue, message, now):
-                _take(queue, item)
+                if isinstance(item, Entry):
+                    queue.take_ready(item)
+                else:
+                    gone.setdefault(item[0], []).append(item[1][2])
                 if self.action == DELETE:
                     vhost.broker.dropped(queue.name, message, "deleted")
                 self.done += 1
@@ -238,8 +253,6 @@ class Job:
                     self._tokens -= 1
             else:
                 self.skipped += 1
-        if self.limit is not None and self.done >= self.limit:
-            self.finish(DONE, now)
 
     def _redrive(self, vhost: VirtualHost, source: Queue, message: Message, now: float) -> bool:
         found = origin(message)
@@ -271,10 +284,3 @@ class Job:
             "finished": self.finished,
         }
 
-
-def _take(queue: Queue, item: Item) -> None:
-    """The message leaves the source: redriven or deleted."""
-    if isinstance(item, Entry):
-        queue.take_ready(item)
-    else:
-        queue.backing.remove_paged(item[0], item[1][2])
