@@ -19,4 +19,4 @@ def test_bench_workbench_runs_and_prints_its_figures() -> None:
     assert paged is not None and int(paged.group(1).replace(",", "")) > 5000, proc.stdout
     assert "browsing left the paged and in-memory counts as they were" in proc.stdout
     assert re.search(r"redrive: 3,000 moved of 30,000 scanned", proc.stdout), proc.stdout
-    assert len(re.findall(r"browse 50 at the \w+ +\(position [\d,]+\): +[\d.]+ ms", proc.stdout)) == 3
+    assert len(re.findall(r"browse 50 at the \w+ +\(position +[\d,]+\): +[\d.]+ ms", proc.stdout)) == 3
