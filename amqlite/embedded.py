@@ -409,7 +409,8 @@ class Channel:
         where each died (or ``to``), at most ``rate`` a second and ``limit``
         in all; with ``dry_run`` only count them. Returns the finished job
         (``matched``, ``done``, ``skipped``). Run it in a task of your own
-        to watch its progress meanwhile (``jobs`` lists it)."""
+        to watch its progress meanwhile: ``amqlite.workbench.jobs_of``
+        lists the broker's jobs, as ``GET /api/redrives`` does."""
         await trio.lowlevel.checkpoint()
         source = self._source(queue)
         if to is not None:
