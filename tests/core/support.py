@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from amqlite.core.broker import Broker
 from amqlite.core.channel import Channel
 from amqlite.core.events import ConsumerCancelled, Deliver
 from amqlite.core.message import Properties
@@ -40,3 +41,24 @@ def props(**kwargs: Any) -> Properties:
 
 def headers_of(message: Any) -> dict[str, Any]:
     return message.properties.headers or {}
+
+
+def dead_letter_broker(dlq_arguments: dict[str, Any] | None = None) -> tuple[Broker, Channel]:
+    """Queues "a" and "b" (bound to the direct exchange "work" by their
+    names) dead-letter through the fanout exchange "dlx" into "dlq"."""
+    broker = Broker()
+    ch = broker.connect().open_channel()
+    ch.declare_exchange("dlx", "fanout")
+    ch.declare_queue("dlq", now=0, arguments=dlq_arguments)
+    ch.bind_queue("dlq", "dlx")
+    ch.declare_exchange("work", "direct")
+    for name in ("a", "b"):
+        ch.declare_queue(name, now=0, arguments={"x-dead-letter-exchange": "dlx"})
+        ch.bind_queue(name, "work", name)
+    return broker, ch
+
+
+def reject_all(ch: Channel, queue: str, now: float = 0) -> None:
+    """Get and reject (without requeue) every message of ``queue``."""
+    while (got := ch.get(queue, now=now)) is not None:
+        ch.reject(got.delivery_tag, requeue=False, now=now)

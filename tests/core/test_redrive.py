@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
+from support import dead_letter_broker as _setup
 from support import props
-
-from amqlite.core.broker import Broker
-
-
-def _setup():
-    broker = Broker()
-    ch = broker.connect().open_channel()
-    ch.declare_exchange("dlx", "fanout")
-    ch.declare_queue("dlq", now=0)
-    ch.bind_queue("dlq", "dlx")
-    ch.declare_exchange("work", "direct")
-    for name in ("a", "b"):
-        ch.declare_queue(name, now=0, arguments={"x-dead-letter-exchange": "dlx"})
-        ch.bind_queue(name, "work", name)
-    return broker, ch
-
-
-def _reject_all(ch, queue: str) -> None:
-    while (got := ch.get(queue, now=0)) is not None:
-        ch.reject(got.delivery_tag, requeue=False, now=0)
+from support import reject_all as _reject_all
 
 
 def test_redrive_moves_each_message_back_to_the_queue_it_died_in_in_order():

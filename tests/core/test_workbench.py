@@ -8,29 +8,13 @@ import datetime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import dead_letter_broker as _setup
 from support import props
+from support import reject_all as _reject_all
 
 from amqlite.core.broker import Broker
 from amqlite.core.browse import Filter, page, parse_filter
 from amqlite.core.redrive import COUNT, DELETE, DONE, REDRIVE, Job
-
-
-def _setup(dlq_arguments: dict | None = None) -> tuple[Broker, object]:
-    broker = Broker()
-    ch = broker.connect().open_channel()
-    ch.declare_exchange("dlx", "fanout")
-    ch.declare_queue("dlq", now=0, arguments=dlq_arguments)
-    ch.bind_queue("dlq", "dlx")
-    ch.declare_exchange("work", "direct")
-    for name in ("a", "b"):
-        ch.declare_queue(name, now=0, arguments={"x-dead-letter-exchange": "dlx"})
-        ch.bind_queue(name, "work", name)
-    return broker, ch
-
-
-def _reject_all(ch, queue: str, now: float = 0) -> None:
-    while (got := ch.get(queue, now=now)) is not None:
-        ch.reject(got.delivery_tag, requeue=False, now=now)
 
 
 def _job(broker: Broker, action: str, chosen: Filter, now: float = 0, **options) -> Job:
