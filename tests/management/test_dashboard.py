@@ -362,6 +362,9 @@ def test_browse_a_dead_letter_queue_and_redrive_what_a_filter_matches(managed: M
     browser.find_element(By.ID, "redrive").click()
     wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "redrive-result"), "Moved 12 message(s)."))
     wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "queue-messages"), "13"))
+    wait(browser, expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#redrive-jobs-table tbody tr")))
+    job = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#redrive-jobs-table tbody tr td")]
+    assert job[1:8] == ["redrive", "done", "12", "12", "0", "where each died", "40"]
     moved = [channel.basic_get("work", auto_ack=True) for _ in range(12)]
     assert [body for _, _, body in moved] == [b"job %d" % n for n in range(1, 25, 2)]
     assert {properties.headers["x-redrive-count"] for _, properties, _ in moved} == {1}
@@ -372,6 +375,12 @@ def test_browse_a_dead_letter_queue_and_redrive_what_a_filter_matches(managed: M
     browser.find_element(By.ID, "delete-matching").click()
     browser.switch_to.alert.accept()
     wait(browser, expected_conditions.text_to_be_present_in_element((By.ID, "delete-result"), "Deleted 13 message(s)."))
+    # The delete is listed too; and a job's report outlives the page that started it.
+    browser.refresh()
+    wait(browser, expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#redrive-jobs-table tbody tr")))
+    states = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")][1:5]
+              for tr in browser.find_elements(By.CSS_SELECTOR, "#redrive-jobs-table tbody tr")]
+    assert states == [["redrive", "done", "12", "12"], ["delete", "done", "13", "13"]]
     assert channel.queue_declare("parking", passive=True).method.message_count == 0
     connection.close()
 

@@ -471,12 +471,27 @@ async function queuePage(vhost, name) {
         : `Moved ${fmt(job.done)} message(s).` + (job.skipped ? ` ${fmt(job.skipped)} left in place (nowhere to go).` : "")
           + (job.state !== "done" ? ` Redrive ${job.state}${job.error ? ": " + job.error : ""}.` : "");
       if (job.state !== "running" || !document.body.contains(progress)) break;
+      await showJobs();
       await new Promise((resolve) => setTimeout(resolve, 500));
       job = await api("GET", `/api/redrives/${enc(vhost)}/${job.id}`);
     }
     await refreshCounts();
+    await showJobs();
     await showBrowse(0);
   });
+  // This queue's redrive jobs, running and lately finished (a job outlives the page that started it).
+  const jobsSection = el("div", { id: "redrive-jobs" });
+  const showJobs = async () => {
+    const jobs = (await api("GET", `/api/redrives/${enc(vhost)}`)).filter((j) => j.queue === name && j.action !== "count");
+    jobsSection.replaceChildren(...(jobs.length ? [el("h2", {}, "Redrive jobs"),
+      table([{ key: "id", label: "Id" }, { key: "action", label: "Action" }, { key: "state", label: "State" },
+             { key: "matched", label: "Matched" }, { key: "done", label: "Done" }, { key: "skipped", label: "Skipped" },
+             { key: "to", label: "To" }, { key: "rate", label: "Rate/s" }, { key: "filter", label: "Filter" },
+             { key: "user", label: "User" }],
+        jobs.map((j) => ({ values: { id: j.id, action: j.action, state: j.state, matched: j.matched, done: j.done,
+          skipped: j.skipped, to: j.to ?? "where each died", rate: j.rate ?? "", filter: JSON.stringify(j.filter),
+          user: j.user } })), { id: "redrive-jobs-table" })] : []));
+  };
   const dryRun = act(async () => {
     const job = await api("POST", `${path}/redrives`, redriveBody(true));
     output.replaceChildren(el("p", { id: "redrive-result" }, `${fmt(job.matched)} message(s) would move.`));
@@ -487,6 +502,7 @@ async function queuePage(vhost, name) {
     const result = await api("POST", `${path}/messages/delete`, { filter });
     output.replaceChildren(el("p", { id: "delete-result" }, `Deleted ${fmt(result.deleted)} message(s).`));
     await refreshCounts();
+    await showJobs();
     await showBrowse(0);
   });
   const purge = act(async () => {
@@ -524,7 +540,7 @@ async function queuePage(vhost, name) {
       el("form", { class: "inline", id: "browse-form", onsubmit: browse }, fields.reason, fields.diedIn, fields.header,
         fields.routingKey, fields.minDeaths, el("button", { id: "browse-button" }, "Browse"),
         el("button", { id: "delete-matching", type: "button", onclick: deleteMatching }, "Delete matching")),
-      browseOutput]),
+      browseOutput, jobsSection]),
     el("h2", {}, "Bindings"),
     table([{ key: "source", label: "From" }, { key: "routing_key", label: "Routing key" }],
       bindings.map((b) => ({ values: { source: b.source || "(default)", routing_key: b.routing_key } }))),
@@ -535,7 +551,7 @@ async function queuePage(vhost, name) {
       mine.map((c) => ({ values: { tag: c.consumer_tag, channel: c.channel_details.name, ack: String(c.ack_required),
                                    prefetch: c.prefetch_count, unacked: c.messages_unacknowledged ?? 0 },
                          cells: { oldest: ageCell(c.oldest_unacked_seconds) } })), { id: "queue-consumers" }));
-  if (!stream) await showBrowse(0);
+  if (!stream) await Promise.all([showBrowse(0), showJobs()]);
 }
 
 async function exchangesPage() {
