@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import amqlite
+from amqlite import workbench
 from amqlite.core.browse import Filter
 from amqlite.core.message import Properties
 
@@ -107,3 +111,52 @@ async def test_a_redrive_keeps_to_its_rate_on_trios_clock(autojump_clock) -> Non
         # One at once, then two a second: the last of ten 4.5 s in.
         assert 4.5 <= took < 4.6
         assert seen[:4] == [3, 5, 7, 9]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=60), st.integers(0, 3), st.integers(1, 40),
+       st.one_of(st.none(), st.integers(0, 30)))
+def test_a_redrive_over_disk_moves_each_match_once_and_a_restart_agrees(tmp_path_factory, kinds, wanted, batch,
+                                                                        limit) -> None:  # type: ignore[no-untyped-def]
+    """Paged and in-memory messages alike, steps of any size: what matches
+    is in the destination once, in order, the rest in place, in order,
+    before and after a restart."""
+    data_dir = tmp_path_factory.mktemp("workbench")
+    bodies = [b"%02d" % n for n in range(len(kinds))]
+    matching = [body for body, kind in zip(bodies, kinds) if kind == wanted]
+    moved = matching if limit is None else matching[:limit]
+    kept = [body for body in bodies if body not in moved]
+
+    async def drain(ch, name: str) -> list[bytes]:  # type: ignore[no-untyped-def]
+        out = []
+        while (got := await ch.get(name, no_ack=True)) is not None:
+            out.append(got.body)
+        return out
+
+    async def run() -> None:
+        async with amqlite.open_broker(data_dir=data_dir, queue_memory_budget=8) as broker:
+            ch = await broker.channel()
+            await ch.queue_declare("dlq", durable=True)
+            await ch.queue_declare("fixed", durable=True)
+            for body, kind in zip(bodies, kinds):
+                await ch.publish(body, routing_key="dlq",
+                                 properties=Properties(delivery_mode=2, headers={"kind": kind}))
+            await ch.confirm_select()
+            await ch.publish(b"sync", routing_key="other", properties=PERSISTENT)
+            await trio.sleep(0.05)
+            if len(bodies) > 20:
+                assert broker.core.vhosts["/"].queues["dlq"].paged_count, "nothing was paged out"
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(workbench, "BATCH", batch)
+                job = await ch.queue_redrive_matching("dlq", Filter(headers={"kind": str(wanted)}), to="fixed",
+                                                      limit=limit)
+            assert job.done == len(moved)
+            browsed = await ch.queue_browse("fixed", limit=100)
+            assert [b.message.body for b in browsed] == moved
+            assert [b.message.body for b in await ch.queue_browse("dlq", limit=100)] == kept
+        async with amqlite.open_broker(data_dir=data_dir, queue_memory_budget=8) as broker:
+            ch = await broker.channel()
+            assert await drain(ch, "fixed") == moved
+            assert await drain(ch, "dlq") == kept
+
+    trio.run(run)
