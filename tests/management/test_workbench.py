@@ -132,6 +132,8 @@ def test_a_slow_redrive_can_be_cancelled_and_keeps_what_it_moved(managed: Manage
     job = http.post("/api/queues/%2F/dead/redrives", json={"to": "target", "rate": 5}).json()
     location = f"/api/redrives/%2F/{job['id']}"
     _wait_for(lambda: http.get(location).json()["done"] >= 2)
+    refused = managed.http("monitor", "pw").delete(location)
+    assert refused.status_code == 401 and "another user" in refused.json()["reason"]
     cancelled = http.delete(location).json()
     assert cancelled["state"] == "cancelled"
     time.sleep(0.5)

@@ -22,7 +22,7 @@ from ...core.redrive import COUNT, DELETE, REDRIVE, Job
 from ...log import get_logger
 from ...workbench import Jobs, browse, jobs_of
 from .. import snapshot
-from ..api import Call, Refused, bad_request, count_field, not_found, refusal
+from ..api import Call, Refused, bad_request, count_field, error, not_found, refusal
 
 log = get_logger(__name__)
 
@@ -175,7 +175,10 @@ async def show_redrive(call: Call) -> Response:
 
 
 async def cancel_redrive(call: Call) -> Response:
-    """Stop a job; what it moved stays moved."""
+    """Stop a job (its own user's, or any for an administrator); what it
+    moved stays moved."""
     job = _job(call)
+    if job.user != call.user.name and "administrator" not in call.user.tags:
+        return error(401, "not_authorised", f"redrive {job.id} was started by another user")
     _jobs(call).cancel(job)
     return JSONResponse(job.info())
