@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .auth import User, Users, permissions_from, topic_permissions_from
+from .auth import User, Users, permissions_from, scram_from_json, scram_to_json, topic_permissions_from
 
 if TYPE_CHECKING:
     from .core.broker import Broker
@@ -56,7 +56,8 @@ class Accounts:
                 # permissions_from also reads the plain "vhosts" list that
                 # files written before permissions existed hold.
                 users.add(User(name, spec["password_hash"], permissions_from(spec), tuple(spec["tags"]),
-                               topic_permissions_from(spec), dict(spec.get("limits", {}))))
+                               topic_permissions_from(spec), dict(spec.get("limits", {})),
+                               scram_from_json(spec.get("scram"))))
 
     def set_user(self, user: User) -> None:
         self.users[user.name] = {
@@ -65,6 +66,7 @@ class Accounts:
             "topic_permissions": [attrs.asdict(t) for t in user.topic_permissions],
             "tags": list(user.tags),
             "limits": dict(user.limits),
+            "scram": scram_to_json(user.scram),
         }
 
     def delete_user(self, name: str) -> None:

@@ -4,6 +4,10 @@ Passwords are stored as RabbitMQ stores them
 (``rabbit_password_hashing_sha256``): base64 of a 4-byte salt followed by
 SHA-256(salt + password). Hashes exported from a RabbitMQ definitions file
 therefore work here unchanged, and ``amqlite hash-password`` makes new ones.
+Wherever a password is set in clear (the config file, the management API,
+a definitions import), its SCRAM credentials for Kafka's SCRAM-SHA-256/512
+are made too and kept beside the hash, as Kafka keeps them: a hash alone
+cannot give SCRAM's salted password.
 """
 
 from __future__ import annotations
@@ -50,6 +54,23 @@ class ScramCredential:
     stored_key: bytes
     server_key: bytes
 
+    def to_json(self) -> dict[str, Any]:
+        return {"salt": _b64(self.salt), "iterations": self.iterations,
+                "stored_key": _b64(self.stored_key), "server_key": _b64(self.server_key)}
+
+    @classmethod
+    def from_json(cls, saved: Mapping[str, Any]) -> ScramCredential:
+        return cls(base64.b64decode(saved["salt"]), int(saved["iterations"]),
+                   base64.b64decode(saved["stored_key"]), base64.b64decode(saved["server_key"]))
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+#: The hashes of Kafka's SCRAM mechanisms (SCRAM-SHA-256, SCRAM-SHA-512).
+SCRAM_HASHES = ("sha256", "sha512")
+
 
 def scram_credential(password: str, hash_name: str, salt: bytes | None = None,
                      iterations: int = SCRAM_ITERATIONS) -> ScramCredential:
@@ -59,6 +80,20 @@ def scram_credential(password: str, hash_name: str, salt: bytes | None = None,
     client_key = hmac.new(salted, b"Client Key", hash_name).digest()
     return ScramCredential(salt, iterations, hashlib.new(hash_name, client_key).digest(),
                            hmac.new(salted, b"Server Key", hash_name).digest())
+
+
+def scram_credentials(password: str) -> dict[str, ScramCredential]:
+    """``password``'s credential for each SCRAM hash."""
+    return {hash_name: scram_credential(password, hash_name) for hash_name in SCRAM_HASHES}
+
+
+def scram_to_json(scram: Mapping[str, ScramCredential]) -> dict[str, dict[str, Any]]:
+    return {hash_name: credential.to_json() for hash_name, credential in scram.items()}
+
+
+def scram_from_json(saved: Mapping[str, Any] | None) -> dict[str, ScramCredential]:
+    return {hash_name: ScramCredential.from_json(entry) for hash_name, entry in (saved or {}).items()
+            if hash_name in SCRAM_HASHES}
 
 
 def is_loopback(host: str) -> bool:
@@ -92,6 +127,10 @@ class User:
     #: RabbitMQ's user limits ("max-connections", "max-channels"); negative
     #: or absent: no limit.
     limits: Mapping[str, int] = attrs.field(factory=dict)
+    #: Kafka's SCRAM credentials by hash ("sha256", "sha512"), made when
+    #: the password was set in clear; empty for a user known by its hash
+    #: only, who logs in to Kafka with PLAIN.
+    scram: Mapping[str, ScramCredential] = attrs.field(factory=dict)
 
     def permission(self, vhost: str) -> Permission | None:
         """What the user may do in ``vhost``; None: not even open it."""
@@ -136,11 +175,6 @@ class Users:
         #: setting apart from the user, as RabbitMQ's loopback_users, so
         #: that changing guest's password does not open guest to the network.
         self.loopback_users = frozenset(loopback_users)
-        #: Passwords known in clear (the settings'), by user, with the hash
-        #: they were known under: SCRAM credentials are made from them when
-        #: first needed, and only while the user still has that hash.
-        self._passwords: dict[str, tuple[str, str]] = {}
-        self._scram: dict[tuple[str, str, str], ScramCredential] = {}
 
     def add(self, user: User) -> None:
         self._users[user.name] = user
@@ -151,17 +185,11 @@ class Users:
     def scram_credential(self, name: str, hash_name: str) -> ScramCredential | None:
         """The user's SCRAM credential for ``hash_name``, or None: no such
         user, or one whose password amqlite never saw in clear (only a
-        hash: a definitions file, ``hash-password``, the management API),
-        from which SCRAM's salted password cannot be made."""
+        hash: ``password_hash`` in a definitions file or the management
+        API, as RabbitMQ exports them), from which SCRAM's salted password
+        cannot be made."""
         user = self._users.get(name)
-        known = self._passwords.get(name)
-        if user is None or known is None or known[0] != user.password_hash:
-            return None
-        key = (name, user.password_hash, hash_name)
-        credential = self._scram.get(key)
-        if credential is None:
-            credential = self._scram[key] = scram_credential(known[1], hash_name)
-        return credential
+        return None if user is None else user.scram.get(hash_name)
 
     def remove(self, name: str) -> bool:
         return self._users.pop(name, None) is not None
@@ -188,15 +216,13 @@ class Users:
         redefine it. Settings have validated every table already."""
         registry = cls(loopback_users=settings.loopback_users)
         if settings.default_user:
-            password_hash = hash_password(settings.default_pass)
-            registry.add(User(settings.default_user, password_hash, tags=("administrator",)))
-            registry._passwords[settings.default_user] = (password_hash, settings.default_pass)
+            registry.add(User(settings.default_user, hash_password(settings.default_pass), tags=("administrator",),
+                              scram=scram_credentials(settings.default_pass)))
         for name, spec in settings.users.items():
             password_hash = spec.get("password_hash") or hash_password(spec["password"])
+            scram = scram_credentials(spec["password"]) if "password" in spec else {}
             registry.add(User(name, password_hash, permissions_from(spec), tuple(spec.get("tags", [])),
-                              topic_permissions_from(spec), dict(spec.get("limits", {}))))
-            if "password" in spec:
-                registry._passwords[name] = (password_hash, spec["password"])
+                              topic_permissions_from(spec), dict(spec.get("limits", {})), scram))
         return registry
 
 

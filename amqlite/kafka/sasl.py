@@ -4,9 +4,10 @@ SCRAM-SHA-256/512 against amqlite's users.
 The client names a mechanism (SaslHandshake v1), then sends its tokens in
 SaslAuthenticate requests (v0-2). PLAIN checks the password against the
 user's hash, as AMQP's PLAIN does. SCRAM (RFC 5802, 7677) needs the
-user's salted password, which a RabbitMQ-style hash cannot give: it works
-for users whose password amqlite saw in clear (``default_user``, config
-file users with ``password``; ``Users.scram_credential``). Either way the
+user's SCRAM credential, made when the password was set in clear (the
+config file, the management API, a definitions import; ``User.scram``):
+a RabbitMQ-style hash cannot give one, so a user known by its hash only
+uses PLAIN. Either way the
 loopback rule holds, and the user must have access to ``kafka_vhost``.
 A failed authentication is SASL_AUTHENTICATION_FAILED, after which the
 connection closes, as Kafka's does; the log line says why, the client only

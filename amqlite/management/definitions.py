@@ -5,7 +5,11 @@
 Users keep RabbitMQ's password hashes (``rabbit_password_hashing_sha256``,
 its default), so an export moves between the two brokers with the logins
 intact, and so do permissions and topic permissions (RabbitMQ's regular
-expressions, core/permissions.py).
+expressions, core/permissions.py). A user's Kafka SCRAM credentials, made
+when its password was set in clear, go out as ``scram`` (an amqlite key,
+which RabbitMQ ignores) and come back in with the hash; a user imported
+with a ``password`` gets new ones, and one with a hash only has none (it
+logs in to Kafka with PLAIN).
 Changes go through a core channel, so they take the same checks and the
 same journal path as over AMQP; users and vhosts go to the accounts
 overlay, so they survive restarts.
@@ -18,7 +22,7 @@ from typing import Any
 import attrs
 
 from ..accounts import Accounts
-from ..auth import User, Users, hash_password
+from ..auth import User, Users, hash_password, scram_credentials, scram_from_json, scram_to_json
 from ..config import USER_LIMITS, VHOST_LIMITS, limit_problems
 from ..core.broker import Broker
 from ..core.errors import AMQPError
@@ -27,6 +31,10 @@ from ..core.queue import Queue
 from .snapshot import jsonable
 
 HASHING = "rabbit_password_hashing_sha256"
+
+
+def _scram(user: User) -> dict[str, Any]:
+    return {"scram": scram_to_json(user.scram)} if user.scram else {}
 
 
 class DefinitionsError(ValueError):
@@ -63,7 +71,7 @@ def export(broker: Broker, users: Users, *, version: str, vhost: str | None = No
         "product_name": "amqlite",
         "product_version": version,
         "users": [{"name": u.name, "password_hash": u.password_hash, "hashing_algorithm": HASHING,
-                   "tags": list(u.tags), "limits": dict(u.limits)} for u in users],
+                   "tags": list(u.tags), "limits": dict(u.limits), **_scram(u)} for u in users],
         "vhosts": [{"name": v.name} for v in vhosts],
         "permissions": [{"user": u.name, "vhost": v.name, **attrs.asdict(permission)}
                         for u in users for v in vhosts if (permission := u.permission(v.name)) is not None],
@@ -120,6 +128,10 @@ def load(definitions: Any, broker: Broker, users: Users, accounts: Accounts, *, 
         if "password" not in spec and ("password_hash" not in spec or algorithm != HASHING):
             raise DefinitionsError(f"users[{n}] ({spec['name']}): needs a password, or a password_hash made with "
                                    f"{HASHING} (not {algorithm})")
+        try:
+            scram_from_json(spec.get("scram"))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise DefinitionsError(f"users[{n}] ({spec['name']}): scram: {error!r}") from None
 
     vhost_limits = {str(p["vhost"]): p["value"] for p in ([] if vhost is not None else _entries(
         definitions, "parameters", ("vhost", "component", "value"))) if p["component"] == "vhost-limits"}
@@ -140,10 +152,13 @@ def load(definitions: Any, broker: Broker, users: Users, accounts: Accounts, *, 
     changed: dict[str, User] = {}
     for spec in new_users:
         name = str(spec["name"])
-        password_hash = spec["password_hash"] if "password_hash" in spec else hash_password(str(spec["password"]))
+        if "password_hash" in spec:
+            password_hash, scram = spec["password_hash"], scram_from_json(spec.get("scram"))
+        else:
+            password_hash, scram = hash_password(str(spec["password"])), scram_credentials(str(spec["password"]))
         existing = users.get(name)
         changed[name] = User(name, password_hash, existing.permissions if existing else {}, tags(spec.get("tags")),
-                             existing.topic_permissions if existing else (), dict(spec.get("limits") or {}))
+                             existing.topic_permissions if existing else (), dict(spec.get("limits") or {}), scram)
     grants = [("permissions", spec) for spec in permissions]
     grants += [("topic_permissions", spec) for spec in topic_permissions]
     for kind, spec in grants:

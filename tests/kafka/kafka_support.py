@@ -20,6 +20,7 @@ from amqlite.kafka.engine import KafkaConnection
 from amqlite.kafka.protocol import request_type, response_type
 from amqlite.kafka.registry import APIS
 from amqlite.kafka.session import KafkaSettings, Session
+from management.conftest import ManagedServerThread
 from server.conftest import ServerThread, start_amqlite
 
 
@@ -99,6 +100,21 @@ class KafkaServerThread(ServerThread):
     def bootstrap(self) -> str:
         """What clients take as bootstrap.servers."""
         return f"127.0.0.1:{self.kafka_port}"
+
+
+class ManagedKafkaServerThread(KafkaServerThread, ManagedServerThread):
+    """Kafka and the management API (``http()``), on ephemeral ports."""
+
+    async def _serving(self, nursery: trio.Nursery) -> None:
+        await KafkaServerThread._serving(self, nursery)  # bound first, so the API reports it
+        await ManagedServerThread._serving(self, nursery)
+
+
+def start_managed_kafka(**overrides: object) -> ManagedKafkaServerThread:
+    """start_kafka with the management API too."""
+    server = start_amqlite(ManagedKafkaServerThread, **overrides)
+    assert isinstance(server, ManagedKafkaServerThread)
+    return server
 
 
 def start_kafka(**overrides: object) -> KafkaServerThread:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 import shutil
 import subprocess
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -19,7 +19,7 @@ from kafka import KafkaConsumer
 
 from amqlite.core.stream import Stream
 
-from kafka_support import KafkaServerThread, start_kafka
+from kafka_support import KafkaServerThread, start_kafka, start_managed_kafka
 
 
 def declare_streams(server: KafkaServerThread) -> None:
@@ -153,16 +153,7 @@ def test_a_kafka_vhost_that_does_not_exist_stops_start_up(tmp_path: Path) -> Non
 
 
 def test_the_management_overview_lists_the_kafka_listener() -> None:
-    from management.conftest import ManagedServerThread
-    from server.conftest import start_amqlite
-
-    class ManagedKafka(KafkaServerThread, ManagedServerThread):
-        async def _serving(self, nursery: Any) -> None:
-            await KafkaServerThread._serving(self, nursery)  # bound first, so the API reports it
-            await ManagedServerThread._serving(self, nursery)
-
-    server = start_amqlite(ManagedKafka)
-    assert isinstance(server, ManagedKafka)
+    server = start_managed_kafka()
     try:
         with server.http() as http:
             listeners = http.get("/api/overview").json()["listeners"]

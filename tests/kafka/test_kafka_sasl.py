@@ -4,6 +4,8 @@ kafka-python, confluent-kafka and aiokafka, and the rules at the engine."""
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -15,10 +17,11 @@ from kafka.errors import KafkaError
 from kio.schema.errors import ErrorCode
 from structlog.testing import capture_logs
 
-from amqlite.auth import Users, hash_password
+from amqlite.auth import User, Users, hash_password, scram_credential
 from amqlite.config import Settings
 from amqlite.kafka.engine import IDLE_TIMEOUT
-from kafka_support import KafkaServerThread, decode_response, engine, request, request_frame, split_responses, start_kafka
+from kafka_support import (KafkaServerThread, decode_response, engine, request, request_frame, split_responses, start_kafka,
+                           start_managed_kafka)
 
 USERS = {
     "app": {"password": "s3cret", "tags": []},
@@ -133,12 +136,78 @@ def test_an_unknown_mechanism_and_authenticate_before_handshake() -> None:
     assert conn.session.user is None
 
 
-def test_scram_credentials_are_made_only_while_the_password_is_the_known_one() -> None:
-    users = Users.from_settings(Settings(users={"app": {"password": "x"}}))
-    first = users.scram_credential("app", "sha256")
-    assert first is not None and users.scram_credential("app", "sha256") is first
-    user = users.get("app")
-    assert user is not None
-    users.add(type(user)("app", hash_password("changed")))  # the password changed (the management API)
+def test_scram_credentials_go_with_the_password_they_were_made_from() -> None:
+    users = Users.from_settings(Settings(users={"app": {"password": "x"}, "hashed": {"password_hash": "aGFzaA=="}}))
+    app = users.get("app")
+    assert app is not None and set(app.scram) == {"sha256", "sha512"}
+    assert users.scram_credential("app", "sha512") is app.scram["sha512"]
+    assert users.scram_credential("hashed", "sha256") is None and users.scram_credential("nobody", "sha256") is None
+    users.add(User("app", hash_password("changed")))  # a new hash without a clear password: no SCRAM left
     assert users.scram_credential("app", "sha256") is None
-    assert users.scram_credential("nobody", "sha256") is None
+
+
+def _kafka_python_topics(server: KafkaServerThread, mechanism: str, user: str, password: str) -> set[str]:
+    consumer = KafkaConsumer(bootstrap_servers=server.bootstrap, security_protocol="SASL_PLAINTEXT",
+                             sasl_mechanism=mechanism, sasl_plain_username=user, sasl_plain_password=password)
+    try:
+        return set(consumer.topics())
+    finally:
+        consumer.close()
+
+
+def test_a_user_made_through_the_management_api_logs_in_with_scram_across_a_restart(tmp_path: Path) -> None:
+    """Fails when only config-file passwords give SCRAM credentials: the
+    API's user was PLAIN-only, and so after a restart too."""
+    server = start_managed_kafka(data_dir=str(tmp_path), kafka_allow_anonymous=False)
+    try:
+        with server.http() as http:
+            assert http.put("/api/users/maker", json={"password": "m4ker", "tags": ""}).status_code == 201
+            assert http.put("/api/permissions/%2F/maker",
+                            json={"configure": ".*", "write": ".*", "read": ".*"}).status_code == 201
+            assert http.put("/api/users/hashonly", json={"password_hash": hash_password("pw"),
+                                                          "tags": ""}).status_code == 201
+            assert http.put("/api/permissions/%2F/hashonly",
+                            json={"configure": ".*", "write": ".*", "read": ".*"}).status_code == 201
+            # Changing the tags alone keeps the password and so its credentials.
+            assert http.put("/api/users/maker", json={"tags": "monitoring"}).status_code == 204
+            exported = http.get("/api/definitions").json()
+        assert list(_confluent(server, "SCRAM-SHA-512", "maker", "m4ker").brokers) == [0]
+        assert _kafka_python_topics(server, "SCRAM-SHA-512", "maker", "m4ker") == set()
+        with pytest.raises(KafkaException):
+            _confluent(server, "SCRAM-SHA-512", "maker", "wrong", REFUSED)
+        with pytest.raises(KafkaException):
+            _confluent(server, "SCRAM-SHA-256", "hashonly", "pw", REFUSED)
+        assert list(_confluent(server, "PLAIN", "hashonly", "pw").brokers) == [0]
+    finally:
+        server.stop()
+    maker = next(user for user in exported["users"] if user["name"] == "maker")
+    assert set(maker["scram"]) == {"sha256", "sha512"} and "m4ker" not in json.dumps(exported)
+    assert "scram" not in next(user for user in exported["users"] if user["name"] == "hashonly")
+
+    again = start_managed_kafka(data_dir=str(tmp_path), kafka_allow_anonymous=False)
+    try:
+        assert list(_confluent(again, "SCRAM-SHA-256", "maker", "m4ker").brokers) == [0]
+        assert _kafka_python_topics(again, "SCRAM-SHA-512", "maker", "m4ker") == set()
+    finally:
+        again.stop()
+
+
+def test_definitions_carry_scram_credentials_and_a_password_makes_new_ones(tmp_path: Path) -> None:
+    server = start_managed_kafka(kafka_allow_anonymous=False)
+    try:
+        credential = scram_credential("exported", "sha512")
+        definitions = {"users": [
+            {"name": "moved", "password_hash": hash_password("exported"), "tags": "",
+             "scram": {"sha512": credential.to_json()}},
+            {"name": "fresh", "password": "n3w", "tags": ""},
+        ], "permissions": [{"user": name, "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}
+                           for name in ("moved", "fresh")]}
+        with server.http() as http:
+            assert http.post("/api/definitions", json=definitions).status_code in (200, 201, 204)
+            bad = {"users": [{"name": "broken", "password": "x", "tags": "", "scram": {"sha256": {"salt": "x"}}}]}
+            refused = http.post("/api/definitions", json=bad)
+            assert refused.status_code == 400 and "scram" in refused.text
+        assert list(_confluent(server, "SCRAM-SHA-512", "moved", "exported").brokers) == [0]
+        assert list(_confluent(server, "SCRAM-SHA-256", "fresh", "n3w").brokers) == [0]
+    finally:
+        server.stop()

@@ -7,7 +7,7 @@ from typing import Any
 import attrs
 from starlette.responses import JSONResponse, Response
 
-from ...auth import User, hash_password
+from ...auth import ScramCredential, User, hash_password, scram_credentials
 from ...config import USER_LIMITS
 from ...core.permissions import Permission, TopicPermission, valid_pattern
 from .. import definitions
@@ -32,16 +32,18 @@ async def put_user(call: Call) -> Response:
     spec = await call.body()
     users, name = call.api.users, call.param("name")
     existing = users.get(name)
+    scram: dict[str, ScramCredential] = {}
     if isinstance(spec.get("password"), str):
-        password_hash = hash_password(spec["password"])
+        password_hash, scram = hash_password(spec["password"]), scram_credentials(spec["password"])
     elif isinstance(spec.get("password_hash"), str):
         password_hash = spec["password_hash"]
     elif existing is not None:
-        password_hash = existing.password_hash
+        password_hash, scram = existing.password_hash, dict(existing.scram)
     else:
         password_hash = ""  # as in RabbitMQ, a user with no password, who cannot log in with one
     changed = User(name, password_hash, existing.permissions if existing else {},
-                   definitions.tags(spec.get("tags")), existing.topic_permissions if existing else ())
+                   definitions.tags(spec.get("tags")), existing.topic_permissions if existing else (),
+                   scram=scram)
     return await call.api.change_user(changed, 204 if existing else 201)
 
 
