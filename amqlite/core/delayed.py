@@ -23,14 +23,24 @@ bucket that would not come back at once. Time decides, not the heap's own
 due times: a million messages all delayed by one hour share one or two
 buckets, an hour away, and all belong on disk (they stayed in the heap,
 1,090 B each).
+
+Scheduled messages (docs/concepts.md): every journalled held message has an
+id, its journal message id, and can be listed, cancelled or rescheduled.
+The ids grow as messages are held, so they are kept in columns in id order
+(20 B a message), found by bisection. A cancel or reschedule does not look
+for the message's record in its bucket: the columns say the id's current
+due time (NaN once gone), and a record whose due time differs from it is
+stale and skipped when it reaches the heap. A reschedule files a new record.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
 import struct
+from array import array
 from typing import Callable, Iterator
 
 from .message import Message
@@ -118,6 +128,15 @@ class HeldMessages:
         self.count = 0
         #: Heap size at which to try lowering the horizon again.
         self._check_at = budget + 1
+        #: Journalled held messages in id order: due time (NaN: fired or
+        #: cancelled), HOLD record segment and offset.
+        self._ids: array[int] = array("Q")
+        self._dues: array[float] = array("d")
+        self._segments: array[int] = array("I")
+        self._offsets: array[int] = array("I")
+        self._gone = 0
+        #: Records left behind by a cancel or reschedule, not yet skipped.
+        self._stale = 0
 
     def __len__(self) -> int:
         return self.count
@@ -145,6 +164,8 @@ class HeldMessages:
         """Hold a message (``segment``/``offset``: its HOLD record). True if
         it may page out after the next write."""
         self.count += 1
+        if segment and message.store_id is not None:
+            self._index(message.store_id, due, segment, offset)
         if due < self.horizon:
             heapq.heappush(self._near, (due, next(self._order), message, segment, offset))
             return len(self._near) >= self._check_at and self._lower_horizon(now)
@@ -182,6 +203,7 @@ class HeldMessages:
     def restore(self, due: float, msg_id: int, segment: int, offset: int) -> None:
         """A held message recovered from the journal: on disk only."""
         self.count += 1
+        self._index(msg_id, due, segment, offset)
         self._buckets(due).file(due, msg_id, segment, offset)
         self.horizon = min(self.horizon, math.floor(due / BUCKET) * BUCKET)
 
@@ -198,14 +220,22 @@ class HeldMessages:
         return None if deadline == math.inf else deadline
 
     def peek_due(self) -> tuple[float, Message] | None:
-        if not self._near:
+        near = self._near
+        while near and self._stale and not self._current(near[0][2], near[0][0]):
+            heapq.heappop(near)
+            self._stale -= 1
+        if not near:
             return None
-        due, _, message, _, _ = self._near[0]
+        due, _, message, _, _ = near[0]
         return due, message
 
     def pop(self) -> Message:
+        """The first message of the heap (after :meth:`peek_due`)."""
         self.count -= 1
-        return heapq.heappop(self._near)[2]
+        message = heapq.heappop(self._near)[2]
+        if message.store_id is not None and (i := self._find(message.store_id)) is not None:
+            self._forget(i)
+        return message
 
     def bring_back(self, now: float, read: Callable[[int, int], Message] | None = None) -> bool:
         """Later buckets starting within LATER of ``now`` split into far
@@ -250,6 +280,92 @@ class HeldMessages:
                 self._wanted[key] = False  # its records stay until read
                 reads = True
         return reads
+
+    # -- scheduled messages by id ------------------------------------------
+
+    def _index(self, msg_id: int, due: float, segment: int, offset: int) -> None:
+        if self._ids and msg_id <= self._ids[-1]:
+            raise ValueError(f"held message ids must grow: {msg_id} after {self._ids[-1]}")
+        self._ids.append(msg_id)
+        self._dues.append(due)
+        self._segments.append(segment)
+        self._offsets.append(offset)
+
+    def _find(self, msg_id: int) -> int | None:
+        """Where a held message is in the columns, if still held."""
+        ids = self._ids
+        i = bisect.bisect_left(ids, msg_id)
+        if i < len(ids) and ids[i] == msg_id and not math.isnan(self._dues[i]):
+            return i
+        return None
+
+    def _current(self, message: Message, due: float) -> bool:
+        """Whether a heap item is not left behind by a cancel or reschedule."""
+        if message.store_id is None:
+            return True
+        i = self._find(message.store_id)
+        return i is not None and self._dues[i] == due
+
+    def _forget(self, i: int) -> None:
+        """The message at ``i`` of the columns is held no more; the columns
+        shed what is gone once it is half of them (amortised O(1))."""
+        self._dues[i] = math.nan
+        self._gone += 1
+        if self._gone > 1024 and self._gone * 2 > len(self._ids):
+            keep = [j for j, due in enumerate(self._dues) if not math.isnan(due)]
+            self._ids = array("Q", [self._ids[j] for j in keep])
+            self._dues = array("d", [self._dues[j] for j in keep])
+            self._segments = array("I", [self._segments[j] for j in keep])
+            self._offsets = array("I", [self._offsets[j] for j in keep])
+            self._gone = 0
+
+    def due_of(self, msg_id: int) -> float | None:
+        i = self._find(msg_id)
+        return None if i is None else self._dues[i]
+
+    def segment_of(self, msg_id: int) -> int | None:
+        """The segment of a held message's HOLD record."""
+        i = self._find(msg_id)
+        return None if i is None else self._segments[i]
+
+    def scheduled(self, after: int = 0, limit: int = 100, due_from: float = -math.inf,
+                  due_to: float = math.inf) -> list[tuple[int, float]]:
+        """A page of (id, due) of journalled held messages in id (holding)
+        order, ids greater than ``after``, due in [``due_from``, ``due_to``)."""
+        page: list[tuple[int, float]] = []
+        ids, dues = self._ids, self._dues
+        for i in range(bisect.bisect_right(ids, after), len(ids)):
+            due = dues[i]
+            if due_from <= due < due_to:  # False for NaN
+                page.append((ids[i], due))
+                if len(page) == limit:
+                    break
+        return page
+
+    def cancel(self, msg_id: int) -> bool:
+        """Hold a message no more; False if it is not held (fired, cancelled,
+        never held, or not journalled)."""
+        i = self._find(msg_id)
+        if i is None:
+            return False
+        self._forget(i)
+        self.count -= 1
+        self._stale += 1
+        return True
+
+    def reschedule(self, msg_id: int, due: float) -> bool:
+        """Make a held message due at ``due`` (now, to fire it now); False
+        if it is not held. Its old record becomes stale; a new one, on
+        disk only, is filed, and read back when its bucket comes back."""
+        i = self._find(msg_id)
+        if i is None:
+            return False
+        if self._dues[i] == due:
+            return True
+        self._dues[i] = due
+        self._stale += 1
+        self._buckets(due).file(due, msg_id, self._segments[i], self._offsets[i])
+        return True
 
     # -- paging -------------------------------------------------------------
 
@@ -317,25 +433,20 @@ class HeldMessages:
 
     def records(self) -> Iterator[tuple[int, int]]:
         """(message id, HOLD segment) of every journalled message held."""
-        for _, _, message, segment, _ in self._near:
-            if segment and message.store_id is not None:
-                yield message.store_id, segment
-        for _, message, segment, _ in self._unwritten():
-            if segment and message.store_id is not None:
-                yield message.store_id, segment
-        for buckets in (self._far, self._later):
-            for records in buckets.records.values():
-                for _, msg_id, segment, _ in _RECORD.iter_unpack(records):
-                    yield msg_id, segment
+        for msg_id, due, segment in zip(self._ids, self._dues, self._segments):
+            if not math.isnan(due):
+                yield msg_id, segment
 
     def drop_all(self) -> list[Message | None]:
         """Everything held, gone: the messages (None for those on disk only)."""
-        dropped: list[Message | None] = [item[2] for item in self._near]
-        dropped.extend(message for _, message, _, _ in self._unwritten())
-        dropped.extend([None] * self.paged)
+        dropped: list[Message | None] = [message for due, message in self.in_memory() if self._current(message, due)]
+        dropped.extend([None] * (self.count - len(dropped)))
         self._near.clear()
         self._far.clear()
         self._later.clear()
         self._wanted.clear()
         self.count = 0
+        self._ids, self._dues = array("Q"), array("d")
+        self._segments, self._offsets = array("I"), array("I")
+        self._gone = self._stale = 0
         return dropped

@@ -251,6 +251,30 @@ class Exchange:
             journal.wants_page_in(self)
         self.schedule()
 
+    # -- scheduled messages: held messages by id (journalled ones) -----------
+
+    def cancel_scheduled(self, msg_id: int) -> bool:
+        """Cancel a held message; False if nothing is held under that id."""
+        segment = self.held.segment_of(msg_id)
+        if segment is None or not self.held.cancel(msg_id):
+            return False
+        journal = self.vhost.broker.journal
+        if journal is not None:
+            journal.cancelled(self, msg_id, segment)
+        return True
+
+    def reschedule(self, msg_id: int, due: float) -> bool:
+        """Make a held message due at ``due`` (now: fire it now); False if
+        nothing is held under that id."""
+        segment = self.held.segment_of(msg_id)
+        if segment is None or not self.held.reschedule(msg_id, due):
+            return False
+        journal = self.vhost.broker.journal
+        if journal is not None:
+            journal.rescheduled(self, msg_id, due, segment)
+        self.schedule()
+        return True
+
     def drop_pending(self) -> list[Message | None]:
         self.timer_at = None
         return self.held.drop_all()

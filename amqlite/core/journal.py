@@ -113,6 +113,14 @@ class Journal(Protocol):
         """Record a message a delayed exchange holds; returns where: (segment, offset)."""
         ...
 
+    def cancelled(self, exchange: Exchange, msg_id: int, hold_segment: int) -> None:
+        """A held message was cancelled (core/delayed.py: scheduled messages)."""
+        ...
+
+    def rescheduled(self, exchange: Exchange, msg_id: int, due: float, hold_segment: int) -> None:
+        """A held message is due at ``due`` from now on."""
+        ...
+
     # Paging: the core asks, the driver acts later (after a write, in a thread).
 
     def is_written(self, segment: int, offset: int) -> bool:

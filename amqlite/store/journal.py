@@ -47,6 +47,7 @@ from .records import (
     PUBLISH_HEAD,
     RELEASE,
     REMOVE,
+    RESCHEDULE,
     RETRY,
     RETRY_RECORD,
     SNAPSHOT,
@@ -446,6 +447,17 @@ class DiskJournal:
         self._wake_writer()  # routed nowhere durable, it still needs writing
         # Routed on, it is a new publication to whatever queues it reaches.
         message.store_id = None
+
+    def cancelled(self, exchange: Exchange, msg_id: int, hold_segment: int) -> None:
+        # A RELEASE, as when it is routed: recovery does not bring it back.
+        if self._releases:
+            self._append_releases()
+        self._releases.append((msg_id, hold_segment))
+        self._wake_writer()
+
+    def rescheduled(self, exchange: Exchange, msg_id: int, due: float, hold_segment: int) -> None:
+        segment, _ = self._append(RESCHEDULE, HOLD_HEAD.pack(msg_id, due))
+        self._ref(segment, hold_segment)
 
     # -- streams (core hooks) ------------------------------------------------
 

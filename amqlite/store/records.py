@@ -14,7 +14,7 @@ COUNT       queue id, seq, delivery count
 RETRY       queue id, seq, due: waiting out a retry delay
 MOVE        queue id, old seq, new seq: back from a retry delay, at the tail
 HOLD        msg id, due, vhost, exchange, then the content
-RELEASE     msg id: a held delayed message was routed
+RELEASE     msg id: a held delayed message was routed, or cancelled
 TRUNCATE    queue id, first offset: a stream's retention removed what came before
 GROUP       queue id, committed offset, group name: a consumer group's progress on a stream
             (offset GROUP_FORGOTTEN: the group's offset there was deleted)
@@ -26,6 +26,7 @@ SPILL       the content only: a transient message written so that it can page
 BATCH       queue id, first offset, time appended, then a Kafka record batch
             (v2) as its producer sent it: a stream's messages appended at
             once, each offset counting as a message record
+RESCHEDULE  msg id, due: a held delayed message is due at a new time
 ==========  ===================================================================
 
 Content is exchange and routing key (shortstr), the AMQP content header
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
     from .segments import SegmentLog
 
 (DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE, TRUNCATE, GROUP, DEDUP, SPILL,
- BATCH) = range(1, 16)
+ BATCH, RESCHEDULE) = range(1, 17)
 
 PUBLISH_HEAD = struct.Struct(">QQQdBI")
 ENQUEUE_HEAD = struct.Struct(">QQQd")

@@ -149,6 +149,8 @@ class _Holds(Holds):
     def __init__(self) -> None:
         super().__init__()
         self.released: dict[int, int] = {}  # msg id -> RELEASE's segment
+        #: msg id -> (due, RESCHEDULE's segment) of the last reschedule.
+        self.rescheduled: dict[int, tuple[float, int]] = {}
 
     def restore(self, broker: Broker, live: Counter[int], ref: Callable[[int, int], None], now: float,
                 read: Callable[[int, int], Message]) -> int:
@@ -164,6 +166,11 @@ class _Holds(Holds):
             if i < len(ids) and ids[i] == msg_id:
                 released.add(i)
                 ref(release_segment, self.segments[i])
+        for msg_id, (due, reschedule_segment) in self.rescheduled.items():
+            i = bisect.bisect_left(ids, msg_id)
+            if i < len(ids) and ids[i] == msg_id:
+                self.dues[i] = due
+                ref(reschedule_segment, self.segments[i])
         owners = []
         for vhost_name, exchange_name in self.exchanges:
             vhost = broker.vhosts.get(vhost_name)
@@ -466,6 +473,9 @@ class _Replay:
         if kind == records.RELEASE:
             (msg_id,) = records.ID.unpack_from(payload)
             self.holds.released[msg_id] = segment
+        elif kind == records.RESCHEDULE:
+            msg_id, due = records.HOLD_HEAD.unpack_from(payload)
+            self.holds.rescheduled[msg_id] = (due, segment)
         elif kind == records.DEFINITION:
             op, _ = decode_table(payload)
             self.definition_ops.append((segment, HEAD_SIZE + len(payload), tuple(op["key"]),

@@ -1,0 +1,73 @@
+"""Scheduled messages (issue 25 part 2): held delayed messages have an id
+(their journal message id) and can be listed, cancelled, rescheduled and
+fired now; each operation is journalled and survives a restart."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import trio
+import trio.testing
+
+import amqlite
+from amqlite import Properties
+from amqlite.core.delayed import HeldMessages
+from amqlite.core.message import Message
+
+from test_delayed_paging import collect, hold, setup, written
+
+
+async def test_cancel_reschedule_and_fire_now_paged_and_after_a_restart(
+        tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
+    async with amqlite.open_broker(data_dir=tmp_path, queue_memory_budget=40) as broker:
+        ch = await setup(broker)
+        started = trio.current_time()
+        await hold(ch, [3600_000 + n for n in range(200)])  # an hour away: on disk only
+        await written(broker)
+        exchange = broker.core.vhosts["/"].exchanges["later"]
+        assert exchange.held.paged == 200
+        page = exchange.held.scheduled(limit=50)
+        assert len(page) == 50 and [due for _, due in page] == sorted(due for _, due in page)
+        ids = [msg_id for msg_id, _ in exchange.held.scheduled(limit=1000)]
+        assert len(ids) == 200
+        assert exchange.held.scheduled(after=ids[49], limit=1)[0][0] == ids[50]  # paged by id
+        assert exchange.cancel_scheduled(ids[0]) and not exchange.cancel_scheduled(ids[0])
+        assert not exchange.cancel_scheduled(10**9)
+        first_due = exchange.held.due_of(ids[1])
+        assert first_due is not None
+        assert exchange.reschedule(ids[1], first_due + 3600)  # an hour later
+        assert exchange.reschedule(ids[2], first_due - 3601)  # due a second ago: fire now
+        assert len(exchange.held) == 199
+        arrived = await collect(broker, 1, started)
+        assert list(arrived) == [2] and arrived[2] < 60
+        assert exchange.cancel_scheduled(ids[3])
+        await written(broker)
+    # A restart: what was cancelled, rescheduled or fired stays so.
+    async with amqlite.open_broker(data_dir=tmp_path, queue_memory_budget=40) as broker:
+        exchange = broker.core.vhosts["/"].exchanges["later"]
+        assert len(exchange.held) == 197
+        assert exchange.held.due_of(ids[1]) == first_due + 3600
+        assert exchange.held.due_of(ids[0]) is None and exchange.held.due_of(ids[3]) is None
+        mock_clock.autojump_threshold = 0
+        arrived = await collect(broker, 197, trio.current_time())
+    assert sorted(arrived) == [1] + list(range(4, 200))
+    assert arrived[1] > max(arrived[n] for n in range(4, 200))  # rescheduled an hour after the others
+
+
+def test_ids_are_found_by_bisection_and_the_columns_shed_what_is_gone() -> None:
+    held = HeldMessages(budget=10)
+    for n in range(1, 5001):
+        message = Message("x", "k", Properties(), b"")
+        message.store_id = n
+        held.hold(message, due=1000.0 + n, now=0.0, segment=1, offset=n)
+    for n in range(1, 4001):
+        assert held.cancel(n)
+    assert len(held) == 1000 and held.due_of(4001) == 5001.0 and held.due_of(10) is None
+    assert len(held._ids) < 5000  # shed once half was gone
+    assert held.scheduled(due_from=5990, due_to=math.inf) == [(n, 1000.0 + n) for n in range(4990, 5001)]
+    assert not held.bring_back(10_000.0)  # in memory still (never paged out): back in the heap
+    fired = []
+    while (first := held.peek_due()) is not None:
+        fired.append(held.pop().store_id)
+    assert fired == list(range(4001, 5001)) and len(held) == 0
