@@ -25,7 +25,7 @@ from weakref import WeakKeyDictionary
 
 from ..core.coordinator import (
     GROUP_ID_NOT_FOUND, NONE, NON_EMPTY_GROUP, Coordinator, GroupSummary, JoinResult, MemberSummary, Settings,
-    SyncResult, subscription_topics,
+    State, SyncResult, subscription_topics,
 )
 from ..core.stream import Stream
 from ..log import get_logger
@@ -231,12 +231,12 @@ def _summaries(session: Session) -> dict[str, GroupSummary]:
     found = {name: summary for name in coordinator(session).groups
              if (summary := coordinator(session).describe(name)) is not None}
     for name, group in vhost.groups.items():
-        found[name] = GroupSummary(name, "Stable", AMQP_PROTOCOL_TYPE, "x-stream-group", tuple(
+        found[name] = GroupSummary(name, State.STABLE.value, AMQP_PROTOCOL_TYPE, "x-stream-group", tuple(
             MemberSummary(connection.name, None, "", "", b"", b"") for connection in group.members))
     for queue in vhost.queues.values():
         if isinstance(queue, Stream):
             for name in queue.group_offsets:
-                found.setdefault(name, GroupSummary(name, "Empty", "", "", ()))
+                found.setdefault(name, GroupSummary(name, State.EMPTY.value, "", "", ()))
     return found
 
 
@@ -256,7 +256,7 @@ def describe_groups(session: Session, request: Request, now: float) -> Any:
     summaries = _summaries(session)
     described = []
     for name in body.groups:
-        summary = summaries.get(name) or GroupSummary(name, "Dead", "", "", ())
+        summary = summaries.get(name) or GroupSummary(name, State.DEAD.value, "", "", ())
         described.append(build(
             cls, "DescribedGroup", error_code=ErrorCode.none, group_id=name, group_state=summary.state,
             protocol_type=summary.protocol_type, protocol_data=summary.protocol,
