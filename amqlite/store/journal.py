@@ -178,6 +178,9 @@ class DiskJournal:
         #: Live definition records per segment: how many, and their bytes.
         self._definition_live: Counter[int] = Counter()
         self._definition_bytes: Counter[int] = Counter()
+        #: Deleted queues whose unacked messages are still out: the
+        #: segment of the deletion record (live meanwhile) and how many.
+        self._tombstones: dict[Queue, list[int]] = {}
         #: Definition changes made, and made as of the snapshot on disk.
         self._definition_changes = 0
         self._snapshot_changes = 0
@@ -229,23 +232,28 @@ class DiskJournal:
         if target != segment:
             self._refs.setdefault(segment, set()).add(target)
 
-    def _define(self, key: tuple[str, ...], table: dict[str, Any] | None) -> None:
+    def _define(self, key: tuple[str, ...], table: dict[str, Any] | None, deleted_id: int | None = None) -> int:
+        """Returns the segment of the record."""
         if self._recovering:
-            return  # replaying what is already on disk
+            return 0  # replaying what is already on disk
         if table is None:
             self._definitions.pop(key, None)
         else:
             self._definitions[key] = table
         self._definition_changes += 1
-        self._write_definition(key, table)
+        return self._write_definition(key, table, deleted_id)
 
-    def _write_definition(self, key: tuple[str, ...], table: dict[str, Any] | None) -> None:
-        """A DEFINITION record setting or deleting ``key``. The newest record
-        of a definition is live; a deletion stays as long as the record it
-        cancels (a reference), so the log alone never brings it back."""
+    def _write_definition(self, key: tuple[str, ...], table: dict[str, Any] | None,
+                          deleted_id: int | None = None) -> int:
+        """A DEFINITION record setting or deleting ``key`` (a deleted queue's
+        record names its store id too). The newest record of a definition
+        is live; a deletion stays as long as the record it cancels (a
+        reference), so the log alone never brings it back."""
         op: dict[str, Any] = {"op": "delete" if table is None else "set", "key": list(key)}
         if table is not None:
             op["value"] = table
+        if deleted_id is not None:
+            op["id"] = deleted_id
         payload = encode_table(op)
         segment, _ = self._append(DEFINITION, payload)
         self._definition_segments.add(segment)
@@ -265,6 +273,7 @@ class DiskJournal:
             self._live[segment] += 1
             self._definition_live[segment] += 1
             self._definition_bytes[segment] += size
+        return segment
 
     def _relocate_definitions(self) -> None:
         """Write again the definitions of sealed segments where they are
@@ -330,7 +339,14 @@ class DiskJournal:
         )
 
     def queue_deleted(self, queue: Queue) -> None:
-        self._define(("queue", queue.vhost.name, queue.name), None)
+        segment = self._define(("queue", queue.vhost.name, queue.name), None, queue.store_id)
+        if queue.unacked and segment:
+            # Its unacked messages leave later (acked, or given back to the
+            # deleted queue). Until then the deletion is live: without it, a
+            # restart would take their entries for those of a queue whose
+            # declaration was lost, and bring them back in quarantine.
+            self._live[segment] += 1
+            self._tombstones[queue] = [segment, queue.unacked]
         for key in [key for key in self._group_records if key[0] == queue.store_id]:
             self._live[self._group_records.pop(key)] -= 1
 
@@ -358,6 +374,12 @@ class DiskJournal:
     def removed(self, queue: Queue, entry: Entry) -> None:
         if self._deliveries:
             self._deliveries.pop(entry, None)  # delivered and gone within one batch
+        if queue.deleted and queue in self._tombstones:
+            tombstone = self._tombstones[queue]
+            tombstone[1] -= 1
+            if not tombstone[1]:
+                self._live[tombstone[0]] -= 1
+                del self._tombstones[queue]
         self._remove_later(queue.store_id, entry.seq, entry.store_segment)
         self._live[entry.store_segment] -= 1
         message = entry.message

@@ -213,8 +213,11 @@ class _Replay:
         self.snapshot: dict[tuple[str, ...], dict[str, Any]] | None = None
         self.snapshot_segment = 0
         self.snapshot_lost = False
-        #: DEFINITION records in log order: (segment, bytes, key, value or None).
-        self.definition_ops: list[tuple[int, int, tuple[str, ...], dict[str, Any] | None]] = []
+        #: DEFINITION records in log order: (segment, bytes, key, value or
+        #: None, a deleted queue's id).
+        self.definition_ops: list[tuple[int, int, tuple[str, ...], dict[str, Any] | None, int | None]] = []
+        #: The record of each deleted queue's deletion, by its id.
+        self.deletions: dict[int, int] = {}
         self.definition_segments: set[int] = set()
         #: The record holding each definition: (segment, bytes).
         self.definition_records: dict[tuple[str, ...], tuple[int, int]] = {}
@@ -312,7 +315,7 @@ class _Replay:
         and the references that keep a deletion as long as what it deletes."""
         definitions = self.definitions = dict(self.snapshot or {})
         newest: dict[tuple[str, ...], tuple[int, int, dict[str, Any]]] = {}
-        for segment, size, key, value in self.definition_ops:
+        for segment, size, key, value, deleted_id in self.definition_ops:
             if self.snapshot is None or segment >= self.snapshot_segment:
                 if value is None:
                     definitions.pop(key, None)
@@ -324,8 +327,12 @@ class _Replay:
                 newest[key] = (segment, size, value)
                 if key[0] == "queue":
                     self.known_queues.add(int(value["id"]))
-            elif replaced is not None:
-                self.ref(segment, replaced[0])
+            else:
+                if replaced is not None:
+                    self.ref(segment, replaced[0])
+                if deleted_id is not None:
+                    self.known_queues.add(deleted_id)
+                    self.deletions[deleted_id] = segment
         for value in definitions.values():
             if "id" in value:
                 self.known_queues.add(int(value["id"]))
@@ -479,7 +486,7 @@ class _Replay:
         elif kind == records.DEFINITION:
             op, _ = decode_table(payload)
             self.definition_ops.append((segment, HEAD_SIZE + len(payload), tuple(op["key"]),
-                                        op["value"] if op["op"] == "set" else None))
+                                        op["value"] if op["op"] == "set" else None, op.get("id")))
         elif kind == records.BATCH:
             self._batch(segment, offset, payload)
         elif kind == records.TRUNCATE:
@@ -839,7 +846,14 @@ def recover(
     for queue_id, index in replay.queues.items():
         queue = queues.get(queue_id)
         if queue is None:
-            continue  # deleted
+            # Deleted: the entries it left (out with consumers then) keep
+            # the record of the deletion, so they are never taken for a
+            # quarantined queue's.
+            deletion = replay.deletions.get(queue_id)
+            if deletion is not None:
+                for segment, _ in _runs(index.segments, 0, len(index.segments)):
+                    replay.ref(deletion, segment)
+            continue
         if isinstance(queue, Stream):
             _restore_stream(queue, index, replay)
             continue

@@ -239,3 +239,24 @@ def test_a_deleted_manifest_is_reported_and_written_again(tmp_path: Path) -> Non
     store.index()
     store.close()
     assert (tmp_path / MANIFEST).exists()
+
+
+def test_a_deleted_queue_with_unacked_messages_is_not_taken_for_a_lost_one(tmp_path: Path) -> None:
+    """Its unacked message's entry outlives the queue until acked; the
+    records declaring and deleting it must not go first, or a restart
+    would bring the message back in quarantine."""
+    store = Store(tmp_path, segment_size=1)  # a segment per record: compaction deletes all it may
+    store.ch.declare_queue("gone", durable=True, now=NOW)
+    store.ch.publish(b"out", routing_key="gone", properties=PERSISTENT, now=NOW)
+    assert store.ch.get("gone", now=NOW) is not None  # out with a consumer...
+    store.ch.delete_queue("gone", now=NOW)  # ...as the queue is deleted
+    for _ in range(3):
+        store.sync()
+    for _ in range(2):  # restarts, each followed by compaction
+        with capture_logs() as logs:
+            store = store.restart(crash=True)
+        assert not events(logs, "store.queue_quarantined")
+        assert list(store.vhost.queues) == []
+        store.sync()
+        store.sync()
+    store.close()
