@@ -71,6 +71,10 @@ class PublishOutcome:
     #: An exchange or queue with deduplication knew its id and dropped it:
     #: still an ack for the publisher, which may then move on.
     duplicate: bool = False
+    #: It carried ``x-delay-cancel`` to a delayed exchange: it cancelled a
+    #: held message (or found none: then returned, if mandatory) and is
+    #: acked once the cancel is on disk.
+    cancel: bool = False
 
 
 @attrs.frozen(slots=True)

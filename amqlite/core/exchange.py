@@ -310,3 +310,17 @@ def delay_of(message: Message) -> float:
     if isinstance(delay, bool) or not isinstance(delay, int | float):
         return 0.0
     return delay / 1000
+
+
+def cancel_of(message: Message) -> int | None:
+    """The id in an ``x-delay-cancel`` header (a number, or its digits as a
+    string; -1 for a value that can be no id), or None without the header."""
+    headers = message.properties.headers
+    if not headers or "x-delay-cancel" not in headers:
+        return None
+    value = headers["x-delay-cancel"]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value.strip())
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else -1

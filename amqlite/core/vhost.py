@@ -10,7 +10,7 @@ from . import deadletter
 from .arguments import EQUIVALENCE_KEYS, check_equivalent, message_ttl, queue_settings, stream_settings
 from .errors import AccessRefused, NotFound, PreconditionFailed, ResourceLocked
 from .events import PublishOutcome
-from .exchange import DELAYED, ROUTING_TYPES, Exchange, delay_of
+from .exchange import DELAYED, ROUTING_TYPES, Exchange, cancel_of, delay_of
 from .groups import ConsumerGroup
 from .hashing import CONSISTENT_HASH, validate_consistent_hash_arguments
 from .message import Message
@@ -329,6 +329,10 @@ class VirtualHost:
                            now: float) -> PublishOutcome:
         exchange_name = exchange.name
         if exchange.delayed:
+            cancel = cancel_of(message)
+            if cancel is not None:
+                found = cancel >= 0 and exchange.cancel_scheduled(cancel)
+                return PublishOutcome(routed=0, returned=mandatory and not found, cancel=True)
             delay = delay_of(message)
             if delay > 0:
                 exchange.hold(message, now + delay, now)

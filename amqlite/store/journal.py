@@ -472,10 +472,10 @@ class DiskJournal:
 
     def cancelled(self, exchange: Exchange, msg_id: int, hold_segment: int) -> None:
         # A RELEASE, as when it is routed: recovery does not bring it back.
-        if self._releases:
-            self._append_releases()
-        self._releases.append((msg_id, hold_segment))
-        self._wake_writer()
+        # Appended now (nothing is routed after it), so a confirm can wait for it.
+        segment, _ = self._append(RELEASE, ID.pack(msg_id))
+        self._ref(segment, hold_segment)
+        self._live[hold_segment] -= 1
 
     def rescheduled(self, exchange: Exchange, msg_id: int, due: float, hold_segment: int) -> None:
         segment, _ = self._append(RESCHEDULE, HOLD_HEAD.pack(msg_id, due))
@@ -690,7 +690,7 @@ class DiskJournal:
     def confirm_position(self, persistent: bool, outcome: PublishOutcome) -> int:
         """See :meth:`amqlite.core.journal.Journal.confirm_position`."""
         stored = outcome.routed or outcome.delayed  # a held message is on disk too
-        if outcome.duplicate:
+        if outcome.duplicate or outcome.cancel:
             return self.position
         return self.position if (persistent or outcome.streamed) and stored and not outcome.rejected else 0
 
