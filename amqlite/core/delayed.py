@@ -323,6 +323,11 @@ class HeldMessages:
         i = self._find(msg_id)
         return None if i is None else self._dues[i]
 
+    def location(self, msg_id: int) -> tuple[int, int] | None:
+        """(segment, offset) of a held message's HOLD record."""
+        i = self._find(msg_id)
+        return None if i is None else (self._segments[i], self._offsets[i])
+
     def segment_of(self, msg_id: int) -> int | None:
         """The segment of a held message's HOLD record."""
         i = self._find(msg_id)

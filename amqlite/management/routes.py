@@ -21,7 +21,7 @@ import attrs
 from starlette.responses import Response
 
 from .api import Call
-from .resources import accounts, connections, exchanges, node, queues, vhosts, workbench
+from .resources import accounts, connections, exchanges, node, queues, scheduled, vhosts, workbench
 from .rules import Need, Who, configure, read, write
 
 Handler = Callable[[Call], Awaitable[Response]]
@@ -121,6 +121,16 @@ ROUTES = [
     Route("DELETE", "/api/exchanges/{vhost}/{name}", "exchange", VHOST, exchanges.delete, (configure(E),)),
     Route("POST", "/api/exchanges/{vhost}/{name}/publish", "message", VHOST, exchanges.publish, (write(E),),
           publishing=True),
+    Route("GET", "/api/exchanges/{vhost}/{name}/scheduled", "scheduled message", VHOST, scheduled.list_scheduled,
+          (read(E),), amqlite_only=True),
+    Route("POST", "/api/exchanges/{vhost}/{name}/scheduled/cancel", "scheduled message", VHOST,
+          scheduled.cancel_matching, (write(E),), amqlite_only=True),
+    Route("DELETE", "/api/exchanges/{vhost}/{name}/scheduled/{id}", "scheduled message", VHOST, scheduled.cancel,
+          (write(E),), amqlite_only=True),
+    Route("POST", "/api/exchanges/{vhost}/{name}/scheduled/{id}/reschedule", "scheduled message", VHOST,
+          scheduled.reschedule, (write(E),), amqlite_only=True),
+    Route("POST", "/api/exchanges/{vhost}/{name}/scheduled/{id}/fire", "scheduled message", VHOST, scheduled.fire,
+          (write(E),), amqlite_only=True),
     Route("GET", "/api/exchanges/{vhost}/{name}/bindings/source", "binding", VHOST, exchanges.source_bindings),
     Route("GET", "/api/exchanges/{vhost}/{name}/bindings/destination", "binding", VHOST,
           exchanges.destination_bindings),

@@ -1,0 +1,112 @@
+"""Scheduled messages (amqlite's own): list the messages a delayed
+exchange holds, cancel one or all that match a filter, reschedule one, fire
+one now (core/delayed.py, amqlite/scheduled.py). A held message's id is its
+journal message id, as these routes list it (as text)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import attrs
+from starlette.responses import JSONResponse, Response
+
+from ... import scheduled
+from ...core.browse import Filter, parse_filter
+from ...core.exchange import Exchange
+from .. import snapshot
+from ..api import Call, Refused, bad_request, count_field, not_found
+from .exchanges import exchange_name
+
+MAX_LIMIT, DEFAULT_LIMIT = 1000, 50
+PREVIEW = 1024
+
+
+def _exchange(call: Call) -> Exchange:
+    found = call.vhost().exchanges.get(exchange_name(call))
+    if found is None:
+        raise Refused(not_found())
+    if not found.delayed:
+        raise Refused(bad_request("only an x-delayed-message exchange holds scheduled messages"))
+    return found
+
+
+def _selection(fields: Mapping[str, Any], headers: Mapping[str, Any] | None = None) -> tuple[float, float, Filter]:
+    """(due from, due to, content filter) from ``due_from``, ``due_to``
+    (epoch seconds or ISO 8601), ``routing_key`` and headers."""
+    try:
+        parsed = parse_filter({"routing_key": fields.get("routing_key"), "since": fields.get("due_from"),
+                               "until": fields.get("due_to"), "headers": fields.get("headers") or {}}, headers)
+    except ValueError as problem:
+        raise Refused(bad_request(str(problem).replace("since", "due_from").replace("until", "due_to"))) from None
+    due_from = -math.inf if parsed.since is None else parsed.since
+    due_to = math.inf if parsed.until is None else parsed.until
+    return due_from, due_to, attrs.evolve(parsed, since=None, until=None)
+
+
+def _id(call: Call) -> int:
+    text = call.param("id")
+    if not (text.isascii() and text.isdigit()):
+        raise Refused(not_found())
+    return int(text)
+
+
+async def list_scheduled(call: Call) -> Response:
+    """``GET .../scheduled?after=&limit=`` with ``due_from``, ``due_to``,
+    ``routing_key`` and ``header.NAME=value``: held messages in id order."""
+    exchange = _exchange(call)
+    query = dict(call.request.query_params)
+    after, limit = count_field(query, "after", 0), count_field(query, "limit", DEFAULT_LIMIT)
+    if after is None or after < 0 or limit is None or not 0 < limit <= MAX_LIMIT:
+        return bad_request(f'"after" must be an id (0: from the first), "limit" 1 to {MAX_LIMIT}')
+    headers = {key[len("header."):]: value for key, value in query.items() if key.startswith("header.")}
+    due_from, due_to, chosen = _selection(query, headers)
+    shown, following = await scheduled.page(call.broker, exchange, after, limit, due_from, due_to, chosen)
+    now = call.api.now()
+    return JSONResponse({
+        "held": len(exchange.held), "next": None if following is None else str(following),
+        "messages": [_info(msg_id, due, message, now) for msg_id, due, message in shown],
+    })
+
+
+def _info(msg_id: int, due: float, message: Any, now: float) -> dict[str, Any]:
+    info: dict[str, Any] = {"id": str(msg_id), "due": due, "due_in_ms": max(0, round((due - now) * 1000))}
+    if message is None:
+        return {**info, "error": "the message cannot be read from disk"}
+    shown = snapshot.message_info(message, redelivered=False, message_count=0, encoding="auto", truncate=PREVIEW)
+    del shown["message_count"], shown["redelivered"]
+    return {**info, **shown}
+
+
+async def cancel(call: Call) -> Response:
+    return Response(status_code=204) if _exchange(call).cancel_scheduled(_id(call)) else not_found()
+
+
+async def cancel_matching(call: Call) -> Response:
+    """``POST .../scheduled/cancel`` with ``{"filter": {...}}`` (the
+    listing's fields; ``headers`` an object): ``{"cancelled": n}``."""
+    exchange = _exchange(call)
+    given = (await call.body()).get("filter", {})
+    if not isinstance(given, dict):
+        return bad_request('"filter" must be an object')
+    due_from, due_to, chosen = _selection(given)
+    return JSONResponse({"cancelled": await scheduled.cancel_matching(call.broker, exchange, due_from, due_to, chosen)})
+
+
+async def reschedule(call: Call) -> Response:
+    """``POST .../scheduled/{id}/reschedule`` with ``{"due": epoch seconds}``
+    or ``{"delay": ms from now}``."""
+    exchange, msg_id = _exchange(call), _id(call)
+    spec = await call.body()
+    given = [(name, spec[name]) for name in ("due", "delay") if spec.get(name) is not None]
+    if len(given) != 1 or isinstance(given[0][1], bool) or not isinstance(given[0][1], int | float) \
+            or not math.isfinite(given[0][1]):
+        return bad_request('give one of "due" (epoch seconds) or "delay" (ms from now), a number')
+    name, value = given[0]
+    when = float(value) if name == "due" else call.api.now() + float(value) / 1000
+    return Response(status_code=204) if exchange.reschedule(msg_id, when) else not_found()
+
+
+async def fire(call: Call) -> Response:
+    exchange = _exchange(call)
+    return Response(status_code=204) if exchange.reschedule(_id(call), call.api.now()) else not_found()

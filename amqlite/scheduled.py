@@ -1,0 +1,92 @@
+"""Scheduled messages' driver: pages of a delayed exchange's held
+messages (core/delayed.py keeps them by id, due time and HOLD record), with
+their content read back from disk in a worker thread, and cancels of all
+that match a filter; for the management API and ``amqlite ctl``."""
+
+from __future__ import annotations
+
+import math
+
+import trio
+
+from .core.broker import Broker
+from .core.browse import Filter
+from .core.exchange import Exchange
+from .core.message import Message
+from .log import get_logger
+
+log = get_logger(__name__)
+
+#: Held messages read back per round of a filtered page or a cancel.
+BATCH = 500
+#: Held messages a filtered page looks through per request at most; it
+#: answers the id to go on from.
+SCAN_MAX = 20_000
+
+Shown = tuple[int, float, Message | None]
+
+
+async def read(broker: Broker, exchange: Exchange, ids: list[int]) -> list[Message | None]:
+    """The held messages of ``ids`` as their HOLD records have them (None:
+    gone meanwhile, or unreadable)."""
+    journal = broker.journal
+    refs = []
+    for n, msg_id in enumerate(ids):
+        where = exchange.held.location(msg_id)
+        if where is not None:
+            refs.append((where[0], where[1], n, 0))
+    found: list[Message | None] = [None] * len(ids)
+    if journal is None or not refs:
+        return found
+    for ref in refs:  # one bad record must not hide the others
+        try:
+            (found[ref[2]],) = await trio.to_thread.run_sync(journal.read_paged, [ref])
+        except (OSError, ValueError) as error:
+            log.warning("scheduled.unreadable", exchange=exchange.name, segment=ref[0], offset=ref[1],
+                        error=str(error))
+    return found
+
+
+async def page(broker: Broker, exchange: Exchange, after: int, limit: int, due_from: float = -math.inf,
+               due_to: float = math.inf, chosen: Filter = Filter()) -> tuple[list[Shown], int | None]:
+    """Up to ``limit`` held messages with ids above ``after``, due in
+    [``due_from``, ``due_to``), whose content matches ``chosen`` (routing
+    key, headers); and the id to go on from (None: no more)."""
+    shown: list[Shown] = []
+    scanned = 0
+    while len(shown) < limit and scanned < SCAN_MAX:
+        batch = exchange.held.scheduled(after, limit if chosen.everything else BATCH, due_from, due_to)
+        if not batch:
+            return shown, None
+        messages = await read(broker, exchange, [msg_id for msg_id, _ in batch])
+        for (msg_id, due), message in zip(batch, messages, strict=True):
+            after = msg_id
+            if chosen.everything or (message is not None and chosen.matches(message)):
+                shown.append((msg_id, due, message))
+                if len(shown) == limit:
+                    break
+        scanned += len(batch)
+    following = exchange.held.scheduled(after, 1, due_from, due_to)
+    return shown, after if following else None
+
+
+async def cancel_matching(broker: Broker, exchange: Exchange, due_from: float = -math.inf,
+                          due_to: float = math.inf, chosen: Filter = Filter()) -> int:
+    """Cancel every held message due in the range whose content matches
+    ``chosen``; how many were cancelled. Only the due range: no reads."""
+    cancelled, after = 0, 0
+    while True:
+        following: int | None
+        if chosen.everything:
+            batch = exchange.held.scheduled(after, BATCH, due_from, due_to)
+            ids = [msg_id for msg_id, _ in batch]
+            following = ids[-1] if ids else None
+        else:
+            shown, following = await page(broker, exchange, after, BATCH, due_from, due_to, chosen)
+            ids = [msg_id for msg_id, _, _ in shown]
+        cancelled += sum(exchange.cancel_scheduled(msg_id) for msg_id in ids)
+        if following is None:
+            break
+        after = following
+    log.info("scheduled.cancelled", vhost=exchange.vhost.name, exchange=exchange.name, count=cancelled)
+    return cancelled
