@@ -5,7 +5,9 @@ Each client follows Kafka's consumer protocol as a client does; the
 invariants are the coordinator's promises: every request is answered
 exactly once (a parked JoinGroup or SyncGroup too, once time has passed),
 generations only grow, a group's state agrees with its members, and a
-member's assignment is the one its generation's leader sent for it.
+member's assignment is the one its generation's leader sent for it (a
+static member that restarts into a stable group takes over its old
+membership, assignment included, under a new member id, as in Kafka).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
         self.sent: dict[tuple[int, str], bytes] = {}
         self.answers = 0
         self.requests = 0
+        #: group.instance.id -> the member id it last joined as.
+        self.static_ids: dict[str, str] = {}
 
     # -- replies ----------------------------------------------------------
 
@@ -79,6 +83,13 @@ class CoordinatorMachine(RuleBasedStateMachine):
             client.assignment = None
             if client.leader:
                 assert client.member_id in client.members
+            if client.instance is not None:
+                old_id = self.static_ids.get(client.instance, client.member_id)
+                if (client.generation, old_id) in self.sent:
+                    # Kafka's updateStaticMemberAndRebalance in a stable
+                    # group: the same generation, the old member's assignment.
+                    self.sent[(client.generation, client.member_id)] = self.sent[(client.generation, old_id)]
+                self.static_ids[client.instance] = client.member_id
         elif result.error == MEMBER_ID_REQUIRED:
             client.member_id = result.member_id
         else:
@@ -208,3 +219,23 @@ class CoordinatorMachine(RuleBasedStateMachine):
 
 TestCoordinator = CoordinatorMachine.TestCase
 TestCoordinator.settings = settings(max_examples=150, stateful_step_count=50, deadline=None)
+
+
+def test_static_member_restarts_into_stable_group() -> None:
+    """Hypothesis's find: the static member crashes and joins again with no
+    member id while the group is stable; its SyncGroup gets the assignment
+    the leader sent for its old member id (the model had expected none)."""
+    machine = CoordinatorMachine()
+    steps = [(machine.act, {"i": 0}), (machine.act, {"i": 0}), (machine.advance, {"seconds": 1.0}),
+             (machine.change_subscription, {"i": 3, "protocols": 0}), (machine.act, {"i": 0}),
+             (machine.act, {"i": 0}), (machine.act, {"i": 0}), (machine.crash, {"i": 3}),
+             (machine.change_subscription, {"i": 3, "protocols": 0}), (machine.act, {"i": 3})]
+    for step, arguments in steps:
+        step(**arguments)
+        machine.group_agrees_with_its_state()
+    static = machine.clients[3]
+    group = machine.coordinator.groups["g"]
+    assert (static.member_id, static.generation) == ("c3-3", 2)  # a new id, no rebalance...
+    assert static.assignment == b"2:c3-2"  # ...and the old id's assignment
+    assert (group.state, group.generation, list(group.members)) == (State.STABLE, 2, ["c0-1", "c3-3"])
+    machine.teardown()
