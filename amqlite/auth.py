@@ -105,6 +105,38 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+#: How long a failed login's answer waits, Kafka's
+#: connection.failed.authentication.delay.ms (KIP-306) ...
+FAILED_LOGIN_DELAY = 0.1
+#: ... doubled for each failure from the same address in a row, up to this ...
+FAILED_LOGIN_MAX_DELAY = 5.0
+#: ... until the address has failed none for this long.
+FAILED_LOGIN_MEMORY = 60.0
+#: Addresses remembered before the quiet ones are forgotten.
+_FAILED_LOGIN_ADDRESSES = 1024
+
+
+@attrs.define
+class FailedLogins:
+    """Recent failed logins per source address, and how long the answer
+    to the next one waits: a client retrying a bad password at once
+    (librdkafka: every 50 ms) or many guesses from one address get at most
+    one answer per ``FAILED_LOGIN_MAX_DELAY`` per connection, while a
+    mistyped password hears back within 0.1 s."""
+
+    _recent: dict[str, tuple[int, float]] = attrs.field(factory=dict)
+
+    def failed(self, address: str, now: float) -> float:
+        """A login from ``address`` failed at ``now``: seconds its answer waits."""
+        count, last = self._recent.pop(address, (0, now))
+        count = count + 1 if now - last < FAILED_LOGIN_MEMORY else 1
+        if len(self._recent) >= _FAILED_LOGIN_ADDRESSES:
+            self._recent = {key: value for key, value in self._recent.items()
+                            if now - value[1] < FAILED_LOGIN_MEMORY}
+        self._recent[address] = (count, now)
+        return min(FAILED_LOGIN_DELAY * 2 ** min(count - 1, 32), FAILED_LOGIN_MAX_DELAY)
+
+
 class LoginRefused(Exception):
     """A login that failed; ``reason`` is for the log line, never for the
     client (which, as in RabbitMQ, hears only that the login was refused)."""

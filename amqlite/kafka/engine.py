@@ -108,11 +108,15 @@ class KafkaConnection:
         #: it is not read until the alarm clears, as AMQP publishers are not.
         self._memory_alarm = False
         self._produced = False
+        #: After a failed login: when its answer goes out and the connection
+        #: closes. Until then nothing is read or sent.
+        self._held_until: float | None = None
+        self._held_reason = ""
 
     # -- the driver's side -------------------------------------------------
 
     def wants_read(self) -> bool:
-        return (self.state is State.OPEN and len(self._slots) < MAX_IN_FLIGHT
+        return (self.state is State.OPEN and self._held_until is None and len(self._slots) < MAX_IN_FLIGHT
                 and self.buffered_output <= OUTPUT_HIGH_WATER and not (self._memory_alarm and self._produced))
 
     def set_memory_alarm(self, on: bool) -> None:
@@ -124,7 +128,7 @@ class KafkaConnection:
             self.on_readable()
 
     def wants_write(self) -> bool:
-        return bool(self._out)
+        return bool(self._out) and self._held_until is None
 
     @property
     def peer(self) -> str:
@@ -135,6 +139,8 @@ class KafkaConnection:
         return self.state is State.CLOSED
 
     def data_to_send(self, now: float) -> bytes:
+        if self._held_until is not None:
+            return b""
         out = b"".join(self._out)
         self._out.clear()
         self.buffered_output = 0
@@ -145,7 +151,7 @@ class KafkaConnection:
         return out
 
     def receive_data(self, data: bytes, now: float) -> None:
-        if self.state is not State.OPEN or not data:
+        if self.state is not State.OPEN or self._held_until is not None or not data:
             return
         self._last_active = now
         self._buffer += data
@@ -156,13 +162,15 @@ class KafkaConnection:
             self._close(str(error))
             return
         for frame in frames:
-            if self.state is not State.OPEN:
+            if self.state is not State.OPEN or self._held_until is not None:
                 break
             self._handle(frame, now)
 
     def next_deadline(self) -> float | None:
         if self.state is State.CLOSED:
             return None
+        if self._held_until is not None:
+            return self._held_until
         deadlines = [slot.pending.deadline for slot in self._slots
                      if slot.pending is not None and slot.pending.deadline is not None and not slot.pending.done]
         if self._handshake_deadline is not None and self.session.user is None:
@@ -173,6 +181,11 @@ class KafkaConnection:
 
     def tick(self, now: float) -> None:
         if self.state is State.CLOSED:
+            return
+        if self._held_until is not None:
+            if now >= self._held_until:
+                self._held_until = None
+                self._close(self._held_reason)
             return
         if self.session.user is None and self._handshake_deadline is not None and now >= self._handshake_deadline:
             self._close("no authentication within handshake_timeout")
@@ -236,7 +249,7 @@ class KafkaConnection:
             refused = session.authenticate_anonymous()
             if refused is not None:
                 self._answer_error(request, ErrorCode.sasl_authentication_failed, refused)
-                self._close(refused)
+                self._login_failed(refused, now)
                 return
             self.authenticated()
         self._dispatch(api, request, frame, offset, now)
@@ -281,8 +294,17 @@ class KafkaConnection:
                     raise AssertionError("a handler returned a Pending it had completed")
             else:
                 self._fill(slot, reply)
-        if self.session.close_reason is not None:
-            self._close(self.session.close_reason)
+        if self.session.login_failed is not None:
+            self._login_failed(self.session.login_failed, now)
+
+    def _login_failed(self, reason: str, now: float) -> None:
+        """The refusal is answered and the connection closed only after a
+        delay (Kafka's connection.failed.authentication.delay.ms, growing
+        with the address's recent failures), reading nothing meanwhile: a
+        client that retries at once cannot guess passwords at speed."""
+        session = self.session
+        self._held_until = now + session.failed_logins.failed(session.peer_address, now)
+        self._held_reason = reason
 
     def _answer_error(self, request: Request, code: ErrorCode, reason: str | None) -> None:
         """Answer ``request`` with nothing but ``code``; close the connection

@@ -10,8 +10,9 @@ a RabbitMQ-style hash cannot give one, so a user known by its hash only
 uses PLAIN. Either way the
 loopback rule holds, and the user must have access to ``kafka_vhost``.
 A failed authentication is SASL_AUTHENTICATION_FAILED, after which the
-connection closes, as Kafka's does; the log line says why, the client only
-that it failed.
+connection closes, as Kafka's does, both after a delay that grows with
+the address's recent failures (``FailedLogins``); the log line says why,
+the client only that it failed.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def sasl_authenticate(session: Session, request: Request, now: float) -> Any:
         name = state.user
         log.warning("kafka.login_refused", peer=session.peer, user=name, mechanism=state.mechanism,
                     reason=str(refused))
-        session.close_reason = f"authentication failed ({state.mechanism})"
+        session.login_failed = f"authentication failed ({state.mechanism})"
         return _reply(cls, ErrorCode.sasl_authentication_failed, _FAILED, b"")
     return _reply(cls, ErrorCode.none, None, challenge)
 

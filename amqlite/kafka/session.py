@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import attrs
 
-from ..auth import LoginRefused, User, Users
+from ..auth import FailedLogins, LoginRefused, User, Users
 from ..core.broker import Broker
 from ..core.permissions import Access, matches
 
@@ -43,6 +43,10 @@ class Session:
     apis: Mapping[int, Api]
     peer: str = ""
     peer_loopback: bool = False
+    #: The peer's address without its port: what failed logins are counted by.
+    peer_address: str = ""
+    #: Failed logins per address, every Kafka connection's.
+    failed_logins: FailedLogins = attrs.field(factory=FailedLogins)
     #: Who the client is, once authenticated (SASL or anonymous).
     user: User | None = None
     client_id: str | None = None
@@ -50,8 +54,9 @@ class Session:
     mechanism: str | None = None
     #: SASL in progress (sasl.py), from SaslHandshake on.
     sasl: SaslState | None = None
-    #: Set by a handler: the connection ends once its response is sent.
-    close_reason: str | None = None
+    #: Set by SaslAuthenticate when the login failed: the connection ends
+    #: once its response is sent, which waits (engine.py).
+    login_failed: str | None = None
 
     @property
     def vhost(self) -> VirtualHost:

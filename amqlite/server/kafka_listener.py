@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 import attrs
 import trio
 
-from ..auth import is_loopback
+from ..auth import FailedLogins, is_loopback
 from ..log import get_logger
 from .rawsocket import RawSocket
 
@@ -36,6 +36,7 @@ class KafkaListeners:
     #: (listener, TLS or not), bound by :meth:`listen` or :meth:`serve`.
     _secure: dict[trio.SocketListener, bool] = attrs.field(factory=dict)
     connections: set[KafkaConnection] = attrs.field(factory=set)
+    failed_logins: FailedLogins = attrs.field(factory=FailedLogins)
 
     # amqlite.kafka is imported only where a Kafka port is bound: kio imports
     # hypothesis when it is installed (a second of start-up, and a .hypothesis
@@ -136,7 +137,8 @@ async def serve_connection(server: Server, stream: trio.SocketStream, tls: ssl.S
         served = secure
     clock = server.clock
     session = Session(server.core, server.users, kafka_settings(server, stream), APIS, peer=peer_text,
-                      peer_loopback=is_loopback(peer[0]))
+                      peer_loopback=is_loopback(peer[0]), peer_address=peer[0],
+                      failed_logins=server.kafka.failed_logins)
     conn = KafkaConnection(session, now=clock.now(), handshake_timeout=server.settings.handshake_timeout)
     conn.on_authenticated = authenticated
     if server.memory_alarm:

@@ -221,7 +221,9 @@ def test_without_an_anonymous_user_a_client_must_authenticate() -> None:
     conn = engine(anonymous_user="")
     conn.receive_data(request_frame(versions_request(3), 1), 0.0)  # allowed before authentication
     conn.receive_data(request_frame(request(METADATA, 1, topics=None), 2), 0.0)
-    frames = split_responses(conn.data_to_send(0.0))
+    assert conn.data_to_send(0.0) == b"" and conn.next_deadline() == 0.1  # a failed login's delay
+    conn.tick(0.1)
+    frames = split_responses(conn.data_to_send(0.1))
     assert len(frames) == 2 and conn.closed
     assert conn.session.user is None
 

@@ -17,7 +17,7 @@ from kafka.errors import KafkaError
 from kio.schema.errors import ErrorCode
 from structlog.testing import capture_logs
 
-from amqlite.auth import User, Users, hash_password, scram_credential
+from amqlite.auth import FAILED_LOGIN_MEMORY, FailedLogins, User, Users, hash_password, scram_credential
 from amqlite.config import Settings
 from amqlite.kafka.engine import IDLE_TIMEOUT
 from kafka_support import (KafkaServerThread, decode_response, engine, request, request_frame, split_responses, start_kafka,
@@ -102,11 +102,48 @@ def test_without_anonymous_a_client_without_sasl_is_refused(sasl_server: KafkaSe
         KafkaConsumer(bootstrap_servers=sasl_server.bootstrap, request_timeout_ms=3000, api_version_auto_timeout_ms=3000)
 
 
-def _plain(conn: Any, user: str, password: str) -> tuple[Any, Any]:
-    conn.receive_data(request_frame(request(17, 1, mechanism="PLAIN"), 1), 0.0)
-    conn.receive_data(request_frame(request(36, 2, auth_bytes=f"\0{user}\0{password}".encode()), 2), 0.0)
-    handshake, authenticate = split_responses(conn.data_to_send(0.0))
+def _plain(conn: Any, user: str, password: str, now: float = 0.0) -> tuple[Any, Any]:
+    """Handshake and PLAIN; a refusal is answered at its delay, when the
+    engine's deadline comes."""
+    conn.receive_data(request_frame(request(17, 1, mechanism="PLAIN"), 1), now)
+    conn.receive_data(request_frame(request(36, 2, auth_bytes=f"\0{user}\0{password}".encode()), 2), now)
+    out = conn.data_to_send(now)
+    if not out:
+        conn.tick(conn.next_deadline())
+        out = conn.data_to_send(conn.next_deadline() or now)
+    handshake, authenticate = split_responses(out)
     return decode_response(handshake, 17, 1)[1], decode_response(authenticate, 36, 2)[1]
+
+
+def test_a_failed_login_is_answered_after_a_delay_that_grows_per_address() -> None:
+    """Fails when a refusal is answered and closed at once: librdkafka then
+    tries a bad password every 50 ms, as fast as the broker answers."""
+    failed_logins = FailedLogins()
+
+    def refused_at(now: float, address: str = "192.0.2.7") -> float:
+        conn = engine(anonymous_user="", now=now)
+        conn.session.failed_logins, conn.session.peer_address = failed_logins, address
+        conn.receive_data(request_frame(request(17, 1, mechanism="PLAIN"), 1), now)
+        conn.receive_data(request_frame(request(36, 2, auth_bytes=b"\0guest\0wrong"), 2), now)
+        assert not conn.wants_write() and conn.data_to_send(now) == b"" and not conn.wants_read()
+        assert not conn.closed
+        deadline = conn.next_deadline()
+        assert deadline is not None
+        conn.tick(deadline - 0.01)
+        assert not conn.wants_write()
+        conn.tick(deadline)
+        handshake, authenticate = split_responses(conn.data_to_send(deadline))
+        assert decode_response(authenticate, 36, 2)[1].error_code == ErrorCode.sasl_authentication_failed
+        assert conn.closed
+        return deadline - now
+
+    assert [refused_at(float(n)) for n in range(8)] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0])
+    assert refused_at(8.0, "192.0.2.8") == pytest.approx(0.1)  # another address
+    assert refused_at(8.0 + FAILED_LOGIN_MEMORY) == pytest.approx(0.1)  # a minute without failures: forgiven
+    conn = engine(anonymous_user="")
+    conn.session.failed_logins = failed_logins
+    _, result = _plain(conn, "guest", "guest")  # a good password is not held
+    assert result.error_code == ErrorCode.none and conn.next_deadline() == IDLE_TIMEOUT
 
 
 def test_plain_at_the_engine_and_the_handshake_pool() -> None:
@@ -211,3 +248,17 @@ def test_definitions_carry_scram_credentials_and_a_password_makes_new_ones(tmp_p
         assert list(_confluent(server, "SCRAM-SHA-256", "fresh", "n3w").brokers) == [0]
     finally:
         server.stop()
+
+
+def test_librdkafka_retrying_a_bad_password_is_slowed() -> None:
+    """librdkafka retries a refused login about every 50 ms (40 tries in
+    2 s when answered at once); answers after 0.1, 0.2, 0.4, 0.8 s ... let
+    it try a handful of times."""
+    server = start_kafka(users=USERS, kafka_allow_anonymous=False)
+    try:
+        with capture_logs() as logs, pytest.raises(KafkaException):
+            _confluent(server, "SCRAM-SHA-512", "app", "wrong", 2.0)
+    finally:
+        server.stop()
+    tries = [entry for entry in logs if entry["event"] == "kafka.login_refused"]
+    assert 1 <= len(tries) <= 6
