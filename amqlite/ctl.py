@@ -166,15 +166,60 @@ def filter_of(args: argparse.Namespace) -> dict[str, Any]:
                           ("until", "until")):
         if getattr(args, option) is not None:
             chosen[field] = getattr(args, option)
+    headers = headers_of(args.header)
+    if headers:
+        chosen["headers"] = headers
+    return chosen
+
+
+def headers_of(pairs: list[str] | None) -> dict[str, str]:
     headers = {}
-    for pair in args.header or ():
+    for pair in pairs or ():
         name, equals, value = pair.partition("=")
         if not equals or not name:
             raise CtlError(f"--header {pair}: expected NAME=VALUE")
         headers[name] = value
-    if headers:
-        chosen["headers"] = headers
-    return chosen
+    return headers
+
+
+def scheduled(api: Api, args: argparse.Namespace, out: IO[str]) -> None:
+    """``amqlite ctl scheduled list|cancel|reschedule|fire EXCHANGE [ID]``."""
+    path = f"/api/exchanges/{_path(args.vhost, args.exchange)}/scheduled"
+    chosen: dict[str, Any] = {key: value for key, value in (
+        ("due_from", args.due_from), ("due_to", args.due_to), ("routing_key", args.routing_key)) if value is not None}
+    headers = headers_of(args.header)
+    if args.op == "list":
+        query = {"after": args.after, "limit": args.limit, **chosen, **{f"header.{k}": v for k, v in headers.items()}}
+        page = api.call("GET", f"{path}?{urlencode(query)}")
+        if args.format == "json":
+            print(json.dumps(page, indent=1), file=out)
+            return
+        rows = [{"id": m["id"], "due_in_s": round(m["due_in_ms"] / 1000, 1), "routing_key": m.get("routing_key"),
+                 "payload": (p := str(m.get("payload", m.get("error", ""))))[:39] + ("…" if len(p) > 39 else "")}
+                for m in page["messages"]]
+        print(table(rows, ("id", "due_in_s", "routing_key", "payload")), file=out)
+        more = f"; more with --after {page['next']}" if page["next"] is not None else ""
+        print(f"{len(rows)} of {page['held']} held{more}", file=out)
+    elif args.op == "cancel" and args.id is None:
+        if headers:
+            chosen["headers"] = headers
+        if not chosen and not args.all:
+            raise CtlError("give an ID, a filter, or --all to cancel every held message")
+        done = api.call("POST", f"{path}/cancel", {"filter": chosen})
+        print(json.dumps(done) if args.format == "json" else f"cancelled {done['cancelled']} held messages", file=out)
+    else:
+        if args.id is None:
+            raise CtlError(f"scheduled {args.op} needs the id of a held message")
+        if args.op == "cancel":
+            api.call("DELETE", f"{path}/{_path(args.id)}")
+        elif args.op == "fire":
+            api.call("POST", f"{path}/{_path(args.id)}/fire")
+        else:
+            if (args.delay is None) == (args.due is None):
+                raise CtlError("reschedule needs one of --delay MS or --due EPOCH_SECONDS")
+            api.call("POST", f"{path}/{_path(args.id)}/reschedule",
+                     {"delay": args.delay} if args.delay is not None else {"due": args.due})
+        print(f"{args.op} {args.id}: done", file=out)
 
 
 def browse_rows(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -229,7 +274,7 @@ def _common(parser: argparse.ArgumentParser, defaults: bool) -> None:
                              "on 15672; guest:guest)")
     parser.add_argument("--format", choices=("table", "json"), default=default("table"))
     parser.add_argument("--vhost", default=default(None),
-                        help="for purge, delete, browse, redrive, delete-messages and set-permissions (default /); for export and import, "
+                        help="for purge, delete, browse, redrive, delete-messages, scheduled and set-permissions (default /); for export and import, "
                              "that vhost's definitions only")
 
 
@@ -275,6 +320,20 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--routing-key")
         sub.add_argument("--since", help="first death at or after: epoch seconds or ISO 8601")
         sub.add_argument("--until", help="first death before: epoch seconds or ISO 8601")
+    held = command("scheduled", help="a delayed exchange's held messages: list them, cancel one (ID) or all that "
+                                     "match a filter, reschedule one (--delay or --due), fire one now")
+    held.add_argument("op", choices=("list", "cancel", "reschedule", "fire"))
+    held.add_argument("exchange")
+    held.add_argument("id", nargs="?", help="a held message's id, as list shows it")
+    held.add_argument("--after", default="0", help="list: the id to go on from (list prints it)")
+    held.add_argument("--limit", type=int, default=20)
+    held.add_argument("--due-from", help="due at or after: epoch seconds or ISO 8601")
+    held.add_argument("--due-to", help="due before: epoch seconds or ISO 8601")
+    held.add_argument("--routing-key")
+    held.add_argument("--header", action="append", metavar="NAME=VALUE")
+    held.add_argument("--all", action="store_true", help="cancel with no ID and no filter: cancel every one")
+    held.add_argument("--delay", type=float, help="reschedule: ms from now")
+    held.add_argument("--due", type=float, help="reschedule: epoch seconds")
     export = command("export", help="write the definitions (RabbitMQ's JSON) to FILE, or - for stdout")
     export.add_argument("file")
     export.add_argument("--with-default-user", action="store_true",
@@ -358,6 +417,8 @@ def run(args: argparse.Namespace, out: IO[str]) -> None:
             raise CtlError("give a filter, or --all to delete every ready message")
         done = api.call("POST", f"/api/queues/{_path(args.vhost, args.queue)}/messages/delete", {"filter": chosen})
         print(json.dumps(done) if as_json else f"deleted {done['deleted']} messages from {args.queue}", file=out)
+    elif args.action == "scheduled":
+        scheduled(api, args, out)
     elif args.action == "export":
         exported = api.call("GET", "/api/definitions" + (f"/{_path(scope)}" if scope else ""))
         if not args.with_default_user:

@@ -5,6 +5,7 @@ permission changes."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -76,3 +77,26 @@ def test_listing_needs_read_and_changes_need_write_on_the_exchange(managed: Mana
     assert reader.post(f"{SCHEDULED}/cancel", json={}).status_code == 401
     assert reader.post(f"{SCHEDULED}/{listed[0]['id']}/fire").status_code == 401
     assert admin.get(SCHEDULED).json()["held"] == 2
+
+
+def test_ctl_scheduled_list_cancel_reschedule_and_fire(managed: ManagedServerThread) -> None:
+    from .test_ctl import run
+
+    channel = _hold(managed, 6)
+    listed = json.loads(run(managed, "scheduled", "list", "later", "--format", "json", "--limit", "100"))
+    ids = [m["id"] for m in listed["messages"]]
+    assert len(ids) == 6
+    table = run(managed, "scheduled", "list", "later", "--limit", "2", "--routing-key", "a")
+    assert "m0" in table and "m2" in table and "m1" not in table and f"more with --after {ids[2]}" in table
+    assert "3 of 6 held" not in table and "2 of 6 held" in table
+    assert run(managed, "scheduled", "cancel", "later", ids[0]) == f"cancel {ids[0]}: done\n"
+    assert run(managed, "scheduled", "cancel", "later", "--header", "tenant=t1") == "cancelled 2 held messages\n"
+    run(managed, "scheduled", "reschedule", "later", ids[2], "--delay", "7200000")
+    run(managed, "scheduled", "fire", "later", ids[3])
+    deadline = time.monotonic() + 10
+    while (got := channel.basic_get("due", auto_ack=True))[0] is None:
+        assert time.monotonic() < deadline, "m3 never fired"
+        time.sleep(0.02)
+    assert got[2] == b"m3"
+    left = json.loads(run(managed, "scheduled", "list", "later", "--format", "json"))
+    assert [m["payload"] for m in left["messages"]] == ["m2", "m5"] and left["messages"][0]["due_in_ms"] > 7_100_000
