@@ -11,6 +11,10 @@ messages fire while they are held.
    messages a second for S seconds with a 1 s delay, and how late each
    reaches a consumer after its due time (p50, p99, max), while the N are
    held; RSS at the end.
+   Between the two, in the writer with the N held: scheduled-message
+   operations (docs/concepts.md) on ids picked at random, each followed by
+   the write and fsync of their records: cancel, then reschedule (to a
+   random new due time), OPERATIONS of each (or N / 10).
 3. held (--held N): memory per held message on a running `amqlite serve`
    fed over AMQP: N persistent 100-byte messages published with confirms
    to a durable x-delayed-message exchange, once all with x-delay of one
@@ -54,6 +58,8 @@ from amqlite.store.journal import DiskJournal  # noqa: E402
 EXCHANGE, QUEUE = "later", "due"
 DELAYED = {"x-delayed-type": "direct"}
 BODY = b"x" * 100
+#: Cancels and reschedules the fill phase times.
+OPERATIONS = 100_000
 
 
 def declare(channel: object) -> None:
@@ -84,10 +90,34 @@ def fill(directory: Path, count: int) -> dict[str, float]:
         for segment in journal.unindexed_segments():  # the store driver's index task
             journal.index_segment(segment)
             journal.indexed(segment)
-    held = broker.vhosts["/"].exchanges[EXCHANGE].held
-    return {"write_rate": count / (time.perf_counter() - started), "rss_delta": rss_bytes() - before,
-            "held": len(held), "paged": held.paged,
-            "bytes_on_disk": sum(p.stat().st_size for p in (directory / "log").iterdir())}
+    write_rate = count / (time.perf_counter() - started)
+    rss_delta = rss_bytes() - before
+    exchange = broker.vhosts["/"].exchanges[EXCHANGE]
+    held = exchange.held
+    paged = held.paged
+    operations = min(OPERATIONS, count // 10)
+    # Held ids, at random (found by bisection from a random point: ids are
+    # journal message ids, 1 to count here).
+    picked = {page[0][0] for _ in range(3 * operations) if (page := held.scheduled(rng.randint(0, count - 1), 1))}
+    chosen = list(picked)[: 2 * operations]
+    rng.shuffle(chosen)
+    rates = {}
+    for name, ids in (("cancel", chosen[:operations]), ("reschedule", chosen[operations:])):
+        now = time.time()
+        started = time.perf_counter()
+        for msg_id in ids:
+            if name == "cancel":
+                exchange.cancel_scheduled(msg_id)
+            else:
+                exchange.reschedule(msg_id, now + rng.randint(60_000, 30 * 86_400_000) / 1000)
+        pending, position = journal.take_batch()
+        journal.log.write_and_sync(pending)
+        journal.commit(position)
+        rates[name] = len(ids) / (time.perf_counter() - started)
+    return {"write_rate": write_rate, "rss_delta": rss_delta, "held": count, "paged": paged,
+            "bytes_on_disk": sum(p.stat().st_size for p in (directory / "log").iterdir()),
+            "operations": operations, "cancel_rate": rates["cancel"], "reschedule_rate": rates["reschedule"],
+            "held_after": len(held)}
 
 
 def serve(directory: Path, rate: int, seconds: float) -> dict[str, float]:
@@ -261,6 +291,9 @@ def main() -> None:
     print(f"held through core + journal: {written['write_rate']:,.0f} msgs/s; {written['bytes_on_disk'] / n:.0f} B"
           f" on disk each; RSS {written['rss_delta'] / mib:,.0f} MiB ({written['paged']:,} of"
           f" {written['held']:,} on disk only)")
+    print(f"with {n:,} held: {written['operations']:,} cancels {written['cancel_rate']:,.0f}/s, then"
+          f" {written['operations']:,} reschedules {written['reschedule_rate']:,.0f}/s (ids at random, records"
+          f" written and synced; {written['held_after']:,} held after)")
     print(f"amqlite serve after kill -9: start-up {served['startup']:.1f} s, RSS {served['rss_started']:,.0f} MiB")
     print(f"{args.rate}/s delayed by 1 s for {args.seconds:g} s while they are held: late by p50"
           f" {served['p50']:.2f} ms, p99 {served['p99']:.2f} ms, max {served['max']:.2f} ms"

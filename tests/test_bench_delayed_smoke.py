@@ -15,6 +15,7 @@ def test_bench_delayed_quick_run_reports_memory_start_up_and_lateness() -> None:
     out = result.stdout
     assert "durable delayed messages held: 20,000" in out
     assert "start-up" in out and "late by p50" in out and "(200 messages)" in out
+    assert "2,000 cancels" in out and "2,000 reschedules" in out and "18,000 held after" in out
 
 
 def test_bench_delayed_held_reports_rss_per_held_message_for_both_distributions() -> None:
