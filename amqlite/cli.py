@@ -17,7 +17,7 @@ import sys
 import attrs
 import trio
 
-from . import __version__
+from . import __version__, heap
 from .auth import hash_password
 from .config import FIELDS, LOG_FORMATS, LOG_LEVELS, TABLES, ConfigError, Settings, env_name, load
 from .log import get_logger
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"amqlite: {error}", file=sys.stderr)
         return 2
     configure(settings.log_format, settings.log_level)
+    heap.map_large_blocks()
     return trio.run(_serve, settings)
 
 

@@ -31,6 +31,9 @@ TRIM_MIN_FREE = 64 * 1024 * 1024
 TRIM_INTERVAL = 10.0
 #: Seconds between two looks at how much has left the queues.
 FREED_CHECK_INTERVAL = 1.0
+#: mallopt's M_MMAP_THRESHOLD, and glibc's default for it.
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024
 
 
 class _MallInfo2(ctypes.Structure):
@@ -71,6 +74,18 @@ def resident() -> int:
 def free_bytes() -> int | None:
     """Bytes free inside the heap, or None where that cannot be known."""
     return None if _libc is None else int(_libc.mallinfo2().fordblks)
+
+
+def map_large_blocks() -> bool:
+    """Keep blocks of 128 KiB and more (Kafka batches, journal writes) in
+    mappings of their own, returned to the OS when freed. glibc raises
+    that threshold as such blocks are freed, up to 32 MiB, and then serves
+    them from the heap, where they fragment it: producing 10M Kafka records
+    of 100 B held 1.3 GB of RSS for 80 MB of live data (2M records: 163 MB
+    anonymous memory for 31 MB allocated; 86 MB with the threshold fixed).
+    Setting it fixes it. For the application (``amqlite serve``), not for a
+    library embedding amqlite. False where it cannot be set."""
+    return _libc is not None and bool(_libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 def trim() -> bool:
