@@ -141,13 +141,8 @@ async def test_a_purge_and_a_drain_of_transient_messages_trim_the_heap(autojump_
         await trio.sleep(3 * heap.TRIM_INTERVAL)
         assert len(trims) == 2  # nothing more left the queues
         nursery.cancel_scope.cancel()
+@glibc
 def test_map_large_blocks_keeps_a_freed_large_block_from_raising_the_threshold() -> None:
-    import pytest
-
-    from amqlite import heap
-
-    if heap._libc is None:
-        pytest.skip("not glibc")
     big = bytearray(4 << 20)  # mapped, freed: glibc raises its threshold past it ...
     del big
     assert heap.map_large_blocks()
