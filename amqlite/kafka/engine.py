@@ -127,6 +127,14 @@ class KafkaConnection:
         if not on and self.on_readable is not None:
             self.on_readable()
 
+    def force_close(self, reason: str) -> None:
+        """An administrator closes the connection (the management API):
+        Kafka has no close message, so the socket closes, once what is
+        queued is sent, and the client reconnects as after a broker's
+        idle close."""
+        self._held_until = None
+        self._close(f"closed by an administrator: {reason}")
+
     def wants_write(self) -> bool:
         return bool(self._out) and self._held_until is None
 

@@ -138,6 +138,9 @@ class Api:
     close: Callable[[str, str], bool] | None
     #: Which resource alarms ("memory", "disk") are on.
     alarms: Callable[[], Collection[str]]
+    #: The connections of other protocols than AMQP (Kafka's), as
+    #: /api/connections shows them; ``close`` closes them too.
+    other_connections: Callable[[], list[dict[str, Any]]] = list
     rates: Rates = attrs.field(factory=lambda: Rates(anyio.current_time))
     #: Samples per queue object: a deleted queue's go with it.
     queue_rates: weakref.WeakKeyDictionary[Queue, Rates] = attrs.field(factory=weakref.WeakKeyDictionary)

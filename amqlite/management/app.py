@@ -92,15 +92,17 @@ def _endpoint(route: Route, api: Api) -> Callable[[Request], Any]:
 def create_app(broker: Broker, users: Users, now: Callable[[], float], *,
                listeners: list[dict[str, Any]] | None = None,
                close: Callable[[str, str], bool] | None = None, accounts: Accounts | None = None,
-               alarms: Callable[[], Collection[str]] = tuple) -> ASGIApp:
+               alarms: Callable[[], Collection[str]] = tuple,
+               other_connections: Callable[[], list[dict[str, Any]]] = list) -> ASGIApp:
     """The API over ``broker``, authenticating against ``users``; ``now``
     is the broker's clock. ``listeners`` is what /api/overview reports
     (protocol, ip_address, port); ``close(name, reason)`` closes a client
     connection by name (False if there is none). Users and vhosts changed
     here are kept in ``accounts`` (in memory only without one). ``alarms``
-    says which resource alarms ("memory", "disk") are on."""
+    says which resource alarms ("memory", "disk") are on; ``other_connections``
+    lists the Kafka clients' connections beside AMQP's."""
     api = Api(broker, users, now, accounts if accounts is not None else Accounts(None), listeners or [], close,
-              alarms)
+              alarms, other_connections)
     routes: list[BaseRoute] = [StarletteRoute(route.path, _endpoint(route, api), methods=[route.method])
                                for route in ROUTES]
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import errno
 import ssl
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from starlette.types import ASGIApp
 
+from . import snapshot
 from .app import create_app
 from .http import BoundApp, bind
 from .metrics import create_metrics_app
@@ -31,10 +32,19 @@ def management_app(server: Server) -> ASGIApp:
             if conn.core is not None and conn.core.name == name:
                 conn.force_close(reason, server.clock.now())
                 return True
+        for kafka in server.kafka.connections:
+            if kafka.session.user is not None and not kafka.closed and kafka.session.peer == name:
+                kafka.force_close(reason)
+                return True
         return False
 
+    def kafka_connections() -> list[dict[str, Any]]:
+        # Logged in only, as an AMQP connection is listed once opened.
+        return [snapshot.kafka_connection_info(conn) for conn in server.kafka.connections
+                if conn.session.user is not None and not conn.closed]
+
     return create_app(server.core, server.users, server.clock.now, listeners=listeners, close=close,
-                      accounts=server.accounts, alarms=server.alarms)
+                      accounts=server.accounts, alarms=server.alarms, other_connections=kafka_connections)
 
 
 def bind_http(server: Server) -> dict[str, BoundApp]:

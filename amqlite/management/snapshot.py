@@ -10,7 +10,7 @@ import base64
 import datetime
 import decimal
 import hashlib
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 from urllib.parse import quote
 
 from ..core.broker import Broker
@@ -24,6 +24,9 @@ from ..core.inflight import age, consumer_oldest, queue_oldest
 from ..core.queue import Queue
 from ..core.stream import Stream
 from ..core.vhost import VirtualHost
+
+if TYPE_CHECKING:
+    from ..kafka.engine import KafkaConnection
 
 
 def queue_info(queue: Queue, now: float) -> dict[str, Any]:
@@ -175,6 +178,32 @@ def connection_info(connection: Connection) -> dict[str, Any]:
     given = connection.client_properties.get("connection_name")
     if isinstance(given, str) and given:
         shown["user_provided_name"] = given
+    return shown
+
+
+def kafka_connection_info(conn: KafkaConnection) -> dict[str, Any]:
+    """A Kafka client's connection, in /api/connections's shape: as
+    RabbitMQ lists its MQTT and STOMP plugins' connections beside AMQP's,
+    with the client's ``client.id`` as the name the client gave it."""
+    session = conn.session
+    host, _, port = session.peer.rpartition(":")
+    shown: dict[str, Any] = {
+        "name": session.peer,
+        "user": session.user_name,
+        "vhost": session.settings.vhost,
+        "channels": 0,
+        "state": "running",
+        "protocol": "Kafka",
+        "node": "amqlite",
+        "peer_host": host.strip("[]"),
+        "peer_port": int(port) if port.isdigit() else None,
+        "auth_mechanism": session.mechanism,
+        "client_id": session.client_id,
+        "requests": conn.requests,
+        "client_properties": {},
+    }
+    if session.client_id:
+        shown["user_provided_name"] = session.client_id
     return shown
 
 

@@ -575,9 +575,10 @@ async function connectionsPage() {
   // The name a client gave its connection (user_provided_name) says whose it is better than its address.
   main.replaceChildren(el("h1", {}, "Connections"), table(
     [{ key: "client", label: "Client name" }, { key: "name", label: "Address" }, { key: "user", label: "User" },
-     { key: "vhost", label: "Vhost" }, { key: "channels", label: "Channels" }, { key: "close", label: "" }],
+     { key: "protocol", label: "Protocol" }, { key: "vhost", label: "Vhost" }, { key: "channels", label: "Channels" },
+     { key: "close", label: "" }],
     connections.map((c) => ({ name: c.name, values: { client: c.user_provided_name ?? "", name: c.name, user: c.user,
-                                                      vhost: c.vhost, channels: c.channels },
+                                                      protocol: c.protocol, vhost: c.vhost, channels: c.channels },
                               cells: { close: el("button", { class: "close", onclick: close(c.name) }, "Close") } })),
     { id: "connections" }));
 }

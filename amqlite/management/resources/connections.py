@@ -12,33 +12,42 @@ from ..api import Call, not_found
 
 
 def connections_of(call: Call) -> list[Any]:
+    """The AMQP connections the caller may see (their channels too)."""
     everyone = call.everyone()
     return sorted((c for c in call.broker.connections if everyone or c.user == call.user.name), key=lambda c: c.name)
 
 
-def find(call: Call) -> Any:
+def infos(call: Call) -> list[dict[str, Any]]:
+    """Every connection the caller may see, AMQP's and Kafka's, by name."""
+    everyone = call.everyone()
+    kafka = [info for info in call.api.other_connections() if everyone or info["user"] == call.user.name]
+    return sorted([snapshot.connection_info(c) for c in connections_of(call)] + kafka, key=lambda info: info["name"])
+
+
+def find(call: Call) -> dict[str, Any] | None:
     name = call.param("name")
-    found = [c for c in connections_of(call) if c.name == name]
+    found = [info for info in infos(call) if info["name"] == name]
     return found[0] if found else None
 
 
 async def list_connections(call: Call) -> Response:
-    return JSONResponse([snapshot.connection_info(c) for c in connections_of(call)])
+    return JSONResponse(infos(call))
 
 
 async def show(call: Call) -> Response:
     found = find(call)
-    return JSONResponse(snapshot.connection_info(found)) if found is not None else not_found()
+    return JSONResponse(found) if found is not None else not_found()
 
 
 async def close(call: Call) -> Response:
     """Close a client's connection with connection.close 320, the reason
-    from the ``X-Reason`` header, as RabbitMQ does."""
+    from the ``X-Reason`` header, as RabbitMQ does (a Kafka client's
+    socket is closed: Kafka has no close message)."""
     found, close = find(call), call.api.close
     if close is None or found is None:
         return not_found()
     reason = call.request.headers.get("x-reason", "Closed via management plugin")
-    return Response(status_code=204) if close(found.name, reason) else not_found()
+    return Response(status_code=204) if close(found["name"], reason) else not_found()
 
 
 async def list_channels(call: Call) -> Response:
