@@ -402,3 +402,37 @@ def test_browsing_in_the_dashboard_leaves_order_and_redelivered_flags_as_they_we
     assert [body for _, _, body in got] == [b"order %d" % n for n in range(30)]
     assert [method.redelivered for method, _, _ in got] == [True] + [False] * 29
     connection.close()
+
+
+def test_a_delayed_exchanges_page_lists_its_scheduled_messages_to_cancel_or_fire(
+        managed: ManagedServerThread, browser: webdriver.Chrome) -> None:
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.exchange_declare("later", "x-delayed-message", durable=True, arguments={"x-delayed-type": "direct"})
+    channel.queue_declare("due", durable=True)
+    channel.queue_bind("due", "later", "k")
+    channel.confirm_delivery()
+    for n in range(3):
+        channel.basic_publish("later", "k", b"reminder %d" % n, pika.BasicProperties(
+            delivery_mode=2, headers={"x-delay": 3_600_000, "order": f"o{n}"}))
+    log_in(browser, managed, page="exchanges")
+    link = wait(browser, expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#exchanges a[href*='later']")))
+    link.click()  # type: ignore[attr-defined]
+    rows = "#scheduled tbody tr"
+    wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, rows)) == 3)
+    assert text_of(browser, "#scheduled-summary") == "3 held"
+    first = browser.find_elements(By.CSS_SELECTOR, rows)[0]
+    assert "reminder 0" in first.text and "order=o0" in first.text
+    first.find_element(By.CSS_SELECTOR, "button.cancel").click()
+    wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, rows)) == 2)
+    assert "reminder 0" not in browser.find_element(By.ID, "scheduled").text
+    browser.find_elements(By.CSS_SELECTOR, rows)[0].find_element(By.CSS_SELECTOR, "button.fire-now").click()
+    deadline = time.monotonic() + 10
+    while (got := channel.basic_get("due", auto_ack=True))[0] is None:
+        assert time.monotonic() < deadline, "the fired message never arrived"
+        time.sleep(0.02)
+    assert got[2] == b"reminder 1"
+    browser.refresh()  # a fired message is routed once read back from disk: not yet when the page reloaded
+    wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, rows)) == 1)
+    assert text_of(browser, "#scheduled-summary") == "1 held" and "reminder 2" in text_of(browser, "#scheduled")
+    connection.close()

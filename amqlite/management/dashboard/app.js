@@ -559,8 +559,61 @@ async function exchangesPage() {
   main.replaceChildren(el("h1", {}, "Exchanges"), table(
     [{ key: "vhost", label: "Vhost" }, { key: "name", label: "Name" }, { key: "type", label: "Type" },
      { key: "durable", label: "Durable" }],
-    exchanges.map((x) => ({ values: { vhost: x.vhost, name: x.name || "(default)", type: x.type, durable: String(x.durable) } })),
+    exchanges.map((x) => ({ name: x.name, values: { vhost: x.vhost, name: x.name || "(default)", type: x.type,
+                                                    durable: String(x.durable) },
+                            cells: { name: el("a", { href: `#/exchange/${enc(x.vhost)}/${enc(x.name || "amq.default")}` },
+                                               x.name || "(default)") } })),
     { id: "exchanges", sortable: true }));
+}
+
+// An exchange's page; a delayed exchange's lists the messages it holds
+// (scheduled messages), a page at a time, each with Fire now and Cancel.
+async function exchangePage(vhost, name) {
+  const path = `/api/exchanges/${enc(vhost)}/${enc(name)}`;
+  const exchange = await api("GET", path);
+  const heading = [el("h1", {}, `Exchange ${name}`),
+    el("p", {}, `${exchange.type} in vhost ${vhost}, ${exchange.durable ? "durable" : "transient"}`)];
+  if (exchange.type !== "x-delayed-message") {
+    main.replaceChildren(...heading);
+    return;
+  }
+  const actionError = el("p", { id: "action-error", class: "error", role: "alert", hidden: "" });
+  const output = el("div", { id: "scheduled-output" });
+  let afters = ["0"];  // where each page shown so far began: Previous goes back one
+  const act = (fn) => async (event) => {
+    event.preventDefault();
+    try {
+      actionError.hidden = true;
+      await fn();
+    } catch (error) {
+      actionError.textContent = String(error.message || error);
+      actionError.hidden = false;
+    }
+  };
+  const show = async (after) => {
+    const page = await api("GET", `${path}/scheduled?after=${enc(after)}&limit=${BROWSE_PAGE}`);
+    const button = (label, method, suffix) => el("button", { type: "button", class: label.toLowerCase().replace(" ", "-"),
+      onclick: act(async () => { await api(method, `${path}/scheduled/${suffix}`); await show(afters[afters.length - 1]); }) },
+      label);
+    const previous = el("button", { id: "scheduled-previous", type: "button" }, "Previous");
+    const next = el("button", { id: "scheduled-next", type: "button" }, "Next");
+    previous.disabled = afters.length < 2;
+    next.disabled = page.next === null;
+    previous.addEventListener("click", act(async () => { afters.pop(); await show(afters[afters.length - 1]); }));
+    next.addEventListener("click", act(async () => { afters.push(page.next); await show(page.next); }));
+    output.replaceChildren(
+      el("p", { id: "scheduled-summary" }, `${fmt(page.held)} held`),
+      table([{ key: "id", label: "Id" }, { key: "due", label: "Due" }, { key: "routing_key", label: "Routing key" },
+             { key: "headers", label: "Headers" }, { key: "payload", label: "Body" }, { key: "actions", label: "" }],
+        page.messages.map((m) => ({ name: m.id, values: {
+          id: m.id, due: new Date(m.due * 1000).toISOString(), routing_key: m.routing_key ?? "", headers: headerSummary(m),
+          payload: m.error ?? (m.payload_encoding === "base64" ? `(base64) ${m.payload}` : m.payload) },
+          cells: { actions: el("span", {}, button("Fire now", "POST", `${enc(m.id)}/fire`), button("Cancel", "DELETE", enc(m.id))) } })),
+        { id: "scheduled" }),
+      el("div", { class: "inline" }, previous, next));
+  };
+  main.replaceChildren(...heading, el("h2", {}, "Scheduled messages"), actionError, output);
+  await show("0");
 }
 
 async function connectionsPage() {
@@ -609,6 +662,7 @@ async function render() {
                   connections: connectionsPage, channels: channelsPage };
   try {
     if (page === "queue") await queuePage(decodeURIComponent(rest[0]), decodeURIComponent(rest[1]));
+    else if (page === "exchange") await exchangePage(decodeURIComponent(rest[0]), decodeURIComponent(rest[1]));
     else await (pages[page] || overviewPage)();
     shown = location.hash;
     showError(null);
@@ -619,8 +673,8 @@ async function render() {
     if (shown !== location.hash) main.replaceChildren();
     showError(error);
   }
-  // Lists refresh themselves; a queue page waits for the user (its forms keep their input).
-  if (page !== "queue" && page !== "login") timer = setTimeout(render, POLL_MS);
+  // Lists refresh themselves; a queue or exchange page waits for the user (its forms keep their input).
+  if (page !== "queue" && page !== "exchange" && page !== "login") timer = setTimeout(render, POLL_MS);
 }
 
 document.getElementById("logout").addEventListener("click", () => {
