@@ -36,7 +36,7 @@ class Server:
     def start(self) -> None:
         self.starts += 1
         log = self.log_dir / f"server-{self.starts}.log"
-        self.management_port = _free_port()
+        self.management_port, self.port = _free_port(), 0
         env = dict(os.environ, AMQLITE_LOG_FORMAT="json", PYTHONPATH=str(ROOT))
         with open(log, "wb") as out:
             self.process = subprocess.Popen(
