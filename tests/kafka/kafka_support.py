@@ -1,11 +1,19 @@
-"""For Kafka tests: a server with a Kafka listener on a free port; Kafka
-requests and responses as bytes, for tests that speak the wire themselves;
-the engine on a core broker with no network."""
+"""For Kafka tests: a server with a Kafka listener on a free port (in a
+thread, or a process of its own that a test can kill -9); Kafka requests
+and responses as bytes, for tests that speak the wire themselves; the
+engine on a core broker with no network."""
 
 from __future__ import annotations
 
 import io
+import os
+import signal
+import socket
 import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from kio.serial import entity_reader, entity_writer
@@ -122,3 +130,50 @@ def start_kafka(**overrides: object) -> KafkaServerThread:
     server = start_amqlite(KafkaServerThread, **overrides)
     assert isinstance(server, KafkaServerThread)
     return server
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class BrokerProcess:
+    """``amqlite serve`` in a process of its own, on the same Kafka port
+    and data directory at every start, for tests that kill it."""
+
+    def __init__(self, data_dir: Path, log_dir: Path) -> None:
+        self.data_dir, self.log_dir, self.starts = data_dir, log_dir, 0
+        self.kafka_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    def start(self) -> None:
+        self.starts += 1
+        log = self.log_dir / f"server-{self.starts}.log"
+        env = dict(os.environ, AMQLITE_LOG_FORMAT="json", PYTHONPATH=str(ROOT))
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+                 "--management-port", "0", "--prometheus-port", "0", "--kafka-port", str(self.kafka_port),
+                 "--data-dir", str(self.data_dir)], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.kafka_port), timeout=0.2).close()
+                return
+            except OSError:
+                assert self.process.poll() is None, log.read_text()
+                time.sleep(0.05)
+        raise AssertionError("the broker did not start")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()

@@ -2,8 +2,9 @@
 members share a three-partition topic and rebalance as they come and go
 (leaving, or going silent until their session times out); their commits
 are the streams' x-stream-group offsets, where a member taking over a
-partition resumes, over Kafka or over AMQP; one group switches protocol
-and back, visible in the management API and Prometheus meanwhile.
+partition resumes, over Kafka or over AMQP, and after the broker is
+killed (kill -9); one group switches protocol and back, visible in the
+management API and Prometheus meanwhile.
 
 The topics are seeded over AMQP; members read them over Kafka.
 """
@@ -15,6 +16,7 @@ import io
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Iterator
 
 import httpx
@@ -25,6 +27,8 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from aiokafka.structs import TopicPartition as AioTopicPartition
 from confluent_kafka import Consumer as ConfluentConsumer
+from confluent_kafka import Producer as ConfluentProducer
+from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka import TopicPartition as ConfluentTopicPartition
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaTopicPartition
@@ -37,7 +41,7 @@ from amqlite.management.http import bind, serve
 from amqlite.management.metrics import create_metrics_app
 from amqlite.management.service import management_app
 
-from kafka_support import KafkaServerThread
+from kafka_support import BrokerProcess, KafkaServerThread
 from server.conftest import start_amqlite
 
 TOPIC = "orders"
@@ -467,3 +471,45 @@ def test_one_group_switches_protocol_and_back(server: GroupServer) -> None:
     finally:
         back.close()
         back.loop.close()
+
+
+def test_a_group_across_a_broker_kill_9(tmp_path: Path) -> None:
+    """The broker is killed (kill -9) under a stable group whose members
+    have read past what they committed: after the restart they find
+    themselves unknown (membership is not kept), join again, and read
+    again from the committed offsets, on disk since the commit's answer."""
+    broker = BrokerProcess(tmp_path / "data", tmp_path)
+    broker.start()
+    members: list[ConfluentMember] = []
+    try:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap, "log_level": 0})
+        admin.create_topics([NewTopic(TOPIC, PARTITIONS)])[TOPIC].result(10)
+        producer = ConfluentProducer({"bootstrap.servers": broker.bootstrap, "acks": "all", "log_level": 0})
+        for n in range(PARTITIONS):
+            for i in range(PER_PARTITION):
+                producer.produce(TOPIC, b"p%d-%d" % (n, i), partition=n)
+        assert producer.flush(10) == 0
+        members = [ConfluentMember(broker.bootstrap, "survivors", f"m{i}") for i in range(2)]
+
+        def positions() -> dict[int, int]:
+            found = {}
+            for member in members:
+                held = [ConfluentTopicPartition(TOPIC, p) for p in member.assigned()]
+                found.update({tp.partition: tp.offset for tp in member.consumer.position(held)})
+            return found
+        settle(members, lambda: shared(members) and positions() == {p: PER_PARTITION for p in ALL})
+        committed = {0: 3, 1: 4, 2: 5}
+        members[0].commit(committed)
+        broker.kill()
+        broker.start()
+        for member in members:
+            member.first_read.clear()
+        # They had read to the end: only starting over at the committed
+        # offsets gives them records again.
+        settle(members, lambda: shared(members) and all(m.assigned() <= set(m.first_read) for m in members))
+        assert {p: o for m in members for p, o in m.first_read.items()} == committed
+        assert members[1].committed() == committed
+    finally:
+        for member in members:
+            member.close()
+        broker.kill()

@@ -8,12 +8,8 @@ exactly the same batch, as a client's is."""
 from __future__ import annotations
 
 import datetime
-import os
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,47 +19,9 @@ from kio.schema.produce.v7.request import PartitionProduceData, ProduceRequest, 
 
 from amqlite.kafka import records
 from amqlite.kafka.records import Record
-from kafka_support import decode_response, request_frame, split_responses
+from kafka_support import BrokerProcess, decode_response, request_frame, split_responses
 
-ROOT = Path(__file__).resolve().parents[2]
 PRODUCER, EPOCH = 123_456, 0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Broker:
-    def __init__(self, data_dir: Path, log_dir: Path) -> None:
-        self.data_dir, self.log_dir, self.starts = data_dir, log_dir, 0
-        self.kafka_port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.starts += 1
-        log = self.log_dir / f"server-{self.starts}.log"
-        env = dict(os.environ, AMQLITE_LOG_FORMAT="json", PYTHONPATH=str(ROOT))
-        with open(log, "wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", "0",
-                 "--management-port", "0", "--prometheus-port", "0", "--kafka-port", str(self.kafka_port),
-                 "--data-dir", str(self.data_dir)], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.kafka_port), timeout=0.2).close()
-                return
-            except OSError:
-                assert self.process.poll() is None, log.read_text()
-                time.sleep(0.05)
-        raise AssertionError("the broker did not start")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
 
 
 class Client:
@@ -108,7 +66,7 @@ def produce(client: Client, data: bytes) -> tuple[int, int]:
 
 
 def test_a_retry_after_kill_9_is_a_duplicate_with_its_first_offset(tmp_path: Path) -> None:
-    broker = Broker(tmp_path / "data", tmp_path)
+    broker = BrokerProcess(tmp_path / "data", tmp_path)
     broker.start()
     try:
         client = Client(broker.kafka_port)
@@ -160,7 +118,7 @@ def test_an_idempotent_client_producing_through_kill_9_stores_each_record_once(t
 
     from confluent_kafka import Producer
 
-    broker = Broker(tmp_path / "data", tmp_path)
+    broker = BrokerProcess(tmp_path / "data", tmp_path)
     broker.start()
     bootstrap = f"127.0.0.1:{broker.kafka_port}"
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
