@@ -59,6 +59,7 @@ def test_kafka_connections_are_listed_with_their_user_peer_and_client_id(server:
             everyone = http.get("/api/connections").json()
             assert {"AMQP 0-9-1", "Kafka"} <= {r["protocol"] for r in everyone}
             assert http.get(f"/api/connections/{row['name']}").json()["client_id"] == "billing-reader"
+            assert http.get("/api/overview").json()["object_totals"]["connections"] == len(everyone)
         # A user who is not an administrator or monitor sees their own only.
         assert {r["user"] for r in _kafka_rows(server, "app", "pw")} == {"app"}
         with server.http("app", "pw") as http:

@@ -12,6 +12,7 @@ from ..rates import counters
 
 async def overview(call: Call) -> Response:
     shown = snapshot.overview(call.broker, listeners=call.api.listeners, version=__version__)
+    shown["object_totals"]["connections"] += len(call.api.other_connections())  # Kafka's too
     return JSONResponse({**shown, "message_stats": call.api.rates.message_stats(counters(call.broker.stats))})
 
 
