@@ -73,4 +73,22 @@ class Pending:
             return
         self.done = True
         assert self.deliver is not None, "complete() before the handler returned the Pending"
-        self.deliver(reply)
+        deliver = self.deliver
+        self._let_go()
+        deliver(reply)
+
+    def cancel(self) -> None:
+        """The connection went first (the engine calls it)."""
+        if self.done:
+            return
+        self.done = True
+        on_cancel = self.on_cancel
+        self._let_go()
+        if on_cancel is not None:
+            on_cancel()
+
+    def _let_go(self) -> None:
+        # The callbacks close over this Pending and the engine's slot (the
+        # request: a Produce's records): cycles that ``amqlite serve``'s
+        # rare collections left in memory, 1.3 GB after 10M records.
+        self.deliver = self.poll = self.on_deadline = self.on_cancel = None

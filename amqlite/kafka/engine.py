@@ -224,10 +224,8 @@ class KafkaConnection:
     def _cancel_pending(self) -> None:
         for slot in self._slots:
             pending = slot.pending
-            if pending is not None and not pending.done:
-                pending.done = True
-                if pending.on_cancel is not None:
-                    pending.on_cancel()
+            if pending is not None:
+                pending.cancel()
         self._slots.clear()
 
     # -- requests ------------------------------------------------------------

@@ -310,3 +310,33 @@ def test_a_flood_of_bad_requests_logs_a_few_lines_and_counts_the_rest() -> None:
             conn.receive_data(raw_frame(METADATA, 1, n, b"\xff\xff" + b"\x00\x00\x00\x05\x00"), 0.0)
     assert len([entry for entry in logs if entry["event"] == "kafka.request_refused"]) == LOGGED_REFUSALS
     assert conn.refused == 50 and len(split_responses(conn.data_to_send(0.0))) == 50
+
+
+def test_a_finished_pending_is_freed_without_the_cycle_collector() -> None:
+    """A Pending's callbacks close over it and the engine's slot (and so
+    the request: a Produce's records); they are let go when it completes
+    or is cancelled, so reference counting frees it all (amqlite serve
+    collects cycles rarely: 1.3 GB stayed after 10M records produced)."""
+    import gc
+    import weakref
+
+    made: list[weakref.ref[Pending]] = []
+
+    def handler(session: Session, request: Request, now: float) -> Any:
+        pending = Pending(deadline=now + 5, on_deadline=lambda when: _empty(request))
+        pending.poll = lambda when: pending.complete(_empty(request))
+        pending.on_cancel = lambda: pending
+        made.append(weakref.ref(pending))
+        return pending
+
+    gc.disable()
+    try:
+        conn = engine(apis=_apis(handler))
+        conn.receive_data(_delete_records(1), 0.0)
+        conn.storage_moved(1.0)
+        assert len(split_responses(conn.data_to_send(1.0))) == 1
+        conn.receive_data(_delete_records(2), 1.0)
+        conn.connection_lost()
+        assert [ref() for ref in made] == [None, None]
+    finally:
+        gc.enable()
