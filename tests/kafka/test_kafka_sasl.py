@@ -4,6 +4,7 @@ kafka-python, confluent-kafka and aiokafka, and the rules at the engine."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -262,3 +263,20 @@ def test_librdkafka_retrying_a_bad_password_is_slowed() -> None:
         server.stop()
     tries = [entry for entry in logs if entry["event"] == "kafka.login_refused"]
     assert 1 <= len(tries) <= 6
+
+
+def test_a_user_added_with_ctl_logs_in_with_scram(monkeypatch: pytest.MonkeyPatch) -> None:
+    from amqlite import ctl
+
+    server = start_managed_kafka(kafka_allow_anonymous=False)
+    try:
+        monkeypatch.setattr("sys.stdin", io.StringIO("c7l-pw\n"))
+        out = io.StringIO()
+        url = f"http://guest:guest@127.0.0.1:{server.management_port}"
+        assert ctl.main(["--url", url, "add-user", "ops"], out=out) == 0, out.getvalue()
+        with server.http() as http:
+            assert http.put("/api/permissions/%2F/ops",
+                            json={"configure": ".*", "write": ".*", "read": ".*"}).status_code == 201
+        assert list(_confluent(server, "SCRAM-SHA-256", "ops", "c7l-pw").brokers) == [0]
+    finally:
+        server.stop()
