@@ -47,6 +47,9 @@ class GroupOffset:
     in_flight: dict[int, None] = attrs.field(factory=dict)
     #: The next offset to deliver to the active consumer.
     delivered_to: int = 0
+    #: The metadata string of the commit that set ``committed`` (Kafka's
+    #: OffsetCommit carries one; an AMQP ack moving the offset clears it).
+    metadata: str = ""
 
     def restart(self, active: Consumer | None, first: int) -> None:
         """A new active consumer (or none) starts over at the committed offset."""

@@ -180,9 +180,10 @@ class Journal(Protocol):
         refused, and a restart must not remember it either."""
         ...
 
-    def group_committed(self, stream: Stream, group: str, committed: int) -> None:
-        """A consumer group's committed offset on ``stream`` moved; the
-        latest one is written with the next batch."""
+    def group_committed(self, stream: Stream, group: str, committed: int, metadata: str = "") -> None:
+        """A consumer group's committed offset on ``stream`` moved (with the
+        metadata string of the commit that moved it); the latest one is
+        written with the next batch."""
         ...
 
     def group_forgotten(self, stream: Stream, group: str) -> None:

@@ -333,7 +333,7 @@ class Stream(Queue):
 
     def _committed(self, offset: GroupOffset) -> None:
         if self.journal is not None:
-            self.journal.group_committed(self, offset.group, offset.committed)
+            self.journal.group_committed(self, offset.group, offset.committed, offset.metadata)
 
     def reconfigure(self, arguments: dict[str, Any]) -> None:
         """Take new arguments (retention: Kafka's AlterConfigs), checked as a
@@ -638,16 +638,17 @@ class Stream(Queue):
         self._memory_first += gone
         return gone
 
-    def commit_group(self, name: str, committed: int) -> int:
-        """A group's offset set from outside (Kafka's OffsetCommit), while
-        no member of it consumes here over AMQP; an offset outside the
-        stream is kept as the nearest one it holds, where the group's next
-        reader starts. Returns the offset kept."""
+    def commit_group(self, name: str, committed: int, metadata: str = "") -> int:
+        """A group's offset set from outside (Kafka's OffsetCommit, with its
+        metadata string), while no member of it consumes here over AMQP; an
+        offset outside the stream is kept as the nearest one it holds, where
+        the group's next reader starts. Returns the offset kept."""
         committed = min(max(committed, self.first), self.end)
         offset = self.group_offsets.get(name)
         if offset is None:
             offset = self.group_offsets[name] = GroupOffset(name, committed)
         offset.committed = committed
+        offset.metadata = metadata
         offset.restart(None, self.first)
         self._committed(offset)
         return committed
@@ -661,9 +662,10 @@ class Stream(Queue):
             self.journal.group_forgotten(self, name)
         return True
 
-    def restore_group(self, name: str, committed: int) -> None:
-        """A group's committed offset, recovered from the journal."""
-        self.group_offsets[name] = GroupOffset(name, max(committed, self.first))
+    def restore_group(self, name: str, committed: int, metadata: str = "") -> None:
+        """A group's committed offset (and its commit's metadata), recovered
+        from the journal."""
+        self.group_offsets[name] = GroupOffset(name, max(committed, self.first), metadata=metadata)
 
     def restore_log(self, offsets: array[int], segments: array[int], positions: array[int], sizes: array[int],
                     times: array[float], end: int) -> None:
@@ -699,6 +701,7 @@ class Stream(Queue):
         self._release(entry)
         offset = self._pending.pop(entry, None)
         if offset is not None and offset.acked(entry.seq):
+            offset.metadata = ""
             self._committed(offset)
 
     def _release(self, entry: Entry) -> None:

@@ -9,9 +9,11 @@ records) and shown by ``GET /api/stream-groups``, ``amqlite ctl list
 groups``, the stream's page and ``amqlite_stream_group_lag``.
 
 An OffsetCommit is answered once its offsets are on disk, as Kafka
-answers once they are replicated. Commit metadata strings are not kept
-(OffsetFetch answers ""), nor leader epochs (-1). Committing or fetching
-needs read permission on the topic.
+answers once they are replicated. Its metadata strings are kept with the
+offsets (journalled too) and OffsetFetch returns them, up to Kafka's
+``offset.metadata.max.bytes`` (4096); an AMQP ack that moves the offset
+clears it. Leader epochs are not kept (-1). Committing or fetching needs
+read permission on the topic.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ OFFSET_COMMIT, OFFSET_FETCH, OFFSET_DELETE = 8, 9, 47
 NO_OFFSET = -1
 NO_EPOCH = -1
 NO_THROTTLE = datetime.timedelta(0)
+#: Kafka's offset.metadata.max.bytes default.
+MAX_METADATA_BYTES = 4096
 
 
 def _partition(session: Session, topic: str, index: int) -> Stream | ErrorCode:
@@ -56,10 +60,13 @@ def offset_commit(session: Session, request: Request, now: float) -> Any:
         partitions = []
         for partition in topic.partitions:
             code = ErrorCode(error)
-            if not error:
+            metadata = partition.committed_metadata or ""
+            if not error and len(metadata.encode()) > MAX_METADATA_BYTES:
+                code = ErrorCode.offset_metadata_too_large
+            elif not error:
                 stream = _partition(session, topic.name, partition.partition_index)
                 if isinstance(stream, Stream):
-                    stream.commit_group(body.group_id, partition.committed_offset)
+                    stream.commit_group(body.group_id, partition.committed_offset, metadata)
                     stored = True
                 else:
                     code = stream
@@ -109,15 +116,15 @@ def _fetched(session: Session, cls: type[Any], group: str, wanted: Any, topic_st
         partitions = []
         for index in indexes:
             stream = _partition(session, topic, index)
-            offset, code = NO_OFFSET, ErrorCode.none
+            offset, metadata, code = NO_OFFSET, "", ErrorCode.none
             if isinstance(stream, Stream):
                 committed = stream.group_offsets.get(group)
                 if committed is not None:
-                    offset = committed.committed
+                    offset, metadata = committed.committed, committed.metadata
             elif stream is ErrorCode.topic_authorization_failed:
                 code = stream
             partitions.append(build(cls, partition_struct, partition_index=index, committed_offset=offset,
-                                    committed_leader_epoch=NO_EPOCH, metadata="", error_code=code))
+                                    committed_leader_epoch=NO_EPOCH, metadata=metadata, error_code=code))
         answers.append(build(cls, topic_struct, name=topic, partitions=tuple(partitions)))
     return tuple(answers)
 

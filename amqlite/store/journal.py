@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection
 import attrs
 
 from .. import defaults
-from ..amqp.values import encode_shortstr, encode_table
+from ..amqp.values import encode_longstr, encode_shortstr, encode_table
 from ..core.exchange import Exchange
 from ..core.stream import WHOLE
 from ..log import get_logger
@@ -194,7 +194,7 @@ class DiskJournal:
         self._releasing: Message | None = None
         #: Consumer groups' committed offsets not yet appended, and the
         #: segment of each group's newest GROUP record: (stream id, group).
-        self._group_commits: dict[tuple[Stream, str], int] = {}
+        self._group_commits: dict[tuple[Stream, str], tuple[int, str]] = {}
         self._group_records: dict[tuple[int, str], int] = {}
         #: Deliveries whose DELIVERED record waits for the next batch: most
         #: are acked before it is taken, and then need no record at all.
@@ -525,10 +525,10 @@ class DiskJournal:
         segment, _ = self._append(DEDUP, head + encode_table({"id": value}))
         return segment
 
-    def group_committed(self, stream: Stream, group: str, committed: int) -> None:
+    def group_committed(self, stream: Stream, group: str, committed: int, metadata: str = "") -> None:
         if not self._group_commits:
             self._wake_writer()  # an ack alone still needs a write
-        self._group_commits[stream, group] = committed
+        self._group_commits[stream, group] = (committed, metadata)
 
     def group_forgotten(self, stream: Stream, group: str) -> None:
         # The record stays live while it is the group's newest, so that no
@@ -539,10 +539,14 @@ class DiskJournal:
         """One GROUP record per group that moved since the last batch; the
         newest record of each group is live, the one it replaces no more."""
         commits, self._group_commits = self._group_commits, {}
-        for (stream, group), committed in commits.items():
+        for (stream, group), (committed, metadata) in commits.items():
             if stream.deleted:
                 continue
-            segment, _ = self._append(GROUP, GROUP_HEAD.pack(stream.store_id, committed) + encode_shortstr(group))
+            # The commit's metadata follows only when there is some (records
+            # written before it was kept end at the name).
+            tail = encode_longstr(metadata) if metadata else b""
+            segment, _ = self._append(GROUP, GROUP_HEAD.pack(stream.store_id, committed) + encode_shortstr(group)
+                                      + tail)
             key = (stream.store_id or 0, group)
             replaced = self._group_records.get(key)
             if replaced is not None:

@@ -16,7 +16,8 @@ MOVE        queue id, old seq, new seq: back from a retry delay, at the tail
 HOLD        msg id, due, vhost, exchange, then the content
 RELEASE     msg id: a held delayed message was routed, or cancelled
 TRUNCATE    queue id, first offset: a stream's retention removed what came before
-GROUP       queue id, committed offset, group name: a consumer group's progress on a stream
+GROUP       queue id, committed offset, group name, then the commit's metadata string
+            (a longstr, absent when empty): a consumer group's progress on a stream
             (offset GROUP_FORGOTTEN: the group's offset there was deleted)
 DEDUP       queue id (0 for an exchange), expires (NaN: never), vhost, exchange,
             then a table {"id": the message id}: an id a deduplicating owner took;

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import attrs
 
 from .. import defaults
-from ..amqp.values import decode_name
+from ..amqp.values import decode_longstr, decode_name
 from ..amqp.values import decode_table
 from ..core.fieldtypes import freeze
 from ..core.stream import Stream
@@ -244,8 +244,8 @@ class _Replay:
         #: Streams' retention: queue id -> (first offset kept, TRUNCATE's segment).
         self.truncations: dict[int, tuple[int, int]] = {}
         #: Consumer groups' newest committed offsets: (queue id, group) ->
-        #: (committed, GROUP's segment).
-        self.groups: dict[tuple[int, str], tuple[int, int]] = {}
+        #: (committed, GROUP's segment, the commit's metadata).
+        self.groups: dict[tuple[int, str], tuple[int, int, str]] = {}
         #: Deduplication windows in log order: (queue id, vhost, exchange)
         #: -> [(message id, expires, DEDUP's segment)].
         self.dedup: dict[tuple[int, str, str], list[tuple[Any, float | None, int]]] = {}
@@ -495,8 +495,9 @@ class _Replay:
                 self.truncations[queue_id] = (first, segment)
         elif kind == records.GROUP:
             queue_id, committed = records.GROUP_HEAD.unpack_from(payload)
-            group, _ = decode_name(payload, records.GROUP_HEAD.size)
-            self.groups[queue_id, group] = (committed, segment)
+            group, end = decode_name(payload, records.GROUP_HEAD.size)
+            metadata = decode_longstr(payload, end)[0].decode() if end < len(payload) else ""
+            self.groups[queue_id, group] = (committed, segment, metadata)
         elif kind == records.DEDUP:
             queue_id, expires = records.DEDUP_HEAD.unpack_from(payload)
             vhost, offset = decode_name(payload, records.DEDUP_HEAD.size)
@@ -776,11 +777,11 @@ def _restore_groups(queues: dict[int, Queue], replay: _Replay) -> dict[tuple[int
     """Consumer groups' committed offsets back on their streams; the
     segments of the GROUP records that stay live."""
     kept = {}
-    for (queue_id, group), (committed, segment) in replay.groups.items():
+    for (queue_id, group), (committed, segment, metadata) in replay.groups.items():
         stream = queues.get(queue_id)
         if isinstance(stream, Stream):
             if committed != records.GROUP_FORGOTTEN:
-                stream.restore_group(group, committed)
+                stream.restore_group(group, committed, metadata)
             replay.live[segment] += 1
             kept[queue_id, group] = segment
     return kept

@@ -477,7 +477,8 @@ def test_a_group_across_a_broker_kill_9(tmp_path: Path) -> None:
     """The broker is killed (kill -9) under a stable group whose members
     have read past what they committed: after the restart they find
     themselves unknown (membership is not kept), join again, and read
-    again from the committed offsets, on disk since the commit's answer."""
+    again from the committed offsets, on disk since the commit's answer,
+    and the commit's metadata strings are still the offsets'."""
     broker = BrokerProcess(tmp_path / "data", tmp_path)
     broker.start()
     members: list[ConfluentMember] = []
@@ -499,7 +500,8 @@ def test_a_group_across_a_broker_kill_9(tmp_path: Path) -> None:
             return found
         settle(members, lambda: shared(members) and positions() == {p: PER_PARTITION for p in ALL})
         committed = {0: 3, 1: 4, 2: 5}
-        members[0].commit(committed)
+        members[0].consumer.commit(offsets=[ConfluentTopicPartition(TOPIC, p, o, metadata=f"batch {p}")
+                                            for p, o in committed.items()], asynchronous=False)
         broker.kill()
         broker.start()
         for member in members:
@@ -509,6 +511,8 @@ def test_a_group_across_a_broker_kill_9(tmp_path: Path) -> None:
         settle(members, lambda: shared(members) and all(m.assigned() <= set(m.first_read) for m in members))
         assert {p: o for m in members for p, o in m.first_read.items()} == committed
         assert members[1].committed() == committed
+        found = members[1].consumer.committed([ConfluentTopicPartition(TOPIC, p) for p in ALL], timeout=10)
+        assert {tp.partition: tp.metadata for tp in found} == {p: f"batch {p}" for p in ALL}
     finally:
         for member in members:
             member.close()

@@ -164,12 +164,12 @@ def test_the_newest_join_and_sync_versions_carry_protocol_type_and_name() -> Non
 
 
 def commit_request(version: int, member: str, generation: int, offsets: dict[tuple[str, int], int],
-                   group: str = "g") -> Any:
+                   group: str = "g", metadata: str = "") -> Any:
     module = importlib.import_module(f"kio.schema.offset_commit.v{version}.request")
     by_topic: dict[str, list[Any]] = {}
     for (topic, partition), offset in offsets.items():
         by_topic.setdefault(topic, []).append(module.OffsetCommitRequestPartition(
-            partition_index=partition, committed_offset=offset, committed_metadata="",
+            partition_index=partition, committed_offset=offset, committed_metadata=metadata,
             **({"committed_leader_epoch": -1} if version >= 6 else {})))
     fields: dict[str, Any] = dict(group_id=group, generation_id_or_member_epoch=generation, member_id=member,
                                   topics=tuple(module.OffsetCommitRequestTopic(name=t, partitions=tuple(p))
@@ -255,6 +255,42 @@ def test_a_commit_without_membership_and_amqp_acks_reach_offset_fetch() -> None:
                                    include_authorized_operations=False))
     assert [(g.group_id, g.group_state, len(g.members)) for g in described.groups] == [
         ("amqp", "Stable", 1), ("manual", "Empty", 0), ("unknown", "Dead", 0)]
+
+
+def fetched_metadata(response: Any, version: int) -> dict[tuple[str, int], str]:
+    topics = response.groups[0].topics if version >= 8 else response.topics
+    return {(t.name, p.partition_index): p.metadata for t in topics for p in t.partitions}
+
+
+def test_offset_fetch_returns_the_commits_metadata() -> None:
+    """As Kafka: the metadata string committed with an offset comes back
+    with it, up to offset.metadata.max.bytes (4096: beyond, the partition
+    is refused OFFSET_METADATA_TOO_LARGE and keeps what it had); an AMQP
+    ack that moves the offset clears it."""
+    broker = Broker()
+    ch = stream_with(broker)
+    conn = engine(broker)
+    for version in (2, 8):
+        response = call(conn, commit_request(version, "", -1, {("events", 0): version}, metadata=f"v{version} é"))
+        assert response.topics[0].partitions[0].error_code == ErrorCode.none
+        for fetch_version in (1, 8):
+            asked = call(conn, fetch_request(fetch_version, "g", {"events": [0, 1]}))
+            assert fetched(asked, fetch_version) == {("events", 0): version, ("events", 1): -1}
+            assert fetched_metadata(asked, fetch_version) == {("events", 0): f"v{version} é", ("events", 1): ""}
+    too_large = call(conn, commit_request(8, "", -1, {("events", 0): 1}, metadata="x" * 4097))
+    assert too_large.topics[0].partitions[0].error_code == ErrorCode.offset_metadata_too_large
+    asked = call(conn, fetch_request(8, "g", {"events": [0]}))
+    assert (fetched(asked, 8), fetched_metadata(asked, 8)) == ({("events", 0): 8}, {("events", 0): "v8 é"})
+    assert call(conn, commit_request(8, "", -1, {("events", 0): 1}, metadata="x" * 4096)).topics[0].partitions[
+        0].error_code == ErrorCode.none
+    # An x-stream-group consumer acks offset 1: the offset moves, the metadata goes.
+    ch.qos(1, now=0.0)
+    ch.consume("events", now=0.0, arguments={"x-stream-group": "g"})
+    stream = broker.vhosts["/"].queues["events"]
+    [entry] = list(stream._pending)  # noqa: SLF001 - the delivery the channel holds
+    stream.settle(entry)
+    asked = call(conn, fetch_request(8, "g", {"events": [0]}))
+    assert (fetched(asked, 8), fetched_metadata(asked, 8)) == ({("events", 0): 2}, {("events", 0): ""})
 
 
 def test_list_describe_and_delete_kafka_groups() -> None:
