@@ -9,6 +9,8 @@ from pathlib import Path
 
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import amqlite
 from amqlite import Properties
@@ -71,3 +73,64 @@ def test_ids_are_found_by_bisection_and_the_columns_shed_what_is_gone() -> None:
     while (first := held.peek_due()) is not None:
         fired.append(held.pop().store_id)
     assert fired == list(range(4001, 5001)) and len(held) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["hold", "cancel", "reschedule", "fire", "wait", "page_out"]),
+                          st.integers(0, 40), st.floats(0, 7200)), max_size=80))
+def test_every_held_message_fires_once_at_its_last_due_time_unless_cancelled(
+        steps: list[tuple[str, int, float]]) -> None:
+    """Nothing lost, nothing fired twice: any interleaving of holds,
+    cancels, reschedules (back to an earlier due time too), fire-nows,
+    paging out and time passing."""
+    held = HeldMessages(budget=4)
+    messages: dict[int, Message] = {}  # by id: what the "disk" reads back
+    expected: dict[int, float] = {}  # id -> last due time, while held
+    fired: list[tuple[int, float]] = []
+    cancelled: set[int] = set()
+    now = 0.0
+
+    def read(segment: int, offset: int) -> Message:
+        copy = Message("x", "k", Properties(), b"%d" % offset)
+        copy.store_id = offset  # as the journal's read of a HOLD record sets it
+        return copy
+
+    def run_until(when: float) -> None:
+        nonlocal now
+        now = when
+        held.bring_back(now, read)
+        while (first := held.peek_due()) is not None and first[0] <= now:
+            message = held.pop()
+            assert message.store_id is not None
+            assert expected.pop(message.store_id) == first[0]  # held, and due then: not stale, not early
+            fired.append((message.store_id, first[0]))
+            message.store_id = None  # released: routed on, as Journal.released does
+
+    for action, n, value in steps:
+        chosen = sorted(expected)[n % len(expected)] if expected else None
+        if action == "hold":
+            msg_id = len(messages) + 1
+            message = messages[msg_id] = Message("x", "k", Properties(), b"%d" % msg_id)
+            message.store_id = msg_id
+            held.hold(message, now + 1 + value, now, segment=1, offset=msg_id)
+            expected[msg_id] = now + 1 + value
+        elif action == "cancel" and chosen is not None:
+            assert held.cancel(chosen)
+            del expected[chosen]
+            cancelled.add(chosen)
+        elif action == "reschedule" and chosen is not None:
+            assert held.reschedule(chosen, now + value)
+            expected[chosen] = now + value
+        elif action == "fire" and chosen is not None:
+            assert held.reschedule(chosen, now)
+            expected[chosen] = now
+        elif action == "page_out":
+            held.page_out(lambda segment, offset: True)
+        elif action == "wait":
+            run_until(now + value / 10)
+        assert len(held) == len(expected)
+    run_until(now + 10 * 86_400)
+    assert len(held) == 0 and held.scheduled() == []
+    ids = [msg_id for msg_id, _ in fired]
+    assert len(ids) == len(set(ids)) and set(ids) == set(messages) - cancelled  # each once, none lost
+    assert not held.cancel(1) and not held.reschedule(1, now)
