@@ -23,7 +23,25 @@ BATCH = 500
 #: answers the id to go on from.
 SCAN_MAX = 20_000
 
+#: Seconds a change waits for its record to reach the disk (and how often it looks).
+SYNC_WAIT, SYNC_POLL = 5.0, 0.002
+
 Shown = tuple[int, float, Message | None]
+
+
+async def on_disk(broker: Broker) -> bool:
+    """Wait until every record appended so far is on disk, as a confirm
+    does: a change answered as made survives kill -9. False if the disk
+    took none of it within SYNC_WAIT (writes fail)."""
+    journal = broker.journal
+    if journal is None:
+        return True
+    position = journal.position
+    with trio.move_on_after(SYNC_WAIT):
+        while journal.synced < position:
+            await trio.sleep(SYNC_POLL)
+        return True
+    return False
 
 
 async def read(broker: Broker, exchange: Exchange, ids: list[int]) -> list[Message | None]:

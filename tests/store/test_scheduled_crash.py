@@ -85,16 +85,16 @@ def test_cancel_reschedule_and_fire_survive_kill_9(tmp_path: Path) -> None:
         http = server.http()
         ids = [m["id"] for m in http.get(SCHEDULED, params={"limit": 100}).json()["messages"]]
         assert len(ids) == 20
-        assert http.delete(f"{SCHEDULED}/{ids[0]}").status_code == 204
-        assert http.post(f"{SCHEDULED}/{ids[1]}/reschedule", json={"delay": 7_200_000}).status_code == 204
+        # Confirmed once on disk.
+        ch.basic_publish("later", "k", b"", pika.BasicProperties(headers={"x-delay-cancel": ids[2]}))
         assert http.post(f"{SCHEDULED}/{ids[3]}/fire").status_code == 204
         deadline = time.monotonic() + 10
         while ch.queue_declare("due", passive=True).method.message_count != 1:
             assert time.monotonic() < deadline, "the fired message never arrived"
             time.sleep(0.02)
-        # Confirmed once on disk, with everything appended before it (the
-        # HTTP cancel, reschedule and fire among it).
-        ch.basic_publish("later", "k", b"", pika.BasicProperties(headers={"x-delay-cancel": ids[2]}))
+        # Each HTTP change is answered once on disk: the kill follows at once.
+        assert http.delete(f"{SCHEDULED}/{ids[0]}").status_code == 204
+        assert http.post(f"{SCHEDULED}/{ids[1]}/reschedule", json={"delay": 7_200_000}).status_code == 204
         server.kill()
 
         server.start()

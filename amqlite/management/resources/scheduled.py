@@ -15,7 +15,7 @@ from ... import scheduled
 from ...core.browse import Filter, parse_filter
 from ...core.exchange import Exchange
 from .. import snapshot
-from ..api import Call, Refused, bad_request, count_field, not_found
+from ..api import Call, Refused, bad_request, count_field, error, not_found
 from .exchanges import exchange_name
 
 MAX_LIMIT, DEFAULT_LIMIT = 1000, 50
@@ -78,8 +78,17 @@ def _info(msg_id: int, due: float, message: Any, now: float) -> dict[str, Any]:
     return {**info, **shown}
 
 
+async def _done(call: Call, changed: bool) -> Response:
+    """204 once the change is on disk; 404 if nothing is held under the id."""
+    if not changed:
+        return not_found()
+    if not await scheduled.on_disk(call.broker):
+        return error(503, "not_on_disk", "made, but not on disk yet: the disk refuses writes")
+    return Response(status_code=204)
+
+
 async def cancel(call: Call) -> Response:
-    return Response(status_code=204) if _exchange(call).cancel_scheduled(_id(call)) else not_found()
+    return await _done(call, _exchange(call).cancel_scheduled(_id(call)))
 
 
 async def cancel_matching(call: Call) -> Response:
@@ -90,7 +99,10 @@ async def cancel_matching(call: Call) -> Response:
     if not isinstance(given, dict):
         return bad_request('"filter" must be an object')
     due_from, due_to, chosen = _selection(given)
-    return JSONResponse({"cancelled": await scheduled.cancel_matching(call.broker, exchange, due_from, due_to, chosen)})
+    cancelled = await scheduled.cancel_matching(call.broker, exchange, due_from, due_to, chosen)
+    if not await scheduled.on_disk(call.broker):
+        return error(503, "not_on_disk", f"{cancelled} cancelled, but not on disk yet: the disk refuses writes")
+    return JSONResponse({"cancelled": cancelled})
 
 
 async def reschedule(call: Call) -> Response:
@@ -104,9 +116,8 @@ async def reschedule(call: Call) -> Response:
         return bad_request('give one of "due" (epoch seconds) or "delay" (ms from now), a number')
     name, value = given[0]
     when = float(value) if name == "due" else call.api.now() + float(value) / 1000
-    return Response(status_code=204) if exchange.reschedule(msg_id, when) else not_found()
+    return await _done(call, exchange.reschedule(msg_id, when))
 
 
 async def fire(call: Call) -> Response:
-    exchange = _exchange(call)
-    return Response(status_code=204) if exchange.reschedule(_id(call), call.api.now()) else not_found()
+    return await _done(call, _exchange(call).reschedule(_id(call), call.api.now()))
