@@ -52,6 +52,7 @@ class Server:
                 return
             assert self.process.poll() is None, log.read_text()
             time.sleep(0.05)
+        self.kill()  # not left running after the test
         raise AssertionError("the broker did not start: " + log.read_text())
 
     def _http_up(self) -> bool:
@@ -71,8 +72,8 @@ class Server:
 
 def test_cancel_reschedule_and_fire_survive_kill_9(tmp_path: Path) -> None:
     server = Server(tmp_path / "data", tmp_path)
-    server.start()
     try:
+        server.start()
         connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", server.port))
         ch = connection.channel()
         ch.exchange_declare("later", "x-delayed-message", durable=True, arguments={"x-delayed-type": "direct"})
