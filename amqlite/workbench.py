@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
+from collections import Counter
 from typing import Callable
 
 import trio
@@ -93,6 +94,11 @@ class Jobs:
         self.now = now
         self.jobs: dict[int, Job] = {}
         self._ids = itertools.count(1)
+        #: Since start-up, by action, for Prometheus: messages acted on
+        #: (redriven, deleted), and those skipped (unreadable, or no
+        #: queue to redrive to). Finished jobs are forgotten; these are not.
+        self.done: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
 
     def create(self, vhost: str, queue: Queue, action: str, chosen: Filter, *, to: str | None = None,
                rate: float | None = None, limit: int | None = None, user: str = "") -> Job:
@@ -135,8 +141,10 @@ class Jobs:
                 await trio.sleep(due - self.now())
                 continue
             messages = await read(self.broker, items)
-            before = (job.cursor, job.done)
+            before, skipped = (job.cursor, job.done), job.skipped
             job.apply(vhost, queue, list(zip(items, messages, strict=True)), self.now())
+            self.done[job.action] += job.done - before[1]
+            self.skipped[job.action] += job.skipped - skipped
             if job.running and (job.cursor, job.done) == before and job.next_due(self.now()) <= self.now():
                 await trio.sleep(SETTLE)  # waits on the queue's own page-in
             else:

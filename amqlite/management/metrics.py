@@ -25,7 +25,9 @@ from ..core.broker import Broker
 from ..core.inflight import age, consumer_oldest, queue_oldest
 from ..core.queue import Queue
 from ..core.stream import Stream
+from ..core.redrive import COUNT, DELETE, REDRIVE
 from ..core.stats import AT_MOST_ONCE, DISABLED, REASONS, Stats
+from ..workbench import Jobs, jobs_of
 
 #: (metric name, help, value of a queue) for the queue gauges.
 _QUEUE_GAUGES = (
@@ -98,6 +100,23 @@ def _global_counters(stats: Stats) -> Iterator[Metric]:
         yield family
 
 
+def _workbench(jobs: Jobs) -> Iterator[Metric]:
+    """The dead-letter workbench's jobs (workbench.py), by action."""
+    done = CounterMetricFamily("amqlite_workbench_messages",
+                               "Messages redriven or deleted by dead-letter workbench jobs", labels=["action"])
+    skipped = CounterMetricFamily("amqlite_workbench_messages_skipped",
+                                  "Messages a workbench job matched but left in place (unreadable, or no queue to "
+                                  "redrive to)", labels=["action"])
+    for action in (REDRIVE, DELETE):
+        done.add_metric([action], jobs.done[action])
+        skipped.add_metric([action], jobs.skipped[action])
+    running = GaugeMetricFamily("amqlite_workbench_jobs_running", "Dead-letter workbench jobs running",
+                                labels=["action"])
+    for action in (REDRIVE, DELETE, COUNT):
+        running.add_metric([action], sum(job.running and job.action == action for job in jobs.jobs.values()))
+    yield from (done, skipped, running)
+
+
 class StoreMetrics(Collector):
     """The disk store's figures: each batch the store driver writes (it
     calls :meth:`written`, see storage.WriteObserver) and how long start-up
@@ -165,6 +184,7 @@ class BrokerCollector(Collector):
         for reason, count in sorted(broker.drops.items()):
             dropped.add_metric([reason], count)
         yield dropped
+        yield from _workbench(jobs_of(broker, self.now))
 
 
     def _ages(self, queues: list[Queue]) -> Iterator[Metric]:

@@ -157,3 +157,34 @@ def test_a_bad_redrive_request_is_refused_and_moves_nothing(managed: ManagedServ
     assert response.status_code == 400 and response.json()["error"] == "bad_request"
     assert channel.queue_declare("dead", passive=True).method.message_count == 1
     connection.close()
+
+
+def test_workbench_jobs_are_counted_in_prometheus(managed: ManagedServerThread) -> None:
+    from .test_metrics import scrape
+
+    channel = _dead_letters(managed)
+    http = managed.http()
+    idle = scrape(managed, "/metrics")
+    assert idle[("amqlite_workbench_messages_total", (("action", "redrive"),))] == 0
+    channel.queue_declare("held")
+    channel.queue_declare("target")
+    for n in range(3):
+        channel.basic_publish("", "held", b"%d" % n)
+    slow = http.post("/api/queues/%2F/held/redrives", json={"to": "target", "rate": 0.001}).json()
+    redrive = http.post("/api/queues/%2F/dead/redrives", json={"filter": {"reason": "rejected"}}).json()
+    _wait_for(lambda: http.get(f"/api/redrives/%2F/{redrive['id']}").json()["state"] == "done")
+    # One with nowhere to go: "short" is deleted, so its message is skipped.
+    channel.queue_delete("short")
+    skipping = http.post("/api/queues/%2F/dead/redrives", json={"filter": {"queue": "short"}}).json()
+    _wait_for(lambda: http.get(f"/api/redrives/%2F/{skipping['id']}").json()["state"] == "done")
+    assert http.post("/api/queues/%2F/dead/messages/delete", json={"filter": {"queue": "short"}}).json()["deleted"] == 1
+    samples = scrape(managed, "/metrics")
+    slow_done = http.get(f"/api/redrives/%2F/{slow['id']}").json()["done"]
+    assert samples[("amqlite_workbench_messages_total", (("action", "redrive"),))] == 2 + slow_done
+    assert samples[("amqlite_workbench_messages_total", (("action", "delete"),))] == 1
+    assert samples[("amqlite_workbench_messages_skipped_total", (("action", "redrive"),))] == 1
+    assert samples[("amqlite_workbench_jobs_running", (("action", "redrive"),))] == 1  # the slow one
+    assert samples[("amqlite_workbench_jobs_running", (("action", "delete"),))] == 0
+    http.delete(f"/api/redrives/%2F/{slow['id']}")
+    assert scrape(managed, "/metrics")[("amqlite_workbench_jobs_running", (("action", "redrive"),))] == 0
+    channel.connection.close()
