@@ -19,7 +19,8 @@ from .test_dedup_crash import Broker
 
 QUEUE = "orders"
 GROUPS = 8
-PER_GROUP = 100
+PER_GROUP = 1000  # more than get published before the kill
+BACKLOG = 200
 ARGUMENTS = {"x-message-group-header": "customer"}
 
 
@@ -109,7 +110,7 @@ def test_groups_keep_order_and_one_in_flight_across_kill_9(tmp_path: Path) -> No
     publisher = threading.Thread(target=publish, args=(broker.port, confirmed, attempted))
     publisher.start()
     # A backlog first, so that groups have messages waiting behind the one out.
-    while len(confirmed) < GROUPS * PER_GROUP // 4 and publisher.is_alive():
+    while len(confirmed) < BACKLOG and publisher.is_alive():
         time.sleep(0.01)
     before = Consumers(broker.port)
     before.run(0.1 + rng.random() * 0.3, rng, pause=0.01)
