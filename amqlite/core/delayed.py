@@ -39,8 +39,11 @@ import bisect
 import heapq
 import itertools
 import math
+import operator
 import struct
+import sys
 from array import array
+from itertools import islice, repeat
 from typing import Callable, Iterator
 
 from .message import Message
@@ -58,10 +61,29 @@ LATER = 3600.0
 SPLIT_STEP = 5_000
 #: A held message on disk only: due time, message id, HOLD record segment and offset.
 _RECORD = struct.Struct("<dQII")
+#: Records a start-up restore packs at a time: bounds the buffer it packs
+#: them in (1.5 MB), not one per message but not 240 MB for 10M either.
+RESTORE_STEP = 65_536
 
 #: A held message in memory: (due, message, HOLD record segment, offset);
 #: segment 0 when not journalled (it never leaves memory).
 _InMemory = tuple[float, Message, int, int]
+
+
+def _pack(dues: array[float], ids: array[int], segments: array[int], offsets: array[int]) -> bytearray:
+    """The columns as packed _RECORDs, one byte of each field at a time by
+    strided slice assignment (C loops, no call per record)."""
+    packed = bytearray(_RECORD.size * len(ids))
+    at = 0
+    for column in (dues, ids, segments, offsets):
+        if sys.byteorder == "big":
+            column = array(column.typecode, column)
+            column.byteswap()
+        data, width = column.tobytes(), column.itemsize
+        for byte in range(width):
+            packed[at + byte :: _RECORD.size] = data[byte::width]
+        at += width
+    return packed
 
 
 class _Buckets:
@@ -86,13 +108,26 @@ class _Buckets:
         unwritten.append(item)
 
     def file(self, due: float, msg_id: int, segment: int, offset: int) -> None:
-        key = math.floor(due / self.span)
+        self._records(math.floor(due / self.span)).extend(_RECORD.pack(due, msg_id, segment, offset))
+
+    def file_packed(self, packed: bytes | bytearray, dues: array[float]) -> None:
+        """:meth:`file` for each record of ``packed`` (``dues``: theirs),
+        with no call per record: start-up files millions."""
+        found, view, at, size = self.records.get, memoryview(packed), 0, _RECORD.size
+        for key in map(math.floor, map(operator.truediv, dues, repeat(self.span))):
+            records = found(key)
+            if records is None:
+                records = self._records(key)
+            records += view[at : at + size]
+            at += size
+
+    def _records(self, key: int) -> bytearray:
         records = self.records.get(key)
         if records is None:
             if key not in self.unwritten:
                 heapq.heappush(self.keys, key)
             records = self.records[key] = bytearray()
-        records += _RECORD.pack(due, msg_id, segment, offset)
+        return records
 
     def first(self) -> int | None:
         """The first key that still has messages."""
@@ -202,10 +237,32 @@ class HeldMessages:
 
     def restore(self, due: float, msg_id: int, segment: int, offset: int) -> None:
         """A held message recovered from the journal: on disk only."""
-        self.count += 1
-        self._index(msg_id, due, segment, offset)
-        self._buckets(due).file(due, msg_id, segment, offset)
-        self.horizon = min(self.horizon, math.floor(due / BUCKET) * BUCKET)
+        self.restore_all(array("d", [due]), array("Q", [msg_id]), array("I", [segment]), array("I", [offset]))
+
+    def restore_all(self, dues: array[float], ids: array[int], segments: array[int], offsets: array[int]) -> None:
+        """Held messages recovered from the journal, as columns in id order:
+        on disk only. Start-up restores millions: the columns are extended
+        and the records packed and filed by C-speed passes, not a Python
+        call per message (1M took 1.4 s that way)."""
+        if not ids:
+            return
+        if (self._ids and ids[0] <= self._ids[-1]) or not all(map(operator.lt, ids, islice(ids, 1, None))):
+            raise ValueError("held message ids must grow")
+        self.count += len(ids)
+        self._ids.extend(ids)
+        self._dues.extend(dues)
+        self._segments.extend(segments)
+        self._offsets.extend(offsets)
+        first = min(dues)
+        self.horizon = min(self.horizon, math.floor(first / BUCKET) * BUCKET)
+        for start in range(0, len(ids), RESTORE_STEP):
+            step = slice(start, start + RESTORE_STEP)
+            packed = _pack(dues[step], ids[step], segments[step], offsets[step])
+            if min(dues[step]) >= self._split_until:
+                self._later.file_packed(packed, dues[step])
+            else:  # some to far buckets (not at start-up: nothing is split yet)
+                for record in _RECORD.iter_unpack(packed):
+                    self._buckets(record[0]).file(*record)
 
     # -- time ---------------------------------------------------------------
 
