@@ -8,6 +8,7 @@ import gc
 import math
 import random
 import tracemalloc
+from array import array
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,51 @@ def test_held_messages_fire_once_each_never_early_never_late_whatever_pages(
     advance(math.inf)
     assert set(fired) == set(due_of) and len(held) == 0
     assert fired == due_of  # each at its due time exactly: a bucket is back before its first is due
+
+
+@settings(max_examples=60, deadline=None)
+@given(dues=st.lists(st.floats(min_value=0, max_value=5 * LATER, allow_nan=False), max_size=40),
+       step=st.integers(1, 8), split_first=st.booleans())
+def test_a_bulk_restore_files_what_a_restore_per_message_would(dues: list[float], step: int,
+                                                               split_first: bool) -> None:
+    """Start-up restores millions of held messages from the index columns
+    in one call (restore_all, RESTORE_STEP records packed at a time): each
+    record lands in the bucket of its due time, in id order, and every
+    message fires once, in due order, on time."""
+    held = HeldMessages(budget=4)
+    if split_first:  # minutes of the first hours are filed in far buckets
+        held.bring_back(0.0)
+    split_until = held._split_until
+    ids = array("Q", range(1, len(dues) + 1))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(delayed, "RESTORE_STEP", step)
+        held.restore_all(array("d", dues), ids, array("I", [7] * len(dues)), array("I", ids))
+    expected: dict[tuple[bool, int], bytes] = {}
+    for msg_id, due in zip(ids, dues):
+        far = due < split_until
+        key = (far, math.floor(due / (BUCKET if far else LATER)))
+        expected[key] = expected.get(key, b"") + delayed._RECORD.pack(due, msg_id, 7, msg_id)
+    assert {**{(True, k): bytes(v) for k, v in held._far.records.items()},
+            **{(False, k): bytes(v) for k, v in held._later.records.items()}} == expected
+    assert len(held) == len(dues) and [held.due_of(msg_id) for msg_id in ids] == dues
+    disk = {(7, n): Message("", "k", Properties(), b"%d" % n, store_id=n) for n in ids}
+    fired: list[tuple[float, int]] = []
+    now = 0.0
+    while (deadline := held.next_deadline()) is not None:
+        now = max(now, deadline)
+        if held.bring_back(now):
+            for key, refs in held.page_in_requests():
+                held.paged_in(key, refs, [disk[segment, offset] for segment, offset, _, _ in refs])
+        while (first := held.peek_due()) is not None and first[0] <= now:
+            assert first[0] >= now - PRELOAD - BUCKET  # not late beyond the timer's own step
+            fired.append((first[0], int(held.pop().body)))
+    assert sorted(fired) == sorted(zip(dues, ids)) and [due for due, _ in fired] == sorted(dues)
+
+
+def test_a_bulk_restore_refuses_ids_that_do_not_grow() -> None:
+    held = HeldMessages(budget=4)
+    held.restore(10.0, 5, 1, 0)
+    with pytest.raises(ValueError):
+        held.restore_all(array("d", [20.0]), array("Q", [5]), array("I", [1]), array("I", [0]))
+    with pytest.raises(ValueError):
+        held.restore_all(array("d", [20.0, 30.0]), array("Q", [9, 8]), array("I", [1, 1]), array("I", [0, 0]))
