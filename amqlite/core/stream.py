@@ -19,6 +19,17 @@ Chunks. RabbitMQ writes a stream in chunks and seeks by them: ``last`` is
 the first message of the last chunk, a timestamp finds the first chunk
 stamped at or after it. Here too a chunk is what one write of the journal
 carries (without a journal: what was appended at one instant).
+
+Record times. A seek by record time (Kafka's ListOffsets, ``CreateTime``)
+wants the first offset whose own timestamp is at or after the time asked
+for, which append times do not give when producers stamp records
+themselves. The stream keeps where the running maximum of the records'
+timestamps rises (offset and new maximum, both increasing): the first
+entry there at or above the time asked for is the first entry holding a
+record that recent, found by bisection. Entries are batches (their
+header's max timestamp) or messages; in order timestamps cost 16 bytes per
+distinct millisecond or per batch, whichever is rarer. After a restart the
+journal gives append times only, which stand in for the records' own.
 """
 
 from __future__ import annotations
@@ -46,6 +57,8 @@ if TYPE_CHECKING:
 
 FIRST, LAST, NEXT = "first", "last", "next"
 OFFSET_HEADER = "x-stream-offset"
+#: A message's Kafka record timestamp (ms) when it has one (docs/kafka.md).
+RECORD_TIME_HEADER = "x-kafka-timestamp"
 #: Messages a reader behind the memory window reads back from disk at once.
 READ_BATCH = 256
 #: A read from disk for a reader that takes batches: at most this many
@@ -75,7 +88,20 @@ class Batch(Protocol):
     @property
     def base_offset(self) -> int: ...
 
+    @property
+    def max_timestamp(self) -> int:
+        """Its newest record's timestamp, ms since the epoch."""
+
     def message(self, offset: int) -> Message: ...
+
+
+def record_time(properties: Properties, appended_ms: int) -> int:
+    """A message's timestamp as a Kafka record (ms): its header, else its
+    ``timestamp`` property, else when the stream appended it."""
+    timestamp = (properties.headers or {}).get(RECORD_TIME_HEADER)
+    if isinstance(timestamp, int) and not isinstance(timestamp, bool):
+        return timestamp
+    return properties.timestamp * 1000 if properties.timestamp is not None else appended_ms
 
 
 def with_offset(properties: Properties, offset: int) -> Properties:
@@ -193,6 +219,10 @@ class Stream(Queue):
         #: Chunks: first offset and time of each (see the module's docstring).
         self._chunk_offsets = array("q")
         self._chunk_times = array("d")
+        #: Where the records' running maximum timestamp (ms) rises: the
+        #: entry's first offset and that maximum (module docstring).
+        self._rise_offsets = array("q")
+        self._rise_times = array("q")
         self._segments: deque[_Segment] = deque([_Segment(0)])
         self.bytes = 0
         self._readers: dict[Consumer, _Reader] = {}
@@ -241,6 +271,7 @@ class Stream(Queue):
         self._memory.append(message)
         self.end = offset + 1
         self._note(offset, len(message.body), now, new_chunk)
+        self._stamped(offset, record_time(message.properties, int(now * 1000)))
         self.stats.publish += 1
         if journal is not None and len(self._memory) > journal.queue_budget:
             journal.over_budget(self)
@@ -266,6 +297,7 @@ class Stream(Queue):
         self._memory.extend(batch, count)
         self.end = offset + count
         self._note(offset, len(batch.data), now, new_chunk)
+        self._stamped(offset, batch.max_timestamp)
         self.stats.publish += count
         if journal is not None and len(self._memory) > journal.queue_budget:
             journal.over_budget(self)
@@ -288,6 +320,12 @@ class Stream(Queue):
         segment.bytes += size
         segment.last_time = now
         self.bytes += size
+
+    def _stamped(self, offset: int, timestamp: int) -> None:
+        times = self._rise_times
+        if not times or timestamp > times[-1]:
+            self._rise_offsets.append(offset)
+            times.append(timestamp)
 
     def _retain(self, now: float) -> None:
         """Remove the oldest segments that retention no longer keeps; done
@@ -321,6 +359,11 @@ class Stream(Queue):
         del self._chunk_offsets[:chunk]
         del self._chunk_times[:chunk]
         self._chunk_offsets[0] = first
+        # The entry a rise names may begin before ``first``: keep its rise.
+        rise = bisect.bisect_right(self._rise_offsets, first) - 1
+        if rise > 0:
+            del self._rise_offsets[:rise]
+            del self._rise_times[:rise]
         self.first = first
         for reader in self._readers.values():
             if reader.next < first:
@@ -372,6 +415,16 @@ class Stream(Queue):
         """When ``offset`` was appended, as its chunk says (a retained offset)."""
         chunk = bisect.bisect_right(self._chunk_offsets, offset) - 1
         return self._chunk_times[max(chunk, 0)] if self._chunk_times else 0.0
+
+    def entry_stamped_from(self, timestamp: int) -> tuple[int, int]:
+        """The first offset of the first entry (batch or message) holding a
+        record stamped at or after ``timestamp`` (ms), with that entry's
+        newest timestamp; ``(end, -1)`` if none. Within a batch the record
+        may come later."""
+        rise = bisect.bisect_left(self._rise_times, timestamp)
+        if rise == len(self._rise_times):
+            return self.end, -1
+        return max(self._rise_offsets[rise], self.first), self._rise_times[rise]
 
     def _offset_at(self, when: float) -> int:
         """The first chunk appended at or after ``when``."""
@@ -682,6 +735,7 @@ class Stream(Queue):
             # Which write carried each message is not recorded: after a
             # restart, a chunk is what was appended within a millisecond.
             self._note(offset, size, when, not chunk_times or when >= chunk_times[-1] + RECOVERED_CHUNK, retain=False)
+            self._stamped(offset, int(when * 1000))
 
     # -- what streams refuse or ignore ---------------------------------
 

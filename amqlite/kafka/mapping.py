@@ -32,11 +32,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.message import PERSISTENT, Message, Properties
-from ..core.stream import OFFSET_HEADER
+from ..core.stream import OFFSET_HEADER, RECORD_TIME_HEADER, record_time
 from .records import Batch, Header, Record
 
 KEY_HEADER = "x-kafka-key"
-TIMESTAMP_HEADER = "x-kafka-timestamp"
+TIMESTAMP_HEADER = RECORD_TIME_HEADER
 NULL_VALUE_HEADER = "x-kafka-null-value"
 _RESERVED_PREFIX = "x-kafka-"
 
@@ -67,9 +67,7 @@ def message_record(offset: int, message: Message, appended_ms: int) -> Record:
     key = headers.get(KEY_HEADER)
     if key is None and message.exchange:
         key = message.routing_key
-    timestamp = headers.get(TIMESTAMP_HEADER)
-    if not isinstance(timestamp, int):
-        timestamp = properties.timestamp * 1000 if properties.timestamp is not None else appended_ms
+    timestamp = record_time(properties, appended_ms)
     value = None if headers.get(NULL_VALUE_HEADER) is True and not message.body else message.body
     kafka_headers = []
     for name, header in headers.items():
@@ -114,6 +112,10 @@ class StoredBatch:
     @property
     def base_offset(self) -> int:
         return self.batch.base_offset
+
+    @property
+    def max_timestamp(self) -> int:
+        return self.batch.max_timestamp
 
     def message(self, offset: int) -> Message:
         messages = self._messages

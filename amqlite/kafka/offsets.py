@@ -4,13 +4,13 @@
 - ``-1`` (latest): the next offset, the high watermark (one replica:
   everything appended is committed).
 - ``-3`` (max timestamp, v7): the last offset.
-- a timestamp in ms: the first offset of the first chunk the stream
-  appended at or after it (docs/streams.md: a chunk is what one journal
-  write carried), as ``x-stream-offset`` with a timestamp finds it over
-  AMQP. The time is amqlite's append time, Kafka's ``LogAppendTime``: a
-  record created before the time asked for but appended in that chunk
-  comes too, so a seek by time may start a few records early, never
-  late. None appended since: offset -1, as Kafka answers.
+- a timestamp in ms: the earliest offset whose record's own timestamp is
+  at or after it (Kafka's ``CreateTime`` rule; a message published over
+  AMQP has the timestamp docs/kafka.md's mapping gives it). The stream
+  finds the entry by bisection (core/stream.py, "Record times"); a batch
+  still in memory is searched for the record, one read back from disk
+  answers with its first offset (early within that batch, never late).
+  None that recent: offset -1, as Kafka answers.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from . import topics
+from ..core.message import Message
+from ..core.stream import Stream, record_time
+from . import records, topics
 from .apis import Api
 from .protocol import ErrorCode, Request, build
 from .session import Session
@@ -55,16 +57,32 @@ def list_offsets(session: Session, request: Request, now: float) -> Any:
                         offset = stream.end - 1
                         timestamp = int(stream.appended_at(offset) * 1000)
                 elif wanted_time >= 0:
-                    found = stream.start_offset(datetime.datetime.fromtimestamp(wanted_time / 1000, datetime.UTC),
-                                                now)
+                    found, newest = stream.entry_stamped_from(wanted_time)
                     if found < stream.end:
-                        offset, timestamp = found, int(stream.appended_at(found) * 1000)
+                        offset, timestamp = _record_from(stream, found, wanted_time, newest)
                 else:
                     error = ErrorCode.invalid_request
             partitions.append(build(cls, "ListOffsetsPartitionResponse", partition_index=asked.partition_index,
                                     error_code=error, timestamp=timestamp, offset=offset, leader_epoch=0))
         answers.append(build(cls, "ListOffsetsTopicResponse", name=name, partitions=tuple(partitions)))
     return build(cls, throttle_time=NO_THROTTLE, topics=tuple(answers))
+
+
+def _record_from(stream: Stream, offset: int, wanted_time: int, newest: int) -> tuple[int, int]:
+    """The offset and timestamp of the first record from the entry at
+    ``offset`` on stamped at or after ``wanted_time``, if that entry is in
+    memory; else the entry's first offset and newest timestamp."""
+    entries = stream.entries_from(offset, 1)
+    if not entries:
+        return offset, newest
+    first, kept = entries[0]
+    appended_ms = int(stream.appended_at(first) * 1000)
+    if isinstance(kept, Message):
+        return first, record_time(kept.properties, appended_ms)
+    for record in records.stored(kept.data).records():
+        if record.timestamp >= wanted_time and record.offset >= offset:
+            return record.offset, record.timestamp
+    return offset, newest
 
 
 APIS = [Api(LIST_OFFSETS, 1, 7, list_offsets)]

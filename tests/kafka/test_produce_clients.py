@@ -79,18 +79,55 @@ def test_confluent_kafka_seeks_by_offset_and_time_and_reads_from_latest(kafka_se
     produce_confluent(kafka_server.bootstrap, topic, 20)
     got = consume_confluent(kafka_server.bootstrap, topic, 5, assign=[TopicPartition(topic, 0, 12)])
     assert [m.offset() for m in got] == [12, 13, 14, 15, 16]
-    # By time: everything so far was appended before `middle`, the rest after.
-    time.sleep(0.05)
-    middle = int(time.time() * 1000)
-    time.sleep(0.05)
-    produce_confluent(kafka_server.bootstrap, topic, 5)
     consumer = Consumer({"bootstrap.servers": kafka_server.bootstrap, "group.id": "seek"})
-    [found] = consumer.offsets_for_times([TopicPartition(topic, 0, middle)], timeout=10)
-    assert found.offset == 20
-    [past] = consumer.offsets_for_times([TopicPartition(topic, 0, int(time.time() * 1000) + 60_000)], timeout=10)
-    assert past.offset == -1  # nothing at or after it
+    # By time: the records' own timestamps (1_700_000_000_000 + i), not when they were appended.
+    produce_confluent(kafka_server.bootstrap, topic, 5)
+    [found] = consumer.offsets_for_times([TopicPartition(topic, 0, 1_700_000_000_000 + 13)], timeout=10)
+    assert found.offset == 13
+    [past] = consumer.offsets_for_times([TopicPartition(topic, 0, int(time.time() * 1000))], timeout=10)
+    assert past.offset == -1  # nothing stamped at or after it
     low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
     assert (low, high) == (0, 25)
+    consumer.close()
+
+
+HOUR_AGO = int(time.time() * 1000) - 3_600_000
+
+
+def test_confluent_kafka_offsets_for_times_uses_the_records_timestamps(kafka_server: KafkaServerThread) -> None:
+    """Records stamped an hour before they were appended, a second apart, in
+    batches of several: a seek by time finds the first record stamped at or
+    after it, inside a batch too, not the first one appended after it."""
+    topic = topic_name()
+    producer = Producer({"bootstrap.servers": kafka_server.bootstrap, "linger.ms": 50, "acks": "all"})
+    for i in range(30):
+        producer.produce(topic, value=b"%d" % i, timestamp=HOUR_AGO + 1000 * i)
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": kafka_server.bootstrap, "group.id": "seek"})
+    for target, expected in [(HOUR_AGO - 5, 0), (HOUR_AGO, 0), (HOUR_AGO + 1, 1), (HOUR_AGO + 17_000, 17),
+                             (HOUR_AGO + 16_500, 17), (HOUR_AGO + 29_000, 29), (HOUR_AGO + 29_001, -1),
+                             (int(time.time() * 1000), -1)]:
+        [found] = consumer.offsets_for_times([TopicPartition(topic, 0, target)], timeout=10)
+        assert found.offset == expected, (target - HOUR_AGO, found)
+    consumer.close()
+
+
+def test_kafka_python_offsets_for_times_uses_the_records_timestamps(kafka_server: KafkaServerThread) -> None:
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.structs import TopicPartition as KPTopicPartition
+
+    topic = topic_name()
+    producer = KafkaProducer(bootstrap_servers=kafka_server.bootstrap, acks="all", linger_ms=50)
+    futures = [producer.send(topic, value=b"%d" % i, timestamp_ms=HOUR_AGO + 1000 * i) for i in range(30)]
+    producer.flush(30)
+    assert [f.get(10).offset for f in futures] == list(range(30))
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=kafka_server.bootstrap)
+    partition = KPTopicPartition(topic, 0)
+    for target, expected in [(HOUR_AGO - 5, 0), (HOUR_AGO + 1, 1), (HOUR_AGO + 16_500, 17), (HOUR_AGO + 29_000, 29)]:
+        found = consumer.offsets_for_times({partition: target})[partition]
+        assert found is not None and (found.offset, found.timestamp) == (expected, HOUR_AGO + 1000 * expected)
+    assert consumer.offsets_for_times({partition: HOUR_AGO + 29_001})[partition] is None
     consumer.close()
 
 
