@@ -167,3 +167,105 @@ def test_an_idempotent_client_producing_through_kill_9_stores_each_record_once(t
         assert values == [b"first"] + [b"r-%d" % n for n in range(total)]
     finally:
         broker.kill()
+
+
+def stored_values(bootstrap: str, topic: str, count: int) -> tuple[list[bytes], int]:
+    """The values of ``topic``'s partition 0 from offset 0, and its high watermark."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "check", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    values: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while len(values) < count and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            values.append(message.value())
+    _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    consumer.close()
+    return values, high
+
+
+def test_kafka_python_idempotent_producer_through_kill_9_stores_each_record_once(tmp_path: Path) -> None:
+    """kafka-python (enable_idempotence) resends its in-flight batches with
+    their sequence numbers once the broker is back on the same port."""
+    import threading
+
+    from kafka import KafkaProducer
+
+    broker = BrokerProcess(tmp_path / "data", tmp_path)
+    broker.start()
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=True, acks="all", linger_ms=2,
+                             batch_size=400, retries=1_000_000, delivery_timeout_ms=120_000,
+                             request_timeout_ms=5_000, reconnect_backoff_ms=50, reconnect_backoff_max_ms=200,
+                             retry_backoff_ms=50)
+    total = 2000
+    futures: list[object] = []
+
+    def produce_all() -> None:
+        for n in range(total):
+            futures.append(producer.send("trail", b"r-%d" % n))
+            if n % 20 == 0:
+                time.sleep(0.004)
+
+    try:
+        producer.send("trail", b"first").get(30)  # the topic made
+        sender = threading.Thread(target=produce_all)
+        sender.start()
+        time.sleep(0.4)
+        broker.kill()
+        acknowledged = sum(1 for future in futures if future.is_done and future.succeeded())  # type: ignore[attr-defined]
+        assert 1 < acknowledged < total  # killed mid-stream
+        time.sleep(0.3)
+        broker.start()
+        sender.join(60)
+        producer.flush(90)
+        failed = [future.exception for future in futures if future.failed()]  # type: ignore[attr-defined]
+        assert not failed, failed[:3]
+        producer.close()
+        values, high = stored_values(broker.bootstrap, "trail", total + 1)
+        assert high == total + 1
+        assert values == [b"first"] + [b"r-%d" % n for n in range(total)]
+    finally:
+        broker.kill()
+
+
+def test_aiokafka_idempotent_producer_through_kill_9_stores_each_record_once(tmp_path: Path) -> None:
+    """aiokafka (enable_idempotence) likewise."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    broker = BrokerProcess(tmp_path / "data", tmp_path)
+    broker.start()
+    total = 2000
+
+    async def run() -> list[BaseException]:
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=True, acks="all",
+                                    linger_ms=2, max_batch_size=400, request_timeout_ms=5_000,
+                                    retry_backoff_ms=50)
+        await producer.start()
+        try:
+            await producer.send_and_wait("trail", b"first")  # the topic made
+            futures = []
+            for n in range(total):
+                futures.append(await producer.send("trail", b"r-%d" % n))
+                if n % 20 == 0:
+                    await asyncio.sleep(0.004)
+                if n == total // 4:
+                    acknowledged = sum(1 for future in futures if future.done() and not future.exception())
+                    broker.kill()
+                    assert 1 < acknowledged < total  # killed mid-stream
+                    await asyncio.sleep(0.3)
+                    await asyncio.to_thread(broker.start)
+            outcomes = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 90)
+            return [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        finally:
+            await producer.stop()
+
+    try:
+        failed = asyncio.run(run())
+        assert not failed, failed[:3]
+        values, high = stored_values(broker.bootstrap, "trail", total + 1)
+        assert high == total + 1
+        assert values == [b"first"] + [b"r-%d" % n for n in range(total)]
+    finally:
+        broker.kill()
