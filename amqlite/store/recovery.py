@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 import re
 import time
 from array import array
@@ -184,7 +185,7 @@ class _Holds(Holds):
             # Millions at start-up: the columns are filtered by C-speed
             # passes, and each exchange restores its own in one call.
             if len(owners) == 1:
-                kept = [due == due for due in dues]  # False for NaN: released
+                kept = list(map(operator.eq, dues, dues))  # False for NaN: released
             else:
                 kept = [owner == number and due == due for owner, due in zip(self.owners, dues)]
             segments = array("I", compress(self.segments, kept))
