@@ -28,8 +28,8 @@ timestamps rises (offset and new maximum, both increasing): the first
 entry there at or above the time asked for is the first entry holding a
 record that recent, found by bisection. Entries are batches (their
 header's max timestamp) or messages; in order timestamps cost 16 bytes per
-distinct millisecond or per batch, whichever is rarer. After a restart the
-journal gives append times only, which stand in for the records' own.
+distinct millisecond or per batch, whichever is rarer. After a restart a
+batch counts by its header again, a message by the time it was appended.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from array import array
 from collections import Counter, deque
 from datetime import datetime
 from itertools import repeat
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -721,21 +722,29 @@ class Stream(Queue):
         self.group_offsets[name] = GroupOffset(name, max(committed, self.first), metadata=metadata)
 
     def restore_log(self, offsets: array[int], segments: array[int], positions: array[int], sizes: array[int],
-                    times: array[float], end: int) -> None:
+                    times: array[float], end: int, batches: Sequence[tuple[int, int, int]] = ()) -> None:
         """Recovered from the journal: the retained messages (offset order),
-        all on disk; ``end`` is the next offset to hand out."""
+        all on disk; ``end`` is the next offset to hand out. ``batches``:
+        the Kafka batches among them, (first offset, record count, newest
+        record timestamp in ms) in offset order; a message counts by the
+        time it was appended."""
         self.end = max(end, offsets[-1] + 1 if offsets else 0)
         self.first = offsets[0] if offsets else self.end
         self._memory_first = self.end
         self._record_segments = array("I", segments)
         self._record_offsets = array("I", positions)
         self._segments = deque([_Segment(self.first)])
-        chunk_times = self._chunk_times
+        chunk_times, batch = self._chunk_times, 0
         for offset, size, when in zip(offsets, sizes, times):
             # Which write carried each message is not recorded: after a
             # restart, a chunk is what was appended within a millisecond.
             self._note(offset, size, when, not chunk_times or when >= chunk_times[-1] + RECOVERED_CHUNK, retain=False)
-            self._stamped(offset, int(when * 1000))
+            while batch < len(batches) and batches[batch][0] + batches[batch][1] <= offset:
+                batch += 1
+            if batch == len(batches) or offset < batches[batch][0]:
+                self._stamped(offset, int(when * 1000))
+            elif offset == batches[batch][0] or offset == self.first:
+                self._stamped(batches[batch][0], batches[batch][2])
 
     # -- what streams refuse or ignore ---------------------------------
 

@@ -257,6 +257,9 @@ class _Replay:
         #: Idempotent producers' batches per stream, in log order:
         #: queue id -> [(producer id, epoch, first seq, last seq, first offset)].
         self.producers: dict[int, list[tuple[int, int, int, int, int]]] = {}
+        #: Kafka batches per stream: queue id -> [(first offset, record
+        #: count, newest record timestamp in ms)], for seeks by record time.
+        self.batches: dict[int, list[tuple[int, int, int]]] = {}
         #: Streams whose rows are out of offset order (see _batch).
         self.unsorted: set[int] = set()
 
@@ -468,6 +471,7 @@ class _Replay:
         for i in range(first, first + count):
             index.add(i, 0, segment, offset, appended, 0, size, 0)
         self.messages += count
+        self.batches.setdefault(queue_id, []).append((first, count, batch.max_timestamp))
         if batch.producer_id >= 0:
             self.producers.setdefault(queue_id, []).append(
                 (batch.producer_id, batch.producer_epoch, batch.base_sequence, batch.last_sequence, first))
@@ -764,7 +768,8 @@ def _restore_stream(stream: Stream, index: _QueueIndex, replay: _Replay) -> None
     for segment, count in _runs(segments, start, len(seqs)):
         replay.live[segment] += 2 * count
     stream.restore_log(seqs[start:], segments[start:], index.offsets[start:], index.sizes[start:],
-                       index.expires[start:], end=max(first, seqs[-1] + 1 if seqs else 0))
+                       index.expires[start:], end=max(first, seqs[-1] + 1 if seqs else 0),
+                       batches=sorted(replay.batches.get(stream.store_id or 0, ())))
     # A retry of a batch that reached the disk before a crash is still a
     # duplicate: its producer's last sequences come back with the log.
     for producer_id, epoch, first_seq, last_seq, offset in replay.producers.get(stream.store_id or 0, ()):

@@ -131,6 +131,32 @@ def test_kafka_python_offsets_for_times_uses_the_records_timestamps(kafka_server
     consumer.close()
 
 
+def test_offsets_for_times_uses_the_records_timestamps_after_kill_9(tmp_path) -> None:
+    """Start-up rebuilds the records' times from the batches in the journal."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.structs import TopicPartition as KPTopicPartition
+
+    from kafka_support import BrokerProcess
+
+    broker = BrokerProcess(tmp_path / "data", tmp_path)
+    broker.start()
+    try:
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+        for i in range(10):  # one batch each
+            producer.send("stamped", value=b"%d" % i, timestamp_ms=HOUR_AGO + 1000 * i).get(10)
+        producer.close()
+        broker.kill()
+        broker.start()
+        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap)
+        partition = KPTopicPartition("stamped", 0)
+        found = consumer.offsets_for_times({partition: HOUR_AGO + 6_500})[partition]
+        assert found is not None and found.offset == 7
+        assert consumer.offsets_for_times({partition: HOUR_AGO + 9_001})[partition] is None
+        consumer.close()
+    finally:
+        broker.kill()
+
+
 def test_kafka_python_produce_consume_seek(kafka_server: KafkaServerThread) -> None:
     from kafka import KafkaConsumer, KafkaProducer
     from kafka.structs import TopicPartition as KPTopicPartition
