@@ -361,3 +361,37 @@ def test_a_stream_in_memory_lets_retained_out_messages_go_and_keeps_its_offsets(
     for offset in (stream.first, stream.first + 1, 29_999):
         assert stream._message_for(_Reader(0, offset)).body == b"%05d" % offset
     assert offsets_of(deliveries(reader(broker, "first", prefetch=5)))[0] == stream.first
+
+
+# A message's record time: x-kafka-timestamp (ms), else timestamp (s), else when appended.
+STAMPS = st.one_of(st.tuples(st.just("header"), st.integers(0, 50_000)),
+                   st.tuples(st.just("property"), st.integers(0, 50)),
+                   st.tuples(st.just("appended"), st.just(0)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(stamps=st.lists(STAMPS, min_size=1, max_size=40), targets=st.lists(st.integers(-5, 55_000), max_size=10),
+       retained=st.none() | st.integers(20, 200))
+def test_the_entry_stamped_from_a_time_is_the_first_with_a_record_time_at_or_after_it(
+        stamps: list[tuple[str, int]], targets: list[int], retained: int | None) -> None:
+    """Exactly the first retained such offset; after retention has removed
+    the head, never later than it (early at most, never a record missed)."""
+    broker = Broker()
+    ch = broker.connect().open_channel()
+    arguments = {} if retained is None else {"x-max-length-bytes": retained, "x-stream-max-segment-size-bytes": 10}
+    stream = declare(ch, **arguments)
+    times = []
+    for n, (kind, value) in enumerate(stamps):
+        now = 25.0 + n  # appended at 25 s, 26 s ...
+        properties = (Properties(headers={"x-kafka-timestamp": value}) if kind == "header"
+                      else Properties(timestamp=value) if kind == "property" else Properties())
+        times.append(value if kind == "header" else value * 1000 if kind == "property" else int(now * 1000))
+        ch.publish(b"0123456789", routing_key="s", properties=properties, now=now)
+    for target in targets + [max(times), max(times) + 1]:
+        later = [offset for offset in range(stream.first, stream.end) if times[offset] >= target]
+        found, newest = stream.entry_stamped_from(target)
+        if retained is None or stream.first == 0:
+            assert found == (later[0] if later else stream.end)
+        else:
+            assert stream.first <= found <= (later[0] if later else stream.end)
+        assert (newest >= target) if found < stream.end else newest == -1
