@@ -64,6 +64,13 @@ def test_amqp_written_kafka_read_field_by_field(kafka_server: KafkaServerThread)
     assert first.timestamp()[1] == 1_700_000_000_000
     assert (second.key(), second.headers(), second.timestamp()[1]) == (None, None, 1_700_000_000_123)
     assert (tombstone.offset(), tombstone.value()) == (2, None)
+    # A seek by time goes by those timestamps (the third: when it was appended).
+    consumer = Consumer({"bootstrap.servers": kafka_server.bootstrap, "group.id": "seek"})
+    for target, expected in [(1_699_999_999_000, 0), (1_700_000_000_000, 0), (1_700_000_000_001, 1),
+                             (1_700_000_000_124, 2), (int(time.time() * 1000) + 60_000, -1)]:
+        [found] = consumer.offsets_for_times([TopicPartition("events", 0, target)], timeout=10)
+        assert found.offset == expected, target
+    consumer.close()
     connection.close()
 
 
