@@ -160,8 +160,7 @@ class _Holds(Holds):
         only, but for what is due within a few seconds (or overdue), which
         is read back now. Returns how many. A RELEASE points at its HOLD's
         segment."""
-        # Bisection in a list: in the array, each comparison boxes an int.
-        ids, dues = self.ids.tolist(), self.dues
+        ids, dues = self.ids, self.dues
         for msg_id, (due, reschedule_segment) in self.rescheduled.items():
             # Message ids grow along the log: a HOLD is found by bisection.
             i = bisect.bisect_left(ids, msg_id)
@@ -189,7 +188,7 @@ class _Holds(Holds):
             else:
                 kept = [owner == number and due == due for owner, due in zip(self.owners, dues)]
             segments = array("I", compress(self.segments, kept))
-            exchange.held.restore_all(array("d", compress(dues, kept)), array("Q", compress(self.ids, kept)),
+            exchange.held.restore_all(array("d", compress(dues, kept)), array("Q", compress(ids, kept)),
                                       segments, array("I", compress(self.offsets, kept)))
             live.update(segments)
             count += len(segments)
