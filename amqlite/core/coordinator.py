@@ -244,6 +244,15 @@ class Group:
         """A static member's instance id now belongs to another member id."""
         return instance_id is not None and instance_id in self.static and self.static[instance_id] != member_id
 
+    def member_error(self, member_id: str, instance_id: str | None, generation: int) -> int:
+        """What a SyncGroup or Heartbeat from this member of this generation
+        is refused with (NONE if it is a current member)."""
+        if self.fenced(member_id, instance_id):
+            return FENCED_INSTANCE_ID
+        if member_id not in self.members:
+            return UNKNOWN_MEMBER_ID
+        return ILLEGAL_GENERATION if generation != self.generation else NONE
+
     def join_result(self, member: Member) -> JoinResult:
         leader = member.id == self.leader
         return JoinResult(
@@ -442,13 +451,9 @@ class Coordinator:
               reply: SyncReply) -> int | None:
         if group is None:
             return UNKNOWN_MEMBER_ID
-        if group.fenced(member_id, instance_id):
-            return FENCED_INSTANCE_ID
-        member = group.members.get(member_id)
-        if member is None:
-            return UNKNOWN_MEMBER_ID
-        if generation != group.generation:
-            return ILLEGAL_GENERATION
+        if error := group.member_error(member_id, instance_id, generation):
+            return error
+        member = group.members[member_id]
         if ((protocol_type is not None and protocol_type != group.protocol_type)
                 or (protocol is not None and protocol != group.protocol)):
             return INCONSISTENT_GROUP_PROTOCOL
@@ -487,13 +492,9 @@ class Coordinator:
         try:
             if group is None:
                 return UNKNOWN_MEMBER_ID
-            if group.fenced(member_id, instance_id):
-                return FENCED_INSTANCE_ID
-            member = group.members.get(member_id)
-            if member is None:
-                return UNKNOWN_MEMBER_ID
-            if generation != group.generation:
-                return ILLEGAL_GENERATION
+            if error := group.member_error(member_id, instance_id, generation):
+                return error
+            member = group.members[member_id]
             if group.state is State.EMPTY:
                 return UNKNOWN_MEMBER_ID
             member.last_heartbeat = now
