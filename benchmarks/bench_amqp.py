@@ -200,25 +200,31 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_amqlite(data_dir: str) -> tuple[subprocess.Popen[bytes], int, int]:
+def start_amqlite(data_dir: str, *, kafka_port: int = 0) -> tuple[subprocess.Popen[bytes], int, int]:
     """amqlite with its management API and metrics on (their default), on
-    free ports: 15672 may be RabbitMQ's. Returns (process, AMQP port, API port)."""
+    free ports: 15672 may be RabbitMQ's, 9092 another broker's; its Kafka
+    listener on ``kafka_port`` (0: off). Returns (process, AMQP port, API port)."""
     port, management, prometheus = free_port(), free_port(), free_port()
+    log = tempfile.NamedTemporaryFile(prefix="amqlite-bench-", suffix=".log", delete=False)
     process = subprocess.Popen(
         [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--data-dir", data_dir, "--management-port", str(management), "--prometheus-port", str(prometheus)],
-        stderr=subprocess.DEVNULL,
+         "--kafka-port", str(kafka_port), "--data-dir", data_dir, "--management-port", str(management),
+         "--prometheus-port", str(prometheus)],
+        stderr=log,
         env={**os.environ, "AMQLITE_LOG_LEVEL": "warning"},
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    log.close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and process.poll() is None:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            for listening in (port, kafka_port) if kafka_port else (port,):
+                socket.create_connection(("127.0.0.1", listening), timeout=0.2).close()
             return process, port, management
         except OSError:
             time.sleep(0.05)
     process.kill()
-    raise RuntimeError("amqlite did not start")
+    with open(log.name, errors="replace") as said:
+        raise RuntimeError(f"amqlite did not start (its output in {log.name}): {said.read()[-2000:]}")
 
 
 class Poller:

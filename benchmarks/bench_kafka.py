@@ -20,41 +20,18 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench_amqp import consume_acked, free_port, machine, publish_confirmed, rabbitmq_up
+from bench_amqp import consume_acked, free_port, machine, publish_confirmed, rabbitmq_up, start_amqlite
 from bench_paging import rss_mb
 from bench_streams import STREAM, PeakRss, delete
 
 VALUE = b"x" * 100
-
-
-def start_amqlite(data_dir: str) -> tuple[subprocess.Popen[bytes], int, int]:
-    """amqlite serve with its Kafka listener on free ports: (process, AMQP port, Kafka port)."""
-    port, kafka, management, prometheus = free_port(), free_port(), free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--kafka-port", str(kafka), "--data-dir", data_dir, "--management-port", str(management),
-         "--prometheus-port", str(prometheus)],
-        stderr=subprocess.DEVNULL, env={**os.environ, "AMQLITE_LOG_LEVEL": "warning"})
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", kafka), timeout=0.2).close()
-            return process, port, kafka
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("amqlite did not start")
 
 
 def produce(bootstrap: str, topic: str, count: int) -> float:
@@ -152,7 +129,8 @@ def main() -> None:
           f"linger.ms 5; AMQP: confirms (window 2,000), prefetch 200; big topic {args.big:,}, {args.readers} readers")
     rows: list[tuple[str, list[float], list[float]]] = []
     with tempfile.TemporaryDirectory(prefix="amqlite-bench-") as data_dir:
-        process, port, kafka = start_amqlite(data_dir)
+        kafka = free_port()
+        process, port, _ = start_amqlite(data_dir, kafka_port=kafka)
         bootstrap = f"127.0.0.1:{kafka}"
         try:
             rows.append(("amqlite Kafka", *kafka_runs(bootstrap, args)))
