@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import bisect
 import mmap
+import operator
 import struct
 import sys
 import zlib
 from array import array
+from itertools import repeat
 from typing import Callable
 
 import attrs
@@ -129,24 +131,41 @@ class Holds:
         self.exchanges: dict[tuple[str, str], int] = {}
         self._owners: dict[bytes, int] = {}  # encoded names -> index in exchanges
 
-    def add(self, payload: bytes, segment: int, offset: int) -> None:
-        """The HOLD record at ``offset`` of ``segment``."""
-        msg_id, due = records.HOLD_HEAD.unpack_from(payload)
-        start = records.HOLD_HEAD.size
-        end = start + 1 + payload[start]
-        end += 1 + payload[end]
+    def add_all(self, data: bytes | mmap.mmap, offsets: array[int], segment: int) -> None:
+        """The HOLD records at ``offsets`` (in log order) of ``segment``,
+        whose bytes are ``data``. A segment holds hundreds of thousands:
+        their heads are unpacked by one C-speed map, and their exchange,
+        usually the same for all, is checked by another (one Python pass
+        per record cost the replay 1.4 us each)."""
+        if not offsets:
+            return
+        heads = list(map(records.HOLD_HEAD.unpack_from, repeat(data), map(operator.add, offsets, repeat(HEAD_SIZE))))
+        self.ids.extend(map(operator.itemgetter(0), heads))
+        self.dues.extend(map(operator.itemgetter(1), heads))
+        self.segments.extend(array("I", [segment]) * len(offsets))
+        self.offsets.extend(offsets)
         # The names as they are on disk: decoded once per exchange, not per record.
-        owner = self._owners.get(payload[start:end])
+        names = array("Q", map(operator.add, offsets, repeat(HEAD_SIZE + records.HOLD_HEAD.size)))
+        first = self._names(data, names[0])
+        if all(map(operator.eq, map(data.find, repeat(first), names, map(operator.add, names, repeat(len(first)))),
+                   names)):
+            self.owners.extend(array("I", [self._owner(first)]) * len(offsets))
+        else:
+            self.owners.extend(self._owner(self._names(data, at)) for at in names)
+
+    @staticmethod
+    def _names(data: bytes | mmap.mmap, at: int) -> bytes:
+        """The encoded vhost and exchange names at ``at``."""
+        end = at + 1 + data[at]
+        return data[at : end + 1 + data[end]]
+
+    def _owner(self, names: bytes) -> int:
+        owner = self._owners.get(names)
         if owner is None:
-            vhost, at = decode_name(payload, start)
-            exchange, _ = decode_name(payload, at)
-            owner = self._owners[payload[start:end]] = self.exchanges.setdefault((vhost, exchange),
-                                                                                  len(self.exchanges))
-        self.ids.append(msg_id)
-        self.dues.append(due)
-        self.segments.append(segment)
-        self.offsets.append(offset)
-        self.owners.append(owner)
+            vhost, at = decode_name(names, 0)
+            exchange, _ = decode_name(names, at)
+            owner = self._owners[names] = self.exchanges.setdefault((vhost, exchange), len(self.exchanges))
+        return owner
 
 
 @attrs.define
@@ -177,6 +196,7 @@ def build(segment: int, data: bytes | mmap.mmap) -> SegmentIndex | None:
     # PUBLISH records in log order; their msg ids only grow, so an ENQUEUE
     # finds its PUBLISH in this segment by bisection.
     ids, offsets = array("Q"), array("Q")
+    holds = array("I")  # offsets of HOLD records
     roles, publish = ROLES.get, records.PUBLISH
     unpack_head, crc32, view, size = RECORD_HEAD.unpack_from, zlib.crc32, memoryview(data), len(data)
     rows, rows_of = None, -1
@@ -203,13 +223,14 @@ def build(segment: int, data: bytes | mmap.mmap) -> SegmentIndex | None:
                 body = offsets[at] if at < len(ids) and ids[at] == msg_id else ELSEWHERE
                 index.copies.append((queue_id, seq, msg_id, body))
         elif role == HELD:
-            index.holds.add(data[offset + HEAD_SIZE : end], segment, offset)
+            holds.append(offset)
         elif role == APPLIED:
             kept = KEPT.get(kind)
             index.others.append((offset, kind, data[offset + HEAD_SIZE : end if kept is None
                                                     else offset + HEAD_SIZE + kept]))
         count += 1
         offset = end
+    index.holds.add_all(data, holds, segment)
     index.records = count
     index.max_msg_id = max(ids, default=0)
     index.recent = list(zip(ids[-RECENT:], offsets[-RECENT:]))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import shutil
 import zlib
+from array import array
 from pathlib import Path
 
 import pytest
@@ -265,7 +266,7 @@ def test_an_index_records_what_the_segment_holds() -> None:
     queues: dict[int, segment_index.Rows] = {1: segment_index.Rows()}
     queues[1].add(1, 1, 4, 99, math.nan, 0, 3, 0)  # decoding appends to what a queue already has
     holds = segment_index.Holds()
-    holds.add(hold(2, 10.0, "other"), 4, 77)  # and to the held messages found before
+    holds.add_all(bytes(77) + encode_record(records.HOLD, hold(2, 10.0, "other")), array("I", [77]), 4)  # and to the held messages found before
     blob = segment_index.encode(segment_index.build(5, data) or pytest.fail(), data)
     index = segment_index.decode(blob, 5, len(data), lambda: zlib.crc32(data),
                                  lambda queue: queues.setdefault(queue, segment_index.Rows()), holds)
