@@ -27,7 +27,6 @@ import struct
 from typing import NamedTuple
 
 import cramjam
-import crc32c
 
 MAGIC = 2
 NONE, GZIP, SNAPPY, LZ4, ZSTD = range(5)
@@ -171,6 +170,8 @@ def parse(data: bytes) -> Batch:
         raise CorruptRecord(f"batch length {length} for {len(data) - LOG_OVERHEAD} bytes")
     (crc,) = _CRC.unpack_from(data, _PREFIX.size)
     view = memoryview(data)
+    import crc32c  # here, not at start-up: the package imports importlib.metadata
+
     if crc32c.crc32c(view[_CRC_START:]) != crc:
         raise CorruptRecord("CRC-32C mismatch")
     batch = stored(bytes(data))
@@ -282,6 +283,8 @@ def encode(base_offset: int, records: list[Record], *, compression: int = NONE, 
     header = _HEADER.pack(compression, records[-1].offset - base_offset, base_ts,
                           max(record.timestamp for record in records), producer_id, producer_epoch,
                           base_sequence, len(records))
+    import crc32c
+
     crc = crc32c.crc32c(header + payload)
     length = HEADER_SIZE - LOG_OVERHEAD + len(payload)
     return _PREFIX.pack(base_offset, length, -1, MAGIC) + _CRC.pack(crc) + header + payload

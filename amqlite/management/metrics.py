@@ -11,15 +11,11 @@ driver through :class:`StoreMetrics`.
 
 from __future__ import annotations
 
-from typing import Callable, Collection, Iterator
+from typing import TYPE_CHECKING, Callable, Collection, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from ..core.broker import Broker
 from ..core.inflight import age, consumer_oldest, queue_oldest
@@ -28,6 +24,10 @@ from ..core.stream import Stream
 from ..core.redrive import COUNT, DELETE, REDRIVE
 from ..core.stats import AT_MOST_ONCE, DISABLED, REASONS, Stats
 from ..workbench import Jobs, jobs_of
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
 
 #: (metric name, help, value of a queue) for the queue gauges.
 _QUEUE_GAUGES = (
@@ -257,6 +257,12 @@ def create_metrics_app(broker: Broker, now: Callable[[], float], store: StoreMet
     """The Prometheus endpoints, reading the broker's clock ``now``;
     ``store`` when the broker has a data directory, ``alarms`` (which
     resource alarms are on) when it serves."""
+    # Here, not at import: the server always has StoreMetrics, and without
+    # HTTP ports it starts without Starlette.
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
     registries = {}
     for per_object in (False, True):
         registry = CollectorRegistry(auto_describe=False)

@@ -7,19 +7,18 @@ import errno
 import ssl
 from typing import TYPE_CHECKING, Any, Callable
 
-from starlette.types import ASGIApp
-
 from . import snapshot
-from .app import create_app
-from .http import BoundApp, bind
-from .metrics import create_metrics_app
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
     from ..server.listener import Server
+    from .http import BoundApp
 
 
 def management_app(server: Server) -> ASGIApp:
     """The management API over a running server's broker, users and client connections."""
+    from .app import create_app
     listeners = [{"protocol": "amqp", "ip_address": address, "port": port} for address, port in server.addresses]
     # Kafka's as RabbitMQ names its plugins' listeners ("mqtt", "stream", "stream/ssl").
     listeners += [{"protocol": "kafka", "ip_address": address, "port": port}
@@ -50,7 +49,12 @@ def management_app(server: Server) -> ASGIApp:
 def bind_http(server: Server) -> dict[str, BoundApp]:
     """Bind what the settings enable, by service name (``management``,
     ``prometheus``); call once the AMQP listeners are bound, since the API
-    reports them. Raises OSError for a port that cannot be bound."""
+    reports them. Raises OSError for a port that cannot be bound.
+
+    Starlette and Hypercorn are imported only for a port that is set:
+    start-up without HTTP ports does without them (docs/performance.md)."""
+    from .metrics import create_metrics_app
+
     settings = server.settings
     # Hypercorn binds one address; "all interfaces" means IPv4's here.
     host = settings.host if settings.host not in ("", "::") else "0.0.0.0"
@@ -71,6 +75,8 @@ def bind_http(server: Server) -> dict[str, BoundApp]:
     try:
         for name, (port, make_app, secure) in wanted.items():
             if port:
+                from .http import bind
+
                 try:
                     bound[name] = bind(make_app(), host, port, certfile=settings.tls_cert if secure else "",
                                        keyfile=settings.tls_key if secure else "",

@@ -30,7 +30,6 @@ from ..core.broker import Broker
 from ..heap import Trimmer, trim_after_frees
 from ..log import get_logger
 from ..management import definitions
-from ..management.http import serve as serve_http
 from ..management.metrics import StoreMetrics
 from ..management.service import bind_http
 from ..core.timers import Timers
@@ -189,6 +188,9 @@ class Server:
                 for listener in tls_listeners:
                     nursery.start_soon(self._accept, listener, nursery, self.gate("tls_port"), True)
                 self.kafka.start(self, nursery)
+                if http:
+                    from ..management.http import serve as serve_http  # Hypercorn: see bind_http
+
                 for name, bound in http.items():
                     await nursery.start(serve_http, bound, self.gate(f"{name}_port"))
                 self.http_ports = {name: bound.port for name, bound in http.items()}
