@@ -572,7 +572,9 @@ class Channel:
         await self._op(self._core.tx_select)
 
     async def tx_commit(self) -> list[PublishOutcome]:
+        """Returns once the transaction is on disk, as commit-ok does."""
         outcomes = await self._op(self._core.tx_commit, now=self._broker.now())
+        await self._broker._synced_to(self._core.committed_at)
         return [outcome for _, outcome in outcomes]
 
     async def tx_rollback(self) -> None:

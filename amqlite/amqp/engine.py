@@ -1013,17 +1013,14 @@ class ServerConnection:
         return spec.Tx.SelectOk()
 
     def _tx_commit(self, ch: Channel, m: spec.Tx.Commit, now: float) -> Any:
-        journal = self.broker.journal
-        before = journal.position if journal is not None else 0
-        persistent = False
         for message, outcome in ch.core.tx_commit(now=now):
-            persistent = persistent or (message.persistent and outcome.routed > 0)
             if outcome.returned:
                 self._send_return(ch.number, message)
-        if journal is not None and persistent and journal.position > before:
-            # As in RabbitMQ, commit-ok means the persistent messages are on
-            # disk; frames behind it wait, so replies keep their order.
-            self._waiting_commit = (ch, journal.position)
+        if ch.core.committed_at:
+            # Commit-ok means the transaction's unit (its persistent
+            # messages, stream messages, acks and group offsets) is on disk;
+            # frames behind it wait, so replies keep their order.
+            self._waiting_commit = (ch, ch.core.committed_at)
             return None
         return spec.Tx.CommitOk()
 

@@ -70,6 +70,8 @@ class Channel:
         self.transactional = False
         self._tx_publishes: list[tuple[str, Message, bool]] = []
         self._tx_settles: list[tuple[int, Unacked, Settlement]] = []
+        #: The journal position the last commit's unit needs on disk (0: none).
+        self.committed_at = 0
         self.closed = False
         #: Consumer timeouts: (deadline, delivery tag, timeout) for the
         #: deliveries that have one, earliest first. Settled tags stay
@@ -573,18 +575,29 @@ class Channel:
             raise PreconditionFailed("channel is not transactional")
 
     def tx_commit(self, *, now: float) -> list[tuple[Message, PublishOutcome]]:
-        """Apply the held publishes and settlements, in order. Returns each
-        publish's outcome so the caller can send basic.return for mandatory
-        messages that reached no queue."""
+        """Apply the held publishes and settlements, in order, as one
+        atomic unit of the journal: after a crash all of it or none of it
+        is found (messages, acks and the consumer groups' offsets those
+        acks move). Returns each publish's outcome so the caller can send
+        basic.return for mandatory messages that reached no queue; the
+        unit is on disk once the journal's ``synced`` reaches
+        :attr:`committed_at`."""
         self._require_tx()
         publishes, self._tx_publishes = self._tx_publishes, []
         settles, self._tx_settles = self._tx_settles, []
-        outcomes = [
-            (message, self.vhost.publish(exchange, message, mandatory, now))
-            for exchange, message, mandatory in publishes
-        ]
-        for tag, record, how in settles:
-            self._apply([(tag, record)], how, now)
+        journal = self.broker.journal
+        if journal is not None:
+            journal.begin_unit()
+        try:
+            outcomes = [
+                (message, self.vhost.publish(exchange, message, mandatory, now))
+                for exchange, message, mandatory in publishes
+            ]
+            for tag, record, how in settles:
+                self._apply([(tag, record)], how, now)
+        finally:
+            if journal is not None:
+                self.committed_at = journal.end_unit()
         requeued = [queue for _, (_, queue, _, _), how in settles if how.requeues] + self._take_groups_moved()
         if self.consumers or requeued:
             self._redispatch(now, requeued)

@@ -121,6 +121,17 @@ class Journal(Protocol):
         """A held message is due at ``due`` from now on."""
         ...
 
+    def begin_unit(self) -> None:
+        """The records from here to :meth:`end_unit` form one atomic unit
+        (a transaction's commit): after a crash, recovery finds all of them
+        or none. Units do not nest."""
+        ...
+
+    def end_unit(self) -> int:
+        """End the unit; returns the position ``synced`` must reach for it
+        to be on disk (0: it recorded nothing)."""
+        ...
+
     # Paging: the core asks, the driver acts later (after a write, in a thread).
 
     def is_written(self, segment: int, offset: int) -> bool:

@@ -54,6 +54,7 @@ from .records import (
     SPILL,
     TRUNCATE,
     TRUNCATE_RECORD,
+    UNIT,
     GROUP,
     GROUP_FORGOTTEN,
     GROUP_HEAD,
@@ -203,6 +204,10 @@ class DiskJournal:
         #: the entry's record): written there as a few REMOVE records of
         #: many entries each rather than one record per ack.
         self._removals: list[tuple[int, int, int]] = []
+        #: Group commits made so far: a unit holds those made in it.
+        self._group_moves = 0
+        #: At the open unit's start: removals waiting, group commits made.
+        self._unit_from: tuple[int, int] | None = None
 
     # -- helpers ------------------------------------------------------------
 
@@ -529,6 +534,7 @@ class DiskJournal:
         if not self._group_commits:
             self._wake_writer()  # an ack alone still needs a write
         self._group_commits[stream, group] = (committed, metadata)
+        self._group_moves += 1
 
     def group_forgotten(self, stream: Stream, group: str) -> None:
         # The record stays live while it is the group's newest, so that no
@@ -561,6 +567,24 @@ class DiskJournal:
         for target, records_left in segments.items():
             self._live[target] -= 2 * records_left
             self._ref(segment, target)
+
+    # -- atomic units (core hooks) --------------------------------------------
+
+    def begin_unit(self) -> None:
+        self.log.open_unit(UNIT)
+        self._unit_from = (len(self._removals), self._group_moves)
+
+    def end_unit(self) -> int:
+        assert self._unit_from is not None, "no unit is open"
+        removals, group_moves = self._unit_from
+        self._unit_from = None
+        # Acks and group commits wait for the batch's end (and share its
+        # records); those of the unit go in it. Others' go along: an ack
+        # lost with a unit is one a crash may lose anyway.
+        if len(self._removals) > removals or self._group_moves > group_moves:
+            self._append_group_commits()
+            self._append_removals()
+        return self.log.appended if self.log.close_unit() else 0
 
     # -- paging (core hooks) -------------------------------------------------
 

@@ -28,6 +28,9 @@ BATCH       queue id, first offset, time appended, then a Kafka record batch
             (v2) as its producer sent it: a stream's messages appended at
             once, each offset counting as a message record
 RESCHEDULE  msg id, due: a held delayed message is due at a new time
+UNIT        the length in bytes of the records that follow it and form one
+            atomic unit with it (a transaction's commit): recovery finds all
+            of them or none (segments.SegmentLog.open_unit)
 ==========  ===================================================================
 
 Content is exchange and routing key (shortstr), the AMQP content header
@@ -54,7 +57,7 @@ if TYPE_CHECKING:
     from .segments import SegmentLog
 
 (DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE, TRUNCATE, GROUP, DEDUP, SPILL,
- BATCH, RESCHEDULE) = range(1, 17)
+ BATCH, RESCHEDULE, UNIT) = range(1, 18)
 
 PUBLISH_HEAD = struct.Struct(">QQQdBI")
 ENQUEUE_HEAD = struct.Struct(">QQQd")

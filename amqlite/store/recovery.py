@@ -384,13 +384,12 @@ class _Replay:
         """Replay one segment record by record."""
         # Names bound to locals: this loop runs once per record.
         queues, recent, publish, entry = self.queues, self.recent, records.PUBLISH, segment_index.entry
-        roles, an_entry, held, skipped = (segment_index.ROLES.get, segment_index.ENTRY, segment_index.HELD,
-                                          segment_index.SKIPPED)
+        roles, an_entry, held = segment_index.ROLES.get, segment_index.ENTRY, segment_index.HELD
         seen, next_report = self.records, self.records + _PROGRESS_RECORDS
         trailing_dedup = self.trailing_dedup
         holds = array("I")  # offsets of HOLD records: read as columns once the segment is done
         hold = holds.append
-        for _, offset, kind, payload in self.log.records(segment, data):
+        for _, offset, kind, payload in self.log.records(segment, data, unit=records.UNIT):
             seen += 1
             if trailing_dedup and kind != records.DEDUP:
                 trailing_dedup.clear()
@@ -420,7 +419,7 @@ class _Replay:
                     self.next_msg = msg_id + 1
             elif role == held:
                 hold(offset)
-            elif role != skipped:
+            elif role is None:  # APPLIED; a UNIT record is framing, honoured by records()
                 self._record(segment, offset, kind, payload)
         self.records = seen
         self.holds.add_all(data, holds, segment)

@@ -37,7 +37,7 @@ import attrs
 
 from ..amqp.values import decode_name, encode_shortstr
 from . import records
-from .segments import HEAD_SIZE, RECORD_HEAD
+from .segments import HEAD_SIZE, RECORD_HEAD, UNIT_SPAN
 
 #: Entry flags, as recovery keeps them per entry: removed; delivered at some
 #: point (redelivered after a restart); out with a consumer when the broker
@@ -52,8 +52,13 @@ REMOVED, DELIVERED, OUT, COPY, MOVED, EXPIRES = 1, 2, 4, 8, 16, 32
 #: order by recovery's ``_Replay._record``, and an index keeps the record
 #: verbatim, or the first KEPT[kind] bytes of its payload. A new kind that
 #: is applied in order needs its branch in ``_record`` and nothing here.
-ENTRY, HELD, SKIPPED, APPLIED = range(4)
-ROLES = {records.PUBLISH: ENTRY, records.ENQUEUE: ENTRY, records.HOLD: HELD, records.SPILL: SKIPPED}
+#: UNIT opens an atomic unit, the records in the next bytes it names: the
+#: replay takes them only if all are intact (``SegmentLog.records``), an
+#: index only a segment whose units are all whole, and neither keeps the
+#: record itself.
+ENTRY, HELD, SKIPPED, APPLIED, UNIT = range(5)
+ROLES = {records.PUBLISH: ENTRY, records.ENQUEUE: ENTRY, records.HOLD: HELD, records.SPILL: SKIPPED,
+         records.UNIT: UNIT}
 KEPT = {records.BATCH: records.BATCH_PREFIX}
 
 
@@ -200,13 +205,13 @@ def build(segment: int, data: bytes | mmap.mmap) -> SegmentIndex | None:
     roles, publish = ROLES.get, records.PUBLISH
     unpack_head, crc32, view, size = RECORD_HEAD.unpack_from, zlib.crc32, memoryview(data), len(data)
     rows, rows_of = None, -1
-    offset = count = 0
+    offset = count = unit_stop = 0
     while offset < size:
         if size - offset < HEAD_SIZE:
             return None
         length, crc, kind = unpack_head(data, offset)
         end = offset + 8 + length
-        if not length or end > size or crc32(view[offset + 8 : end]) != crc:
+        if not length or end > size or crc32(view[offset + 8 : end]) != crc or offset < unit_stop < end:
             return None
         role = roles(kind, APPLIED)
         if role == ENTRY:
@@ -228,8 +233,12 @@ def build(segment: int, data: bytes | mmap.mmap) -> SegmentIndex | None:
             kept = KEPT.get(kind)
             index.others.append((offset, kind, data[offset + HEAD_SIZE : end if kept is None
                                                     else offset + HEAD_SIZE + kept]))
+        elif role == UNIT:
+            unit_stop = end + UNIT_SPAN.unpack_from(data, offset + HEAD_SIZE)[0]
         count += 1
         offset = end
+    if unit_stop > size:
+        return None  # a unit not whole: only a replay leaves it out
     index.holds.add_all(data, holds, segment)
     index.records = count
     index.max_msg_id = max(ids, default=0)

@@ -34,6 +34,9 @@ log = get_logger(__name__)
 
 RECORD_HEAD = struct.Struct(">IIB")  # length, crc32, type
 HEAD_SIZE = RECORD_HEAD.size
+#: The payload of a record that opens an atomic unit: how many bytes of
+#: records follow in the unit (see SegmentLog.open_unit).
+UNIT_SPAN = struct.Struct(">Q")
 #: Bytes one read takes when reading records back in a batch.
 READ_SPAN = 256 * 1024
 _SUFFIX = ".seg"
@@ -122,6 +125,18 @@ def _chains(data: bytes, offset: int) -> bool:
     return end == len(data) or (end > 0 and record_end(data, end) > 0)
 
 
+def _unit_break(data: bytes, start: int, stop: int) -> int | None:
+    """Where the records of a unit from ``start`` to ``stop`` stop being
+    intact: None if they all are and the last ends at ``stop``."""
+    offset = start
+    while offset < stop:
+        end = record_end(data, offset)
+        if end < 0 or end > stop:
+            return offset
+        offset = end
+    return None
+
+
 _NONZERO = re.compile(rb"[^\x00]")
 
 
@@ -184,6 +199,9 @@ class SegmentLog:
                                         if segment in self._written}
         self._pending: list[tuple[int, bytes]] = []  # (segment, bytes) not yet written
         self._pending_size = 0
+        #: The atomic unit being appended: (its first record's kind, index
+        #: in ``_pending``, where its records start).
+        self._unit: tuple[int, int, int] | None = None
         self._file: BinaryIO | None = None
         self._file_segment = 0
         #: Segments a failed write may have left bytes in beyond ``_written``.
@@ -234,7 +252,7 @@ class SegmentLog:
                 crc = zlib.crc32(view[:read], crc)
         return crc
 
-    def records(self, segment: int, data: bytes) -> Iterator[Record]:
+    def records(self, segment: int, data: bytes, unit: int = 0) -> Iterator[Record]:
         """The intact records of one segment, given its bytes (start-up).
 
         Damage is never cut where good records could lie. Bad bytes that run
@@ -243,6 +261,11 @@ class SegmentLog:
         continue on a record boundary, and logged as ``store.corrupt_tail``.
         Anywhere else replay skips to the next intact record and leaves the
         file as it is; ``store.corrupt_segment`` names every range skipped.
+
+        A record of kind ``unit`` opens an atomic unit (:meth:`open_unit`):
+        its records come only if every one of them is intact. A unit that a
+        crash cut short is part of the torn tail, cut from the unit's first
+        record; one damaged elsewhere is skipped whole.
         """
         path = self._path(segment)
         skipped: list[dict[str, int | None]] = []
@@ -252,6 +275,18 @@ class SegmentLog:
                 length, crc, kind = unpack(data, offset)
                 end = offset + 8 + length
                 if length and end <= size and crc32(view[offset + 8 : end]) == crc:
+                    if kind == unit:
+                        stop = end + UNIT_SPAN.unpack_from(data, offset + HEAD_SIZE)[0]
+                        broken = _unit_break(data, end, stop)
+                        if broken is not None:
+                            resume = (stop if stop == size or stop < size and _chains(data, stop)
+                                      else _resync(data, broken)[0])
+                            if resume == size and segment == self.segments[-1]:
+                                break  # a unit the crash tore: cut below, from its first record
+                            skipped.append({"start": offset, "end": resume, "bytes": resume - offset,
+                                            "records": None})
+                            offset = resume
+                            continue
                     yield segment, offset, kind, data[offset + HEAD_SIZE : end]
                     offset = end
                     continue
@@ -334,7 +369,7 @@ class SegmentLog:
     def append(self, kind: int, payload: bytes) -> tuple[int, int]:
         """Queue a record for the next write; returns (segment, offset)."""
         data = encode_record(kind, payload)
-        if self._size and self._size + len(data) > self.segment_size:
+        if self._size and self._size + len(data) > self.segment_size and self._unit is None:
             self._seal()
         if not self._pending and self.on_pending is not None:
             self.on_pending()
@@ -344,6 +379,33 @@ class SegmentLog:
         self._size += len(data)
         self.appended += len(data)
         return self.current, offset
+
+    def open_unit(self, kind: int) -> None:
+        """The records appended from here to :meth:`close_unit` form one
+        atomic unit: recovery finds all of them or none (:meth:`records`).
+        A record of ``kind`` opens it and says how many bytes follow in it.
+        A unit lies in one segment (the log does not roll inside one, so a
+        unit may take a segment past its size): a crash tears only the
+        newest segment, and compaction deletes a unit whole or not at all."""
+        assert self._unit is None, "units do not nest"
+        self.append(kind, UNIT_SPAN.pack(0))
+        self._unit = (kind, len(self._pending) - 1, self._size)
+
+    def close_unit(self) -> bool:
+        """End the open unit: its first record now says how long it is.
+        A unit with nothing in it is taken back; then False."""
+        assert self._unit is not None, "no unit is open"
+        (kind, at, start), self._unit = self._unit, None
+        span = self._size - start
+        segment, data = self._pending[at]
+        if not span:
+            del self._pending[at]  # the last record appended: nothing saw its position
+            self._pending_size -= len(data)
+            self._size -= len(data)
+            self.appended -= len(data)
+            return False
+        self._pending[at] = (segment, encode_record(kind, UNIT_SPAN.pack(span)))
+        return True
 
     def roll(self) -> None:
         """Start a new segment now, so the current one can be deleted once
