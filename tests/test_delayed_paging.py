@@ -288,6 +288,15 @@ def test_a_bulk_restore_files_what_a_restore_per_message_would(dues: list[float]
     assert sorted(fired) == sorted(zip(dues, ids)) and [due for due, _ in fired] == sorted(dues)
 
 
+def test_a_bulk_restore_tells_how_many_are_filed_after_each_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delayed, "RESTORE_STEP", 3)
+    held = HeldMessages(budget=4)
+    ids = array("Q", range(1, 9))
+    told: list[int] = []
+    held.restore_all(array("d", [LATER * i for i in ids]), ids, array("I", [7] * 8), array("I", ids), told.append)
+    assert told == [3, 6, 8] and len(held) == 8
+
+
 def test_a_bulk_restore_refuses_ids_that_do_not_grow() -> None:
     held = HeldMessages(budget=4)
     held.restore(10.0, 5, 1, 0)

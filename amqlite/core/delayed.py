@@ -239,11 +239,13 @@ class HeldMessages:
         """A held message recovered from the journal: on disk only."""
         self.restore_all(array("d", [due]), array("Q", [msg_id]), array("I", [segment]), array("I", [offset]))
 
-    def restore_all(self, dues: array[float], ids: array[int], segments: array[int], offsets: array[int]) -> None:
+    def restore_all(self, dues: array[float], ids: array[int], segments: array[int], offsets: array[int],
+                    progress: Callable[[int], object] | None = None) -> None:
         """Held messages recovered from the journal, as columns in id order:
         on disk only. Start-up restores millions: the columns are extended
         and the records packed and filed by C-speed passes, not a Python
-        call per message (1M took 1.4 s that way)."""
+        call per message (1M took 1.4 s that way). ``progress`` is told how
+        many are filed after each RESTORE_STEP (start-up's progress log)."""
         if not ids:
             return
         if (self._ids and ids[0] <= self._ids[-1]) or not all(map(operator.lt, ids, islice(ids, 1, None))):
@@ -263,6 +265,8 @@ class HeldMessages:
             else:  # some to far buckets (not at start-up: nothing is split yet)
                 for record in _RECORD.iter_unpack(packed):
                     self._buckets(record[0]).file(*record)
+            if progress is not None:
+                progress(min(start + RESTORE_STEP, len(ids)))
 
     # -- time ---------------------------------------------------------------
 

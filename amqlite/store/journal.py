@@ -29,7 +29,7 @@ from ..core.stream import WHOLE
 from ..log import get_logger
 from . import manifest as manifest_file
 from .manifest import MANIFEST, Manifest, SegmentSummary
-from .recovery import Progress, ProgressLog, Recovered, RecoveryReport, recover, segment_summary
+from .recovery import HeldProgress, Progress, ProgressLog, Recovered, RecoveryReport, recover, segment_summary
 from .records import (
     COUNT,
     COUNT_RECORD,
@@ -914,7 +914,7 @@ class DiskJournal:
     # -- recovery -------------------------------------------------------------
 
     def recover(self, broker: Broker, now: float,
-                progress: Callable[[Progress], None] | None = None) -> RecoveryReport:
+                progress: Callable[[Progress | HeldProgress], None] | None = None) -> RecoveryReport:
         """Rebuild ``broker``'s durable state from disk, then journal into it.
         ``progress`` is called as the replay advances; by default a line is
         logged every 2 s."""

@@ -19,6 +19,7 @@ log skips or cuts them and says so (see :meth:`SegmentLog.replay`).
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import operator
 import re
@@ -80,8 +81,18 @@ class Progress:
     percent: float
 
 
+@attrs.frozen
+class HeldProgress:
+    """How far the restore of held delayed messages has got, once the log
+    is replayed: ``restored`` of ``total`` filed in their buckets."""
+
+    restored: int
+    total: int
+
+
 class ProgressLog:
-    """The default progress callback: a ``store.recovering`` line whenever
+    """The default progress callback: a ``store.recovering`` line (or
+    ``store.restoring_held``, with the rate since the previous one) whenever
     ``interval`` seconds have passed since start-up or the last line, so a
     long start-up says what it does and a short one stays quiet."""
 
@@ -90,13 +101,26 @@ class ProgressLog:
         self.interval = interval
         self.clock = clock
         self.last = clock()
+        #: When the held restore started, or its last line: (time, restored).
+        self.held_since: tuple[float, int] | None = None
 
-    def __call__(self, progress: Progress) -> None:
+    def __call__(self, progress: Progress | HeldProgress) -> None:
         now = self.clock()
-        if now - self.last >= self.interval:
-            self.last = now
+        if isinstance(progress, HeldProgress) and self.held_since is None:
+            self.held_since = (now, progress.restored)
+        if now - self.last < self.interval:
+            return
+        self.last = now
+        if isinstance(progress, Progress):
             log.info("store.recovering", segments=f"{progress.segments_done}/{progress.segments_total}",
                      records=progress.records, messages=progress.messages, percent=progress.percent)
+            return
+        assert self.held_since is not None
+        since, restored = self.held_since
+        self.held_since = (now, progress.restored)
+        log.info("store.restoring_held", restored=progress.restored, total=progress.total,
+                 percent=round(100.0 * progress.restored / progress.total, 1),
+                 per_second=round((progress.restored - restored) / (now - since)) if now > since else None)
 
 
 @attrs.define(eq=False)
@@ -156,11 +180,11 @@ class _Holds(Holds):
         self.rescheduled_in: dict[int, int] = {}
 
     def restore(self, broker: Broker, live: Counter[int], ref: Callable[[int, int], None], now: float,
-                read: Callable[[int, int], Message]) -> int:
+                read: Callable[[int, int], Message], progress: Callable[[HeldProgress], None] | None = None) -> int:
         """Give each durable delayed exchange what it still holds: on disk
         only, but for what is due within a few seconds (or overdue), which
         is read back now. Returns how many. A RELEASE or RESCHEDULE points
-        at its HOLD's segment."""
+        at its HOLD's segment. ``progress`` is called as they are filed."""
         ids, dues, segments = self.ids, self.dues, self.segments
         # Millions at start-up: C-speed passes over the columns (a bisection
         # and a call per released or rescheduled id took 0.5 s for 200,000).
@@ -181,17 +205,20 @@ class _Holds(Holds):
             vhost = broker.vhosts.get(vhost_name)
             exchange = vhost.exchanges.get(exchange_name) if vhost is not None else None
             owners.append(exchange if exchange is not None and exchange.delayed else None)
-        count = 0
+        wanted = []  # (exchange, which of the columns are its to restore)
         for number, exchange in enumerate(owners):
-            if exchange is None:
-                continue
-            if len(owners) == 1:
-                kept = list(map(operator.eq, dues, dues))  # False for NaN: released
-            else:
-                kept = [owner == number and due == due for owner, due in zip(self.owners, dues)]
+            if exchange is not None:
+                wanted.append((exchange, list(map(operator.eq, dues, dues)) if len(owners) == 1  # NaN: released
+                               else [owner == number and due == due for owner, due in zip(self.owners, dues)]))
+        total = sum(kept.count(True) for _, kept in wanted)
+        if progress is not None and total:
+            progress(HeldProgress(0, total))
+        count = 0
+        for exchange, kept in wanted:
             held = array("I", compress(segments, kept))
+            step = None if progress is None else functools.partial(_held_progress, progress, count, total)
             exchange.held.restore_all(array("d", compress(dues, kept)), array("Q", compress(ids, kept)),
-                                      held, array("I", compress(self.offsets, kept)))
+                                      held, array("I", compress(self.offsets, kept)), step)
             for segment, n in _runs(held, 0, len(held)):  # ids, and so segments, grow along the log
                 live[segment] += n
             count += len(held)
@@ -200,6 +227,11 @@ class _Holds(Holds):
                 exchange.held.bring_back(now, read)
                 exchange.schedule()
         return count
+
+
+def _held_progress(progress: Callable[[HeldProgress], None], before: int, total: int, restored: int) -> None:
+    """One exchange's restore step (``restored`` of its own) in all of them."""
+    progress(HeldProgress(before + restored, total))
 
 
 class _Replay:
@@ -831,11 +863,12 @@ def recover(
     now: float,
     *,
     queue_budget: int,
-    progress: Callable[[Progress], None] | None = None,
+    progress: Callable[[Progress | HeldProgress], None] | None = None,
 ) -> Recovered:
     """Rebuild ``broker``'s durable state from the snapshot in ``directory``
     and ``segment_log``. ``progress`` is called as the replay advances
-    (after each segment, and every few hundred thousand records)."""
+    (after each segment, and every few hundred thousand records), then as
+    held delayed messages are restored."""
     started = time.perf_counter()
     replay = _Replay(segment_log, progress)
     replay.read_snapshot(directory)
@@ -929,7 +962,7 @@ def recover(
     group_records = _restore_groups(queues, replay)
     _restore_dedup(broker, queues, replay, now)
     held = replay.holds.restore(broker, live, replay.ref, now,
-                                lambda segment, offset: records.load_message(segment_log, segment, offset))
+                                lambda segment, offset: records.load_message(segment_log, segment, offset), progress)
     report = RecoveryReport(len(queues), restored + paged, paged, held, len(segment_log.segments),
                             time.perf_counter() - started)
     log.info("store.recovered", queues=report.queues, messages=report.messages, paged=report.paged,

@@ -16,7 +16,8 @@ from amqlite.core.broker import Broker
 from amqlite.core.message import Message, Properties
 from amqlite.store import records as kinds
 from amqlite.store.journal import DiskJournal
-from amqlite.store.recovery import Progress, ProgressLog
+from amqlite.core import delayed
+from amqlite.store.recovery import HeldProgress, Progress, ProgressLog
 from amqlite.store.segments import HEAD_SIZE, SegmentLog
 
 from .support import PERSISTENT, Store, drain
@@ -194,6 +195,40 @@ def test_progress_is_logged_every_interval_by_default() -> None:
             progress(Progress(done, 4, done * 10, done * 5, done * 25.0))
     assert [(e["event"], e["segments"], e["percent"]) for e in logs] == [
         ("store.recovering", "2/4", 50.0), ("store.recovering", "4/4", 100.0)]
+
+
+def test_progress_reports_the_restore_of_held_delayed_messages(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path)
+    store.ch.declare_exchange("later", "x-delayed-message", durable=True, arguments={"x-delayed-type": "direct"})
+    for i in range(25):  # an hour and more ahead: on disk only once restored
+        store.ch.publish(b"h%d" % i, exchange="later", routing_key="k", now=NOW,
+                         properties=Properties(delivery_mode=2, headers={"x-delay": 3_700_000 + i}))
+    store.sync()
+    store.close()
+    monkeypatch.setattr(delayed, "RESTORE_STEP", 10)
+    seen: list[Progress | HeldProgress] = []
+    journal = DiskJournal(tmp_path)
+    report = journal.recover(Broker(), NOW, progress=seen.append)
+    journal.close()
+    assert report.held == 25
+    assert seen[-4:] == [HeldProgress(0, 25), HeldProgress(10, 25), HeldProgress(20, 25), HeldProgress(25, 25)]
+    replayed = seen[-5]
+    assert isinstance(replayed, Progress) and replayed.messages == 25  # the replay counts them too
+
+
+def test_held_restore_progress_is_logged_with_its_rate() -> None:
+    ticks = iter([0.0, 2.5, 3.0, 3.5, 6.0, 6.5])  # start, then one read per call
+    progress = ProgressLog(clock=lambda: next(ticks))
+    with capture_logs() as logs:
+        progress(Progress(3, 3, 30, 500_000, 100.0))  # 2.5 s: logged
+        progress(HeldProgress(0, 1_000_000))  # 3.0: the restore starts
+        progress(HeldProgress(250_000, 1_000_000))  # 3.5: too soon
+        progress(HeldProgress(750_000, 1_000_000))  # 6.0: 750,000 in 3 s
+        progress(HeldProgress(1_000_000, 1_000_000))  # 6.5: too soon
+    assert [(e["event"], e.get("restored"), e.get("total"), e.get("percent"), e.get("per_second")) for e in logs] == [
+        ("store.recovering", None, None, 100.0, None),
+        ("store.restoring_held", 750_000, 1_000_000, 75.0, 250_000)]
 
 
 @pytest.mark.parametrize("gap", [3, 10_000])
