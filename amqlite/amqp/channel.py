@@ -22,7 +22,7 @@ from ..core import errors
 from ..core.channel import Channel as CoreChannel
 from ..core.message import Message
 from . import spec
-from .frames import HeaderFrame
+from .frames import HeaderFrame, ack_prefix
 from .properties import BASIC_CLASS_ID
 
 
@@ -37,7 +37,8 @@ class Channel:
     """One open channel of a connection: its state, the content of the
     publish in progress, and its confirms not yet sent."""
 
-    __slots__ = ("number", "core", "state", "_publish", "_header", "_body", "_remaining", "confirms", "last_queue")
+    __slots__ = ("number", "core", "state", "_publish", "_header", "_body", "_remaining", "confirms", "last_queue",
+                 "ack_prefix")
 
     def __init__(self, number: int, core: CoreChannel) -> None:
         self.number = number
@@ -52,6 +53,8 @@ class Channel:
         self.confirms: list[tuple[int, bool, int]] = []
         #: The queue last declared here: an empty queue name means it (AMQP 0-9-1, as RabbitMQ).
         self.last_queue = ""
+        #: How a basic.ack frame on this channel begins (FrameDecoder.take_acks).
+        self.ack_prefix = ack_prefix(number)
 
     @property
     def closing(self) -> bool:

@@ -991,7 +991,13 @@ class ServerConnection:
         # their credit is filled once, when a frame of another kind comes or
         # the frames read so far are handled (_redispatch_acked), so a queue
         # delivers a batch instead of one message per ack.
-        ch.core.ack(m.delivery_tag, multiple=m.multiple, now=now, redispatch=False)
+        # The acks right behind this one on the channel are taken at once.
+        more = None if m.multiple else self._decoder.take_acks(ch.ack_prefix)
+        if more:
+            more.insert(0, m.delivery_tag)
+            ch.core.ack_each(more, now=now)
+        else:
+            ch.core.ack(m.delivery_tag, multiple=m.multiple, now=now, redispatch=False)
         self._acked[ch.number] = ch
 
     def _basic_nack(self, ch: Channel, m: spec.Basic.Nack, now: float) -> Any:

@@ -60,6 +60,11 @@ _unpack_head = _FRAME_HEAD.unpack_from
 _new = tuple.__new__
 _FRAME_TYPES = (FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT)
 _END_AND_HEAD = struct.Struct(">BBHI")  # end octet of one frame + header of the next
+#: A basic.ack frame: its head and method ids (a prefix per channel,
+#: ack_prefix), then delivery tag, bits and the end octet.
+_ACK_HEAD = struct.Struct(">BHIHH")
+_ACK_TAIL = struct.Struct(">QBB")
+_ACK_SIZE = _ACK_HEAD.size + _ACK_TAIL.size
 _DELIVER_HEAD = struct.Struct(">BHIHHB")  # frame header, class and method ids, consumer-tag length
 _DELIVER_MID = struct.Struct(">QBB")  # delivery tag, redelivered, exchange length
 _UINT8 = struct.Struct(">B")
@@ -92,6 +97,11 @@ class HeartbeatFrame(NamedTuple):
 Frame = MethodFrame | HeaderFrame | BodyFrame | HeartbeatFrame
 
 _HEARTBEAT = HeartbeatFrame(0)
+
+
+def ack_prefix(channel: int) -> bytes:
+    """What every basic.ack frame on ``channel`` begins with (FrameDecoder.take_acks)."""
+    return _ACK_HEAD.pack(FRAME_METHOD, channel, _ACK_SIZE - FRAME_OVERHEAD, Basic.Ack.class_id, Basic.Ack.method_id)
 
 
 class FrameDecoder:
@@ -214,6 +224,25 @@ class FrameDecoder:
             return None
         self._pos = body_end + 1
         return properties, buf[pos + 7 : header_end], buf[body_start:body_end]
+
+    def take_acks(self, prefix: bytes) -> list[int]:
+        """The delivery tags of the single basic.ack frames (multiple off)
+        next in the buffer, complete, on the channel of ``prefix``
+        (:func:`ack_prefix`), which it consumes; stops at any other frame,
+        which then takes the usual way. A consumer acking every message
+        sends runs of these, and each taken here is one frame, method
+        object and dispatch fewer."""
+        buf, pos = self._buf, self._pos
+        last = len(buf) - _ACK_SIZE
+        tags = []
+        while pos <= last and buf.startswith(prefix, pos):
+            tag, bits, end = _ACK_TAIL.unpack_from(buf, pos + _ACK_HEAD.size)
+            if bits or end != FRAME_END:
+                break
+            tags.append(tag)
+            pos += _ACK_SIZE
+        self._pos = pos
+        return tags
 
     @staticmethod
     def _unusual_frame(frame_type: int, channel: int, size: int) -> Frame:

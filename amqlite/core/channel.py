@@ -490,6 +490,23 @@ class Channel:
         (the AMQP engine, a read's worth) fills it once, after the last."""
         self._settle(self._take(delivery_tag, multiple), Settlement.ACK, now, redispatch)
 
+    def ack_each(self, delivery_tags: list[int], *, now: float) -> None:
+        """basic.ack of each of ``delivery_tags`` (multiple off), in order,
+        as :meth:`ack` with ``redispatch=False`` would one by one: a
+        consumer acking every message sends runs of acks, and the driver
+        hands over a read's worth. An unknown tag raises once the acks
+        before it are settled."""
+        self._require_open()
+        unacked = self.unacked
+        records: list[tuple[int, Unacked]] = []
+        for tag in delivery_tags:
+            record = unacked.pop(tag, None)
+            if record is None:
+                self._settle(records, Settlement.ACK, now, False)
+                raise PreconditionFailed(f"unknown delivery tag {tag}")
+            records.append((tag, record))
+        self._settle(records, Settlement.ACK, now, False)
+
     def nack(self, delivery_tag: int, *, now: float, multiple: bool = False, requeue: bool = True) -> None:
         records = self._refuse_for_streams(self._take(delivery_tag, multiple))
         self._settle(records, Settlement.REQUEUE if requeue else Settlement.REJECT, now)

@@ -260,6 +260,45 @@ def test_take_content_after_each_publish_gives_what_frame_by_frame_decoding_give
     assert got == expected
 
 
+def _ack_frame(channel: int, tag: int, bits: int = 0, end: int = 0xCE) -> bytes:
+    return struct.pack(">BHIHHQBB", 1, channel, 13, 60, 80, tag, bits, end)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["ack 1", "ack 2", "multiple", "bits", "heartbeat", "publish", "bad end"]),
+                min_size=1, max_size=30),
+       st.lists(st.integers(1, 60), max_size=10))
+def test_take_acks_after_each_ack_gives_what_frame_by_frame_decoding_gives(kinds: list[str], cuts: list[int]) -> None:
+    """Acks on two channels among other frames (a multiple ack, one with a
+    reserved bit set, heartbeats, a publish, a frame whose end octet is
+    wrong), fed in random pieces: taking the acks behind each ack yields
+    the same acks, in order, and the same error, as decoding every frame."""
+    made = {"ack 1": lambda tag: _ack_frame(1, tag), "ack 2": lambda tag: _ack_frame(2, tag),
+            "multiple": lambda tag: _ack_frame(1, tag, bits=1), "bits": lambda tag: _ack_frame(1, tag, bits=2),
+            "heartbeat": lambda tag: frames.HEARTBEAT_FRAME,
+            "publish": lambda tag: frames.encode_method_frame(1, spec.Basic.Publish("", "q")),
+            "bad end": lambda tag: _ack_frame(1, tag, end=0xCD)}
+    data = b"".join(made[kind](tag) for tag, kind in enumerate(kinds, 1))
+
+    def decoded(take: bool) -> tuple[list[tuple[int, object]], type[Exception] | None]:
+        decoder, got, pos = FrameDecoder(4096), [], 0
+        try:
+            for size in [*cuts, len(data)]:
+                decoder.feed(data[pos : pos + size])
+                pos += size
+                while (frame := decoder.next_frame()) is not None:
+                    got.append((getattr(frame, "channel", 0), getattr(frame, "method", frame)))
+                    if take and isinstance(frame, MethodFrame) and type(frame.method) is spec.Basic.Ack:
+                        if not frame.method.multiple:
+                            got += [(frame.channel, spec.Basic.Ack(tag))
+                                    for tag in decoder.take_acks(frames.ack_prefix(frame.channel))]
+        except FrameError as error:
+            return got, type(error)
+        return got, None
+
+    assert decoded(True) == decoded(False)
+
+
 # --------------------------------------------------------------------------- encoding
 
 

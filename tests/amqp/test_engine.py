@@ -589,6 +589,39 @@ def test_acks_read_together_free_credit_once_and_another_method_sees_their_deliv
     assert (queue.message_count, queue.unacked) == (2, 3)  # 9 and 10 ready; 6, 7 and 8 delivered, unacked
 
 
+def test_a_run_of_acks_taken_at_once_settles_as_acks_handled_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine takes a run of acks at once (FrameDecoder.take_acks):
+    with an unknown tag in the middle, the acks before it are settled, the
+    channel closes with 406 naming it, the acks behind it are ignored and
+    the close requeues what was still unacked. The same read handled a
+    frame at a time (no acks taken) must leave the same replies and queue;
+    so must the acks read one at a time, each read's credit used at once."""
+
+    def outcome(pieces: list[bytes]) -> tuple[object, ...]:
+        peer = opened()
+        peer.call(1, spec.Queue.Declare("q"), spec.Queue.DeclareOk)
+        peer.send(b"".join(publish(1, "q", b"%d" % n) for n in range(8)))
+        peer.call(1, spec.Basic.Qos(0, 6, False), spec.Basic.QosOk)
+        peer.send_method(1, spec.Basic.Consume("q", "c"))
+        assert [m.delivery_tag for _, m in peer.methods() if isinstance(m, spec.Basic.Deliver)] == [1, 2, 3, 4, 5, 6]
+        for piece in pieces:
+            peer.send(piece)
+        replies = [(type(m), getattr(m, "delivery_tag", None), getattr(m, "reply_code", None),
+                    getattr(m, "reply_text", None)) for _, m in peer.methods()]
+        queue = peer.broker.vhosts["/"].queues["q"]
+        return replies, queue.message_count, queue.unacked, queue.stats.ack
+
+    acks = [method(1, spec.Basic.Ack(tag)) for tag in (1, 2, 3, 99, 4, 5)]
+    taken = outcome([b"".join(acks)])
+    close = (spec.Channel.Close, None, 406, "PRECONDITION_FAILED - unknown delivery tag 99")
+    assert taken == ([close], 8 - 3, 0, 3)  # 1-3 acked; the close requeued 4-6
+    # Read one at a time, the credit of 1-3 is used before 99 comes.
+    assert outcome(acks) == ([(spec.Basic.Deliver, 7, None, None), (spec.Basic.Deliver, 8, None, None), close],
+                             8 - 3, 0, 3)
+    monkeypatch.setattr(FrameDecoder, "take_acks", lambda self, prefix: [])
+    assert outcome([b"".join(acks)]) == taken
+
+
 def test_a_streams_deliveries_carry_their_offset_whoever_published() -> None:
     """A stream keeps messages as published and the engine adds
     x-stream-offset on the way out: spliced into the header bytes of a
