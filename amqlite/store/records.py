@@ -47,7 +47,7 @@ import zlib
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import FrameError
-from ..amqp.properties import BASIC_CLASS_ID, decode_content_header_at, encode_content_header
+from ..amqp.properties import BASIC_CLASS_ID, BasicProperties, decode_content_header_at, encode_content_header
 from ..amqp.values import decode_name, decode_table, encode_shortstr, encode_table
 from ..core.message import Message
 from ..kafka import records as kafka_records
@@ -92,6 +92,12 @@ REFUSED = -math.inf
 #: Exchange names and routing keys repeat from message to message: each
 #: is encoded once.
 _encoded_name = functools.lru_cache(maxsize=4096)(encode_shortstr)
+#: Exchange and routing key by their encoded bytes, and properties by the
+#: content header's, of messages read back (read_message); each cleared
+#: when full, as amqp/properties keeps its own.
+_READ_CACHE_MAX = 4096
+_names_read: dict[bytes, tuple[str, str]] = {}
+_headers_read: dict[bytes, BasicProperties] = {}
 
 
 def encode_checked(magic: bytes, table: dict[str, Any]) -> bytes:
@@ -144,15 +150,37 @@ def content(message: Message) -> bytes:
     ))
 
 
-def read_message(payload: bytes, offset: int) -> Message:
-    """The message whose content starts at ``offset`` of a record payload."""
-    exchange, offset = decode_name(payload, offset)
-    routing_key, offset = decode_name(payload, offset)
-    (size,) = _LEN.unpack_from(payload, offset)
-    offset += 4
-    end = offset + size
-    _, _, properties = decode_content_header_at(payload, offset, end)  # in place: once per message read back
-    return Message(exchange, routing_key, properties, payload[end:], payload[offset:end])
+def read_message(payload: bytes, offset: int, store_id: int | None = None, store_segment: int = 0) -> Message:
+    """The message whose content starts at ``offset`` of a record payload,
+    with the store fields given. Exchange and routing key, and content
+    headers without a headers table (whose properties are immutable), come
+    from the caches below when their bytes were read before: a page-in
+    reads thousands of messages, and they repeat from one to the next."""
+    try:
+        at = offset + 1 + payload[offset]
+        at += 1 + payload[at]
+        (size,) = _LEN.unpack_from(payload, at)
+    except (IndexError, struct.error):
+        raise ValueError("message content truncated") from None
+    encoded_names = payload[offset:at]
+    names = _names_read.get(encoded_names)
+    if names is None:
+        exchange, next_name = decode_name(payload, offset)
+        names = (exchange, decode_name(payload, next_name)[0])
+        if len(_names_read) >= _READ_CACHE_MAX:
+            _names_read.clear()
+        _names_read[encoded_names] = names
+    start = at + 4
+    end = start + size
+    header = payload[start:end]
+    properties = _headers_read.get(header)
+    if properties is None:
+        _, _, properties = decode_content_header_at(payload, start, end)  # in place
+        if properties.headers is None:
+            if len(_headers_read) >= _READ_CACHE_MAX:
+                _headers_read.clear()
+            _headers_read[header] = properties
+    return Message(names[0], names[1], properties, payload[end:], header, (), store_id, store_segment)
 
 
 def load_message(log: SegmentLog, segment: int, offset: int) -> Message:
@@ -167,17 +195,14 @@ def message_of(kind: int, payload: bytes, segment: int, offset: int) -> Message:
     """:func:`load_message` for a record already read."""
     if kind == SPILL:
         return read_message(payload, 0)
+    # Both begin with the message id.
     if kind == PUBLISH:
-        message = read_message(payload, PUBLISH_HEAD.size)
-    elif kind == HOLD:
+        return read_message(payload, PUBLISH_HEAD.size, ID.unpack_from(payload)[0], segment)
+    if kind == HOLD:
         _, at = decode_name(payload, HOLD_HEAD.size)  # vhost
         _, at = decode_name(payload, at)  # exchange
-        message = read_message(payload, at)
-    else:
-        raise ValueError(f"record at {segment}:{offset} is not a publish, a hold or a spill")
-    message.store_id = ID.unpack_from(payload)[0]  # both begin with the message id
-    message.store_segment = segment
-    return message
+        return read_message(payload, at, ID.unpack_from(payload)[0], segment)
+    raise ValueError(f"record at {segment}:{offset} is not a publish, a hold or a spill")
 
 
 def batch_of(payload: bytes) -> StoredBatch:

@@ -7,9 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from amqlite.core.message import Properties
+from amqlite.amqp.properties import encode_content_header
+from amqlite.core.message import Message, Properties
+from amqlite.store.records import content, read_message
 from amqlite.store import journal as records_
 from amqlite.store.journal import SNAPSHOT
 
@@ -116,6 +120,30 @@ def test_persistent_messages_round_trip(tmp_path: Path) -> None:
     assert got is not None and got.message.body == b"one" and got.message.properties == props
     assert drain(store.ch, "q") == [(b"", False), (b"x" * 100_000, False)]
     store.close()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["", "amq.topic", "ex"]), st.sampled_from(["q", "a.b", "\u00e9t\u00e9"]),
+                          st.sampled_from([PERSISTENT, Properties(content_type="text/plain"),
+                                           Properties(headers={"h": [1, "x"]}), Properties()]),
+                          st.binary(max_size=20)), min_size=1, max_size=20))
+def test_messages_read_back_are_the_messages_written(
+        messages: list[tuple[str, str, Properties, bytes]]) -> None:
+    """Names and headers repeat from message to message and are decoded
+    once for many (records.read_message): every message read back still
+    has its own exchange, routing key, properties, body and header bytes,
+    and a headers table is never one dict shared by two messages."""
+    read = []
+    for exchange, key, properties, body in messages:
+        payload = b"\x00" * 3 + content(Message(exchange, key, properties, body))
+        read.append(read_message(payload, 3, 7, 9))
+    assert [(m.exchange, m.routing_key, m.properties, m.body, m.store_id, m.store_segment) for m in read] == [
+        (exchange, key, properties, body, 7, 9) for exchange, key, properties, body in messages]
+    assert all(m.wire_header == encode_content_header(60, len(m.body), m.properties) for m in read)
+    tables = [id(m.properties.headers) for m in read if m.properties.headers is not None]
+    assert len(set(tables)) == len(tables)
+    with pytest.raises(ValueError, match="truncated"):
+        read_message(content(Message("ex", "q", PERSISTENT, b""))[:4], 0)
 
 
 def test_ack_delivery_and_requeue_state(tmp_path: Path) -> None:
