@@ -22,7 +22,6 @@ from .auth import hash_password
 from .config import FIELDS, LOG_FORMATS, LOG_LEVELS, TABLES, ConfigError, Settings, env_name, load
 from .log import get_logger
 from .logconfig import configure
-from .server import Server, StartupError
 
 log = get_logger("amqlite")
 
@@ -84,6 +83,10 @@ GC_THRESHOLDS = (50_000, 50, 100)
 
 
 async def _serve(settings: Settings) -> int:
+    # Imported here: the server's modules take most of a second to import,
+    # which a bad flag, hash-password and every `amqlite ctl` need not wait for.
+    from .server import Server, StartupError
+
     gc.set_threshold(*GC_THRESHOLDS)
     server = Server.from_settings(settings)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
