@@ -23,6 +23,7 @@ import functools
 import math
 import operator
 import re
+import struct
 import time
 from array import array
 from collections import Counter
@@ -42,7 +43,7 @@ from ..kafka import records as kafka_records
 from . import records, segment_index
 from .manifest import MANIFEST, Manifest, SegmentSummary
 from . import manifest as manifest_file
-from .segments import HEAD_SIZE
+from .segments import HEAD_SIZE, RECORD_HEAD
 from .segment_index import DELIVERED, MOVED, OUT, RECENT, REMOVED, Holds, Rows
 
 if TYPE_CHECKING:
@@ -286,6 +287,9 @@ class _Replay:
         #: Seqs of REMOVE records whose entry was not found, per queue.
         self.removed_elsewhere: dict[int, array[int]] = {}
         self.indexed: set[int] = set()
+        #: What each range of damaged records skipped in a replayed segment
+        #: seems to hold (see _damaged_records), by segment.
+        self.damage: dict[int, list[tuple[list[tuple[int, bytes]], int]]] = {}
         #: Each segment's size as found, before any torn tail was cut.
         self.sizes: dict[int, int] = {}
         #: Idempotent producers' batches per stream, in log order:
@@ -454,6 +458,8 @@ class _Replay:
             elif role is None:  # APPLIED; a UNIT record is framing, honoured by records()
                 self._record(segment, offset, kind, payload)
         self.records = seen
+        for start, end in self.log.skipped.get(segment, ()):
+            self.damage.setdefault(segment, []).append(_damaged_records(data, start, end))
         self.holds.add_all(data, holds, segment)
         if holds:
             self.next_msg = max(self.next_msg, self.holds.ids[-1] + 1)
@@ -745,6 +751,75 @@ def _report_losses(replay: _Replay, manifest: Manifest, found: dict[int, Segment
     return total
 
 
+def _damaged_records(data: bytes, start: int, end: int) -> tuple[list[tuple[int, bytes]], int]:
+    """What the records of a skipped range seem to be, read by their heads
+    although their checksums fail: (kind, payload) of each, and how many
+    bytes of the range that reading cannot account for. The range starts
+    where an intact record ended, so at a record's head; one flipped byte
+    makes it that one record. Where the lengths do not lead exactly to the
+    range's end, only the first record is taken at its word."""
+    found: list[tuple[int, bytes]] = []
+    at = start
+    while end - at >= HEAD_SIZE:
+        length, _, kind = RECORD_HEAD.unpack_from(data, at)
+        stop = at + 8 + length if length else end
+        found.append((kind, data[at + HEAD_SIZE : min(stop, end)]))
+        if stop >= end:
+            at = end if stop == end else at
+            break
+        at = stop
+    if at == end:
+        return found, 0
+    first = min(start + 8 + RECORD_HEAD.unpack_from(data, start)[0], end) if found else start
+    return found[:1], end - first
+
+
+def _report_unsummarised(replay: _Replay, manifest: Manifest | None, queues: dict[int, Queue]) -> int:
+    """Damaged records skipped in a segment the manifest does not summarise
+    (the newest, not sealed yet; any, without a manifest), counted by what
+    their own heads say: a PUBLISH or ENQUEUE of a queue whose entry is
+    not there and that no later record removed, a HOLD that no later
+    RELEASE let go. One ``store.messages_lost`` line per segment, as for a
+    summarised one, with ``unreadable_bytes`` where the heads did not
+    account for the whole range. Returns how many were lost."""
+    total = 0
+    for segment, ranges in sorted(replay.damage.items()):
+        if manifest is not None and segment in manifest.summaries:
+            continue  # counted against its summary (_report_losses)
+        lost: dict[int, list[int]] = {}
+        held = unreadable = 0
+        for found, unaccounted in ranges:
+            unreadable += unaccounted
+            for kind, payload in found:
+                if not records.DEFINITION <= kind <= records.UNIT:
+                    unreadable += HEAD_SIZE + len(payload)  # no record's head
+                    continue
+                role = segment_index.ROLES.get(kind)
+                try:
+                    if role == segment_index.ENTRY:
+                        _, queue_id, seq, *_ = segment_index.entry(kind, payload, 0)
+                        index = replay.queues.get(queue_id)
+                        queue = queues.get(queue_id)
+                        if (queue is not None and (index is None or index.find(seq) < 0)
+                                and seq not in replay.removed_elsewhere.get(queue_id, ())
+                                and seq >= replay.truncations.get(queue_id, (0, 0))[0]):
+                            lost.setdefault(queue_id, []).append(seq)
+                    elif role == segment_index.HELD:
+                        held += records.HOLD_HEAD.unpack_from(payload)[0] not in replay.holds.released
+                except struct.error:
+                    unreadable += len(payload)  # too short for the head its kind says
+        lost_queues = [{"queue": queues[queue_id].name, "vhost": queues[queue_id].vhost.name, "messages": len(seqs),
+                        "offsets" if isinstance(queues[queue_id], Stream) else "seqs": [min(seqs), max(seqs)]}
+                       for queue_id, seqs in lost.items()]
+        messages = sum(len(seqs) for seqs in lost.values())
+        if messages or held or unreadable:
+            total += messages
+            log.warning("store.messages_lost", segment=f"{segment:010d}.seg", reason="damaged records",
+                        messages=messages, queues=lost_queues, held_delayed=held,
+                        **({"unreadable_bytes": unreadable} if unreadable else {}))
+    return total
+
+
 #: Where the messages of a queue whose declaration is lost come back
 #: (vhost "/", then the queue's store id): see docs/operations.md.
 QUARANTINE = "amqlite.recovered."
@@ -880,6 +955,7 @@ def recover(
     contents = found_summaries(replay, replay.sizes)
     if manifest is not None:
         _report_losses(replay, manifest, contents, queues, segment_log.damaged)
+    _report_unsummarised(replay, manifest, queues)
     # What each sealed segment held when sealed, damaged or not, so a
     # damaged one is reported at every start until compaction deletes it.
     summaries = {segment: manifest.summaries.get(segment, summary) if manifest is not None else summary

@@ -206,8 +206,10 @@ class SegmentLog:
         self._file_segment = 0
         #: Segments a failed write may have left bytes in beyond ``_written``.
         self._damaged: set[int] = set()
-        #: Segments whose replay skipped damaged records (start-up).
+        #: Segments whose replay skipped damaged records (start-up), and the
+        #: byte ranges skipped in each.
         self.damaged: set[int] = set()
+        self.skipped: dict[int, list[tuple[int, int]]] = {}
         #: Positions: every appended byte gets one; ``synced`` trails ``appended``.
         self.appended = 0
         self.synced = 0
@@ -297,6 +299,7 @@ class SegmentLog:
             offset = resume
         if skipped:
             self.damaged.add(segment)
+            self.skipped[segment] = [(int(item["start"] or 0), int(item["end"] or 0)) for item in skipped]
             counts = [item["records"] for item in skipped]
             log.warning(
                 "store.corrupt_segment",

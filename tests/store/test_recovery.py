@@ -65,16 +65,83 @@ def test_flipped_byte_mid_newest_segment_loses_only_its_record(tmp_path: Path, w
         store = Store(tmp_path, queue_budget=100_000)
     assert bodies(store) == [b"m%05d" % i for i in range(2000) if i != 1000]
     assert path.stat().st_size == before  # nothing cut
-    [report] = [e for e in logs if e["log_level"] == "warning"]
+    report, lost = [e for e in logs if e["log_level"] == "warning"]
     assert report["event"] == "store.corrupt_segment" and report["segment"] == path.name
     assert report["skipped"][0]["start"] == offset and report["skipped"][0]["end"] == offset + size
     assert report["skipped_bytes"] == size
     assert report["skipped_records"] == (1 if where == "body" else None)
+    # Not summarised (not sealed), yet counted: by the damaged record's own head.
+    assert lost["event"] == "store.messages_lost" and lost["segment"] == path.name
+    assert (lost["messages"], lost["held_delayed"], lost["queues"]) == (
+        1, 0, [{"queue": "q", "vhost": "/", "messages": 1, "seqs": [1001, 1001]}])
+    assert "unreadable_bytes" not in lost
     # Appends after the damage land after the file's end; the damage stays reported, nothing else is lost.
     store.ch.publish(b"later", routing_key="q", properties=PERSISTENT, now=NOW)
     store.sync()
     store = store.restart()
     assert bodies(store) == [b"later"]
+    store.close()
+
+
+def test_damage_in_the_newest_segment_is_counted_per_queue_and_held(tmp_path: Path) -> None:
+    # The newest segment has no summary until it is sealed: what its
+    # damaged records held is read from their own heads. An acked message
+    # (its REMOVE follows) and a cancelled held one are not lost.
+    store = Store(tmp_path, queue_budget=100_000)
+    for name in ("a", "b"):
+        store.ch.declare_queue(name, durable=True, now=NOW)
+    store.ch.declare_exchange("later", "x-delayed-message", durable=True, arguments={"x-delayed-type": "direct"})
+    store.ch.bind_queue("a", "later", "a")
+    for i in range(10):
+        for name in ("a", "b"):
+            store.ch.publish(b"%s%d" % (name.encode(), i), routing_key=name, properties=PERSISTENT, now=NOW)
+        store.ch.publish(b"h%d" % i, exchange="later", routing_key="a", now=NOW,
+                         properties=Properties(delivery_mode=2, headers={"x-delay": 3_600_000}))
+    got = store.ch.get("a", now=NOW)
+    assert got is not None and got.message.body == b"a0"
+    store.ch.ack(got.delivery_tag, now=NOW)
+    exchange = store.broker.vhosts["/"].exchanges["later"]
+    assert exchange.cancel_scheduled(exchange.held.scheduled(limit=10)[6][0])
+    store.sync()
+    store.close()
+    log = SegmentLog(tmp_path / "log")
+    found = [(kind, log._path(segment), offset, HEAD_SIZE + len(payload)) for segment, offset, kind, payload
+             in log.replay() if kind in (kinds.PUBLISH, kinds.HOLD)]
+    log.close()
+    # a_i, b_i and the i-th held message are records 3i, 3i + 1 and 3i + 2.
+    assert [kind for kind, _, _, _ in found] == [kinds.PUBLISH, kinds.PUBLISH, kinds.HOLD] * 10
+    assert len({path for _, path, _, _ in found}) == 1
+    # a0 (acked), a4, b8, the second held message and the cancelled seventh;
+    # none next to another (replay skips an intact record followed by a
+    # damaged one with it).
+    for i in (0, 12, 25, 8, 20):
+        _, path, offset, size = found[i]
+        flip(path, offset + size - 2)
+    with capture_logs() as logs:
+        store = Store(tmp_path, queue_budget=100_000)
+    [lost] = [e for e in logs if e["event"] == "store.messages_lost"]
+    assert lost["segment"] == found[0][1].name and lost["reason"] == "damaged records"
+    assert (lost["messages"], lost["held_delayed"]) == (2, 1)
+    assert sorted(lost["queues"], key=lambda q: q["queue"]) == [
+        {"queue": "a", "vhost": "/", "messages": 1, "seqs": [5, 5]},
+        {"queue": "b", "vhost": "/", "messages": 1, "seqs": [9, 9]}]
+    assert [body for body, _ in drain(store.ch, "a")] == [b"a%d" % i for i in range(1, 10) if i != 4]
+    assert [body for body, _ in drain(store.ch, "b")] == [b"b%d" % i for i in range(10) if i != 8]
+    assert len(store.broker.vhosts["/"].exchanges["later"].held) == 8
+    store.close()
+
+
+def test_unreadable_damage_in_the_newest_segment_is_said_so(tmp_path: Path) -> None:
+    store = fill(tmp_path, 100, queue_budget=100_000)
+    path, offset, size = publishes(tmp_path)[40]
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 3 * size] = bytes(3 * size)  # three records zeroed: no head to read
+    path.write_bytes(bytes(data))
+    with capture_logs() as logs:
+        store = Store(tmp_path, queue_budget=100_000)
+    assert bodies(store) == [b"m%05d" % i for i in range(100) if not 40 <= i < 43]
+    [lost] = [e for e in logs if e["event"] == "store.messages_lost"]
+    assert (lost["messages"], lost["unreadable_bytes"]) == (0, 3 * size)  # not counted, but said
     store.close()
 
 
@@ -128,7 +195,9 @@ def test_damage_mid_segment_and_a_torn_tail(tmp_path: Path) -> None:
         store = Store(tmp_path, queue_budget=100_000)
     assert bodies(store) == [b"m%05d" % i for i in range(99) if i != 50]
     assert path.stat().st_size == last  # only the torn tail went
-    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["store.corrupt_segment", "store.corrupt_tail"]
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [e["event"] for e in warnings] == ["store.corrupt_segment", "store.corrupt_tail", "store.messages_lost"]
+    assert warnings[2]["messages"] == 1 and warnings[2]["queues"][0]["seqs"] == [51, 51]  # the torn one is not counted
     store.close()
 
 
