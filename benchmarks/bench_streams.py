@@ -1,13 +1,16 @@
-"""Stream queues over AMQP 0-9-1, amqlite against RabbitMQ, in one run; then
-a big stream read by many readers at once, for speed and memory.
+"""Stream queues over AMQP 0-9-1, amqlite against RabbitMQ, in one run.
 
 1. publish N messages with confirms (window W) into a stream, then consume
    them from `first` with prefetch 200, acking each; amqlite and RabbitMQ's
-   stream queues, alternating, R runs each, medians;
-2. amqlite only: a stream of BIG messages (10M by default), then one
-   reader catching up from offset 0 (its speed), then READERS readers at
-   different offsets reading at once, each in its own process, while the
-   server's RSS is sampled (its peak).
+   stream queues, R runs each, medians;
+2. a stream of BIG messages on each broker, then one reader catching up
+   from offset 0, then READERS readers at different offsets reading at
+   once, each in its own process; for amqlite, the server's peak RSS.
+
+Each figure is printed next to RabbitMQ's (ratio column), with amqlite's
+server CPU seconds per 100,000 messages (utime + stime of all its threads,
+from /proc): the wall-clock rate moves with the load of a shared machine,
+the CPU it takes far less.
 
 The load generator is bench_amqp.py's raw-socket client (frames encoded once,
 written in batches), so it is not the bottleneck.
@@ -20,28 +23,31 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import tempfile
 import threading
-import time
 import uuid
+from typing import Callable
 
-from bench_amqp import Client, consume_acked, machine, publish_confirmed, rabbitmq_up, start_amqlite, spec
+from bench_amqp import (Client, consume_acked, machine, publish_confirmed, rabbitmq_up, spec, start_amqlite,
+                        thread_cpu)
 from bench_paging import rss_mb
 
 STREAM = {"x-queue-type": "stream"}
 
 
 class PeakRss:
-    """The peak RSS of a process, sampled every 0.2 s in a thread."""
+    """The peak RSS of a process, sampled every 0.2 s in a thread (none
+    sampled for pid None: RabbitMQ's)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int | None) -> None:
         self.pid, self.peak = pid, 0.0
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self) -> None:
-        while not self.stopped.wait(0.2):
+        while self.pid is not None and not self.stopped.wait(0.2):
             self.peak = max(self.peak, rss_mb(self.pid))
 
     def __enter__(self) -> PeakRss:
@@ -60,33 +66,75 @@ def delete(port: int, queue: str) -> None:
     client.close()
 
 
-def throughput(label: str, port: int, args: argparse.Namespace) -> dict[str, object]:
+class CpuMeter:
+    """amqlite's server CPU seconds (all threads) per figure; nothing for
+    RabbitMQ (pid None)."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.seconds: dict[str, float] = {}
+
+    def timed(self, figure: str, work: Callable[[], float]) -> float:
+        if self.pid is None:
+            return work()
+        before = sum(thread_cpu(self.pid))
+        rate = work()
+        self.seconds[figure] = self.seconds.get(figure, 0.0) + sum(thread_cpu(self.pid)) - before
+        return rate
+
+
+def throughput(port: int, args: argparse.Namespace, cpu: CpuMeter) -> dict[str, list[float]]:
     pubs, cons = [], []
     for _ in range(args.runs):
         queue = f"bench-stream-{uuid.uuid4().hex[:8]}"
-        pubs.append(publish_confirmed("127.0.0.1", port, queue, args.messages, args.window, True, STREAM))
-        cons.append(consume_acked("127.0.0.1", port, queue, args.messages, 200, {"x-stream-offset": "first"}))
+        pubs.append(cpu.timed("publish", lambda: publish_confirmed("127.0.0.1", port, queue, args.messages,
+                                                                  args.window, True, STREAM)))
+        cons.append(cpu.timed("consume", lambda: consume_acked("127.0.0.1", port, queue, args.messages, 200,
+                                                              {"x-stream-offset": "first"})))
         delete(port, queue)
-    return {"broker": label, "publish": pubs, "consume": cons}
+    return {"publish": pubs, "consume": cons}
 
 
 def reader(port: int, queue: str, offset: int, count: int) -> float:
     return consume_acked("127.0.0.1", port, queue, count, 200, {"x-stream-offset": offset})
 
 
-def big_stream(process_pid: int, port: int, args: argparse.Namespace) -> dict[str, float]:
-    queue = "bench-big-stream"
-    started = time.perf_counter()
-    with PeakRss(process_pid) as publishing:
-        publish_confirmed("127.0.0.1", port, queue, args.big, args.window, True, STREAM)
-    published = time.perf_counter() - started
-    catch_up = reader(port, queue, 0, args.big)
+def readers_at_once(port: int, queue: str, args: argparse.Namespace) -> float:
     share = args.big // args.readers
-    with PeakRss(process_pid) as reading, multiprocessing.Pool(args.readers) as pool:
-        rates = pool.starmap(reader, [(port, queue, n * share, share) for n in range(args.readers)])
-    idle = rss_mb(process_pid)
-    return {"publish_rate": args.big / published, "publish_peak_rss": publishing.peak, "catch_up": catch_up,
-            "readers_rate": sum(rates), "readers_peak_rss": reading.peak, "rss_after": idle}
+    with multiprocessing.Pool(args.readers) as pool:
+        return sum(pool.starmap(reader, [(port, queue, n * share, share) for n in range(args.readers)]))
+
+
+def big_stream(port: int, args: argparse.Namespace, cpu: CpuMeter) -> dict[str, float]:
+    """A stream of ``args.big`` messages, read back by one reader, then by
+    ``args.readers`` at once; RSS peaks for amqlite (``cpu.pid``)."""
+    queue = f"bench-big-stream-{uuid.uuid4().hex[:8]}"
+    pid = cpu.pid
+    try:
+        with PeakRss(pid) as publishing:
+            rate = cpu.timed("big publish", lambda: publish_confirmed("127.0.0.1", port, queue, args.big,
+                                                                      args.window, True, STREAM))
+        catch_up = cpu.timed("catch-up", lambda: reader(port, queue, 0, args.big))
+        with PeakRss(pid) as reading:
+            readers_rate = cpu.timed("readers", lambda: readers_at_once(port, queue, args))
+    finally:
+        delete(port, queue)  # RabbitMQ keeps it on disk otherwise
+    return {"publish_rate": rate, "publish_peak_rss": publishing.peak, "catch_up": catch_up,
+            "readers_rate": readers_rate, "readers_peak_rss": reading.peak,
+            "rss_after": rss_mb(pid) if pid else 0.0}
+
+
+def load() -> str:
+    """The load averages (1, 5, 15 min): how shared the machine was."""
+    return " ".join(f"{figure:.2f}" for figure in os.getloadavg())
+
+
+def row(label: str, ours: float, theirs: float | None, cpu_seconds: float | None, messages: int,
+        extra: str = "") -> str:
+    ratio = f"{ours / theirs:>6.2f}" if theirs else f"{'-':>6}"
+    reference = f"{theirs:>12,.0f}" if theirs else f"{'-':>12}"
+    per = f"{1e5 * cpu_seconds / messages:>8.3f}" if cpu_seconds is not None else f"{'-':>8}"
+    return f"  {label:30} {ours:>12,.0f} {reference} {ratio} {per}{extra}"
 
 
 def main() -> None:
@@ -103,35 +151,40 @@ def main() -> None:
         args.messages, args.runs, args.big, args.readers = 2000, 1, 5000, 2
     print(f"machine: {machine()}")
     print(f"workload: streams, {args.messages} x 100 B, {args.runs} runs, confirm window {args.window}, "
-          f"prefetch 200; big stream {args.big:,} x 100 B, {args.readers} readers")
-    results = []
+          f"prefetch 200; big stream {args.big:,} x 100 B, {args.readers} readers; load {load()}")
     with tempfile.TemporaryDirectory(prefix="amqlite-bench-") as data_dir:
         process, port, _ = start_amqlite(data_dir)
+        cpu = CpuMeter(process.pid)
         try:
-            results.append(throughput("amqlite", port, args))
-            big = big_stream(process.pid, port, args)
+            ours = throughput(port, args, cpu)
+            big = big_stream(port, args, cpu)
         finally:
             process.terminate()
             process.wait()
+    theirs: dict[str, list[float]] = {}
+    their_big: dict[str, float] = {}
     if not args.amqlite_only and rabbitmq_up():
-        results.append(throughput("RabbitMQ", 5672, args))
+        theirs = throughput(5672, args, CpuMeter(None))
+        their_big = big_stream(5672, args, CpuMeter(None))
     print()
-    print(f"{'broker':10} {'publish+confirm msgs/s':>24} {'consume+ack msgs/s':>20}")
-    for r in results:
-        pub, con = r["publish"], r["consume"]
-        assert isinstance(pub, list) and isinstance(con, list)
-        print(f"{r['broker']:10} {statistics.median(pub):>14,.0f} ({min(pub):,.0f}-{max(pub):,.0f})"
-              f" {statistics.median(con):>10,.0f} ({min(con):,.0f}-{max(con):,.0f})")
-    if len(results) == 2:
-        a, b = results
-        print(f"ratio amqlite/RabbitMQ: publish {statistics.median(a['publish']) / statistics.median(b['publish']):.2f},"  # type: ignore[arg-type]
-              f" consume {statistics.median(a['consume']) / statistics.median(b['consume']):.2f}")  # type: ignore[arg-type]
+    print(f"  {'msgs/s (median, range)':30} {'amqlite':>12} {'RabbitMQ':>12} {'ratio':>6} {'CPU s/100k':>8}   (amqlite's server CPU)")
+    total = args.messages * args.runs
+    for figure, label in (("publish", "publish+confirm"), ("consume", "consume+ack from first")):
+        rates = ours[figure]
+        spread = f"   ({min(rates):,.0f}-{max(rates):,.0f}"
+        if figure in theirs:
+            spread += f"; RabbitMQ {min(theirs[figure]):,.0f}-{max(theirs[figure]):,.0f}"
+        print(row(label, statistics.median(rates), statistics.median(theirs[figure]) if figure in theirs else None,
+                  cpu.seconds.get(figure), total, spread + ")"))
     print()
-    print(f"amqlite, a stream of {args.big:,} messages:")
-    print(f"  publish+confirm           {big['publish_rate']:>12,.0f} msgs/s   peak RSS {big['publish_peak_rss']:,.0f} MiB")
-    print(f"  catch-up from offset 0    {big['catch_up']:>12,.0f} msgs/s")
-    print(f"  {args.readers} readers at once      {big['readers_rate']:>12,.0f} msgs/s   peak RSS {big['readers_peak_rss']:,.0f} MiB")
-    print(f"  RSS after                 {big['rss_after']:>12,.0f} MiB")
+    print(f"  a stream of {args.big:,} messages:")
+    print(row("publish+confirm", big["publish_rate"], their_big.get("publish_rate"), cpu.seconds.get("big publish"),
+              args.big, f"   peak RSS {big['publish_peak_rss']:,.0f} MiB"))
+    print(row("catch-up from offset 0", big["catch_up"], their_big.get("catch_up"), cpu.seconds.get("catch-up"),
+              args.big))
+    print(row(f"{args.readers} readers at once (total)", big["readers_rate"], their_big.get("readers_rate"),
+              cpu.seconds.get("readers"), args.big, f"   peak RSS {big['readers_peak_rss']:,.0f} MiB"))
+    print(f"  RSS after {big['rss_after']:,.0f} MiB; load at the end {load()}")
 
 
 if __name__ == "__main__":
