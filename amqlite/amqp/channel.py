@@ -37,8 +37,8 @@ class Channel:
     """One open channel of a connection: its state, the content of the
     publish in progress, and its confirms not yet sent."""
 
-    __slots__ = ("number", "core", "state", "_publish", "_header", "_body", "_remaining", "confirms", "last_queue",
-                 "ack_prefix")
+    __slots__ = ("number", "core", "state", "_publish", "_header", "_body", "_remaining", "confirms", "unwaited",
+                 "last_queue", "ack_prefix")
 
     def __init__(self, number: int, core: CoreChannel) -> None:
         self.number = number
@@ -51,6 +51,9 @@ class Channel:
         #: (sequence number, acked?, journal position it waits for) of
         #: publishes not yet confirmed on the wire, in order.
         self.confirms: list[tuple[int, bool, int]] = []
+        #: Of those, how many wait for no journal position (nacks,
+        #: transient messages) and came since the last pass over them.
+        self.unwaited = 0
         #: The queue last declared here: an empty queue name means it (AMQP 0-9-1, as RabbitMQ).
         self.last_queue = ""
         #: How a basic.ack frame on this channel begins (FrameDecoder.take_acks).

@@ -679,16 +679,21 @@ class Stream(Queue):
         journal = self.journal
         if journal is None:
             return 0
-        memory, gone = self._memory, 0
-        while len(memory) - gone > journal.queue_budget:
-            offset = self._memory_first + gone
-            i = offset - self.first
-            if not journal.is_written(self._record_segments[i], self._record_offsets[i]):
-                break
-            kept = memory[gone]
-            # A batch goes whole: its offsets share one record.
-            gone += 1 if isinstance(kept, Message) else kept.base_offset + kept.record_count - offset
-        self._memory.drop(gone)
+        memory = self._memory
+        over = len(memory) - journal.queue_budget
+        if over <= 0:
+            return 0
+        # Records are written in offset order: bisect for the first of the
+        # ``over`` oldest whose record is not written yet (one test per
+        # message was 4% of a stream publish).
+        base, segments, positions = self._memory_first - self.first, self._record_segments, self._record_offsets
+        gone = bisect.bisect_left(range(over), True, key=lambda n: not journal.is_written(segments[base + n],
+                                                                                          positions[base + n]))
+        if gone:
+            kept = memory[gone - 1]
+            if not isinstance(kept, Message):  # a batch goes whole: its offsets share one record
+                gone = kept.base_offset + kept.record_count - self._memory_first
+        memory.drop(gone)
         self._memory_first += gone
         return gone
 
