@@ -211,15 +211,16 @@ def scheduled(api: Api, args: argparse.Namespace, out: IO[str]) -> None:
         if args.id is None:
             raise CtlError(f"scheduled {args.op} needs the id of a held message")
         if args.op == "cancel":
-            api.call("DELETE", f"{path}/{_path(args.id)}")
+            done = api.call("DELETE", f"{path}/{_path(args.id)}")
         elif args.op == "fire":
-            api.call("POST", f"{path}/{_path(args.id)}/fire")
+            done = api.call("POST", f"{path}/{_path(args.id)}/fire")
         else:
             if (args.delay is None) == (args.due is None):
                 raise CtlError("reschedule needs one of --delay MS or --due EPOCH_SECONDS")
-            api.call("POST", f"{path}/{_path(args.id)}/reschedule",
-                     {"delay": args.delay} if args.delay is not None else {"due": args.due})
-        print(f"{args.op} {args.id}: done", file=out)
+            done = api.call("POST", f"{path}/{_path(args.id)}/reschedule",
+                            {"delay": args.delay} if args.delay is not None else {"due": args.due})
+        print(f"{args.op} {args.id}: done" + (f" ({done['changed']} held messages)" if done["changed"] > 1 else ""),
+              file=out)
 
 
 def browse_rows(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -324,8 +325,9 @@ def _parser() -> argparse.ArgumentParser:
                                      "match a filter, reschedule one (--delay or --due), fire one now")
     held.add_argument("op", choices=("list", "cancel", "reschedule", "fire"))
     held.add_argument("exchange")
-    held.add_argument("id", nargs="?", help="a held message's id, as list shows it")
-    held.add_argument("--after", default="0", help="list: the id to go on from (list prints it)")
+    held.add_argument("id", nargs="?", help="a held message's id, as list shows it: its message_id, or the "
+                                            "broker's number (all held messages with that message_id)")
+    held.add_argument("--after", default="0", help="list: the number to go on from (list prints it)")
     held.add_argument("--limit", type=int, default=20)
     held.add_argument("--due-from", help="due at or after: epoch seconds or ISO 8601")
     held.add_argument("--due-to", help="due before: epoch seconds or ISO 8601")

@@ -45,15 +45,18 @@ async def on_disk(broker: Broker) -> bool:
 
 
 async def read(broker: Broker, exchange: Exchange, ids: list[int]) -> list[Message | None]:
-    """The held messages of ``ids`` as their HOLD records have them (None:
-    gone meanwhile, or unreadable)."""
+    """The held messages of ``ids`` as their HOLD records have them, or
+    as held in memory when not journalled (None: gone meanwhile, or
+    unreadable)."""
     journal = broker.journal
     refs = []
+    found: list[Message | None] = [None] * len(ids)
     for n, msg_id in enumerate(ids):
         where = exchange.held.location(msg_id)
-        if where is not None:
+        if where is not None and where[0]:
             refs.append((where[0], where[1], n, 0))
-    found: list[Message | None] = [None] * len(ids)
+        elif where is not None:
+            found[n] = exchange.held.resident(msg_id)
     if journal is None or not refs:
         return found
     for ref in refs:  # one bad record must not hide the others

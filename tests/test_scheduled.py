@@ -134,3 +134,81 @@ def test_every_held_message_fires_once_at_its_last_due_time_unless_cancelled(
     ids = [msg_id for msg_id, _ in fired]
     assert len(ids) == len(set(ids)) and set(ids) == set(messages) - cancelled  # each once, none lost
     assert not held.cancel(1) and not held.reschedule(1, now)
+
+
+async def test_messages_held_in_memory_only_have_ids_too(mock_clock: trio.testing.MockClock) -> None:
+    """No data directory: held messages get the broker's numbers (or
+    their message_id) and are listed, cancelled, rescheduled and fired."""
+    mock_clock.autojump_threshold = 0
+    async with amqlite.open_broker() as broker:
+        ch = await broker.channel()
+        await ch.exchange_declare("later", "x-delayed-message", arguments={"x-delayed-type": "direct"})
+        await ch.queue_declare("due")
+        await ch.queue_bind("due", "later", "k")
+        started = trio.current_time()
+        for n in range(4):
+            await ch.publish(b"%d" % n, exchange="later", routing_key="k", properties=Properties(
+                message_id="twice" if n < 2 else None, headers={"x-delay": 60_000 + n}))
+        exchange = broker.core.vhosts["/"].exchanges["later"]
+        listed = exchange.held.scheduled()
+        held_at = listed[0][1] - 60  # the broker's clock when they were held
+        assert [round(due - held_at, 3) for _, due in listed] == [60.0, 60.001, 60.002, 60.003]
+        numbers = [msg_id for msg_id, _ in listed]
+        assert exchange.find_scheduled("twice") == numbers[:2] and exchange.find_scheduled(str(numbers[0])) == []
+        assert exchange.held.resident(numbers[3]) is not None and exchange.held.named(numbers[0])
+        assert exchange.cancel_scheduled(numbers[3]) and not exchange.find_scheduled(str(numbers[3]))
+        assert all(exchange.reschedule(msg_id, held_at + 3600) for msg_id in exchange.find_scheduled("twice"))
+        assert exchange.reschedule(numbers[2], held_at)  # fire now
+        arrived = await collect(broker, 1, started)
+        assert list(arrived) == [2] and arrived[2] < 1
+        assert len(exchange.held) == 2
+        arrived = await collect(broker, 2, started)
+        assert sorted(arrived) == [0, 1] and min(arrived.values()) >= 3600
+
+
+async def test_message_ids_name_held_messages_after_a_restart(tmp_path: Path) -> None:
+    async with amqlite.open_broker(data_dir=tmp_path, queue_memory_budget=40) as broker:
+        ch = await setup(broker)
+        for n in range(100):
+            await ch.publish(b"%d" % n, exchange="later", routing_key="k", properties=Properties(
+                delivery_mode=2, message_id=f"m{n % 50}", headers={"x-delay": 3600_000 + n}))
+        await ch.publish(b"transient", exchange="later", routing_key="k",
+                         properties=Properties(message_id="m0", headers={"x-delay": 3600_000}))
+        exchange = broker.core.vhosts["/"].exchanges["later"]
+        assert len(exchange.find_scheduled("m0")) == 3
+        assert exchange.cancel_scheduled(exchange.find_scheduled("m1")[0])
+        await written(broker)
+    async with amqlite.open_broker(data_dir=tmp_path, queue_memory_budget=40) as broker:
+        exchange = broker.core.vhosts["/"].exchanges["later"]
+        assert len(exchange.held) == 99  # the transient one is gone
+        assert len(exchange.find_scheduled("m0")) == 2 and len(exchange.find_scheduled("m1")) == 1
+        assert all(len(exchange.find_scheduled(f"m{n}")) == 2 for n in range(2, 50))
+        numbers = [msg_id for msg_id, _ in exchange.held.scheduled(limit=1000)]
+        assert all(exchange.find_scheduled(str(number)) == [] for number in numbers)  # all named
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 30), st.integers(0, 5)), max_size=400),
+       st.sampled_from([2, 3, 8]))
+def test_sorted_pairs_keep_what_a_sorted_list_keeps(steps: list[tuple[bool, int, int]], chunk: int) -> None:
+    from amqlite.core import sortedpairs
+
+    old, sortedpairs.CHUNK = sortedpairs.CHUNK, chunk
+    try:
+        pairs, model = sortedpairs.SortedPairs("Q"), []
+        for add, key, value in steps:
+            if add:
+                pairs.add(key, value)
+                model.append((key, value))
+            else:
+                assert pairs.remove(key, value) == ((key, value) in model)
+                if (key, value) in model:
+                    model.remove((key, value))
+            model.sort()
+            assert len(pairs) == len(model)
+        assert list(pairs.from_(0)) == model
+        for key in range(31):
+            assert pairs.values_of(key) == [v for k, v in model if k == key]
+            assert list(pairs.from_(key, 3)) == [p for p in model if p >= (key, 3)]
+    finally:
+        sortedpairs.CHUNK = old

@@ -36,6 +36,7 @@ stale and skipped when it reaches the heap. A reschedule files a new record.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import heapq
 import itertools
 import math
@@ -48,6 +49,7 @@ from typing import Callable, Iterator
 
 from .message import Message
 from .ready import PagedRef
+from .sortedpairs import SortedPairs
 
 #: Seconds of due times per far bucket.
 BUCKET = 60.0
@@ -65,9 +67,18 @@ _RECORD = struct.Struct("<dQII")
 #: them in (1.5 MB), not one per message but not 240 MB for 10M either.
 RESTORE_STEP = 65_536
 
-#: A held message in memory: (due, message, HOLD record segment, offset);
-#: segment 0 when not journalled (it never leaves memory).
-_InMemory = tuple[float, Message, int, int]
+#: A held message in memory: (due, id, order held, message, HOLD record
+#: segment, offset); segment 0 when not journalled (it never leaves
+#: memory). Order tells apart copies of one message left by reschedules.
+_InMemory = tuple[float, int, int, Message, int, int]
+
+
+def name_key(message_id: str) -> int:
+    """The 64-bit key of a held message's ``message_id`` in the index of
+    names (and in its NAMED record): stable across restarts, as Python's
+    own hash of a string is not."""
+    return int.from_bytes(hashlib.blake2b(message_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                          "little")
 
 
 def _pack(dues: array[float], ids: array[int], segments: array[int], offsets: array[int]) -> bytearray:
@@ -150,7 +161,7 @@ class HeldMessages:
         #: Messages the heap keeps before the horizon comes down.
         self.budget = budget
         self.horizon = math.inf
-        self._near: list[tuple[float, int, Message, int, int]] = []
+        self._near: list[_InMemory] = []
         self._order = itertools.count()
         self._far = _Buckets(BUCKET)
         self._later = _Buckets(LATER)
@@ -169,9 +180,19 @@ class HeldMessages:
         self._dues: array[float] = array("d")
         self._segments: array[int] = array("I")
         self._offsets: array[int] = array("I")
+        #: 1 where the message has a message_id (its id then; see lookup).
+        self._named = bytearray()
         self._gone = 0
         #: Records left behind by a cancel or reschedule, not yet skipped.
         self._stale = 0
+        #: Messages not journalled (no HOLD record to read back), by id.
+        self._resident: dict[int, Message] = {}
+        #: (name_key(message_id), id) of held messages with a message_id;
+        #: pairs of ids no longer held are skipped, and swept out once
+        #: they are half of them.
+        self._names = SortedPairs("Q")
+        self._names_gone = 0
+        self._last_id = 0
 
     def __len__(self) -> int:
         return self.count
@@ -195,16 +216,24 @@ class HeldMessages:
 
     # -- holding ----------------------------------------------------------
 
-    def hold(self, message: Message, due: float, now: float, segment: int = 0, offset: int = 0) -> bool:
-        """Hold a message (``segment``/``offset``: its HOLD record). True if
-        it may page out after the next write."""
+    def hold(self, message: Message, due: float, now: float, segment: int = 0, offset: int = 0,
+             msg_id: int | None = None) -> bool:
+        """Hold a message (``segment``/``offset``: its HOLD record, whose
+        message id is its id). One not journalled gets ``msg_id`` (the
+        journal's next, so that ids grow), or the next after the last
+        without a journal. True if it may page out after the next write."""
         self.count += 1
         if segment and message.store_id is not None:
-            self._index(message.store_id, due, segment, offset)
+            msg_id = message.store_id
+        elif msg_id is None:
+            msg_id = max(self._last_id, self._ids[-1] if self._ids else 0) + 1
+        if not segment:
+            self._resident[msg_id] = message
+        self._index(msg_id, due, segment, offset, message.properties.message_id)
         if due < self.horizon:
-            heapq.heappush(self._near, (due, next(self._order), message, segment, offset))
+            heapq.heappush(self._near, (due, msg_id, next(self._order), message, segment, offset))
             return len(self._near) >= self._check_at and self._lower_horizon(now)
-        self._buckets(due).add((due, message, segment, offset))
+        self._buckets(due).add((due, msg_id, next(self._order), message, segment, offset))
         return segment != 0
 
     def _lower_horizon(self, now: float) -> bool:
@@ -226,9 +255,9 @@ class HeldMessages:
             # grown by half, not at every budget // 2 holds.
             self._check_at = len(near) + max(1, self.budget // 2, len(near) // 2)
             return False
-        for due, _, message, segment, offset in near:
-            if due >= horizon:
-                self._buckets(due).add((due, message, segment, offset))
+        for item in near:
+            if item[0] >= horizon:
+                self._buckets(item[0]).add(item)
         heapq.heapify(keep)
         self._near = keep
         self.horizon = horizon
@@ -252,6 +281,7 @@ class HeldMessages:
             raise ValueError("held message ids must grow")
         self.count += len(ids)
         self._ids.extend(ids)
+        self._named.extend(bytes(len(ids)))  # named by restore_names
         self._dues.extend(dues)
         self._segments.extend(segments)
         self._offsets.extend(offsets)
@@ -282,19 +312,18 @@ class HeldMessages:
 
     def peek_due(self) -> tuple[float, Message] | None:
         near = self._near
-        while near and self._stale and not self._current(near[0][2], near[0][0]):
+        while near and self._stale and not self._current(near[0][1], near[0][0]):
             heapq.heappop(near)
             self._stale -= 1
         if not near:
             return None
-        due, _, message, _, _ = near[0]
-        return due, message
+        return near[0][0], near[0][3]
 
     def pop(self) -> Message:
         """The first message of the heap (after :meth:`peek_due`)."""
         self.count -= 1
-        message = heapq.heappop(self._near)[2]
-        if message.store_id is not None and (i := self._find(message.store_id)) is not None:
+        _, msg_id, _, message, _, _ = heapq.heappop(self._near)
+        if (i := self._find(msg_id)) is not None:
             self._forget(i)
         return message
 
@@ -329,8 +358,8 @@ class HeldMessages:
         far = self._far
         while (key := far.first()) is not None and key * BUCKET - PRELOAD <= now and key * BUCKET < splitting:
             heapq.heappop(far.keys)
-            for due, message, segment, offset in far.unwritten.pop(key, ()):
-                heapq.heappush(self._near, (due, next(self._order), message, segment, offset))
+            for item in far.unwritten.pop(key, ()):
+                heapq.heappush(self._near, item)
             self.horizon = max(self.horizon, (key + 1) * BUCKET)
             if key not in far.records:
                 continue
@@ -344,13 +373,46 @@ class HeldMessages:
 
     # -- scheduled messages by id ------------------------------------------
 
-    def _index(self, msg_id: int, due: float, segment: int, offset: int) -> None:
+    def _index(self, msg_id: int, due: float, segment: int, offset: int, name: str | None) -> None:
         if self._ids and msg_id <= self._ids[-1]:
             raise ValueError(f"held message ids must grow: {msg_id} after {self._ids[-1]}")
+        self._last_id = msg_id
         self._ids.append(msg_id)
         self._dues.append(due)
         self._segments.append(segment)
         self._offsets.append(offset)
+        self._named.append(bool(name))
+        if name:
+            self._names.add(name_key(name), msg_id)
+
+    def restore_names(self, ids: array[int], keys: array[int]) -> None:
+        """The NAMED records recovered (message id, name_key of its
+        message_id), in log order: those of messages still held here."""
+        for msg_id, key in zip(ids, keys):
+            if (i := self._find(msg_id)) is not None:
+                self._named[i] = 1
+                self._names.add(key, msg_id)
+
+    def lookup(self, text: str) -> list[int]:
+        """The ids of the held messages a user's id names: those whose
+        message_id it is (all of them: message_ids need not be unique), or
+        else, given as digits, the one of that number that has no
+        message_id. Names are found by a 64-bit hash: a message whose
+        message_id shares another's hash is found by both."""
+        ids = [msg_id for msg_id in self._names.values_of(name_key(text)) if self._find(msg_id) is not None]
+        if ids or not (text.isascii() and text.isdigit()):
+            return ids
+        i = self._find(int(text))
+        return [] if i is None or self._named[i] else [self._ids[i]]
+
+    def named(self, msg_id: int) -> bool:
+        """Whether a held message has a message_id (which is its id then)."""
+        i = self._find(msg_id)
+        return i is not None and bool(self._named[i])
+
+    def resident(self, msg_id: int) -> Message | None:
+        """A held message that is not journalled (memory only)."""
+        return self._resident.get(msg_id)
 
     def _find(self, msg_id: int) -> int | None:
         """Where a held message is in the columns, if still held."""
@@ -360,24 +422,33 @@ class HeldMessages:
             return i
         return None
 
-    def _current(self, message: Message, due: float) -> bool:
+    def _current(self, msg_id: int, due: float) -> bool:
         """Whether a heap item is not left behind by a cancel or reschedule."""
-        if message.store_id is None:
-            return True
-        i = self._find(message.store_id)
+        i = self._find(msg_id)
         return i is not None and self._dues[i] == due
 
     def _forget(self, i: int) -> None:
         """The message at ``i`` of the columns is held no more; the columns
-        shed what is gone once it is half of them (amortised O(1))."""
+        (and the names) shed what is gone once it is half of them
+        (amortised O(1))."""
         self._dues[i] = math.nan
         self._gone += 1
+        self._resident.pop(self._ids[i], None)
+        if self._named[i]:
+            self._names_gone += 1
+            if self._names_gone > 1024 and self._names_gone * 2 > len(self._names):
+                names, self._names = self._names, SortedPairs("Q")
+                for key, msg_id in names.from_(0):
+                    if self._find(msg_id) is not None:
+                        self._names.add(key, msg_id)
+                self._names_gone = 0
         if self._gone > 1024 and self._gone * 2 > len(self._ids):
             keep = [j for j, due in enumerate(self._dues) if not math.isnan(due)]
             self._ids = array("Q", [self._ids[j] for j in keep])
             self._dues = array("d", [self._dues[j] for j in keep])
             self._segments = array("I", [self._segments[j] for j in keep])
             self._offsets = array("I", [self._offsets[j] for j in keep])
+            self._named = bytearray(self._named[j] for j in keep)
             self._gone = 0
 
     def due_of(self, msg_id: int) -> float | None:
@@ -409,8 +480,8 @@ class HeldMessages:
         return page
 
     def cancel(self, msg_id: int) -> bool:
-        """Hold a message no more; False if it is not held (fired, cancelled,
-        never held, or not journalled)."""
+        """Hold a message no more; False if it is not held (fired, cancelled
+        or never held)."""
         i = self._find(msg_id)
         if i is None:
             return False
@@ -430,7 +501,13 @@ class HeldMessages:
             return True
         self._dues[i] = due
         self._stale += 1
-        self._buckets(due).file(due, msg_id, self._segments[i], self._offsets[i])
+        message = self._resident.get(msg_id)
+        if message is None:
+            self._buckets(due).file(due, msg_id, self._segments[i], self._offsets[i])
+        elif due < self.horizon:
+            heapq.heappush(self._near, (due, msg_id, next(self._order), message, 0, 0))
+        else:
+            self._buckets(due).add((due, msg_id, next(self._order), message, 0, 0))
         return True
 
     # -- paging -------------------------------------------------------------
@@ -443,9 +520,9 @@ class HeldMessages:
             for key, unwritten in list(buckets.unwritten.items()):
                 kept = []
                 for item in unwritten:
-                    due, message, segment, offset = item
-                    if segment and message.store_id is not None and is_written(segment, offset):
-                        self._buckets(due).file(due, message.store_id, segment, offset)
+                    due, msg_id, _, _, segment, offset = item
+                    if segment and is_written(segment, offset):
+                        self._buckets(due).file(due, msg_id, segment, offset)
                         paged += 1
                     else:
                         kept.append(item)
@@ -475,9 +552,9 @@ class HeldMessages:
         self._wanted.pop(key, None)
         if records is None:
             return
-        dues = [due for due, _, _, _ in _RECORD.iter_unpack(records)]
+        held = [(due, msg_id) for due, msg_id, _, _ in _RECORD.iter_unpack(records)]
         for (segment, offset, i, _), message in zip(refs, messages):
-            heapq.heappush(self._near, (dues[i], next(self._order), message, segment, offset))
+            heapq.heappush(self._near, (*held[i], next(self._order), message, segment, offset))
 
     def page_in_failed(self, key: int) -> None:
         """The read is tried again when the timer next fires."""
@@ -489,23 +566,20 @@ class HeldMessages:
             for unwritten in buckets.unwritten.values():
                 yield from unwritten
 
-    def in_memory(self) -> Iterator[tuple[float, Message]]:
-        """(due, message) of every message held in memory (all of them
-        without a journal)."""
-        for due, _, message, _, _ in self._near:
-            yield due, message
-        for due, message, _, _ in self._unwritten():
-            yield due, message
+    def in_memory(self) -> dict[int, Message]:
+        """The messages held in memory (all of them without a journal), by id."""
+        return {msg_id: message for due, msg_id, _, message, _, _ in (*self._near, *self._unwritten())
+                if self._current(msg_id, due)}
 
     def records(self) -> Iterator[tuple[int, int]]:
         """(message id, HOLD segment) of every journalled message held."""
         for msg_id, due, segment in zip(self._ids, self._dues, self._segments):
-            if not math.isnan(due):
+            if segment and not math.isnan(due):
                 yield msg_id, segment
 
     def drop_all(self) -> list[Message | None]:
         """Everything held, gone: the messages (None for those on disk only)."""
-        dropped: list[Message | None] = [message for due, message in self.in_memory() if self._current(message, due)]
+        dropped: list[Message | None] = list(self.in_memory().values())
         dropped.extend([None] * (self.count - len(dropped)))
         self._near.clear()
         self._far.clear()
@@ -514,5 +588,8 @@ class HeldMessages:
         self.count = 0
         self._ids, self._dues = array("Q"), array("d")
         self._segments, self._offsets = array("I"), array("I")
-        self._gone = self._stale = 0
+        self._named = bytearray()
+        self._resident.clear()
+        self._names.clear()
+        self._gone = self._stale = self._names_gone = 0
         return dropped

@@ -221,9 +221,12 @@ class Exchange:
     def hold(self, message: Message, due: float, now: float) -> None:
         journal = self.vhost.broker.journal
         segment = offset = 0
+        msg_id = None
         if journal is not None and self.durable and message.persistent:
             segment, offset = journal.held(self, message, due)
-        if self.held.hold(message, due, now, segment, offset) and journal is not None:
+        elif journal is not None:
+            msg_id = journal.new_message_id()  # ids grow among journalled ones too
+        if self.held.hold(message, due, now, segment, offset, msg_id) and journal is not None:
             journal.over_budget(self)  # pages out after the next write
         self.schedule()
 
@@ -251,7 +254,11 @@ class Exchange:
             journal.wants_page_in(self)
         self.schedule()
 
-    # -- scheduled messages: held messages by id (journalled ones) -----------
+    # -- scheduled messages: held messages by id ---------------------------
+
+    def find_scheduled(self, text: str) -> list[int]:
+        """The held messages a user's id names (see HeldMessages.lookup)."""
+        return self.held.lookup(text)
 
     def cancel_scheduled(self, msg_id: int) -> bool:
         """Cancel a held message; False if nothing is held under that id."""
@@ -259,7 +266,7 @@ class Exchange:
         if segment is None or not self.held.cancel(msg_id):
             return False
         journal = self.vhost.broker.journal
-        if journal is not None:
+        if journal is not None and segment:
             journal.cancelled(self, msg_id, segment)
         return True
 
@@ -270,7 +277,7 @@ class Exchange:
         if segment is None or not self.held.reschedule(msg_id, due):
             return False
         journal = self.vhost.broker.journal
-        if journal is not None:
+        if journal is not None and segment:
             journal.rescheduled(self, msg_id, due, segment)
         self.schedule()
         return True
@@ -312,15 +319,16 @@ def delay_of(message: Message) -> float:
     return delay / 1000
 
 
-def cancel_of(message: Message) -> int | None:
-    """The id in an ``x-delay-cancel`` header (a number, or its digits as a
-    string; -1 for a value that can be no id), or None without the header."""
+def cancel_of(message: Message) -> str | None:
+    """The id in an ``x-delay-cancel`` header, as text (a message_id, or a
+    broker-assigned number given as a number or its digits; "" for a
+    value that can be no id), or None without the header."""
     headers = message.properties.headers
     if not headers or "x-delay-cancel" not in headers:
         return None
     value = headers["x-delay-cancel"]
     if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        return int(value.strip())
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else -1
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else ""

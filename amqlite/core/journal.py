@@ -113,6 +113,11 @@ class Journal(Protocol):
         """Record a message a delayed exchange holds; returns where: (segment, offset)."""
         ...
 
+    def new_message_id(self) -> int:
+        """A message id no record has: a held message kept in memory only
+        takes one, so that held messages' ids grow whether journalled or not."""
+        ...
+
     def cancelled(self, exchange: Exchange, msg_id: int, hold_segment: int) -> None:
         """A held message was cancelled (core/delayed.py: scheduled messages)."""
         ...

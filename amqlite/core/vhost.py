@@ -331,7 +331,7 @@ class VirtualHost:
         if exchange.delayed:
             cancel = cancel_of(message)
             if cancel is not None:
-                found = cancel >= 0 and exchange.cancel_scheduled(cancel)
+                found = sum(map(exchange.cancel_scheduled, exchange.find_scheduled(cancel)))
                 return PublishOutcome(routed=0, returned=mandatory and not found, cancel=True)
             delay = delay_of(message)
             if delay > 0:

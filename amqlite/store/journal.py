@@ -24,6 +24,7 @@ import attrs
 
 from .. import defaults
 from ..amqp.values import encode_longstr, encode_shortstr, encode_table
+from ..core.delayed import name_key
 from ..core.exchange import Exchange
 from ..core.stream import WHOLE
 from ..log import get_logger
@@ -43,6 +44,8 @@ from .records import (
     ID,
     MOVE,
     MOVE_RECORD,
+    NAMED,
+    NAMED_RECORD,
     PUBLISH,
     PUBLISH_HEAD,
     RELEASE,
@@ -160,6 +163,8 @@ class DiskJournal:
         self.on_page_request: Callable[[], object] | None = None
         self._recovering = False
         self._next_msg = 1
+        #: Message ids taken by held messages kept in memory only.
+        self._unrecorded_ids = 0
         self._next_queue = 1
         #: Live things per segment: message bodies, queue entries, held messages.
         self._live: Counter[int] = Counter()
@@ -462,7 +467,15 @@ class DiskJournal:
         segment, offset = self._append(HOLD, payload)
         message.store_segment = segment
         self._live[segment] += 1
+        if message.properties.message_id:
+            named, _ = self._append(NAMED, NAMED_RECORD.pack(message.store_id, name_key(message.properties.message_id)))
+            self._ref(named, segment)
         return segment, offset
+
+    def new_message_id(self) -> int:
+        self._next_msg += 1
+        self._unrecorded_ids += 1
+        return self._next_msg - 1
 
     def released(self, exchange: Exchange, message: Message) -> None:
         # Appended after the records of its routing (see _append_releases).
@@ -704,7 +717,7 @@ class DiskJournal:
         """Messages given a record of their own (PUBLISH, or HOLD for a
         delayed one) by this journal, recovered ones included: the store
         driver tells batches' sizes by it."""
-        return self._next_msg - 1
+        return self._next_msg - 1 - self._unrecorded_ids
 
     @property
     def position(self) -> int:

@@ -31,6 +31,8 @@ RESCHEDULE  msg id, due: a held delayed message is due at a new time
 UNIT        the length in bytes of the records that follow it and form one
             atomic unit with it (a transaction's commit): recovery finds all
             of them or none (segments.SegmentLog.open_unit)
+NAMED       msg id, key: the HOLD of that id has a message_id, whose
+            core.delayed.name_key is key (its id for scheduled messages)
 ==========  ===================================================================
 
 Content is exchange and routing key (shortstr), the AMQP content header
@@ -57,7 +59,7 @@ if TYPE_CHECKING:
     from .segments import SegmentLog
 
 (DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE, TRUNCATE, GROUP, DEDUP, SPILL,
- BATCH, RESCHEDULE, UNIT) = range(1, 18)
+ BATCH, RESCHEDULE, UNIT, NAMED) = range(1, 19)
 
 PUBLISH_HEAD = struct.Struct(">QQQdBI")
 ENQUEUE_HEAD = struct.Struct(">QQQd")
@@ -73,6 +75,7 @@ GROUP_HEAD = struct.Struct(">QQ")
 GROUP_FORGOTTEN = 2**64 - 1
 DEDUP_HEAD = struct.Struct(">Qd")
 HOLD_HEAD = struct.Struct(">Qd")
+NAMED_RECORD = struct.Struct(">QQ")
 ID = struct.Struct(">Q")
 BATCH_HEAD = struct.Struct(">QQd")
 #: What recovery reads of a BATCH record (and a segment index keeps): its

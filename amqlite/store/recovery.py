@@ -179,6 +179,9 @@ class _Holds(Holds):
         #: msg id -> due time and RESCHEDULE's segment of the last reschedule.
         self.rescheduled: dict[int, float] = {}
         self.rescheduled_in: dict[int, int] = {}
+        #: NAMED records in log order: msg id, key of its message_id.
+        self.named_ids: array[int] = array("Q")
+        self.named_keys: array[int] = array("Q")
 
     def restore(self, broker: Broker, live: Counter[int], ref: Callable[[int, int], None], now: float,
                 read: Callable[[int, int], Message], progress: Callable[[HeldProgress], None] | None = None) -> int:
@@ -232,6 +235,7 @@ class _Holds(Holds):
             count += len(held)
         for exchange in owners:
             if exchange is not None:
+                exchange.held.restore_names(self.named_ids, self.named_keys)
                 exchange.held.bring_back(now, read)
                 exchange.schedule()
         return count
@@ -537,6 +541,10 @@ class _Replay:
             msg_id, due = records.HOLD_HEAD.unpack_from(payload)
             self.holds.rescheduled[msg_id] = due
             self.holds.rescheduled_in[msg_id] = segment
+        elif kind == records.NAMED:
+            msg_id, key = records.NAMED_RECORD.unpack_from(payload)
+            self.holds.named_ids.append(msg_id)
+            self.holds.named_keys.append(key)
         elif kind == records.DEFINITION:
             op, _ = decode_table(payload)
             self.definition_ops.append((segment, HEAD_SIZE + len(payload), tuple(op["key"]),

@@ -45,13 +45,13 @@ def test_list_cancel_reschedule_and_fire_over_http(managed: ManagedServerThread)
     in_range = http.get(SCHEDULED, params={"due_from": due_from, "due_to": due_from + 2}).json()
     assert [m["payload"] for m in in_range["messages"]] == ["m6", "m7"]
 
-    assert http.delete(f"{SCHEDULED}/{ids[0]}").status_code == 204
+    assert http.delete(f"{SCHEDULED}/{ids[0]}").status_code == 200
     assert http.delete(f"{SCHEDULED}/{ids[0]}").status_code == 404
     cancelled = http.post(f"{SCHEDULED}/cancel", json={"filter": {"headers": {"tenant": "t1"}}}).json()
     assert cancelled == {"cancelled": 4}  # m1, m4, m7, m10
-    assert http.post(f"{SCHEDULED}/{ids[2]}/reschedule", json={"delay": 7_200_000}).status_code == 204
+    assert http.post(f"{SCHEDULED}/{ids[2]}/reschedule", json={"delay": 7_200_000}).status_code == 200
     assert http.post(f"{SCHEDULED}/{ids[2]}/reschedule", json={"delay": "soon"}).status_code == 400
-    assert http.post(f"{SCHEDULED}/{ids[3]}/fire").status_code == 204
+    assert http.post(f"{SCHEDULED}/{ids[3]}/fire").status_code == 200
     assert http.post(f"{SCHEDULED}/{ids[1]}/fire").status_code == 404  # cancelled
     deadline = time.monotonic() + 10
     while (got := channel.basic_get("due", auto_ack=True))[0] is None:
@@ -100,3 +100,33 @@ def test_ctl_scheduled_list_cancel_reschedule_and_fire(managed: ManagedServerThr
     assert got[2] == b"m3"
     left = json.loads(run(managed, "scheduled", "list", "later", "--format", "json"))
     assert [m["payload"] for m in left["messages"]] == ["m2", "m5"] and left["messages"][0]["due_in_ms"] > 7_100_000
+
+
+def test_a_message_id_is_the_id_over_http_and_a_change_by_it_applies_to_every_copy(
+        managed: ManagedServerThread) -> None:
+    channel = managed.connect().channel()
+    channel.exchange_declare("later", "x-delayed-message", durable=True, arguments={"x-delayed-type": "direct"})
+    channel.queue_declare("due", durable=True)
+    channel.queue_bind("due", "later", "k")
+    channel.confirm_delivery()
+    for body, message_id in ((b"a", "invoice/9"), (b"b", "invoice/9"), (b"c", "trial 3"), (b"d", None)):
+        channel.basic_publish("later", "k", body, pika.BasicProperties(
+            delivery_mode=2, message_id=message_id, headers={"x-delay": 3_600_000}))
+    http = managed.http()
+    listed = http.get(SCHEDULED).json()["messages"]
+    assert [m["id"] for m in listed[:3]] == ["invoice/9", "invoice/9", "trial 3"]
+    assert listed[3]["id"] == listed[3]["number"] and len({m["number"] for m in listed}) == 4
+    assert http.delete(f"{SCHEDULED}/{listed[0]['number']}").status_code == 404  # its id is its message_id
+    moved = http.post(f"{SCHEDULED}/invoice%2F9/reschedule", json={"delay": 7_200_000})
+    assert moved.status_code == 200 and moved.json() == {"changed": 2}
+    assert [m["due_in_ms"] > 7_100_000 for m in http.get(SCHEDULED).json()["messages"]] == [True, True, False, False]
+    assert http.post(f"{SCHEDULED}/trial%203/fire").json() == {"changed": 1}
+    deadline = time.monotonic() + 10
+    while (got := channel.basic_get("due", auto_ack=True))[0] is None:
+        assert time.monotonic() < deadline, "trial 3 never fired"
+        time.sleep(0.02)
+    assert got[1].message_id == "trial 3"
+    assert http.delete(f"{SCHEDULED}/invoice%2F9").json() == {"changed": 2}
+    assert http.delete(f"{SCHEDULED}/invoice%2F9").status_code == 404
+    assert http.delete(f"{SCHEDULED}/{listed[3]['id']}").json() == {"changed": 1}
+    assert http.get(SCHEDULED).json() == {"held": 0, "next": None, "messages": []}

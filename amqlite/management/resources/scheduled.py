@@ -1,7 +1,9 @@
 """Scheduled messages (amqlite's own): list the messages a delayed
 exchange holds, cancel one or all that match a filter, reschedule one, fire
 one now (core/delayed.py, amqlite/scheduled.py). A held message's id is its
-journal message id, as these routes list it (as text)."""
+message_id property, or else the number the broker gave it (as text);
+several held messages may share a message_id, and a change by that id
+applies to each of them. Pages go on from a held message's ``number``."""
 
 from __future__ import annotations
 
@@ -44,11 +46,12 @@ def _selection(fields: Mapping[str, Any], headers: Mapping[str, Any] | None = No
     return due_from, due_to, attrs.evolve(parsed, since=None, until=None)
 
 
-def _id(call: Call) -> int:
-    text = call.param("id")
-    if not (text.isascii() and text.isdigit()):
+def _ids(call: Call, exchange: Exchange) -> list[int]:
+    """The held messages the id in the path names; 404 if none."""
+    found = exchange.find_scheduled(call.param("id"))
+    if not found:
         raise Refused(not_found())
-    return int(text)
+    return found
 
 
 async def list_scheduled(call: Call) -> Response:
@@ -70,25 +73,30 @@ async def list_scheduled(call: Call) -> Response:
 
 
 def _info(msg_id: int, due: float, message: Any, now: float) -> dict[str, Any]:
-    info: dict[str, Any] = {"id": str(msg_id), "due": due, "due_in_ms": max(0, round((due - now) * 1000))}
+    info: dict[str, Any] = {"id": str(msg_id), "number": str(msg_id), "due": due,
+                            "due_in_ms": max(0, round((due - now) * 1000))}
     if message is None:
-        return {**info, "error": "the message cannot be read from disk"}
+        return {**info, "id": None, "error": "the message cannot be read from disk"}
+    if message.properties.message_id:
+        info["id"] = message.properties.message_id
     shown = snapshot.message_info(message, redelivered=False, message_count=0, encoding="auto", truncate=PREVIEW)
     del shown["message_count"], shown["redelivered"]
     return {**info, **shown}
 
 
-async def _done(call: Call, changed: bool) -> Response:
-    """204 once the change is on disk; 404 if nothing is held under the id."""
+async def _done(call: Call, changed: int) -> Response:
+    """``{"changed": n}`` once the change is on disk; 404 if nothing is
+    held under the id."""
     if not changed:
         return not_found()
     if not await scheduled.on_disk(call.broker):
         return error(503, "not_on_disk", "made, but not on disk yet: the disk refuses writes")
-    return Response(status_code=204)
+    return JSONResponse({"changed": changed})
 
 
 async def cancel(call: Call) -> Response:
-    return await _done(call, _exchange(call).cancel_scheduled(_id(call)))
+    exchange = _exchange(call)
+    return await _done(call, sum(map(exchange.cancel_scheduled, _ids(call, exchange))))
 
 
 async def cancel_matching(call: Call) -> Response:
@@ -108,7 +116,8 @@ async def cancel_matching(call: Call) -> Response:
 async def reschedule(call: Call) -> Response:
     """``POST .../scheduled/{id}/reschedule`` with ``{"due": epoch seconds}``
     or ``{"delay": ms from now}``."""
-    exchange, msg_id = _exchange(call), _id(call)
+    exchange = _exchange(call)
+    ids = _ids(call, exchange)
     spec = await call.body()
     given = [(name, spec[name]) for name in ("due", "delay") if spec.get(name) is not None]
     if len(given) != 1 or isinstance(given[0][1], bool) or not isinstance(given[0][1], int | float) \
@@ -116,8 +125,10 @@ async def reschedule(call: Call) -> Response:
         return bad_request('give one of "due" (epoch seconds) or "delay" (ms from now), a number')
     name, value = given[0]
     when = float(value) if name == "due" else call.api.now() + float(value) / 1000
-    return await _done(call, exchange.reschedule(msg_id, when))
+    return await _done(call, sum(exchange.reschedule(msg_id, when) for msg_id in ids))
 
 
 async def fire(call: Call) -> Response:
-    return await _done(call, _exchange(call).reschedule(_id(call), call.api.now()))
+    exchange = _exchange(call)
+    now = call.api.now()
+    return await _done(call, sum(exchange.reschedule(msg_id, now) for msg_id in _ids(call, exchange)))
