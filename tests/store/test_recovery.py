@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from amqlite.core.broker import Broker
 from amqlite.core.message import Message, Properties
 from amqlite.store import records as kinds
+from amqlite.store import recovery
 from amqlite.store.journal import DiskJournal
 from amqlite.core import delayed
 from amqlite.store.recovery import HeldProgress, Progress, ProgressLog
@@ -284,6 +285,30 @@ def test_progress_reports_the_restore_of_held_delayed_messages(tmp_path: Path,
     assert seen[-4:] == [HeldProgress(0, 25), HeldProgress(10, 25), HeldProgress(20, 25), HeldProgress(25, 25)]
     replayed = seen[-5]
     assert isinstance(replayed, Progress) and replayed.messages == 25  # the replay counts them too
+
+
+@pytest.mark.parametrize("few", [16, 10**9])  # found by bisection, or by passes over all the held
+def test_cancelled_and_rescheduled_held_messages_come_back_as_they_were_left(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, few: int) -> None:
+    store = Store(tmp_path)
+    store.ch.declare_exchange("later", "x-delayed-message", durable=True, arguments={"x-delayed-type": "direct"})
+    for i in range(80):  # 4 ids changed: 4 * 16 < 80
+        store.ch.publish(b"h%d" % i, exchange="later", routing_key="k", now=NOW,
+                         properties=Properties(delivery_mode=2, headers={"x-delay": 3_600_000 + 1000 * i}))
+    held = store.broker.vhosts["/"].exchanges["later"]
+    ids = [msg_id for msg_id, _ in held.held.scheduled(limit=100)]
+    assert held.cancel_scheduled(ids[0]) and held.cancel_scheduled(ids[41])
+    assert held.reschedule(ids[7], NOW + 7200.0) and held.reschedule(ids[79], NOW + 9000.0)
+    assert held.reschedule(ids[79], NOW + 9999.0) and held.cancel_scheduled(ids[7])  # the last word counts
+    expected = held.held.scheduled(limit=100)
+    store.sync()
+    store.close()
+    monkeypatch.setattr(recovery, "_FEW", few)
+    store = Store(tmp_path)
+    restored = store.broker.vhosts["/"].exchanges["later"].held
+    assert restored.scheduled(limit=100) == expected and len(restored) == 77
+    assert restored.due_of(ids[79]) == NOW + 9999.0 and restored.due_of(ids[7]) is None
+    store.close()
 
 
 def test_held_restore_progress_is_logged_with_its_rate() -> None:
