@@ -29,12 +29,19 @@ class Consumer:
     timeout: float | None = None
 
     def has_credit(self) -> bool:
+        return self.credit() > 0
+
+    def credit(self) -> int:
+        """How many deliveries it may take now: each takes one of the
+        channel's buffer and, with manual acks, one of its prefetch and of
+        the channel's global prefetch."""
         channel = self.channel
-        if channel.buffered >= channel.buffer_limit:
-            return False
-        if self.no_ack:
-            return True
-        if self.prefetch and self.unacked >= self.prefetch:
-            return False
+        room = channel.buffer_limit - channel.buffered
+        if self.no_ack or room <= 0:
+            return max(room, 0)
+        if self.prefetch:
+            room = min(room, self.prefetch - self.unacked)
         limit = channel.global_prefetch
-        return not limit or channel.consumer_unacked < limit
+        if limit:
+            room = min(room, limit - channel.consumer_unacked)
+        return max(room, 0)

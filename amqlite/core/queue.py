@@ -254,19 +254,34 @@ class Queue:
         # Without groups, straight from the ready list: one call fewer per delivery.
         take = self._pop_ready if groups is None else self._next_ready
         self._dispatching = True
+        more = True
         try:
-            while (ready.count or (groups is not None and groups.parked)) and self.consumers:
-                consumer = self._pick_consumer()
-                if consumer is None:
-                    break
-                entry = take()
-                if entry is None:
-                    break  # the rest is on disk, on its way back, or waits its group's turn
-                if entry.expires_at is not None and entry.expires_at < now:
-                    self._leave(entry)
-                    self._dead_letter(entry.message, deadletter.EXPIRED, now)
-                    continue
-                consumer.channel.deliver(consumer, self, entry, now)
+            while more and (ready.count or (groups is not None and groups.parked)) and self.consumers:
+                consumers = self.consumers
+                if len(consumers) == 1:
+                    # Alone, a consumer takes what its credit allows at once:
+                    # picked once, not once per message.
+                    consumer = consumers[0]
+                    count = consumer.credit()
+                    if not count:
+                        break
+                else:
+                    picked = self._pick_consumer()
+                    if picked is None:
+                        break
+                    consumer, count = picked, 1
+                deliver = consumer.channel.deliver
+                for _ in range(count):
+                    entry = take()
+                    if entry is None:
+                        more = False  # the rest is on disk, on its way back, or waits its group's turn
+                        break
+                    if entry.expires_at is not None and entry.expires_at < now:
+                        self._leave(entry)
+                        # Routed on, it may take credit of this channel: pick again.
+                        self._dead_letter(entry.message, deadletter.EXPIRED, now)
+                        break
+                    deliver(consumer, self, entry, now)
         finally:
             self._dispatching = False
         if ready.paged and self.consumers:

@@ -274,3 +274,31 @@ def test_global_prefetch_does_not_count_basic_get():
     ch.qos(2, global_=True, now=0)
     ch.consume("q", now=0)
     assert len(ch.outbox) == 2
+
+
+def test_a_lone_consumer_takes_its_credit_at_once_but_dead_letters_on_the_way_take_theirs(ch):
+    """A lone consumer is given what its credit allows in one go
+    (Queue.dispatch). Expired messages met on the way are dead-lettered,
+    here to two queues this channel also consumes, each copy taking the
+    channel's global prefetch: the consumers together never hold more."""
+    from amqlite.core.message import Properties
+
+    ch.declare_exchange("dlx", "fanout")
+    for name in ("dead1", "dead2"):
+        ch.declare_queue(name, now=0)
+        ch.bind_queue(name, "dlx")
+    ch.declare_queue("q", now=0, arguments={"x-dead-letter-exchange": "dlx"})
+    for i in range(2):
+        ch.publish(b"old%d" % i, routing_key="q", properties=Properties(expiration="1000"), now=0)
+    _fill(ch, 6)
+    ch.qos(4, global_=True, now=0)
+    ch.consume("dead1", consumer_tag="dead1", now=0)
+    ch.consume("dead2", consumer_tag="dead2", now=0)
+    ch.consume("q", consumer_tag="q", now=5)  # the two old ones expired at 1
+    events = deliveries(ch)
+    # (A fanout's queues come in no set order.)
+    assert sorted((e.consumer_tag, e.message.body) for e in events) == [
+        ("dead1", b"old0"), ("dead1", b"old1"), ("dead2", b"old0"), ("dead2", b"old1")]
+    for event in events:
+        ch.ack(event.delivery_tag, now=5)
+    assert [(e.consumer_tag, e.message.body) for e in deliveries(ch)] == [("q", b"%d" % i) for i in range(4)]
