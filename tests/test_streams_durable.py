@@ -23,9 +23,12 @@ def the_stream(broker: amqlite.Broker, name: str = "events") -> Stream:
 async def publish(broker: amqlite.Broker, count: int, start: int = 0, name: str = "events") -> None:
     ch = await broker.channel()
     await ch.confirm_select()
-    for n in range(start, start + count):
-        outcome = await ch.publish(b"event-%d" % n, routing_key=name)
-        assert outcome is not None and outcome.routed == 1  # confirmed: on disk (the journal synced it)
+    for n in range(start, start + count - 1):
+        outcome = ch.publish_nowait(b"event-%d" % n, routing_key=name)
+        assert outcome is not None and outcome.routed == 1
+    # Confirmed: on disk (the journal synced it), and with it every one before.
+    outcome = await ch.publish(b"event-%d" % (start + count - 1), routing_key=name)
+    assert outcome is not None and outcome.routed == 1
 
 
 async def read(broker: amqlite.Broker, offset: object, count: int, name: str = "events") -> list[tuple[int, bytes]]:
@@ -45,7 +48,8 @@ async def test_readers_behind_the_memory_window_read_from_disk_in_order(tmp_path
     async with amqlite.open_broker(data_dir=tmp_path, queue_memory_budget=20) as broker:
         ch = await broker.channel()
         await ch.queue_declare("events", durable=True, arguments=STREAM)
-        await publish(broker, 1000)
+        total = 4 * READ_BATCH  # a backlog well past one batch and the next
+        await publish(broker, total)
         await trio.sleep(0.05)  # the last write's page-out
         stream = the_stream(broker)
         assert len(stream._memory) <= 20  # the rest is on disk only
@@ -62,13 +66,13 @@ async def test_readers_behind_the_memory_window_read_from_disk_in_order(tmp_path
                 await trio.sleep(0)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(reader, "first", 1000)
-            nursery.start_soon(reader, 400, 600)
-            nursery.start_soon(reader, 990, 10)
+            nursery.start_soon(reader, "first", total)
+            nursery.start_soon(reader, 400, total - 400)
+            nursery.start_soon(reader, total - 10, 10)
             nursery.start_soon(watch)
-    assert results["first"] == [(n, b"event-%d" % n) for n in range(1000)]
+    assert results["first"] == [(n, b"event-%d" % n) for n in range(total)]
     assert results[400] == results["first"][400:]
-    assert results[990] == results["first"][990:]
+    assert results[total - 10] == results["first"][total - 10:]
     assert max(held) <= READ_BATCH + READ_BATCH // 2  # one batch and the next, never the backlog
 
 
