@@ -30,6 +30,8 @@ from . import spec
 from .channel import Channel, ChannelState
 from .handshake import Handshake, Limits
 from .frames import (
+    FRAME_HEADER,
+    FRAME_METHOD,
     FRAME_MIN_SIZE,
     HEARTBEAT_FRAME,
     PROTOCOL_HEADER,
@@ -42,7 +44,7 @@ from .frames import (
     encode_method_frame,
     parse_protocol_header,
 )
-from .properties import BASIC_CLASS_ID, encode_content_header, with_long_header
+from .properties import BASIC_CLASS_ID, BasicProperties, encode_content_header, with_long_header
 
 log = get_logger(__name__)
 
@@ -59,6 +61,8 @@ OUTPUT_HIGH_WATER = 4 * 1024 * 1024
 MAX_CHANNELS = 65535
 _HEAD = struct.Struct(">BHI")
 _END = b"\xce"
+#: A frame's type and channel: how a method frame on a channel begins.
+_METHOD_FRAME_HEAD = struct.Struct(">BH")
 # Delivery bytes gathered per data_to_send call before the driver writes them.
 _DRAIN_BUDGET = 256 * 1024
 
@@ -537,6 +541,8 @@ class ServerConnection:
             else:
                 properties, header, body = content
                 self._route(ch, method, Message(method.exchange, method.routing_key, properties, body, header), now)
+                if self._decoder.starts_with(_METHOD_FRAME_HEAD.pack(FRAME_METHOD, number)):
+                    self._route_repeats(ch, method, properties, header, len(body), now)
             return
         if kind is spec.Channel.Close:
             self._drain(ch, now)
@@ -692,6 +698,23 @@ class ServerConnection:
             raise errors.NotAllowed(
                 f"partially received messages on this connection hold {held} bytes, more than "
                 f"max_content_in_flight ({self.max_content_in_flight})")
+
+    def _route_repeats(self, ch: Channel, method: spec.Basic.Publish, properties: BasicProperties, header: bytes,
+                       body_size: int, now: float) -> None:
+        """Publishes that repeat the one just routed (method and header
+        frames byte for byte, a body of the same size), taken from the
+        decoder as a run and routed as the frame loop would route each, up
+        to anything else or until the channel is not taking publishes."""
+        decoder, number = self._decoder, ch.number
+        frames = encode_method_frame(number, method) + _HEAD.pack(FRAME_HEADER, number, len(header)) + header + _END
+        exchange, routing_key = method.exchange, method.routing_key
+        while self.state is State.OPEN and ch.state is ChannelState.AWAIT_METHOD and not ch.core.closed:
+            body = decoder.take_repeated_content(frames, number, body_size)
+            if body is None:
+                return
+            if self._memory_alarm:
+                self._block_for_memory()
+            self._route(ch, method, Message(exchange, routing_key, properties, body, header), now)
 
     def _publish(self, ch: Channel, now: float) -> None:
         method, message = ch.take_message()

@@ -244,6 +244,31 @@ class FrameDecoder:
         self._pos = pos
         return tags
 
+    def starts_with(self, prefix: bytes) -> bool:
+        """Whether the bytes buffered next begin with ``prefix``."""
+        return self._buf.startswith(prefix, self._pos)
+
+    def take_repeated_content(self, frames: bytes, channel: int, body_size: int) -> bytes | None:
+        """The body of the next publish if it repeats the one before:
+        ``frames`` (that publish's method and content header frames, byte
+        for byte) next, then one body frame on ``channel`` of ``body_size``
+        octets, which the header declares and take_content checked. Consumes
+        them and returns the body; otherwise None and consumes nothing.
+
+        A publisher sends message after message to the same place with the
+        same properties: a run of them skips decoding a method and a header
+        for each."""
+        buf = self._buf
+        start = self._pos + len(frames)
+        end = start + 7 + body_size
+        if len(buf) <= end or not buf.startswith(frames, self._pos):
+            return None
+        frame_type, on, size = _unpack_head(buf, start)
+        if frame_type != FRAME_BODY or on != channel or size != body_size or buf[end] != FRAME_END:
+            return None
+        self._pos = end + 1
+        return buf[start + 7 : end]
+
     @staticmethod
     def _unusual_frame(frame_type: int, channel: int, size: int) -> Frame:
         if frame_type == FRAME_HEARTBEAT:

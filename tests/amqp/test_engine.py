@@ -31,6 +31,7 @@ from amqlite.amqp.frames import (
 from amqlite.auth import User, Users, hash_password
 from amqlite.config import Settings
 from amqlite.core.broker import Broker
+from amqlite.core.events import WaitForDisk
 from amqlite.core.message import Properties
 from amqlite.core.permissions import FULL
 from amqlite.store.journal import DiskJournal
@@ -620,6 +621,55 @@ def test_a_run_of_acks_taken_at_once_settles_as_acks_handled_one_by_one(monkeypa
                              8 - 3, 0, 3)
     monkeypatch.setattr(FrameDecoder, "take_acks", lambda self, prefix: [])
     assert outcome([b"".join(acks)]) == taken
+
+
+def test_publishes_that_repeat_the_one_before_are_routed_alike_and_anything_else_ends_the_run() -> None:
+    """A run of publishes with the same method and header bytes is taken
+    at once (FrameDecoder.take_repeated_content): each is routed and
+    confirmed as if read alone, in order; a publish elsewhere, with other
+    properties, of another body size, in several body frames or on
+    another channel ends the run and takes the usual way."""
+    peer = opened()
+    peer.open_channel(2)
+    for name in ("a", "b"):
+        peer.call(1, spec.Queue.Declare(name), spec.Queue.DeclareOk)
+    peer.call(1, spec.Confirm.Select(), spec.Confirm.SelectOk)
+    tagged = Properties(content_type="text/plain", headers={"k": 1})
+    frames = [publish(1, "a", b"a%d" % n) for n in range(4)]
+    frames += [publish(1, "b", b"b0"), publish(1, "a", b"a4")]
+    frames += [method(1, spec.Basic.Publish("", "a")) + header(1, 2, tagged) + body(1, b"a5"),
+               method(1, spec.Basic.Publish("", "a")) + header(1, 2, tagged) + body(1, b"a6"),
+               publish(1, "a", b"a77"), publish(2, "a", b"c0"), publish(1, "a", b"a88", frame_max=10),
+               publish(1, "a", b"a9")]
+    peer.send(b"".join(frames))
+    confirms = [m for _, m in peer.methods() if isinstance(m, spec.Basic.Ack)]
+    assert max(m.delivery_tag for m in confirms) == 11 and all(m.multiple or m.delivery_tag == 1 for m in confirms)
+    assert [body for body, _ in _taken(peer.broker, "b")] == [b"b0"]
+    assert _taken(peer.broker, "a") == [(b"a%d" % n, Properties()) for n in range(5)] + [(b"a5", tagged), (b"a6", tagged)] + [
+        (b"a77", Properties()), (b"c0", Properties()), (b"a88", Properties()), (b"a9", Properties())]
+
+
+def test_a_run_of_repeated_publishes_stops_at_a_channel_error() -> None:
+    """The first publish of a run that the channel refuses closes it (404
+    here) and the repeats after it are ignored, as on a closing channel;
+    another channel's publish in the same read still goes through."""
+    peer = opened()
+    peer.open_channel(2)
+    peer.call(2, spec.Queue.Declare("q"), spec.Queue.DeclareOk)
+    peer.send(b"".join([publish(1, "q", b"x", exchange="missing")] * 3 + [publish(2, "q", b"y")]))
+    close = peer.one(spec.Channel.Close, 1)
+    assert close.reply_code == 404
+    assert [body for body, _ in _taken(peer.broker, "q")] == [b"y"]
+
+
+def _taken(broker: Broker, queue: str) -> list[tuple[bytes, Properties]]:
+    """Everything in ``queue``, taken with basic.get (body, properties)."""
+    ch = broker.connect().open_channel()
+    got = []
+    while (result := ch.get(queue, now=0.0, no_ack=True)) is not None:
+        assert not isinstance(result, WaitForDisk)
+        got.append((result.message.body, result.message.properties))
+    return got
 
 
 def test_a_streams_deliveries_carry_their_offset_whoever_published() -> None:
