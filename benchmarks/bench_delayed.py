@@ -22,7 +22,10 @@ messages fire while they are held.
    minute to 30 days, each on a fresh data directory. Once the last is
    confirmed, the server's RSS is read every second until it has not
    moved for HELD_SETTLE seconds; RSS per held message is its growth from
-   just before the first publish, divided by N.
+   just before the first publish, divided by N. Then the server is killed
+   (kill -9) with the N held and started again on its data directory:
+   start-up is the time until a client's handshake completes, and the
+   RSS of the restarted server is read then.
 
 Usage: python benchmarks/bench_delayed.py [--messages N] [--rate R] [--seconds S] [--held N]
 """
@@ -219,11 +222,18 @@ def held_memory(count: int, spread: bool, settle: float) -> dict[str, float]:
                 if abs(now - settled) > 1:
                     settled, still_since = now, time.monotonic()
             client.close()
+            process.kill()  # kill -9 with the N held
+            process.wait()
+            started = time.perf_counter()
+            process, port, _ = start_amqlite(tmp)
+            Client("127.0.0.1", port).close()
+            startup = time.perf_counter() - started
+            restarted = rss_mb(process.pid)
         finally:
             process.send_signal(signal.SIGINT)
             process.wait()
     return {"rate": rate, "before": before, "peak": peak, "settled": settled,
-            "per_message": (settled - before) * 2**20 / count}
+            "per_message": (settled - before) * 2**20 / count, "startup": startup, "restarted": restarted}
 
 
 def publish_delayed(client: Client, count: int, spread: bool) -> None:
@@ -278,7 +288,8 @@ def main() -> None:
             print(f"held over AMQP: {args.held:,} x 100 B persistent, x-delay "
                   f"{'1 min to 30 days' if spread else 'all 1 hour'}: published {held['rate']:,.0f} msgs/s; RSS"
                   f" {held['before']:,.0f} MiB before, peak {held['peak']:,.0f}, settled {held['settled']:,.0f}:"
-                  f" {held['per_message']:,.0f} B per held message")
+                  f" {held['per_message']:,.0f} B per held message; after kill -9, serving again in"
+                  f" {held['startup']:.2f} s with RSS {held['restarted']:,.0f} MiB")
         return
     n = args.messages
     with tempfile.TemporaryDirectory(prefix="amqlite-delayed-bench-") as tmp:
