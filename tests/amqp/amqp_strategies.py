@@ -12,6 +12,14 @@ from hypothesis import strategies as st
 from amqlite.amqp import spec
 from amqlite.amqp.properties import BasicProperties
 
+class Unencodable:
+    """A value of no AMQP type, whose repr (a test id) is the same in every
+    process: pytest-xdist's workers must collect the same ids."""
+
+    def __repr__(self) -> str:
+        return "Unencodable()"
+
+
 # Field values that decode back to the identical Python value and type.
 leaf_values = st.one_of(
     st.booleans(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from amqp_strategies import properties, typed
+from amqp_strategies import Unencodable, properties, typed
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -115,7 +115,7 @@ def test_malformed_headers(payload: bytes, error: type[Exception]) -> None:
         P.BasicProperties(priority=-1),
         P.BasicProperties(timestamp=-1),
         P.BasicProperties(content_type="x" * 256),
-        P.BasicProperties(headers={"k": object()}),
+        P.BasicProperties(headers={"k": Unencodable()}),
     ],
     ids=repr,
 )

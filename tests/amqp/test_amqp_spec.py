@@ -9,7 +9,7 @@ import struct
 
 import pika.spec as pika_spec
 import pytest
-from amqp_strategies import methods_of, typed
+from amqp_strategies import Unencodable, methods_of, typed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -161,7 +161,7 @@ def test_invalid_utf8_shortstr_is_rabbitmqs_frame_error() -> None:
         spec.Basic.Deliver("c", -1),
         spec.Basic.Deliver("c" * 300, 1),
         spec.Basic.Ack(2**64),
-        spec.Queue.Declare("q", arguments={"x": object()}),
+        spec.Queue.Declare("q", arguments={"x": Unencodable()}),
     ],
     ids=repr,
 )

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from amqp_strategies import field_values, tables, typed
+from amqp_strategies import Unencodable, field_values, tables, typed
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -141,7 +141,7 @@ def test_shortstr_and_longstr_helpers() -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        {"k": object()},
+        {"k": Unencodable()},
         {"k": 2**64},
         {1: "non-str key"},
         {"k" * 256: 1},
