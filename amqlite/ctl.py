@@ -183,8 +183,9 @@ def headers_of(pairs: list[str] | None) -> dict[str, str]:
 
 
 def scheduled(api: Api, args: argparse.Namespace, out: IO[str]) -> None:
-    """``amqlite ctl scheduled list|cancel|reschedule|fire EXCHANGE [ID]``."""
-    path = f"/api/exchanges/{_path(args.vhost, args.exchange)}/scheduled"
+    """``amqlite ctl scheduled list|cancel|reschedule|fire EXCHANGE [ID]``
+    (``--queue``: a queue's retries waiting out their delay)."""
+    path = f"/api/{'queues' if args.queue else 'exchanges'}/{_path(args.vhost, args.exchange)}/scheduled"
     chosen: dict[str, Any] = {key: value for key, value in (
         ("due_from", args.due_from), ("due_to", args.due_to), ("routing_key", args.routing_key)) if value is not None}
     headers = headers_of(args.header)
@@ -203,6 +204,8 @@ def scheduled(api: Api, args: argparse.Namespace, out: IO[str]) -> None:
     elif args.op == "cancel" and args.id is None:
         if headers:
             chosen["headers"] = headers
+        if args.queue:
+            raise CtlError("a queue's retries are cancelled one ID at a time")
         if not chosen and not args.all:
             raise CtlError("give an ID, a filter, or --all to cancel every held message")
         done = api.call("POST", f"{path}/cancel", {"filter": chosen})
@@ -321,10 +324,12 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--routing-key")
         sub.add_argument("--since", help="first death at or after: epoch seconds or ISO 8601")
         sub.add_argument("--until", help="first death before: epoch seconds or ISO 8601")
-    held = command("scheduled", help="a delayed exchange's held messages: list them, cancel one (ID) or all that "
-                                     "match a filter, reschedule one (--delay or --due), fire one now")
+    held = command("scheduled", help="a delayed exchange's held messages (or a queue's retries): list them, cancel "
+                                     "one (ID) or all that match a filter, reschedule one (--delay or --due), fire one now")
     held.add_argument("op", choices=("list", "cancel", "reschedule", "fire"))
-    held.add_argument("exchange")
+    held.add_argument("exchange", help="the delayed exchange (with --queue: the queue)")
+    held.add_argument("--queue", action="store_true",
+                      help="a queue's retries waiting out an x-delayed-retry-* delay; a cancel dead-letters")
     held.add_argument("id", nargs="?", help="a held message's id, as list shows it: its message_id, or the "
                                             "broker's number (all held messages with that message_id)")
     held.add_argument("--after", default="0", help="list: the number to go on from (list prints it)")

@@ -212,3 +212,37 @@ def test_sorted_pairs_keep_what_a_sorted_list_keeps(steps: list[tuple[bool, int,
             assert list(pairs.from_(key, 3)) == [p for p in model if p >= (key, 3)]
     finally:
         sortedpairs.CHUNK = old
+
+
+async def test_a_rescheduled_retry_keeps_its_new_due_time_after_a_restart(
+        tmp_path: Path, mock_clock: trio.testing.MockClock) -> None:
+    """A queue's retry waiting out its delay (core/retries.py): rescheduled
+    (journalled as a RETRY record), it keeps its new due time through a
+    restart; a grouped queue's retry fired now comes back at the head of
+    its group."""
+    mock_clock.autojump_threshold = 0
+    arguments = {"x-delayed-retry-min": 60_000, "x-message-group-header": "order"}
+    async with amqlite.open_broker(data_dir=tmp_path) as broker:
+        ch = await broker.channel()
+        await ch.queue_declare("work", durable=True, arguments=arguments)
+        for n in range(3):
+            await ch.publish(b"%d" % n, routing_key="work", properties=Properties(
+                delivery_mode=2, message_id=f"job-{n}", headers={"order": "A"}))
+        delivery = await ch.get("work")
+        assert delivery is not None and delivery.body == b"0"
+        delivery.nack(requeue=True)
+        queue = broker.core.vhosts["/"].queues["work"]
+        (seq,) = queue.retries.lookup("job-0")
+        waiting = queue.retries.due_of(seq)
+        assert waiting is not None and queue.reschedule_retry(seq, waiting + 3600)
+        assert await ch.get("work") is None  # its group waits for it
+        await written(broker)
+    async with amqlite.open_broker(data_dir=tmp_path) as broker:
+        queue = broker.core.vhosts["/"].queues["work"]
+        assert queue.retries.due_of(seq) == waiting + 3600 and queue.retries.lookup(str(seq)) == []
+        assert queue.reschedule_retry(seq, waiting - 60)  # fire now
+        ch = await broker.channel()
+        await trio.sleep(0.01)
+        delivery = await ch.get("work")
+        assert delivery is not None and delivery.body == b"0" and delivery.redelivered
+        assert len(queue.retries) == 0 and not queue.cancel_retry(seq, 0.0)

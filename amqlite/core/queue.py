@@ -19,6 +19,7 @@ from .dedup import deduplicator_for
 from .errors import AccessRefused
 from .events import WAIT_FOR_DISK, WaitForDisk
 from .message import DELAYED, GONE, READY, UNACKED, Entry, Message
+from .retries import Retries
 from .messagegroups import PARK_LIMIT, MessageGroups
 from .ready import PagedRef
 from .stats import AT_MOST_ONCE, DISABLED, QueueStats
@@ -79,8 +80,8 @@ class Queue:
         # (expires_at, seq, entry) for ready entries that can expire.
         self._expiry: list[tuple[float, int, Entry]] = []
         self._expiring = 0
-        # (due, seq, entry) for entries waiting out a retry delay.
-        self._retry: list[tuple[float, int, Entry]] = []
+        #: Entries waiting out a retry delay.
+        self.retries = Retries()
         self.stats = QueueStats()
         #: x-message-group-header (core/messagegroups.py); None without.
         self.groups = (None if settings.group_header is None
@@ -114,7 +115,7 @@ class Queue:
 
     @property
     def delayed_count(self) -> int:
-        return len(self._retry)
+        return len(self.retries)
 
     @property
     def consumer_timeout(self) -> float | None:
@@ -132,7 +133,7 @@ class Queue:
         groups = self.groups
         if groups is None:
             return None
-        backoff = {groups.key(entry) for _, _, entry in self._retry if entry.state == DELAYED}
+        backoff = {groups.key(entry) for entry in self.retries.entries()}
         backoff.discard(None)
         return len(groups.groups), len(backoff), groups.oldest_since()
 
@@ -381,10 +382,33 @@ class Queue:
             entry.state = DELAYED
             due = now + settings.retry.delay(entry.delivery_count)
             self.backing.retrying(entry, due)
-            heapq.heappush(self._retry, (due, entry.seq, entry))
+            self.retries.add(entry, due)
             self.vhost.broker.timers.schedule(self, due)
             return
         self._make_ready(entry, now)
+
+    # -- retries as scheduled messages (core/retries.py) ------------------
+
+    def cancel_retry(self, seq: int, now: float) -> bool:
+        """Give up retrying a message: it is dead-lettered as a reject
+        without requeue would (dropped with no dead-letter exchange).
+        False if nothing of that seq waits out a retry delay."""
+        entry = self.retries.take(seq)
+        if entry is None:
+            return False
+        self._leave(entry)
+        self._dead_letter(entry.message, deadletter.REJECTED, now)
+        return True
+
+    def reschedule_retry(self, seq: int, due: float) -> bool:
+        """Make a retry due at ``due`` (now: fire it now); journalled as a
+        RETRY record, as its first delay was."""
+        entry = self.retries.reschedule(seq, due)
+        if entry is None:
+            return False
+        self.backing.retrying(entry, due)
+        self.vhost.broker.timers.schedule(self, due)
+        return True
 
     def _make_ready(self, entry: Entry, now: float, *, to_tail: bool = False) -> None:
         """Back into the ready list: at its original position after a
@@ -430,15 +454,12 @@ class Queue:
             _, _, entry = heapq.heappop(expiry)
             if entry.state == READY and entry.expires_at is not None and entry.expires_at <= now:
                 self._expire(entry, now)
-        retry = self._retry
         released = False
-        while retry and retry[0][0] <= now:
-            _, _, entry = heapq.heappop(retry)
-            if entry.state == DELAYED:
-                # A grouped message goes back to the head of its group,
-                # which waited for it; others to the tail, as LavinMQ.
-                self._make_ready(entry, now, to_tail=self.groups is None)
-                released = True
+        for entry in self.retries.pop_due(now):
+            # A grouped message goes back to the head of its group,
+            # which waited for it; others to the tail, as LavinMQ.
+            self._make_ready(entry, now, to_tail=self.groups is None)
+            released = True
         expires = self.settings.expires
         if expires is not None and not self.consumers and self._last_used + expires <= now:
             self.vhost.delete_queue(self, now)
@@ -450,8 +471,8 @@ class Queue:
             heapq.heappop(expiry)
         if expiry:
             timers.schedule(self, expiry[0][0])
-        if retry:
-            timers.schedule(self, retry[0][0])
+        if (due := self.retries.next_due()) is not None:
+            timers.schedule(self, due)
         self._schedule_expires(now)
 
     def _expire(self, entry: Entry, now: float) -> None:
@@ -529,7 +550,7 @@ class Queue:
         entry.expires_at = expires_at
         if retry_due is not None:
             entry.state = DELAYED
-            heapq.heappush(self._retry, (retry_due, seq, entry))
+            self.retries.add(entry, retry_due)
             self.vhost.broker.timers.schedule(self, retry_due)
         else:
             if expires_at is not None:
@@ -578,10 +599,7 @@ class Queue:
         dropped = self.ready.drain()
         if self.groups is not None:
             dropped += self.groups.drain_parked()
-        for _, _, entry in self._retry:
-            if entry.state == DELAYED:
-                dropped.append(entry)
-        self._retry.clear()
+        dropped += self.retries.clear()
         self._expiry.clear()
         self._expiring = 0
         for entry in dropped:

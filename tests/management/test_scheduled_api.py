@@ -130,3 +130,69 @@ def test_a_message_id_is_the_id_over_http_and_a_change_by_it_applies_to_every_co
     assert http.delete(f"{SCHEDULED}/invoice%2F9").status_code == 404
     assert http.delete(f"{SCHEDULED}/{listed[3]['id']}").json() == {"changed": 1}
     assert http.get(SCHEDULED).json() == {"held": 0, "next": None, "messages": []}
+
+
+def _retrying(managed: ManagedServerThread, count: int) -> Any:
+    """``count`` messages nacked once on a queue with an hour's retry delay
+    and a dead-letter queue; message_id "job-N"."""
+    channel = managed.connect().channel()
+    channel.queue_declare("dead", durable=True)
+    channel.queue_declare("work", durable=True, arguments={
+        "x-delayed-retry-min": 3_600_000, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"})
+    channel.confirm_delivery()
+    for n in range(count):
+        channel.basic_publish("", "work", b"w%d" % n, pika.BasicProperties(
+            delivery_mode=2, message_id=f"job-{n}" if n else None, headers={"tenant": f"t{n % 2}"}))
+    for _ in range(count):
+        method, _, _ = channel.basic_get("work")
+        channel.basic_nack(method.delivery_tag, requeue=True)
+    return channel
+
+
+def test_a_queues_retries_are_listed_cancelled_rescheduled_and_fired_over_http(managed: ManagedServerThread) -> None:
+    channel = _retrying(managed, 4)
+    http = managed.http()
+    path = "/api/queues/%2F/work/scheduled"
+    listed = http.get(path).json()
+    assert listed["held"] == 4 and listed["next"] is None
+    assert [m["payload"] for m in listed["messages"]] == ["w0", "w1", "w2", "w3"]
+    assert [m["id"] for m in listed["messages"]][1:] == ["job-1", "job-2", "job-3"]
+    assert listed["messages"][0]["id"] == listed["messages"][0]["number"]  # no message_id: its number
+    assert all(3_500_000 < m["due_in_ms"] <= 3_600_000 and m["delivery_count"] == 1 for m in listed["messages"])
+    page = http.get(path, params={"limit": 1, "header.tenant": "t1"}).json()
+    assert [m["payload"] for m in page["messages"]] == ["w1"] and page["next"] is not None
+    assert [m["payload"] for m in http.get(path, params={"after": page["next"], "header.tenant": "t1"}).json()[
+        "messages"]] == ["w3"]
+    # Cancel: dead-lettered (rejected), as a reject without requeue.
+    assert http.delete(f"{path}/job-1").json() == {"changed": 1}
+    assert http.delete(f"{path}/job-1").status_code == 404
+    method, properties, body = channel.basic_get("dead", auto_ack=True)
+    assert body == b"w1" and properties.headers["x-death"][0]["reason"] == "rejected"
+    assert http.post(f"{path}/job-2/reschedule", json={"delay": 7_200_000}).json() == {"changed": 1}
+    assert http.post(f"{path}/{listed['messages'][0]['number']}/fire").json() == {"changed": 1}
+    deadline = time.monotonic() + 10
+    while (got := channel.basic_get("work", auto_ack=True))[0] is None:
+        assert time.monotonic() < deadline, "w0 never fired"
+        time.sleep(0.02)
+    assert got[2] == b"w0" and got[0].redelivered
+    left = http.get(path).json()
+    assert [(m["id"], m["due_in_ms"] > 7_100_000) for m in left["messages"]] == [("job-2", True), ("job-3", False)]
+    assert channel.queue_declare("work", passive=True).method.message_count == 0
+    assert http.get("/api/queues/%2F/nowhere/scheduled").status_code == 404
+
+
+def test_ctl_scheduled_queue_retries(managed: ManagedServerThread) -> None:
+    from .test_ctl import run
+
+    channel = _retrying(managed, 3)
+    table = run(managed, "scheduled", "list", "work", "--queue")
+    assert "job-1" in table and "job-2" in table and "3 of 3 held" in table
+    assert run(managed, "scheduled", "cancel", "work", "job-1", "--queue") == "cancel job-1: done\n"
+    run(managed, "scheduled", "fire", "work", "job-2", "--queue")
+    deadline = time.monotonic() + 10
+    while (got := channel.basic_get("work", auto_ack=True))[0] is None:
+        assert time.monotonic() < deadline, "job-2 never fired"
+        time.sleep(0.02)
+    assert got[1].message_id == "job-2" and channel.basic_get("dead", auto_ack=True)[2] == b"w1"
+    left = json.loads(run(managed, "scheduled", "list", "work", "--queue", "--format", "json"))
+    assert [m["payload"] for m in left["messages"]] == ["w0"]

@@ -3,12 +3,17 @@ exchange holds, cancel one or all that match a filter, reschedule one, fire
 one now (core/delayed.py, amqlite/scheduled.py). A held message's id is its
 message_id property, or else the number the broker gave it (as text);
 several held messages may share a message_id, and a change by that id
-applies to each of them. Pages go on from a held message's ``number``."""
+applies to each of them. Pages go on from a held message's ``number``.
+
+A queue's retries waiting out an ``x-delayed-retry-*`` delay are
+scheduled messages too (core/retries.py), under the queue's own
+``.../scheduled`` routes: their number is their seq in the queue, and a
+cancel dead-letters the message as a reject without requeue would."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 from starlette.responses import JSONResponse, Response
@@ -16,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from ... import scheduled
 from ...core.browse import Filter, parse_filter
 from ...core.exchange import Exchange
+from ...core.queue import Queue
 from .. import snapshot
 from ..api import Call, Refused, bad_request, count_field, error, not_found
 from .exchanges import exchange_name
@@ -46,6 +52,23 @@ def _selection(fields: Mapping[str, Any], headers: Mapping[str, Any] | None = No
     return due_from, due_to, attrs.evolve(parsed, since=None, until=None)
 
 
+def _queue(call: Call) -> Queue:
+    found = call.vhost().queues.get(call.param("name"))
+    if found is None:
+        raise Refused(not_found())
+    return found
+
+
+def _paging(call: Call) -> tuple[int, int, float, float, Filter]:
+    """``after``, ``limit``, and the selection of a listing's query."""
+    query = dict(call.request.query_params)
+    after, limit = count_field(query, "after", 0), count_field(query, "limit", DEFAULT_LIMIT)
+    if after is None or after < 0 or limit is None or not 0 < limit <= MAX_LIMIT:
+        raise Refused(bad_request(f'"after" must be a number (0: from the first), "limit" 1 to {MAX_LIMIT}'))
+    headers = {key[len("header."):]: value for key, value in query.items() if key.startswith("header.")}
+    return (after, limit, *_selection(query, headers))
+
+
 def _ids(call: Call, exchange: Exchange) -> list[int]:
     """The held messages the id in the path names; 404 if none."""
     found = exchange.find_scheduled(call.param("id"))
@@ -58,12 +81,7 @@ async def list_scheduled(call: Call) -> Response:
     """``GET .../scheduled?after=&limit=`` with ``due_from``, ``due_to``,
     ``routing_key`` and ``header.NAME=value``: held messages in id order."""
     exchange = _exchange(call)
-    query = dict(call.request.query_params)
-    after, limit = count_field(query, "after", 0), count_field(query, "limit", DEFAULT_LIMIT)
-    if after is None or after < 0 or limit is None or not 0 < limit <= MAX_LIMIT:
-        return bad_request(f'"after" must be an id (0: from the first), "limit" 1 to {MAX_LIMIT}')
-    headers = {key[len("header."):]: value for key, value in query.items() if key.startswith("header.")}
-    due_from, due_to, chosen = _selection(query, headers)
+    after, limit, due_from, due_to, chosen = _paging(call)
     shown, following = await scheduled.page(call.broker, exchange, after, limit, due_from, due_to, chosen)
     now = call.api.now()
     return JSONResponse({
@@ -113,22 +131,86 @@ async def cancel_matching(call: Call) -> Response:
     return JSONResponse({"cancelled": cancelled})
 
 
-async def reschedule(call: Call) -> Response:
+Move = Callable[[int, float], bool]
+
+
+def _held(call: Call) -> tuple[list[int], Move]:
+    """The exchange's held messages the path's id names, and how to move one."""
+    exchange = _exchange(call)
+    return _ids(call, exchange), exchange.reschedule
+
+
+def _retried(call: Call) -> tuple[list[int], Move]:
+    """The queue's retries the path's id names, and how to move one."""
+    queue = _queue(call)
+    return _seqs(call, queue), queue.reschedule_retry
+
+
+async def _reschedule(call: Call, ids: list[int], move: Move) -> Response:
     """``POST .../scheduled/{id}/reschedule`` with ``{"due": epoch seconds}``
     or ``{"delay": ms from now}``."""
-    exchange = _exchange(call)
-    ids = _ids(call, exchange)
-    spec = await call.body()
-    given = [(name, spec[name]) for name in ("due", "delay") if spec.get(name) is not None]
-    if len(given) != 1 or isinstance(given[0][1], bool) or not isinstance(given[0][1], int | float) \
-            or not math.isfinite(given[0][1]):
-        return bad_request('give one of "due" (epoch seconds) or "delay" (ms from now), a number')
-    name, value = given[0]
-    when = float(value) if name == "due" else call.api.now() + float(value) / 1000
-    return await _done(call, sum(exchange.reschedule(msg_id, when) for msg_id in ids))
+    when = _when(await call.body(), call.api.now())
+    return await _done(call, sum(move(msg_id, when) for msg_id in ids))
+
+
+async def _fire(call: Call, ids: list[int], move: Move) -> Response:
+    now = call.api.now()
+    return await _done(call, sum(move(msg_id, now) for msg_id in ids))
+
+
+async def reschedule(call: Call) -> Response:
+    return await _reschedule(call, *_held(call))
 
 
 async def fire(call: Call) -> Response:
-    exchange = _exchange(call)
+    return await _fire(call, *_held(call))
+
+
+async def reschedule_retry(call: Call) -> Response:
+    return await _reschedule(call, *_retried(call))
+
+
+async def fire_retry(call: Call) -> Response:
+    return await _fire(call, *_retried(call))
+
+
+def _when(spec: Mapping[str, Any], now: float) -> float:
+    """The new due time a reschedule's body gives."""
+    given = [(name, spec[name]) for name in ("due", "delay") if spec.get(name) is not None]
+    if len(given) != 1 or isinstance(given[0][1], bool) or not isinstance(given[0][1], int | float) \
+            or not math.isfinite(given[0][1]):
+        raise Refused(bad_request('give one of "due" (epoch seconds) or "delay" (ms from now), a number'))
+    name, value = given[0]
+    return float(value) if name == "due" else now + float(value) / 1000
+
+
+async def list_retries(call: Call) -> Response:
+    """``GET /api/queues/{vhost}/{name}/scheduled``: the queue's retries
+    waiting out their delay, in seq order, filtered as a delayed
+    exchange's listing is (all in memory: nothing is read from disk)."""
+    queue = _queue(call)
+    after, limit, due_from, due_to, chosen = _paging(call)
+    shown: list[dict[str, Any]] = []
     now = call.api.now()
-    return await _done(call, sum(exchange.reschedule(msg_id, now) for msg_id in _ids(call, exchange)))
+    while len(shown) < limit and (batch := queue.retries.page(after, scheduled.BATCH, due_from, due_to)):
+        for seq, due, entry in batch:
+            after = seq
+            if chosen.matches(entry.message):
+                shown.append({**_info(seq, due, entry.message, now), "delivery_count": entry.delivery_count})
+                if len(shown) == limit:
+                    break
+    following = queue.retries.page(after, 1, due_from, due_to) if len(shown) == limit else []
+    return JSONResponse({"held": len(queue.retries), "next": str(after) if following else None, "messages": shown})
+
+
+def _seqs(call: Call, queue: Queue) -> list[int]:
+    found = queue.retries.lookup(call.param("id"))
+    if not found:
+        raise Refused(not_found())
+    return found
+
+
+async def cancel_retry(call: Call) -> Response:
+    queue = _queue(call)
+    now = call.api.now()
+    return await _done(call, sum(queue.cancel_retry(seq, now) for seq in _seqs(call, queue)))
