@@ -200,10 +200,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_amqlite(data_dir: str, *, kafka_port: int = 0) -> tuple[subprocess.Popen[bytes], int, int]:
+def start_amqlite(data_dir: str, *, kafka_port: int = 0,
+                  timeout: float = 20.0) -> tuple[subprocess.Popen[bytes], int, int]:
     """amqlite with its management API and metrics on (their default), on
     free ports: 15672 may be RabbitMQ's, 9092 another broker's; its Kafka
-    listener on ``kafka_port`` (0: off). Returns (process, AMQP port, API port)."""
+    listener on ``kafka_port`` (0: off); given ``timeout`` seconds to open
+    its ports. Returns (process, AMQP port, API port)."""
     port, management, prometheus = free_port(), free_port(), free_port()
     log = tempfile.NamedTemporaryFile(prefix="amqlite-bench-", suffix=".log", delete=False)
     process = subprocess.Popen(
@@ -214,7 +216,7 @@ def start_amqlite(data_dir: str, *, kafka_port: int = 0) -> tuple[subprocess.Pop
         env={**os.environ, "AMQLITE_LOG_LEVEL": "warning"},
     )
     log.close()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         try:
             for listening in (port, kafka_port) if kafka_port else (port,):

@@ -225,7 +225,7 @@ def held_memory(count: int, spread: bool, settle: float) -> dict[str, float]:
             process.kill()  # kill -9 with the N held
             process.wait()
             started = time.perf_counter()
-            process, port, _ = start_amqlite(tmp)
+            process, port, _ = start_amqlite(tmp, timeout=600)  # a loaded machine: minutes
             Client("127.0.0.1", port).close()
             startup = time.perf_counter() - started
             restarted = rss_mb(process.pid)
