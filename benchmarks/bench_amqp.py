@@ -11,8 +11,16 @@ Workload, 100-byte messages, one connection each:
   3. latency: publish at a steady 1,000 msgs/s while a consumer acks,
      p50/p99 of publish-to-deliver time.
 
+With --tx, transactions instead (durable queues, persistent messages), C
+connections at once, each with queues of its own:
+  1. publish: tx.commit after every B publishes;
+  2. consume-transform-produce: per B deliveries, B publishes to a second
+     queue, one ack (multiple) and tx.commit.
+Each reports transactions committed per second, all connections together.
+
 Usage: python benchmarks/bench_amqp.py [--messages N] [--runs R] [--quick]
        [--amqlite-only] [--durable] [--poll-management SECONDS]
+       [--tx [--tx-size B] [--tx-clients C]]
 amqlite is started as a subprocess (`amqlite serve --port 0`), so it does not
 share a GIL with the generator. RabbitMQ is expected at 127.0.0.1:5672.
 """
@@ -35,7 +43,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -194,6 +202,118 @@ def latency(host: str, port: int, queue: str, rate: int, seconds: float) -> tupl
     return samples[len(samples) // 2] * 1000, samples[int(len(samples) * 0.99)] * 1000
 
 
+COMMIT_OK = b"\x00\x5a\x00\x15"  # tx.commit-ok: class 90, method 21
+DELIVER = b"\x00\x3c\x00\x3c"
+
+
+def tx_channel(host: str, port: int, queues: list[str]) -> Client:
+    client = Client(host, port)
+    for queue in queues:
+        client.send(1, spec.Queue.Declare(queue=queue, durable=True))
+        client.expect(spec.Queue.DeclareOk)
+    client.send(1, spec.Tx.Select())
+    client.expect(spec.Tx.SelectOk)
+    return client
+
+
+def persistent_publish(queue: str) -> bytes:
+    return (encode_method_frame(1, spec.Basic.Publish("", queue))
+            + encode_content(1, 60, Properties(delivery_mode=2), BODY, 131072))
+
+
+def tx_publish(host: str, port: int, queue: str, count: int, size: int) -> int:
+    """Publish ``count`` messages in transactions of ``size``; returns the commits."""
+    client = tx_channel(host, port, [queue])
+    one = persistent_publish(queue) * size + encode_method_frame(1, spec.Tx.Commit())
+    for _ in range(count // size):
+        client.sock.sendall(one)
+        client.expect(spec.Tx.CommitOk)
+    client.close()
+    return count // size
+
+
+def tx_transform(host: str, port: int, source: str, target: str, count: int, size: int) -> int:
+    """Consume ``count`` messages of ``source``; per ``size`` of them, publish
+    as many to ``target``, ack them (multiple) and commit. Returns the commits."""
+    client = tx_channel(host, port, [source, target])
+    client.send(1, spec.Basic.Qos(0, 2 * size, False))
+    client.expect(spec.Basic.QosOk)
+    client.send(1, spec.Basic.Consume(queue=source, consumer_tag="bench"))
+    publishes = persistent_publish(target) * size
+    commit = encode_method_frame(1, spec.Tx.Commit())
+    tags: list[int] = []
+    done = commits = 0
+    committing = False
+    while done < count:
+        for kind, _, payload in client.frames():
+            if kind != 1:
+                continue
+            if payload[:4] == DELIVER:
+                tags.append(struct.unpack_from(">Q", payload, 5 + payload[4])[0])
+            elif payload[:4] == COMMIT_OK:
+                committing = False
+        if not committing and len(tags) >= size:
+            ack = encode_method_frame(1, spec.Basic.Ack(tags[size - 1], True))
+            client.sock.sendall(publishes + ack + commit)
+            del tags[:size]
+            done += size
+            commits += 1
+            committing = True
+    client.expect(spec.Tx.CommitOk)
+    client.close()
+    return commits
+
+
+def together(clients: int, work: Callable[[int], int]) -> float:
+    """Run ``work(client number)`` on ``clients`` connections at once; the
+    sum of what they return per second of wall time."""
+    results = [0] * clients
+
+    def one(i: int) -> None:
+        results[i] = work(i)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(results) / (time.perf_counter() - started)
+
+
+def run_tx(label: str, host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Transactions committed per second: publishing, and consume-transform-produce."""
+    publish, transform = [], []
+    share = args.messages // args.tx_clients
+    for _ in range(args.runs):
+        run_id = uuid.uuid4().hex[:8]
+        names = [f"tx-{run_id}-{i}" for i in range(args.tx_clients)]
+        publish.append(together(args.tx_clients, lambda i: tx_publish(host, port, names[i], share, args.tx_size)))
+        transform.append(together(args.tx_clients, lambda i: tx_transform(host, port, names[i], names[i] + "-out",
+                                                                           share, args.tx_size)))
+        cleanup = Client(host, port)
+        for name in names:
+            for queue in (name, name + "-out"):
+                cleanup.send(1, spec.Queue.Delete(queue=queue))
+                cleanup.expect(spec.Queue.DeleteOk)
+        cleanup.close()
+    return {"broker": label, "publish": publish, "transform": transform}
+
+
+def report_tx(results: list[dict[str, Any]]) -> None:
+    print(f"{'broker':10} {'tx publish commits/s':>26} {'tx consume-transform-produce commits/s':>40}")
+    for r in results:
+        pub, tra = r["publish"], r["transform"]
+        print(f"{r['broker']:10} {statistics.median(pub):>14,.0f} ({min(pub):,.0f}-{max(pub):,.0f})"
+              f" {statistics.median(tra):>26,.0f} ({min(tra):,.0f}-{max(tra):,.0f})")
+    if len(results) == 2:
+        a, b = results
+        print(f"ratio amqlite/RabbitMQ: tx publish "
+              f"{statistics.median(a['publish']) / statistics.median(b['publish']):.2f},"
+              f" tx consume-transform-produce "
+              f"{statistics.median(a['transform']) / statistics.median(b['transform']):.2f}")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -343,10 +463,16 @@ def main() -> None:
     parser.add_argument("--poll-management", type=float, default=0.0, metavar="SECONDS",
                         help="fetch /api/overview and /api/queues this often during the runs, as an open "
                              "dashboard does (RabbitMQ's on 15672 too)")
+    parser.add_argument("--tx", action="store_true", help="transactions: tx.commit rates (see above)")
+    parser.add_argument("--tx-size", type=int, default=10, help="messages per transaction")
+    parser.add_argument("--tx-clients", type=int, default=4, help="connections committing at once")
     args = parser.parse_args()
     if args.quick:
         args.messages, args.runs, args.latency_seconds = 2000, 1, 0.5
     print(f"machine: {machine()}")
+    if args.tx:
+        main_tx(args)
+        return
     print(f"workload: {args.messages} x 100 B, {args.runs} runs, confirm window {args.window}, prefetch 200,"
           f" {'durable/persistent' if args.durable else 'transient'}"
           + (f", management API polled every {args.poll_management:g} s" if args.poll_management else ""))
@@ -378,6 +504,23 @@ def main() -> None:
         a, b = results
         print(f"ratio amqlite/RabbitMQ: publish {statistics.median(a['publish']) / statistics.median(b['publish']):.2f},"
               f" consume {statistics.median(a['consume']) / statistics.median(b['consume']):.2f}")
+
+
+def main_tx(args: argparse.Namespace) -> None:
+    print(f"workload: transactions of {args.tx_size} x 100 B persistent to durable queues, {args.messages} messages"
+          f" per run over {args.tx_clients} connections, {args.runs} runs")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="amqlite-bench-") as data_dir:
+        process, port, _ = start_amqlite(data_dir)
+        try:
+            results.append(run_tx("amqlite", "127.0.0.1", port, args))
+        finally:
+            process.terminate()
+            process.wait()
+    if not args.amqlite_only and rabbitmq_up():
+        results.append(run_tx("RabbitMQ", "127.0.0.1", 5672, args))
+    print()
+    report_tx(results)
 
 
 if __name__ == "__main__":
