@@ -109,7 +109,7 @@ crash: $(STAMP)
 	AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/crash_harness.py
 	AMQLITE_QUEUE_MEMORY_BUDGET=30 AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/crash_harness.py
 	AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/damage_harness.py
-	AMQLITE_CRASH_TEST_ROUNDS=$$(( $${AMQLITE_CRASH_ROUNDS:-100} / 4 )) $(BIN)/python -m pytest -q tests/store/test_tx_crash.py
+	AMQLITE_CRASH_TEST_ROUNDS=$$(( $${AMQLITE_CRASH_ROUNDS:-100} / 4 )) $(BIN)/python -m pytest -q -s tests/store/test_tx_crash.py
 
 # Client libraries' own suites against amqlite (local: they need PIKA_SRC or
 # AIORMQ_SRC, a checkout of the client; see docs/amqp.md).
