@@ -281,23 +281,35 @@ def together(clients: int, work: Callable[[int], int]) -> float:
     return sum(results) / (time.perf_counter() - started)
 
 
-def run_tx(label: str, host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Transactions committed per second: publishing, and consume-transform-produce."""
+def run_tx(label: str, host: str, port: int, args: argparse.Namespace, pid: int | None = None) -> dict[str, Any]:
+    """Transactions committed per second: publishing, and consume-transform-produce.
+    ``pid``: the server's, to report its CPU per commit (amqlite's)."""
     publish, transform = [], []
+    cpu = {"publish": 0.0, "transform": 0.0}
     share = args.messages // args.tx_clients
+
+    def timed(phase: str, work: Callable[[int], int]) -> float:
+        before = sum(thread_cpu(pid)) if pid else 0.0
+        rate = together(args.tx_clients, work)
+        if pid:
+            cpu[phase] += sum(thread_cpu(pid)) - before
+        return rate
+
     for _ in range(args.runs):
         run_id = uuid.uuid4().hex[:8]
         names = [f"tx-{run_id}-{i}" for i in range(args.tx_clients)]
-        publish.append(together(args.tx_clients, lambda i: tx_publish(host, port, names[i], share, args.tx_size)))
-        transform.append(together(args.tx_clients, lambda i: tx_transform(host, port, names[i], names[i] + "-out",
-                                                                           share, args.tx_size)))
+        publish.append(timed("publish", lambda i: tx_publish(host, port, names[i], share, args.tx_size)))
+        transform.append(timed("transform", lambda i: tx_transform(host, port, names[i], names[i] + "-out",
+                                                                    share, args.tx_size)))
         cleanup = Client(host, port)
         for name in names:
             for queue in (name, name + "-out"):
                 cleanup.send(1, spec.Queue.Delete(queue=queue))
                 cleanup.expect(spec.Queue.DeleteOk)
         cleanup.close()
-    return {"broker": label, "publish": publish, "transform": transform}
+    commits = args.runs * args.tx_clients * (share // args.tx_size)
+    return {"broker": label, "publish": publish, "transform": transform,
+            "cpu": {phase: 1e6 * seconds / commits for phase, seconds in cpu.items()} if pid else None}
 
 
 def report_tx(results: list[dict[str, Any]]) -> None:
@@ -306,6 +318,10 @@ def report_tx(results: list[dict[str, Any]]) -> None:
         pub, tra = r["publish"], r["transform"]
         print(f"{r['broker']:10} {statistics.median(pub):>14,.0f} ({min(pub):,.0f}-{max(pub):,.0f})"
               f" {statistics.median(tra):>26,.0f} ({min(tra):,.0f}-{max(tra):,.0f})")
+    cpu = results[0]["cpu"]
+    if cpu:
+        print(f"amqlite server CPU per commit (all threads): publish {cpu['publish']:.0f} us,"
+              f" consume-transform-produce {cpu['transform']:.0f} us")
     if len(results) == 2:
         a, b = results
         print(f"ratio amqlite/RabbitMQ: tx publish "
@@ -513,7 +529,7 @@ def main_tx(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="amqlite-bench-") as data_dir:
         process, port, _ = start_amqlite(data_dir)
         try:
-            results.append(run_tx("amqlite", "127.0.0.1", port, args))
+            results.append(run_tx("amqlite", "127.0.0.1", port, args, process.pid))
         finally:
             process.terminate()
             process.wait()
