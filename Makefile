@@ -103,13 +103,16 @@ fuzz: $(STAMP)
 # campaign: random bytes flipped, files deleted or cut in a stopped data
 # directory, every confirmed message back or reported lost with matching
 # counts (the suite runs 3 rounds). Then consume-transform-produce in AMQP
-# transactions under kill -9, each id exactly once (the suite runs 1 round).
+# transactions under kill -9, each id exactly once (the suite runs 1 round),
+# and Kafka transactions killed at random moments: each wholly committed or
+# aborted (the suite runs 2 rounds).
 # AMQLITE_CRASH_ROUNDS sets the rounds.
 crash: $(STAMP)
 	AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/crash_harness.py
 	AMQLITE_QUEUE_MEMORY_BUDGET=30 AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/crash_harness.py
 	AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/damage_harness.py
 	AMQLITE_CRASH_TEST_ROUNDS=$$(( $${AMQLITE_CRASH_ROUNDS:-100} / 4 )) $(BIN)/python -m pytest -q -s tests/store/test_tx_crash.py
+	AMQLITE_TXN_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python -m pytest -q tests/kafka/test_transactions_crash.py
 
 # Client libraries' own suites against amqlite (local: they need PIKA_SRC or
 # AIORMQ_SRC, a checkout of the client; see docs/amqp.md).

@@ -88,6 +88,19 @@ class ProducerStates:
         producer.batches.append((first, last, base_offset))
 
 
+    def epoch_of(self, producer_id: int) -> int:
+        producer = self._producers.get(producer_id)
+        return producer.epoch if producer is not None else 0
+
+    def fence(self, producer_id: int, epoch: int) -> None:
+        """A transaction marker of ``epoch`` (core/transactions.py): a newer
+        epoch than the producer's batches here fences them, and its own
+        start at sequence 0."""
+        producer = self._producers.get(producer_id)
+        if producer is None or epoch > producer.epoch:
+            self._producers[producer_id] = _Producer(epoch)
+
+
 class ProducerIds:
     """The producer ids InitProducerId hands out, broker-wide, and the
     current epoch of each."""
@@ -95,6 +108,12 @@ class ProducerIds:
     def __init__(self, first_id: int = 1) -> None:
         self.next_id = first_id
         self.epochs: dict[int, int] = {}
+
+    @classmethod
+    def from_clock(cls, now: float) -> ProducerIds:
+        """Ids counting up from the wall clock in ms << 16: above any a
+        previous run handed out, without journalling any."""
+        return cls(int(now * 1000) << 16)
 
     def new(self) -> tuple[int, int]:
         producer_id = self.next_id

@@ -202,6 +202,15 @@ class Journal(Protocol):
         written with the next batch."""
         ...
 
+    def transaction_logged(self, vhost: VirtualHost, transactional_id: str, state: dict[str, Any], *,
+                           completes: bool = False) -> None:
+        """A Kafka transactional id's state changed (core/transactions.py);
+        the newest record of an id is what recovery restores. ``completes``:
+        the record ending a transaction goes after the group offsets the
+        transaction set (they wait for the next write), so a write cut
+        short that keeps it keeps them too."""
+        ...
+
     def group_forgotten(self, stream: Stream, group: str) -> None:
         """A group's offset on ``stream`` was deleted (Kafka's DeleteGroups
         or OffsetDelete): recovery must not bring it back."""

@@ -52,6 +52,7 @@ from .idempotence import ProducerStates
 from .message import GONE, UNACKED, Entry, Message, Properties
 from .queue import Queue
 from .ready import PagedRef
+from .visibility import Visibility
 
 if TYPE_CHECKING:
     from .vhost import VirtualHost
@@ -76,6 +77,10 @@ BATCH_READ_RECORDS = 256
 WHOLE = -1
 #: After a restart, messages appended within this many seconds share a chunk.
 RECOVERED_CHUNK = 0.001
+#: What a batch answers for an offset that holds no message: a Kafka
+#: transaction marker (a control record). AMQP readers skip it; the offset
+#: stays taken, so offsets are Kafka's on both sides.
+NO_MESSAGE = Message("", "", Properties(), b"")
 
 
 class Batch(Protocol):
@@ -97,7 +102,8 @@ class Batch(Protocol):
     def max_timestamp(self) -> int:
         """Its newest record's timestamp, ms since the epoch."""
 
-    def message(self, offset: int) -> Message: ...
+    def message(self, offset: int) -> Message:
+        """The message at ``offset``, or NO_MESSAGE for a control record."""
 
 
 def record_time(properties: Properties, appended_ms: int) -> int:
@@ -239,6 +245,8 @@ class Stream(Queue):
         self._pending: dict[Entry, GroupOffset] = {}
         #: Idempotent Kafka producers' last batches here.
         self.producers = ProducerStates()
+        #: Kafka transactions open and aborted here (read_committed readers).
+        self.transactions = Visibility()
         #: Reads from disk for readers that take batches, by ticket (< 0,
         #: apart from the readers' keys).
         self._batch_reads: dict[int, _BatchRead] = {}
@@ -370,6 +378,7 @@ class Stream(Queue):
             del self._rise_offsets[:rise]
             del self._rise_times[:rise]
         self.first = first
+        self.transactions.truncated(first)
         for reader in self._readers.values():
             if reader.next < first:
                 reader.next = first
@@ -520,6 +529,9 @@ class Stream(Queue):
                     message = self._message_for(reader)
                     if message is None:
                         break  # on its way back from disk
+                    if message is NO_MESSAGE:
+                        self._skip(reader, group)
+                        continue
                     entry = Entry(message, reader.next)
                     if isinstance(group, GroupOffset):
                         group.delivered(reader.next)
@@ -529,6 +541,15 @@ class Stream(Queue):
                     reader = self._readers.get(consumer)  # a delivery may end it (embedded cancel)
         finally:
             self._dispatching = False
+
+    def _skip(self, reader: _Reader, group: GroupOffset | None | bool) -> None:
+        """Pass an offset that holds no message; a group's committed offset
+        moves past it as past an acked one."""
+        if isinstance(group, GroupOffset):
+            group.delivered(reader.next)
+            if group.acked(reader.next):
+                self._committed(group)
+        reader.next += 1
 
     def _message_for(self, reader: _Reader) -> Message | None:
         offset = reader.next

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .broker import Broker
     from .coordinator import Coordinator
     from .idempotence import ProducerIds
+    from .transactions import TransactionCoordinator
     from .connection import Connection
 
 #: Exchanges every vhost has, as in RabbitMQ: (name, type).
@@ -63,6 +64,8 @@ class VirtualHost:
         self.coordinator: Coordinator | None = None
         #: Idempotent Kafka producers' ids (core/idempotence.py), made on first use.
         self.producer_ids: ProducerIds | None = None
+        #: Kafka's transactional ids, once one is used (core/transactions.py).
+        self.transactions: TransactionCoordinator | None = None
         for ex_name, ex_type in PREDECLARED:
             self.exchanges[ex_name] = Exchange(self, ex_name, ex_type, durable=True)
 

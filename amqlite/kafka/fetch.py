@@ -16,6 +16,12 @@ so a consumer never sticks behind a large one. Long poll: with less than
 ``max_wait`` has passed (the Pending's deadline), and looks again
 whenever storage moves on (a write synced: new records; a read came back).
 
+Isolation: a ``read_committed`` Fetch (isolation level 1) is served up
+to the partition's last stable offset and no further (core/visibility.py),
+with the aborted transactions among what it sends, which the client
+drops; ``read_uncommitted`` is served to the end. Both hear the last
+stable offset.
+
 Fetch sessions (KIP-227) are not kept: the response's session id is 0, so
 clients send full requests, as they do with a broker that has none.
 """
@@ -42,6 +48,8 @@ RUN = 500
 _PARTITION_HEAD = struct.Struct(">ihqqq")  # index, error, high watermark, last stable, log start
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
+_ABORTED = struct.Struct(">qq")  # producer id, first offset
+READ_COMMITTED = 1
 
 
 @attrs.define(slots=True, eq=False)
@@ -58,14 +66,18 @@ class _Partition:
     data: list[bytes] = attrs.Factory(list)
     size: int = 0
     from_disk: bool = False
+    #: Where what it sends ends (the offset after its last entry).
+    upper: int = 0
 
 
 class _Fetch:
     """One Fetch request: what each partition has for it, looked at again
     until it is enough or time is up."""
 
-    def __init__(self, version: int, partitions: list[_Partition], max_bytes: int, min_bytes: int) -> None:
+    def __init__(self, version: int, partitions: list[_Partition], max_bytes: int, min_bytes: int,
+                 committed: bool) -> None:
         self.version = version
+        self.committed = committed
         self.partitions = partitions
         self.max_bytes = max_bytes
         self.min_bytes = min_bytes
@@ -98,7 +110,8 @@ class _Fetch:
             if not stream.first <= partition.offset <= stream.end:
                 partition.error = ErrorCode.offset_out_of_range.value
                 continue
-            if partition.offset == stream.end or (left <= 0 and self.size):
+            bound = self._bound(stream)
+            if partition.offset >= bound or (left <= 0 and self.size):
                 continue
             limit = min(partition.max_bytes, left)
             if partition.ticket is not None:
@@ -112,8 +125,12 @@ class _Fetch:
                 if entries is None:
                     partition.ticket = stream.ask_entries(partition.offset)
                     continue
-            _fill(partition, stream, entries, limit)
+            _fill(partition, stream, entries, limit, bound)
             left -= partition.size
+
+    def _bound(self, stream: Stream) -> int:
+        """Where reading stops: the last stable offset for read_committed."""
+        return stream.transactions.stable(stream.end) if self.committed else stream.end
 
     def cancel(self) -> None:
         for partition in self.partitions:
@@ -137,10 +154,16 @@ class _Fetch:
             out.append(_I16.pack(len(encoded)) + encoded + _I32.pack(len(partitions)))
             for partition in partitions:
                 stream = partition.stream
-                end, first = (stream.end, stream.first) if stream is not None else (-1, -1)
-                head = _PARTITION_HEAD.pack(partition.index, partition.error, end, end, first)
+                end, stable, first = -1, -1, -1
+                aborted = []
+                if stream is not None:
+                    end, stable, first = stream.end, stream.transactions.stable(stream.end), stream.first
+                    if self.committed and partition.size:
+                        aborted = stream.transactions.aborted_between(partition.offset, partition.upper)
+                head = _PARTITION_HEAD.pack(partition.index, partition.error, end, stable, first)
                 out.append(head if version >= 5 else head[:-8])
-                out.append(_I32.pack(0))  # aborted transactions: none
+                out.append(_I32.pack(len(aborted)))
+                out.extend(_ABORTED.pack(producer_id, first_offset) for producer_id, first_offset, _ in aborted)
                 if version >= 11:
                     out.append(_I32.pack(-1))  # preferred read replica: this one
                 out.append(_I32.pack(partition.size))
@@ -148,16 +171,18 @@ class _Fetch:
         return b"".join(out)
 
 
-def _fill(partition: _Partition, stream: Stream, entries: list[tuple[int, Message | Batch]], limit: int) -> None:
-    """Encode ``entries`` into ``partition`` up to ``limit`` bytes, the
-    first batch whatever its size."""
+def _fill(partition: _Partition, stream: Stream, entries: list[tuple[int, Message | Batch]], limit: int,
+          bound: int) -> None:
+    """Encode ``entries`` that begin before ``bound`` into ``partition``
+    up to ``limit`` bytes, the first batch whatever its size."""
     run: list[tuple[int, Message]] = []
 
-    def add(data: bytes) -> bool:
+    def add(data: bytes, upper: int) -> bool:
         if partition.size and partition.size + len(data) > limit:
             return False
         partition.data.append(data)
         partition.size += len(data)
+        partition.upper = upper
         return True
 
     def flush() -> bool:
@@ -165,11 +190,15 @@ def _fill(partition: _Partition, stream: Stream, entries: list[tuple[int, Messag
             return True
         data = records.encode(run[0][0], [message_record(offset, message, _appended_ms(stream, offset))
                                           for offset, message in run])
+        upper = run[-1][0] + 1
         run.clear()
-        return add(data)
+        return add(data, upper)
 
     for offset, entry in entries:
-        if offset + (1 if isinstance(entry, Message) else entry.record_count) <= partition.offset:
+        if offset >= bound:
+            break
+        after = offset + (1 if isinstance(entry, Message) else entry.record_count)
+        if after <= partition.offset:
             continue  # read back from before the offset asked for
         if isinstance(entry, Message):
             run.append((offset, entry))
@@ -178,7 +207,7 @@ def _fill(partition: _Partition, stream: Stream, entries: list[tuple[int, Messag
             if not flush():
                 return
             continue
-        if not flush() or not add(entry.data):
+        if not flush() or not add(entry.data, after):
             return
     flush()
 
@@ -206,7 +235,8 @@ def fetch(session: Session, request: Request, now: float) -> Any:
             else:
                 partition.stream = topic.partitions[asked.partition]
             partitions.append(partition)
-    state = _Fetch(request.api_version, partitions, body.max_bytes, body.min_bytes)
+    state = _Fetch(request.api_version, partitions, body.max_bytes, body.min_bytes,
+                   body.isolation_level == READ_COMMITTED)
     state.gather()
     wait = body.max_wait.total_seconds()
     if state.failed or not state.reading and (state.size >= state.min_bytes or wait <= 0):

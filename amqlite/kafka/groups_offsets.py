@@ -14,6 +14,11 @@ offsets (journalled too) and OffsetFetch returns them, up to Kafka's
 ``offset.metadata.max.bytes`` (4096); an AMQP ack that moves the offset
 clears it. Leader epochs are not kept (-1). Committing or fetching needs
 read permission on the topic.
+
+Offsets committed in a Kafka transaction (TxnOffsetCommit,
+transactions.py) are pending until it commits: meanwhile OffsetFetch
+answers the last committed offset, or UNSTABLE_OFFSET_COMMIT for that
+partition when the request sets ``require_stable`` (v7+), as Kafka does.
 """
 
 from __future__ import annotations
@@ -89,21 +94,23 @@ def offset_commit(session: Session, request: Request, now: float) -> Any:
 @in_order
 def offset_fetch(session: Session, request: Request, now: float) -> Any:
     body, cls = request.body, request.response_type()
+    stable = getattr(body, "require_stable", False)
     if request.api_version < 8:
         topics_ = _fetched(session, cls, body.group_id, body.topics, "OffsetFetchResponseTopic",
-                           "OffsetFetchResponsePartition")
+                           "OffsetFetchResponsePartition", stable)
         return build(cls, throttle_time=NO_THROTTLE, error_code=ErrorCode.none, topics=topics_)
     return build(cls, throttle_time=NO_THROTTLE, groups=tuple(
         build(cls, "OffsetFetchResponseGroup", group_id=group.group_id, error_code=ErrorCode.none,
               topics=_fetched(session, cls, group.group_id, group.topics, "OffsetFetchResponseTopics",
-                              "OffsetFetchResponsePartitions"))
+                              "OffsetFetchResponsePartitions", stable))
         for group in body.groups))
 
 
 def _fetched(session: Session, cls: type[Any], group: str, wanted: Any, topic_struct: str,
-             partition_struct: str) -> tuple[Any, ...]:
+             partition_struct: str, require_stable: bool) -> tuple[Any, ...]:
     """The group's offsets on the partitions asked for (None: every
     partition it has one on that the client may read)."""
+    transactions = session.vhost.transactions
     if wanted is None:
         asked: dict[str, list[int]] = {}
         for topic, index, _ in offset_streams(session, group):
@@ -119,7 +126,9 @@ def _fetched(session: Session, cls: type[Any], group: str, wanted: Any, topic_st
             offset, metadata, code = NO_OFFSET, "", ErrorCode.none
             if isinstance(stream, Stream):
                 committed = stream.group_offsets.get(group)
-                if committed is not None:
+                if require_stable and transactions is not None and transactions.pending_offset(group, stream):
+                    code = ErrorCode.unstable_offset_commit
+                elif committed is not None:
                     offset, metadata = committed.committed, committed.metadata
             elif stream is ErrorCode.topic_authorization_failed:
                 code = stream

@@ -32,8 +32,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.message import PERSISTENT, Message, Properties
-from ..core.stream import OFFSET_HEADER, RECORD_TIME_HEADER, record_time
-from .records import Batch, Header, Record
+from ..core.stream import NO_MESSAGE, OFFSET_HEADER, RECORD_TIME_HEADER, record_time
+from .records import CONTROL, Batch, Header, Record, control_batch, stored
 
 KEY_HEADER = "x-kafka-key"
 TIMESTAMP_HEADER = RECORD_TIME_HEADER
@@ -118,7 +118,17 @@ class StoredBatch:
         return self.batch.max_timestamp
 
     def message(self, offset: int) -> Message:
+        if self.batch.attributes & CONTROL:
+            return NO_MESSAGE
         messages = self._messages
         if messages is None:
             messages = self._messages = [record_message(record) for record in self.batch.records()]
         return messages[offset - self.batch.base_offset]
+
+
+def marker(offset: int, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int,
+           now: float) -> StoredBatch:
+    """A transaction's commit or abort marker at ``offset``, as the
+    transaction coordinator appends it to a partition (core/transactions.py)."""
+    data = control_batch(offset, producer_id, producer_epoch, commit, coordinator_epoch, int(now * 1000))
+    return StoredBatch(stored(data))

@@ -2,7 +2,8 @@
 
 - ``-2`` (earliest): the stream's first retained offset.
 - ``-1`` (latest): the next offset, the high watermark (one replica:
-  everything appended is committed).
+  everything appended is committed); with isolation level read_committed
+  (v2+), the last stable offset (core/visibility.py).
 - ``-3`` (max timestamp, v7): the last offset.
 - a timestamp in ms: the earliest offset whose record's own timestamp is
   at or after it (Kafka's ``CreateTime`` rule; a message published over
@@ -27,12 +28,14 @@ from .session import Session
 
 LIST_OFFSETS = 2
 LATEST, EARLIEST, MAX_TIMESTAMP = -1, -2, -3
+READ_COMMITTED = 1
 NO_THROTTLE = datetime.timedelta(0)
 
 
 def list_offsets(session: Session, request: Request, now: float) -> Any:
     cls = request.response_type()
     vhost = session.vhost
+    committed = getattr(request.body, "isolation_level", 0) == READ_COMMITTED
     answers = []
     for wanted in request.body.topics:
         name = wanted.name
@@ -51,7 +54,7 @@ def list_offsets(session: Session, request: Request, now: float) -> Any:
                 if wanted_time == EARLIEST:
                     offset = stream.first
                 elif wanted_time == LATEST:
-                    offset = stream.end
+                    offset = stream.transactions.stable(stream.end) if committed else stream.end
                 elif wanted_time == MAX_TIMESTAMP:
                     if stream.end > stream.first:
                         offset = stream.end - 1

@@ -1,4 +1,4 @@
-"""Produce (key 0, v3-v9) and InitProducerId (key 22, v0-v4).
+"""Produce (key 0, v3-v9).
 
 Each partition's records are record batches v2 (records.py). A batch is
 checked (CRC-32C, the record lengths) and appended to the partition's
@@ -8,7 +8,10 @@ serves the same bytes back. A batch of an idempotent producer (producer
 id set) is first checked against the partition's last batches of that
 producer (core/idempotence.py): a retry is answered with the offset it
 got the first time, a gap with OUT_OF_ORDER_SEQUENCE_NUMBER, an older
-epoch with INVALID_PRODUCER_EPOCH.
+epoch with INVALID_PRODUCER_EPOCH. A transactional batch needs its
+producer's transaction to be ongoing with the partition added
+(AddPartitionsToTxn, transactions.py), and opens that producer's
+transaction in the partition (core/visibility.py).
 
 ``acks``: 0 answers nothing; 1 answers once appended (in memory, as a
 Kafka leader answers once the record is in its log); -1 ("all") once the
@@ -21,6 +24,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from ..core import transactions as txn
 from ..core.idempotence import ProducerIds, Verdict
 from ..core.stream import Stream
 from ..log import get_logger
@@ -32,7 +36,7 @@ from .session import Session
 
 log = get_logger(__name__)
 
-PRODUCE, INIT_PRODUCER_ID = 0, 22
+PRODUCE = 0
 NO_THROTTLE = datetime.timedelta(0)
 _VERDICT_ERRORS = {
     Verdict.OUT_OF_ORDER: ErrorCode.out_of_order_sequence_number,
@@ -56,7 +60,11 @@ def append(stream: Stream, data: bytes, now: float) -> tuple[ErrorCode, int, str
         if batch.attributes & records.CONTROL:
             return ErrorCode.invalid_record, -1, "a producer cannot send control batches"
         if batch.attributes & records.TRANSACTIONAL:
-            return ErrorCode.invalid_txn_state, -1, "transactions are not supported yet"
+            coordinator = stream.vhost.transactions
+            refused = (txn.INVALID_PRODUCER_ID_MAPPING if coordinator is None
+                       else coordinator.check_produce(batch.producer_id, batch.producer_epoch, stream))
+            if refused:
+                return ErrorCode(refused), -1, f"producer {batch.producer_id}: not in a transaction on this partition"
     base = -1
     for batch in batches:
         idempotent = batch.producer_id >= 0
@@ -74,6 +82,8 @@ def append(stream: Stream, data: bytes, now: float) -> tuple[ErrorCode, int, str
         if idempotent:
             stream.producers.appended(batch.producer_id, batch.producer_epoch, batch.base_sequence,
                                       batch.last_sequence, appended)
+        if batch.attributes & records.TRANSACTIONAL:
+            stream.transactions.appended(batch.producer_id, appended)
         base = appended if base < 0 else base
     return ErrorCode.none, base, None
 
@@ -149,29 +159,8 @@ def producer_ids(session: Session, now: float) -> ProducerIds:
     the wall clock in ms << 16, above any a previous run handed out."""
     vhost = session.vhost
     if vhost.producer_ids is None:
-        vhost.producer_ids = ProducerIds(int(now * 1000) << 16)
+        vhost.producer_ids = ProducerIds.from_clock(now)
     return vhost.producer_ids
 
 
-def init_producer_id(session: Session, request: Request, now: float) -> Any:
-    body = request.body
-    cls = request.response_type()
-    if body.transactional_id is not None:
-        return build(cls, throttle_time=NO_THROTTLE, error_code=ErrorCode.transactional_id_authorization_failed,
-                     producer_id=-1, producer_epoch=-1)
-    ids = producer_ids(session, now)
-    given = getattr(body, "producer_id", -1)
-    if given >= 0:
-        bumped = ids.bump(given, getattr(body, "producer_epoch", -1))
-        if bumped is None:
-            return build(cls, throttle_time=NO_THROTTLE, error_code=ErrorCode.producer_fenced,
-                         producer_id=-1, producer_epoch=-1)
-        producer_id, epoch = bumped
-    else:
-        producer_id, epoch = ids.new()
-    log.info("kafka.producer_id", producer_id=producer_id, epoch=epoch, peer=session.peer)
-    return build(cls, throttle_time=NO_THROTTLE, error_code=ErrorCode.none, producer_id=producer_id,
-                 producer_epoch=epoch)
-
-
-APIS = [Api(PRODUCE, 3, 9, produce), Api(INIT_PRODUCER_ID, 0, 4, init_producer_id)]
+APIS = [Api(PRODUCE, 3, 9, produce)]

@@ -260,9 +260,9 @@ def _snappy_decompress(payload: bytes | memoryview) -> bytes:
 
 
 def encode(base_offset: int, records: list[Record], *, compression: int = NONE, producer_id: int = NO_PRODUCER_ID,
-           producer_epoch: int = -1, base_sequence: int = NO_SEQUENCE) -> bytes:
+           producer_epoch: int = -1, base_sequence: int = NO_SEQUENCE, flags: int = 0) -> bytes:
     """A batch of ``records`` (offsets from ``base_offset`` on, in order),
-    as a producer builds one."""
+    as a producer builds one; ``flags``: TRANSACTIONAL, CONTROL."""
     if not records:
         raise ValueError("a batch has at least one record")
     base_ts = records[0].timestamp
@@ -280,7 +280,7 @@ def encode(base_offset: int, records: list[Record], *, compression: int = NONE, 
         write_varint(out, len(body))
         out += body
     payload = compress(compression, bytes(out))
-    header = _HEADER.pack(compression, records[-1].offset - base_offset, base_ts,
+    header = _HEADER.pack(compression | flags, records[-1].offset - base_offset, base_ts,
                           max(record.timestamp for record in records), producer_id, producer_epoch,
                           base_sequence, len(records))
     import crc32c
@@ -288,6 +288,42 @@ def encode(base_offset: int, records: list[Record], *, compression: int = NONE, 
     crc = crc32c.crc32c(header + payload)
     length = HEADER_SIZE - LOG_OVERHEAD + len(payload)
     return _PREFIX.pack(base_offset, length, -1, MAGIC) + _CRC.pack(crc) + header + payload
+
+
+# -- transaction markers ------------------------------------------------
+
+#: A control record's key: version 0, then the type; its value: version 0,
+#: then the coordinator's epoch (Kafka's ``EndTransactionMarker``).
+_CONTROL_KEY = struct.Struct(">hh")
+_CONTROL_VALUE = struct.Struct(">hi")
+ABORT_MARKER, COMMIT_MARKER = 0, 1
+#: How far into a batch a control record's type lies at most: the header,
+#: then the record's length, attributes, timestamp and offset deltas and
+#: key length (a varint each, one byte here) and the key.
+CONTROL_PREFIX = HEADER_SIZE + 5 + _CONTROL_KEY.size
+
+
+def control_batch(offset: int, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int,
+                  timestamp: int) -> bytes:
+    """The commit or abort marker of a producer's transaction, at ``offset``."""
+    key = _CONTROL_KEY.pack(0, COMMIT_MARKER if commit else ABORT_MARKER)
+    value = _CONTROL_VALUE.pack(0, coordinator_epoch)
+    return encode(offset, [Record(offset, timestamp, key, value)], producer_id=producer_id, producer_epoch=producer_epoch,
+                  flags=TRANSACTIONAL | CONTROL)
+
+
+def marker_commits(data: bytes | memoryview) -> bool | None:
+    """Whether the control batch ``data`` (its first CONTROL_PREFIX bytes
+    suffice) commits (True) or aborts (False); None if its record is not a
+    transaction marker."""
+    _, at = read_varint(data, HEADER_SIZE)  # the record's length
+    _, at = read_varint(data, at + 1)  # after its attributes: the timestamp delta
+    _, at = read_varint(data, at)  # offset delta
+    length, at = read_varint(data, at)
+    if length != _CONTROL_KEY.size or len(data) < at + length:
+        return None
+    version, kind = _CONTROL_KEY.unpack_from(data, at)
+    return kind == COMMIT_MARKER if version == 0 and kind in (ABORT_MARKER, COMMIT_MARKER) else None
 
 
 # -- varints ---------------------------------------------------------------

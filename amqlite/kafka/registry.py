@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import admin, fetch, groups, groups_offsets, metadata, offsets, produce, sasl, versions
+from . import admin, fetch, groups, groups_offsets, metadata, offsets, produce, sasl, transactions, versions
 from .apis import Api
 
 MODULES: tuple[ModuleType, ...] = (
@@ -18,7 +18,8 @@ MODULES: tuple[ModuleType, ...] = (
     groups,     # FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, List/Describe/DeleteGroups
     groups_offsets,  # OffsetCommit, OffsetFetch, OffsetDelete
     sasl,       # SaslHandshake, SaslAuthenticate
-    produce,    # Produce, InitProducerId
+    produce,    # Produce
+    transactions,  # InitProducerId, Add{Partitions,Offsets}ToTxn, EndTxn, TxnOffsetCommit, Describe/ListTransactions
     fetch,      # Fetch
     offsets,    # ListOffsets
     admin,      # Create/DeleteTopics, CreatePartitions, Describe/Alter/IncrementalAlterConfigs, DescribeCluster

@@ -66,6 +66,7 @@ from .records import (
     REFUSED,
     BATCH,
     BATCH_HEAD,
+    TXN,
     batch_of,
     content,
     encode_snapshot,
@@ -83,6 +84,7 @@ if TYPE_CHECKING:
     from ..core.message import Entry, Message
     from ..core.queue import Queue
     from ..core.stream import Batch, Stream
+    from ..core.vhost import VirtualHost
     from ..kafka.mapping import StoredBatch
 
 log = get_logger(__name__)
@@ -202,6 +204,11 @@ class DiskJournal:
         #: segment of each group's newest GROUP record: (stream id, group).
         self._group_commits: dict[tuple[Stream, str], tuple[int, str]] = {}
         self._group_records: dict[tuple[int, str], int] = {}
+        #: TXN records that end a transaction, appended after the group
+        #: commits of their batch; the segment of each transactional id's
+        #: newest TXN record, by (vhost, id): those records are live.
+        self._txn_completions: list[tuple[str, str, bytes]] = []
+        self._txn_records: dict[tuple[str, str], int] = {}
         #: Deliveries whose DELIVERED record waits for the next batch: most
         #: are acked before it is taken, and then need no record at all.
         self._deliveries: dict[Entry, tuple[Queue, int]] = {}
@@ -549,6 +556,23 @@ class DiskJournal:
         self._group_commits[stream, group] = (committed, metadata)
         self._group_moves += 1
 
+    def transaction_logged(self, vhost: VirtualHost, transactional_id: str, state: dict[str, Any], *,
+                           completes: bool = False) -> None:
+        payload = encode_table({"vhost": vhost.name, "id": transactional_id, **state})
+        if completes:
+            self._txn_completions.append((vhost.name, transactional_id, payload))
+            self._wake_writer()
+        else:
+            self._append_txn(vhost.name, transactional_id, payload)
+
+    def _append_txn(self, vhost: str, transactional_id: str, payload: bytes) -> None:
+        segment, _ = self._append(TXN, payload)
+        replaced = self._txn_records.get((vhost, transactional_id))
+        if replaced is not None:
+            self._live[replaced] -= 1
+        self._txn_records[vhost, transactional_id] = segment
+        self._live[segment] += 1
+
     def group_forgotten(self, stream: Stream, group: str) -> None:
         # The record stays live while it is the group's newest, so that no
         # older GROUP record outlives it and brings the offset back.
@@ -692,7 +716,7 @@ class DiskJournal:
     def dirty(self) -> bool:
         """Records wait to be written."""
         return (self.log.dirty or bool(self._releases) or bool(self._group_commits) or bool(self._deliveries)
-                or bool(self._removals))
+                or bool(self._removals) or bool(self._txn_completions))
 
     def take_batch(self) -> tuple[list[tuple[int, bytes]], int]:
         """Everything appended so far, for a writer, and the position it
@@ -701,6 +725,9 @@ class DiskJournal:
             self._append_releases()
         if self._group_commits:
             self._append_group_commits()
+        completions, self._txn_completions = self._txn_completions, []
+        for vhost, transactional_id, payload in completions:
+            self._append_txn(vhost, transactional_id, payload)
         if self._deliveries:
             self._append_deliveries()
         if self._removals:
@@ -939,6 +966,9 @@ class DiskJournal:
         finally:
             self._recovering = False
         self.apply(recovered)
+        for vhost in broker.vhosts.values():
+            if vhost.transactions is not None:
+                vhost.transactions.recovered(now)
         return recovered.report
 
     def apply(self, recovered: Recovered) -> None:
@@ -951,6 +981,7 @@ class DiskJournal:
         self._refs = recovered.refs
         self._indexed = set(recovered.indexed)
         self._group_records = dict(recovered.group_records)
+        self._txn_records = dict(recovered.txn_records)
         self._definition_records = dict(recovered.definition_records)
         for segment, size in self._definition_records.values():
             self._definition_live[segment] += 1

@@ -33,6 +33,10 @@ UNIT        the length in bytes of the records that follow it and form one
             of them or none (segments.SegmentLog.open_unit)
 NAMED       msg id, key: the HOLD of that id has a message_id, whose
             core.delayed.name_key is key (its id for scheduled messages)
+TXN         a table: a Kafka transactional id (vhost, id), its producer id,
+            epoch, timeout and state, and its transaction's partitions
+            (stream ids) and pending group offsets (core/transactions.py,
+            ``record``)
 ==========  ===================================================================
 
 Content is exchange and routing key (shortstr), the AMQP content header
@@ -59,7 +63,7 @@ if TYPE_CHECKING:
     from .segments import SegmentLog
 
 (DEFINITION, PUBLISH, ENQUEUE, REMOVE, DELIVERED, COUNT, RETRY, MOVE, HOLD, RELEASE, TRUNCATE, GROUP, DEDUP, SPILL,
- BATCH, RESCHEDULE, UNIT, NAMED) = range(1, 19)
+ BATCH, RESCHEDULE, UNIT, NAMED, TXN) = range(1, 20)
 
 PUBLISH_HEAD = struct.Struct(">QQQdBI")
 ENQUEUE_HEAD = struct.Struct(">QQQd")
@@ -79,8 +83,10 @@ NAMED_RECORD = struct.Struct(">QQ")
 ID = struct.Struct(">Q")
 BATCH_HEAD = struct.Struct(">QQd")
 #: What recovery reads of a BATCH record (and a segment index keeps): its
-#: head and the Kafka batch's header, not the records.
+#: head and the Kafka batch's header, not the records; a transaction
+#: marker's type lies just past the header.
 BATCH_PREFIX = BATCH_HEAD.size + kafka_records.HEADER_SIZE
+BATCH_KEPT = BATCH_HEAD.size + kafka_records.CONTROL_PREFIX
 _LEN = struct.Struct(">I")
 SNAPSHOT = "definitions.snapshot"
 #: A file of tables the store keeps beside the log (the snapshot, the

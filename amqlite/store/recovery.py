@@ -38,9 +38,12 @@ from .. import defaults
 from ..amqp.values import decode_longstr, decode_name
 from ..amqp.values import decode_table
 from ..core.fieldtypes import freeze
+from ..core.idempotence import ProducerIds
 from ..core.stream import Stream
+from ..core.transactions import State, Transaction, TransactionCoordinator
 from ..log import get_logger
 from ..kafka import records as kafka_records
+from ..kafka.mapping import marker
 from . import records, segment_index
 from .manifest import MANIFEST, Manifest, SegmentSummary
 from . import manifest as manifest_file
@@ -146,6 +149,9 @@ class Recovered:
     #: The segment of each consumer group's newest GROUP record, by
     #: (stream id, group); those records are live.
     group_records: dict[tuple[int, str], int]
+    #: The segment of each Kafka transactional id's newest TXN record, by
+    #: (vhost, id); those records are live.
+    txn_records: dict[tuple[str, str], int]
     #: The record holding each definition, (segment, bytes); those are live.
     #: A definition without one is written again.
     definition_records: dict[tuple[str, ...], tuple[int, int]]
@@ -341,6 +347,16 @@ class _Replay:
         self.batches: dict[int, list[tuple[int, int, int]]] = {}
         #: Streams whose rows are out of offset order (see _batch).
         self.unsorted: set[int] = set()
+        #: Kafka transactions' batches per stream, in log order: queue id ->
+        #: [(producer id, epoch, first offset, None for records or whether
+        #: the marker commits)].
+        self.transactional: dict[int, list[tuple[int, int, int, bool | None]]] = {}
+        #: Each transactional id's newest TXN record: (vhost, id) -> (its
+        #: table, segment, place in log order); and the place of each
+        #: group's newest GROUP record, (queue id, group) -> place.
+        self.transactions: dict[tuple[str, str], tuple[dict[str, Any], int, int]] = {}
+        self.group_order: dict[tuple[int, str], int] = {}
+        self._order = 0
 
     @property
     def log(self) -> SegmentLog:
@@ -557,6 +573,12 @@ class _Replay:
             index.add(i, 0, segment, offset, appended, 0, size, 0)
         self.messages += count
         self.batches.setdefault(queue_id, []).append((first, count, batch.max_timestamp))
+        if batch.attributes & kafka_records.TRANSACTIONAL:
+            marker = (kafka_records.marker_commits(payload[records.BATCH_HEAD.size:records.BATCH_KEPT])
+                      if batch.attributes & kafka_records.CONTROL else None)
+            self.transactional.setdefault(queue_id, []).append((batch.producer_id, batch.producer_epoch, first, marker))
+            if batch.attributes & kafka_records.CONTROL:
+                return  # a marker carries no sequence
         if batch.producer_id >= 0:
             self.producers.setdefault(queue_id, []).append(
                 (batch.producer_id, batch.producer_epoch, batch.base_sequence, batch.last_sequence, first))
@@ -590,6 +612,12 @@ class _Replay:
             group, end = decode_name(payload, records.GROUP_HEAD.size)
             metadata = decode_longstr(payload, end)[0].decode() if end < len(payload) else ""
             self.groups[queue_id, group] = (committed, segment, metadata)
+            self._order += 1
+            self.group_order[queue_id, group] = self._order
+        elif kind == records.TXN:
+            table, _ = decode_table(payload)
+            self._order += 1
+            self.transactions[table["vhost"], table["id"]] = (table, segment, self._order)
         elif kind == records.DEDUP:
             queue_id, expires = records.DEDUP_HEAD.unpack_from(payload)
             vhost, offset = decode_name(payload, records.DEDUP_HEAD.size)
@@ -933,6 +961,15 @@ def _restore_stream(stream: Stream, index: _QueueIndex, replay: _Replay) -> None
     # duplicate: its producer's last sequences come back with the log.
     for producer_id, epoch, first_seq, last_seq, offset in replay.producers.get(stream.store_id or 0, ()):
         stream.producers.appended(producer_id, epoch, first_seq, last_seq, offset)
+    # Open and aborted transactions, and the epochs their markers fenced.
+    for producer_id, epoch, offset, commits in replay.transactional.get(stream.store_id or 0, ()):
+        if offset < first:
+            continue
+        if commits is None:
+            stream.transactions.appended(producer_id, offset)
+        else:
+            stream.transactions.ended(producer_id, offset, commits)
+            stream.producers.fence(producer_id, epoch)
 
 
 def _restore_groups(queues: dict[int, Queue], replay: _Replay) -> dict[tuple[int, str], int]:
@@ -946,6 +983,38 @@ def _restore_groups(queues: dict[int, Queue], replay: _Replay) -> dict[tuple[int
                 stream.restore_group(group, committed, metadata)
             replay.live[segment] += 1
             kept[queue_id, group] = segment
+    return kept
+
+
+def _restore_transactions(broker: Broker, queues: dict[int, Queue], replay: _Replay,
+                          now: float) -> dict[tuple[str, str], int]:
+    """Kafka's transactional ids as their newest TXN records left them
+    (the coordinator finishes or aborts what was open once the journal
+    runs: DiskJournal.recover); those records stay live. A prepared
+    commit's group offsets are applied again unless a later GROUP record
+    of that group on that stream says otherwise."""
+    kept = {}
+    for (vhost_name, transactional_id), (table, segment, order) in replay.transactions.items():
+        replay.live[segment] += 1
+        kept[vhost_name, transactional_id] = segment
+        vhost = broker.vhosts.get(vhost_name)
+        if vhost is None:
+            continue
+        if vhost.producer_ids is None:
+            vhost.producer_ids = ProducerIds.from_clock(now)
+        if vhost.transactions is None:
+            vhost.transactions = TransactionCoordinator(vhost, vhost.producer_ids, marker)
+        txn = Transaction(transactional_id, table["producer_id"], table["epoch"], table["timeout_ms"] / 1000,
+                          State(table["state"]), started=table["started"], updated=now)
+        for queue_id in table["partitions"]:
+            stream = queues.get(queue_id)
+            if isinstance(stream, Stream):
+                txn.partitions[stream] = None
+        for group, queue_id, offset, metadata in table["offsets"]:
+            stream = queues.get(queue_id)
+            if isinstance(stream, Stream) and replay.group_order.get((queue_id, group), 0) < order:
+                txn.offsets[group, stream] = (offset, metadata)
+        vhost.transactions.restore(txn)
     return kept
 
 
@@ -1081,6 +1150,7 @@ def recover(
                 live[body_segment] += 1
             restored += 1
     group_records = _restore_groups(queues, replay)
+    txn_records = _restore_transactions(broker, queues, replay, now)
     _restore_dedup(broker, queues, replay, now)
     held = replay.holds.restore(broker, live, replay.ref, now,
                                 lambda segment, offset: records.load_message(segment_log, segment, offset), progress)
@@ -1089,5 +1159,5 @@ def recover(
     log.info("store.recovered", queues=report.queues, messages=report.messages, paged=report.paged,
              held=report.held, segments=report.segments, seconds=round(report.seconds, 3))
     return Recovered(report, replay.next_msg, replay.next_queue, replay.definitions, replay.snapshot_segment,
-                     replay.definition_segments, live, replay.refs, replay.indexed, group_records,
+                     replay.definition_segments, live, replay.refs, replay.indexed, group_records, txn_records,
                      replay.definition_records, replay.snapshot_lost, summaries)

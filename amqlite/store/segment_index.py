@@ -59,7 +59,7 @@ REMOVED, DELIVERED, OUT, COPY, MOVED, EXPIRES = 1, 2, 4, 8, 16, 32
 ENTRY, HELD, SKIPPED, APPLIED, UNIT = range(5)
 ROLES = {records.PUBLISH: ENTRY, records.ENQUEUE: ENTRY, records.HOLD: HELD, records.SPILL: SKIPPED,
          records.UNIT: UNIT}
-KEPT = {records.BATCH: records.BATCH_PREFIX}
+KEPT = {records.BATCH: records.BATCH_KEPT}
 
 
 def entry(kind: int, data: bytes | mmap.mmap, at: int) -> tuple[int, int, int, float, int, int, int]:

@@ -1,0 +1,77 @@
+"""What a partition shows readers of committed records only (Kafka's
+``read_committed``): its last stable offset and its aborted transactions.
+
+Kafka's rules (the broker's ``ProducerStateManager`` and transaction
+index): a transaction's records are written to the partition as they come
+(each batch flagged transactional, with its producer id), and its end is a
+control batch, the commit or abort marker. So each partition keeps:
+
+- the first offset of each producer's open transaction. The last stable
+  offset (LSO) is the smallest of them, or the end when none is open: a
+  ``read_committed`` reader is never served past it, because what follows
+  may still be aborted.
+- each aborted transaction: producer id, its first offset and its
+  marker's offset. A Fetch hands the ones that overlap what it sends to
+  the reader, which drops that producer's records from the first offset
+  up to the marker (the client does the filtering, as with Kafka).
+
+Pure and rebuilt at recovery from the batches' headers in log order, as
+the idempotence state is (core/idempotence.py).
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import NamedTuple
+
+
+class Aborted(NamedTuple):
+    producer_id: int
+    first_offset: int
+    #: The offset of its abort marker.
+    last_offset: int
+
+
+class Visibility:
+    """One partition's open and aborted transactions."""
+
+    __slots__ = ("open", "_aborted", "_aborted_ends")
+
+    def __init__(self) -> None:
+        #: Producer id -> first offset of its open transaction here.
+        self.open: dict[int, int] = {}
+        #: Aborted transactions in marker order, and their markers' offsets.
+        self._aborted: list[Aborted] = []
+        self._aborted_ends: list[int] = []
+
+    def stable(self, end: int) -> int:
+        """The last stable offset of a partition whose next offset is ``end``."""
+        return min(self.open.values(), default=end)
+
+    def appended(self, producer_id: int, offset: int) -> None:
+        """A transactional batch of ``producer_id`` at ``offset``: it opens
+        the producer's transaction here unless one is open."""
+        self.open.setdefault(producer_id, offset)
+
+    def ended(self, producer_id: int, marker_offset: int, committed: bool) -> bool:
+        """A marker at ``marker_offset`` ends the producer's transaction here;
+        False if none was open (a marker written again is harmless)."""
+        first = self.open.pop(producer_id, None)
+        if first is None:
+            return False
+        if not committed:
+            self._aborted.append(Aborted(producer_id, first, marker_offset))
+            self._aborted_ends.append(marker_offset)
+        return True
+
+    def aborted_between(self, start: int, stop: int) -> list[Aborted]:
+        """The aborted transactions with records in ``[start, stop)``."""
+        at = bisect.bisect_left(self._aborted_ends, start)
+        return [aborted for aborted in self._aborted[at:] if aborted.first_offset < stop]
+
+    def truncated(self, first: int) -> None:
+        """Retention removed everything before ``first``."""
+        at = bisect.bisect_left(self._aborted_ends, first)
+        if at:
+            del self._aborted[:at]
+            del self._aborted_ends[:at]
