@@ -78,8 +78,10 @@ WHOLE = -1
 #: After a restart, messages appended within this many seconds share a chunk.
 RECOVERED_CHUNK = 0.001
 #: What a batch answers for an offset that holds no message: a Kafka
-#: transaction marker (a control record). AMQP readers skip it; the offset
-#: stays taken, so offsets are Kafka's on both sides.
+#: transaction marker (a control record). AMQP readers skip it, as they
+#: skip the records of aborted transactions, and read no further than the
+#: last stable offset (core/visibility.py); offsets are Kafka's on both
+#: sides.
 NO_MESSAGE = Message("", "", Properties(), b"")
 
 
@@ -292,9 +294,11 @@ class Stream(Queue):
             self.dispatch(now)
         return True
 
-    def append_batch(self, batch: Batch, now: float) -> int | None:
+    def append_batch(self, batch: Batch, now: float, *, transaction: int | None = None) -> int | None:
         """Append a batch whose first message is at offset ``end``; returns
-        that offset, or None if storage refuses writes (as enqueue drops)."""
+        that offset, or None if storage refuses writes (as enqueue drops).
+        ``transaction``: the batch belongs to that producer's open
+        transaction, and readers of committed messages wait for its end."""
         journal = self.journal
         if journal is not None and not journal.accepting:
             return None
@@ -308,6 +312,8 @@ class Stream(Queue):
             self._record_segments.extend(repeat(segment, count))
             self._record_offsets.extend(repeat(position, count))
         self._memory.extend(batch, count)
+        if transaction is not None:
+            self.transactions.appended(transaction, offset, count)
         self.end = offset + count
         self._note(offset, len(batch.data), now, new_chunk)
         self._stamped(offset, batch.max_timestamp)
@@ -520,16 +526,17 @@ class Stream(Queue):
             return
         self._dispatching = True
         try:
+            stable = self.transactions.stable(self.end)
             for consumer in list(self.consumers):
                 group = self._delivers(consumer)
                 if group is False:
                     continue
                 reader = self._readers.get(consumer)
-                while reader is not None and reader.next < self.end and consumer.has_credit():
+                while reader is not None and reader.next < stable and consumer.has_credit():
                     message = self._message_for(reader)
                     if message is None:
                         break  # on its way back from disk
-                    if message is NO_MESSAGE:
+                    if message is NO_MESSAGE or self.transactions.aborted(reader.next):
                         self._skip(reader, group)
                         continue
                     entry = Entry(message, reader.next)

@@ -220,7 +220,7 @@ class TransactionCoordinator:
         if epoch != txn.epoch:
             return PRODUCER_FENCED
         done = State.PREPARE_COMMIT if commit else State.PREPARE_ABORT
-        if txn.state in _PREPARED:
+        if self._completing(txn):
             return CONCURRENT_TRANSACTIONS if txn.state is done else INVALID_TXN_STATE
         if txn.state is State.ONGOING:
             self._end(txn, commit, now)
@@ -360,6 +360,7 @@ class TransactionCoordinator:
         if offset is not None:
             stream.transactions.ended(producer_id, offset, commit)
             stream.producers.fence(producer_id, epoch)
+            stream.dispatch(now)  # the last stable offset moved: AMQP readers go on
 
     def _streams(self) -> list[Stream]:
         return [queue for queue in self.vhost.queues.values() if isinstance(queue, Stream)]

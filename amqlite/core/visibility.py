@@ -14,6 +14,9 @@ control batch, the commit or abort marker. So each partition keeps:
   marker's offset. A Fetch hands the ones that overlap what it sends to
   the reader, which drops that producer's records from the first offset
   up to the marker (the client does the filtering, as with Kafka).
+- the offsets of the aborted transactions' batches, for readers that
+  filter here: AMQP consumers, which get messages rather than batches,
+  skip them (core/stream.py).
 
 Pure and rebuilt at recovery from the batches' headers in log order, as
 the idempotence state is (core/idempotence.py).
@@ -23,6 +26,10 @@ from __future__ import annotations
 
 import bisect
 from typing import NamedTuple
+
+
+#: Sorts after any end offset: bisects to the last range starting at or before an offset.
+_AFTER_ANY = float("inf")
 
 
 class Aborted(NamedTuple):
@@ -35,34 +42,50 @@ class Aborted(NamedTuple):
 class Visibility:
     """One partition's open and aborted transactions."""
 
-    __slots__ = ("open", "_aborted", "_aborted_ends")
+    __slots__ = ("open", "_batches", "_aborted", "_aborted_ends", "_aborted_ranges")
 
     def __init__(self) -> None:
         #: Producer id -> first offset of its open transaction here.
         self.open: dict[int, int] = {}
+        #: The batches of each open transaction: (first offset, end).
+        self._batches: dict[int, list[tuple[int, int]]] = {}
         #: Aborted transactions in marker order, and their markers' offsets.
         self._aborted: list[Aborted] = []
         self._aborted_ends: list[int] = []
+        #: The aborted transactions' batches, (first offset, end) in order.
+        self._aborted_ranges: list[tuple[int, int]] = []
 
     def stable(self, end: int) -> int:
         """The last stable offset of a partition whose next offset is ``end``."""
         return min(self.open.values(), default=end)
 
-    def appended(self, producer_id: int, offset: int) -> None:
-        """A transactional batch of ``producer_id`` at ``offset``: it opens
-        the producer's transaction here unless one is open."""
+    def appended(self, producer_id: int, offset: int, count: int) -> None:
+        """A transactional batch of ``producer_id`` at ``offset`` of ``count``
+        records: it opens the producer's transaction here unless one is open."""
         self.open.setdefault(producer_id, offset)
+        self._batches.setdefault(producer_id, []).append((offset, offset + count))
 
     def ended(self, producer_id: int, marker_offset: int, committed: bool) -> bool:
         """A marker at ``marker_offset`` ends the producer's transaction here;
         False if none was open (a marker written again is harmless)."""
         first = self.open.pop(producer_id, None)
+        batches = self._batches.pop(producer_id, [])
         if first is None:
             return False
         if not committed:
             self._aborted.append(Aborted(producer_id, first, marker_offset))
             self._aborted_ends.append(marker_offset)
+            for batch in batches:
+                bisect.insort(self._aborted_ranges, batch)
         return True
+
+    def aborted(self, offset: int) -> bool:
+        """Whether the record at ``offset`` belongs to an aborted transaction."""
+        ranges = self._aborted_ranges
+        if not ranges:
+            return False
+        at = bisect.bisect_right(ranges, (offset, _AFTER_ANY)) - 1
+        return at >= 0 and ranges[at][0] <= offset < ranges[at][1]
 
     def aborted_between(self, start: int, stop: int) -> list[Aborted]:
         """The aborted transactions with records in ``[start, stop)``."""
@@ -75,3 +98,6 @@ class Visibility:
         if at:
             del self._aborted[:at]
             del self._aborted_ends[:at]
+        ranges = self._aborted_ranges
+        while ranges and ranges[0][1] <= first:
+            del ranges[0]

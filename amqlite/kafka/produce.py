@@ -76,14 +76,13 @@ def append(stream: Stream, data: bytes, now: float) -> tuple[ErrorCode, int, str
                 continue
             if verdict is not Verdict.APPEND:
                 return _VERDICT_ERRORS[verdict], -1, f"producer {batch.producer_id}: {verdict.value}"
-        appended = stream.append_batch(StoredBatch(batch.with_base_offset(stream.end)), now)
+        transaction = batch.producer_id if batch.attributes & records.TRANSACTIONAL else None
+        appended = stream.append_batch(StoredBatch(batch.with_base_offset(stream.end)), now, transaction=transaction)
         if appended is None:
             return ErrorCode.kafka_storage_error, -1, "the disk refuses writes"
         if idempotent:
             stream.producers.appended(batch.producer_id, batch.producer_epoch, batch.base_sequence,
                                       batch.last_sequence, appended)
-        if batch.attributes & records.TRANSACTIONAL:
-            stream.transactions.appended(batch.producer_id, appended)
         base = appended if base < 0 else base
     return ErrorCode.none, base, None
 

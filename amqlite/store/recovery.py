@@ -348,9 +348,9 @@ class _Replay:
         #: Streams whose rows are out of offset order (see _batch).
         self.unsorted: set[int] = set()
         #: Kafka transactions' batches per stream, in log order: queue id ->
-        #: [(producer id, epoch, first offset, None for records or whether
-        #: the marker commits)].
-        self.transactional: dict[int, list[tuple[int, int, int, bool | None]]] = {}
+        #: [(producer id, epoch, first offset, record count, None for records
+        #: or whether the marker commits)].
+        self.transactional: dict[int, list[tuple[int, int, int, int, bool | None]]] = {}
         #: Each transactional id's newest TXN record: (vhost, id) -> (its
         #: table, segment, place in log order); and the place of each
         #: group's newest GROUP record, (queue id, group) -> place.
@@ -576,7 +576,8 @@ class _Replay:
         if batch.attributes & kafka_records.TRANSACTIONAL:
             marker = (kafka_records.marker_commits(payload[records.BATCH_HEAD.size:records.BATCH_KEPT])
                       if batch.attributes & kafka_records.CONTROL else None)
-            self.transactional.setdefault(queue_id, []).append((batch.producer_id, batch.producer_epoch, first, marker))
+            self.transactional.setdefault(queue_id, []).append(
+                (batch.producer_id, batch.producer_epoch, first, count, marker))
             if batch.attributes & kafka_records.CONTROL:
                 return  # a marker carries no sequence
         if batch.producer_id >= 0:
@@ -962,11 +963,11 @@ def _restore_stream(stream: Stream, index: _QueueIndex, replay: _Replay) -> None
     for producer_id, epoch, first_seq, last_seq, offset in replay.producers.get(stream.store_id or 0, ()):
         stream.producers.appended(producer_id, epoch, first_seq, last_seq, offset)
     # Open and aborted transactions, and the epochs their markers fenced.
-    for producer_id, epoch, offset, commits in replay.transactional.get(stream.store_id or 0, ()):
+    for producer_id, epoch, offset, count, commits in replay.transactional.get(stream.store_id or 0, ()):
         if offset < first:
             continue
         if commits is None:
-            stream.transactions.appended(producer_id, offset)
+            stream.transactions.appended(producer_id, offset, count)
         else:
             stream.transactions.ended(producer_id, offset, commits)
             stream.producers.fence(producer_id, epoch)

@@ -10,6 +10,7 @@ transactional.id fences the first.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -81,3 +82,66 @@ def test_a_second_instance_of_a_transactional_id_fences_the_first(kafka_server: 
     assert consume_all(kafka_server.bootstrap, topic, "read_committed", 1) == [b"from-the-new-instance"]
     assert consume_all(kafka_server.bootstrap, topic, "read_uncommitted", 2) == [
         b"from-the-zombie", b"from-the-new-instance"]
+
+
+def test_aiokafka_consume_transform_produce_with_an_abort_in_the_middle(kafka_server: KafkaServerThread) -> None:
+    """send_offsets_to_transaction: each batch read from the input, its
+    transformed records and the group's offset in one transaction; one
+    transaction aborted and its batch read again from the committed
+    offset. Each input once in the output, the offset at the input's end."""
+    asyncio.run(_consume_transform_produce(kafka_server.bootstrap))
+
+
+async def _consume_transform_produce(bootstrap: str) -> None:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.structs import TopicPartition
+
+    source, sink, group, count = topic_name(), topic_name(), "transformer", 30
+    plain = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await plain.start()
+    for n in range(count):
+        await plain.send_and_wait(source, b"%d" % n)
+    await plain.stop()
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id="transformer-1")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                                auto_offset_reset="earliest", isolation_level="read_committed", max_poll_records=7)
+    await producer.start()
+    await consumer.start()
+    partition = TopicPartition(source, 0)
+    consumer.assign([partition])
+    aborted = False
+    try:
+        while (await consumer.committed(partition) or 0) < count:
+            batch = (await consumer.getmany(partition, timeout_ms=2000)).get(partition, [])
+            if not batch:
+                continue
+            await producer.begin_transaction()
+            for record in batch:
+                await producer.send(sink, b"out-" + record.value)
+            await producer.send_offsets_to_transaction({partition: batch[-1].offset + 1}, group)
+            if not aborted and batch[0].offset > 0:
+                aborted = True
+                await producer.abort_transaction()
+                consumer.seek(partition, await consumer.committed(partition))  # read the batch again
+                continue
+            await producer.commit_transaction()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    assert aborted
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                              isolation_level="read_committed")
+    await reader.start()
+    try:
+        out = TopicPartition(sink, 0)
+        reader.assign([out])
+        values: list[bytes] = []
+        while True:
+            got = (await reader.getmany(out, timeout_ms=2000)).get(out, [])
+            if not got:
+                break
+            values.extend(record.value for record in got)
+    finally:
+        await reader.stop()
+    assert values == [b"out-%d" % n for n in range(count)]

@@ -67,6 +67,18 @@ def produce_until_killed(broker: BrokerProcess, first: int, transactional_id: st
     return answered, state["next"] + 1
 
 
+def fence_zombies(broker: BrokerProcess, transactional_id: str) -> None:
+    """A new instance of the id: a producer left behind by an earlier
+    round may have reached the restarted broker and opened a transaction;
+    this aborts it and fences that producer, as a restarted application's
+    init_transactions does."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id=transactional_id)
+    producer.init_transactions()
+    producer.close()
+
+
 def read_committed(broker: BrokerProcess, topic: str) -> list[int]:
     from kafka import KafkaConsumer, TopicPartition
 
@@ -95,6 +107,7 @@ def test_transactions_are_all_or_nothing_across_kill_9(tmp_path: Path) -> None:
             committed, n = produce_until_killed(broker, n, "crash-producer")
             answered += committed
             broker.start()
+        fence_zombies(broker, "crash-producer")
         seen = {topic: read_committed(broker, topic) for topic in TOPICS}
     finally:
         if broker.process is not None and broker.process.poll() is None:
