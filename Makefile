@@ -105,7 +105,7 @@ fuzz: $(STAMP)
 # counts (the suite runs 3 rounds). Then consume-transform-produce in AMQP
 # transactions under kill -9, each id exactly once (the suite runs 1 round),
 # and Kafka transactions killed at random moments: each wholly committed or
-# aborted (the suite runs 2 rounds).
+# aborted (the suite runs 1 round).
 # AMQLITE_CRASH_ROUNDS sets the rounds.
 crash: $(STAMP)
 	AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/crash_harness.py

@@ -145,3 +145,46 @@ async def _consume_transform_produce(bootstrap: str) -> None:
     finally:
         await reader.stop()
     assert values == [b"out-%d" % n for n in range(count)]
+
+
+def test_confluent_kafka_transactional_api_and_fencing(kafka_server: KafkaServerThread) -> None:
+    """librdkafka: init_transactions, send_offsets_to_transaction with the
+    consumer's group metadata, commit and abort; a second instance fences
+    the first (its commit fails fatally)."""
+    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+    source, sink, group = topic_name(), topic_name(), "librdkafka-transformer"
+    plain = Producer({"bootstrap.servers": kafka_server.bootstrap})
+    for n in range(5):
+        plain.produce(source, b"%d" % n)
+    plain.flush(10)
+    config = {"bootstrap.servers": kafka_server.bootstrap, "transactional.id": "rdkafka-1"}
+    producer = Producer(config)
+    producer.init_transactions(10)
+    consumer = Consumer({"bootstrap.servers": kafka_server.bootstrap, "group.id": group,
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed"})
+    consumer.assign([TopicPartition(source, 0)])
+    batch = []
+    while len(batch) < 5:
+        batch.extend(message for message in consumer.consume(5, timeout=2) if not message.error())
+    for commit in (False, True):
+        producer.begin_transaction()
+        for message in batch:
+            producer.produce(sink, b"out-" + message.value())
+        producer.send_offsets_to_transaction([TopicPartition(source, 0, 5)], consumer.consumer_group_metadata(), 10)
+        if commit:
+            producer.commit_transaction(10)
+        else:
+            producer.abort_transaction(10)
+    assert [p.offset for p in consumer.committed([TopicPartition(source, 0)], timeout=10)] == [5]
+    consumer.close()
+
+    producer.begin_transaction()
+    producer.produce(sink, b"zombie")
+    producer.flush(10)
+    newer = Producer(config)
+    newer.init_transactions(10)  # fences the first instance and aborts its transaction
+    with pytest.raises(KafkaException):
+        producer.commit_transaction(10)
+    assert consume_all(kafka_server.bootstrap, sink, "read_committed", 5) == [b"out-%d" % n for n in range(5)]

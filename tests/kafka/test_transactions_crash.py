@@ -8,7 +8,7 @@ the same port and data directory. Then a read_committed reader of each
 topic must see the same transactions in both, every one whose commit the
 producer saw answered among them, each once, and reach the end of each
 partition (a transaction left open would hold the last stable offset
-back for ever). ``make test`` runs AMQLITE_TXN_CRASH_ROUNDS=2 rounds,
+back for ever). ``make test`` runs one round (AMQLITE_TXN_CRASH_ROUNDS),
 ``make crash`` a hundred.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from kafka_support import BrokerProcess
 
-ROUNDS = int(os.environ.get("AMQLITE_TXN_CRASH_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("AMQLITE_TXN_CRASH_ROUNDS", "1"))
 TOPICS = ("payments", "audit-log")
 
 
@@ -35,7 +35,7 @@ def produce_until_killed(broker: BrokerProcess, first: int, transactional_id: st
 
     committed: list[int] = []
     state = {"next": first}
-    stop = threading.Event()
+    stop, started = threading.Event(), threading.Event()
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id=transactional_id,
                              max_block_ms=3000, request_timeout_ms=2000, linger_ms=0)
 
@@ -50,12 +50,14 @@ def produce_until_killed(broker: BrokerProcess, first: int, transactional_id: st
                     producer.send(topic, b"%d" % n)
                 producer.commit_transaction()
                 committed.append(n)
+                started.set()
         except Exception:  # the broker went away: what was answered is what counts
             pass
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    threading.Event().wait(random.uniform(0.3, 1.0))
+    assert started.wait(30), "no transaction committed"
+    stop.wait(random.uniform(0.0, 0.5))  # then the kill lands anywhere in the next transactions
     broker.kill()
     stop.set()
     worker.join(timeout=3)
@@ -116,4 +118,3 @@ def test_transactions_are_all_or_nothing_across_kill_9(tmp_path: Path) -> None:
     assert payments == audit, "a transaction is in one topic and not the other"
     assert len(set(payments)) == len(payments), "a transaction's record is there twice"
     assert set(answered) <= set(payments), "a transaction whose commit was answered is gone"
-    assert answered, "no transaction committed before the kill: the test tested nothing"
