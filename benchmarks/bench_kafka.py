@@ -8,12 +8,16 @@ AMQP 0-9-1, and amqlite's own AMQP stream path, in one run.
 2. The same N messages of 100 B over AMQP 0-9-1 into a stream (publisher
    confirms, window 2,000) and consumed from `first` (prefetch 200, an ack
    each), with bench_amqp.py's raw-socket client: amqlite and RabbitMQ.
-3. amqlite only: a topic of BIG records (10M), then READERS consumers at
+3. Kafka transactions (amqlite only): T records of 100 B produced by a
+   transactional confluent-kafka producer in transactions of 10 and of
+   1,000 records, each committed (EndTxn answered once on disk); committed
+   records per second, against (1)'s idempotent producing in the same run.
+4. amqlite only: a topic of BIG records (10M), then READERS consumers at
    offsets 0, BIG/READERS ... reading BIG/READERS each at once, each in its
    own process, with the server's peak RSS.
 
 Usage: python benchmarks/bench_kafka.py [--records N] [--runs R] [--big N]
-       [--readers K] [--amqlite-only] [--skip-big] [--quick]
+       [--readers K] [--txn-records T] [--amqlite-only] [--skip-big] [--quick]
 """
 
 from __future__ import annotations
@@ -60,6 +64,21 @@ def produce(bootstrap: str, topic: str, count: int) -> float:
         producer.poll(0 if queued == min(len(chunk), count - sent + queued) else 0.01)
     assert producer.flush(120) == 0 and not failed, failed[:3]
     return count / (time.perf_counter() - started)
+
+
+def transactional(bootstrap: str, topic: str, count: int, size: int) -> float:
+    """Committed records per second: transactions of ``size`` records,
+    each committed before the next begins."""
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"bench-{uuid.uuid4().hex[:8]}",
+                         "linger.ms": 5, "delivery.report.only.error": True})
+    producer.init_transactions(30)
+    chunk = [{"value": VALUE}] * size
+    started = time.perf_counter()
+    for _ in range(count // size):
+        producer.begin_transaction()
+        assert producer.produce_batch(topic, chunk) == size
+        producer.commit_transaction(60)
+    return count // size * size / (time.perf_counter() - started)
 
 
 def fetch(bootstrap: str, topic: str, offset: int, count: int) -> float:
@@ -118,12 +137,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--big", type=int, default=10_000_000)
     parser.add_argument("--readers", type=int, default=10)
+    parser.add_argument("--txn-records", type=int, default=100_000)
     parser.add_argument("--amqlite-only", action="store_true", help="no RabbitMQ")
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
     args = parser.parse_args()
     if args.quick:
-        args.records, args.runs, args.big, args.readers = 3000, 1, 6000, 2
+        args.records, args.runs, args.big, args.readers, args.txn_records = 3000, 1, 6000, 2, 2000
     print(f"machine: {machine()}")
     print(f"workload: {args.records:,} x 100 B, {args.runs} runs; Kafka: confluent-kafka, acks=all, idempotence, "
           f"linger.ms 5; AMQP: confirms (window 2,000), prefetch 200; big topic {args.big:,}, {args.readers} readers")
@@ -135,6 +155,8 @@ def main() -> None:
         try:
             rows.append(("amqlite Kafka", *kafka_runs(bootstrap, args)))
             rows.append(("amqlite AMQP", *amqp_runs(port, args)))
+            txns = {size: [transactional(bootstrap, f"bench-txn-{uuid.uuid4().hex[:8]}", args.txn_records, size)
+                           for _ in range(args.runs)] for size in (10, 1000)}
             big = None if args.skip_big else big_topic(process.pid, bootstrap, args)
         finally:
             process.terminate()
@@ -151,6 +173,11 @@ def main() -> None:
         if other in base:
             print(f"ratio amqlite Kafka / {other}: produce {kafka_rates[0] / base[other][0]:.2f}, "
                   f"fetch {kafka_rates[1] / base[other][1]:.2f}")
+    print()
+    print(f"amqlite Kafka transactions, {args.txn_records:,} records each run, committed records/s:")
+    for size, rates in txns.items():
+        print(f"  transactions of {size:>5,}  {line('', rates):>30}   "
+              f"ratio to idempotent produce {statistics.median(rates) / kafka_rates[0]:.3f}")
     if big is not None:
         print()
         print(f"amqlite, a topic of {args.big:,} records:")

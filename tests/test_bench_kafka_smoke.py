@@ -16,5 +16,5 @@ def test_bench_kafka_quick_run_prints_every_figure() -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "amqlite Kafka" in out and "amqlite AMQP" in out and "ratio amqlite Kafka / amqlite AMQP" in out
-    for figure in ("2 readers at once", "peak RSS", "RSS after"):
+    for figure in ("2 readers at once", "peak RSS", "RSS after", "transactions of    10", "transactions of 1,000"):
         assert figure in out

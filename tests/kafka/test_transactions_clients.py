@@ -188,3 +188,29 @@ def test_confluent_kafka_transactional_api_and_fencing(kafka_server: KafkaServer
     with pytest.raises(KafkaException):
         producer.commit_transaction(10)
     assert consume_all(kafka_server.bootstrap, sink, "read_committed", 5) == [b"out-%d" % n for n in range(5)]
+
+
+def test_kafka_python_admin_describes_and_lists_transactions(kafka_server: KafkaServerThread) -> None:
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.structs import TopicPartition
+
+    topic = topic_name()
+    producer = KafkaProducer(bootstrap_servers=kafka_server.bootstrap, transactional_id="described")
+    producer.init_transactions()
+    producer.begin_transaction()
+    producer.send(topic, b"x")
+    producer.flush()
+    admin = KafkaAdminClient(bootstrap_servers=kafka_server.bootstrap)
+    try:
+        described = admin.describe_transactions(["described"])["described"]
+        assert (described.state.value, described.topic_partitions) == ("Ongoing", {TopicPartition(topic, 0)})
+        assert described.transaction_timeout_ms == 60_000  # kafka-python's default
+        [listed] = [t for ts in admin.list_transactions(state_filters=["Ongoing"]).values() for t in ts]
+        assert (listed.transactional_id, listed.producer_id) == ("described", described.producer_id)
+        assert not [t for ts in admin.list_transactions(duration_filter_ms=3_600_000).values() for t in ts]
+        producer.commit_transaction()
+        assert admin.describe_transactions(["described"])["described"].state.value == "CompleteCommit"
+        assert not [t for ts in admin.list_transactions(state_filters=["Ongoing"]).values() for t in ts]
+    finally:
+        admin.close()
+        producer.close()
