@@ -96,7 +96,7 @@ clean:
 fuzz: $(STAMP)
 	AMQLITE_FUZZ_EXAMPLES=5000 AMQLITE_ABUSE_ROUNDS=20 $(BIN)/python -m pytest -q tests/core/test_conservation.py \
 	    tests/server/test_fuzz.py tests/amqp/test_amqp_fuzz.py tests/server/test_abuse.py tests/kafka/test_kafka_fuzz.py \
-	    tests/store/test_message_groups_machine.py
+	    tests/store/test_message_groups_machine.py tests/store/test_units.py
 
 # A long kill -9 campaign against `amqlite serve` (the suite runs 3 rounds):
 # no confirmed message lost or duplicated, order kept. Then the damage

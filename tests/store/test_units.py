@@ -5,9 +5,14 @@ crash cut the log, from a replay or from an index file."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
+import pytest
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from amqlite.core.channel import Channel
@@ -220,3 +225,54 @@ def test_compaction_deletes_what_a_units_acks_removed_once_the_unit_is_written(t
     store.crash()
     recovered = Store(tmp_path)
     assert drain(recovered.ch, "in") == [] and drain(recovered.ch, "q1") == [(b"out", False)]
+
+
+# `make fuzz` runs a longer campaign (AMQLITE_FUZZ_EXAMPLES).
+@settings(max_examples=int(os.environ.get("AMQLITE_FUZZ_EXAMPLES", "25")), deadline=None)
+@given(commits=st.lists(st.tuples(st.lists(st.sampled_from(["q1", "q2", "s2"]), max_size=4), st.integers(0, 3)),
+                        min_size=1, max_size=6),
+       where=st.floats(0, 1))
+def test_a_log_cut_anywhere_keeps_the_commits_before_the_cut_whole_and_none_after(
+        tmp_path_factory: pytest.TempPathFactory, commits: list[tuple[list[str], int]], where: float) -> None:
+    directory = tmp_path_factory.mktemp("units")
+    store = Store(directory)
+    ch = store.ch
+    for name in ("in", "q1", "q2"):
+        ch.declare_queue(name, durable=True, now=NOW)
+    ch.declare_queue("s2", durable=True, arguments={"x-queue-type": "stream"}, now=NOW)
+    for n in range(20):
+        ch.publish(b"in%02d" % n, routing_key="in", properties=PERSISTENT, now=NOW)
+    worker = store.broker.connect().open_channel()
+    worker.consume("in", now=NOW)
+    tags = [event.delivery_tag for event in worker.outbox if isinstance(event, Deliver)]
+    store.sync()
+    start = store.journal.position
+    worker.tx_select()
+
+    def expected(acked: int, sent: list[tuple[str, bytes]]) -> tuple[object, ...]:
+        return ([b"in%02d" % n for n in range(acked, 20)], [[body for name, body in sent if name == queue]
+                                                            for queue in ("q1", "q2")],
+                sum(name == "s2" for name, _ in sent))
+
+    states, acked, sent = [(0, expected(0, []))], 0, []
+    for number, (targets, acks) in enumerate(commits):
+        for target in targets:
+            body = b"c%d-%s" % (number, target.encode())
+            worker.publish(body, routing_key=target, properties=PERSISTENT, now=NOW)
+            sent.append((target, body))
+        for _ in range(acks):
+            worker.ack(tags[acked], now=NOW)
+            acked += 1
+        worker.tx_commit(now=NOW)
+        if worker.committed_at:
+            states.append((worker.committed_at, expected(acked, sent)))
+    store.sync()
+    store.crash()
+    path = directory / "log" / f"{store.journal.log.current:010d}.seg"
+    cut = start + round(where * (path.stat().st_size - start))
+    with open(path, "r+b") as file:
+        file.truncate(cut)
+    recovered = Store(directory)
+    got = (sorted(body for body, _ in drain(recovered.ch, "in")),
+           [[body for body, _ in drain(recovered.ch, queue)] for queue in ("q1", "q2")], recovered.queue("s2").end)
+    assert got == [state for end, state in states if end <= cut][-1]
