@@ -14,7 +14,9 @@ messages fire while they are held.
    Between the two, in the writer with the N held: scheduled-message
    operations (docs/concepts.md) on ids picked at random, each followed by
    the write and fsync of their records: cancel, then reschedule (to a
-   random new due time), OPERATIONS of each (or N / 10).
+   random new due time), fire now, cancel by message_id (one held message
+   in NAMED_EVERY has one), OPERATIONS of each (or N / 10); and the time
+   to list a page of 100 due in a random hour.
 3. held (--held N): memory per held message on a running `amqlite serve`
    fed over AMQP: N persistent 100-byte messages published with confirms
    to a durable x-delayed-message exchange, once all with x-delay of one
@@ -61,8 +63,11 @@ from amqlite.store.journal import DiskJournal  # noqa: E402
 EXCHANGE, QUEUE = "later", "due"
 DELAYED = {"x-delayed-type": "direct"}
 BODY = b"x" * 100
-#: Cancels and reschedules the fill phase times.
+#: Cancels, reschedules, fire-nows and cancels by message_id the fill phase times.
 OPERATIONS = 100_000
+#: Every this many held messages has a message_id (order-N), so that
+#: cancels by message_id can be timed.
+NAMED_EVERY = 10
 
 
 def declare(channel: object) -> None:
@@ -83,10 +88,11 @@ def fill(directory: Path, count: int) -> dict[str, float]:
     batch = 10_000
     for start in range(0, count, batch):
         now = time.time()
-        for _ in range(start, min(count, start + batch)):
+        for n in range(start, min(count, start + batch)):
             delay = rng.randint(60_000, 30 * 86_400_000)
-            channel.publish(BODY, exchange=EXCHANGE, routing_key="k", now=now,
-                            properties=Properties(delivery_mode=2, headers={"x-delay": delay}))
+            channel.publish(BODY, exchange=EXCHANGE, routing_key="k", now=now, properties=Properties(
+                delivery_mode=2, message_id=f"order-{n}" if n % NAMED_EVERY == 0 else None,
+                headers={"x-delay": delay}))
         pending, position = journal.take_batch()
         journal.log.write_and_sync(pending)
         journal.commit(position)  # pages out what this write brought to disk
@@ -101,25 +107,42 @@ def fill(directory: Path, count: int) -> dict[str, float]:
     operations = min(OPERATIONS, count // 10)
     # Held ids, at random (found by bisection from a random point: ids are
     # journal message ids, 1 to count here).
-    picked = {page[0][0] for _ in range(3 * operations) if (page := held.scheduled(rng.randint(0, count - 1), 1))}
-    chosen = list(picked)[: 2 * operations]
+    picked = {page[0][0] for _ in range(4 * operations) if (page := held.scheduled(rng.randint(0, count - 1), 1))}
+    chosen = list(picked)[: 3 * operations]
     rng.shuffle(chosen)
+    names = [f"order-{n}" for n in rng.sample(range(0, count, NAMED_EVERY), min(operations, count // NAMED_EVERY))]
     rates = {}
-    for name, ids in (("cancel", chosen[:operations]), ("reschedule", chosen[operations:])):
+    for name, ids in (("cancel", chosen[:operations]), ("reschedule", chosen[operations: 2 * operations]),
+                      ("fire now", chosen[2 * operations:]), ("cancel by message_id", names)):
         now = time.time()
         started = time.perf_counter()
         for msg_id in ids:
             if name == "cancel":
                 exchange.cancel_scheduled(msg_id)
-            else:
+            elif name == "reschedule":
                 exchange.reschedule(msg_id, now + rng.randint(60_000, 30 * 86_400_000) / 1000)
+            elif name == "fire now":
+                exchange.reschedule(msg_id, now)
+            else:
+                for found in exchange.find_scheduled(msg_id):
+                    exchange.cancel_scheduled(found)
         pending, position = journal.take_batch()
         journal.log.write_and_sync(pending)
         journal.commit(position)
         rates[name] = len(ids) / (time.perf_counter() - started)
+    # A page of 100 due in a random hour: the listing looks through ids in
+    # id order (not O(log n), docs/concepts.md), so it is timed too.
+    listings = []
+    for _ in range(20):
+        due_from = time.time() + rng.randint(60, 30 * 86_400)
+        started = time.perf_counter()
+        held.scheduled(0, 100, due_from, due_from + 3600)
+        listings.append(time.perf_counter() - started)
     return {"write_rate": write_rate, "rss_delta": rss_delta, "held": count, "paged": paged,
             "bytes_on_disk": sum(p.stat().st_size for p in (directory / "log").iterdir()),
             "operations": operations, "cancel_rate": rates["cancel"], "reschedule_rate": rates["reschedule"],
+            "fire_rate": rates["fire now"], "cancel_by_name_rate": rates["cancel by message_id"],
+            "due_page_ms": sorted(listings)[len(listings) // 2] * 1000,
             "held_after": len(held)}
 
 
@@ -304,7 +327,9 @@ def main() -> None:
           f" {written['held']:,} on disk only)")
     print(f"with {n:,} held: {written['operations']:,} cancels {written['cancel_rate']:,.0f}/s, then"
           f" {written['operations']:,} reschedules {written['reschedule_rate']:,.0f}/s (ids at random, records"
-          f" written and synced; {written['held_after']:,} held after)")
+          f" written and synced; {written['held_after']:,} held after); {written['operations']:,} fire-nows"
+          f" {written['fire_rate']:,.0f}/s; cancels by message_id {written['cancel_by_name_rate']:,.0f}/s (one held"
+          f" in {NAMED_EVERY} has one); a page of 100 due in a random hour {written['due_page_ms']:,.0f} ms (median)")
     print(f"amqlite serve after kill -9: start-up {served['startup']:.1f} s, RSS {served['rss_started']:,.0f} MiB")
     print(f"{args.rate}/s delayed by 1 s for {args.seconds:g} s while they are held: late by p50"
           f" {served['p50']:.2f} ms, p99 {served['p99']:.2f} ms, max {served['max']:.2f} ms"
