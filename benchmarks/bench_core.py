@@ -216,13 +216,17 @@ def embedded_run(kind: str, sizes: Sizes, batched: bool = False) -> tuple[float,
 # --------------------------------------------------------------------------
 
 
-def core_direct(broker: CoreBroker, n: int, clock: Callable[[], float] = time.monotonic) -> float:
+def core_direct(broker: CoreBroker, n: int, clock: Callable[[], float] = time.monotonic,
+                arguments: dict[str, Any] | None = None, groups: int = 0) -> float:
     """Publish to the default exchange, deliver to one consumer with prefetch,
-    ack; one message at a time, as a driver would. Returns seconds."""
+    ack; one message at a time, as a driver would. Returns seconds. With
+    ``groups``, each message carries header ``order`` with one of that
+    many values, in turn."""
     conn = broker.connect()
     producer = conn.open_channel()
     consumer = conn.open_channel()
-    producer.declare_queue("q-core", now=clock())
+    producer.declare_queue("q-core", now=clock(), arguments=arguments)
+    properties = [Properties(headers={"order": f"order-{g}"}) for g in range(groups)] or [Properties()]
     consumer.qos(PREFETCH, now=clock())
     consumer.consume("q-core", now=clock())
     publish, outbox, delivered, ack = producer.publish, consumer.outbox, consumer.delivered, consumer.ack
@@ -230,8 +234,8 @@ def core_direct(broker: CoreBroker, n: int, clock: Callable[[], float] = time.mo
     got = 0
     gc.collect()
     start = clock_()
-    for _ in range(n):
-        publish(BODY, now=clock(), routing_key="q-core")
+    for i in range(n):
+        publish(BODY, now=clock(), routing_key="q-core", properties=properties[i % len(properties)])
         while outbox:
             event = popleft()
             now = clock()
@@ -246,6 +250,29 @@ def core_direct(broker: CoreBroker, n: int, clock: Callable[[], float] = time.mo
 
 def core_direct_run(sizes: Sizes) -> tuple[float, int]:
     return core_direct(CoreBroker(), sizes.messages), sizes.messages
+
+
+#: Distinct values of the group header in the --groups runs.
+GROUPS = 100
+
+
+def groups_cost(sizes: Sizes, repeats: int) -> None:
+    """The hot-path cost of message groups: the core direct workload on a
+    queue with ``x-message-group-header: order`` and on one without, the
+    same messages (header ``order``, GROUPS values in turn) in both,
+    alternating runs in one process; medians and their ratio."""
+    runs: dict[str, list[float]] = {"without": [], "with": []}
+    for _ in range(repeats):
+        for kind, arguments in (("without", None), ("with", {"x-message-group-header": "order"})):
+            runs[kind].append(sizes.messages / core_direct(CoreBroker(), sizes.messages, arguments=arguments,
+                                                           groups=GROUPS))
+    print(*machine(), sep="\n")
+    print(f"core direct publish -> deliver -> ack, {sizes.messages:,} msgs/run, {repeats} runs each, alternating;"
+          f" header order with {GROUPS} values; load average {os.getloadavg()[0]:.2f}")
+    for kind, rates_ in runs.items():
+        print(f"{kind} x-message-group-header: median {statistics.median(rates_):,.0f} msgs/s"
+              f" (min {min(rates_):,.0f}, max {max(rates_):,.0f})")
+    print(f"ratio with / without: {statistics.median(runs['with']) / statistics.median(runs['without']):.2f}x")
 
 
 # --------------------------------------------------------------------------
@@ -541,6 +568,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile the embedded direct workload with pyinstrument")
     parser.add_argument("--memory-child", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--cpu-time", action="store_true", help="time with process CPU time instead of wall clock")
+    parser.add_argument("--groups", action="store_true",
+                        help="only the cost of x-message-group-header: core direct with and without it")
     args = parser.parse_args()
     global clock_
     if args.cpu_time:
@@ -552,6 +581,9 @@ def main() -> None:
     sizes = Sizes(args.quick)
     if args.profile:
         profile(sizes)
+        return
+    if args.groups:
+        groups_cost(sizes, max(1, args.repeats))
         return
 
     repeats = max(1, args.repeats)
