@@ -268,6 +268,7 @@ class Exchange:
         journal = self.vhost.broker.journal
         if journal is not None and segment:
             journal.cancelled(self, msg_id, segment)
+        self.vhost.broker.stats.scheduled_changes["cancelled", "held"] += 1
         return True
 
     def reschedule(self, msg_id: int, due: float) -> bool:
@@ -279,6 +280,7 @@ class Exchange:
         journal = self.vhost.broker.journal
         if journal is not None and segment:
             journal.rescheduled(self, msg_id, due, segment)
+        self.vhost.broker.stats.scheduled_changes["rescheduled", "held"] += 1
         self.schedule()
         return True
 

@@ -398,6 +398,7 @@ class Queue:
             return False
         self._leave(entry)
         self._dead_letter(entry.message, deadletter.REJECTED, now)
+        self.vhost.broker.stats.scheduled_changes["cancelled", "retry"] += 1
         return True
 
     def reschedule_retry(self, seq: int, due: float) -> bool:
@@ -408,6 +409,7 @@ class Queue:
             return False
         self.backing.retrying(entry, due)
         self.vhost.broker.timers.schedule(self, due)
+        self.vhost.broker.stats.scheduled_changes["rescheduled", "retry"] += 1
         return True
 
     def _make_ready(self, entry: Entry, now: float, *, to_tail: bool = False) -> None:

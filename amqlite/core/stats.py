@@ -53,6 +53,11 @@ class Stats:
     #: Messages dead-lettered, by (reason, strategy): a message that expires
     #: in a queue without a dead-letter exchange counts as ``disabled``.
     dead_lettered: dict[tuple[str, str], int] = attrs.field(factory=_dead_letter_counts)
+    #: Scheduled messages changed (docs/concepts.md), by (action, kind):
+    #: cancelled or rescheduled (fire now included), held by a delayed
+    #: exchange or a queue's retry.
+    scheduled_changes: dict[tuple[str, str], int] = attrs.field(
+        factory=lambda: {(action, kind): 0 for action in ("cancelled", "rescheduled") for kind in ("held", "retry")})
 
     @property
     def delivered(self) -> int:

@@ -180,6 +180,12 @@ class BrokerCollector(Collector):
                     lag.add_metric([queue.vhost.name, queue.name, name], queue.end - offset.committed)
         yield lag
         yield from _global_counters(broker.stats)
+        changes = CounterMetricFamily("amqlite_scheduled_changes", "Scheduled messages cancelled or rescheduled (fire "
+                                      "now included), held by a delayed exchange or a queue's retries",
+                                      labels=["action", "kind"])
+        for (action, kind), count in broker.stats.scheduled_changes.items():
+            changes.add_metric([action, kind], count)
+        yield changes
         dropped = CounterMetricFamily("amqlite_messages_dropped", "Messages dropped, by reason", labels=["reason"])
         for reason, count in sorted(broker.drops.items()):
             dropped.add_metric([reason], count)

@@ -436,3 +436,39 @@ def test_a_delayed_exchanges_page_lists_its_scheduled_messages_to_cancel_or_fire
     wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, rows)) == 1)
     assert text_of(browser, "#scheduled-summary") == "1 held" and "reminder 2" in text_of(browser, "#scheduled")
     connection.close()
+
+
+def test_a_queues_page_lists_its_retries_to_cancel_or_fire(
+        managed: ManagedServerThread, browser: webdriver.Chrome) -> None:
+    """A queue with x-delayed-retry-* lists the messages waiting out their
+    delay, by message_id; Cancel dead-letters one, Fire now brings one back."""
+    connection = managed.connect()
+    channel = connection.channel()
+    channel.queue_declare("dead", durable=True)
+    channel.queue_declare("jobs", durable=True, arguments={
+        "x-delayed-retry-min": 3_600_000, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead"})
+    channel.confirm_delivery()
+    for n in range(3):
+        channel.basic_publish("", "jobs", b"job %d" % n, pika.BasicProperties(delivery_mode=2, message_id=f"job-{n}"))
+    for _ in range(3):
+        method, _, _ = channel.basic_get("jobs")
+        channel.basic_nack(method.delivery_tag, requeue=True)
+    log_in(browser, managed, page="queue/%2F/jobs")
+    rows = "#retries tbody tr"
+    wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, rows)) == 3)
+    assert text_of(browser, "#retries-summary") == "3 waiting"
+    first = browser.find_elements(By.CSS_SELECTOR, rows)[0]
+    assert "job-0" in first.text and "job 0" in first.text
+    first.find_element(By.CSS_SELECTOR, "button.cancel").click()
+    wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, rows)) == 2)
+    assert channel.basic_get("dead", auto_ack=True)[2] == b"job 0"  # dead-lettered
+    browser.find_elements(By.CSS_SELECTOR, rows)[0].find_element(By.CSS_SELECTOR, "button.fire-now").click()
+    deadline = time.monotonic() + 10
+    while (got := channel.basic_get("jobs", auto_ack=True))[0] is None:
+        assert time.monotonic() < deadline, "the fired retry never came back"
+        time.sleep(0.02)
+    assert got[2] == b"job 1"
+    browser.refresh()
+    wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, rows)) == 1)
+    assert text_of(browser, "#retries-summary") == "1 waiting" and "job-2" in text_of(browser, "#retries")
+    connection.close()

@@ -179,6 +179,13 @@ def test_a_queues_retries_are_listed_cancelled_rescheduled_and_fired_over_http(m
     assert [(m["id"], m["due_in_ms"] > 7_100_000) for m in left["messages"]] == [("job-2", True), ("job-3", False)]
     assert channel.queue_declare("work", passive=True).method.message_count == 0
     assert http.get("/api/queues/%2F/nowhere/scheduled").status_code == 404
+    from .test_metrics import scrape
+
+    samples = scrape(managed, "/metrics")
+    changes = {labels: value for (name, labels), value in samples.items() if name == "amqlite_scheduled_changes_total"}
+    assert changes == {(("action", "cancelled"), ("kind", "retry")): 1, (("action", "rescheduled"), ("kind", "retry")): 2,
+                       (("action", "cancelled"), ("kind", "held")): 0, (("action", "rescheduled"), ("kind", "held")): 0}
+    assert samples[("amqlite_queue_messages_delayed", ())] == 2  # job-2, job-3 still waiting
 
 
 def test_ctl_scheduled_queue_retries(managed: ManagedServerThread) -> None:

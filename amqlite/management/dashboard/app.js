@@ -521,6 +521,9 @@ async function queuePage(vhost, name) {
     el("button", { id: "redrive" }, "Redrive"), el("button", { id: "redrive-dry", type: "button", onclick: dryRun }, "Dry run"));
   redriveForm.hidden = !deadLetterQueue(name, bindings, neighbours);
   const mine = consumers.filter((c) => c.queue.name === name);
+  // A queue that retries with backoff lists what waits out its delay (scheduled messages too).
+  const retries = (queue.arguments || {})["x-delayed-retry-min"] !== undefined
+    ? scheduledSection(path, act, "retries") : null;
   // A stream is read by consumers from an offset: RabbitMQ refuses basic.get and purge on one.
   const stream = queue.type === "stream";
   main.replaceChildren(
@@ -541,6 +544,8 @@ async function queuePage(vhost, name) {
         fields.routingKey, fields.minDeaths, el("button", { id: "browse-button" }, "Browse"),
         el("button", { id: "delete-matching", type: "button", onclick: deleteMatching }, "Delete matching")),
       browseOutput, jobsSection]),
+    ...(retries ? [el("h2", {}, "Retries waiting out their delay"),
+      el("p", {}, "Cancel dead-letters the message, as a reject without requeue would."), retries.output] : []),
     el("h2", {}, "Bindings"),
     table([{ key: "source", label: "From" }, { key: "routing_key", label: "Routing key" }],
       bindings.map((b) => ({ values: { source: b.source || "(default)", routing_key: b.routing_key } }))),
@@ -551,7 +556,7 @@ async function queuePage(vhost, name) {
       mine.map((c) => ({ values: { tag: c.consumer_tag, channel: c.channel_details.name, ack: String(c.ack_required),
                                    prefetch: c.prefetch_count, unacked: c.messages_unacknowledged ?? 0 },
                          cells: { oldest: ageCell(c.oldest_unacked_seconds) } })), { id: "queue-consumers" }));
-  if (!stream) await Promise.all([showBrowse(0), showJobs()]);
+  if (!stream) await Promise.all([showBrowse(0), showJobs(), ...(retries ? [retries.show()] : [])]);
 }
 
 async function exchangesPage() {
@@ -566,8 +571,42 @@ async function exchangesPage() {
     { id: "exchanges", sortable: true }));
 }
 
-// An exchange's page; a delayed exchange's lists the messages it holds
-// (scheduled messages), a page at a time, each with Fire now and Cancel.
+// Scheduled messages at `path` (a delayed exchange's held messages, or a
+// queue's retries waiting out their delay), a page at a time, each with
+// Fire now and Cancel; element ids start with `prefix`.
+function scheduledSection(path, act, prefix) {
+  const output = el("div", { id: `${prefix}-output` });
+  let afters = ["0"];  // where each page shown so far began: Previous goes back one
+  const show = async (after) => {
+    const page = await api("GET", `${path}/scheduled?after=${enc(after)}&limit=${BROWSE_PAGE}`);
+    const button = (label, method, suffix) => el("button", { type: "button", class: label.toLowerCase().replace(" ", "-"),
+      onclick: act(async () => { await api(method, `${path}/scheduled/${suffix}`); await show(afters[afters.length - 1]); }) },
+      label);
+    const previous = el("button", { id: `${prefix}-previous`, type: "button" }, "Previous");
+    const next = el("button", { id: `${prefix}-next`, type: "button" }, "Next");
+    previous.disabled = afters.length < 2;
+    next.disabled = page.next === null;
+    previous.addEventListener("click", act(async () => { afters.pop(); await show(afters[afters.length - 1]); }));
+    next.addEventListener("click", act(async () => { afters.push(page.next); await show(page.next); }));
+    const retries = page.messages.some((m) => m.delivery_count !== undefined);
+    output.replaceChildren(
+      el("p", { id: `${prefix}-summary` }, `${fmt(page.held)} ${retries || prefix !== "scheduled" ? "waiting" : "held"}`),
+      table([{ key: "id", label: "Id" }, { key: "due", label: "Due" }, { key: "routing_key", label: "Routing key" },
+             ...(retries ? [{ key: "deliveries", label: "Deliveries" }] : []),
+             { key: "headers", label: "Headers" }, { key: "payload", label: "Body" }, { key: "actions", label: "" }],
+        page.messages.map((m) => ({ name: m.id ?? m.number, values: {
+          id: m.id ?? `#${m.number}`, due: new Date(m.due * 1000).toISOString(), routing_key: m.routing_key ?? "",
+          deliveries: m.delivery_count ?? "", headers: headerSummary(m),
+          payload: m.error ?? (m.payload_encoding === "base64" ? `(base64) ${m.payload}` : m.payload) },
+          cells: { actions: m.id === null ? "" : el("span", {}, button("Fire now", "POST", `${enc(m.id)}/fire`),
+                                                   button("Cancel", "DELETE", enc(m.id))) } })),
+        { id: prefix }),
+      el("div", { class: "inline" }, previous, next));
+  };
+  return { output, show: async () => { afters = ["0"]; await show("0"); } };
+}
+
+// An exchange's page; a delayed exchange's lists the messages it holds.
 async function exchangePage(vhost, name) {
   const path = `/api/exchanges/${enc(vhost)}/${enc(name)}`;
   const exchange = await api("GET", path);
@@ -578,8 +617,6 @@ async function exchangePage(vhost, name) {
     return;
   }
   const actionError = el("p", { id: "action-error", class: "error", role: "alert", hidden: "" });
-  const output = el("div", { id: "scheduled-output" });
-  let afters = ["0"];  // where each page shown so far began: Previous goes back one
   const act = (fn) => async (event) => {
     event.preventDefault();
     try {
@@ -590,30 +627,9 @@ async function exchangePage(vhost, name) {
       actionError.hidden = false;
     }
   };
-  const show = async (after) => {
-    const page = await api("GET", `${path}/scheduled?after=${enc(after)}&limit=${BROWSE_PAGE}`);
-    const button = (label, method, suffix) => el("button", { type: "button", class: label.toLowerCase().replace(" ", "-"),
-      onclick: act(async () => { await api(method, `${path}/scheduled/${suffix}`); await show(afters[afters.length - 1]); }) },
-      label);
-    const previous = el("button", { id: "scheduled-previous", type: "button" }, "Previous");
-    const next = el("button", { id: "scheduled-next", type: "button" }, "Next");
-    previous.disabled = afters.length < 2;
-    next.disabled = page.next === null;
-    previous.addEventListener("click", act(async () => { afters.pop(); await show(afters[afters.length - 1]); }));
-    next.addEventListener("click", act(async () => { afters.push(page.next); await show(page.next); }));
-    output.replaceChildren(
-      el("p", { id: "scheduled-summary" }, `${fmt(page.held)} held`),
-      table([{ key: "id", label: "Id" }, { key: "due", label: "Due" }, { key: "routing_key", label: "Routing key" },
-             { key: "headers", label: "Headers" }, { key: "payload", label: "Body" }, { key: "actions", label: "" }],
-        page.messages.map((m) => ({ name: m.id, values: {
-          id: m.id, due: new Date(m.due * 1000).toISOString(), routing_key: m.routing_key ?? "", headers: headerSummary(m),
-          payload: m.error ?? (m.payload_encoding === "base64" ? `(base64) ${m.payload}` : m.payload) },
-          cells: { actions: el("span", {}, button("Fire now", "POST", `${enc(m.id)}/fire`), button("Cancel", "DELETE", enc(m.id))) } })),
-        { id: "scheduled" }),
-      el("div", { class: "inline" }, previous, next));
-  };
-  main.replaceChildren(...heading, el("h2", {}, "Scheduled messages"), actionError, output);
-  await show("0");
+  const scheduled = scheduledSection(path, act, "scheduled");
+  main.replaceChildren(...heading, el("h2", {}, "Scheduled messages"), actionError, scheduled.output);
+  await scheduled.show();
 }
 
 async function connectionsPage() {
