@@ -404,6 +404,29 @@ def test_browsing_in_the_dashboard_leaves_order_and_redelivered_flags_as_they_we
     connection.close()
 
 
+def _cancel_first_fire_second(browser: webdriver.Chrome, table: str, summary: str) -> str:
+    """On a table of three scheduled messages: Cancel on the first row,
+    then Fire now on the next; the first row's text."""
+    rows = f"#{table} tbody tr"
+    wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, rows)) == 3)
+    assert text_of(browser, f"#{table}-summary") == summary
+    first = browser.find_elements(By.CSS_SELECTOR, rows)[0]
+    text = first.text
+    first.find_element(By.CSS_SELECTOR, "button.cancel").click()
+    wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, rows)) == 2)
+    browser.find_elements(By.CSS_SELECTOR, rows)[0].find_element(By.CSS_SELECTOR, "button.fire-now").click()
+    return text
+
+
+def _arrival(channel: Any, queue: str) -> Any:
+    """The next message got from ``queue``, waiting up to 10 s for it."""
+    deadline = time.monotonic() + 10
+    while (got := channel.basic_get(queue, auto_ack=True))[0] is None:
+        assert time.monotonic() < deadline, f"nothing arrived in {queue}"
+        time.sleep(0.02)
+    return got
+
+
 def test_a_delayed_exchanges_page_lists_its_scheduled_messages_to_cancel_or_fire(
         managed: ManagedServerThread, browser: webdriver.Chrome) -> None:
     connection = managed.connect()
@@ -419,19 +442,9 @@ def test_a_delayed_exchanges_page_lists_its_scheduled_messages_to_cancel_or_fire
     link = wait(browser, expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#exchanges a[href*='later']")))
     link.click()  # type: ignore[attr-defined]
     rows = "#scheduled tbody tr"
-    wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, rows)) == 3)
-    assert text_of(browser, "#scheduled-summary") == "3 held"
-    first = browser.find_elements(By.CSS_SELECTOR, rows)[0]
-    assert "reminder 0" in first.text and "order=o0" in first.text
-    first.find_element(By.CSS_SELECTOR, "button.cancel").click()
-    wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, rows)) == 2)
-    assert "reminder 0" not in browser.find_element(By.ID, "scheduled").text
-    browser.find_elements(By.CSS_SELECTOR, rows)[0].find_element(By.CSS_SELECTOR, "button.fire-now").click()
-    deadline = time.monotonic() + 10
-    while (got := channel.basic_get("due", auto_ack=True))[0] is None:
-        assert time.monotonic() < deadline, "the fired message never arrived"
-        time.sleep(0.02)
-    assert got[2] == b"reminder 1"
+    first = _cancel_first_fire_second(browser, "scheduled", "3 held")
+    assert "reminder 0" in first and "order=o0" in first
+    assert _arrival(channel, "due")[2] == b"reminder 1"
     browser.refresh()  # a fired message is routed once read back from disk: not yet when the page reloaded
     wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, rows)) == 1)
     assert text_of(browser, "#scheduled-summary") == "1 held" and "reminder 2" in text_of(browser, "#scheduled")
@@ -455,19 +468,10 @@ def test_a_queues_page_lists_its_retries_to_cancel_or_fire(
         channel.basic_nack(method.delivery_tag, requeue=True)
     log_in(browser, managed, page="queue/%2F/jobs")
     rows = "#retries tbody tr"
-    wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, rows)) == 3)
-    assert text_of(browser, "#retries-summary") == "3 waiting"
-    first = browser.find_elements(By.CSS_SELECTOR, rows)[0]
-    assert "job-0" in first.text and "job 0" in first.text
-    first.find_element(By.CSS_SELECTOR, "button.cancel").click()
-    wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, rows)) == 2)
+    first = _cancel_first_fire_second(browser, "retries", "3 waiting")
+    assert "job-0" in first and "job 0" in first
     assert channel.basic_get("dead", auto_ack=True)[2] == b"job 0"  # dead-lettered
-    browser.find_elements(By.CSS_SELECTOR, rows)[0].find_element(By.CSS_SELECTOR, "button.fire-now").click()
-    deadline = time.monotonic() + 10
-    while (got := channel.basic_get("jobs", auto_ack=True))[0] is None:
-        assert time.monotonic() < deadline, "the fired retry never came back"
-        time.sleep(0.02)
-    assert got[2] == b"job 1"
+    assert _arrival(channel, "jobs")[2] == b"job 1"
     browser.refresh()
     wait(browser, lambda driver: len(driver.find_elements(By.CSS_SELECTOR, rows)) == 1)
     assert text_of(browser, "#retries-summary") == "1 waiting" and "job-2" in text_of(browser, "#retries")
