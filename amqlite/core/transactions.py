@@ -77,7 +77,6 @@ class State(enum.Enum):
 
 
 _PREPARED = {State.PREPARE_COMMIT, State.PREPARE_ABORT}
-_ENDED = {State.EMPTY, State.COMPLETE_COMMIT, State.COMPLETE_ABORT}
 
 
 @attrs.define(eq=False)
@@ -95,9 +94,8 @@ class Transaction:
     groups: dict[str, None] = attrs.Factory(dict)
     #: (group, stream) -> (offset, metadata), pending until the commit.
     offsets: dict[tuple[str, Stream], tuple[int, str]] = attrs.Factory(dict)
-    #: When it went Ongoing, and when its state last changed.
+    #: When it went Ongoing (-1: never).
     started: float = -1.0
-    updated: float = 0.0
     #: The journal position its Complete record's write reaches: the id
     #: stays prepared until the journal has synced it.
     completing_at: int = 0
@@ -120,9 +118,6 @@ class TransactionCoordinator:
         self.timer_at: float | None = None
 
     # -- lookups ----------------------------------------------------------
-
-    def of_producer(self, producer_id: int) -> Transaction | None:
-        return self._by_producer.get(producer_id)
 
     def pending_offset(self, group: str, stream: Stream) -> bool:
         """Whether an open transaction holds an offset of ``group`` on
@@ -152,7 +147,7 @@ class TransactionCoordinator:
         txn = self.transactions.get(transactional_id)
         if txn is None:
             new_id, _ = self.ids.new()
-            txn = Transaction(transactional_id, new_id, 0, timeout, updated=now)
+            txn = Transaction(transactional_id, new_id, 0, timeout)
             self.transactions[transactional_id] = txn
             self._by_producer[new_id] = txn
             self._log(txn)
@@ -171,7 +166,6 @@ class TransactionCoordinator:
         self._bump(txn)
         txn.timeout = timeout
         txn.state = State.EMPTY
-        txn.updated = now
         self._log(txn)
         return NONE, txn.producer_id, txn.epoch
 
@@ -297,7 +291,6 @@ class TransactionCoordinator:
             txn.offsets.clear()
             txn.started = now
             self._schedule()
-        txn.updated = now
 
     def _completing(self, txn: Transaction) -> bool:
         """Whether the id waits for its Complete record to reach the disk."""
@@ -325,7 +318,6 @@ class TransactionCoordinator:
         if bump:
             self._bump(txn)
         txn.state = State.PREPARE_COMMIT if commit else State.PREPARE_ABORT
-        txn.updated = now
         self._log(txn)
         self._finish(txn, commit, now)
 

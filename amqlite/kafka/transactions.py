@@ -151,13 +151,19 @@ def add_offsets_to_txn(session: Session, request: Request, now: float) -> Any:
 
 def txn_offset_commit(session: Session, request: Request, now: float) -> Any:
     """Offsets pending in the transaction: the group's OffsetFetch sees
-    them once it commits (groups_offsets.py: UNSTABLE_OFFSET_COMMIT)."""
+    them once it commits (groups_offsets.py: UNSTABLE_OFFSET_COMMIT). The
+    member is checked when the request names its generation (v3+, as
+    Kafka does); without one (v0-2, or -1) only that no AMQP member
+    consumes for the group."""
     body, cls = request.body, request.response_type()
     generation = getattr(body, "generation_id", -1)
     membership = 0
     if generation >= 0:
         membership = group_coordinator(session).validate_commit(
             body.group_id, body.member_id, getattr(body, "group_instance_id", None), generation, now)
+    elif body.group_id in session.vhost.groups:
+        # Its members consume over AMQP (one protocol at a time, as OffsetCommit).
+        membership = ErrorCode.unknown_member_id.value
     transactions = coordinator(session, now)
     answers = []
     for topic in body.topics:

@@ -1006,7 +1006,7 @@ def _restore_transactions(broker: Broker, queues: dict[int, Queue], replay: _Rep
         if vhost.transactions is None:
             vhost.transactions = TransactionCoordinator(vhost, vhost.producer_ids, marker)
         txn = Transaction(transactional_id, table["producer_id"], table["epoch"], table["timeout_ms"] / 1000,
-                          State(table["state"]), started=table["started"], updated=now)
+                          State(table["state"]), started=table["started"])
         for queue_id in table["partitions"]:
             stream = queues.get(queue_id)
             if isinstance(stream, Stream):
