@@ -163,6 +163,7 @@ def serve(directory: Path, rate: int, seconds: float) -> dict[str, float]:
                     raise RuntimeError("amqlite did not start") from None
                 time.sleep(0.05)
         startup = time.perf_counter() - started
+        cpu_started = cpu_seconds(process.pid)
         rss_started = rss_mb(process.pid)
         lateness = late_by(consumer, Client("127.0.0.1", port), rate, seconds)
         rss_end = rss_mb(process.pid)
@@ -170,8 +171,16 @@ def serve(directory: Path, rate: int, seconds: float) -> dict[str, float]:
         process.send_signal(signal.SIGINT)
         process.wait()
     lateness.sort()
-    return {"startup": startup, "rss_started": rss_started, "rss_end": rss_end, "p50": lateness[len(lateness) // 2],
+    return {"startup": startup, "cpu_started": cpu_started, "rss_started": rss_started, "rss_end": rss_end, "p50": lateness[len(lateness) // 2],
             "p99": lateness[int(len(lateness) * 0.99)], "max": lateness[-1], "samples": len(lateness)}
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far (user and system, all threads):
+    on a shared machine, start-up's wall clock says more about the load."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def late_by(consumer: Client, publisher: Client, rate: int, seconds: float) -> list[float]:
@@ -251,12 +260,13 @@ def held_memory(count: int, spread: bool, settle: float) -> dict[str, float]:
             process, port, _ = start_amqlite(tmp, timeout=600)  # a loaded machine: minutes
             Client("127.0.0.1", port).close()
             startup = time.perf_counter() - started
+            cpu = cpu_seconds(process.pid)
             restarted = rss_mb(process.pid)
         finally:
             process.send_signal(signal.SIGINT)
             process.wait()
     return {"rate": rate, "before": before, "peak": peak, "settled": settled,
-            "per_message": (settled - before) * 2**20 / count, "startup": startup, "restarted": restarted}
+            "per_message": (settled - before) * 2**20 / count, "startup": startup, "cpu": cpu, "restarted": restarted}
 
 
 def publish_delayed(client: Client, count: int, spread: bool) -> None:
@@ -312,7 +322,7 @@ def main() -> None:
                   f"{'1 min to 30 days' if spread else 'all 1 hour'}: published {held['rate']:,.0f} msgs/s; RSS"
                   f" {held['before']:,.0f} MiB before, peak {held['peak']:,.0f}, settled {held['settled']:,.0f}:"
                   f" {held['per_message']:,.0f} B per held message; after kill -9, serving again in"
-                  f" {held['startup']:.2f} s with RSS {held['restarted']:,.0f} MiB")
+                  f" {held['startup']:.2f} s (server CPU {held['cpu']:.2f} s) with RSS {held['restarted']:,.0f} MiB")
         return
     n = args.messages
     with tempfile.TemporaryDirectory(prefix="amqlite-delayed-bench-") as tmp:
@@ -330,7 +340,8 @@ def main() -> None:
           f" written and synced; {written['held_after']:,} held after); {written['operations']:,} fire-nows"
           f" {written['fire_rate']:,.0f}/s; cancels by message_id {written['cancel_by_name_rate']:,.0f}/s (one held"
           f" in {NAMED_EVERY} has one); a page of 100 due in a random hour {written['due_page_ms']:,.0f} ms (median)")
-    print(f"amqlite serve after kill -9: start-up {served['startup']:.1f} s, RSS {served['rss_started']:,.0f} MiB")
+    print(f"amqlite serve after kill -9: start-up {served['startup']:.1f} s (server CPU {served['cpu_started']:.2f} s),"
+          f" RSS {served['rss_started']:,.0f} MiB")
     print(f"{args.rate}/s delayed by 1 s for {args.seconds:g} s while they are held: late by p50"
           f" {served['p50']:.2f} ms, p99 {served['p99']:.2f} ms, max {served['max']:.2f} ms"
           f" ({served['samples']:,} messages); RSS then {served['rss_end']:,.0f} MiB")

@@ -25,5 +25,5 @@ def test_bench_delayed_held_reports_rss_per_held_message_for_both_distributions(
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("held over AMQP: 2,000")]
     assert len(lines) == 2 and "all 1 hour" in lines[0] and "1 min to 30 days" in lines[1]
-    assert all(re.search(r"B per held message; after kill -9, serving again in [0-9.]+ s with RSS [0-9,]+ MiB$", line)
+    assert all(re.search(r"B per held message; after kill -9, serving again in [0-9.]+ s \(server CPU [0-9.]+ s\) with RSS [0-9,]+ MiB$", line)
                for line in lines)
