@@ -532,20 +532,26 @@ class Stream(Queue):
                 if group is False:
                     continue
                 reader = self._readers.get(consumer)
-                while reader is not None and reader.next < stable and consumer.has_credit():
-                    message = self._message_for(reader)
-                    if message is None:
-                        break  # on its way back from disk
-                    if message is NO_MESSAGE or self.transactions.aborted(reader.next):
-                        self._skip(reader, group)
-                        continue
-                    entry = Entry(message, reader.next)
-                    if isinstance(group, GroupOffset):
-                        group.delivered(reader.next)
-                        self._pending[entry] = group
-                    reader.next += 1
-                    consumer.channel.deliver(consumer, self, entry, now)
-                    reader = self._readers.get(consumer)  # a delivery may end it (embedded cancel)
+                deliver = consumer.channel.deliver
+                # What its credit allows, tested once a round, not once a message.
+                while reader is not None and (count := min(consumer.credit(), stable - reader.next)) > 0:
+                    for _ in range(count):
+                        message = self._message_for(reader)
+                        if message is None:
+                            reader = None  # on its way back from disk
+                            break
+                        if message is NO_MESSAGE or self.transactions.aborted(reader.next):
+                            self._skip(reader, group)
+                            continue
+                        entry = Entry(message, reader.next)
+                        if isinstance(group, GroupOffset):
+                            group.delivered(reader.next)
+                            self._pending[entry] = group
+                        reader.next += 1
+                        deliver(consumer, self, entry, now)
+                        reader = self._readers.get(consumer)  # a delivery may end it (embedded cancel)
+                        if reader is None:
+                            break
         finally:
             self._dispatching = False
 
