@@ -298,18 +298,21 @@ class HeldMessages:
         self._dues.extend(dues)
         self._segments.extend(segments)
         self._offsets.extend(offsets)
-        first = min(dues)
-        self.horizon = min(self.horizon, math.floor(first / BUCKET) * BUCKET)
+        first = math.inf
         for start in range(0, len(ids), RESTORE_STEP):
             step = slice(start, start + RESTORE_STEP)
-            packed = _pack(dues[step], ids[step], segments[step], offsets[step])
-            if min(dues[step]) >= self._split_until:
-                self._later.file_packed(packed, dues[step])
+            step_dues = dues[step]
+            packed = _pack(step_dues, ids[step], segments[step], offsets[step])
+            lowest = min(step_dues)
+            first = min(first, lowest)
+            if lowest >= self._split_until:
+                self._later.file_packed(packed, step_dues)
             else:  # some to far buckets (not at start-up: nothing is split yet)
                 for record in _RECORD.iter_unpack(packed):
                     self._buckets(record[0]).file(*record)
             if progress is not None:
                 progress(min(start + RESTORE_STEP, len(ids)))
+        self.horizon = min(self.horizon, math.floor(first / BUCKET) * BUCKET)
 
     # -- time ---------------------------------------------------------------
 
