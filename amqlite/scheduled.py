@@ -68,46 +68,57 @@ async def read(broker: Broker, exchange: Exchange, ids: list[int]) -> list[Messa
     return found
 
 
-async def page(broker: Broker, exchange: Exchange, after: int, limit: int, due_from: float = -math.inf,
-               due_to: float = math.inf, chosen: Filter = Filter()) -> tuple[list[Shown], int | None]:
-    """Up to ``limit`` held messages with ids above ``after``, due in
-    [``due_from``, ``due_to``), whose content matches ``chosen`` (routing
-    key, headers); and the id to go on from (None: no more)."""
+#: Where a page goes on from: after a held message's id (pages in id
+#: order), or after its (due, id) (pages in due order, O(log n)).
+Cursor = int | tuple[float, int]
+
+
+def _batch(exchange: Exchange, after: Cursor, size: int, due_from: float,
+           due_to: float) -> list[tuple[Cursor, int, float]]:
+    """(cursor, id, due) of up to ``size`` held messages after ``after``."""
+    if isinstance(after, tuple):
+        return [((due, msg_id), msg_id, due)
+                for msg_id, due in exchange.held.scheduled_by_due(due_from, due_to, after, size)]
+    return [(msg_id, msg_id, due) for msg_id, due in exchange.held.scheduled(after, size, due_from, due_to)]
+
+
+async def page(broker: Broker, exchange: Exchange, after: Cursor, limit: int, due_from: float = -math.inf,
+               due_to: float = math.inf, chosen: Filter = Filter()) -> tuple[list[Shown], Cursor | None]:
+    """Up to ``limit`` held messages after ``after``, due in [``due_from``,
+    ``due_to``), whose content matches ``chosen`` (routing key, headers);
+    and where to go on from (None: no more)."""
     shown: list[Shown] = []
     scanned = 0
     while len(shown) < limit and scanned < SCAN_MAX:
-        batch = exchange.held.scheduled(after, limit if chosen.everything else BATCH, due_from, due_to)
+        batch = _batch(exchange, after, limit if chosen.everything else BATCH, due_from, due_to)
         if not batch:
             return shown, None
-        messages = await read(broker, exchange, [msg_id for msg_id, _ in batch])
-        for (msg_id, due), message in zip(batch, messages, strict=True):
-            after = msg_id
+        messages = await read(broker, exchange, [msg_id for _, msg_id, _ in batch])
+        for (cursor, msg_id, due), message in zip(batch, messages, strict=True):
+            after = cursor
             if chosen.everything or (message is not None and chosen.matches(message)):
                 shown.append((msg_id, due, message))
                 if len(shown) == limit:
                     break
         scanned += len(batch)
-    following = exchange.held.scheduled(after, 1, due_from, due_to)
-    return shown, after if following else None
+    return shown, after if _batch(exchange, after, 1, due_from, due_to) else None
 
 
 async def cancel_matching(broker: Broker, exchange: Exchange, due_from: float = -math.inf,
                           due_to: float = math.inf, chosen: Filter = Filter()) -> int:
     """Cancel every held message due in the range whose content matches
-    ``chosen``; how many were cancelled. Only the due range: no reads."""
-    cancelled, after = 0, 0
-    while True:
-        following: int | None
+    ``chosen``; how many were cancelled. Only the due range: no reads,
+    and in due order (O(log n) to find) when a range is given."""
+    cancelled = 0
+    after: Cursor | None = 0 if due_from == -math.inf and due_to == math.inf else (due_from, -1)
+    while after is not None:
         if chosen.everything:
-            batch = exchange.held.scheduled(after, BATCH, due_from, due_to)
-            ids = [msg_id for msg_id, _ in batch]
-            following = ids[-1] if ids else None
+            batch = _batch(exchange, after, BATCH, due_from, due_to)
+            ids = [msg_id for _, msg_id, _ in batch]
+            after = batch[-1][0] if batch else None
         else:
-            shown, following = await page(broker, exchange, after, BATCH, due_from, due_to, chosen)
+            shown, after = await page(broker, exchange, after, BATCH, due_from, due_to, chosen)
             ids = [msg_id for msg_id, _, _ in shown]
         cancelled += sum(exchange.cancel_scheduled(msg_id) for msg_id in ids)
-        if following is None:
-            break
-        after = following
     log.info("scheduled.cancelled", vhost=exchange.vhost.name, exchange=exchange.name, count=cancelled)
     return cancelled

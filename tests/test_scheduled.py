@@ -5,6 +5,7 @@ fired now; each operation is journalled and survives a restart."""
 from __future__ import annotations
 
 import math
+from array import array
 from pathlib import Path
 
 import trio
@@ -246,3 +247,55 @@ async def test_a_rescheduled_retry_keeps_its_new_due_time_after_a_restart(
         delivery = await ch.get("work")
         assert delivery is not None and delivery.body == b"0" and delivery.redelivered
         assert len(queue.retries) == 0 and not queue.cancel_retry(seq, 0.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 30 * 86_400), min_size=1, max_size=60),
+       st.lists(st.tuples(st.sampled_from(["hold", "cancel", "reschedule", "split", "fire"]), st.integers(0, 100),
+                          st.floats(0, 30 * 86_400)), max_size=40),
+       st.floats(0, 30 * 86_400), st.floats(0, 30 * 86_400), st.integers(1, 7))
+def test_pages_by_due_time_list_what_is_held_in_due_order(
+        restored: list[float], steps: list[tuple[str, int, float]], low: float, width: float, limit: int) -> None:
+    """Held messages restored at start-up (indexed by due time an hour at
+    a time, when a page or a split reaches them) and held, cancelled,
+    rescheduled or fired since: pages by due time, followed from page to
+    page, list exactly those due in the range, in (due, id) order."""
+    held = HeldMessages(budget=4)
+    ids = array("Q", range(1, len(restored) + 1))
+    held.restore_all(array("d", restored), ids, array("I", [1] * len(ids)), array("I", ids))
+    expected = dict(zip(ids, restored))
+    now = 0.0
+
+    def read(segment: int, offset: int) -> Message:
+        copy = Message("x", "k", Properties(), b"")
+        copy.store_id = offset
+        return copy
+
+    for action, n, value in steps:
+        chosen = sorted(expected)[n % len(expected)] if expected else None
+        if action == "hold":
+            message = Message("x", "k", Properties(), b"")
+            held.hold(message, value + 1, now)
+            expected[max(held._last_id, 0)] = value + 1
+        elif action == "cancel" and chosen is not None:
+            assert held.cancel(chosen)
+            del expected[chosen]
+        elif action == "reschedule" and chosen is not None:
+            assert held.reschedule(chosen, value)
+            expected[chosen] = value
+        elif action == "split":  # time passes: hours split, due ones fire
+            now += value / 10
+            held.bring_back(now, read)
+            while (first := held.peek_due()) is not None and first[0] <= now:
+                due = first[0]
+                gone = [msg_id for msg_id, at in expected.items() if at == due]
+                held.pop()
+                del expected[min(gone)]
+    want = sorted((due, msg_id) for msg_id, due in expected.items() if low <= due < low + width)
+    got: list[tuple[float, int]] = []
+    after = None
+    while page := held.scheduled_by_due(low, low + width, after, limit):
+        assert len(page) <= limit
+        got += [(due, msg_id) for msg_id, due in page]
+        after = got[-1]
+    assert got == want

@@ -206,6 +206,12 @@ class HeldMessages:
         self._names = SortedPairs("Q")
         self._names_gone = 0
         self._last_id = 0
+        #: (due, id) of the held messages, for pages by due time: all but
+        #: those restored at start-up into later buckets that no page and
+        #: no split has reached yet (their hours, sorted), which are
+        #: indexed an hour at a time then (start-up stays a bulk restore).
+        self._by_due = SortedPairs("d")
+        self._unindexed: list[int] = []
 
     def __len__(self) -> int:
         return self.count
@@ -243,6 +249,7 @@ class HeldMessages:
         if not segment:
             self._resident[msg_id] = message
         self._index(msg_id, due, segment, offset, message.properties.message_id)
+        self._by_due.add(due, msg_id)
         if due < self.horizon:
             heapq.heappush(self._near, (due, msg_id, next(self._order), message, segment, offset))
             return len(self._near) >= self._check_at and self._lower_horizon(now)
@@ -313,6 +320,7 @@ class HeldMessages:
             if progress is not None:
                 progress(min(start + RESTORE_STEP, len(ids)))
         self.horizon = min(self.horizon, math.floor(first / BUCKET) * BUCKET)
+        self._unindexed = sorted(set(self._unindexed).union(self._later.records))
 
     # -- time ---------------------------------------------------------------
 
@@ -358,6 +366,7 @@ class HeldMessages:
                 self._far.add(item)
             records = later.records.get(hour)
             if records is not None:
+                self._index_hour(hour)
                 # A step at a time (at once at start-up), from the end (no
                 # copy of the rest): the timer comes back at once for the
                 # rest, long before the hour starts.
@@ -446,6 +455,7 @@ class HeldMessages:
         """The message at ``i`` of the columns is held no more; the columns
         (and the names) shed what is gone once it is half of them
         (amortised O(1))."""
+        self._by_due.remove(self._dues[i], self._ids[i])
         self._dues[i] = math.nan
         self._gone += 1
         self._resident.pop(self._ids[i], None)
@@ -494,6 +504,39 @@ class HeldMessages:
                     break
         return page
 
+    def scheduled_by_due(self, due_from: float = -math.inf, due_to: float = math.inf,
+                         after: tuple[float, int] | None = None, limit: int = 100) -> list[tuple[int, float]]:
+        """A page of (id, due) of held messages due in [``due_from``,
+        ``due_to``), in due order (then id), after the (due, id) ``after``:
+        a bisection of the index by due time, O(log n) and the page."""
+        cursor = (due_from, -1) if after is None else max(after, (due_from, -1))
+        page: list[tuple[int, float]] = []
+        while True:
+            start = cursor[0]
+            j = bisect.bisect_left(self._unindexed, math.floor(start / LATER)) if start > -math.inf else 0
+            bound = self._unindexed[j] * LATER if j < len(self._unindexed) else math.inf
+            for due, found in self._by_due.from_(start, cursor[1] + 1):
+                if due >= due_to or due >= bound:
+                    break
+                cursor = (due, int(found))
+                page.append((cursor[1], due))
+                if len(page) == limit:
+                    return page
+            if bound >= due_to:
+                return page
+            self._index_hour(self._unindexed[j])
+
+    def _index_hour(self, hour: int) -> None:
+        """The held messages restored into a later bucket join the index
+        by due time (those of its records still current, once)."""
+        j = bisect.bisect_left(self._unindexed, hour)
+        if j == len(self._unindexed) or self._unindexed[j] != hour:
+            return
+        del self._unindexed[j]
+        for due, msg_id, _, _ in sorted(_RECORD.iter_unpack(self._later.records.get(hour, b""))):
+            if self._current(msg_id, due) and (due, msg_id) not in self._by_due:
+                self._by_due.add(due, msg_id)
+
     def cancel(self, msg_id: int) -> bool:
         """Hold a message no more; False if it is not held (fired, cancelled
         or never held)."""
@@ -514,6 +557,8 @@ class HeldMessages:
             return False
         if self._dues[i] == due:
             return True
+        self._by_due.remove(self._dues[i], msg_id)
+        self._by_due.add(due, msg_id)
         self._dues[i] = due
         self._stale += 1
         message = self._resident.get(msg_id)
@@ -606,5 +651,7 @@ class HeldMessages:
         self._named = bytearray()
         self._resident.clear()
         self._names.clear()
+        self._by_due.clear()
+        self._unindexed.clear()
         self._gone = self._stale = self._names_gone = 0
         return dropped

@@ -78,6 +78,13 @@ class SortedPairs:
             self._lasts[c] = (keys[-1], values[-1])
         return True
 
+    def __contains__(self, pair: Pair) -> bool:
+        if not self._lasts:
+            return False
+        c, i = self._locate(*pair)
+        keys, values = self._keys[c], self._values[c]
+        return i < len(keys) and keys[i] == pair[0] and values[i] == pair[1]
+
     def from_(self, key: float, value: int = 0) -> Iterator[Pair]:
         """The pairs at or after (``key``, ``value``), in order. Not to be
         used across a change."""

@@ -203,3 +203,25 @@ def test_ctl_scheduled_queue_retries(managed: ManagedServerThread) -> None:
     assert got[1].message_id == "job-2" and channel.basic_get("dead", auto_ack=True)[2] == b"w1"
     left = json.loads(run(managed, "scheduled", "list", "work", "--queue", "--format", "json"))
     assert [m["payload"] for m in left["messages"]] == ["w0"]
+
+
+def test_a_due_range_lists_in_due_order_page_by_page(managed: ManagedServerThread) -> None:
+    """With due_from or due_to, a listing goes in due order (the index by
+    due time) and "next" is "DUE/NUMBER"; a cancel by due range too."""
+    _hold(managed, 6)  # m0..m5 due an hour + n s ahead
+    http = managed.http()
+    listed = http.get(SCHEDULED).json()["messages"]
+    start = listed[0]["due"]
+    assert http.post(f"{SCHEDULED}/{listed[1]['id']}/reschedule", json={"due": start + 10}).status_code == 200
+    assert http.post(f"{SCHEDULED}/{listed[4]['id']}/reschedule", json={"due": start - 1}).status_code == 200
+    seen, after = [], "0"
+    while after is not None:
+        page = http.get(SCHEDULED, params={"due_from": start - 5, "due_to": start + 60, "limit": 2,
+                                           "after": after}).json()
+        seen += [m["payload"] for m in page["messages"]]
+        after = page["next"]
+    assert seen == ["m4", "m0", "m2", "m3", "m5", "m1"]
+    assert http.get(SCHEDULED, params={"due_from": start, "after": "soon"}).status_code == 400
+    cancelled = http.post(f"{SCHEDULED}/cancel", json={"filter": {"due_from": start + 1.5, "due_to": start + 20}})
+    assert cancelled.json() == {"cancelled": 4}  # m2, m3, m5, m1
+    assert [m["payload"] for m in http.get(SCHEDULED).json()["messages"]] == ["m0", "m4"]

@@ -59,9 +59,9 @@ def _queue(call: Call) -> Queue:
     return found
 
 
-def _paging(call: Call) -> tuple[int, int, float, float, Filter]:
+def _paging(call: Call, query: dict[str, str] | None = None) -> tuple[int, int, float, float, Filter]:
     """``after``, ``limit``, and the selection of a listing's query."""
-    query = dict(call.request.query_params)
+    query = dict(call.request.query_params) if query is None else query
     after, limit = count_field(query, "after", 0), count_field(query, "limit", DEFAULT_LIMIT)
     if after is None or after < 0 or limit is None or not 0 < limit <= MAX_LIMIT:
         raise Refused(bad_request(f'"after" must be a number (0: from the first), "limit" 1 to {MAX_LIMIT}'))
@@ -81,11 +81,25 @@ async def list_scheduled(call: Call) -> Response:
     """``GET .../scheduled?after=&limit=`` with ``due_from``, ``due_to``,
     ``routing_key`` and ``header.NAME=value``: held messages in id order."""
     exchange = _exchange(call)
-    after, limit, due_from, due_to, chosen = _paging(call)
-    shown, following = await scheduled.page(call.broker, exchange, after, limit, due_from, due_to, chosen)
+    text = call.request.query_params.get("after", "0")
+    query = {key: value for key, value in call.request.query_params.items() if key != "after"}
+    _, limit, due_from, due_to, chosen = _paging(call, query)
+    cursor: scheduled.Cursor
+    if due_from == -math.inf and due_to == math.inf:
+        cursor, _, _, _, _ = _paging(call)
+    else:
+        # In due order: "DUE/NUMBER" (as "next" gives it) goes on after that message.
+        due_text, _, number = text.partition("/")
+        try:
+            cursor = (due_from, -1) if text == "0" else (float(due_text), int(number))
+        except ValueError:
+            return bad_request('"after" must be "DUE/NUMBER" (as "next" gives it) with a due range')
+    shown, following = await scheduled.page(call.broker, exchange, cursor, limit, due_from, due_to, chosen)
     now = call.api.now()
     return JSONResponse({
-        "held": len(exchange.held), "next": None if following is None else str(following),
+        "held": len(exchange.held),
+        "next": None if following is None else (
+            f"{following[0]!r}/{following[1]}" if isinstance(following, tuple) else str(following)),
         "messages": [_info(msg_id, due, message, now) for msg_id, due, message in shown],
     })
 
