@@ -366,7 +366,6 @@ class HeldMessages:
                 self._far.add(item)
             records = later.records.get(hour)
             if records is not None:
-                self._index_hour(hour)
                 # A step at a time (at once at start-up), from the end (no
                 # copy of the rest): the timer comes back at once for the
                 # rest, long before the hour starts.
@@ -528,12 +527,20 @@ class HeldMessages:
 
     def _index_hour(self, hour: int) -> None:
         """The held messages restored into a later bucket join the index
-        by due time (those of its records still current, once)."""
+        by due time, wherever they are now: its records, those split from
+        it into far buckets, those brought back into the heap (each still
+        current, once). Not at the split itself: that goes a step at a
+        time, and at start-up at once, as a bulk copy of the records."""
         j = bisect.bisect_left(self._unindexed, hour)
         if j == len(self._unindexed) or self._unindexed[j] != hour:
             return
         del self._unindexed[j]
-        for due, msg_id, _, _ in sorted(_RECORD.iter_unpack(self._later.records.get(hour, b""))):
+        minutes = int(LATER // BUCKET)
+        found = [(due, msg_id) for records in (self._later.records.get(hour, b""), *(
+                     self._far.records.get(key, b"") for key in range(hour * minutes, (hour + 1) * minutes)))
+                 for due, msg_id, _, _ in _RECORD.iter_unpack(records)]
+        found += [(due, msg_id) for due, msg_id, *_ in self._near if math.floor(due / LATER) == hour]
+        for due, msg_id in sorted(found):
             if self._current(msg_id, due) and (due, msg_id) not in self._by_due:
                 self._by_due.add(due, msg_id)
 
