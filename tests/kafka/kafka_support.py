@@ -142,12 +142,14 @@ def free_port() -> int:
 
 
 class BrokerProcess:
-    """``amqlite serve`` in a process of its own, on the same Kafka port
-    and data directory at every start, for tests that kill it."""
+    """``amqlite serve`` in a process of its own, on the same AMQP and Kafka
+    ports and data directory at every start, for tests that kill it
+    (``segment_size``: small segments, so that kills land near rolls)."""
 
-    def __init__(self, data_dir: Path, log_dir: Path) -> None:
+    def __init__(self, data_dir: Path, log_dir: Path, segment_size: int | None = None) -> None:
         self.data_dir, self.log_dir, self.starts = data_dir, log_dir, 0
-        self.kafka_port = free_port()
+        self.kafka_port, self.amqp_port = free_port(), free_port()
+        self.segment_size = segment_size
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -158,15 +160,18 @@ class BrokerProcess:
         self.starts += 1
         log = self.log_dir / f"server-{self.starts}.log"
         env = dict(os.environ, AMQLITE_LOG_FORMAT="json", PYTHONPATH=str(ROOT))
+        if self.segment_size is not None:
+            env["AMQLITE_SEGMENT_SIZE"] = str(self.segment_size)
         with open(log, "wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+                [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--port", str(self.amqp_port),
                  "--management-port", "0", "--prometheus-port", "0", "--kafka-port", str(self.kafka_port),
                  "--data-dir", str(self.data_dir)], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                socket.create_connection(("127.0.0.1", self.kafka_port), timeout=0.2).close()
+                for port in (self.kafka_port, self.amqp_port):
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 return
             except OSError:
                 assert self.process.poll() is None, log.read_text()
