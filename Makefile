@@ -105,7 +105,9 @@ fuzz: $(STAMP)
 # counts (the suite runs 3 rounds). Then consume-transform-produce in AMQP
 # transactions under kill -9, each id exactly once (the suite runs 1 round),
 # and Kafka transactions killed at random moments: each wholly committed or
-# aborted (the suite runs 1 round).
+# aborted (the suite runs 1 round). Last, two pipelines across AMQP and Kafka
+# transactions (queue -> stream -> topic, topic -> group -> queue) under
+# kill -9, each input once in the final output (the suite runs 1 round).
 # AMQLITE_CRASH_ROUNDS sets the rounds.
 crash: $(STAMP)
 	AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/crash_harness.py
@@ -113,6 +115,7 @@ crash: $(STAMP)
 	AMQLITE_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python tests/store/damage_harness.py
 	AMQLITE_CRASH_TEST_ROUNDS=$$(( $${AMQLITE_CRASH_ROUNDS:-100} / 4 )) $(BIN)/python -m pytest -q -s tests/store/test_tx_crash.py
 	AMQLITE_TXN_CRASH_ROUNDS=$${AMQLITE_CRASH_ROUNDS:-100} $(BIN)/python -m pytest -q tests/kafka/test_transactions_crash.py
+	AMQLITE_CROSS_CRASH_ROUNDS=$$(( $${AMQLITE_CRASH_ROUNDS:-100} / 4 )) $(BIN)/python -m pytest -q -s tests/kafka/test_exactly_once_crash.py
 
 # Client libraries' own suites against amqlite (local: they need PIKA_SRC or
 # AIORMQ_SRC, a checkout of the client; see docs/amqp.md).

@@ -43,8 +43,10 @@ if TYPE_CHECKING:  # the workers run this file without the test's imports
 ROOT = Path(__file__).resolve().parents[2]
 
 ROUNDS = int(os.environ.get("AMQLITE_CROSS_CRASH_ROUNDS", "1"))
-#: Ids per pipeline: what a round passes through, and some left for the end.
-IDS = 100 + 60 * ROUNDS
+#: New ids each round gives each pipeline's input, so that no stage has run
+#: out of work when the broker is killed (a round passes fewer through).
+FEED = 100
+IDS = FEED * ROUNDS
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 #: The Kafka workers start first (librdkafka's start is the slow one), so
 #: that the AMQP ones have not drained their input before the kill.
@@ -100,17 +102,17 @@ def kafka_transform(bootstrap: str, rng: random.Random) -> None:
         print("commit", flush=True)
 
 
-def kafka_source(bootstrap: str, rng: random.Random) -> None:
-    """Ids into in2 in transactions, on from the last one committed."""
+def kafka_source(bootstrap: str, rng: random.Random, ids: int) -> None:
+    """Ids into in2 in transactions, on from the last one committed, up to ``ids``."""
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": "source-2", "linger.ms": 0})
     producer.init_transactions(30)  # aborts what the previous instance left open
     n = len(committed_records(bootstrap, "in2"))
     print("ready", flush=True)
-    while n < IDS:
+    while n < ids:
         producer.begin_transaction()
-        for _ in range(min(rng.randint(1, 5), IDS - n)):
+        for _ in range(min(rng.randint(1, 5), ids - n)):
             producer.produce("in2", b"%d" % n)
             n += 1
         producer.commit_transaction(30)
@@ -191,8 +193,9 @@ def queue_length(broker: BrokerProcess, queue: str) -> int:
     return length
 
 
-def check(broker: BrokerProcess) -> dict[str, list[int]]:
-    """All or nothing at each step, each id once; what each place holds."""
+def check(broker: BrokerProcess, fed: int) -> dict[str, list[int]]:
+    """All or nothing at each step, each id once, when ``fed`` ids were
+    published into in1; what each place holds."""
     connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.amqp_port))
     channel = connection.channel()
     waiting, out2 = queue_ids(channel, "in1"), queue_ids(channel, "out2")
@@ -202,7 +205,7 @@ def check(broker: BrokerProcess) -> dict[str, list[int]]:
     in2 = committed_records(broker.bootstrap, "in2")
     # Pipeline 1: an id's ack and its publish into the stream together, and
     # the Kafka application's output with its group's offset.
-    assert sorted(waiting + mid1) == list(range(IDS)), "pipeline 1: an id lost or twice between in1 and mid1"
+    assert sorted(waiting + mid1) == list(range(fed)), "pipeline 1: an id lost or twice between in1 and mid1"
     assert out1 == mid1[:group_offset(broker.bootstrap, "ctp1", "mid1")], "pipeline 1: out1 and ctp1's offset apart"
     # Pipeline 2: the source's transactions whole, and the AMQP worker's
     # output with its group's offset.
@@ -215,17 +218,19 @@ def check(broker: BrokerProcess) -> dict[str, list[int]]:
 class Workers:
     """The four workers as processes, each printing into a file of its own."""
 
-    def __init__(self, broker: BrokerProcess, log_dir: Path, rng: random.Random) -> None:
+    def __init__(self, broker: BrokerProcess, log_dir: Path, rng: random.Random, ids: int) -> None:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
-        for roles, word in ((KAFKA_WORKERS, "ready"), (AMQP_WORKERS, "commit")):
+        for roles in (KAFKA_WORKERS, AMQP_WORKERS):
             for role in roles:
                 self.logs[role] = log_dir / f"{role}-{broker.starts}.log"
                 with open(self.logs[role], "wb") as out:
                     self.processes[role] = subprocess.Popen(
-                        [sys.executable, __file__, role, str(broker.amqp_port), broker.bootstrap, str(rng.random())],
+                        [sys.executable, __file__, role, str(broker.amqp_port), broker.bootstrap, str(rng.random()),
+                         str(ids)],
                         stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-            self.wait_for(word)
+            if roles == KAFKA_WORKERS:
+                self.wait_for("ready")
 
     def said(self, role: str, word: str) -> int:
         return self.logs[role].read_text(errors="replace").count(word + "\n")
@@ -251,6 +256,16 @@ class Workers:
         return {role: self.said(role, "commit") for role in self.logs}
 
 
+def feed(broker: BrokerProcess, ids: range) -> None:
+    """Publish ``ids`` into in1, confirmed."""
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", broker.amqp_port))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    for n in ids:
+        channel.basic_publish("", "in1", b"%d" % n, PERSISTENT)
+    connection.close()
+
+
 def test_two_pipelines_across_amqp_and_kafka_are_exactly_once_across_kill_9(tmp_path: Path) -> None:
     from kafka_support import BrokerProcess
 
@@ -263,46 +278,47 @@ def test_two_pipelines_across_amqp_and_kafka_are_exactly_once_across_kill_9(tmp_
         channel.queue_declare(name, durable=True)
     for name in ("mid1", "out1", "in2"):
         channel.queue_declare(name, durable=True, arguments={"x-queue-type": "stream"})
-    channel.confirm_delivery()
-    for n in range(IDS):
-        channel.basic_publish("", "in1", b"%d" % n, PERSISTENT)
     connection.close()
     progress = []
     try:
-        for _ in range(ROUNDS):
-            workers = Workers(broker, tmp_path, rng)
+        for round_ in range(ROUNDS):
+            fed = FEED * (round_ + 1)
+            feed(broker, range(fed - FEED, fed))
+            workers = Workers(broker, tmp_path, rng, fed)
             workers.wait_for("commit")
             time.sleep(rng.random() * 0.5)
             broker.kill()  # while both pipelines commit
             commits = workers.kill()
             broker.start()
-            held = check(broker)
+            held = check(broker, fed)
             progress.append({place: len(ids) for place, ids in held.items()} | commits)
+            print(progress[-1], flush=True)
         # Then the pipelines run to the end.
-        workers = Workers(broker, tmp_path, rng)
-        deadline = time.monotonic() + 120
+        workers = Workers(broker, tmp_path, rng, IDS)
+        deadline = time.monotonic() + 120 + ROUNDS
         while time.monotonic() < deadline:
             time.sleep(0.5)
             if (group_offset(broker.bootstrap, "ctp1", "mid1") == IDS
                     and queue_length(broker, "out2") == IDS):
                 break
         workers.kill()
-        held = check(broker)
+        held = check(broker, IDS)
     finally:
         if broker.process is not None and broker.process.poll() is None:
             broker.kill()
-    print(progress)
     assert held["in1"] == [] and held["out1"] == held["mid1"], progress
     assert sorted(held["out1"]) == list(range(IDS)), progress  # each input once in the final output
     assert held["out2"] == held["in2"] == list(range(IDS)), progress
-    # The kills landed while both pipelines had work left.
-    assert 0 < progress[0]["out1"] < IDS and 0 < progress[0]["out2"] < IDS, progress
+    # Each kill came after both pipelines had passed ids through, and found
+    # work in the middle of one.
+    assert all(round_["out1"] and round_["out2"] for round_ in progress), progress
+    assert any(round_["out1"] < round_["mid1"] or round_["out2"] < round_["in2"] for round_ in progress), progress
 
 
 if __name__ == "__main__":
-    role, port, servers, seed = sys.argv[1:5]
+    role, port, servers, seed, ids = sys.argv[1:6]
     run = {"amqp-to-stream": lambda: amqp_to_stream(int(port), random.Random(seed)),
            "kafka-transform": lambda: kafka_transform(servers, random.Random(seed)),
-           "kafka-source": lambda: kafka_source(servers, random.Random(seed)),
+           "kafka-source": lambda: kafka_source(servers, random.Random(seed), int(ids)),
            "group-to-queue": lambda: group_to_queue(int(port), random.Random(seed))}[role]
     run()
