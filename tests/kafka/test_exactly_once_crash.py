@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = int(os.environ.get("AMQLITE_CROSS_CRASH_ROUNDS", "1"))
 #: New ids each round gives each pipeline's input, so that no stage has run
 #: out of work when the broker is killed (a round passes fewer through).
-FEED = 100
+FEED = 200
 IDS = FEED * ROUNDS
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 #: The Kafka workers start first (librdkafka's start is the slow one), so
