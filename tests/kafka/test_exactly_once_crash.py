@@ -60,20 +60,22 @@ KAFKA_WORKERS, AMQP_WORKERS = ("kafka-transform", "kafka-source"), ("amqp-to-str
 # it kills), and ends when the broker goes away or its work is done; the
 # Kafka ones say when they are ready.
 
-def amqp_to_stream(amqp_port: int, rng: random.Random) -> None:
+def amqp_forward(amqp_port: int, rng: random.Random, source: str, target: str,
+                 arguments: dict[str, str] | None = None) -> None:
+    """``source`` -> ``target``, acks and publishes in one transaction per 1 to 5 ids."""
     connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", amqp_port))
     channel = connection.channel()
     channel.basic_qos(prefetch_count=20)
     channel.tx_select()
     batch, size = 0, rng.randint(1, 5)
-    for method, _, body in channel.consume("in1", inactivity_timeout=0.05):
+    for method, _, body in channel.consume(source, inactivity_timeout=0.05, arguments=arguments):
         if method is None:
             if batch:  # nothing more came: commit what there is
                 channel.tx_commit()
                 print("commit", flush=True)
                 batch = 0
             continue
-        channel.basic_publish("", "mid1", body, PERSISTENT)
+        channel.basic_publish("", target, body, PERSISTENT)
         channel.basic_ack(method.delivery_tag)
         batch += 1
         if batch == size:
@@ -120,29 +122,6 @@ def kafka_source(bootstrap: str, rng: random.Random, ids: int) -> None:
             n += 1
         producer.commit_transaction(30)
         print("commit", flush=True)
-
-
-def group_to_queue(amqp_port: int, rng: random.Random) -> None:
-    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", amqp_port))
-    channel = connection.channel()
-    channel.basic_qos(prefetch_count=20)
-    channel.tx_select()
-    batch, size = 0, rng.randint(1, 5)
-    arguments = {"x-stream-group": "fwd2", "x-stream-offset": "first"}
-    for method, _, body in channel.consume("in2", inactivity_timeout=0.05, arguments=arguments):
-        if method is None:
-            if batch:
-                channel.tx_commit()
-                print("commit", flush=True)
-                batch = 0
-            continue
-        channel.basic_publish("", "out2", body, PERSISTENT)
-        channel.basic_ack(method.delivery_tag)
-        batch += 1
-        if batch == size:
-            channel.tx_commit()
-            print("commit", flush=True)
-            batch, size = 0, rng.randint(1, 5)
 
 
 # What the broker holds, read with no worker running.
@@ -328,8 +307,9 @@ def test_two_pipelines_across_amqp_and_kafka_are_exactly_once_across_kill_9(tmp_
 
 if __name__ == "__main__":
     role, port, servers, seed, ids = sys.argv[1:6]
-    run = {"amqp-to-stream": lambda: amqp_to_stream(int(port), random.Random(seed)),
+    run = {"amqp-to-stream": lambda: amqp_forward(int(port), random.Random(seed), "in1", "mid1"),
            "kafka-transform": lambda: kafka_transform(servers, random.Random(seed)),
            "kafka-source": lambda: kafka_source(servers, random.Random(seed), int(ids)),
-           "group-to-queue": lambda: group_to_queue(int(port), random.Random(seed))}[role]
+           "group-to-queue": lambda: amqp_forward(int(port), random.Random(seed), "in2", "out2",
+                                                  {"x-stream-group": "fwd2", "x-stream-offset": "first"})}[role]
     run()
