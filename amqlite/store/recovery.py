@@ -831,7 +831,9 @@ def _damaged_records(data: bytes, start: int, end: int) -> tuple[list[tuple[int,
     bytes of the range that reading cannot account for. The range starts
     where an intact record ended, so at a record's head; one flipped byte
     makes it that one record. Where the lengths do not lead exactly to the
-    range's end, only the first record is taken at its word."""
+    range's end, only the first record is taken at its word, and the rest
+    of the range (all of it after the head, if that record's own length
+    overshoots) is not accounted for."""
     found: list[tuple[int, bytes]] = []
     at = start
     while end - at >= HEAD_SIZE:
@@ -844,8 +846,10 @@ def _damaged_records(data: bytes, start: int, end: int) -> tuple[list[tuple[int,
         at = stop
     if at == end:
         return found, 0
-    first = min(start + 8 + RECORD_HEAD.unpack_from(data, start)[0], end) if found else start
-    return found[:1], end - first
+    if not found:
+        return found, end - start
+    first = start + 8 + RECORD_HEAD.unpack_from(data, start)[0]
+    return found[:1], end - (first if start < first < end else start + HEAD_SIZE)
 
 
 def _report_unsummarised(replay: _Replay, manifest: Manifest | None, queues: dict[int, Queue]) -> int:
@@ -874,7 +878,9 @@ def _report_unsummarised(replay: _Replay, manifest: Manifest | None, queues: dic
                         _, queue_id, seq, *_ = segment_index.entry(kind, payload, 0)
                         index = replay.queues.get(queue_id)
                         queue = queues.get(queue_id)
-                        if (queue is not None and (index is None or index.find(seq) < 0)
+                        if queue is None and queue_id not in replay.known_queues:
+                            unreadable += HEAD_SIZE + len(payload)  # no queue ever had that id: a damaged head
+                        elif (queue is not None and (index is None or index.find(seq) < 0)
                                 and seq not in replay.removed_elsewhere.get(queue_id, ())
                                 and seq >= replay.truncations.get(queue_id, (0, 0))[0]):
                             lost.setdefault(queue_id, []).append(seq)
