@@ -246,19 +246,27 @@ class TransactionCoordinator:
         for txn in self.transactions.values():
             self._completing(txn)
 
-    def recovered(self, now: float) -> None:
+    def recovered(self, now: float) -> dict[str, int]:
         """After a restart: complete what was prepared, abort what was
         ongoing (with the epoch bumped, fencing its producer), and end any
-        transaction a partition holds open that no id still owns."""
+        transaction a partition holds open that no id still owns. Returns
+        how many of each it found."""
+        found = {"ids": len(self.transactions), "committed": 0, "aborted": 0, "ongoing_aborted": 0,
+                 "orphans_aborted": 0}
         for txn in list(self.transactions.values()):
             if txn.state in _PREPARED:
-                self._finish(txn, txn.state is State.PREPARE_COMMIT, now)
+                commit = txn.state is State.PREPARE_COMMIT
+                self._finish(txn, commit, now)
+                found["committed" if commit else "aborted"] += 1
             elif txn.state is State.ONGOING:
                 self._end(txn, False, now, bump=True)
+                found["ongoing_aborted"] += 1
         for stream in self._streams():
             for producer_id in list(stream.transactions.open):
                 self._mark(stream, producer_id, stream.producers.epoch_of(producer_id), False, now)
+                found["orphans_aborted"] += 1
         self._schedule()
+        return found
 
     # -- restoring (store/recovery.py) ------------------------------------
 

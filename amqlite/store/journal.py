@@ -968,7 +968,9 @@ class DiskJournal:
         self.apply(recovered)
         for vhost in broker.vhosts.values():
             if vhost.transactions is not None:
-                vhost.transactions.recovered(now)
+                # Transactions a crash left prepared are completed, ongoing ones aborted.
+                log.info("store.kafka_transactions_recovered", vhost=vhost.name,
+                         **vhost.transactions.recovered(now))
         return recovered.report
 
     def apply(self, recovered: Recovered) -> None:
