@@ -44,6 +44,9 @@ DISK_CHECK_INTERVAL_LOW = 1.0
 RESERVE_SIZE = 16 * 2**20
 #: Seconds from a change of definitions to the snapshot that holds it.
 SNAPSHOT_DELAY = 1.0
+#: Seconds acks and deliveries wait for more before they are written, when
+#: nothing else is (see the write loop).
+SETTLE_DELAY = 0.01
 
 
 class WriteObserver(Protocol):
@@ -311,6 +314,15 @@ class StoreDriver:
                 if journal.disk_low and journal.roll_if_drained():
                     break  # nothing pending: delete what the roll made obsolete
                 await self._wakeup.park()
+            # Nothing waits for acks and deliveries to be on disk (an ack a
+            # crash catches unwritten comes back either way): they are
+            # gathered for a while, so that a consumer's stream of acks makes
+            # a write every SETTLE_DELAY, not one per read, and those acked
+            # meanwhile need no DELIVERED record. A record of anything else
+            # (a publish, a commit) ends the wait.
+            with trio.move_on_after(SETTLE_DELAY):
+                while journal.settlements_only:
+                    await self._wakeup.park()
             pending, position = journal.take_batch()
             messages_written = journal.messages_written
             # What may be deleted once this batch is on disk is decided now,

@@ -718,6 +718,14 @@ class DiskJournal:
         return (self.log.dirty or bool(self._releases) or bool(self._group_commits) or bool(self._deliveries)
                 or bool(self._removals) or bool(self._txn_completions))
 
+    @property
+    def settlements_only(self) -> bool:
+        """What waits to be written is acks and deliveries only (their
+        REMOVE and DELIVERED records are appended as the batch is taken),
+        which no confirm or commit waits for."""
+        return bool(self._removals or self._deliveries) and not (self.log.dirty or self._releases
+                                                                  or self._group_commits)
+
     def take_batch(self) -> tuple[list[tuple[int, bytes]], int]:
         """Everything appended so far, for a writer, and the position it
         reaches (trio thread)."""

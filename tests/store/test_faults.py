@@ -17,6 +17,7 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
+from amqlite.core.events import WaitForDisk
 from amqlite.core.message import Properties
 from amqlite import storage
 from amqlite.storage import StoreDriver
@@ -426,4 +427,44 @@ async def test_the_driver_indexes_sealed_segments_and_an_index_it_cannot_write_c
     store = store.restart(crash=True)
     assert store.journal._indexed == set(sealed)  # the rest were replayed
     assert [body for body, _ in drain(store.ch, "q")] == [b"m%02d" % i for i in range(40)]
+    store.close()
+
+
+async def test_acks_alone_wait_for_more_and_a_publish_is_written_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Acks and deliveries, which no confirm waits for, are gathered for
+    SETTLE_DELAY before they are written, acks coming meanwhile joining
+    them; a publish appended meanwhile is written at once, with them."""
+    monkeypatch.setattr(storage, "SETTLE_DELAY", 30.0)
+    store = store_with_queue(tmp_path, FaultyFS())
+    batches = Batches()
+    driven = Driven(store, batches)
+
+    def get_and_ack() -> None:
+        got = store.ch.get("q", now=NOW)
+        assert got is not None and not isinstance(got, WaitForDisk)
+        store.ch.ack(got.delivery_tag, now=NOW)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(driven.driver.run)
+        for i in range(4):
+            assert driven.publish(b"%d" % i)
+        await driven.settle()
+        written = len(batches.seen)
+        get_and_ack()
+        await trio.sleep(0.3)
+        get_and_ack()
+        await trio.sleep(0.3)
+        assert store.journal.dirty and len(batches.seen) == written  # both acks wait
+        assert driven.publish(b"new")
+        with trio.fail_after(10):  # well before SETTLE_DELAY
+            await driven.settle()
+        assert [messages for _, messages in batches.seen[written:]] == [1]  # one batch: the publish, both acks
+        monkeypatch.setattr(storage, "SETTLE_DELAY", 0.05)
+        get_and_ack()
+        with trio.fail_after(10):
+            await driven.settle()
+        nursery.cancel_scope.cancel()
+    store = store.restart(crash=True)  # the three acks were written, not left for close
+    assert drain(store.ch, "q") == [(b"3", False), (b"new", False)]
     store.close()
