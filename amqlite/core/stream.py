@@ -294,13 +294,18 @@ class Stream(Queue):
             self.dispatch(now)
         return True
 
-    def append_batch(self, batch: Batch, now: float, *, transaction: int | None = None) -> int | None:
+    def append_batch(self, batch: Batch, now: float, *, transaction: int | None = None,
+                     marker: bool = False) -> int | None:
         """Append a batch whose first message is at offset ``end``; returns
         that offset, or None if storage refuses writes (as enqueue drops).
         ``transaction``: the batch belongs to that producer's open
-        transaction, and readers of committed messages wait for its end."""
+        transaction, and readers of committed messages wait for its end.
+        ``marker``: it ends a transaction (core/transactions.py), and is
+        appended even while storage refuses new messages, as acks are: a
+        transaction decided must reach every partition, or a restart
+        would take it for an open one."""
         journal = self.journal
-        if journal is not None and not journal.accepting:
+        if journal is not None and not journal.accepting and not marker:
             return None
         offset, count = self.end, batch.record_count
         if journal is None:

@@ -356,11 +356,11 @@ class TransactionCoordinator:
             stream.producers.fence(producer_id, epoch)
             return
         batch = self.marker(stream.end, producer_id, epoch, commit, COORDINATOR_EPOCH, now)
-        offset = stream.append_batch(batch, now)
-        if offset is not None:
-            stream.transactions.ended(producer_id, offset, commit)
-            stream.producers.fence(producer_id, epoch)
-            stream.dispatch(now)  # the last stable offset moved: AMQP readers go on
+        offset = stream.append_batch(batch, now, marker=True)
+        assert offset is not None, "a marker is always appended"
+        stream.transactions.ended(producer_id, offset, commit)
+        stream.producers.fence(producer_id, epoch)
+        stream.dispatch(now)  # the last stable offset moved: AMQP readers go on
 
     def _streams(self) -> list[Stream]:
         return [queue for queue in self.vhost.queues.values() if isinstance(queue, Stream)]

@@ -148,3 +148,25 @@ def test_the_next_transaction_waits_until_the_last_one_is_on_disk(tmp_path: Path
     store.sync()
     assert txns.end("app", pid, epoch, True, NOW) == NONE
     assert txns.add_partitions("app", pid, epoch, [payments], NOW) == NONE
+
+
+def test_markers_are_written_while_the_disk_alarm_refuses_records(tmp_path: Path) -> None:
+    """A decided transaction reaches its partitions even below
+    disk_free_limit (as acks do): a restart must not take it for an open
+    one and abort a commit."""
+    store = Store(tmp_path)
+    store.ch.declare_queue("payments", durable=True, arguments=STREAM, now=NOW)
+    txns = coordinator(store)
+    payments = store.queue("payments")
+    _, pid, epoch = txns.init_producer("app", 60.0, -1, -1, NOW)
+    txns.add_partitions("app", pid, epoch, [payments], NOW)
+    send(payments, pid, epoch, 0, b"x")
+    store.sync()
+    store.journal.disk_low = True
+    assert not store.journal.accepting
+    assert txns.end("app", pid, epoch, True, NOW) == NONE
+    assert (payments.end, payments.transactions.stable(payments.end)) == (2, 2)
+    store.sync()
+    restarted = store.restart(crash=True)
+    payments = restarted.queue("payments")
+    assert payments.end == 2 and payments.transactions.stable(2) == 2 and not payments.transactions.aborted(0)
