@@ -38,10 +38,13 @@ demo: $(STAMP)
 	$(BIN)/python examples/event_replay.py
 	$(BIN)/python examples/partitioned_orders.py
 
-# Types are checked as part of the tests.
+# Types are checked as part of the tests. Two pytest-xdist workers: most
+# of a serial run is spent waiting on servers, clients and kill -9 rounds,
+# which the other worker fills; a module stays on one worker (loadscope), so
+# its module fixtures and its tests' order are as in a serial run.
 test: $(STAMP)
 	$(BIN)/mypy amqlite
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
