@@ -129,12 +129,14 @@ def test_a_producer_without_consumers_is_blocked_at_the_watermark_and_resumes(br
     producer = Producer(port)
     producer.start()
     deadline, last = time.monotonic() + 60, -1
+    while '"event": "memory.alarm"' not in log.read_text():
+        assert time.monotonic() < deadline, "the alarm never went on"
+        time.sleep(0.05)
     while producer.confirmed != last:  # blocked means not read: it stops getting confirms
         assert time.monotonic() < deadline, "the producer was never blocked"
         last = producer.confirmed
-        time.sleep(2)
+        time.sleep(1)
     confirmed_when_blocked = producer.confirmed
-    assert '"event": "memory.alarm"' in log.read_text()
     assert resident(process.pid) < watermark + MARGIN
     assert confirmed_when_blocked * len(BODY) > 60 * 2**20  # it got well into the budget first
 
