@@ -39,16 +39,6 @@ def run(bootstrap: dict[str, Any], topic: str, codec: str) -> tuple[list[tuple[A
     return got, marks
 
 
-@pytest.fixture(scope="module")
-def mock() -> Any:
-    # The mock lives as long as the client that made it.
-    keeper = Producer({"test.mock.num.brokers": 1})
-    brokers = keeper.list_topics(timeout=10).brokers
-    [(host, port)] = [(b.host, b.port) for b in brokers.values()]
-    yield {"bootstrap.servers": f"{host}:{port}"}
-    keeper.flush(10)
-    keeper.close()  # the mock's threads end here, not at interpreter exit
-
 
 @pytest.mark.parametrize("codec", CODECS)
 def test_same_records_and_watermarks_as_librdkafkas_mock(kafka_server: KafkaServerThread, mock: Any,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
@@ -60,16 +61,24 @@ def test_kafka_python_commit_abort_commit_read_committed_and_uncommitted(kafka_s
             kind + b"-1", kind + b"-2", kind + b"-3"]
 
 
+def open_transaction(bootstrap: str, transactional_id: str, topic: str, value: bytes) -> Any:
+    """A kafka-python producer with a transaction open, ``value`` sent in it."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id)
+    producer.init_transactions()
+    producer.begin_transaction()
+    producer.send(topic, value)
+    producer.flush()
+    return producer
+
+
 def test_a_second_instance_of_a_transactional_id_fences_the_first(kafka_server: KafkaServerThread) -> None:
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
     topic = topic_name()
-    first = KafkaProducer(bootstrap_servers=kafka_server.bootstrap, transactional_id="zombie")
-    first.init_transactions()
-    first.begin_transaction()
-    first.send(topic, b"from-the-zombie")
-    first.flush()
+    first = open_transaction(kafka_server.bootstrap, "zombie", topic, b"from-the-zombie")
     second = KafkaProducer(bootstrap_servers=kafka_server.bootstrap, transactional_id="zombie")
     second.init_transactions()  # aborts what the first left open, and fences it
     with pytest.raises(KafkaError):
@@ -191,15 +200,11 @@ def test_confluent_kafka_transactional_api_and_fencing(kafka_server: KafkaServer
 
 
 def test_kafka_python_admin_describes_and_lists_transactions(kafka_server: KafkaServerThread) -> None:
-    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka import KafkaAdminClient
     from kafka.structs import TopicPartition
 
     topic = topic_name()
-    producer = KafkaProducer(bootstrap_servers=kafka_server.bootstrap, transactional_id="described")
-    producer.init_transactions()
-    producer.begin_transaction()
-    producer.send(topic, b"x")
-    producer.flush()
+    producer = open_transaction(kafka_server.bootstrap, "described", topic, b"x")
     admin = KafkaAdminClient(bootstrap_servers=kafka_server.bootstrap)
     try:
         described = admin.describe_transactions(["described"])["described"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from kafka_support import KafkaServerThread
@@ -50,15 +49,6 @@ def read(bootstrap: dict[str, Any], topic: str, isolation: str, expected: int) -
     consumer.close()
     return got, high
 
-
-@pytest.fixture(scope="module")
-def mock() -> Any:
-    keeper = Producer({"test.mock.num.brokers": 1})
-    brokers = keeper.list_topics(timeout=10).brokers
-    [(host, port)] = [(b.host, b.port) for b in brokers.values()]
-    yield {"bootstrap.servers": f"{host}:{port}"}
-    keeper.flush(10)
-    keeper.close()
 
 
 def test_transactions_as_librdkafkas_mock_where_it_implements_them(kafka_server: KafkaServerThread,

@@ -134,14 +134,20 @@ def test_the_id_keeps_its_producer_across_a_restart_and_fences_the_old_epoch(tmp
     assert txns.add_partitions("app", pid, epoch, [store.queue("payments")], NOW) == PRODUCER_FENCED
 
 
-def test_the_next_transaction_waits_until_the_last_one_is_on_disk(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+def one_open(directory: Path) -> tuple[Store, TransactionCoordinator, Stream, int, int]:
+    """A transaction with one record in the stream ``payments``, open."""
+    store = Store(directory)
     store.ch.declare_queue("payments", durable=True, arguments=STREAM, now=NOW)
     txns = coordinator(store)
     payments = store.queue("payments")
     _, pid, epoch = txns.init_producer("app", 60.0, -1, -1, NOW)
     txns.add_partitions("app", pid, epoch, [payments], NOW)
     send(payments, pid, epoch, 0, b"x")
+    return store, txns, payments, pid, epoch
+
+
+def test_the_next_transaction_waits_until_the_last_one_is_on_disk(tmp_path: Path) -> None:
+    store, txns, payments, pid, epoch = one_open(tmp_path)
     assert txns.end("app", pid, epoch, True, NOW) == NONE
     assert txns.add_partitions("app", pid, epoch, [payments], NOW) == CONCURRENT_TRANSACTIONS
     assert txns.end("app", pid, epoch, True, NOW) == CONCURRENT_TRANSACTIONS  # its retry: not on disk yet
@@ -154,13 +160,7 @@ def test_markers_are_written_while_the_disk_alarm_refuses_records(tmp_path: Path
     """A decided transaction reaches its partitions even below
     disk_free_limit (as acks do): a restart must not take it for an open
     one and abort a commit."""
-    store = Store(tmp_path)
-    store.ch.declare_queue("payments", durable=True, arguments=STREAM, now=NOW)
-    txns = coordinator(store)
-    payments = store.queue("payments")
-    _, pid, epoch = txns.init_producer("app", 60.0, -1, -1, NOW)
-    txns.add_partitions("app", pid, epoch, [payments], NOW)
-    send(payments, pid, epoch, 0, b"x")
+    store, txns, payments, pid, epoch = one_open(tmp_path)
     store.sync()
     store.journal.disk_low = True
     assert not store.journal.accepting
