@@ -206,12 +206,13 @@ class HeldMessages:
         self._names = SortedPairs("Q")
         self._names_gone = 0
         self._last_id = 0
-        #: (due, id) of the held messages, for pages by due time: all but
-        #: those restored at start-up into later buckets that no page and
-        #: no split has reached yet (their hours, sorted), which are
-        #: indexed an hour at a time then (start-up stays a bulk restore).
+        #: (due, id) of the held messages due in the hours (due // LATER)
+        #: of ``_indexed``, for pages by due time. An hour is indexed when
+        #: a page first reaches it, from wherever its messages are by
+        #: then: until a page needs them, held messages cost nothing here
+        #: (16 B each), and start-up stays a bulk restore.
         self._by_due = SortedPairs("d")
-        self._unindexed: list[int] = []
+        self._indexed: set[int] = set()
 
     def __len__(self) -> int:
         return self.count
@@ -249,7 +250,8 @@ class HeldMessages:
         if not segment:
             self._resident[msg_id] = message
         self._index(msg_id, due, segment, offset, message.properties.message_id)
-        self._by_due.add(due, msg_id)
+        if math.floor(due / LATER) in self._indexed:
+            self._by_due.add(due, msg_id)
         if due < self.horizon:
             heapq.heappush(self._near, (due, msg_id, next(self._order), message, segment, offset))
             return len(self._near) >= self._check_at and self._lower_horizon(now)
@@ -320,7 +322,6 @@ class HeldMessages:
             if progress is not None:
                 progress(min(start + RESTORE_STEP, len(ids)))
         self.horizon = min(self.horizon, math.floor(first / BUCKET) * BUCKET)
-        self._unindexed = sorted(set(self._unindexed).union(self._later.records))
 
     # -- time ---------------------------------------------------------------
 
@@ -507,14 +508,15 @@ class HeldMessages:
                          after: tuple[float, int] | None = None, limit: int = 100) -> list[tuple[int, float]]:
         """A page of (id, due) of held messages due in [``due_from``,
         ``due_to``), in due order (then id), after the (due, id) ``after``:
-        a bisection of the index by due time, O(log n) and the page."""
+        a bisection of the index by due time, O(log n) and the page (and a
+        look over the hour buckets for those not indexed yet)."""
         cursor = (due_from, -1) if after is None else max(after, (due_from, -1))
+        first = math.floor(cursor[0] / LATER) if cursor[0] > -math.inf else -math.inf
+        unindexed = sorted(hour for hour in self._hours() if hour >= first and hour not in self._indexed)
         page: list[tuple[int, float]] = []
         while True:
-            start = cursor[0]
-            j = bisect.bisect_left(self._unindexed, math.floor(start / LATER)) if start > -math.inf else 0
-            bound = self._unindexed[j] * LATER if j < len(self._unindexed) else math.inf
-            for due, found in self._by_due.from_(start, cursor[1] + 1):
+            bound = unindexed[0] * LATER if unindexed else math.inf
+            for due, found in self._by_due.from_(cursor[0], cursor[1] + 1):
                 if due >= due_to or due >= bound:
                     break
                 cursor = (due, int(found))
@@ -523,23 +525,28 @@ class HeldMessages:
                     return page
             if bound >= due_to:
                 return page
-            self._index_hour(self._unindexed[j])
+            self._index_hour(unindexed.pop(0))
+
+    def _hours(self) -> set[int]:
+        """The hours (due // LATER) of every held message, and maybe more."""
+        minutes = int(LATER // BUCKET)
+        hours = {*self._later.records, *self._later.unwritten}
+        hours.update(key // minutes for key in (*self._far.records, *self._far.unwritten))
+        hours.update(math.floor(item[0] / LATER) for item in self._near)
+        return hours
 
     def _index_hour(self, hour: int) -> None:
-        """The held messages restored into a later bucket join the index
-        by due time, wherever they are now: its records, those split from
-        it into far buckets, those brought back into the heap (each still
-        current, once). Not at the split itself: that goes a step at a
-        time, and at start-up at once, as a bulk copy of the records."""
-        j = bisect.bisect_left(self._unindexed, hour)
-        if j == len(self._unindexed) or self._unindexed[j] != hour:
-            return
-        del self._unindexed[j]
+        """The held messages due in ``hour`` join the index by due time,
+        from wherever they are: its later bucket, the far buckets split
+        from it, the heap (each still current, once)."""
+        self._indexed.add(hour)
         minutes = int(LATER // BUCKET)
+        far = range(hour * minutes, (hour + 1) * minutes)
         found = [(due, msg_id) for records in (self._later.records.get(hour, b""), *(
-                     self._far.records.get(key, b"") for key in range(hour * minutes, (hour + 1) * minutes)))
+                     self._far.records.get(key, b"") for key in far))
                  for due, msg_id, _, _ in _RECORD.iter_unpack(records)]
-        found += [(due, msg_id) for due, msg_id, *_ in self._near if math.floor(due / LATER) == hour]
+        for items in (self._near, self._later.unwritten.get(hour, ()), *(self._far.unwritten.get(key, ()) for key in far)):
+            found += [(due, msg_id) for due, msg_id, *_ in items if math.floor(due / LATER) == hour]
         for due, msg_id in sorted(found):
             if self._current(msg_id, due) and (due, msg_id) not in self._by_due:
                 self._by_due.add(due, msg_id)
@@ -565,7 +572,8 @@ class HeldMessages:
         if self._dues[i] == due:
             return True
         self._by_due.remove(self._dues[i], msg_id)
-        self._by_due.add(due, msg_id)
+        if math.floor(due / LATER) in self._indexed:
+            self._by_due.add(due, msg_id)
         self._dues[i] = due
         self._stale += 1
         message = self._resident.get(msg_id)
@@ -659,6 +667,6 @@ class HeldMessages:
         self._resident.clear()
         self._names.clear()
         self._by_due.clear()
-        self._unindexed.clear()
+        self._indexed.clear()
         self._gone = self._stale = self._names_gone = 0
         return dropped
