@@ -120,12 +120,14 @@ def walk_ready(queue: Any) -> list:
 
 def walk_delayed(queue: Any) -> list:
     """Every entry of ``queue`` waiting out a retry delay."""
-    items = queue._retry
+    retries = queue.retries
+    items = retries.page(after=-1, limit=len(retries) + 1)
     entries = [e for _, _, e in items]
-    assert all(e.state == DELAYED for e in entries), f"stale item in {queue.name}'s retry heap"
-    assert len({id(e) for e in entries}) == len(entries), f"an entry is twice in {queue.name}'s retry heap"
-    assert queue.delayed_count == len(entries) >= 0
-    return [(due, e) for due, _, e in items]
+    assert all(e.state == DELAYED for e in entries), f"stale item in {queue.name}'s retries"
+    assert len({id(e) for e in entries}) == len(entries), f"an entry is twice in {queue.name}'s retries"
+    assert all(seq == e.seq for seq, _, e in items), f"an entry under another seq in {queue.name}'s retries"
+    assert queue.delayed_count == len(entries) == len(retries) >= 0
+    return [(due, e) for _, due, e in items]
 
 
 # --------------------------------------------------------------------------
@@ -327,7 +329,7 @@ class Conservation(RuleBasedStateMachine):
         dex = vhost.exchanges.get(DEX)
         if dex is not None:
             assert dex.pending_count == len(list(dex.held.in_memory()))
-            for _, message in dex.held.in_memory():
+            for message in dex.held.in_memory().values():
                 put(copy_key(message, DEX), "pending", message)
         for i, chan in enumerate(self.chans):
             channel = chan.channel
@@ -449,7 +451,7 @@ class Conservation(RuleBasedStateMachine):
                 registered(queue, min(deadlines))
         dex = self.broker.vhosts["/"].exchanges.get(DEX)
         if dex is not None and dex.pending_count:
-            registered(dex, min(due for due, _ in dex.held.in_memory()))
+            registered(dex, min(dex.held.due_of(i) for i in dex.held.in_memory()))
 
     @invariant()
     def consumers_served(self) -> None:
@@ -665,7 +667,7 @@ class Conservation(RuleBasedStateMachine):
                 assert due > self.now, f"{queue.name}: retry left behind"
         dex = self.broker.vhosts["/"].exchanges.get(DEX)
         if dex is not None:
-            assert all(due > self.now for due, _ in dex.held.in_memory()), "delayed message left behind"
+            assert all(dex.held.due_of(i) > self.now for i in dex.held.in_memory()), "delayed message left behind"
 
     # -- administration -------------------------------------------------
 
