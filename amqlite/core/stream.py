@@ -319,6 +319,8 @@ class Stream(Queue):
         self._memory.extend(batch, count)
         if transaction is not None:
             self.transactions.appended(transaction, offset, count)
+        if marker:
+            self.written_end()  # settles the markers already on disk
         self.end = offset + count
         self._note(offset, len(batch.data), now, new_chunk)
         self._stamped(offset, batch.max_timestamp)
@@ -716,6 +718,22 @@ class Stream(Queue):
     def over_budget(self) -> bool:
         journal = self.journal
         return journal is not None and len(self._memory) > journal.queue_budget
+
+    def written_end(self) -> int:
+        """The offset after the last message whose record is on disk (the
+        end, without storage): Kafka's high watermark. Kafka readers are
+        served no further, so that a crash never takes back a record one
+        was sent, which would leave its position past the end."""
+        journal = self.journal
+        if journal is None:
+            return self.end
+        # Records are written in offset order, and what left memory is on disk.
+        base, segments, positions = self._memory_first - self.first, self._record_segments, self._record_offsets
+        written = self._memory_first + bisect.bisect_left(
+            range(self.end - self._memory_first), True,
+            key=lambda n: not journal.is_written(segments[base + n], positions[base + n]))
+        self.transactions.written(written)
+        return written
 
     def page_out(self) -> int:
         """Let the oldest messages in memory go once their records are on

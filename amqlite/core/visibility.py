@@ -17,6 +17,10 @@ control batch, the commit or abort marker. So each partition keeps:
 - the offsets of the aborted transactions' batches, for readers that
   filter here: AMQP consumers, which get messages rather than batches,
   skip them (core/stream.py).
+- the transactions ended by a marker not yet on disk (first offset and
+  marker's offset): a crash before the marker's write would have them
+  aborted at start-up, so a reader bounded by what is on disk (Kafka's
+  Fetch) must take them for open until the marker is written.
 
 Pure and rebuilt at recovery from the batches' headers in log order, as
 the idempotence state is (core/idempotence.py).
@@ -42,7 +46,7 @@ class Aborted(NamedTuple):
 class Visibility:
     """One partition's open and aborted transactions."""
 
-    __slots__ = ("open", "_batches", "_aborted", "_aborted_ends", "_aborted_ranges")
+    __slots__ = ("open", "_batches", "_aborted", "_aborted_ends", "_aborted_ranges", "_ending")
 
     def __init__(self) -> None:
         #: Producer id -> first offset of its open transaction here.
@@ -54,10 +58,23 @@ class Visibility:
         self._aborted_ends: list[int] = []
         #: The aborted transactions' batches, (first offset, end) in order.
         self._aborted_ranges: list[tuple[int, int]] = []
+        #: Ended transactions whose marker may not be on disk yet, in
+        #: marker order: (marker offset, first offset).
+        self._ending: list[tuple[int, int]] = []
 
     def stable(self, end: int) -> int:
-        """The last stable offset of a partition whose next offset is ``end``."""
-        return min(self.open.values(), default=end)
+        """The last stable offset of a partition read up to ``end``: a
+        transaction whose marker is at or after ``end`` is still open there."""
+        ending = self._ending
+        at = bisect.bisect_left(ending, (end, -1))
+        return min(min(self.open.values(), default=end), min((first for _, first in ending[at:]), default=end))
+
+    def written(self, end: int) -> None:
+        """Everything before ``end`` is on disk: markers there are settled
+        (``end`` only grows)."""
+        at = bisect.bisect_left(self._ending, (end, -1))
+        if at:
+            del self._ending[:at]
 
     def appended(self, producer_id: int, offset: int, count: int) -> None:
         """A transactional batch of ``producer_id`` at ``offset`` of ``count``
@@ -72,6 +89,7 @@ class Visibility:
         batches = self._batches.pop(producer_id, [])
         if first is None:
             return False
+        self._ending.append((marker_offset, first))
         if not committed:
             self._aborted.append(Aborted(producer_id, first, marker_offset))
             self._aborted_ends.append(marker_offset)

@@ -16,6 +16,12 @@ so a consumer never sticks behind a large one. Long poll: with less than
 ``max_wait`` has passed (the Pending's deadline), and looks again
 whenever storage moves on (a write synced: new records; a read came back).
 
+High watermark: readers are served only what is on disk
+(``Stream.written_end``), as Kafka serves only what its replicas have:
+a record sent to a reader and then taken back by a crash would leave the
+reader's position past the partition's end, and the client would reset
+(``auto.offset.reset``) or, once new records pass it, skip them.
+
 Isolation: a ``read_committed`` Fetch (isolation level 1) is served up
 to the partition's last stable offset and no further (core/visibility.py),
 with the aborted transactions among what it sends, which the client
@@ -129,8 +135,10 @@ class _Fetch:
             left -= partition.size
 
     def _bound(self, stream: Stream) -> int:
-        """Where reading stops: the last stable offset for read_committed."""
-        return stream.transactions.stable(stream.end) if self.committed else stream.end
+        """Where reading stops: the high watermark (what is on disk), and
+        the last stable offset below it for read_committed."""
+        written = stream.written_end()
+        return stream.transactions.stable(written) if self.committed else written
 
     def cancel(self) -> None:
         for partition in self.partitions:
@@ -157,7 +165,8 @@ class _Fetch:
                 end, stable, first = -1, -1, -1
                 aborted = []
                 if stream is not None:
-                    end, stable, first = stream.end, stream.transactions.stable(stream.end), stream.first
+                    end = stream.written_end()
+                    stable, first = stream.transactions.stable(end), stream.first
                     if self.committed and partition.size:
                         aborted = stream.transactions.aborted_between(partition.offset, partition.upper)
                 head = _PARTITION_HEAD.pack(partition.index, partition.error, end, stable, first)

@@ -54,7 +54,8 @@ def list_offsets(session: Session, request: Request, now: float) -> Any:
                 if wanted_time == EARLIEST:
                     offset = stream.first
                 elif wanted_time == LATEST:
-                    offset = stream.transactions.stable(stream.end) if committed else stream.end
+                    written = stream.written_end()  # the high watermark, as Fetch serves
+                    offset = stream.transactions.stable(written) if committed else written
                 elif wanted_time == MAX_TIMESTAMP:
                     if stream.end > stream.first:
                         offset = stream.end - 1

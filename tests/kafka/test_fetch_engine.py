@@ -1,11 +1,13 @@
 """Fetch through the sans-IO engine on a core broker: the long poll (a
 response at min_bytes or at max_wait, whichever first), KIP-74's limits,
 responses in request order behind a waiting Fetch, offsets out of range,
-and AMQP messages served as a batch."""
+AMQP messages served as a batch, and the high watermark at what is on
+disk."""
 
 from __future__ import annotations
 
 import datetime
+from pathlib import Path
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -16,6 +18,7 @@ from amqlite.kafka import records
 from amqlite.kafka.records import Record
 
 from kafka_support import decode_response, engine, request, request_frame, split_responses
+from store.support import Store
 
 FETCH, PRODUCE = 1, 0
 
@@ -129,3 +132,27 @@ def test_amqp_messages_are_served_as_records() -> None:
     assert (error, high) == (0, 3)
     assert [(r.offset, r.key, r.value, r.headers, r.timestamp) for r in rows] == [
         (n, b"key-%d" % n, b"body-%d" % n, (records.Header("h", b"v"),), 1_700_000_000_000) for n in (1, 2)]
+
+
+def test_a_fetch_serves_only_what_is_on_disk(tmp_path: Path) -> None:
+    """The high watermark is what the journal has written: a record a
+    crash could take back is never sent, so a reader's position is never
+    past the end the broker comes back with (it would reset or skip)."""
+    store = Store(tmp_path)
+    store.ch.declare_queue("t", durable=True, arguments={"x-queue-type": "stream"}, now=5.0)
+    stream = store.queue("t")
+    for n in range(3):
+        stream.enqueue(Message("", "t", Properties(delivery_mode=2), b"body-%d" % n), None, 5.0)
+        if n == 1:
+            store.sync()
+    conn = engine(store.broker)
+    conn.receive_data(request_frame(fetch_request(0, wait_ms=0), correlation_id=1), 5.0)
+    [frame] = split_responses(conn.data_to_send(5.0))
+    error, high, rows = fetched(frame)
+    assert (error, high, [r.value for r in rows]) == (0, 2, [b"body-0", b"body-1"])  # the third is not on disk
+    store.sync()
+    conn.receive_data(request_frame(fetch_request(2, wait_ms=0), correlation_id=2), 5.0)
+    [frame] = split_responses(conn.data_to_send(5.0))
+    error, high, rows = fetched(frame)
+    assert (error, high, [r.value for r in rows]) == (0, 3, [b"body-2"])
+    store.close()

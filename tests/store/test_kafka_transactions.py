@@ -170,3 +170,19 @@ def test_markers_are_written_while_the_disk_alarm_refuses_records(tmp_path: Path
     restarted = store.restart(crash=True)
     payments = restarted.queue("payments")
     assert payments.end == 2 and payments.transactions.stable(2) == 2 and not payments.transactions.aborted(0)
+
+
+@pytest.mark.parametrize("commit", [True, False])
+def test_a_transaction_ended_in_memory_is_open_to_readers_of_what_is_on_disk(tmp_path: Path, commit: bool) -> None:
+    """Until its marker is written, an ended transaction holds the last
+    stable offset below the high watermark (Kafka's Fetch and ListOffsets
+    read there): a crash before the write has it aborted at start-up, so a
+    read_committed reader must not have seen it committed."""
+    store, pid, epoch = ready(tmp_path)
+    payments, _ = streams(store)
+    assert coordinator(store).end("app", pid, epoch, commit, NOW) == NONE
+    assert payments.transactions.stable(payments.end) == payments.end == 4  # in memory: ended
+    assert payments.transactions.stable(payments.written_end()) == 2  # on disk: not yet
+    store.sync()
+    assert payments.transactions.stable(payments.written_end()) == payments.written_end() == 4
+    store.close()
