@@ -94,17 +94,25 @@ class SortedPairs:
         if not self._lasts:
             return
         c, i = self._locate(key, value)
-        for keys, values in zip(self._keys[c:], self._values[c:]):
-            yield from zip(keys[i:], values[i:])
+        for n in range(c, len(self._keys)):
+            keys, values = self._keys[n], self._values[n]
+            yield from zip(keys[i:] if i else keys, values[i:] if i else values)
             i = 0
 
     def values_of(self, key: float) -> list[int]:
-        """The values paired with ``key``."""
-        found = []
-        for k, value in self.from_(key):
-            if k != key:
+        """The values paired with ``key`` (a bisection per chunk they are
+        in: no copy of the rest of the chunk, as from_ makes)."""
+        found: list[int] = []
+        if not self._lasts:
+            return found
+        c, i = self._locate(key, 0)
+        for n in range(c, len(self._keys)):
+            keys, values = self._keys[n], self._values[n]
+            end = bisect.bisect_right(keys, key, i)
+            found += values[i:end]
+            if end < len(keys):
                 break
-            found.append(value)
+            i = 0
         return found
 
     def clear(self) -> None:
