@@ -595,13 +595,16 @@ class Channel:
         """Apply the held publishes and settlements, in order, as one
         atomic unit of the journal: after a crash all of it or none of it
         is found (messages, acks and the consumer groups' offsets those
-        acks move). Returns each publish's outcome so the caller can send
+        acks move). A publish that fails or is refused fails the commit
+        (PreconditionFailed, RabbitMQ's "partial tx completion") with the
+        publishes before it applied, as RabbitMQ leaves them, but none of
+        the acks. Returns each publish's outcome so the caller can send
         basic.return for mandatory messages that reached no queue; the
         unit is on disk once the journal's ``synced`` reaches
         :attr:`committed_at`."""
         self._require_tx()
         publishes, self._tx_publishes = self._tx_publishes, []
-        settles, self._tx_settles = self._tx_settles, []
+        settles = self._tx_settles
         journal = self.broker.journal
         if journal is not None:
             journal.begin_unit()
@@ -610,6 +613,13 @@ class Channel:
                 (message, self.vhost.publish(exchange, message, mandatory, now))
                 for exchange, message, mandatory in publishes
             ]
+            # A publish that failed (its exchange deleted meanwhile) or that a
+            # queue refused (the disk alarm, reject-publish) fails the commit
+            # before its acks are applied: they stay held, and the channel's
+            # close requeues them, so no input is taken without its output.
+            if any(outcome.rejected for _, outcome in outcomes):
+                raise PreconditionFailed("partial tx completion")
+            self._tx_settles = []
             for tag, record, how in settles:
                 self._apply([(tag, record)], how, now)
         finally:

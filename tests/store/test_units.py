@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from amqlite.core.channel import Channel
+from amqlite.core.errors import NotFound, PreconditionFailed
 from amqlite.core.events import Deliver
 from amqlite.store import records as kinds
 from amqlite.store import segment_index
@@ -276,3 +277,57 @@ def test_a_log_cut_anywhere_keeps_the_commits_before_the_cut_whole_and_none_afte
     got = (sorted(body for body, _ in drain(recovered.ch, "in")),
            [[body for body, _ in drain(recovered.ch, queue)] for queue in ("q1", "q2")], recovered.queue("s2").end)
     assert got == [state for end, state in states if end <= cut][-1]
+
+
+def _worker_holding(store: Store, out_arguments: dict[str, object] | None = None) -> tuple[Channel, int]:
+    """``in`` with one persistent message delivered to a transactional
+    worker, and a durable queue ``out``: (worker, the delivery's tag)."""
+    ch = store.ch
+    ch.declare_queue("in", durable=True, now=NOW)
+    ch.declare_queue("out", durable=True, arguments=out_arguments, now=NOW)
+    ch.publish(b"work", routing_key="in", properties=PERSISTENT, now=NOW)
+    worker = store.broker.connect().open_channel()
+    worker.consume("in", now=NOW)
+    store.sync()
+    (tag,) = [event.delivery_tag for event in worker.outbox if isinstance(event, Deliver)]
+    worker.tx_select()
+    return worker, tag
+
+
+@pytest.mark.parametrize("refusal", ["disk alarm", "reject-publish"])
+def test_a_commit_whose_publish_is_refused_fails_and_keeps_its_acks_undone(tmp_path: Path, refusal: str) -> None:
+    """A queue that refuses a publish at commit (the disk alarm, a full
+    x-overflow reject-publish queue) fails the commit with 406, as
+    RabbitMQ's "partial tx completion", and the commit's acks are not
+    applied: the channel's close requeues the input rather than losing it
+    with no output made from it."""
+    store = Store(tmp_path)
+    worker, tag = _worker_holding(store, {"x-max-length": 0, "x-overflow": "reject-publish"}
+                                  if refusal == "reject-publish" else None)
+    worker.publish(b"result", routing_key="out", properties=PERSISTENT, now=NOW)
+    worker.ack(tag, now=NOW)
+    if refusal == "disk alarm":
+        store.journal.disk_low = True
+    with pytest.raises(PreconditionFailed, match="partial tx completion"):
+        worker.tx_commit(now=NOW)
+    worker.close(now=NOW)
+    store.journal.disk_low = False
+    assert drain(store.ch, "in") == [(b"work", True)]
+
+
+def test_a_commit_whose_exchange_was_deleted_requeues_its_acks_at_close(tmp_path: Path) -> None:
+    """A held publish to an exchange deleted before tx.commit fails the
+    commit (404); the acks held with it go back to the channel's unacked,
+    so closing the channel requeues their messages (they were neither
+    acked nor requeued: stuck until a restart)."""
+    store = Store(tmp_path)
+    worker, tag = _worker_holding(store)
+    store.ch.declare_exchange("x", "fanout", durable=True)
+    store.ch.bind_queue("out", "x", "")
+    worker.publish(b"result", exchange="x", properties=PERSISTENT, now=NOW)
+    worker.ack(tag, now=NOW)
+    store.ch.delete_exchange("x")
+    with pytest.raises(NotFound):
+        worker.tx_commit(now=NOW)
+    worker.close(now=NOW)
+    assert drain(store.ch, "in") == [(b"work", True)]
