@@ -119,3 +119,10 @@ class Visibility:
         ranges = self._aborted_ranges
         while ranges and ranges[0][1] <= first:
             del ranges[0]
+        # An open transaction whose first records are gone holds the last
+        # stable offset at the log start, as Kafka clamps its first
+        # unstable offset: never below what a reader can fetch.
+        for producer_id, offset in self.open.items():
+            if offset < first:
+                self.open[producer_id] = first
+        self._ending = [(marker, max(offset, first)) for marker, offset in self._ending]

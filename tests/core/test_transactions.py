@@ -131,3 +131,25 @@ async def test_transaction_timeout_aborts_and_fences_on_the_broker_timers(autoju
         assert txns.transactions["t"].state is State.COMPLETE_ABORT
         assert payments.transactions.aborted(0) and payments.transactions.stable(payments.end) == payments.end
         assert txns.end("t", pid, epoch, True, embedded.now()) == PRODUCER_FENCED
+
+
+def test_the_last_stable_offset_never_falls_below_the_log_start(broker: Broker) -> None:
+    """Retention may delete an open transaction's first records (Kafka's
+    too: it bounds deletion by the high watermark only); the last stable
+    offset is then the log start, as Kafka clamps the first unstable
+    offset, not an offset no reader can fetch: a read_committed consumer
+    resetting to latest was sent below the log start and heard
+    OFFSET_OUT_OF_RANGE, again and again."""
+    txns, _, _, ch = setup(broker)
+    stream = ch.declare_queue("small", durable=True, now=0.0, arguments={
+        **STREAM, "x-max-length-bytes": 100, "x-stream-max-segment-size-bytes": 50})
+    assert isinstance(stream, Stream)
+    _, pid, epoch = txns.init_producer("t", 60.0, -1, -1, 0.0)
+    txns.add_partitions("t", pid, epoch, [stream], 0.0)
+    send(stream, (pid, epoch), 0, b"open" * 20)
+    for n in range(20):
+        ch.publish(b"x" * 40, routing_key="small", now=0.0)
+    assert stream.first > 0  # retention took the transaction's first batch
+    assert stream.transactions.stable(stream.end) == stream.first
+    txns.end("t", pid, epoch, False, 1.0)
+    assert stream.transactions.stable(stream.end) == stream.end
