@@ -259,6 +259,8 @@ class StoreDriver:
                 except OSError as error:
                     journal.manifest_stale = True
                     log.warning("store.manifest_failed", error=str(error), action="retried after the next write")
+                    # Not at once: while the disk fails, that would be a busy loop.
+                    await self._index_wakeup.park()
 
     async def _write_manifest(self, leaving: list[int] | None = None) -> None:
         """Write the manifest (see store/manifest.py) as it stands, without

@@ -113,6 +113,29 @@ async def test_the_observer_hears_of_batches_written_not_of_failed_writes(tmp_pa
         nursery.cancel_scope.cancel()
 
 
+async def test_a_failed_manifest_write_waits_for_the_next_write(tmp_path: Path) -> None:
+    """A manifest the disk refuses is retried after the next write, not at
+    once: retried at once, it failed hundreds of times a second for as long
+    as the disk failed (a full-suite run saw 305 failures in a second)."""
+    fs = FaultyFS()
+    store = store_with_queue(tmp_path, fs)
+    driven = Driven(store)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(driven.driver.run)
+        await driven.settle()
+        fs.fsync_fails = True
+        with capture_logs() as logs:
+            store.journal.manifest_stale = True
+            driven.driver._index_wakeup.unpark_all()
+            await trio.sleep(0.5)
+        assert [e["event"] for e in logs] == ["store.manifest_failed"] and fs.failures == 1
+        fs.fsync_fails = False
+        assert driven.publish(b"next")
+        await driven.settle()
+        await until(lambda: not store.journal.manifest_stale)  # written after the next write
+        nursery.cancel_scope.cancel()
+
+
 @pytest.mark.parametrize("failure", ["short write", "failed fsync"])
 async def test_failing_disk_blocks_then_recovers(tmp_path: Path, failure: str) -> None:
     fs = FaultyFS()
