@@ -96,6 +96,10 @@ class Transaction:
     offsets: dict[tuple[str, Stream], tuple[int, str]] = attrs.Factory(dict)
     #: When it went Ongoing (-1: never).
     started: float = -1.0
+    #: The epoch a bump the producer asked for itself came from (KIP-360,
+    #: Kafka's lastProducerEpoch): a retry of that InitProducerId is
+    #: answered with the current epoch; -1 after any other bump.
+    last_epoch: int = -1
     #: The journal position its Complete record's write reaches: the id
     #: stays prepared until the journal has synced it.
     completing_at: int = 0
@@ -155,15 +159,18 @@ class TransactionCoordinator:
         if self._completing(txn):
             return CONCURRENT_TRANSACTIONS, -1, -1
         if producer_id >= 0 and (producer_id, epoch) != (txn.producer_id, txn.epoch):
-            # KIP-360: a retry of a bump already made is answered with it.
-            if (producer_id, epoch + 1) == (txn.producer_id, txn.epoch):
+            # KIP-360: a retry of a bump this producer asked for is answered
+            # with it; anyone else (a zombie after a new instance) is fenced.
+            if producer_id == txn.producer_id and epoch == txn.last_epoch >= 0:
                 return NONE, txn.producer_id, txn.epoch
             return PRODUCER_FENCED, -1, -1
+        last = txn.epoch if producer_id >= 0 and txn.state is not State.ONGOING else -1
         if txn.state is State.ONGOING:
             self._end(txn, False, now, bump=True)
             if self._completing(txn):
                 return CONCURRENT_TRANSACTIONS, -1, -1  # the client asks again once the abort is on disk
         self._bump(txn)
+        txn.last_epoch = last if txn.producer_id == producer_id else -1
         txn.timeout = timeout
         txn.state = State.EMPTY
         self._log(txn)
@@ -322,9 +329,13 @@ class TransactionCoordinator:
     def _end(self, txn: Transaction, commit: bool, now: float, *, bump: bool = False) -> None:
         """Journal the decision, then complete it. ``bump``: an abort the
         producer did not ask for (a timeout, a new instance, a restart)
-        carries the next epoch, fencing that producer."""
+        carries the next epoch, fencing that producer: the last one too
+        (Kafka's ``prepareFenceProducerEpoch``), since the markers must
+        carry the producer id whose transaction the partitions hold open; a
+        new id comes with the next instance (:meth:`_bump`)."""
         if bump:
-            self._bump(txn)
+            txn.epoch += 1
+            txn.last_epoch = -1
         txn.state = State.PREPARE_COMMIT if commit else State.PREPARE_ABORT
         self._log(txn)
         self._finish(txn, commit, now)
@@ -378,7 +389,8 @@ def record(txn: Transaction, state: State) -> dict[str, object]:
     """What a TXN record holds (store/records.py): enough to finish the
     transaction after a restart."""
     return {
-        "producer_id": txn.producer_id, "epoch": txn.epoch, "timeout_ms": int(txn.timeout * 1000),
+        "producer_id": txn.producer_id, "epoch": txn.epoch, "last_epoch": txn.last_epoch,
+        "timeout_ms": int(txn.timeout * 1000),
         "state": state.value, "started": txn.started,
         "partitions": [stream.store_id or 0 for stream in txn.partitions],
         "offsets": [[group, stream.store_id or 0, offset, metadata]

@@ -1012,7 +1012,7 @@ def _restore_transactions(broker: Broker, queues: dict[int, Queue], replay: _Rep
         if vhost.transactions is None:
             vhost.transactions = TransactionCoordinator(vhost, vhost.producer_ids, marker)
         txn = Transaction(transactional_id, table["producer_id"], table["epoch"], table["timeout_ms"] / 1000,
-                          State(table["state"]), started=table["started"])
+                          State(table["state"]), started=table["started"], last_epoch=table.get("last_epoch", -1))
         for queue_id in table["partitions"]:
             stream = queues.get(queue_id)
             if isinstance(stream, Stream):

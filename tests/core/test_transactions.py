@@ -10,7 +10,7 @@ import trio
 
 from amqlite.core.broker import Broker
 from amqlite.core.channel import Channel
-from amqlite.core.idempotence import ProducerIds
+from amqlite.core.idempotence import MAX_EPOCH, ProducerIds
 from amqlite.core.stream import Stream
 from amqlite.core.transactions import (
     INVALID_TXN_STATE, NONE, PRODUCER_FENCED, State, TransactionCoordinator,
@@ -153,3 +153,45 @@ def test_the_last_stable_offset_never_falls_below_the_log_start(broker: Broker) 
     assert stream.transactions.stable(stream.end) == stream.first
     txns.end("t", pid, epoch, False, 1.0)
     assert stream.transactions.stable(stream.end) == stream.end
+
+
+def test_a_fencing_abort_at_the_last_epoch_ends_the_transaction_it_fences(broker: Broker) -> None:
+    """An abort the producer did not ask for (a new instance here) when the
+    epochs have run out: its markers must carry the producer id whose
+    transaction is open in the partitions (Kafka fences with the epoch at
+    Short.MaxValue and moves to a new producer id only for the next
+    instance). Marked with the new id, the partition's transaction stayed
+    open and its last stable offset stuck for ever."""
+    txns, payments, _, _ = setup(broker)
+    _, pid, _ = txns.init_producer("t", 60.0, -1, -1, 0.0)
+    txns.transactions["t"].epoch = MAX_EPOCH - 1  # as after 32,766 instances
+    epoch = MAX_EPOCH - 1
+    assert txns.add_partitions("t", pid, epoch, [payments], 0.0) == NONE
+    send(payments, (pid, epoch), 0, b"left open")
+    error, new_pid, new_epoch = txns.init_producer("t", 60.0, -1, -1, 1.0)
+    assert error == NONE and (new_pid, new_epoch) != (pid, epoch)
+    assert payments.transactions.aborted(0)
+    assert payments.transactions.stable(payments.end) == payments.end
+    assert txns.add_partitions("t", new_pid, new_epoch, [payments], 2.0) == NONE
+    send(payments, (new_pid, new_epoch), 0, b"next")
+    assert txns.end("t", new_pid, new_epoch, True, 3.0) == NONE
+    assert payments.transactions.stable(payments.end) == payments.end
+
+
+def test_an_old_instance_asking_for_the_next_epoch_after_a_new_one_started_is_fenced(broker: Broker) -> None:
+    """KIP-360: a producer that knows its id and epoch asks InitProducerId
+    for the next one, and a retry of that request is answered with the
+    epoch it was given; but only a retry (Kafka's lastProducerEpoch). A
+    zombie asking after a new instance took the next epoch got that same
+    epoch, and two instances wrote as one."""
+    txns, payments, _, _ = setup(broker)
+    _, pid, old = txns.init_producer("t", 60.0, -1, -1, 0.0)
+    assert txns.init_producer("t", 60.0, -1, -1, 1.0) == (NONE, pid, old + 1)  # a new instance
+    assert txns.init_producer("t", 60.0, pid, old, 2.0)[0] == PRODUCER_FENCED  # the zombie
+    # The bump the producer asked for itself, and its retry.
+    assert txns.init_producer("t", 60.0, pid, old + 1, 3.0) == (NONE, pid, old + 2)
+    assert txns.init_producer("t", 60.0, pid, old + 1, 3.5) == (NONE, pid, old + 2)
+    # A transaction aborted on its timeout fences its producer (lastProducerEpoch -1).
+    assert txns.add_partitions("t", pid, old + 2, [payments], 4.0) == NONE
+    txns.on_timer(100.0)
+    assert txns.init_producer("t", 60.0, pid, old + 2, 101.0)[0] == PRODUCER_FENCED
