@@ -67,7 +67,7 @@ class Visibility:
         transaction whose marker is at or after ``end`` is still open there."""
         ending = self._ending
         at = bisect.bisect_left(ending, (end, -1))
-        return min(min(self.open.values(), default=end), min((first for _, first in ending[at:]), default=end))
+        return min(end, min(self.open.values(), default=end), min((first for _, first in ending[at:]), default=end))
 
     def written(self, end: int) -> None:
         """Everything before ``end`` is on disk: markers there are settled

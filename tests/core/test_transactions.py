@@ -195,3 +195,19 @@ def test_an_old_instance_asking_for_the_next_epoch_after_a_new_one_started_is_fe
     assert txns.add_partitions("t", pid, old + 2, [payments], 4.0) == NONE
     txns.on_timer(100.0)
     assert txns.init_producer("t", 60.0, pid, old + 2, 101.0)[0] == PRODUCER_FENCED
+
+
+def test_the_last_stable_offset_never_passes_the_high_watermark() -> None:
+    """Records past what is on disk (the high watermark) are not served; a
+    transaction open there and another ended there, marker not on disk,
+    made the last stable offset the smaller of their first offsets, past
+    the high watermark, and read_committed readers were sent records a
+    crash could take back."""
+    from amqlite.core.visibility import Visibility
+
+    visibility = Visibility()
+    visibility.appended(1, 11, 1)
+    visibility.appended(2, 12, 1)
+    visibility.ended(1, 13, True)
+    assert visibility.stable(10) == 10
+    assert visibility.stable(14) == 12
