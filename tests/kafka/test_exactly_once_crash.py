@@ -203,16 +203,20 @@ class Workers:
     def __init__(self, broker: BrokerProcess, log_dir: Path, rng: random.Random, ids: int) -> None:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.logs: dict[str, Path] = {}
-        for roles in (KAFKA_WORKERS, AMQP_WORKERS):
-            for role in roles:
-                self.logs[role] = log_dir / f"{role}-{broker.starts}.log"
-                with open(self.logs[role], "wb") as out:
-                    self.processes[role] = subprocess.Popen(
-                        [sys.executable, __file__, role, str(broker.amqp_port), broker.bootstrap, str(rng.random()),
-                         str(ids)],
-                        stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
-            if roles == KAFKA_WORKERS:
-                self.wait_for("ready")
+        try:
+            for roles in (KAFKA_WORKERS, AMQP_WORKERS):
+                for role in roles:
+                    self.logs[role] = log_dir / f"{role}-{broker.starts}.log"
+                    with open(self.logs[role], "wb") as out:
+                        self.processes[role] = subprocess.Popen(
+                            [sys.executable, __file__, role, str(broker.amqp_port), broker.bootstrap,
+                             str(rng.random()), str(ids)],
+                            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                if roles == KAFKA_WORKERS:
+                    self.wait_for("ready")
+        except BaseException:
+            self.kill()  # none left behind to write into the next test
+            raise
 
     def said(self, role: str, word: str) -> int:
         return self.logs[role].read_text(errors="replace").count(word + "\n")
@@ -262,6 +266,7 @@ def test_two_pipelines_across_amqp_and_kafka_are_exactly_once_across_kill_9(tmp_
         channel.queue_declare(name, durable=True, arguments={"x-queue-type": "stream"})
     connection.close()
     progress = []
+    workers: Workers | None = None
     try:
         for round_ in range(ROUNDS):
             fed = FEED * (round_ + 1)
@@ -294,6 +299,8 @@ def test_two_pipelines_across_amqp_and_kafka_are_exactly_once_across_kill_9(tmp_
         workers.kill()
         held = check(broker, IDS)
     finally:
+        if workers is not None:
+            workers.kill()
         if broker.process is not None and broker.process.poll() is None:
             broker.kill()
     assert held["in1"] == [] and held["out1"] == held["mid1"], progress
