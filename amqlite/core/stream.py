@@ -726,6 +726,7 @@ class Stream(Queue):
         was sent, which would leave its position past the end."""
         journal = self.journal
         if journal is None:
+            self.transactions.written(self.end)  # nothing waits for a disk
             return self.end
         # Records are written in offset order, and what left memory is on disk.
         base, segments, positions = self._memory_first - self.first, self._record_segments, self._record_offsets

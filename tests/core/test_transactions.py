@@ -211,3 +211,18 @@ def test_the_last_stable_offset_never_passes_the_high_watermark() -> None:
     visibility.ended(1, 13, True)
     assert visibility.stable(10) == 10
     assert visibility.stable(14) == 12
+
+
+def test_ended_transactions_are_not_kept_once_settled_without_storage(broker: Broker) -> None:
+    """Without storage everything appended is settled at once, so nothing
+    waits for a marker to reach the disk; each ended transaction was kept
+    as one waiting for ever (a tuple per transaction and partition: memory
+    growing with every transaction of a long-running producer)."""
+    txns, payments, _, _ = setup(broker)
+    _, pid, epoch = txns.init_producer("t", 60.0, -1, -1, 0.0)
+    for n in range(50):
+        txns.add_partitions("t", pid, epoch, [payments], 0.0)
+        send(payments, (pid, epoch), n, b"%d" % n)
+        txns.end("t", pid, epoch, n % 2 == 0, 0.0)
+    assert len(payments.transactions._ending) <= 1  # the newest marker's, settled by the next append
+    assert payments.transactions.stable(payments.end) == payments.end
