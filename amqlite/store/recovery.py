@@ -1022,6 +1022,9 @@ def _restore_transactions(broker: Broker, queues: dict[int, Queue], replay: _Rep
             if isinstance(stream, Stream) and replay.group_order.get((queue_id, group), 0) < order:
                 txn.offsets[group, stream] = (offset, metadata)
         vhost.transactions.restore(txn)
+        # Ids count up from the clock at start-up: one set back must not
+        # hand a new producer a recovered id.
+        vhost.producer_ids.next_id = max(vhost.producer_ids.next_id, txn.producer_id + 1)
     return kept
 
 

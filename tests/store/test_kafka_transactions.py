@@ -186,3 +186,19 @@ def test_a_transaction_ended_in_memory_is_open_to_readers_of_what_is_on_disk(tmp
     store.sync()
     assert payments.transactions.stable(payments.written_end()) == payments.written_end() == 4
     store.close()
+
+
+def test_new_producer_ids_after_a_restart_stay_clear_of_the_recovered_ones(tmp_path: Path) -> None:
+    """Producer ids count up from the wall clock at start-up; a clock set
+    back between two runs handed a new producer the id a recovered
+    transactional id still has, and the two shared one producer's state in
+    every partition (sequences, epochs, open transactions)."""
+    store = Store(tmp_path)
+    _, pid, _ = coordinator(store).init_producer("t", 60.0, -1, -1, NOW)
+    store.sync()
+    store.crash()
+    recovered = Store(tmp_path, now=NOW - 60)  # the clock went back a minute
+    ids = recovered.vhost.producer_ids
+    assert ids is not None and recovered.vhost.transactions is not None
+    assert recovered.vhost.transactions.transactions["t"].producer_id == pid
+    assert ids.new()[0] > pid
