@@ -12,11 +12,14 @@ InitProducerId is answered once the journal has the id's new epoch on
 disk, as Kafka answers once its transaction log has it (a new instance's
 epoch must survive a crash, or the restarted broker would fence it), and
 EndTxn once the decision, the markers and the Complete record are.
-AddPartitionsToTxn and AddOffsetsToTxn are answered at once: their record
-comes before, in the one log, every record of the transaction that a
-crash could keep (the batches, the decision), so what survives a crash
-always finds them, and what does not is aborted at the restart anyway.
-That saves a wait for the disk per transaction. A fenced producer
+AddPartitionsToTxn is answered at once: its record comes before, in the
+one log, the transaction's batches, which are answered only once on disk,
+and a batch retried after a crash that lost it is refused
+(INVALID_TXN_STATE: its partition was not added). AddOffsetsToTxn waits
+for the disk: its TxnOffsetCommit is held in memory until EndTxn, so
+nothing else would put the open transaction on disk first, and a crash
+that lost it would leave the producer unfenced, its commit carrying the
+records without the offsets it was told were added. A fenced producer
 hears PRODUCER_FENCED, or INVALID_PRODUCER_EPOCH at the versions older
 than that code (Kafka's KafkaApis converts it the same way).
 """
@@ -146,9 +149,11 @@ def add_partitions_to_txn(session: Session, request: Request, now: float) -> Any
 
 def add_offsets_to_txn(session: Session, request: Request, now: float) -> Any:
     body, cls = request.body, request.response_type()
+    before = _position(session)
     error = coordinator(session, now).add_offsets(body.transactional_id, body.producer_id, body.producer_epoch,
                                                   body.group_id, now)
-    return build(cls, throttle_time=NO_THROTTLE, error_code=_code(request, error))
+    return _when_on_disk(session, before, lambda: build(cls, throttle_time=NO_THROTTLE,
+                                                        error_code=_code(request, error)))
 
 
 def txn_offset_commit(session: Session, request: Request, now: float) -> Any:
