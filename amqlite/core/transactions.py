@@ -356,7 +356,10 @@ class TransactionCoordinator:
             journal.transaction_logged(self.vhost, txn.transactional_id,
                                        record(txn, State.COMPLETE_COMMIT if commit else State.COMPLETE_ABORT),
                                        completes=True)
-            txn.completing_at = journal.position
+            # Past everything appended so far: the Complete record goes into
+            # the next write, and with no marker appended (recovery finds them
+            # all there) the position alone may already be synced.
+            txn.completing_at = journal.position + 1
         txn.offsets.clear()
         self._completing(txn)
 

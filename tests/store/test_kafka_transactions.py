@@ -202,3 +202,32 @@ def test_new_producer_ids_after_a_restart_stay_clear_of_the_recovered_ones(tmp_p
     assert ids is not None and recovered.vhost.transactions is not None
     assert recovered.vhost.transactions.transactions["t"].producer_id == pid
     assert ids.new()[0] > pid
+
+
+def test_a_transaction_recovery_completes_keeps_the_id_busy_until_its_record_is_on_disk(tmp_path: Path) -> None:
+    """A crash kept an EndTxn's decision and markers but not its Complete
+    record: recovery completes it, writing no marker (all are there), and
+    its Complete record waits for the next write. The id was free at once,
+    so a new instance's epoch went into the log before that stale record,
+    and a second crash brought the id back at the old epoch: the new
+    instance fenced, the old one let in."""
+    store, pid, epoch = ready(tmp_path)
+    assert coordinator(store).end("app", pid, epoch, True, NOW) == NONE
+    pending, _ = store.journal.take_batch()
+    store.crash()
+    directory = tmp_path / "cut"
+    shutil.copytree(tmp_path / "base", directory)
+    journal = DiskJournal(directory)
+    journal.log.write_and_sync(pending[:-1])  # all but the Complete record
+    journal.log.close()
+    journal._lock_file.close()
+    restarted = Store(directory)
+    txns = restarted.vhost.transactions
+    assert txns is not None
+    assert txns.init_producer("app", 60.0, -1, -1, NOW)[0] == CONCURRENT_TRANSACTIONS
+    restarted.sync()
+    assert txns.init_producer("app", 60.0, -1, -1, NOW) == (NONE, pid, epoch + 1)
+    restarted.sync()
+    again = restarted.restart(crash=True)
+    assert again.vhost.transactions is not None
+    assert again.vhost.transactions.transactions["app"].epoch == epoch + 1
