@@ -3,6 +3,8 @@ with prometheus_client's own parser."""
 
 from __future__ import annotations
 
+import contextlib
+
 import httpx
 import pika
 import pika.exceptions
@@ -196,6 +198,7 @@ def test_stream_group_lag_per_group(managed: ManagedServerThread) -> None:
     for path in ("/metrics", "/metrics/per-object"):
         assert scrape(managed, path)[("amqlite_stream_group_lag", labels)] == 6
     # pika rejects the deliveries it still holds as it closes, which a
-    # stream refuses with 540: that is the close.
-    with pytest.raises(pika.exceptions.ConnectionClosedByBroker):
+    # stream refuses with 540; whether any had reached pika by then is a
+    # race, and not what this test is about.
+    with contextlib.suppress(pika.exceptions.ConnectionClosedByBroker):
         connection.close()
