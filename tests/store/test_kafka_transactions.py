@@ -189,10 +189,12 @@ def test_a_transaction_ended_in_memory_is_open_to_readers_of_what_is_on_disk(tmp
 
 
 def test_new_producer_ids_after_a_restart_stay_clear_of_the_recovered_ones(tmp_path: Path) -> None:
-    """Producer ids count up from the wall clock at start-up; a clock set
-    back between two runs handed a new producer the id a recovered
-    transactional id still has, and the two shared one producer's state in
-    every partition (sequences, epochs, open transactions)."""
+    """Producer ids count up from the wall clock at start-up (ms << 16); a
+    clock set back between two runs counts them up from below the
+    recovered ones, and a start in the millisecond a previous run started
+    in (a restored VM snapshot's clock) hands a new producer the id a
+    recovered transactional id still has, the two then sharing one
+    producer's state in every partition. New ids now start above them."""
     store = Store(tmp_path)
     _, pid, _ = coordinator(store).init_producer("t", 60.0, -1, -1, NOW)
     store.sync()
