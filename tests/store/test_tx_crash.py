@@ -61,9 +61,9 @@ def transform(port: int, stop: threading.Event, rng: random.Random) -> None:
         pass  # the broker went away
 
 
-def forward(port: int, stop: threading.Event) -> None:
+def forward(port: int, stop: threading.Event, commits: list[int] | None = None) -> None:
     """Stage 2: group ``forwarder`` on ``produced`` -> queue ``final``, one
-    transaction per id."""
+    transaction per id, counted in ``commits[0]``."""
     try:
         connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
         channel = connection.channel()
@@ -78,6 +78,8 @@ def forward(port: int, stop: threading.Event) -> None:
             channel.basic_publish("", "final", body, PERSISTENT)
             channel.basic_ack(method.delivery_tag)
             channel.tx_commit()
+            if commits is not None:
+                commits[0] += 1
         connection.close()
     except (pika.exceptions.AMQPError, OSError):
         pass
@@ -138,11 +140,18 @@ def test_consume_transform_produce_in_transactions_is_exactly_once_across_kill_9
     progress = []
     for _ in range(rounds):
         stop = threading.Event()
+        commits = [0]
         workers = [threading.Thread(target=transform, args=(broker.port, stop, random.Random(rng.random())))
-                   for _ in range(2)] + [threading.Thread(target=forward, args=(broker.port, stop))]
+                   for _ in range(2)] + [threading.Thread(target=forward, args=(broker.port, stop, commits))]
         for worker in workers:
             worker.start()
-        time.sleep(0.2 + rng.random() * 0.4)
+        # The kill waits for work, not for time: a quiet machine passes all
+        # 200 ids of a round in less than the 0.2 s a fixed wait gave.
+        forwarded = progress[-1][2] if progress else 0
+        target = rng.randint(1, max(1, min(150, IDS - forwarded - 2)))
+        deadline = time.monotonic() + 30
+        while commits[0] < target and time.monotonic() < deadline:
+            time.sleep(0.002)
         broker.kill()  # while transactions commit
         stop.set()
         for worker in workers:
