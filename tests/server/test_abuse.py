@@ -312,19 +312,28 @@ def _serve_limited(tmp_path: Path, open_files: int, *, every_listener: bool = Fa
         names += ("tls_port", "kafka_port", "management_tls_port")
         cert, key, _ = _certificate(tmp_path)
         env = {"AMQLITE_TLS_CERT": str(cert), "AMQLITE_TLS_KEY": str(key), **env}
-    ports = {name: _free_port() for name in names}
     log = tmp_path / "broker.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--data-dir", str(tmp_path / "data")],
-        env={**os.environ, "AMQLITE_LOG_FORMAT": "json", **{f"AMQLITE_{name.upper()}": str(port)
-                                                            for name, port in ports.items()}, **env},
-        stderr=log.open("w"),
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files)))
-    deadline = time.monotonic() + 15
-    while '"broker.listening"' not in log.read_text():
-        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
-    return process, log, ports
+    # A port found free can be taken before the broker binds it, as the local
+    # port of a client socket of a test running beside this one (pytest-xdist):
+    # then the broker says so and exits, and it is started again on others.
+    for _ in range(3):
+        ports = {name: _free_port() for name in names}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "amqlite.cli", "serve", "--host", "127.0.0.1", "--data-dir",
+             str(tmp_path / "data")],
+            env={**os.environ, "AMQLITE_LOG_FORMAT": "json", **{f"AMQLITE_{name.upper()}": str(port)
+                                                                for name, port in ports.items()}, **env},
+            stderr=log.open("w"),
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files)))
+        deadline = time.monotonic() + 15
+        while '"broker.listening"' not in log.read_text():
+            if process.poll() is not None and "Address already in use" in log.read_text():
+                break
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        else:
+            return process, log, ports
+    raise AssertionError(log.read_text())
 
 
 def _served(ports: dict[str, int], source: str = "127.0.0.2", wait: float = 5.0) -> None:
